@@ -1,0 +1,26 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod env;
+mod error;
+mod hashing;
+mod model;
+mod policy;
+mod query;
+mod scope;
+mod snapshot;
+pub mod store;
+pub mod token_format;
+
+pub use env::{Clock, ManualClock, OsRandom, SecureRandom, SystemClock, Timestamp};
+pub use error::{Error, ErrorCode, FieldError, Result, StoreError};
+pub use hashing::{HashParams, SecretHasher};
+pub use model::{
+    AppStatus, Application, CreatedToken, IpNetwork, Page, PageRequest, RateLimit, TokenInfo,
+    TokenLimits, TokenRecord, TokenStatus, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, SYSTEM_APP_ID,
+};
+pub use policy::{default_permissions, Permission, Policy, Role};
+pub use query::PermissionQuery;
+pub use scope::{RoleName, Scope, ADMIN};
+pub use snapshot::{EffectiveSet, PermissionSnapshot};

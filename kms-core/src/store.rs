@@ -1,0 +1,140 @@
+//! The storage traits kms-core talks to, and the change hook through which a store
+//! announces what changed so caches drop stale entries.
+//!
+//! Traits are synchronous: stores are synchronous (rusqlite), the core has no runtime, and
+//! servers run store calls off their async executor.
+
+use std::sync::Weak;
+
+use crate::error::StoreError;
+use crate::model::{Application, TokenRecord};
+use crate::policy::{Permission, Policy, Role};
+use crate::scope::{RoleName, Scope};
+
+/// One change in a [`Store::apply`] batch.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Mutation {
+    /// Sets a metadata key that must not exist yet (else `Conflict`).
+    CreateMeta {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Inserts an application; `Conflict` when the id or name is taken.
+    InsertApp(Application),
+    /// Replaces an existing application (matched by id); `Conflict` when the new name is
+    /// taken by another application.
+    UpdateApp(Application),
+    /// Deletes an application and every token it owns.
+    DeleteApp(String),
+    /// Inserts a permission; `Conflict` when the scope exists.
+    InsertPermission(Permission),
+    /// Deletes a permission.
+    DeletePermission(Scope),
+    /// Inserts or replaces a role.
+    PutRole(Role),
+    /// Deletes a role.
+    DeleteRole(RoleName),
+    /// Inserts a token; `Conflict` when the id exists.
+    InsertToken(TokenRecord),
+    /// Replaces an existing token (matched by id).
+    UpdateToken(TokenRecord),
+    /// Deletes a token.
+    DeleteToken(String),
+}
+
+impl Mutation {
+    /// The change listeners hear about once the batch has committed.
+    pub fn change(&self) -> Option<Change> {
+        match self {
+            Mutation::CreateMeta { .. } | Mutation::InsertApp(_) | Mutation::InsertToken(_) => None,
+            Mutation::UpdateApp(a) => Some(Change::App(a.id.clone())),
+            Mutation::DeleteApp(id) => Some(Change::App(id.clone())),
+            Mutation::InsertPermission(_)
+            | Mutation::DeletePermission(_)
+            | Mutation::PutRole(_)
+            | Mutation::DeleteRole(_) => Some(Change::Policy),
+            Mutation::UpdateToken(t) => Some(Change::Token(t.id.clone())),
+            Mutation::DeleteToken(id) => Some(Change::Token(id.clone())),
+        }
+    }
+}
+
+/// What a store announces after a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Change {
+    /// A token was updated (revoked, rotated, limits changed) or deleted.
+    Token(String),
+    /// An application was updated (e.g. disabled) or deleted.
+    App(String),
+    /// A permission or role definition changed.
+    Policy,
+}
+
+/// Receives [`Change`]s from a store.
+pub trait ChangeListener: Send + Sync {
+    /// Called after a batch committed, with no store lock held, once per change.
+    fn on_change(&self, change: &Change);
+}
+
+/// The outcome of spending one use of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseOutcome {
+    /// The token has no use limit.
+    Unlimited,
+    /// One use was spent; this many are left.
+    Remaining(u64),
+    /// No uses were left; nothing was spent.
+    Exhausted,
+    /// The token does not exist (any more).
+    Missing,
+}
+
+/// Applications.
+pub trait AppStore {
+    /// The application with `id`.
+    fn get_app(&self, id: &str) -> Result<Option<Application>, StoreError>;
+    /// Up to `limit` applications with ids greater than `after`, by id.
+    fn list_apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<Application>, StoreError>;
+}
+
+/// API keys.
+pub trait TokenStore {
+    /// The token with `id` (`tok_...`).
+    fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Up to `limit` tokens of `app_id` with ids greater than `after`, by id.
+    fn list_tokens(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Whether any token is granted the scope directly.
+    fn scope_is_granted(&self, scope: &Scope) -> Result<bool, StoreError>;
+    /// Whether any token is granted the role.
+    fn role_is_granted(&self, role: &RoleName) -> Result<bool, StoreError>;
+    /// Atomically spends one use of a token with a use limit.
+    fn consume_use(&self, id: &str) -> Result<UseOutcome, StoreError>;
+}
+
+/// Permission and role definitions.
+pub trait PolicyStore {
+    /// Every permission and role.
+    fn load_policy(&self) -> Result<Policy, StoreError>;
+}
+
+/// A complete store: every entity trait, atomic batches, metadata and the change hook.
+pub trait Store: AppStore + TokenStore + PolicyStore + Send + Sync + 'static {
+    /// Applies every mutation in one transaction: all of them or none. Listeners hear the
+    /// resulting [`Change`]s after the commit.
+    fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError>;
+    /// A metadata value.
+    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Registers a listener; dropped listeners are skipped.
+    fn subscribe(&self, listener: Weak<dyn ChangeListener>);
+    /// Checks that the store can serve requests (readiness).
+    fn ping(&self) -> Result<(), StoreError>;
+}
