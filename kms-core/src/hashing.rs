@@ -40,7 +40,9 @@ impl HashParams {
 
     fn argon2(&self) -> Result<Argon2<'static>> {
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)
-            .map_err(|e| Error::invalid("hash_params", format!("invalid argon2 parameters: {e}")))?;
+            .map_err(|e| {
+                Error::invalid("hash_params", format!("invalid argon2 parameters: {e}"))
+            })?;
         Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
     }
 }

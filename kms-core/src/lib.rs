@@ -2,25 +2,34 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cache;
 mod env;
 mod error;
 mod hashing;
+mod kms;
 mod model;
 mod policy;
 mod query;
+pub mod requests;
 mod scope;
 mod snapshot;
 pub mod store;
 pub mod token_format;
 
+pub use cache::CacheStats;
 pub use env::{Clock, ManualClock, OsRandom, SecureRandom, SystemClock, Timestamp};
 pub use error::{Error, ErrorCode, FieldError, Result, StoreError};
 pub use hashing::{HashParams, SecretHasher};
+pub use kms::{Caller, Kms, KmsBuilder, RoleView, Verification, VerifyCode, VerifyResponse};
 pub use model::{
     AppStatus, Application, CreatedToken, IpNetwork, Page, PageRequest, RateLimit, TokenInfo,
     TokenLimits, TokenRecord, TokenStatus, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, SYSTEM_APP_ID,
 };
 pub use policy::{default_permissions, Permission, Policy, Role};
 pub use query::PermissionQuery;
+pub use requests::{
+    AppUpdate, NewApp, NewPermission, NewRole, NewToken, RateLimitInput, RoleUpdate, RotateToken,
+    TokenUpdate, VerifyRequest,
+};
 pub use scope::{RoleName, Scope, ADMIN};
 pub use snapshot::{EffectiveSet, PermissionSnapshot};

@@ -124,7 +124,9 @@ impl IpNetwork {
         if let Ok(net) = s.parse::<ipnet::IpNet>() {
             return Some(IpNetwork(net));
         }
-        s.parse::<IpAddr>().ok().map(|a| IpNetwork(ipnet::IpNet::from(a)))
+        s.parse::<IpAddr>()
+            .ok()
+            .map(|a| IpNetwork(ipnet::IpNet::from(a)))
     }
 
     /// Whether `ip` lies in the network. IPv4-mapped IPv6 addresses match IPv4 networks.
@@ -152,7 +154,8 @@ impl Serialize for IpNetwork {
 impl<'de> Deserialize<'de> for IpNetwork {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        IpNetwork::parse(&s).ok_or_else(|| serde::de::Error::custom("expected a network in CIDR notation"))
+        IpNetwork::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected a network in CIDR notation"))
     }
 }
 
@@ -321,9 +324,20 @@ mod tests {
         assert!(v6.contains("2001:db8::1".parse().unwrap()));
         assert!(!v6.contains("2001:db9::1".parse().unwrap()));
         assert!(!v6.contains("10.0.0.1".parse().unwrap()));
-        assert!(IpNetwork::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
-        assert!(IpNetwork::parse("1.2.3.4").unwrap().contains("1.2.3.4".parse().unwrap()));
-        for bad in ["10.0.0.0/33", "x", "10.0.0.0/", "10.0.0.0/-1", "::/129", "1.2.3.4/8/9"] {
+        assert!(IpNetwork::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(IpNetwork::parse("1.2.3.4")
+            .unwrap()
+            .contains("1.2.3.4".parse().unwrap()));
+        for bad in [
+            "10.0.0.0/33",
+            "x",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+            "::/129",
+            "1.2.3.4/8/9",
+        ] {
             assert!(IpNetwork::parse(bad).is_none(), "{bad}");
         }
     }

@@ -57,15 +57,27 @@ pub fn default_permissions() -> Vec<Permission> {
     vec![
         p(ADMIN, "every permission", &[]),
         p("app.read", "read applications", &[]),
-        p("app.write", "create, change and delete applications", &["app.read"]),
+        p(
+            "app.write",
+            "create, change and delete applications",
+            &["app.read"],
+        ),
         p("token.read", "read tokens", &[]),
         p("token.create", "create and rotate tokens", &[]),
         p("token.revoke", "revoke and delete tokens", &[]),
         p("token.verify", "verify tokens", &[]),
         p("permission.read", "read permissions", &[]),
-        p("permission.write", "define and delete permissions", &["permission.read"]),
+        p(
+            "permission.write",
+            "define and delete permissions",
+            &["permission.read"],
+        ),
         p("role.read", "read roles", &[]),
-        p("role.write", "define, change and delete roles", &["role.read"]),
+        p(
+            "role.write",
+            "define, change and delete roles",
+            &["role.read"],
+        ),
         p("audit.read", "read the audit log", &[]),
         p("key.read", "read signing keys", &[]),
         p("key.rotate", "rotate signing keys", &[]),
@@ -97,12 +109,18 @@ impl Policy {
             }
             for (i, r) in role.inherits.iter().enumerate() {
                 if !self.roles.contains_key(r) {
-                    return Err(Error::invalid(format!("inherits[{i}]"), format!("unknown role {r}")));
+                    return Err(Error::invalid(
+                        format!("inherits[{i}]"),
+                        format!("unknown role {r}"),
+                    ));
                 }
             }
         }
         if let Some(cycle) = find_cycle(self.permissions.keys(), |s| {
-            self.permissions.get(s).map(|p| p.implies.as_slice()).unwrap_or(&[])
+            self.permissions
+                .get(s)
+                .map(|p| p.implies.as_slice())
+                .unwrap_or(&[])
         }) {
             return Err(Error::invalid(
                 "implies",
@@ -110,11 +128,17 @@ impl Policy {
             ));
         }
         if let Some(cycle) = find_cycle(self.roles.keys(), |r| {
-            self.roles.get(r).map(|x| x.inherits.as_slice()).unwrap_or(&[])
+            self.roles
+                .get(r)
+                .map(|x| x.inherits.as_slice())
+                .unwrap_or(&[])
         }) {
             return Err(Error::invalid(
                 "inherits",
-                format!("role inheritance would form a cycle: {}", join_cycle(&cycle)),
+                format!(
+                    "role inheritance would form a cycle: {}",
+                    join_cycle(&cycle)
+                ),
             ));
         }
         Ok(())
@@ -198,7 +222,8 @@ fn find_cycle<'a, T: Ord + Clone + 'a>(
                 match marks.get(next) {
                     Some(Mark::Visiting) => {
                         let start = stack.iter().position(|(n, _)| n == next).unwrap_or(0);
-                        let mut cycle: Vec<T> = stack[start..].iter().map(|(n, _)| n.clone()).collect();
+                        let mut cycle: Vec<T> =
+                            stack[start..].iter().map(|(n, _)| n.clone()).collect();
                         cycle.push(next.clone());
                         return Some(cycle);
                     }
@@ -218,7 +243,11 @@ fn find_cycle<'a, T: Ord + Clone + 'a>(
 }
 
 fn join_cycle<T: std::fmt::Display>(cycle: &[T]) -> String {
-    cycle.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" -> ")
+    cycle
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(" -> ")
 }
 
 #[cfg(test)]
@@ -238,7 +267,10 @@ mod tests {
             name: RoleName::parse(name).unwrap(),
             description: String::new(),
             permissions: perms.iter().map(|s| Scope::parse(s).unwrap()).collect(),
-            inherits: inherits.iter().map(|s| RoleName::parse(s).unwrap()).collect(),
+            inherits: inherits
+                .iter()
+                .map(|s| RoleName::parse(s).unwrap())
+                .collect(),
         }
     }
 
@@ -261,7 +293,10 @@ mod tests {
 
     #[test]
     fn implication_cycle_is_named() {
-        let p = policy(vec![perm("a", &["b"]), perm("b", &["c"]), perm("c", &["a"])], vec![]);
+        let p = policy(
+            vec![perm("a", &["b"]), perm("b", &["c"]), perm("c", &["a"])],
+            vec![],
+        );
         let err = p.validate().unwrap_err().to_string();
         assert!(err.contains("a -> b -> c -> a"), "{err}");
     }
@@ -279,8 +314,12 @@ mod tests {
     #[test]
     fn unknown_references_are_rejected() {
         assert!(policy(vec![perm("a", &["zz"])], vec![]).validate().is_err());
-        assert!(policy(vec![], vec![role("r", &["zz"], &[])]).validate().is_err());
-        assert!(policy(vec![], vec![role("r", &[], &["q"])]).validate().is_err());
+        assert!(policy(vec![], vec![role("r", &["zz"], &[])])
+            .validate()
+            .is_err());
+        assert!(policy(vec![], vec![role("r", &[], &["q"])])
+            .validate()
+            .is_err());
     }
 
     #[test]
@@ -293,13 +332,25 @@ mod tests {
                 perm("app.read", &[]),
                 perm("app.write", &["app.read"]),
             ],
-            vec![role("viewer", &["app.write"], &[]), role("support", &["billing"], &["viewer"])],
+            vec![
+                role("viewer", &["app.write"], &[]),
+                role("support", &["billing"], &["viewer"]),
+            ],
         );
         let eff: Vec<String> = p
             .role_effective_scopes(&RoleName::parse("support").unwrap())
             .into_iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(eff, ["app.read", "app.write", "billing", "billing.read", "billing.write"]);
+        assert_eq!(
+            eff,
+            [
+                "app.read",
+                "app.write",
+                "billing",
+                "billing.read",
+                "billing.write"
+            ]
+        );
     }
 }

@@ -7,11 +7,11 @@ use crate::error::{Error, Result};
 use crate::scope::{is_valid_scope, Scope};
 
 /// Longest query text accepted.
-pub const MAX_QUERY_LEN: usize = 4096;
+pub(crate) const MAX_QUERY_LEN: usize = 4096;
 /// Deepest parenthesis nesting accepted.
-pub const MAX_QUERY_DEPTH: usize = 32;
+pub(crate) const MAX_QUERY_DEPTH: usize = 32;
 /// Most scopes one query may name.
-pub const MAX_QUERY_TERMS: usize = 256;
+pub(crate) const MAX_QUERY_TERMS: usize = 256;
 
 /// A parsed permission query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,11 @@ impl fmt::Display for PermissionQuery {
             match n {
                 Node::Scope(s) => f.write_str(s.as_str()),
                 Node::All(v) | Node::Any(v) => {
-                    let op = if matches!(n, Node::All(_)) { " AND " } else { " OR " };
+                    let op = if matches!(n, Node::All(_)) {
+                        " AND "
+                    } else {
+                        " OR "
+                    };
                     if !top {
                         f.write_str("(")?;
                     }
@@ -163,8 +167,14 @@ fn lex(input: &str) -> Result<Vec<Tok<'_>>> {
     while let Some((ci, (bi, c))) = chars.next() {
         match c {
             c if c.is_whitespace() => {}
-            '(' => out.push(Tok { kind: Kind::Open, at: ci }),
-            ')' => out.push(Tok { kind: Kind::Close, at: ci }),
+            '(' => out.push(Tok {
+                kind: Kind::Open,
+                at: ci,
+            }),
+            ')' => out.push(Tok {
+                kind: Kind::Close,
+                at: ci,
+            }),
             _ => {
                 let mut end = bi + c.len_utf8();
                 while let Some(&(_, (nb, nc))) = chars.peek() {
@@ -211,7 +221,11 @@ impl Parser<'_, '_> {
             self.pos += 1;
             any.push(self.conjunction(depth)?);
         }
-        Ok(if any.len() == 1 { any.remove(0) } else { Node::Any(any) })
+        Ok(if any.len() == 1 {
+            any.remove(0)
+        } else {
+            Node::Any(any)
+        })
     }
 
     fn conjunction(&mut self, depth: usize) -> Result<Node> {
@@ -220,7 +234,11 @@ impl Parser<'_, '_> {
             self.pos += 1;
             all.push(self.atom(depth)?);
         }
-        Ok(if all.len() == 1 { all.remove(0) } else { Node::All(all) })
+        Ok(if all.len() == 1 {
+            all.remove(0)
+        } else {
+            Node::All(all)
+        })
     }
 
     fn atom(&mut self, depth: usize) -> Result<Node> {
@@ -235,7 +253,9 @@ impl Parser<'_, '_> {
                 self.pos += 1;
                 self.terms += 1;
                 if self.terms > MAX_QUERY_TERMS {
-                    return Err(query_error(format!("names more than {MAX_QUERY_TERMS} scopes")));
+                    return Err(query_error(format!(
+                        "names more than {MAX_QUERY_TERMS} scopes"
+                    )));
                 }
                 Ok(Node::Scope(Scope::parse(w)?))
             }
@@ -283,8 +303,10 @@ mod tests {
     fn and_binds_tighter_than_or() {
         assert_eq!(q("a OR b AND c").to_string(), "a OR (b AND c)");
         assert_eq!(q("(a OR b) AND c").to_string(), "(a OR b) AND c");
-        assert_eq!(q("billing.read AND (billing.write OR admin)").to_string(),
-            "billing.read AND (billing.write OR admin)");
+        assert_eq!(
+            q("billing.read AND (billing.write OR admin)").to_string(),
+            "billing.read AND (billing.write OR admin)"
+        );
     }
 
     #[test]

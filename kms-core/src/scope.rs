@@ -7,9 +7,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::{Error, Result};
 
 /// Most segments a scope may have.
-pub const MAX_SEGMENTS: usize = 8;
+pub(crate) const MAX_SEGMENTS: usize = 8;
 /// Longest segment.
-pub const MAX_SEGMENT_LEN: usize = 32;
+pub(crate) const MAX_SEGMENT_LEN: usize = 32;
 /// The scope that covers every other scope.
 pub const ADMIN: &str = "admin";
 
@@ -18,7 +18,8 @@ pub const ADMIN: &str = "admin";
 #[serde(transparent)]
 pub struct Scope(String);
 
-const SCOPE_RULE: &str = "must be 1 to 8 segments of [a-z0-9_-] (1 to 32 characters each) joined by '.'";
+const SCOPE_RULE: &str =
+    "must be 1 to 8 segments of [a-z0-9_-] (1 to 32 characters each) joined by '.'";
 
 impl Scope {
     /// Validates `s` as a scope.
@@ -37,7 +38,8 @@ impl Scope {
 
     /// Validates `s`, naming `field` in the error.
     pub fn parse_field(s: &str, field: &str) -> Result<Self> {
-        Scope::parse(s).map_err(|_| Error::invalid(field, format!("{SCOPE_RULE}; got {}", shown(s))))
+        Scope::parse(s)
+            .map_err(|_| Error::invalid(field, format!("{SCOPE_RULE}; got {}", shown(s))))
     }
 
     /// The scope as a string.
@@ -65,7 +67,7 @@ impl Scope {
 }
 
 /// Whether `s` is a well-formed scope.
-pub fn is_valid_scope(s: &str) -> bool {
+pub(crate) fn is_valid_scope(s: &str) -> bool {
     if s.is_empty() || s.len() > MAX_SEGMENTS * (MAX_SEGMENT_LEN + 1) {
         return false;
     }
@@ -100,7 +102,8 @@ impl AsRef<str> for Scope {
 impl<'de> Deserialize<'de> for Scope {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Scope::parse(&s).map_err(|_| serde::de::Error::custom(format!("invalid scope: {SCOPE_RULE}")))
+        Scope::parse(&s)
+            .map_err(|_| serde::de::Error::custom(format!("invalid scope: {SCOPE_RULE}")))
     }
 }
 
@@ -109,7 +112,8 @@ impl<'de> Deserialize<'de> for Scope {
 #[serde(transparent)]
 pub struct RoleName(String);
 
-const ROLE_RULE: &str = "must be 1 to 64 characters of [a-z0-9_.-], starting with a letter or digit";
+const ROLE_RULE: &str =
+    "must be 1 to 64 characters of [a-z0-9_.-], starting with a letter or digit";
 
 impl RoleName {
     /// Validates `s` as a role name, naming `field` in the error.
@@ -124,7 +128,10 @@ impl RoleName {
         if ok {
             Ok(RoleName(s.to_owned()))
         } else {
-            Err(Error::invalid(field, format!("{ROLE_RULE}; got {}", shown(s))))
+            Err(Error::invalid(
+                field,
+                format!("{ROLE_RULE}; got {}", shown(s)),
+            ))
         }
     }
 
@@ -148,7 +155,8 @@ impl fmt::Display for RoleName {
 impl<'de> Deserialize<'de> for RoleName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        RoleName::parse(&s).map_err(|_| serde::de::Error::custom(format!("invalid role name: {ROLE_RULE}")))
+        RoleName::parse(&s)
+            .map_err(|_| serde::de::Error::custom(format!("invalid role name: {ROLE_RULE}")))
     }
 }
 
@@ -168,11 +176,27 @@ mod tests {
 
     #[test]
     fn scope_rules() {
-        for good in ["a", "billing.invoices.read", "a-b_c.d", "a.b.c.d.e.f.g.h", &"x".repeat(32)] {
+        for good in [
+            "a",
+            "billing.invoices.read",
+            "a-b_c.d",
+            "a.b.c.d.e.f.g.h",
+            &"x".repeat(32),
+        ] {
             assert!(Scope::parse(good).is_ok(), "{good}");
         }
         for bad in [
-            "", ".", "a.", ".a", "a..b", "A", "a b", "a.b.c.d.e.f.g.h.i", &"x".repeat(33), "é", "*",
+            "",
+            ".",
+            "a.",
+            ".a",
+            "a..b",
+            "A",
+            "a b",
+            "a.b.c.d.e.f.g.h.i",
+            &"x".repeat(33),
+            "é",
+            "*",
             "a;drop table",
         ] {
             assert!(Scope::parse(bad).is_err(), "{bad}");

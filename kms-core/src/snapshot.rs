@@ -71,7 +71,11 @@ impl PermissionSnapshot {
                 edges[*parent as usize].push(i as u32);
             }
             if let Some(p) = policy.permissions.get(s) {
-                edges[i].extend(p.implies.iter().filter_map(|t| index.get(t.as_str()).copied()));
+                edges[i].extend(
+                    p.implies
+                        .iter()
+                        .filter_map(|t| index.get(t.as_str()).copied()),
+                );
             }
         }
         let words = names.len().div_ceil(64);
@@ -171,7 +175,9 @@ impl PermissionSnapshot {
                 }
             }
         }
-        let all = self.admin.is_some_and(|a| bits[(a / 64) as usize] & (1 << (a % 64)) != 0);
+        let all = self
+            .admin
+            .is_some_and(|a| bits[(a / 64) as usize] & (1 << (a % 64)) != 0);
         EffectiveSet {
             generation: self.generation,
             all,
@@ -226,6 +232,10 @@ impl PermissionSnapshot {
         if inner.all {
             return false;
         }
-        inner.bits.iter().zip(outer.bits.iter()).all(|(i, o)| i & !o == 0)
+        inner
+            .bits
+            .iter()
+            .zip(outer.bits.iter())
+            .all(|(i, o)| i & !o == 0)
     }
 }

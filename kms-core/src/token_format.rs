@@ -38,7 +38,8 @@ impl TokenPrefix {
         let b = s.as_bytes();
         let ok = (2..=16).contains(&b.len())
             && b[0].is_ascii_lowercase()
-            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if ok {
             Ok(TokenPrefix(s.to_owned()))
         } else {
@@ -124,7 +125,10 @@ pub fn parse(token: &str) -> std::result::Result<ParsedToken<'_>, ParseError> {
     if b.len() > MAX_TOKEN_LEN {
         return Err(ParseError::Format);
     }
-    let sep = b.iter().position(|&c| c == b'_').ok_or(ParseError::Format)?;
+    let sep = b
+        .iter()
+        .position(|&c| c == b'_')
+        .ok_or(ParseError::Format)?;
     let (prefix, rest) = (&token[..sep], &token[sep + 1..]);
     if TokenPrefix::parse(prefix).is_err() || rest.len() != TAIL_LEN {
         return Err(ParseError::Format);

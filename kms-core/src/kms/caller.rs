@@ -1,0 +1,122 @@
+//! Who a management call acts for.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::model::SYSTEM_APP_ID;
+use crate::scope::{RoleName, Scope};
+use crate::snapshot::{EffectiveSet, PermissionSnapshot};
+
+/// The authenticated principal of a management call: a token, or the local operator.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    token_id: Option<String>,
+    app_id: String,
+    grants: Option<Arc<(Vec<Scope>, Vec<RoleName>)>>,
+    effective: Option<Arc<EffectiveSet>>,
+}
+
+impl Caller {
+    pub(crate) fn operator() -> Self {
+        Caller {
+            token_id: None,
+            app_id: SYSTEM_APP_ID.to_owned(),
+            grants: None,
+            effective: None,
+        }
+    }
+
+    pub(crate) fn for_token(
+        token_id: String,
+        app_id: String,
+        scopes: Vec<Scope>,
+        roles: Vec<RoleName>,
+        effective: Arc<EffectiveSet>,
+    ) -> Self {
+        Caller {
+            token_id: Some(token_id),
+            app_id,
+            grants: Some(Arc::new((scopes, roles))),
+            effective: Some(effective),
+        }
+    }
+
+    /// The id of the caller's token; `None` for the local operator.
+    pub fn token_id(&self) -> Option<&str> {
+        self.token_id.as_deref()
+    }
+
+    /// The caller's application.
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// Whether the caller belongs to the system application and so may see every
+    /// application.
+    pub fn is_system(&self) -> bool {
+        self.app_id == SYSTEM_APP_ID
+    }
+
+    /// Whether objects of `app_id` are visible to the caller.
+    pub(crate) fn sees_app(&self, app_id: &str) -> bool {
+        self.is_system() || self.app_id == app_id
+    }
+
+    /// The caller's effective set in `snap`, recompiled if the policy changed since the
+    /// caller was authenticated. `None` means the operator, who holds everything.
+    pub(crate) fn effective_in(&self, snap: &PermissionSnapshot) -> Option<Arc<EffectiveSet>> {
+        let grants = self.grants.as_ref()?;
+        match &self.effective {
+            Some(e) if e.generation() == snap.generation() => Some(Arc::clone(e)),
+            _ => Some(Arc::new(snap.effective(grants.0.iter(), grants.1.iter()))),
+        }
+    }
+
+    /// Fails with `Forbidden` unless the caller holds `scope`.
+    pub(crate) fn require(&self, snap: &PermissionSnapshot, scope: &str) -> Result<()> {
+        match self.effective_in(snap) {
+            None => Ok(()),
+            Some(e) if snap.check(&e, scope) => Ok(()),
+            Some(_) => Err(Error::Forbidden {
+                required: scope.to_owned(),
+            }),
+        }
+    }
+
+    /// Fails unless the caller may change global definitions (permissions, roles,
+    /// applications): only the system application may, besides holding `scope`.
+    pub(crate) fn require_global(&self, snap: &PermissionSnapshot, scope: &str) -> Result<()> {
+        self.require(snap, scope)?;
+        if self.is_system() {
+            Ok(())
+        } else {
+            Err(Error::Forbidden {
+                required: scope.to_owned(),
+            })
+        }
+    }
+
+    /// Fails with `Forbidden` naming the first scope of `wanted` the caller does not hold.
+    pub(crate) fn require_superset(
+        &self,
+        snap: &PermissionSnapshot,
+        wanted: &EffectiveSet,
+    ) -> Result<()> {
+        let Some(mine) = self.effective_in(snap) else {
+            return Ok(());
+        };
+        if snap.is_subset(wanted, &mine) {
+            return Ok(());
+        }
+        let missing = if wanted.is_admin() {
+            crate::scope::ADMIN.to_owned()
+        } else {
+            snap.scopes_of(wanted)
+                .into_iter()
+                .find(|s| !snap.check(&mine, s.as_str()))
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| crate::scope::ADMIN.to_owned())
+        };
+        Err(Error::Forbidden { required: missing })
+    }
+}

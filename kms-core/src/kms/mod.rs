@@ -1,0 +1,270 @@
+//! The `Kms` facade: every operation of the service, with its rules (scopes, tenant
+//! isolation, no privilege escalation), over a [`Store`].
+
+mod apps;
+mod caller;
+mod policy_ops;
+mod tokens;
+mod verify;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+pub use caller::Caller;
+pub use policy_ops::RoleView;
+pub use verify::{Verification, VerifyCode, VerifyResponse};
+
+use crate::cache::{CacheStats, VerifiedKeyCache};
+use crate::env::{Clock, OsRandom, SecureRandom, SystemClock};
+use crate::error::{Error, Result};
+use crate::hashing::{HashParams, SecretHasher};
+use crate::model::{AppStatus, Application, CreatedToken, TokenInfo, TokenLimits, SYSTEM_APP_ID};
+use crate::policy::default_permissions;
+use crate::scope::{Scope, ADMIN};
+use crate::snapshot::PermissionSnapshot;
+use crate::store::{Change, ChangeListener, Mutation, Store};
+use crate::token_format::TokenPrefix;
+
+const INITIALIZED_KEY: &str = "initialized_at";
+
+/// Builds a [`Kms`].
+pub struct KmsBuilder {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn SecureRandom>,
+    hash_params: HashParams,
+    cache_ttl: Duration,
+    cache_capacity: u64,
+}
+
+impl KmsBuilder {
+    /// Uses `clock` instead of the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses `random` instead of the operating system's CSPRNG.
+    pub fn random(mut self, random: Arc<dyn SecureRandom>) -> Self {
+        self.random = random;
+        self
+    }
+
+    /// argon2id parameters for new hashes (default: OWASP's).
+    pub fn hash_params(mut self, params: HashParams) -> Self {
+        self.hash_params = params;
+        self
+    }
+
+    /// How long a verified key stays cached (default 60 s). Revocations and other changes
+    /// drop entries at once regardless.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// Most verified keys cached (default 100,000); 0 disables the cache.
+    pub fn cache_capacity(mut self, capacity: u64) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// Builds the service: loads and compiles the policy and subscribes to store changes.
+    pub fn build(self) -> Result<Kms> {
+        let hasher = SecretHasher::new(self.hash_params)?;
+        // Unknown ids are checked against this hash so they cost the same as a wrong secret.
+        let dummy_hash = hasher.hash("kms-dummy-secret-for-unknown-ids", self.random.as_ref())?;
+        let cache =
+            VerifiedKeyCache::new(self.cache_capacity, self.cache_ttl, self.random.as_ref())?;
+        let policy = self.store.load_policy()?;
+        let snapshot = PermissionSnapshot::compile(Arc::new(policy), 1);
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
+            store: self.store,
+            clock: self.clock,
+            random: self.random,
+            hasher,
+            dummy_hash,
+            cache,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            generation: AtomicU64::new(1),
+            policy_stale: AtomicBool::new(false),
+            policy_lock: Mutex::new(()),
+            hook: Arc::new(InvalidationHook(weak.clone())),
+        });
+        let hook: Arc<dyn ChangeListener> = inner.hook.clone();
+        inner.store.subscribe(Arc::downgrade(&hook));
+        Ok(Kms { inner })
+    }
+}
+
+/// The API-key and permission service. Cheap to clone; clones share everything.
+///
+/// Every management call takes the [`Caller`] it acts for and checks its scopes, keeps it
+/// inside its own application unless it belongs to the system application, and refuses to
+/// grant more than the caller holds.
+#[derive(Clone)]
+pub struct Kms {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Kms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kms").finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn SecureRandom>,
+    hasher: SecretHasher,
+    dummy_hash: String,
+    cache: VerifiedKeyCache,
+    snapshot: ArcSwap<PermissionSnapshot>,
+    generation: AtomicU64,
+    policy_stale: AtomicBool,
+    policy_lock: Mutex<()>,
+    hook: Arc<InvalidationHook>,
+}
+
+struct InvalidationHook(Weak<Inner>);
+
+impl ChangeListener for InvalidationHook {
+    fn on_change(&self, change: &Change) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        match change {
+            Change::Token(id) => inner.cache.invalidate_token(id),
+            Change::App(_) => inner.cache.invalidate_all(),
+            Change::Policy => {
+                // Mark first, so a failed reload leaves the snapshot known-stale and the
+                // next operation retries (failing closed while the store is down).
+                inner.policy_stale.store(true, Ordering::SeqCst);
+                inner.cache.invalidate_all();
+                let _ = inner.reload_policy();
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn reload_policy(&self) -> Result<()> {
+        let policy = self.store.load_policy()?;
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.snapshot.store(Arc::new(PermissionSnapshot::compile(
+            Arc::new(policy),
+            generation,
+        )));
+        self.policy_stale.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Kms {
+    /// Starts building a service over `store`, with the system clock, the OS CSPRNG,
+    /// OWASP argon2id parameters and a 60-second verified-key cache.
+    pub fn builder(store: Arc<dyn Store>) -> KmsBuilder {
+        KmsBuilder {
+            store,
+            clock: Arc::new(SystemClock),
+            random: Arc::new(OsRandom),
+            hash_params: HashParams::default(),
+            cache_ttl: Duration::from_secs(60),
+            cache_capacity: 100_000,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The current compiled permission snapshot.
+    pub fn snapshot(&self) -> Result<Arc<PermissionSnapshot>> {
+        if self.inner.policy_stale.load(Ordering::SeqCst) {
+            self.inner.reload_policy()?;
+        }
+        Ok(self.inner.snapshot.load_full())
+    }
+
+    /// Verified-key cache statistics.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
+    }
+
+    /// Checks that the store can serve requests.
+    pub fn ping(&self) -> Result<()> {
+        Ok(self.inner.store.ping()?)
+    }
+
+    /// Whether [`initialize`](Self::initialize) has run on this store.
+    pub fn is_initialized(&self) -> Result<bool> {
+        Ok(self.inner.store.get_meta(INITIALIZED_KEY)?.is_some())
+    }
+
+    /// Initialises an empty store in one transaction: the system application, the default
+    /// permission hierarchy, and a root token holding `admin`, whose plaintext is returned
+    /// this once. On an initialised store it fails with `Conflict` and changes nothing.
+    pub fn initialize(&self) -> Result<CreatedToken> {
+        let now = self.inner.clock.now();
+        if self.is_initialized()? {
+            return Err(Error::Conflict(
+                "the database is already initialised; the root token was shown when it was created"
+                    .into(),
+            ));
+        }
+        let app = Application {
+            id: SYSTEM_APP_ID.to_owned(),
+            name: "system".to_owned(),
+            token_prefix: TokenPrefix::default_prefix(),
+            status: AppStatus::Active,
+            created_at: now,
+        };
+        let existing = self.inner.store.load_policy()?;
+        let mut batch = vec![
+            Mutation::CreateMeta {
+                key: INITIALIZED_KEY.to_owned(),
+                value: now.to_rfc3339(),
+            },
+            Mutation::InsertApp(app.clone()),
+        ];
+        batch.extend(
+            default_permissions()
+                .into_iter()
+                .filter(|p| !existing.permissions.contains_key(&p.scope))
+                .map(Mutation::InsertPermission),
+        );
+        let admin = Scope::parse(ADMIN)?;
+        let spec = tokens::TokenSpec {
+            name: "root".to_owned(),
+            scopes: vec![admin],
+            roles: Vec::new(),
+            expires_at: None,
+            metadata: serde_json::Map::new(),
+            limits: TokenLimits::default(),
+            rotated_from: None,
+        };
+        let (record, plaintext) = self.new_token_record(&app, &spec)?;
+        batch.push(Mutation::InsertToken(record.clone()));
+        self.inner.store.apply(&batch).map_err(|e| match e {
+            crate::error::StoreError::Conflict(_) => {
+                Error::Conflict("the database is already initialised".into())
+            }
+            other => other.into(),
+        })?;
+        Ok(CreatedToken {
+            token: plaintext,
+            info: TokenInfo::from_record(&record, now),
+        })
+    }
+
+    /// A caller with every permission in the system application, for operators working on a
+    /// local database (the command-line tool) and for in-process administration.
+    pub fn operator(&self) -> Caller {
+        Caller::operator()
+    }
+}

@@ -1,0 +1,328 @@
+//! Permission and role definitions.
+
+use serde::Serialize;
+
+use super::{Caller, Kms};
+use crate::error::{Error, FieldErrors, Result};
+use crate::policy::{Permission, Policy, Role};
+use crate::requests::{
+    validate_description, validate_roles, validate_scopes, NewPermission, NewRole, RoleUpdate,
+};
+use crate::scope::{shown, RoleName, Scope};
+use crate::snapshot::PermissionSnapshot;
+use crate::store::Mutation;
+
+/// A role as shown to callers, with every scope it grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoleView {
+    /// The role's name.
+    pub name: RoleName,
+    /// What it is for.
+    pub description: String,
+    /// Scopes granted directly.
+    pub permissions: Vec<Scope>,
+    /// Roles inherited.
+    pub inherits: Vec<RoleName>,
+    /// Every scope the role grants, through inheritance, implication and the hierarchy.
+    pub effective: Vec<Scope>,
+}
+
+impl Kms {
+    /// Defines one permission (`permission.write`; system callers only).
+    pub fn create_permission(&self, caller: &Caller, req: NewPermission) -> Result<Permission> {
+        let mut created = self.create_permissions_inner(caller, vec![req], "")?;
+        created
+            .pop()
+            .ok_or_else(|| Error::internal("no permission was created"))
+    }
+
+    /// Defines several permissions at once: all of them or, on any error, none.
+    pub fn create_permissions(
+        &self,
+        caller: &Caller,
+        reqs: Vec<NewPermission>,
+    ) -> Result<Vec<Permission>> {
+        if reqs.is_empty() || reqs.len() > 10_000 {
+            return Err(Error::invalid(
+                "permissions",
+                "must list 1 to 10000 permissions",
+            ));
+        }
+        self.create_permissions_inner(caller, reqs, "permissions")
+    }
+
+    fn create_permissions_inner(
+        &self,
+        caller: &Caller,
+        reqs: Vec<NewPermission>,
+        list: &str,
+    ) -> Result<Vec<Permission>> {
+        let _guard = self.policy_guard()?;
+        let snap = self.snapshot()?;
+        caller.require_global(&snap, "permission.write")?;
+        let mut errs = FieldErrors::default();
+        let mut perms = Vec::with_capacity(reqs.len());
+        let mut policy = Policy::clone(snap.policy());
+        for (i, req) in reqs.into_iter().enumerate() {
+            let at = |f: &str| {
+                if list.is_empty() {
+                    f.to_owned()
+                } else {
+                    format!("{list}[{i}].{f}")
+                }
+            };
+            let mut item = FieldErrors::default();
+            let scope = item.take(Scope::parse_field(&req.scope, &at("scope")));
+            let description = validate_description(&mut item, req.description.as_deref());
+            let implies = validate_scopes(&mut item, &at("implies"), &req.implies);
+            for (j, target) in implies.iter().enumerate() {
+                if caller.require(&snap, target.as_str()).is_err() {
+                    item.push(
+                        format!("{}[{j}]", at("implies")),
+                        format!("you cannot imply {target}, which you do not hold"),
+                    );
+                }
+            }
+            if let Some(scope) = scope {
+                if policy.permissions.contains_key(&scope) {
+                    if snap.policy().permissions.contains_key(&scope) {
+                        return Err(Error::Conflict(format!(
+                            "permission {scope} already exists"
+                        )));
+                    }
+                    item.push(at("scope"), format!("{scope} is listed twice"));
+                }
+                let p = Permission {
+                    scope: scope.clone(),
+                    description,
+                    implies,
+                };
+                policy.permissions.insert(scope, p.clone());
+                perms.push(p);
+            }
+            if let Err(crate::error::Error::InvalidRequest { fields }) = item.finish() {
+                for f in fields {
+                    errs.push(f.field, f.problem);
+                }
+            }
+        }
+        errs.finish()?;
+        policy.validate().map_err(|e| prefix_fields(e, list))?;
+        let batch: Vec<Mutation> = perms
+            .iter()
+            .cloned()
+            .map(Mutation::InsertPermission)
+            .collect();
+        self.inner.store.apply(&batch)?;
+        Ok(perms)
+    }
+
+    /// Every defined permission, by scope (`permission.read`).
+    pub fn list_permissions(&self, caller: &Caller) -> Result<Vec<Permission>> {
+        let snap = self.snapshot()?;
+        caller.require(&snap, "permission.read")?;
+        Ok(snap.policy().permissions.values().cloned().collect())
+    }
+
+    /// Deletes a permission (`permission.write`; system callers only). `Conflict` while a
+    /// token or role grants it or another permission implies it.
+    pub fn delete_permission(&self, caller: &Caller, scope: &str) -> Result<()> {
+        let _guard = self.policy_guard()?;
+        let snap = self.snapshot()?;
+        caller.require_global(&snap, "permission.write")?;
+        let not_found = || Error::NotFound(format!("permission {} does not exist", shown(scope)));
+        let scope = Scope::parse(scope).map_err(|_| not_found())?;
+        let policy = snap.policy();
+        if !policy.permissions.contains_key(&scope) {
+            return Err(not_found());
+        }
+        if scope.as_str() == crate::scope::ADMIN {
+            return Err(Error::Conflict(
+                "the admin permission cannot be deleted".into(),
+            ));
+        }
+        if let Some(r) = policy
+            .roles
+            .values()
+            .find(|r| r.permissions.contains(&scope))
+        {
+            return Err(Error::Conflict(format!(
+                "permission {scope} is granted by role {}",
+                r.name
+            )));
+        }
+        if let Some(p) = policy
+            .permissions
+            .values()
+            .find(|p| p.implies.contains(&scope))
+        {
+            return Err(Error::Conflict(format!(
+                "permission {scope} is implied by {}",
+                p.scope
+            )));
+        }
+        if self.inner.store.scope_is_granted(&scope)? {
+            return Err(Error::Conflict(format!(
+                "permission {scope} is granted to a token"
+            )));
+        }
+        self.inner
+            .store
+            .apply(&[Mutation::DeletePermission(scope)])?;
+        Ok(())
+    }
+
+    /// Defines a role (`role.write`; system callers only). The caller must hold everything
+    /// the role would grant.
+    pub fn create_role(&self, caller: &Caller, req: NewRole) -> Result<RoleView> {
+        let _guard = self.policy_guard()?;
+        let snap = self.snapshot()?;
+        caller.require_global(&snap, "role.write")?;
+        let mut errs = FieldErrors::default();
+        let name = errs.take(RoleName::parse_field(&req.name, "name"));
+        let description = validate_description(&mut errs, req.description.as_deref());
+        let permissions = validate_scopes(&mut errs, "permissions", &req.permissions);
+        let inherits = validate_roles(&mut errs, "inherits", &req.inherits);
+        errs.finish()?;
+        let Some(name) = name else {
+            return Err(Error::internal("validation passed without a name"));
+        };
+        if snap.policy().roles.contains_key(&name) {
+            return Err(Error::Conflict(format!("role {name} already exists")));
+        }
+        self.put_role(
+            caller,
+            &snap,
+            Role {
+                name,
+                description,
+                permissions,
+                inherits,
+            },
+        )
+    }
+
+    /// Changes a role's description, permissions or inheritance (`role.write`; system
+    /// callers only).
+    pub fn update_role(&self, caller: &Caller, name: &str, req: RoleUpdate) -> Result<RoleView> {
+        let _guard = self.policy_guard()?;
+        let snap = self.snapshot()?;
+        caller.require_global(&snap, "role.write")?;
+        let mut role = self.find_role(&snap, name)?.clone();
+        let mut errs = FieldErrors::default();
+        if req.description.is_some() {
+            role.description = validate_description(&mut errs, req.description.as_deref());
+        }
+        if let Some(p) = &req.permissions {
+            role.permissions = validate_scopes(&mut errs, "permissions", p);
+        }
+        if let Some(i) = &req.inherits {
+            role.inherits = validate_roles(&mut errs, "inherits", i);
+        }
+        errs.finish()?;
+        self.put_role(caller, &snap, role)
+    }
+
+    fn put_role(&self, caller: &Caller, snap: &PermissionSnapshot, role: Role) -> Result<RoleView> {
+        let mut policy = Policy::clone(snap.policy());
+        policy.roles.insert(role.name.clone(), role.clone());
+        policy.validate()?;
+        let candidate =
+            PermissionSnapshot::compile(std::sync::Arc::new(policy.clone()), snap.generation());
+        let wanted = candidate.effective([], [&role.name]);
+        caller.require_superset(&candidate, &wanted)?;
+        self.inner.store.apply(&[Mutation::PutRole(role.clone())])?;
+        Ok(role_view(&policy, &role))
+    }
+
+    /// Every role, by name (`role.read`).
+    pub fn list_roles(&self, caller: &Caller) -> Result<Vec<RoleView>> {
+        let snap = self.snapshot()?;
+        caller.require(&snap, "role.read")?;
+        Ok(snap
+            .policy()
+            .roles
+            .values()
+            .map(|r| role_view(snap.policy(), r))
+            .collect())
+    }
+
+    /// One role (`role.read`).
+    pub fn get_role(&self, caller: &Caller, name: &str) -> Result<RoleView> {
+        let snap = self.snapshot()?;
+        caller.require(&snap, "role.read")?;
+        Ok(role_view(snap.policy(), self.find_role(&snap, name)?))
+    }
+
+    /// Deletes a role (`role.write`; system callers only). `Conflict` while another role
+    /// inherits it or a token holds it.
+    pub fn delete_role(&self, caller: &Caller, name: &str) -> Result<()> {
+        let _guard = self.policy_guard()?;
+        let snap = self.snapshot()?;
+        caller.require_global(&snap, "role.write")?;
+        let role = self.find_role(&snap, name)?;
+        if let Some(r) = snap
+            .policy()
+            .roles
+            .values()
+            .find(|r| r.inherits.contains(&role.name))
+        {
+            return Err(Error::Conflict(format!(
+                "role {} is inherited by role {}",
+                role.name, r.name
+            )));
+        }
+        if self.inner.store.role_is_granted(&role.name)? {
+            return Err(Error::Conflict(format!(
+                "role {} is granted to a token",
+                role.name
+            )));
+        }
+        self.inner
+            .store
+            .apply(&[Mutation::DeleteRole(role.name.clone())])?;
+        Ok(())
+    }
+
+    fn find_role<'a>(&self, snap: &'a PermissionSnapshot, name: &str) -> Result<&'a Role> {
+        RoleName::parse(name)
+            .ok()
+            .and_then(|n| snap.policy().roles.get(&n))
+            .ok_or_else(|| Error::NotFound(format!("role {} does not exist", shown(name))))
+    }
+
+    /// Serialises policy changes made through this process, so that each is validated
+    /// against the state it is applied to.
+    fn policy_guard(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.inner
+            .policy_lock
+            .lock()
+            .map_err(|_| Error::internal("the policy lock is poisoned"))
+    }
+}
+
+fn role_view(policy: &Policy, role: &Role) -> RoleView {
+    RoleView {
+        name: role.name.clone(),
+        description: role.description.clone(),
+        permissions: role.permissions.clone(),
+        inherits: role.inherits.clone(),
+        effective: policy.role_effective_scopes(&role.name),
+    }
+}
+
+/// Prefixes field names of a validation error with the list they belong to (bulk calls).
+fn prefix_fields(e: Error, list: &str) -> Error {
+    match e {
+        Error::InvalidRequest { fields } if !list.is_empty() => Error::InvalidRequest {
+            fields: fields
+                .into_iter()
+                .map(|mut f| {
+                    f.field = format!("{list}.{}", f.field);
+                    f
+                })
+                .collect(),
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,295 @@
+//! API keys: create, read, list, change, revoke, rotate, delete.
+
+use super::{Caller, Kms};
+use crate::env::Timestamp;
+use crate::error::{Error, FieldErrors, Result, StoreError};
+use crate::model::{
+    Application, CreatedToken, Page, PageRequest, TokenInfo, TokenLimits, TokenRecord, TokenStatus,
+};
+use crate::requests::{
+    validate_expiry, validate_metadata, validate_name, validate_networks, validate_ratelimit,
+    validate_roles, validate_scopes, validate_uses, NewToken, RotateToken, TokenUpdate,
+    MAX_LIFETIME_SECS,
+};
+use crate::scope::{shown, RoleName, Scope};
+use crate::store::Mutation;
+use crate::token_format;
+
+/// Everything a new token is made of, validated.
+pub(crate) struct TokenSpec {
+    pub(crate) name: String,
+    pub(crate) scopes: Vec<Scope>,
+    pub(crate) roles: Vec<RoleName>,
+    pub(crate) expires_at: Option<Timestamp>,
+    pub(crate) metadata: serde_json::Map<String, serde_json::Value>,
+    pub(crate) limits: TokenLimits,
+    pub(crate) rotated_from: Option<String>,
+}
+
+impl Kms {
+    /// Creates a token in `app_id` (`token.create`). The caller must hold every scope and
+    /// role it grants. The plaintext is in the result and nowhere else, ever.
+    pub fn create_token(
+        &self,
+        caller: &Caller,
+        app_id: &str,
+        req: NewToken,
+    ) -> Result<CreatedToken> {
+        let snap = self.snapshot()?;
+        caller.require(&snap, "token.create")?;
+        let app = self.visible_app(caller, app_id)?;
+        let now = self.inner.clock.now();
+        let mut errs = FieldErrors::default();
+        let name = validate_name(&mut errs, "name", &req.name);
+        let scopes = validate_scopes(&mut errs, "scopes", &req.scopes);
+        let roles = validate_roles(&mut errs, "roles", &req.roles);
+        for (i, s) in scopes.iter().enumerate() {
+            if !snap.policy().permissions.contains_key(s) {
+                errs.push(format!("scopes[{i}]"), format!("unknown permission {s}"));
+            }
+        }
+        for (i, r) in roles.iter().enumerate() {
+            if !snap.policy().roles.contains_key(r) {
+                errs.push(format!("roles[{i}]"), format!("unknown role {r}"));
+            }
+        }
+        let expires_at = validate_expiry(&mut errs, now, req.expires_in, req.expires_at.as_deref());
+        let metadata = validate_metadata(&mut errs, req.metadata);
+        let limits = TokenLimits {
+            ratelimit: req.ratelimit.and_then(|r| validate_ratelimit(&mut errs, r)),
+            uses: req.uses.and_then(|u| validate_uses(&mut errs, u)),
+            ip_allow: validate_networks(&mut errs, req.ip_allow.as_deref().unwrap_or_default()),
+        };
+        errs.finish()?;
+        let Some(name) = name else {
+            return Err(Error::internal("validation passed without a name"));
+        };
+        let wanted = snap.effective(scopes.iter(), roles.iter());
+        caller.require_superset(&snap, &wanted)?;
+        let spec = TokenSpec {
+            name,
+            scopes,
+            roles,
+            expires_at,
+            metadata,
+            limits,
+            rotated_from: None,
+        };
+        self.insert_new_token(&app, spec, |_| Vec::new())
+    }
+
+    /// Generates, stores and returns a token; `extra` adds mutations to the same batch
+    /// (rotation links the old token). Retries on the astronomically unlikely id collision.
+    fn insert_new_token(
+        &self,
+        app: &Application,
+        spec: TokenSpec,
+        extra: impl Fn(&TokenRecord) -> Vec<Mutation>,
+    ) -> Result<CreatedToken> {
+        for _ in 0..3 {
+            let (record, plaintext) = self.new_token_record(app, &spec)?;
+            let mut batch = vec![Mutation::InsertToken(record.clone())];
+            batch.extend(extra(&record));
+            match self.inner.store.apply(&batch) {
+                Ok(()) => {
+                    return Ok(CreatedToken {
+                        token: plaintext,
+                        info: TokenInfo::from_record(&record, self.inner.clock.now()),
+                    })
+                }
+                Err(StoreError::Conflict(_))
+                    if self.inner.store.get_token(&record.id)?.is_some() =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::internal("could not allocate a unique token id"))
+    }
+
+    /// Generates a token for `app` and its record; only the argon2id hash of the secret is
+    /// in the record.
+    pub(crate) fn new_token_record(
+        &self,
+        app: &Application,
+        spec: &TokenSpec,
+    ) -> Result<(TokenRecord, String)> {
+        let generated = token_format::generate(&app.token_prefix, self.inner.random.as_ref())?;
+        let secret_hash = self
+            .inner
+            .hasher
+            .hash(generated.secret(), self.inner.random.as_ref())?;
+        let record = TokenRecord {
+            id: format!("tok_{}", generated.lookup_id()),
+            app_id: app.id.clone(),
+            name: spec.name.clone(),
+            secret_hash,
+            start: generated
+                .plaintext()
+                .chars()
+                .take(token_format::START_LEN)
+                .collect(),
+            status: TokenStatus::Active,
+            created_at: self.inner.clock.now(),
+            expires_at: spec.expires_at,
+            revoked_at: None,
+            scopes: spec.scopes.clone(),
+            roles: spec.roles.clone(),
+            metadata: spec.metadata.clone(),
+            limits: spec.limits.clone(),
+            rotated_from: spec.rotated_from.clone(),
+            rotated_to: None,
+        };
+        Ok((record, generated.into_plaintext()))
+    }
+
+    /// One page of an application's tokens, by id (`token.read`).
+    pub fn list_tokens(
+        &self,
+        caller: &Caller,
+        app_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<TokenInfo>> {
+        caller.require(&*self.snapshot()?, "token.read")?;
+        let app = self.visible_app(caller, app_id)?;
+        let now = self.inner.clock.now();
+        let records = super::apps::paginate(
+            &page,
+            |after, limit| Ok(self.inner.store.list_tokens(&app.id, after, limit)?),
+            |t| &t.id,
+        )?;
+        Ok(Page {
+            items: records
+                .items
+                .iter()
+                .map(|r| TokenInfo::from_record(r, now))
+                .collect(),
+            next_cursor: records.next_cursor,
+        })
+    }
+
+    /// One token (`token.read`).
+    pub fn get_token(&self, caller: &Caller, id: &str) -> Result<TokenInfo> {
+        caller.require(&*self.snapshot()?, "token.read")?;
+        let r = self.visible_token(caller, id)?;
+        Ok(TokenInfo::from_record(&r, self.inner.clock.now()))
+    }
+
+    /// Changes a token's name, metadata or limits (`token.create`).
+    pub fn update_token(&self, caller: &Caller, id: &str, req: TokenUpdate) -> Result<TokenInfo> {
+        caller.require(&*self.snapshot()?, "token.create")?;
+        let mut r = self.visible_token(caller, id)?;
+        let mut errs = FieldErrors::default();
+        if let Some(n) = req.name.as_deref() {
+            if let Some(n) = validate_name(&mut errs, "name", n) {
+                r.name = n;
+            }
+        }
+        if req.metadata.is_some() {
+            r.metadata = validate_metadata(&mut errs, req.metadata);
+        }
+        if let Some(rl) = req.ratelimit {
+            r.limits.ratelimit = rl.and_then(|x| validate_ratelimit(&mut errs, x));
+        }
+        if let Some(u) = req.uses {
+            r.limits.uses = u.and_then(|x| validate_uses(&mut errs, x));
+        }
+        if let Some(nets) = req.ip_allow {
+            r.limits.ip_allow = validate_networks(&mut errs, nets.as_deref().unwrap_or_default());
+        }
+        errs.finish()?;
+        self.inner
+            .store
+            .apply(&[Mutation::UpdateToken(r.clone())])?;
+        Ok(TokenInfo::from_record(&r, self.inner.clock.now()))
+    }
+
+    /// Revokes a token (`token.revoke`); idempotent. It fails verification at once, cached
+    /// or not.
+    pub fn revoke_token(&self, caller: &Caller, id: &str) -> Result<TokenInfo> {
+        caller.require(&*self.snapshot()?, "token.revoke")?;
+        let mut r = self.visible_token(caller, id)?;
+        let now = self.inner.clock.now();
+        if r.status != TokenStatus::Revoked {
+            r.status = TokenStatus::Revoked;
+            r.revoked_at = Some(now);
+            self.inner
+                .store
+                .apply(&[Mutation::UpdateToken(r.clone())])?;
+        }
+        Ok(TokenInfo::from_record(&r, now))
+    }
+
+    /// Replaces a token with a new one holding the same grants, metadata and limits
+    /// (`token.create`). The old token keeps working for `grace_seconds` (default 0), then
+    /// expires. Both changes are one transaction.
+    pub fn rotate_token(
+        &self,
+        caller: &Caller,
+        id: &str,
+        req: RotateToken,
+    ) -> Result<CreatedToken> {
+        caller.require(&*self.snapshot()?, "token.create")?;
+        let old = self.visible_token(caller, id)?;
+        let grace = req.grace_seconds.unwrap_or(0);
+        if !(0..=MAX_LIFETIME_SECS).contains(&grace) {
+            return Err(Error::invalid(
+                "grace_seconds",
+                format!("must be from 0 to {MAX_LIFETIME_SECS}"),
+            ));
+        }
+        let now = self.inner.clock.now();
+        if old.status == TokenStatus::Revoked || old.is_expired(now) {
+            return Err(Error::Conflict(format!(
+                "token {} is revoked or expired and cannot be rotated",
+                old.id
+            )));
+        }
+        if old.rotated_to.is_some() {
+            return Err(Error::Conflict(format!(
+                "token {} was already rotated",
+                old.id
+            )));
+        }
+        let app = self.visible_app(caller, &old.app_id)?;
+        // The new token lives as long as the old one was meant to.
+        let lifetime = old.expires_at.map(|e| e.unix() - old.created_at.unix());
+        let spec = TokenSpec {
+            name: old.name.clone(),
+            scopes: old.scopes.clone(),
+            roles: old.roles.clone(),
+            expires_at: lifetime.map(|l| now.plus_secs(l.max(1))),
+            metadata: old.metadata.clone(),
+            limits: old.limits.clone(),
+            rotated_from: Some(old.id.clone()),
+        };
+        let grace_end = now.plus_secs(grace);
+        self.insert_new_token(&app, spec, |new| {
+            let mut o = old.clone();
+            o.rotated_to = Some(new.id.clone());
+            o.expires_at = Some(o.expires_at.map_or(grace_end, |e| e.min(grace_end)));
+            vec![Mutation::UpdateToken(o)]
+        })
+    }
+
+    /// Deletes a token (`token.revoke`).
+    pub fn delete_token(&self, caller: &Caller, id: &str) -> Result<()> {
+        caller.require(&*self.snapshot()?, "token.revoke")?;
+        let r = self.visible_token(caller, id)?;
+        self.inner.store.apply(&[Mutation::DeleteToken(r.id)])?;
+        Ok(())
+    }
+
+    /// The token `id` if the caller may see it; `NotFound` otherwise.
+    fn visible_token(&self, caller: &Caller, id: &str) -> Result<TokenRecord> {
+        let not_found = || Error::NotFound(format!("token {} does not exist", shown(id)));
+        if id.len() > 64 {
+            return Err(not_found());
+        }
+        match self.inner.store.get_token(id)? {
+            Some(r) if caller.sees_app(&r.app_id) => Ok(r),
+            _ => Err(not_found()),
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The verification pipeline (order matters):
+//! parse + checksum → verified-key cache → store lookup → constant-time argon2id check →
+//! status (revoked, expired, disabled) → network allow-list → permission query →
+//! uses left (spent last, only when everything else passed).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Caller, Kms};
+use crate::cache::CachedKey;
+use crate::env::Timestamp;
+use crate::error::{Error, Result};
+use crate::model::{AppStatus, TokenStatus};
+use crate::query::PermissionQuery;
+use crate::requests::{parse_ip, validate_scopes, VerifyRequest};
+use crate::scope::{RoleName, Scope};
+use crate::snapshot::PermissionSnapshot;
+use crate::store::UseOutcome;
+use crate::token_format;
+
+/// The outcome code of a verification, as on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum VerifyCode {
+    /// The token is valid and holds the queried permissions.
+    Valid,
+    /// Wrong format or checksum.
+    Malformed,
+    /// Unknown id or wrong secret (indistinguishable on purpose).
+    NotFound,
+    /// The token has expired.
+    Expired,
+    /// The token was revoked.
+    Revoked,
+    /// The token's application is disabled.
+    Disabled,
+    /// The token may not be used from this network.
+    Forbidden,
+    /// The token lacks the queried permissions.
+    InsufficientPermissions,
+    /// The token's rate limit is exhausted.
+    RateLimited,
+    /// The token has no uses left.
+    UsageExceeded,
+}
+
+impl VerifyCode {
+    /// Every code, for metrics.
+    pub const ALL: [VerifyCode; 10] = [
+        VerifyCode::Valid,
+        VerifyCode::Malformed,
+        VerifyCode::NotFound,
+        VerifyCode::Expired,
+        VerifyCode::Revoked,
+        VerifyCode::Disabled,
+        VerifyCode::Forbidden,
+        VerifyCode::InsufficientPermissions,
+        VerifyCode::RateLimited,
+        VerifyCode::UsageExceeded,
+    ];
+
+    /// The wire name (`NOT_FOUND`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyCode::Valid => "VALID",
+            VerifyCode::Malformed => "MALFORMED",
+            VerifyCode::NotFound => "NOT_FOUND",
+            VerifyCode::Expired => "EXPIRED",
+            VerifyCode::Revoked => "REVOKED",
+            VerifyCode::Disabled => "DISABLED",
+            VerifyCode::Forbidden => "FORBIDDEN",
+            VerifyCode::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
+            VerifyCode::RateLimited => "RATE_LIMITED",
+            VerifyCode::UsageExceeded => "USAGE_EXCEEDED",
+        }
+    }
+}
+
+/// The result of verifying a token.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    code: VerifyCode,
+    token_id: Option<String>,
+    key: Option<Arc<CachedKey>>,
+    snapshot: Option<Arc<PermissionSnapshot>>,
+    remaining: Option<u64>,
+}
+
+/// The body of a verification response, exactly as the HTTP API gives it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum VerifyResponse {
+    /// A valid token.
+    Valid {
+        /// Always true.
+        valid: bool,
+        /// `VALID`.
+        code: VerifyCode,
+        /// The token's id.
+        token_id: String,
+        /// Its application.
+        app_id: String,
+        /// Its name.
+        name: String,
+        /// Every scope it holds.
+        scopes: Vec<Scope>,
+        /// Roles granted.
+        roles: Vec<RoleName>,
+        /// Expiry or null.
+        expires_at: Option<Timestamp>,
+        /// Metadata.
+        metadata: serde_json::Map<String, serde_json::Value>,
+        /// Uses left, for tokens with a use limit.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        remaining: Option<u64>,
+    },
+    /// A failed verification: only the code and, where the token was found, its id.
+    Invalid {
+        /// Always false.
+        valid: bool,
+        /// Why.
+        code: VerifyCode,
+        /// The token's id, when it was found.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token_id: Option<String>,
+    },
+}
+
+impl Verification {
+    fn fail(code: VerifyCode, key: Option<&Arc<CachedKey>>) -> Self {
+        Verification {
+            code,
+            token_id: key.map(|k| k.record.id.clone()),
+            key: None,
+            snapshot: None,
+            remaining: None,
+        }
+    }
+
+    /// The outcome code.
+    pub fn code(&self) -> VerifyCode {
+        self.code
+    }
+
+    /// Whether the token is valid for the query.
+    pub fn is_valid(&self) -> bool {
+        self.code == VerifyCode::Valid
+    }
+
+    /// The token's id, when it was found.
+    pub fn token_id(&self) -> Option<&str> {
+        self.token_id.as_deref()
+    }
+
+    /// The token's application, when valid.
+    pub fn app_id(&self) -> Option<&str> {
+        self.key.as_ref().map(|k| k.record.app_id.as_str())
+    }
+
+    /// Uses left after this verification, for tokens with a use limit.
+    pub fn remaining(&self) -> Option<u64> {
+        self.remaining
+    }
+
+    /// Whether the verified token holds `scope` (false when not valid). Use it for further
+    /// in-process checks after one verification.
+    pub fn allows(&self, scope: &str) -> bool {
+        match (&self.key, &self.snapshot) {
+            (Some(k), Some(s)) => s.check(&k.effective, scope),
+            _ => false,
+        }
+    }
+
+    /// The response body of the HTTP API.
+    pub fn to_response(&self) -> VerifyResponse {
+        match (&self.key, &self.snapshot) {
+            (Some(k), Some(snap)) if self.is_valid() => VerifyResponse::Valid {
+                valid: true,
+                code: self.code,
+                token_id: k.record.id.clone(),
+                app_id: k.record.app_id.clone(),
+                name: k.record.name.clone(),
+                scopes: snap.scopes_of(&k.effective),
+                roles: k.record.roles.clone(),
+                expires_at: k.record.expires_at,
+                metadata: k.record.metadata.clone(),
+                remaining: self.remaining,
+            },
+            _ => VerifyResponse::Invalid {
+                valid: false,
+                code: self.code,
+                token_id: self.token_id.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A verification asked for by a client: spends a use.
+    Verify,
+    /// Authentication of a management call: spends nothing.
+    Authenticate,
+}
+
+impl Kms {
+    /// Verifies `token` in-process, optionally against a permission query and the address
+    /// it is used from. `Err` only when the store fails; every verdict is a [`VerifyCode`].
+    pub fn verify_token(
+        &self,
+        token: &str,
+        query: Option<&PermissionQuery>,
+        ip: Option<IpAddr>,
+    ) -> Result<Verification> {
+        self.run_pipeline(token, query, ip, Purpose::Verify)
+    }
+
+    /// Verification on behalf of `caller` (`token.verify`), as the HTTP API does it. A
+    /// caller outside the system application only ever sees its own application's tokens;
+    /// others' answer `NOT_FOUND`.
+    pub fn verify(&self, caller: &Caller, req: &VerifyRequest) -> Result<Verification> {
+        caller.require(&*self.snapshot()?, "token.verify")?;
+        let query = match (&req.permissions, &req.scopes) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "scopes",
+                    "give either permissions or scopes, not both",
+                ))
+            }
+            (Some(expr), None) => Some(PermissionQuery::parse(expr)?),
+            (None, Some(list)) => {
+                let mut errs = crate::error::FieldErrors::default();
+                let scopes = validate_scopes(&mut errs, "scopes", list);
+                errs.finish()?;
+                Some(PermissionQuery::all_of(scopes))
+            }
+            (None, None) => None,
+        };
+        let ip = parse_ip(req.ip.as_deref())?;
+        if !caller.is_system() {
+            // Decide visibility before anything is spent.
+            if let Ok(parsed) = token_format::parse(&req.token) {
+                let id = format!("tok_{}", parsed.lookup_id());
+                let owner = self.inner.store.get_token(&id)?.map(|r| r.app_id);
+                if owner.as_deref().is_some_and(|a| a != caller.app_id()) {
+                    let _ = self
+                        .inner
+                        .hasher
+                        .verify(parsed.secret(), &self.inner.dummy_hash);
+                    return Ok(Verification::fail(VerifyCode::NotFound, None));
+                }
+            }
+        }
+        self.run_pipeline(&req.token, query.as_ref(), ip, Purpose::Verify)
+    }
+
+    /// Authenticates the bearer token of a management call. Every failure is
+    /// `Unauthenticated`, with a message that says why without revealing whether an id exists.
+    pub fn authenticate(&self, bearer: &str, ip: Option<IpAddr>) -> Result<Caller> {
+        let v = self.run_pipeline(bearer, None, ip, Purpose::Authenticate)?;
+        let message = match v.code {
+            VerifyCode::Valid => {
+                let (Some(k), Some(_)) = (&v.key, &v.snapshot) else {
+                    return Err(Error::internal("a valid verification without its key"));
+                };
+                return Ok(Caller::for_token(
+                    k.record.id.clone(),
+                    k.record.app_id.clone(),
+                    k.record.scopes.clone(),
+                    k.record.roles.clone(),
+                    Arc::clone(&k.effective),
+                ));
+            }
+            VerifyCode::Malformed => "the bearer token is malformed",
+            VerifyCode::NotFound => "the bearer token is not valid",
+            VerifyCode::Expired => "the bearer token has expired",
+            VerifyCode::Revoked => "the bearer token was revoked",
+            VerifyCode::Disabled => "the bearer token's application is disabled",
+            VerifyCode::Forbidden => "the bearer token may not be used from this address",
+            VerifyCode::UsageExceeded => "the bearer token has no uses left",
+            VerifyCode::RateLimited | VerifyCode::InsufficientPermissions => {
+                "the bearer token was refused"
+            }
+        };
+        Err(Error::Unauthenticated(message.to_owned()))
+    }
+
+    fn run_pipeline(
+        &self,
+        token: &str,
+        query: Option<&PermissionQuery>,
+        ip: Option<IpAddr>,
+        purpose: Purpose,
+    ) -> Result<Verification> {
+        // 1. Format and checksum, offline.
+        let Ok(parsed) = token_format::parse(token) else {
+            return Ok(Verification::fail(VerifyCode::Malformed, None));
+        };
+        let snap = self.snapshot()?;
+        // 2. The verified-key cache.
+        let cache = &self.inner.cache;
+        let digest = cache.digest(token);
+        let key = match cache.get(&digest) {
+            Some(k) if k.effective.generation() == snap.generation() => k,
+            _ => match self.load_and_check(&parsed, &snap)? {
+                Some(k) => {
+                    cache.insert(digest, Arc::clone(&k.0), k.1);
+                    k.0
+                }
+                None => return Ok(Verification::fail(VerifyCode::NotFound, None)),
+            },
+        };
+        // 3. Status.
+        let now = self.inner.clock.now();
+        let status = if key.record.status == TokenStatus::Revoked {
+            Some(VerifyCode::Revoked)
+        } else if key.record.is_expired(now) {
+            Some(VerifyCode::Expired)
+        } else if key.app.status == AppStatus::Disabled {
+            Some(VerifyCode::Disabled)
+        } else if !key.record.limits.ip_allow.is_empty()
+            && !ip.is_some_and(|ip| key.record.limits.ip_allow.iter().any(|n| n.contains(ip)))
+        {
+            // 4. Network allow-list: an unknown address is outside it.
+            Some(VerifyCode::Forbidden)
+        } else if query.is_some_and(|q| !snap.evaluate(&key.effective, q)) {
+            // 5. Permissions.
+            Some(VerifyCode::InsufficientPermissions)
+        } else {
+            None
+        };
+        if let Some(code) = status {
+            return Ok(Verification::fail(code, Some(&key)));
+        }
+        // 6. Uses, spent last.
+        let mut remaining = None;
+        if key.record.limits.uses.is_some() {
+            let outcome = if purpose == Purpose::Verify {
+                self.inner.store.consume_use(&key.record.id)?
+            } else {
+                match self
+                    .inner
+                    .store
+                    .get_token(&key.record.id)?
+                    .and_then(|r| r.limits.uses)
+                {
+                    Some(0) => UseOutcome::Exhausted,
+                    Some(n) => UseOutcome::Remaining(n),
+                    None => UseOutcome::Unlimited,
+                }
+            };
+            match outcome {
+                UseOutcome::Unlimited => {}
+                UseOutcome::Remaining(n) => remaining = Some(n),
+                UseOutcome::Exhausted => {
+                    return Ok(Verification::fail(VerifyCode::UsageExceeded, Some(&key)))
+                }
+                UseOutcome::Missing => return Ok(Verification::fail(VerifyCode::NotFound, None)),
+            }
+        }
+        Ok(Verification {
+            code: VerifyCode::Valid,
+            token_id: Some(key.record.id.clone()),
+            key: Some(key),
+            snapshot: Some(snap),
+            remaining,
+        })
+    }
+
+    /// The cold path: store lookup and argon2id. Returns the verified key and the cache
+    /// epoch read before the lookup, or `None` for an unknown id or a wrong secret, which
+    /// cost the same hashing work.
+    fn load_and_check(
+        &self,
+        parsed: &token_format::ParsedToken<'_>,
+        snap: &PermissionSnapshot,
+    ) -> Result<Option<(Arc<CachedKey>, u64)>> {
+        let epoch = self.inner.cache.epoch();
+        let id = format!("tok_{}", parsed.lookup_id());
+        let Some(record) = self.inner.store.get_token(&id)? else {
+            let _ = self
+                .inner
+                .hasher
+                .verify(parsed.secret(), &self.inner.dummy_hash);
+            return Ok(None);
+        };
+        if !self
+            .inner
+            .hasher
+            .verify(parsed.secret(), &record.secret_hash)?
+        {
+            return Ok(None);
+        }
+        let Some(app) = self.inner.store.get_app(&record.app_id)? else {
+            return Ok(None);
+        };
+        if app.token_prefix.as_str() != parsed.prefix() {
+            return Ok(None);
+        }
+        let effective = Arc::new(snap.effective(record.scopes.iter(), record.roles.iter()));
+        Ok(Some((
+            Arc::new(CachedKey {
+                record,
+                app,
+                effective,
+            }),
+            epoch,
+        )))
+    }
+}
