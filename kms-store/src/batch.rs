@@ -1,0 +1,138 @@
+//! The meaning of a [`Mutation`], shared by every store: which preconditions each one
+//! checks and what the conflict says. A store supplies the primitive reads and writes of
+//! one open transaction ([`Tx`]); [`apply_all`] turns a batch into those primitives, so the
+//! stores cannot drift apart on semantics.
+
+use kms_core::store::Mutation;
+use kms_core::{Application, Permission, Role, RoleName, Scope, StoreError, TokenRecord};
+
+/// Primitive reads and writes inside one transaction. Writes do not check preconditions:
+/// [`apply_all`] has, before calling them.
+pub(crate) trait Tx {
+    fn meta_exists(&mut self, key: &str) -> Result<bool, StoreError>;
+    fn insert_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    fn app_exists(&mut self, id: &str) -> Result<bool, StoreError>;
+    /// The id of the application called `name`, if any.
+    fn app_named(&mut self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Inserts or replaces the application with this id.
+    fn put_app(&mut self, app: &Application) -> Result<(), StoreError>;
+    /// Deletes the application and every token it owns; a missing one is a no-op.
+    fn delete_app(&mut self, id: &str) -> Result<(), StoreError>;
+
+    fn permission_exists(&mut self, scope: &Scope) -> Result<bool, StoreError>;
+    /// Inserts or replaces the permission with this scope.
+    fn put_permission(&mut self, permission: &Permission) -> Result<(), StoreError>;
+    fn delete_permission(&mut self, scope: &Scope) -> Result<(), StoreError>;
+    /// Inserts or replaces the role with this name.
+    fn put_role(&mut self, role: &Role) -> Result<(), StoreError>;
+    fn delete_role(&mut self, name: &RoleName) -> Result<(), StoreError>;
+
+    fn token_exists(&mut self, id: &str) -> Result<bool, StoreError>;
+    /// Inserts or replaces the token with this id, with its grants.
+    fn put_token(&mut self, token: &TokenRecord) -> Result<(), StoreError>;
+    fn delete_token(&mut self, id: &str) -> Result<(), StoreError>;
+}
+
+/// The largest use counter a store keeps (SQLite integers are signed 64-bit).
+pub(crate) const MAX_USES: u64 = i64::MAX as u64;
+
+/// Applies every mutation of `batch` to `tx`, stopping at the first conflict. The caller
+/// commits on `Ok` and rolls back on `Err`.
+pub(crate) fn apply_all(tx: &mut impl Tx, batch: &[Mutation]) -> Result<(), StoreError> {
+    batch.iter().try_for_each(|m| apply_one(tx, m))
+}
+
+fn apply_one(tx: &mut impl Tx, mutation: &Mutation) -> Result<(), StoreError> {
+    match mutation {
+        Mutation::CreateMeta { key, value } => {
+            if tx.meta_exists(key)? {
+                return Err(conflict(format!("the metadata key {key:?} is already set")));
+            }
+            tx.insert_meta(key, value)
+        }
+        Mutation::InsertApp(app) => {
+            if tx.app_exists(&app.id)? {
+                return Err(conflict(format!(
+                    "an application with id {:?} already exists",
+                    app.id
+                )));
+            }
+            if tx.app_named(&app.name)?.is_some() {
+                return Err(name_taken(&app.name));
+            }
+            tx.put_app(app)
+        }
+        Mutation::UpdateApp(app) => {
+            require_app(tx, &app.id)?;
+            match tx.app_named(&app.name)? {
+                Some(owner) if owner != app.id => Err(name_taken(&app.name)),
+                _ => tx.put_app(app),
+            }
+        }
+        Mutation::DeleteApp(id) => tx.delete_app(id),
+        Mutation::InsertPermission(permission) => {
+            if tx.permission_exists(&permission.scope)? {
+                return Err(conflict(format!(
+                    "the permission {} is already defined",
+                    permission.scope
+                )));
+            }
+            tx.put_permission(permission)
+        }
+        Mutation::DeletePermission(scope) => tx.delete_permission(scope),
+        Mutation::PutRole(role) => tx.put_role(role),
+        Mutation::DeleteRole(name) => tx.delete_role(name),
+        Mutation::InsertToken(token) => {
+            check_token(tx, token)?;
+            if tx.token_exists(&token.id)? {
+                return Err(conflict(format!(
+                    "a token with id {:?} already exists",
+                    token.id
+                )));
+            }
+            tx.put_token(token)
+        }
+        Mutation::UpdateToken(token) => {
+            check_token(tx, token)?;
+            if !tx.token_exists(&token.id)? {
+                return Err(conflict(format!("the token {:?} does not exist", token.id)));
+            }
+            tx.put_token(token)
+        }
+        Mutation::DeleteToken(id) => tx.delete_token(id),
+        // A kind of change newer than this store cannot be applied faithfully; refusing it
+        // keeps the batch all-or-nothing.
+        _ => Err(conflict(
+            "this store does not know one of the changes in the batch; upgrade kms-store"
+                .to_owned(),
+        )),
+    }
+}
+
+/// Preconditions every stored token meets: its application exists and its use counter fits.
+fn check_token(tx: &mut impl Tx, token: &TokenRecord) -> Result<(), StoreError> {
+    require_app(tx, &token.app_id)?;
+    match token.limits.uses {
+        Some(uses) if uses > MAX_USES => Err(conflict(format!(
+            "a token's use limit must be at most {MAX_USES}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn require_app(tx: &mut impl Tx, id: &str) -> Result<(), StoreError> {
+    if tx.app_exists(id)? {
+        Ok(())
+    } else {
+        Err(conflict(format!("the application {id:?} does not exist")))
+    }
+}
+
+fn name_taken(name: &str) -> StoreError {
+    conflict(format!("an application named {name:?} already exists"))
+}
+
+fn conflict(message: String) -> StoreError {
+    StoreError::Conflict(message)
+}

@@ -1,0 +1,364 @@
+//! [`MemoryStore`]: everything in process memory, for tests and ephemeral use.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+
+use kms_core::store::{
+    AppStore, ChangeListener, Mutation, PolicyStore, Store, TokenStore, UseOutcome,
+};
+use kms_core::{Application, Permission, Policy, Role, RoleName, Scope, StoreError, TokenRecord};
+
+use crate::batch::{self, Tx};
+use crate::listeners::Listeners;
+
+/// A store that keeps everything in memory and loses it on drop.
+///
+/// It behaves exactly like [`SqliteStore`](crate::SqliteStore): the same conflicts, the
+/// same all-or-nothing batches, the same ordering; one conformance suite runs against both.
+///
+/// ```
+/// use kms_core::store::TokenStore;
+/// let store = kms_store::MemoryStore::new();
+/// assert!(store.get_token("tok_missing")?.is_none());
+/// # Ok::<(), kms_core::StoreError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: RwLock<State>,
+    listeners: Listeners,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // No operation panics while holding the lock, so a poisoned lock still guards
+    // consistent data.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The data, with the indexes the queries need. Every write goes through `put_*` and
+/// `remove_*`, which keep the indexes in step.
+#[derive(Debug, Default)]
+struct State {
+    meta: BTreeMap<String, String>,
+    apps: BTreeMap<String, Application>,
+    /// Application name → id.
+    app_names: BTreeMap<String, String>,
+    permissions: BTreeMap<Scope, Permission>,
+    roles: BTreeMap<RoleName, Role>,
+    tokens: BTreeMap<String, TokenRecord>,
+    /// (application id, token id) for every token.
+    tokens_by_app: BTreeSet<(String, String)>,
+    /// Scope → ids of the tokens granted it directly.
+    scope_grants: BTreeMap<Scope, BTreeSet<String>>,
+    /// Role → ids of the tokens granted it.
+    role_grants: BTreeMap<RoleName, BTreeSet<String>>,
+}
+
+impl State {
+    fn put_app(&mut self, app: Application) -> Option<Application> {
+        let old = self.remove_app_row(&app.id);
+        self.app_names.insert(app.name.clone(), app.id.clone());
+        self.apps.insert(app.id.clone(), app);
+        old
+    }
+
+    /// Removes the application row only; tokens are the caller's business.
+    fn remove_app_row(&mut self, id: &str) -> Option<Application> {
+        let old = self.apps.remove(id)?;
+        self.app_names.remove(&old.name);
+        Some(old)
+    }
+
+    fn put_token(&mut self, token: TokenRecord) -> Option<TokenRecord> {
+        let old = self.remove_token(&token.id);
+        self.tokens_by_app
+            .insert((token.app_id.clone(), token.id.clone()));
+        for scope in &token.scopes {
+            let holders = self.scope_grants.entry(scope.clone()).or_default();
+            holders.insert(token.id.clone());
+        }
+        for role in &token.roles {
+            let holders = self.role_grants.entry(role.clone()).or_default();
+            holders.insert(token.id.clone());
+        }
+        self.tokens.insert(token.id.clone(), token);
+        old
+    }
+
+    fn remove_token(&mut self, id: &str) -> Option<TokenRecord> {
+        let old = self.tokens.remove(id)?;
+        self.tokens_by_app
+            .remove(&(old.app_id.clone(), old.id.clone()));
+        for scope in &old.scopes {
+            forget_holder(&mut self.scope_grants, scope, id);
+        }
+        for role in &old.roles {
+            forget_holder(&mut self.role_grants, role, id);
+        }
+        Some(old)
+    }
+
+    fn token_ids_of_app(&self, app_id: &str) -> Vec<String> {
+        self.tokens_by_app
+            .range((app_id.to_owned(), String::new())..)
+            .take_while(|(app, _)| app == app_id)
+            .map(|(_, token)| token.clone())
+            .collect()
+    }
+}
+
+fn forget_holder<K: Ord>(grants: &mut BTreeMap<K, BTreeSet<String>>, key: &K, token_id: &str) {
+    if let Some(holders) = grants.get_mut(key) {
+        holders.remove(token_id);
+        if holders.is_empty() {
+            grants.remove(key);
+        }
+    }
+}
+
+/// What a write replaced, so a failed batch can be undone.
+enum Undo {
+    Meta(String, Option<String>),
+    App(String, Option<Application>),
+    Token(String, Option<Box<TokenRecord>>),
+    Permission(Scope, Option<Permission>),
+    Role(RoleName, Option<Role>),
+}
+
+/// A transaction over [`State`]: writes apply at once and are logged, and
+/// [`MemoryTx::rollback`] replays the log backwards.
+struct MemoryTx<'a> {
+    state: &'a mut State,
+    undo: Vec<Undo>,
+}
+
+impl MemoryTx<'_> {
+    fn rollback(mut self) {
+        while let Some(step) = self.undo.pop() {
+            let s = &mut *self.state;
+            match step {
+                Undo::Meta(k, Some(v)) => drop(s.meta.insert(k, v)),
+                Undo::Meta(k, None) => drop(s.meta.remove(&k)),
+                Undo::App(_, Some(app)) => drop(s.put_app(app)),
+                Undo::App(id, None) => drop(s.remove_app_row(&id)),
+                Undo::Token(_, Some(token)) => drop(s.put_token(*token)),
+                Undo::Token(id, None) => drop(s.remove_token(&id)),
+                Undo::Permission(k, Some(p)) => drop(s.permissions.insert(k, p)),
+                Undo::Permission(k, None) => drop(s.permissions.remove(&k)),
+                Undo::Role(k, Some(r)) => drop(s.roles.insert(k, r)),
+                Undo::Role(k, None) => drop(s.roles.remove(&k)),
+            }
+        }
+    }
+
+    fn remove_token(&mut self, id: &str) {
+        if let Some(old) = self.state.remove_token(id) {
+            self.undo
+                .push(Undo::Token(id.to_owned(), Some(Box::new(old))));
+        }
+    }
+}
+
+impl Tx for MemoryTx<'_> {
+    fn meta_exists(&mut self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.state.meta.contains_key(key))
+    }
+
+    fn insert_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        let old = self.state.meta.insert(key.to_owned(), value.to_owned());
+        self.undo.push(Undo::Meta(key.to_owned(), old));
+        Ok(())
+    }
+
+    fn app_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.state.apps.contains_key(id))
+    }
+
+    fn app_named(&mut self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.state.app_names.get(name).cloned())
+    }
+
+    fn put_app(&mut self, app: &Application) -> Result<(), StoreError> {
+        let old = self.state.put_app(app.clone());
+        self.undo.push(Undo::App(app.id.clone(), old));
+        Ok(())
+    }
+
+    fn delete_app(&mut self, id: &str) -> Result<(), StoreError> {
+        for token in self.state.token_ids_of_app(id) {
+            self.remove_token(&token);
+        }
+        if let Some(old) = self.state.remove_app_row(id) {
+            self.undo.push(Undo::App(id.to_owned(), Some(old)));
+        }
+        Ok(())
+    }
+
+    fn permission_exists(&mut self, scope: &Scope) -> Result<bool, StoreError> {
+        Ok(self.state.permissions.contains_key(scope))
+    }
+
+    fn put_permission(&mut self, permission: &Permission) -> Result<(), StoreError> {
+        let scope = permission.scope.clone();
+        let old = self
+            .state
+            .permissions
+            .insert(scope.clone(), permission.clone());
+        self.undo.push(Undo::Permission(scope, old));
+        Ok(())
+    }
+
+    fn delete_permission(&mut self, scope: &Scope) -> Result<(), StoreError> {
+        if let Some(old) = self.state.permissions.remove(scope) {
+            self.undo.push(Undo::Permission(scope.clone(), Some(old)));
+        }
+        Ok(())
+    }
+
+    fn put_role(&mut self, role: &Role) -> Result<(), StoreError> {
+        let old = self.state.roles.insert(role.name.clone(), role.clone());
+        self.undo.push(Undo::Role(role.name.clone(), old));
+        Ok(())
+    }
+
+    fn delete_role(&mut self, name: &RoleName) -> Result<(), StoreError> {
+        if let Some(old) = self.state.roles.remove(name) {
+            self.undo.push(Undo::Role(name.clone(), Some(old)));
+        }
+        Ok(())
+    }
+
+    fn token_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.state.tokens.contains_key(id))
+    }
+
+    fn put_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
+        let old = self.state.put_token(token.clone());
+        self.undo
+            .push(Undo::Token(token.id.clone(), old.map(Box::new)));
+        Ok(())
+    }
+
+    fn delete_token(&mut self, id: &str) -> Result<(), StoreError> {
+        self.remove_token(id);
+        Ok(())
+    }
+}
+
+impl AppStore for MemoryStore {
+    fn get_app(&self, id: &str) -> Result<Option<Application>, StoreError> {
+        Ok(self.read().apps.get(id).cloned())
+    }
+
+    fn list_apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<Application>, StoreError> {
+        let state = self.read();
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(state
+            .apps
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, app)| app.clone())
+            .collect())
+    }
+}
+
+impl TokenStore for MemoryStore {
+    fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self.read().tokens.get(id).cloned())
+    }
+
+    fn list_tokens(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let state = self.read();
+        let start = (app_id.to_owned(), after.unwrap_or_default().to_owned());
+        let lower = match after {
+            Some(_) => Bound::Excluded(start),
+            None => Bound::Included(start),
+        };
+        Ok(state
+            .tokens_by_app
+            .range((lower, Bound::Unbounded))
+            .take_while(|(app, _)| app == app_id)
+            .filter_map(|(_, id)| state.tokens.get(id).cloned())
+            .take(limit)
+            .collect())
+    }
+
+    fn scope_is_granted(&self, scope: &Scope) -> Result<bool, StoreError> {
+        Ok(self.read().scope_grants.contains_key(scope))
+    }
+
+    fn role_is_granted(&self, role: &RoleName) -> Result<bool, StoreError> {
+        Ok(self.read().role_grants.contains_key(role))
+    }
+
+    fn consume_use(&self, id: &str) -> Result<UseOutcome, StoreError> {
+        let mut state = self.write();
+        let Some(token) = state.tokens.get_mut(id) else {
+            return Ok(UseOutcome::Missing);
+        };
+        Ok(match token.limits.uses {
+            None => UseOutcome::Unlimited,
+            Some(0) => UseOutcome::Exhausted,
+            Some(n) => {
+                token.limits.uses = Some(n - 1);
+                UseOutcome::Remaining(n - 1)
+            }
+        })
+    }
+}
+
+impl PolicyStore for MemoryStore {
+    fn load_policy(&self) -> Result<Policy, StoreError> {
+        let state = self.read();
+        Ok(Policy {
+            permissions: state.permissions.clone(),
+            roles: state.roles.clone(),
+        })
+    }
+}
+
+impl Store for MemoryStore {
+    fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
+        {
+            let mut state = self.write();
+            let mut tx = MemoryTx {
+                state: &mut state,
+                undo: Vec::new(),
+            };
+            if let Err(e) = batch::apply_all(&mut tx, batch) {
+                tx.rollback();
+                return Err(e);
+            }
+        }
+        self.listeners.notify(batch);
+        Ok(())
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.read().meta.get(key).cloned())
+    }
+
+    fn subscribe(&self, listener: Weak<dyn ChangeListener>) {
+        self.listeners.subscribe(listener);
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,366 @@
+//! The SQLite schema as a list of versioned migrations, each with an `up` and a `down`
+//! step, and the runner that moves a database between versions.
+//!
+//! Applied versions are recorded in `schema_migrations(version, applied_at)`. Each step
+//! runs in its own transaction together with its bookkeeping row, so a database is always
+//! at a well-defined version, even after a crash in the middle of a migration.
+//!
+//! [`SqliteStore::open`](crate::SqliteStore::open) migrates to the latest version by
+//! itself. The free functions here work on a database file without opening a store, for
+//! command-line tools (`kms migrate up|down|status`):
+//!
+//! ```
+//! use kms_store::migrations;
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("kms.db");
+//!
+//! migrations::up(&path, None)?;
+//! assert!(migrations::status(&path)?.iter().all(|m| m.applied));
+//!
+//! let reverted = migrations::down(&path, 0)?;
+//! assert_eq!(reverted.len(), migrations::MIGRATIONS.len());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kms_core::{Clock, StoreError, SystemClock, Timestamp};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::sqlite::connection;
+use crate::sqlite::error::db_error;
+
+/// One schema change and its inverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    /// Position in the sequence, from 1, without gaps.
+    pub version: u32,
+    /// What the migration does, for people.
+    pub name: &'static str,
+    /// SQL that applies the change.
+    pub up: &'static str,
+    /// SQL that undoes `up` exactly.
+    pub down: &'static str,
+}
+
+/// Every migration, oldest first.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "applications and tokens",
+        up: "
+            CREATE TABLE meta (
+                key   TEXT PRIMARY KEY NOT NULL,
+                value TEXT NOT NULL
+            ) STRICT;
+            CREATE TABLE apps (
+                id           TEXT PRIMARY KEY NOT NULL,
+                name         TEXT NOT NULL UNIQUE,
+                token_prefix TEXT NOT NULL,
+                status       TEXT NOT NULL,
+                created_at   INTEGER NOT NULL
+            ) STRICT;
+            CREATE TABLE tokens (
+                id           TEXT PRIMARY KEY NOT NULL,
+                app_id       TEXT NOT NULL REFERENCES apps (id),
+                name         TEXT NOT NULL,
+                secret_hash  TEXT NOT NULL,
+                start        TEXT NOT NULL,
+                status       TEXT NOT NULL,
+                created_at   INTEGER NOT NULL,
+                expires_at   INTEGER,
+                revoked_at   INTEGER,
+                scopes       TEXT NOT NULL,
+                roles        TEXT NOT NULL,
+                metadata     TEXT NOT NULL,
+                limits       TEXT NOT NULL,
+                uses         INTEGER CHECK (uses >= 0),
+                rotated_from TEXT,
+                rotated_to   TEXT
+            ) STRICT;
+            CREATE INDEX tokens_by_app ON tokens (app_id, id);
+        ",
+        down: "
+            DROP INDEX tokens_by_app;
+            DROP TABLE tokens;
+            DROP TABLE apps;
+            DROP TABLE meta;
+        ",
+    },
+    Migration {
+        version: 2,
+        name: "permissions and roles",
+        up: "
+            CREATE TABLE permissions (
+                scope       TEXT PRIMARY KEY NOT NULL,
+                description TEXT NOT NULL,
+                implies     TEXT NOT NULL
+            ) STRICT;
+            CREATE TABLE roles (
+                name        TEXT PRIMARY KEY NOT NULL,
+                description TEXT NOT NULL,
+                permissions TEXT NOT NULL,
+                inherits    TEXT NOT NULL
+            ) STRICT;
+        ",
+        down: "
+            DROP TABLE roles;
+            DROP TABLE permissions;
+        ",
+    },
+    Migration {
+        version: 3,
+        name: "token grants index",
+        up: "
+            CREATE TABLE token_grants (
+                token_id TEXT NOT NULL REFERENCES tokens (id),
+                kind     TEXT NOT NULL CHECK (kind IN ('scope', 'role')),
+                name     TEXT NOT NULL,
+                PRIMARY KEY (kind, name, token_id)
+            ) STRICT, WITHOUT ROWID;
+            CREATE INDEX token_grants_by_token ON token_grants (token_id);
+            INSERT OR IGNORE INTO token_grants (token_id, kind, name)
+                SELECT tokens.id, 'scope', s.value FROM tokens, json_each(tokens.scopes) AS s
+                UNION ALL
+                SELECT tokens.id, 'role', r.value FROM tokens, json_each(tokens.roles) AS r;
+        ",
+        down: "
+            DROP INDEX token_grants_by_token;
+            DROP TABLE token_grants;
+        ",
+    },
+];
+
+/// The version of the newest migration.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Whether one migration is applied to a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MigrationStatus {
+    /// The migration's version.
+    pub version: u32,
+    /// Its name; `"unknown to this build"` for a version applied by a newer kms.
+    pub name: &'static str,
+    /// Whether it is applied.
+    pub applied: bool,
+    /// When it was applied, if it is.
+    pub applied_at: Option<Timestamp>,
+}
+
+/// Migrates the database at `path` up to `target` (the latest when `None`), creating the
+/// file if needed. Returns the versions applied, in order; none when already there.
+///
+/// Fails with `Conflict` when `target` names no migration or the database holds a
+/// version this build does not know.
+pub fn up(path: impl AsRef<Path>, target: Option<u32>) -> Result<Vec<u32>, StoreError> {
+    run_up(&mut connection::open_file(path.as_ref())?, target)
+}
+
+/// Reverts migrations of the existing database at `path`, newest first, until only
+/// versions up to `target` remain (`0` removes every table but `schema_migrations`).
+/// Returns the versions reverted, in order. Data in dropped tables is lost.
+pub fn down(path: impl AsRef<Path>, target: u32) -> Result<Vec<u32>, StoreError> {
+    run_down(&mut connection::open_existing(path.as_ref())?, target)
+}
+
+/// Every known migration, and any unknown applied one, with whether it is applied to the
+/// existing database at `path`.
+pub fn status(path: impl AsRef<Path>) -> Result<Vec<MigrationStatus>, StoreError> {
+    read_status(&connection::open_existing(path.as_ref())?)
+}
+
+const UNKNOWN_NAME: &str = "unknown to this build";
+
+pub(crate) fn run_up(conn: &mut Connection, target: Option<u32>) -> Result<Vec<u32>, StoreError> {
+    let target = match target {
+        Some(t) => check_target(t)?,
+        None => latest_version(),
+    };
+    ensure_version_table(conn)?;
+    check_known(&applied_versions(conn)?)?;
+    let mut done = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| m.version <= target) {
+        // Checked inside the write transaction, so two processes opening one new file at
+        // the same time do not both apply a step.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_error)?;
+        if is_applied(&tx, m.version)? {
+            continue;
+        }
+        tx.execute_batch(m.up)
+            .map_err(|e| step_failed("apply", m, e))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![m.version, SystemClock.now().unix()],
+        )
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        done.push(m.version);
+    }
+    Ok(done)
+}
+
+pub(crate) fn run_down(conn: &mut Connection, target: u32) -> Result<Vec<u32>, StoreError> {
+    check_target(target)?;
+    ensure_version_table(conn)?;
+    check_known(&applied_versions(conn)?)?;
+    let mut done = Vec::new();
+    for m in MIGRATIONS.iter().rev().filter(|m| m.version > target) {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_error)?;
+        if !is_applied(&tx, m.version)? {
+            continue;
+        }
+        tx.execute_batch(m.down)
+            .map_err(|e| step_failed("revert", m, e))?;
+        tx.execute(
+            "DELETE FROM schema_migrations WHERE version = ?1",
+            [m.version],
+        )
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        done.push(m.version);
+    }
+    Ok(done)
+}
+
+pub(crate) fn read_status(conn: &Connection) -> Result<Vec<MigrationStatus>, StoreError> {
+    let applied = if has_version_table(conn)? {
+        applied_versions(conn)?
+    } else {
+        BTreeMap::new()
+    };
+    let mut status: Vec<MigrationStatus> = MIGRATIONS
+        .iter()
+        .map(|m| {
+            let applied_at = applied.get(&m.version).copied();
+            MigrationStatus {
+                version: m.version,
+                name: m.name,
+                applied: applied_at.is_some(),
+                applied_at,
+            }
+        })
+        .collect();
+    status.extend(
+        applied
+            .iter()
+            .filter(|(v, _)| !MIGRATIONS.iter().any(|m| m.version == **v))
+            .map(|(v, at)| MigrationStatus {
+                version: *v,
+                name: UNKNOWN_NAME,
+                applied: true,
+                applied_at: Some(*at),
+            }),
+    );
+    Ok(status)
+}
+
+/// The highest applied version, `0` for a database never migrated.
+pub(crate) fn current_version(conn: &Connection) -> Result<u32, StoreError> {
+    if !has_version_table(conn)? {
+        return Ok(0);
+    }
+    conn.query_row(
+        "SELECT coalesce(max(version), 0) FROM schema_migrations",
+        [],
+        |row| row.get(0),
+    )
+    .map_err(db_error)
+}
+
+fn check_target(target: u32) -> Result<u32, StoreError> {
+    let latest = latest_version();
+    if target > latest {
+        return Err(StoreError::Conflict(format!(
+            "there is no migration {target}; the latest is {latest}"
+        )));
+    }
+    Ok(target)
+}
+
+/// Refuses to touch a database migrated by a newer build: its `down` steps are unknown here.
+fn check_known(applied: &BTreeMap<u32, Timestamp>) -> Result<(), StoreError> {
+    match applied.keys().next_back() {
+        Some(&v) if v > latest_version() => Err(StoreError::Conflict(format!(
+            "the database is at schema version {v}, newer than this build of kms knows ({}); \
+             upgrade kms",
+            latest_version()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn ensure_version_table(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    INTEGER PRIMARY KEY,
+            applied_at INTEGER
+        )",
+    )
+    .map_err(db_error)
+}
+
+fn has_version_table(conn: &Connection) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+        [],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|found| found.is_some())
+    .map_err(db_error)
+}
+
+fn applied_versions(conn: &Connection) -> Result<BTreeMap<u32, Timestamp>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT version, coalesce(applied_at, 0) FROM schema_migrations")
+        .map_err(db_error)?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok((row.get(0)?, Timestamp::from_unix(row.get(1)?)))
+        })
+        .map_err(db_error)?;
+    rows.collect::<Result<_, _>>().map_err(db_error)
+}
+
+fn is_applied(conn: &Connection, version: u32) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT 1 FROM schema_migrations WHERE version = ?1",
+        [version],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|found| found.is_some())
+    .map_err(db_error)
+}
+
+fn step_failed(action: &str, m: &Migration, e: rusqlite::Error) -> StoreError {
+    match db_error(e) {
+        StoreError::Corrupt(detail) => StoreError::Corrupt(format!(
+            "could not {action} migration {} ({}): {detail}",
+            m.version, m.name
+        )),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_count_up_from_one_without_gaps() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "{}", m.name);
+            assert!(!m.name.is_empty() && !m.up.trim().is_empty() && !m.down.trim().is_empty());
+        }
+        assert_eq!(latest_version() as usize, MIGRATIONS.len());
+    }
+}

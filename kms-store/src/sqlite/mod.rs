@@ -1,0 +1,309 @@
+//! [`SqliteStore`]: the embedded default, one SQLite file in write-ahead-log mode.
+
+pub(crate) mod connection;
+pub(crate) mod error;
+mod rows;
+mod tx;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
+
+use kms_core::store::{
+    AppStore, ChangeListener, Mutation, PolicyStore, Store, TokenStore, UseOutcome,
+};
+use kms_core::{Application, Policy, RoleName, Scope, StoreError, TokenRecord};
+use rusqlite::{params, Connection, OptionalExtension, Params, Row, TransactionBehavior};
+
+use self::error::{corrupt, db_error};
+use self::rows::{app_columns, token_columns};
+use crate::batch;
+use crate::listeners::Listeners;
+use crate::migrations::{self, MigrationStatus};
+
+/// A store in one SQLite database file.
+///
+/// Every batch is one `IMMEDIATE` transaction; the file runs in WAL mode with
+/// `synchronous=FULL`, so a write is on disk once [`Store::apply`] returns. Busy, locked,
+/// full or failing disks surface as [`StoreError::Unavailable`], undecodable rows as
+/// [`StoreError::Corrupt`].
+///
+/// One connection serves all calls, one at a time.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    listeners: Listeners,
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating it (mode 0600) if needed, and migrates it to
+    /// the latest schema version.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let mut conn = connection::open_file(path.as_ref())?;
+        migrations::run_up(&mut conn, None)?;
+        Ok(Self::with_connection(conn))
+    }
+
+    /// A migrated database that lives in memory only, for tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let mut conn = connection::open_memory()?;
+        migrations::run_up(&mut conn, None)?;
+        Ok(Self::with_connection(conn))
+    }
+
+    fn with_connection(conn: Connection) -> Self {
+        SqliteStore {
+            conn: Mutex::new(conn),
+            listeners: Listeners::default(),
+        }
+    }
+
+    /// Applies migrations up to `target` (the latest when `None`); returns the versions
+    /// applied. See [`migrations::up`].
+    pub fn migrate_up(&self, target: Option<u32>) -> Result<Vec<u32>, StoreError> {
+        migrations::run_up(&mut self.conn(), target)
+    }
+
+    /// Reverts migrations newer than `target`, newest first; returns the versions
+    /// reverted. The store cannot serve requests below the latest version. See
+    /// [`migrations::down`].
+    pub fn migrate_down(&self, target: u32) -> Result<Vec<u32>, StoreError> {
+        migrations::run_down(&mut self.conn(), target)
+    }
+
+    /// Which migrations are applied. See [`migrations::status`].
+    pub fn migration_status(&self) -> Result<Vec<MigrationStatus>, StoreError> {
+        migrations::read_status(&self.conn())
+    }
+
+    // A panic cannot leave a transaction half-applied (rusqlite rolls back on drop), so a
+    // poisoned lock still guards a consistent connection.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs a query and decodes every row with `decode`.
+    fn query<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        decode: fn(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
+        let mut rows = stmt.query(params).map_err(db_error)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db_error)? {
+            out.push(decode(row)?);
+        }
+        Ok(out)
+    }
+
+    fn query_one<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        decode: fn(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.query(sql, params, decode)?.into_iter().next())
+    }
+
+    fn exists(&self, sql: &str, params: impl Params) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
+        stmt.exists(params).map_err(db_error)
+    }
+}
+
+/// How often [`SqliteStore::consume_use`] tries to spend a use that other processes keep
+/// changing under it.
+const CONSUME_ATTEMPTS: usize = 3;
+
+/// SQLite's integer type, for a page size.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+impl AppStore for SqliteStore {
+    fn get_app(&self, id: &str) -> Result<Option<Application>, StoreError> {
+        let sql = concat!("SELECT ", app_columns!(), " FROM apps WHERE id = ?1");
+        self.query_one(sql, [id], rows::app_from_row)
+    }
+
+    fn list_apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<Application>, StoreError> {
+        let limit = sql_limit(limit);
+        match after {
+            Some(after) => self.query(
+                concat!(
+                    "SELECT ",
+                    app_columns!(),
+                    " FROM apps WHERE id > ?1 ORDER BY id LIMIT ?2"
+                ),
+                params![after, limit],
+                rows::app_from_row,
+            ),
+            None => self.query(
+                concat!("SELECT ", app_columns!(), " FROM apps ORDER BY id LIMIT ?1"),
+                [limit],
+                rows::app_from_row,
+            ),
+        }
+    }
+}
+
+impl TokenStore for SqliteStore {
+    fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let sql = concat!("SELECT ", token_columns!(), " FROM tokens WHERE id = ?1");
+        self.query_one(sql, [id], rows::token_from_row)
+    }
+
+    fn list_tokens(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let limit = sql_limit(limit);
+        match after {
+            Some(after) => self.query(
+                concat!(
+                    "SELECT ",
+                    token_columns!(),
+                    " FROM tokens WHERE app_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                ),
+                params![app_id, after, limit],
+                rows::token_from_row,
+            ),
+            None => self.query(
+                concat!(
+                    "SELECT ",
+                    token_columns!(),
+                    " FROM tokens WHERE app_id = ?1 ORDER BY id LIMIT ?2"
+                ),
+                params![app_id, limit],
+                rows::token_from_row,
+            ),
+        }
+    }
+
+    fn scope_is_granted(&self, scope: &Scope) -> Result<bool, StoreError> {
+        self.exists(
+            "SELECT 1 FROM token_grants WHERE kind = 'scope' AND name = ?1",
+            [scope.as_str()],
+        )
+    }
+
+    fn role_is_granted(&self, role: &RoleName) -> Result<bool, StoreError> {
+        self.exists(
+            "SELECT 1 FROM token_grants WHERE kind = 'role' AND name = ?1",
+            [role.as_str()],
+        )
+    }
+
+    fn consume_use(&self, id: &str) -> Result<UseOutcome, StoreError> {
+        let conn = self.conn();
+        let mut spend = conn
+            .prepare_cached(
+                "UPDATE tokens SET uses = uses - 1 WHERE id = ?1 AND uses > 0 RETURNING uses",
+            )
+            .map_err(db_error)?;
+        let mut look = conn
+            .prepare_cached("SELECT uses FROM tokens WHERE id = ?1")
+            .map_err(db_error)?;
+        // One statement spends the use, so no other connection or process can spend the
+        // same one. Only when it matched nothing do we look at why; if another process
+        // raised the counter in between, spend again.
+        for _ in 0..CONSUME_ATTEMPTS {
+            let left: Option<i64> = spend
+                .query_row([id], |row| row.get(0))
+                .optional()
+                .map_err(db_error)?;
+            if let Some(left) = left {
+                let left =
+                    u64::try_from(left).map_err(|_| corrupt("token uses", "negative counter"))?;
+                return Ok(UseOutcome::Remaining(left));
+            }
+            let uses: Option<Option<i64>> = look
+                .query_row([id], |row| row.get(0))
+                .optional()
+                .map_err(db_error)?;
+            match uses {
+                None => return Ok(UseOutcome::Missing),
+                Some(None) => return Ok(UseOutcome::Unlimited),
+                Some(Some(n)) if n <= 0 => return Ok(UseOutcome::Exhausted),
+                Some(Some(_)) => continue,
+            }
+        }
+        Err(StoreError::Unavailable {
+            message: "the token's use counter kept changing; retry".to_owned(),
+            source: None,
+        })
+    }
+}
+
+impl PolicyStore for SqliteStore {
+    fn load_policy(&self) -> Result<Policy, StoreError> {
+        let permissions = self.query(
+            "SELECT scope, description, implies FROM permissions",
+            [],
+            rows::permission_from_row,
+        )?;
+        let roles = self.query(
+            "SELECT name, description, permissions, inherits FROM roles",
+            [],
+            rows::role_from_row,
+        )?;
+        Ok(Policy {
+            permissions: permissions
+                .into_iter()
+                .map(|p| (p.scope.clone(), p))
+                .collect(),
+            roles: roles.into_iter().map(|r| (r.name.clone(), r)).collect(),
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut conn = self.conn();
+            // IMMEDIATE takes the write lock up front: a deferred transaction that reads
+            // first could fail to upgrade with SQLITE_BUSY, which busy_timeout cannot help.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_error)?;
+            // On error the transaction is dropped, which rolls it back.
+            batch::apply_all(&mut tx::SqliteTx(&tx), batch)?;
+            tx.commit().map_err(db_error)?;
+        }
+        self.listeners.notify(batch);
+        Ok(())
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.query_one("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+            row.get(0).map_err(db_error)
+        })
+    }
+
+    fn subscribe(&self, listener: Weak<dyn ChangeListener>) {
+        self.listeners.subscribe(listener);
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        let version = migrations::current_version(&self.conn())?;
+        let latest = migrations::latest_version();
+        if version == latest {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable {
+                message: format!(
+                    "the database schema is at version {version}, not {latest}; run `kms migrate up`"
+                ),
+                source: None,
+            })
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The primitive reads and writes of one SQLite transaction, for the shared batch logic.
+
+use kms_core::{Application, Permission, Role, RoleName, Scope, StoreError, TokenRecord};
+use rusqlite::{params, Connection, OptionalExtension, ToSql};
+
+use super::error::db_error;
+use super::rows::{app_columns, to_json, token_columns, TokenColumns};
+use crate::batch::Tx;
+
+/// [`Tx`] over an open transaction (a `rusqlite::Transaction` derefs to its connection).
+pub(crate) struct SqliteTx<'a>(pub(crate) &'a Connection);
+
+impl SqliteTx<'_> {
+    fn exists(&self, sql: &str, key: &dyn ToSql) -> Result<bool, StoreError> {
+        let mut stmt = self.0.prepare_cached(sql).map_err(db_error)?;
+        stmt.exists([key]).map_err(db_error)
+    }
+
+    fn execute(&self, sql: &str, params: &[&dyn ToSql]) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(sql).map_err(db_error)?;
+        stmt.execute(params).map(drop).map_err(db_error)
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn meta_exists(&mut self, key: &str) -> Result<bool, StoreError> {
+        self.exists("SELECT 1 FROM meta WHERE key = ?1", &key)
+    }
+
+    fn insert_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )
+    }
+
+    fn app_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.exists("SELECT 1 FROM apps WHERE id = ?1", &id)
+    }
+
+    fn app_named(&mut self, name: &str) -> Result<Option<String>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT id FROM apps WHERE name = ?1")
+            .map_err(db_error)?;
+        stmt.query_row([name], |row| row.get(0))
+            .optional()
+            .map_err(db_error)
+    }
+
+    fn put_app(&mut self, app: &Application) -> Result<(), StoreError> {
+        self.execute(
+            concat!(
+                "INSERT INTO apps (",
+                app_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+             token_prefix = excluded.token_prefix, status = excluded.status, \
+             created_at = excluded.created_at"
+            ),
+            params![
+                app.id,
+                app.name,
+                app.token_prefix.as_str(),
+                app.status.as_str(),
+                app.created_at.unix()
+            ],
+        )
+    }
+
+    fn delete_app(&mut self, id: &str) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM token_grants WHERE token_id IN (SELECT id FROM tokens WHERE app_id = ?1)",
+            params![id],
+        )?;
+        self.execute("DELETE FROM tokens WHERE app_id = ?1", params![id])?;
+        self.execute("DELETE FROM apps WHERE id = ?1", params![id])
+    }
+
+    fn permission_exists(&mut self, scope: &Scope) -> Result<bool, StoreError> {
+        self.exists(
+            "SELECT 1 FROM permissions WHERE scope = ?1",
+            &scope.as_str(),
+        )
+    }
+
+    fn put_permission(&mut self, permission: &Permission) -> Result<(), StoreError> {
+        let implies = to_json(&permission.implies, "permission implies")?;
+        self.execute(
+            "INSERT INTO permissions (scope, description, implies) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (scope) DO UPDATE SET description = excluded.description, \
+             implies = excluded.implies",
+            params![permission.scope.as_str(), permission.description, implies],
+        )
+    }
+
+    fn delete_permission(&mut self, scope: &Scope) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM permissions WHERE scope = ?1",
+            params![scope.as_str()],
+        )
+    }
+
+    fn put_role(&mut self, role: &Role) -> Result<(), StoreError> {
+        let permissions = to_json(&role.permissions, "role permissions")?;
+        let inherits = to_json(&role.inherits, "role inherits")?;
+        self.execute(
+            "INSERT INTO roles (name, description, permissions, inherits) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO UPDATE SET description = excluded.description, \
+             permissions = excluded.permissions, inherits = excluded.inherits",
+            params![role.name.as_str(), role.description, permissions, inherits],
+        )
+    }
+
+    fn delete_role(&mut self, name: &RoleName) -> Result<(), StoreError> {
+        self.execute("DELETE FROM roles WHERE name = ?1", params![name.as_str()])
+    }
+
+    fn token_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.exists("SELECT 1 FROM tokens WHERE id = ?1", &id)
+    }
+
+    fn put_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
+        let c = TokenColumns::encode(token)?;
+        const PUT: &str = concat!(
+            "INSERT INTO tokens (",
+            token_columns!(),
+            ") \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+             ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, name = excluded.name, \
+             secret_hash = excluded.secret_hash, start = excluded.start, \
+             status = excluded.status, created_at = excluded.created_at, \
+             expires_at = excluded.expires_at, revoked_at = excluded.revoked_at, \
+             scopes = excluded.scopes, roles = excluded.roles, metadata = excluded.metadata, \
+             limits = excluded.limits, uses = excluded.uses, \
+             rotated_from = excluded.rotated_from, rotated_to = excluded.rotated_to"
+        );
+        self.execute(
+            PUT,
+            params![
+                token.id,
+                token.app_id,
+                token.name,
+                token.secret_hash,
+                token.start,
+                token.status.as_str(),
+                token.created_at.unix(),
+                token.expires_at.map(|t| t.unix()),
+                token.revoked_at.map(|t| t.unix()),
+                c.scopes,
+                c.roles,
+                c.metadata,
+                c.limits,
+                c.uses,
+                token.rotated_from,
+                token.rotated_to,
+            ],
+        )?;
+        self.execute(
+            "DELETE FROM token_grants WHERE token_id = ?1",
+            params![token.id],
+        )?;
+        let grants = token
+            .scopes
+            .iter()
+            .map(|s| ("scope", s.as_str()))
+            .chain(token.roles.iter().map(|r| ("role", r.as_str())));
+        for (kind, name) in grants {
+            self.execute(
+                "INSERT OR IGNORE INTO token_grants (token_id, kind, name) VALUES (?1, ?2, ?3)",
+                params![token.id, kind, name],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn delete_token(&mut self, id: &str) -> Result<(), StoreError> {
+        self.execute("DELETE FROM token_grants WHERE token_id = ?1", params![id])?;
+        self.execute("DELETE FROM tokens WHERE id = ?1", params![id])
+    }
+}
