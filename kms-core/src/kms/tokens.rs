@@ -43,13 +43,14 @@ impl Kms {
         let name = validate_name(&mut errs, "name", &req.name);
         let scopes = validate_scopes(&mut errs, "scopes", &req.scopes);
         let roles = validate_roles(&mut errs, "roles", &req.roles);
-        for (i, s) in scopes.iter().enumerate() {
-            if !snap.policy().permissions.contains_key(s) {
+        // Indexes refer to the request's lists, as given.
+        for (i, s) in req.scopes.iter().enumerate() {
+            if Scope::parse(s).is_ok_and(|s| !snap.policy().permissions.contains_key(&s)) {
                 errs.push(format!("scopes[{i}]"), format!("unknown permission {s}"));
             }
         }
-        for (i, r) in roles.iter().enumerate() {
-            if !snap.policy().roles.contains_key(r) {
+        for (i, r) in req.roles.iter().enumerate() {
+            if RoleName::parse(r).is_ok_and(|r| !snap.policy().roles.contains_key(&r)) {
                 errs.push(format!("roles[{i}]"), format!("unknown role {r}"));
             }
         }

@@ -1,0 +1,883 @@
+//! The `Kms` facade, driven through its public API over the memory and SQLite stores.
+
+use std::sync::Arc;
+
+use kms_core::store::Store;
+use kms_core::{
+    AppStatus, AppUpdate, Caller, ErrorCode, HashParams, Kms, ManualClock, NewApp, NewPermission,
+    NewRole, NewToken, PageRequest, PermissionQuery, RoleUpdate, RotateToken, Timestamp,
+    TokenUpdate, VerifyCode, VerifyRequest,
+};
+use kms_store::{MemoryStore, SqliteStore};
+
+struct Env {
+    kms: Kms,
+    clock: Arc<ManualClock>,
+    root: Caller,
+    root_token: String,
+    _dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+}
+
+fn env_with(store: Arc<dyn Store>, dir: tempfile::TempDir, db: std::path::PathBuf) -> Env {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix(1_800_000_000)));
+    let kms = Kms::builder(store)
+        .clock(clock.clone())
+        .hash_params(HashParams::insecure_for_tests())
+        .build()
+        .unwrap();
+    let created = kms.initialize().unwrap();
+    let root = kms.authenticate(&created.token, None).unwrap();
+    Env {
+        kms,
+        clock,
+        root,
+        root_token: created.token,
+        _dir: dir,
+        db,
+    }
+}
+
+fn memory() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("unused.db");
+    env_with(Arc::new(MemoryStore::new()), dir, db)
+}
+
+fn sqlite() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let store = SqliteStore::open(&db).unwrap();
+    env_with(Arc::new(store), dir, db)
+}
+
+/// Runs each behaviour against both stores.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory_store { $( #[test] fn $name() { super::$name(super::memory()); } )* }
+        mod sqlite_store { $( #[test] fn $name() { super::$name(super::sqlite()); } )* }
+    };
+}
+
+on_both_stores!(
+    second_initialisation_is_refused_and_changes_nothing,
+    valid_token_verifies_with_its_permissions,
+    unknown_id_and_wrong_secret_give_the_same_code,
+    revoked_token_fails_verification_immediately_even_when_cached,
+    rotation_keeps_the_old_token_for_the_grace_period_only,
+    deleting_a_token_or_disabling_its_app_takes_effect_at_once,
+    expired_token_fails,
+    a_caller_cannot_grant_what_it_does_not_hold,
+    tenants_see_nothing_of_each_other,
+    bad_input_lists_every_field_and_changes_nothing,
+    bulk_permissions_are_all_or_nothing,
+    implication_cycles_are_rejected_naming_the_cycle,
+    granted_permission_cannot_be_deleted,
+    role_changes_apply_to_cached_tokens_at_once,
+    uses_are_spent_only_by_valid_verifications,
+    network_allow_list_is_enforced,
+    token_listing_paginates,
+    malformed_tokens_never_reach_the_store,
+);
+
+fn app(e: &Env, name: &str) -> String {
+    e.kms
+        .create_app(
+            &e.root,
+            NewApp {
+                name: name.into(),
+                token_prefix: Some("bill".into()),
+            },
+        )
+        .unwrap()
+        .id
+}
+
+fn token(e: &Env, app_id: &str, scopes: &[&str], roles: &[&str]) -> kms_core::CreatedToken {
+    e.kms
+        .create_token(
+            &e.root,
+            app_id,
+            NewToken {
+                name: "ci".into(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                roles: roles.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+}
+
+fn verify(e: &Env, t: &str, q: Option<&str>) -> VerifyCode {
+    let q = q.map(|q| PermissionQuery::parse(q).unwrap());
+    e.kms.verify_token(t, q.as_ref(), None).unwrap().code()
+}
+
+fn second_initialisation_is_refused_and_changes_nothing(e: Env) {
+    let err = e.kms.initialize().unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict);
+    assert_eq!(verify(&e, &e.root_token, Some("admin")), VerifyCode::Valid);
+    assert_eq!(e.kms.list_permissions(&e.root).unwrap().len(), 14);
+}
+
+fn valid_token_verifies_with_its_permissions(e: Env) {
+    let a = app(&e, "billing");
+    let t = token(&e, &a, &["app.read", "token.verify"], &[]);
+    assert!(t.token.starts_with("bill_"));
+    assert_eq!(t.info.start, t.token[..8]);
+    assert_eq!(verify(&e, &t.token, None), VerifyCode::Valid);
+    assert_eq!(
+        verify(&e, &t.token, Some("app.read AND token.verify")),
+        VerifyCode::Valid
+    );
+    assert_eq!(
+        verify(&e, &t.token, Some("app.write OR token.verify")),
+        VerifyCode::Valid
+    );
+    assert_eq!(
+        verify(&e, &t.token, Some("app.write")),
+        VerifyCode::InsufficientPermissions
+    );
+    // Served from the cache the second time, same answer.
+    let before = e.kms.cache_stats();
+    let v = e.kms.verify_token(&t.token, None, None).unwrap();
+    assert!(e.kms.cache_stats().hits > before.hits);
+    assert_eq!(v.app_id(), Some(a.as_str()));
+    assert!(v.allows("app.read") && !v.allows("app.write"));
+}
+
+fn unknown_id_and_wrong_secret_give_the_same_code(e: Env) {
+    let a = app(&e, "billing");
+    let t = token(&e, &a, &["app.read"], &[]);
+    // Same id, different secret, valid checksum: regenerate the checksum over a changed secret.
+    let wrong_secret = reforge(&t.token, |body| {
+        body.replace_range(20..21, if &body[20..21] == "A" { "B" } else { "A" })
+    });
+    let unknown_id = reforge(&t.token, |body| {
+        body.replace_range(5..6, if &body[5..6] == "A" { "B" } else { "A" })
+    });
+    let a_code = e.kms.verify_token(&wrong_secret, None, None).unwrap();
+    let b_code = e.kms.verify_token(&unknown_id, None, None).unwrap();
+    assert_eq!(a_code.code(), VerifyCode::NotFound);
+    assert_eq!(b_code.code(), VerifyCode::NotFound);
+    assert_eq!(a_code.to_response(), b_code.to_response());
+    assert_eq!(
+        serde_json::to_value(a_code.to_response()).unwrap(),
+        serde_json::json!({"valid": false, "code": "NOT_FOUND"})
+    );
+}
+
+/// Changes the body of a token and recomputes a valid checksum, as an attacker could.
+fn reforge(token: &str, change: impl FnOnce(&mut String)) -> String {
+    let mut body = token[..token.len() - 6].to_owned();
+    change(&mut body);
+    let mut v = crc32fast::hash(body.as_bytes()) as u64;
+    let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut sum = [b'0'; 6];
+    for slot in sum.iter_mut().rev() {
+        *slot = alphabet[(v % 62) as usize];
+        v /= 62;
+    }
+    body.push_str(std::str::from_utf8(&sum).unwrap());
+    assert!(kms_core::token_format::parse(&body).is_ok());
+    body
+}
+
+fn revoked_token_fails_verification_immediately_even_when_cached(e: Env) {
+    let a = app(&e, "billing");
+    let t = token(&e, &a, &["app.read"], &[]);
+    assert_eq!(verify(&e, &t.token, None), VerifyCode::Valid);
+    assert_eq!(verify(&e, &t.token, None), VerifyCode::Valid);
+    let info = e.kms.revoke_token(&e.root, &t.info.id).unwrap();
+    assert_eq!(info.status, "revoked");
+    assert_eq!(verify(&e, &t.token, None), VerifyCode::Revoked);
+    // Idempotent.
+    assert_eq!(
+        e.kms.revoke_token(&e.root, &t.info.id).unwrap().status,
+        "revoked"
+    );
+    let v = e.kms.verify_token(&t.token, None, None).unwrap();
+    assert_eq!(
+        serde_json::to_value(v.to_response()).unwrap(),
+        serde_json::json!({"valid": false, "code": "REVOKED", "token_id": t.info.id})
+    );
+}
+
+fn rotation_keeps_the_old_token_for_the_grace_period_only(e: Env) {
+    let a = app(&e, "billing");
+    let old = token(&e, &a, &["app.read"], &[]);
+    assert_eq!(verify(&e, &old.token, None), VerifyCode::Valid);
+    let new = e
+        .kms
+        .rotate_token(
+            &e.root,
+            &old.info.id,
+            RotateToken {
+                grace_seconds: Some(60),
+            },
+        )
+        .unwrap();
+    assert_ne!(new.token, old.token);
+    assert_eq!(new.info.scopes, old.info.scopes);
+    assert_eq!(new.info.rotated_from.as_deref(), Some(old.info.id.as_str()));
+    assert_eq!(verify(&e, &old.token, None), VerifyCode::Valid);
+    assert_eq!(verify(&e, &new.token, None), VerifyCode::Valid);
+    e.clock.advance(61);
+    assert_eq!(verify(&e, &old.token, None), VerifyCode::Expired);
+    assert_eq!(verify(&e, &new.token, None), VerifyCode::Valid);
+    let err = e
+        .kms
+        .rotate_token(&e.root, &old.info.id, RotateToken::default())
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict);
+}
+
+fn deleting_a_token_or_disabling_its_app_takes_effect_at_once(e: Env) {
+    let a = app(&e, "billing");
+    let t1 = token(&e, &a, &["app.read"], &[]);
+    let t2 = token(&e, &a, &["app.read"], &[]);
+    assert_eq!(verify(&e, &t1.token, None), VerifyCode::Valid);
+    assert_eq!(verify(&e, &t2.token, None), VerifyCode::Valid);
+    e.kms.delete_token(&e.root, &t1.info.id).unwrap();
+    assert_eq!(verify(&e, &t1.token, None), VerifyCode::NotFound);
+    let disabled = e
+        .kms
+        .update_app(
+            &e.root,
+            &a,
+            AppUpdate {
+                status: Some("disabled".into()),
+                name: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(disabled.status, AppStatus::Disabled);
+    assert_eq!(verify(&e, &t2.token, None), VerifyCode::Disabled);
+    e.kms
+        .update_app(
+            &e.root,
+            &a,
+            AppUpdate {
+                status: Some("active".into()),
+                name: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(verify(&e, &t2.token, None), VerifyCode::Valid);
+    e.kms.delete_app(&e.root, &a).unwrap();
+    assert_eq!(verify(&e, &t2.token, None), VerifyCode::NotFound);
+    assert_eq!(
+        e.kms.get_app(&e.root, &a).unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+}
+
+fn expired_token_fails(e: Env) {
+    let a = app(&e, "billing");
+    let t = e
+        .kms
+        .create_token(
+            &e.root,
+            &a,
+            NewToken {
+                name: "short".into(),
+                expires_in: Some(10),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(verify(&e, &t.token, None), VerifyCode::Valid);
+    e.clock.advance(10);
+    assert_eq!(verify(&e, &t.token, None), VerifyCode::Expired);
+    assert_eq!(
+        e.kms.get_token(&e.root, &t.info.id).unwrap().status,
+        "expired"
+    );
+}
+
+fn a_caller_cannot_grant_what_it_does_not_hold(e: Env) {
+    let a = app(&e, "billing");
+    let minter = token(&e, &a, &["token.create", "app.read"], &[]);
+    let caller = e.kms.authenticate(&minter.token, None).unwrap();
+    let err = e
+        .kms
+        .create_token(
+            &caller,
+            &a,
+            NewToken {
+                name: "x".into(),
+                scopes: vec!["admin".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Forbidden);
+    assert!(
+        matches!(err, kms_core::Error::Forbidden { ref required } if required == "admin"),
+        "{err:?}"
+    );
+    e.kms
+        .create_role(
+            &e.root,
+            NewRole {
+                name: "writer".into(),
+                permissions: vec!["app.write".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let err = e
+        .kms
+        .create_token(
+            &caller,
+            &a,
+            NewToken {
+                name: "x".into(),
+                roles: vec!["writer".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, kms_core::Error::Forbidden { ref required } if required == "app.write"),
+        "{err:?}"
+    );
+    // What it holds, it may pass on.
+    e.kms
+        .create_token(
+            &caller,
+            &a,
+            NewToken {
+                name: "x".into(),
+                scopes: vec!["app.read".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // And a tenant may not define roles at all.
+    let err = e
+        .kms
+        .create_role(
+            &caller,
+            NewRole {
+                name: "mine".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Forbidden);
+}
+
+fn tenants_see_nothing_of_each_other(e: Env) {
+    let a = app(&e, "a");
+    let b = app(&e, "b");
+    let ta = token(
+        &e,
+        &a,
+        &[
+            "app.read",
+            "token.read",
+            "token.create",
+            "token.revoke",
+            "token.verify",
+        ],
+        &[],
+    );
+    let tb = token(&e, &b, &["app.read"], &[]);
+    let ca = e.kms.authenticate(&ta.token, None).unwrap();
+    assert!(!ca.is_system());
+    let apps = e.kms.list_apps(&ca, PageRequest::default()).unwrap();
+    assert_eq!(
+        apps.items.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+        [a.as_str()]
+    );
+    assert_eq!(
+        e.kms.get_app(&ca, &b).unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        e.kms.get_token(&ca, &tb.info.id).unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        e.kms.revoke_token(&ca, &tb.info.id).unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        e.kms
+            .list_tokens(&ca, &b, PageRequest::default())
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotFound
+    );
+    let err = e
+        .kms
+        .create_token(
+            &ca,
+            &b,
+            NewToken {
+                name: "x".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    let v = e
+        .kms
+        .verify(
+            &ca,
+            &VerifyRequest {
+                token: tb.token.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(v.code(), VerifyCode::NotFound);
+    assert_eq!(v.token_id(), None);
+    let v = e
+        .kms
+        .verify(
+            &ca,
+            &VerifyRequest {
+                token: ta.token.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(v.code(), VerifyCode::Valid);
+    // B's token still works for B.
+    assert_eq!(verify(&e, &tb.token, None), VerifyCode::Valid);
+}
+
+fn bad_input_lists_every_field_and_changes_nothing(e: Env) {
+    let a = app(&e, "billing");
+    let err = e
+        .kms
+        .create_token(
+            &e.root,
+            &a,
+            NewToken {
+                name: "".into(),
+                scopes: vec!["Bad Scope".into(), "app.read".into(), "nope.never".into()],
+                roles: vec!["ghost".into()],
+                expires_in: Some(-5),
+                uses: Some(0),
+                ip_allow: Some(vec!["10.0.0.0/99".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    let kms_core::Error::InvalidRequest { fields } = err else {
+        panic!("{err:?}")
+    };
+    let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+    for expected in [
+        "name",
+        "scopes[0]",
+        "scopes[2]",
+        "roles[0]",
+        "expires_in",
+        "uses",
+        "ip_allow[0]",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert!(e
+        .kms
+        .list_tokens(&e.root, &a, PageRequest::default())
+        .unwrap()
+        .items
+        .is_empty());
+    for bad in ["", "A", "toolongprefixxxxx", "1ab"] {
+        let err = e
+            .kms
+            .create_app(
+                &e.root,
+                NewApp {
+                    name: "x".into(),
+                    token_prefix: Some(bad.into()),
+                },
+            )
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidRequest, "{bad}");
+    }
+    let err = e
+        .kms
+        .create_app(
+            &e.root,
+            NewApp {
+                name: "billing".into(),
+                token_prefix: None,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict);
+    assert_eq!(
+        e.kms
+            .list_apps(&e.root, PageRequest::default())
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    let err = e.kms.verify(
+        &e.root,
+        &VerifyRequest {
+            token: "x".into(),
+            permissions: Some("a AND (b".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(err.unwrap_err().code(), ErrorCode::InvalidRequest);
+}
+
+fn bulk_permissions_are_all_or_nothing(e: Env) {
+    let p = |s: &str, implies: &[&str]| NewPermission {
+        scope: s.into(),
+        description: None,
+        implies: implies.iter().map(|x| x.to_string()).collect(),
+    };
+    let err = e
+        .kms
+        .create_permissions(
+            &e.root,
+            vec![
+                p("billing.read", &[]),
+                p("billing.write", &["billing.read"]),
+                p("Bad!", &[]),
+            ],
+        )
+        .unwrap_err();
+    let kms_core::Error::InvalidRequest { fields } = err else {
+        panic!()
+    };
+    assert_eq!(fields[0].field, "permissions[2].scope");
+    assert_eq!(e.kms.list_permissions(&e.root).unwrap().len(), 14);
+    let made = e
+        .kms
+        .create_permissions(
+            &e.root,
+            vec![
+                p("billing.read", &[]),
+                p("billing.write", &["billing.read"]),
+            ],
+        )
+        .unwrap();
+    assert_eq!(made.len(), 2);
+    assert_eq!(e.kms.list_permissions(&e.root).unwrap().len(), 16);
+    let err = e
+        .kms
+        .create_permission(&e.root, p("billing.read", &[]))
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict);
+}
+
+fn implication_cycles_are_rejected_naming_the_cycle(e: Env) {
+    let p = |s: &str, implies: &[&str]| NewPermission {
+        scope: s.into(),
+        description: None,
+        implies: implies.iter().map(|x| x.to_string()).collect(),
+    };
+    e.kms.create_permission(&e.root, p("x.a", &[])).unwrap();
+    e.kms
+        .create_permission(&e.root, p("x.b", &["x.a"]))
+        .unwrap();
+    e.kms
+        .create_role(
+            &e.root,
+            NewRole {
+                name: "one".into(),
+                permissions: vec!["x.a".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    e.kms
+        .create_role(
+            &e.root,
+            NewRole {
+                name: "two".into(),
+                inherits: vec!["one".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let err = e
+        .kms
+        .update_role(
+            &e.root,
+            "one",
+            RoleUpdate {
+                inherits: Some(vec!["two".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidRequest);
+    assert!(err.to_string().contains("one -> two -> one"), "{err}");
+    assert!(e.kms.get_role(&e.root, "one").unwrap().inherits.is_empty());
+    let two = e.kms.get_role(&e.root, "two").unwrap();
+    assert_eq!(
+        two.effective.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        ["x.a"]
+    );
+}
+
+fn granted_permission_cannot_be_deleted(e: Env) {
+    let a = app(&e, "billing");
+    e.kms
+        .create_permission(
+            &e.root,
+            NewPermission {
+                scope: "reports.read".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let t = token(&e, &a, &["reports.read"], &[]);
+    let err = e
+        .kms
+        .delete_permission(&e.root, "reports.read")
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict);
+    e.kms.delete_token(&e.root, &t.info.id).unwrap();
+    e.kms.delete_permission(&e.root, "reports.read").unwrap();
+    assert_eq!(
+        e.kms
+            .delete_permission(&e.root, "reports.read")
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotFound
+    );
+}
+
+fn role_changes_apply_to_cached_tokens_at_once(e: Env) {
+    let a = app(&e, "billing");
+    e.kms
+        .create_role(
+            &e.root,
+            NewRole {
+                name: "viewer".into(),
+                permissions: vec!["app.read".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    e.kms
+        .create_role(
+            &e.root,
+            NewRole {
+                name: "support".into(),
+                inherits: vec!["viewer".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let t = token(&e, &a, &[], &["support"]);
+    assert_eq!(verify(&e, &t.token, Some("app.read")), VerifyCode::Valid);
+    assert_eq!(verify(&e, &t.token, Some("app.read")), VerifyCode::Valid);
+    e.kms
+        .update_role(
+            &e.root,
+            "viewer",
+            RoleUpdate {
+                permissions: Some(vec!["token.read".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        verify(&e, &t.token, Some("app.read")),
+        VerifyCode::InsufficientPermissions
+    );
+    assert_eq!(verify(&e, &t.token, Some("token.read")), VerifyCode::Valid);
+    assert_eq!(
+        e.kms.delete_role(&e.root, "viewer").unwrap_err().code(),
+        ErrorCode::Conflict
+    );
+}
+
+fn uses_are_spent_only_by_valid_verifications(e: Env) {
+    let a = app(&e, "billing");
+    let t = e
+        .kms
+        .create_token(
+            &e.root,
+            &a,
+            NewToken {
+                name: "twice".into(),
+                scopes: vec!["app.read".into()],
+                uses: Some(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        verify(&e, &t.token, Some("app.write")),
+        VerifyCode::InsufficientPermissions
+    );
+    let v = e.kms.verify_token(&t.token, None, None).unwrap();
+    assert_eq!((v.code(), v.remaining()), (VerifyCode::Valid, Some(1)));
+    let v = e.kms.verify_token(&t.token, None, None).unwrap();
+    assert_eq!((v.code(), v.remaining()), (VerifyCode::Valid, Some(0)));
+    assert_eq!(verify(&e, &t.token, None), VerifyCode::UsageExceeded);
+    let refilled = e
+        .kms
+        .update_token(
+            &e.root,
+            &t.info.id,
+            TokenUpdate {
+                uses: Some(Some(5)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(refilled.uses, Some(5));
+    assert_eq!(verify(&e, &t.token, None), VerifyCode::Valid);
+}
+
+fn network_allow_list_is_enforced(e: Env) {
+    let a = app(&e, "billing");
+    let t = e
+        .kms
+        .create_token(
+            &e.root,
+            &a,
+            NewToken {
+                name: "net".into(),
+                ip_allow: Some(vec!["10.0.0.0/8".into(), "2001:db8::/32".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let at = |ip: &str| {
+        e.kms
+            .verify_token(&t.token, None, Some(ip.parse().unwrap()))
+            .unwrap()
+            .code()
+    };
+    assert_eq!(at("10.1.2.3"), VerifyCode::Valid);
+    assert_eq!(at("2001:db8::7"), VerifyCode::Valid);
+    assert_eq!(at("192.168.0.1"), VerifyCode::Forbidden);
+    assert_eq!(at("2001:db9::7"), VerifyCode::Forbidden);
+    assert_eq!(verify(&e, &t.token, None), VerifyCode::Forbidden);
+}
+
+fn token_listing_paginates(e: Env) {
+    let a = app(&e, "billing");
+    let mut ids: Vec<String> = (0..7).map(|_| token(&e, &a, &[], &[]).info.id).collect();
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = e
+            .kms
+            .list_tokens(
+                &e.root,
+                &a,
+                PageRequest {
+                    limit: Some(3),
+                    cursor: cursor.clone(),
+                },
+            )
+            .unwrap();
+        seen.extend(page.items.iter().map(|t| t.id.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let err = e
+        .kms
+        .list_tokens(
+            &e.root,
+            &a,
+            PageRequest {
+                limit: Some(0),
+                cursor: None,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidRequest);
+}
+
+fn malformed_tokens_never_reach_the_store(e: Env) {
+    for bad in [
+        "",
+        "kms_",
+        "hello",
+        &"x".repeat(10_000),
+        "kms_0000000000000000000000000000000000000000000000",
+    ] {
+        assert_eq!(verify(&e, bad, None), VerifyCode::Malformed);
+    }
+    assert_eq!(
+        e.kms.authenticate("nope", None).unwrap_err().code(),
+        ErrorCode::Unauthenticated
+    );
+}
+
+#[test]
+fn plaintext_secrets_never_reach_the_sqlite_file() {
+    let e = sqlite();
+    let a = app(&e, "billing");
+    let mut secrets = vec![e.root_token.clone()];
+    for _ in 0..5 {
+        let t = token(&e, &a, &["app.read"], &[]);
+        assert_eq!(verify(&e, &t.token, None), VerifyCode::Valid);
+        secrets.push(t.token);
+    }
+    let rotated = e
+        .kms
+        .rotate_token(
+            &e.root,
+            &e.kms
+                .authenticate(&secrets[1], None)
+                .unwrap()
+                .token_id()
+                .unwrap()
+                .to_owned(),
+            RotateToken::default(),
+        )
+        .unwrap();
+    secrets.push(rotated.token);
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", e.db.display());
+        if let Ok(b) = std::fs::read(&path) {
+            bytes.extend(b);
+        }
+    }
+    assert!(!bytes.is_empty());
+    for s in &secrets {
+        let parsed = kms_core::token_format::parse(s).unwrap();
+        for needle in [s.as_str(), parsed.secret()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "a secret reached the database file"
+            );
+        }
+    }
+}
+
+#[test]
+fn production_hash_parameters_are_used_by_default() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let kms = Kms::builder(store.clone()).build().unwrap();
+    let root = kms.initialize().unwrap();
+    let rec = store.get_token(&root.info.id).unwrap().unwrap();
+    assert!(
+        rec.secret_hash
+            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{}",
+        rec.secret_hash
+    );
+    assert_eq!(
+        kms.verify_token(&root.token, None, None).unwrap().code(),
+        VerifyCode::Valid
+    );
+}
