@@ -2,24 +2,32 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod access_token;
 mod cache;
 mod env;
 mod error;
 mod hashing;
+mod keyring;
 mod kms;
 mod model;
 mod policy;
 mod query;
 pub mod requests;
 mod scope;
+mod sealing;
 mod snapshot;
 pub mod store;
 pub mod token_format;
 
+pub use access_token::{
+    AccessClaims, Introspection, JwtError, JwtSettings, OAuthError, RefreshRecord, RefreshStatus,
+    Revocation, TokenResponse,
+};
 pub use cache::CacheStats;
 pub use env::{Clock, ManualClock, OsRandom, SecureRandom, SystemClock, Timestamp};
 pub use error::{Error, ErrorCode, FieldError, Result, StoreError};
 pub use hashing::{HashParams, SecretHasher};
+pub use keyring::{KeyAlgorithm, KeyInfo, KeyState, SigningKeyRecord};
 pub use kms::{Caller, Kms, KmsBuilder, RoleView, Verification, VerifyCode, VerifyResponse};
 pub use model::{
     AppStatus, Application, CreatedToken, IpNetwork, Page, PageRequest, RateLimit, TokenInfo,
@@ -32,4 +40,5 @@ pub use requests::{
     TokenUpdate, VerifyRequest,
 };
 pub use scope::{RoleName, Scope, ADMIN};
+pub use sealing::MasterKey;
 pub use snapshot::{EffectiveSet, PermissionSnapshot};

@@ -6,7 +6,10 @@
 
 use std::sync::Weak;
 
+use crate::access_token::{RefreshRecord, Revocation};
+use crate::env::Timestamp;
 use crate::error::StoreError;
+use crate::keyring::SigningKeyRecord;
 use crate::model::{Application, TokenRecord};
 use crate::policy::{Permission, Policy, Role};
 use crate::scope::{RoleName, Scope};
@@ -43,6 +46,27 @@ pub enum Mutation {
     UpdateToken(TokenRecord),
     /// Deletes a token.
     DeleteToken(String),
+    /// Inserts or replaces a signing key (matched by `kid`).
+    PutSigningKey(SigningKeyRecord),
+    /// Inserts a refresh token; `Conflict` when the id exists.
+    InsertRefreshToken(RefreshRecord),
+    /// Marks an active refresh token spent at `at`; `Conflict` unless it is active, so two
+    /// concurrent exchanges cannot both succeed.
+    SpendRefreshToken {
+        /// The refresh token's id.
+        id: String,
+        /// When it was exchanged.
+        at: Timestamp,
+    },
+    /// Marks every refresh token of a family revoked.
+    RevokeRefreshFamily(String),
+    /// Inserts or replaces a deny-list entry.
+    PutRevocation(Revocation),
+    /// Deletes deny-list entries and refresh tokens that expired before `before`.
+    PurgeExpired {
+        /// The cut-off.
+        before: Timestamp,
+    },
 }
 
 impl Mutation {
@@ -58,6 +82,12 @@ impl Mutation {
             | Mutation::DeleteRole(_) => Some(Change::Policy),
             Mutation::UpdateToken(t) => Some(Change::Token(t.id.clone())),
             Mutation::DeleteToken(id) => Some(Change::Token(id.clone())),
+            Mutation::PutSigningKey(_) => Some(Change::Keys),
+            Mutation::PutRevocation(r) => Some(Change::Revocation(r.id.clone())),
+            Mutation::InsertRefreshToken(_)
+            | Mutation::SpendRefreshToken { .. }
+            | Mutation::RevokeRefreshFamily(_)
+            | Mutation::PurgeExpired { .. } => None,
         }
     }
 }
@@ -72,6 +102,10 @@ pub enum Change {
     App(String),
     /// A permission or role definition changed.
     Policy,
+    /// A signing key was added or changed state.
+    Keys,
+    /// A deny-list entry was added (its id).
+    Revocation(String),
 }
 
 /// Receives [`Change`]s from a store.
@@ -126,8 +160,24 @@ pub trait PolicyStore {
     fn load_policy(&self) -> Result<Policy, StoreError>;
 }
 
+/// Signing keys.
+pub trait KeyStore {
+    /// Every signing key, retired ones included, oldest first.
+    fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+}
+
+/// Refresh tokens and the access-token deny-list.
+pub trait GrantStore {
+    /// The refresh token with `id`.
+    fn get_refresh_token(&self, id: &str) -> Result<Option<RefreshRecord>, StoreError>;
+    /// Every deny-list entry.
+    fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError>;
+}
+
 /// A complete store: every entity trait, atomic batches, metadata and the change hook.
-pub trait Store: AppStore + TokenStore + PolicyStore + Send + Sync + 'static {
+pub trait Store:
+    AppStore + TokenStore + PolicyStore + KeyStore + GrantStore + Send + Sync + 'static
+{
     /// Applies every mutation in one transaction: all of them or none. Listeners hear the
     /// resulting [`Change`]s after the commit.
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError>;

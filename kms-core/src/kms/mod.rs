@@ -1,14 +1,16 @@
 //! The `Kms` facade: every operation of the service, with its rules (scopes, tenant
 //! isolation, no privilege escalation), over a [`Store`].
 
+mod access;
 mod apps;
 mod caller;
 mod policy_ops;
 mod tokens;
 mod verify;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -17,13 +19,16 @@ pub use caller::Caller;
 pub use policy_ops::RoleView;
 pub use verify::{Verification, VerifyCode, VerifyResponse};
 
+use crate::access_token::JwtSettings;
 use crate::cache::{CacheStats, VerifiedKeyCache};
 use crate::env::{Clock, OsRandom, SecureRandom, SystemClock};
 use crate::error::{Error, Result};
 use crate::hashing::{HashParams, SecretHasher};
+use crate::keyring::KeyRing;
 use crate::model::{AppStatus, Application, CreatedToken, TokenInfo, TokenLimits, SYSTEM_APP_ID};
 use crate::policy::default_permissions;
 use crate::scope::{Scope, ADMIN};
+use crate::sealing::MasterKey;
 use crate::snapshot::PermissionSnapshot;
 use crate::store::{Change, ChangeListener, Mutation, Store};
 use crate::token_format::TokenPrefix;
@@ -38,9 +43,23 @@ pub struct KmsBuilder {
     hash_params: HashParams,
     cache_ttl: Duration,
     cache_capacity: u64,
+    master_key: Option<MasterKey>,
+    jwt: JwtSettings,
 }
 
 impl KmsBuilder {
+    /// The master key that seals signing keys; access tokens (JWT) need one.
+    pub fn master_key(mut self, key: MasterKey) -> Self {
+        self.master_key = Some(key);
+        self
+    }
+
+    /// Issuer, audience, lifetimes and leeway of access tokens.
+    pub fn jwt_settings(mut self, settings: JwtSettings) -> Self {
+        self.jwt = settings;
+        self
+    }
+
     /// Uses `clock` instead of the system clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -72,7 +91,9 @@ impl KmsBuilder {
         self
     }
 
-    /// Builds the service: loads and compiles the policy and subscribes to store changes.
+    /// Builds the service: loads and compiles the policy, loads the key ring (creating the
+    /// first signing key when there is none and a master key is set) and the deny-list, and
+    /// subscribes to store changes. A master key that cannot open the stored keys is an error.
     pub fn build(self) -> Result<Kms> {
         let hasher = SecretHasher::new(self.hash_params)?;
         // Unknown ids are checked against this hash so they cost the same as a wrong secret.
@@ -93,10 +114,17 @@ impl KmsBuilder {
             policy_stale: AtomicBool::new(false),
             policy_lock: Mutex::new(()),
             hook: Arc::new(InvalidationHook(weak.clone())),
+            master_key: self.master_key,
+            jwt: self.jwt,
+            keyring: ArcSwap::from_pointee(KeyRing::default()),
+            revoked: RwLock::new(HashSet::new()),
         });
         let hook: Arc<dyn ChangeListener> = inner.hook.clone();
         inner.store.subscribe(Arc::downgrade(&hook));
-        Ok(Kms { inner })
+        let kms = Kms { inner };
+        kms.load_keyring()?;
+        kms.load_revocations()?;
+        Ok(kms)
     }
 }
 
@@ -128,6 +156,10 @@ pub(crate) struct Inner {
     policy_stale: AtomicBool,
     policy_lock: Mutex<()>,
     hook: Arc<InvalidationHook>,
+    master_key: Option<MasterKey>,
+    jwt: JwtSettings,
+    keyring: ArcSwap<KeyRing>,
+    revoked: RwLock<HashSet<String>>,
 }
 
 struct InvalidationHook(Weak<Inner>);
@@ -146,6 +178,15 @@ impl ChangeListener for InvalidationHook {
                 inner.policy_stale.store(true, Ordering::SeqCst);
                 inner.cache.invalidate_all();
                 let _ = inner.reload_policy();
+            }
+            Change::Keys => {
+                let kms = Kms { inner };
+                let _ = kms.reload_keyring();
+            }
+            Change::Revocation(id) => {
+                if let Ok(mut set) = inner.revoked.write() {
+                    set.insert(id.clone());
+                }
             }
         }
     }
@@ -175,6 +216,8 @@ impl Kms {
             hash_params: HashParams::default(),
             cache_ttl: Duration::from_secs(60),
             cache_capacity: 100_000,
+            master_key: None,
+            jwt: JwtSettings::default(),
         }
     }
 

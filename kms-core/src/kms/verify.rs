@@ -84,8 +84,8 @@ impl VerifyCode {
 pub struct Verification {
     code: VerifyCode,
     token_id: Option<String>,
-    key: Option<Arc<CachedKey>>,
-    snapshot: Option<Arc<PermissionSnapshot>>,
+    pub(crate) key: Option<Arc<CachedKey>>,
+    pub(crate) snapshot: Option<Arc<PermissionSnapshot>>,
     remaining: Option<u64>,
 }
 
@@ -199,7 +199,7 @@ impl Verification {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Purpose {
+pub(crate) enum Purpose {
     /// A verification asked for by a client: spends a use.
     Verify,
     /// Authentication of a management call: spends nothing.
@@ -288,7 +288,7 @@ impl Kms {
         Err(Error::Unauthenticated(message.to_owned()))
     }
 
-    fn run_pipeline(
+    pub(crate) fn run_pipeline(
         &self,
         token: &str,
         query: Option<&PermissionQuery>,

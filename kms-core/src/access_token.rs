@@ -1,0 +1,279 @@
+//! Access tokens (EdDSA JWTs), refresh tokens with rotation families, the deny-list, and
+//! the OAuth 2.0 shapes of the token, introspection and revocation endpoints.
+
+use serde::{Deserialize, Serialize};
+
+use crate::env::Timestamp;
+
+/// Settings for issuing and validating access tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSettings {
+    /// `iss` of issued tokens; validation requires it.
+    pub issuer: String,
+    /// `aud` when the client asks for none.
+    pub default_audience: String,
+    /// Access-token lifetime in seconds (default 900).
+    pub access_ttl_secs: i64,
+    /// Refresh-token lifetime in seconds (default 30 days).
+    pub refresh_ttl_secs: i64,
+    /// Seconds after its exchange during which a refresh token may be exchanged again
+    /// without counting as reuse (default 0).
+    pub refresh_overlap_secs: i64,
+    /// Clock leeway for `exp` and `nbf`, in seconds (default 30).
+    pub leeway_secs: u64,
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        JwtSettings {
+            issuer: "kms".to_owned(),
+            default_audience: "kms".to_owned(),
+            access_ttl_secs: 900,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            refresh_overlap_secs: 0,
+            leeway_secs: 30,
+        }
+    }
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// The API key's id.
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry (Unix seconds).
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Unique id, for revocation.
+    pub jti: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    /// The API key's application.
+    pub app_id: String,
+    /// The refresh family the token was issued in.
+    pub fid: String,
+}
+
+/// Whether a refresh token can still be exchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefreshStatus {
+    /// Not exchanged yet.
+    Active,
+    /// Exchanged once; exchanging it again is reuse.
+    Spent,
+    /// Revoked with its family.
+    Revoked,
+}
+
+impl RefreshStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshStatus::Active => "active",
+            RefreshStatus::Spent => "spent",
+            RefreshStatus::Revoked => "revoked",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(RefreshStatus::Active),
+            "spent" => Some(RefreshStatus::Spent),
+            "revoked" => Some(RefreshStatus::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// A stored refresh token: only the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    /// Public lookup id.
+    pub id: String,
+    /// Rotation family: every refresh token descended from one API-key exchange.
+    pub family_id: String,
+    /// The API key it was issued for.
+    pub token_id: String,
+    /// That key's application.
+    pub app_id: String,
+    /// Hex SHA-256 of the secret part.
+    pub secret_hash: String,
+    /// Space-separated scopes granted.
+    pub scope: String,
+    /// Audience of the access tokens.
+    pub audience: String,
+    /// Active, spent or revoked.
+    pub status: RefreshStatus,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Expiry.
+    pub expires_at: Timestamp,
+    /// When it was exchanged.
+    pub spent_at: Option<Timestamp>,
+}
+
+/// A deny-list entry: a revoked access token (`jti:<jti>`) or refresh family
+/// (`family:<id>`), kept until every token it covers has expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// `jti:<jti>` or `family:<family id>`.
+    pub id: String,
+    /// When the entry may be forgotten.
+    pub expires_at: Timestamp,
+}
+
+/// A successful token response (RFC 6749 §5.1). `Debug` redacts the tokens.
+#[derive(Clone, Serialize)]
+pub struct TokenResponse {
+    /// The JWT.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// The refresh token; exchange it once.
+    pub refresh_token: String,
+    /// Space-separated scopes granted.
+    pub scope: String,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"<redacted>")
+            .field("refresh_token", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// The OAuth 2.0 error codes of the token, introspection and revocation endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OAuthError {
+    /// A parameter is missing or malformed.
+    #[error("invalid_request: {0}")]
+    InvalidRequest(String),
+    /// The grant (API key or refresh token) is invalid, expired, revoked or reused.
+    #[error("invalid_grant: {0}")]
+    InvalidGrant(String),
+    /// The requested scope is unknown or wider than the grant.
+    #[error("invalid_scope: {0}")]
+    InvalidScope(String),
+    /// The client (API key) could not be authenticated.
+    #[error("invalid_client: {0}")]
+    InvalidClient(String),
+    /// The grant type is not supported.
+    #[error("unsupported_grant_type: {0}")]
+    UnsupportedGrantType(String),
+}
+
+impl OAuthError {
+    /// The wire code (`invalid_grant`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) => "invalid_request",
+            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::InvalidScope(_) => "invalid_scope",
+            OAuthError::InvalidClient(_) => "invalid_client",
+            OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
+        }
+    }
+
+    /// The human-readable description (`error_description`).
+    pub fn description(&self) -> &str {
+        match self {
+            OAuthError::InvalidRequest(d)
+            | OAuthError::InvalidGrant(d)
+            | OAuthError::InvalidScope(d)
+            | OAuthError::InvalidClient(d)
+            | OAuthError::UnsupportedGrantType(d) => d,
+        }
+    }
+}
+
+/// Why an access token was refused in-process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtError {
+    /// Not a JWT, or a header, algorithm or `typ` we do not accept.
+    #[error("the access token is malformed or uses a disallowed algorithm")]
+    Malformed,
+    /// The `kid` names no usable key.
+    #[error("the access token names an unknown or retired key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("the access token's signature is invalid")]
+    BadSignature,
+    /// `exp` has passed.
+    #[error("the access token has expired")]
+    Expired,
+    /// `nbf` lies in the future.
+    #[error("the access token is not valid yet")]
+    NotYetValid,
+    /// `iss` or `aud` is not the expected one, or a required claim is missing.
+    #[error("the access token's issuer, audience or claims are not accepted")]
+    Claims,
+    /// The token or its family was revoked.
+    #[error("the access token was revoked")]
+    Revoked,
+}
+
+/// The body of an introspection response (RFC 7662). Inactive is exactly `{"active": false}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Introspection {
+    /// An active token.
+    Active {
+        /// Always true.
+        active: bool,
+        /// Space-separated scopes.
+        scope: String,
+        /// The application (OAuth client).
+        client_id: String,
+        /// The API key's id.
+        sub: String,
+        /// Audience.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        aud: Option<String>,
+        /// Issuer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        iss: Option<String>,
+        /// Expiry.
+        exp: i64,
+        /// Issued at.
+        iat: i64,
+        /// Not before.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nbf: Option<i64>,
+        /// Token id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jti: Option<String>,
+        /// `Bearer` or `refresh_token`.
+        token_type: &'static str,
+        /// The application.
+        app_id: String,
+    },
+    /// Anything else.
+    Inactive {
+        /// Always false.
+        active: bool,
+    },
+}
+
+impl Introspection {
+    /// The inactive answer.
+    pub fn inactive() -> Self {
+        Introspection::Inactive { active: false }
+    }
+}

@@ -1,0 +1,641 @@
+//! Access tokens: issue (API key or refresh token), validate, introspect, revoke; the key
+//! ring and its rotation.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, Header, Validation};
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::verify::Purpose;
+use super::{Caller, Kms};
+use crate::access_token::{
+    AccessClaims, Introspection, JwtError, OAuthError, RefreshRecord, RefreshStatus, Revocation,
+    TokenResponse,
+};
+use crate::env::Timestamp;
+use crate::error::{Error, Result};
+use crate::keyring::{new_ed25519_key, KeyInfo, KeyRing, KeyState};
+use crate::model::{AppStatus, TokenStatus};
+use crate::scope::Scope;
+use crate::store::Mutation;
+use crate::token_format::push_base62;
+
+const REFRESH_PREFIX: &str = "kmsrt_";
+const REFRESH_ID_LEN: usize = 16;
+const REFRESH_SECRET_LEN: usize = 32;
+const TYP: &str = "at+jwt";
+
+/// A parsed refresh token: lookup id and secret.
+struct RefreshParts<'a> {
+    id: &'a str,
+    secret: &'a str,
+}
+
+fn parse_refresh(token: &str) -> Option<RefreshParts<'_>> {
+    let rest = token.strip_prefix(REFRESH_PREFIX)?;
+    if rest.len() != REFRESH_ID_LEN + REFRESH_SECRET_LEN
+        || !rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return None;
+    }
+    Some(RefreshParts {
+        id: &rest[..REFRESH_ID_LEN],
+        secret: &rest[REFRESH_ID_LEN..],
+    })
+}
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Kms {
+    fn master_key(&self) -> Result<&crate::sealing::MasterKey> {
+        self.inner.master_key.as_ref().ok_or_else(|| {
+            Error::Conflict("access tokens are not enabled: no master key is configured".into())
+        })
+    }
+
+    /// Loads the key ring from the store, creating the first signing key when there is
+    /// none. Fails with a clear message when the master key cannot open the keys.
+    pub(crate) fn load_keyring(&self) -> Result<()> {
+        let Some(master) = self.inner.master_key.as_ref() else {
+            return Ok(());
+        };
+        let records = self.inner.store.list_signing_keys()?;
+        if !records.iter().any(|r| r.state == KeyState::Active) {
+            let key = new_ed25519_key(
+                self.new_id("k_", 16)?,
+                self.inner.clock.now(),
+                master,
+                self.inner.random.as_ref(),
+            )?;
+            self.inner.store.apply(&[Mutation::PutSigningKey(key)])?;
+            return self.reload_keyring();
+        }
+        self.inner
+            .keyring
+            .store(Arc::new(KeyRing::load(records, master)?));
+        Ok(())
+    }
+
+    pub(crate) fn reload_keyring(&self) -> Result<()> {
+        let master = self.master_key()?;
+        let records = self.inner.store.list_signing_keys()?;
+        self.inner
+            .keyring
+            .store(Arc::new(KeyRing::load(records, master)?));
+        Ok(())
+    }
+
+    /// Every signing key, newest first, without private material (`key.read`).
+    pub fn list_keys(&self, caller: &Caller) -> Result<Vec<KeyInfo>> {
+        caller.require(&*self.snapshot()?, "key.read")?;
+        let mut keys: Vec<KeyInfo> = self
+            .inner
+            .store
+            .list_signing_keys()?
+            .iter()
+            .map(KeyInfo::from)
+            .collect();
+        keys.reverse();
+        Ok(keys)
+    }
+
+    /// Makes a new active key (`key.rotate`; system callers only). The previous active key
+    /// verifies until the longest access-token lifetime (plus leeway) has passed, then
+    /// retires. Returns the new key.
+    pub fn rotate_keys(&self, caller: &Caller) -> Result<KeyInfo> {
+        caller.require_global(&*self.snapshot()?, "key.rotate")?;
+        let master = self.master_key()?;
+        let now = self.inner.clock.now();
+        let verify_until =
+            now.plus_secs(self.inner.jwt.access_ttl_secs + self.inner.jwt.leeway_secs as i64);
+        let mut batch = Vec::new();
+        for mut old in self.inner.store.list_signing_keys()? {
+            if old.state == KeyState::Active {
+                old.state = KeyState::VerifyOnly;
+                old.verify_until = Some(verify_until);
+                batch.push(Mutation::PutSigningKey(old));
+            }
+        }
+        let key = new_ed25519_key(
+            self.new_id("k_", 16)?,
+            now,
+            master,
+            self.inner.random.as_ref(),
+        )?;
+        let info = KeyInfo::from(&key);
+        batch.push(Mutation::PutSigningKey(key));
+        self.inner.store.apply(&batch)?;
+        self.retire_due_keys()?;
+        Ok(info)
+    }
+
+    /// Retires verify-only keys whose time has passed, and forgets expired deny-list entries
+    /// and refresh tokens. Servers call it periodically.
+    pub fn retire_due_keys(&self) -> Result<usize> {
+        let now = self.inner.clock.now();
+        let mut batch: Vec<Mutation> = self
+            .inner
+            .store
+            .list_signing_keys()?
+            .into_iter()
+            .filter(|k| k.state == KeyState::VerifyOnly && k.verify_until.is_some_and(|t| t <= now))
+            .map(|mut k| {
+                k.state = KeyState::Retired;
+                k.retired_at = Some(now);
+                Mutation::PutSigningKey(k)
+            })
+            .collect();
+        let retired = batch.len();
+        batch.push(Mutation::PurgeExpired { before: now });
+        self.inner.store.apply(&batch)?;
+        Ok(retired)
+    }
+
+    /// Rotates when the active key is older than `max_age_secs` (scheduled rotation).
+    /// Returns the new key when it rotated.
+    pub fn rotate_keys_if_due(&self, max_age_secs: i64) -> Result<Option<KeyInfo>> {
+        let now = self.inner.clock.now();
+        let due = self
+            .inner
+            .keyring
+            .load()
+            .active()
+            .is_none_or(|k| k.record.created_at.plus_secs(max_age_secs) <= now);
+        if due {
+            return self.rotate_keys(&self.operator()).map(Some);
+        }
+        self.retire_due_keys()?;
+        Ok(None)
+    }
+
+    /// The JWKS document: public keys of every active and verify-only key.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.inner.keyring.load().jwks()
+    }
+
+    /// `grant_type=api_key`: exchanges an API key for an access token and a refresh token.
+    /// `scope` (space-separated) may narrow the key's scopes, never widen them.
+    pub fn issue_access_token(
+        &self,
+        api_key: &str,
+        scope: Option<&str>,
+        audience: Option<&str>,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<std::result::Result<TokenResponse, OAuthError>> {
+        self.master_key()?;
+        let v = self.run_pipeline(api_key, None, ip, Purpose::Authenticate)?;
+        let (Some(key), Some(snap)) = (v.key.as_ref(), v.snapshot.as_ref()) else {
+            return Ok(Err(OAuthError::InvalidClient(
+                "the API key is not valid".into(),
+            )));
+        };
+        let held: Vec<String> = snap
+            .scopes_of(&key.effective)
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect();
+        let granted = match scope.map(str::trim).filter(|s| !s.is_empty()) {
+            None => held.join(" "),
+            Some(requested) => {
+                let mut out = Vec::new();
+                for s in requested.split_whitespace() {
+                    if Scope::parse(s).is_err() || !snap.check(&key.effective, s) {
+                        return Ok(Err(OAuthError::InvalidScope(format!(
+                            "the scope {} is not held by this API key",
+                            crate::scope::shown(s)
+                        ))));
+                    }
+                    if !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+                out.join(" ")
+            }
+        };
+        let audience = match audience.map(str::trim).filter(|a| !a.is_empty()) {
+            None => self.inner.jwt.default_audience.clone(),
+            Some(a)
+                if a.len() <= 256 && !a.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+            {
+                a.to_owned()
+            }
+            Some(_) => {
+                return Ok(Err(OAuthError::InvalidRequest(
+                    "audience must be 1 to 256 characters without spaces".into(),
+                )))
+            }
+        };
+        let family = self.new_id("fam_", 16)?;
+        let (refresh, refresh_token) = self.new_refresh(
+            &family,
+            &key.record.id,
+            &key.record.app_id,
+            &granted,
+            &audience,
+        )?;
+        self.inner
+            .store
+            .apply(&[Mutation::InsertRefreshToken(refresh)])?;
+        let access = self.sign_access(
+            &key.record.id,
+            &key.record.app_id,
+            &granted,
+            &audience,
+            &family,
+        )?;
+        Ok(Ok(TokenResponse {
+            access_token: access,
+            token_type: "Bearer",
+            expires_in: self.inner.jwt.access_ttl_secs,
+            refresh_token,
+            scope: granted,
+        }))
+    }
+
+    /// `grant_type=refresh_token`: exchanges a refresh token once for a new pair. Reusing a
+    /// spent refresh token (outside the overlap window) revokes its whole family, refresh
+    /// and access tokens alike.
+    pub fn refresh_access_token(
+        &self,
+        refresh_token: &str,
+        scope: Option<&str>,
+    ) -> Result<std::result::Result<TokenResponse, OAuthError>> {
+        self.master_key()?;
+        let invalid = |m: &str| Ok(Err(OAuthError::InvalidGrant(m.to_owned())));
+        let Some(record) = self.find_refresh(refresh_token)? else {
+            return invalid("the refresh token is not valid");
+        };
+        let now = self.inner.clock.now();
+        match record.status {
+            RefreshStatus::Revoked => return invalid("the refresh token was revoked"),
+            _ if record.expires_at <= now => return invalid("the refresh token has expired"),
+            RefreshStatus::Spent => {
+                let in_overlap = self.inner.jwt.refresh_overlap_secs > 0
+                    && record
+                        .spent_at
+                        .is_some_and(|t| t.plus_secs(self.inner.jwt.refresh_overlap_secs) >= now);
+                if !in_overlap {
+                    self.revoke_family(&record.family_id)?;
+                    return invalid(
+                        "the refresh token was already used; its family has been revoked",
+                    );
+                }
+            }
+            RefreshStatus::Active => {}
+        }
+        if self.revoked_contains(&format!("family:{}", record.family_id)) {
+            return invalid("the refresh token was revoked");
+        }
+        if !self.api_key_is_live(&record.token_id)? {
+            return invalid("the API key behind the refresh token is no longer valid");
+        }
+        let granted = match scope.map(str::trim).filter(|s| !s.is_empty()) {
+            None => record.scope.clone(),
+            Some(requested) => {
+                let have: Vec<&str> = record.scope.split_whitespace().collect();
+                if let Some(wider) = requested.split_whitespace().find(|s| !have.contains(s)) {
+                    return Ok(Err(OAuthError::InvalidScope(format!(
+                        "the scope {} was not granted to this refresh token",
+                        crate::scope::shown(wider)
+                    ))));
+                }
+                requested.split_whitespace().collect::<Vec<_>>().join(" ")
+            }
+        };
+        let (next, next_token) = self.new_refresh(
+            &record.family_id,
+            &record.token_id,
+            &record.app_id,
+            &granted,
+            &record.audience,
+        )?;
+        let mut batch = vec![Mutation::InsertRefreshToken(next)];
+        if record.status == RefreshStatus::Active {
+            batch.insert(
+                0,
+                Mutation::SpendRefreshToken {
+                    id: record.id.clone(),
+                    at: now,
+                },
+            );
+        }
+        match self.inner.store.apply(&batch) {
+            Ok(()) => {}
+            Err(crate::error::StoreError::Conflict(_)) => {
+                // Another exchange spent it first: that is reuse.
+                self.revoke_family(&record.family_id)?;
+                return invalid("the refresh token was already used; its family has been revoked");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let access = self.sign_access(
+            &record.token_id,
+            &record.app_id,
+            &granted,
+            &record.audience,
+            &record.family_id,
+        )?;
+        Ok(Ok(TokenResponse {
+            access_token: access,
+            token_type: "Bearer",
+            expires_in: self.inner.jwt.access_ttl_secs,
+            refresh_token: next_token,
+            scope: granted,
+        }))
+    }
+
+    fn new_refresh(
+        &self,
+        family: &str,
+        token_id: &str,
+        app_id: &str,
+        scope: &str,
+        audience: &str,
+    ) -> Result<(RefreshRecord, String)> {
+        let mut token = String::from(REFRESH_PREFIX);
+        push_base62(
+            &mut token,
+            REFRESH_ID_LEN + REFRESH_SECRET_LEN,
+            self.inner.random.as_ref(),
+        )?;
+        let parts = parse_refresh(&token)
+            .ok_or_else(|| Error::internal("generated refresh token does not parse"))?;
+        let now = self.inner.clock.now();
+        let record = RefreshRecord {
+            id: parts.id.to_owned(),
+            family_id: family.to_owned(),
+            token_id: token_id.to_owned(),
+            app_id: app_id.to_owned(),
+            secret_hash: sha256_hex(parts.secret),
+            scope: scope.to_owned(),
+            audience: audience.to_owned(),
+            status: RefreshStatus::Active,
+            created_at: now,
+            expires_at: now.plus_secs(self.inner.jwt.refresh_ttl_secs),
+            spent_at: None,
+        };
+        Ok((record, token))
+    }
+
+    /// The stored record of a presented refresh token, when the secret matches.
+    fn find_refresh(&self, token: &str) -> Result<Option<RefreshRecord>> {
+        let Some(parts) = parse_refresh(token) else {
+            return Ok(None);
+        };
+        let Some(record) = self.inner.store.get_refresh_token(parts.id)? else {
+            return Ok(None);
+        };
+        let matches: bool = sha256_hex(parts.secret)
+            .as_bytes()
+            .ct_eq(record.secret_hash.as_bytes())
+            .into();
+        Ok(matches.then_some(record))
+    }
+
+    fn revoke_family(&self, family: &str) -> Result<()> {
+        let until = self
+            .inner
+            .clock
+            .now()
+            .plus_secs(self.inner.jwt.access_ttl_secs + self.inner.jwt.leeway_secs as i64);
+        self.inner.store.apply(&[
+            Mutation::RevokeRefreshFamily(family.to_owned()),
+            Mutation::PutRevocation(Revocation {
+                id: format!("family:{family}"),
+                expires_at: until,
+            }),
+        ])?;
+        Ok(())
+    }
+
+    fn sign_access(
+        &self,
+        sub: &str,
+        app_id: &str,
+        scope: &str,
+        aud: &str,
+        family: &str,
+    ) -> Result<String> {
+        let ring = self.inner.keyring.load();
+        let key = ring.active().ok_or_else(|| Error::Unavailable {
+            message: "no active signing key".into(),
+            source: None,
+        })?;
+        let Some(encoding) = key.encoding.as_ref() else {
+            return Err(Error::internal("the active key has no private material"));
+        };
+        let now = self.inner.clock.now().unix();
+        let mut jti = String::new();
+        push_base62(&mut jti, 22, self.inner.random.as_ref())?;
+        let claims = AccessClaims {
+            iss: self.inner.jwt.issuer.clone(),
+            sub: sub.to_owned(),
+            aud: aud.to_owned(),
+            exp: now + self.inner.jwt.access_ttl_secs,
+            iat: now,
+            nbf: now,
+            jti,
+            scope: scope.to_owned(),
+            app_id: app_id.to_owned(),
+            fid: family.to_owned(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.record.kid.clone());
+        header.typ = Some(TYP.to_owned());
+        jsonwebtoken::encode(&header, &claims, encoding)
+            .map_err(|e| Error::internal(format!("signing failed: {e}")))
+    }
+
+    /// Validates an access token in-process: EdDSA only, `typ: at+jwt`, a `kid` of the key
+    /// ring, `iss`, `aud` (`audience`, or the default), `exp` and `nbf` with the configured
+    /// leeway, and the deny-list.
+    pub fn validate_access_token(
+        &self,
+        jwt: &str,
+        audience: Option<&str>,
+    ) -> std::result::Result<AccessClaims, JwtError> {
+        let aud = audience.unwrap_or(&self.inner.jwt.default_audience);
+        self.decode_access(jwt, Some(aud))
+    }
+
+    fn decode_access(
+        &self,
+        jwt: &str,
+        audience: Option<&str>,
+    ) -> std::result::Result<AccessClaims, JwtError> {
+        if jwt.len() > 8192 {
+            return Err(JwtError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(jwt).map_err(|_| JwtError::Malformed)?;
+        if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(TYP) {
+            return Err(JwtError::Malformed);
+        }
+        let ring = self.inner.keyring.load();
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|k| ring.find(k))
+            .ok_or(JwtError::UnknownKey)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = self.inner.jwt.leeway_secs;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.inner.jwt.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf"]);
+        match audience {
+            Some(a) => validation.set_audience(&[a]),
+            None => validation.validate_aud = false,
+        }
+        // jsonwebtoken checks exp against the system clock; we check it against ours below.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        let data =
+            jsonwebtoken::decode::<AccessClaims>(jwt, &key.decoding, &validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                match e.kind() {
+                    K::InvalidSignature => JwtError::BadSignature,
+                    K::InvalidIssuer
+                    | K::InvalidAudience
+                    | K::MissingRequiredClaim(_)
+                    | K::Json(_) => JwtError::Claims,
+                    _ => JwtError::Malformed,
+                }
+            })?;
+        let c = data.claims;
+        let now = self.inner.clock.now().unix();
+        let leeway = self.inner.jwt.leeway_secs as i64;
+        if c.exp + leeway <= now {
+            return Err(JwtError::Expired);
+        }
+        if c.nbf - leeway > now {
+            return Err(JwtError::NotYetValid);
+        }
+        if self.revoked_contains(&format!("jti:{}", c.jti))
+            || self.revoked_contains(&format!("family:{}", c.fid))
+        {
+            return Err(JwtError::Revoked);
+        }
+        Ok(c)
+    }
+
+    fn api_key_is_live(&self, token_id: &str) -> Result<bool> {
+        let now = self.inner.clock.now();
+        let Some(t) = self.inner.store.get_token(token_id)? else {
+            return Ok(false);
+        };
+        if t.status == TokenStatus::Revoked || t.is_expired(now) {
+            return Ok(false);
+        }
+        Ok(self
+            .inner
+            .store
+            .get_app(&t.app_id)?
+            .is_some_and(|a| a.status == AppStatus::Active))
+    }
+
+    /// RFC 7662 introspection (`token.verify`) of an access or refresh token. Anything not
+    /// active — unknown, expired, revoked, of a revoked or deleted API key, or of another
+    /// tenant — is exactly `{"active": false}`.
+    pub fn introspect(&self, caller: &Caller, token: &str) -> Result<Introspection> {
+        caller.require(&*self.snapshot()?, "token.verify")?;
+        let now = self.inner.clock.now();
+        if parse_refresh(token).is_some() {
+            let Some(r) = self.find_refresh(token)? else {
+                return Ok(Introspection::inactive());
+            };
+            let live = r.status == RefreshStatus::Active
+                && r.expires_at > now
+                && !self.revoked_contains(&format!("family:{}", r.family_id))
+                && caller.sees_app(&r.app_id)
+                && self.api_key_is_live(&r.token_id)?;
+            if !live {
+                return Ok(Introspection::inactive());
+            }
+            return Ok(Introspection::Active {
+                active: true,
+                scope: r.scope,
+                client_id: r.app_id.clone(),
+                sub: r.token_id,
+                aud: Some(r.audience),
+                iss: Some(self.inner.jwt.issuer.clone()),
+                exp: r.expires_at.unix(),
+                iat: r.created_at.unix(),
+                nbf: None,
+                jti: None,
+                token_type: "refresh_token",
+                app_id: r.app_id,
+            });
+        }
+        let Ok(c) = self.decode_access(token, None) else {
+            return Ok(Introspection::inactive());
+        };
+        if !caller.sees_app(&c.app_id) || !self.api_key_is_live(&c.sub)? {
+            return Ok(Introspection::inactive());
+        }
+        Ok(Introspection::Active {
+            active: true,
+            scope: c.scope,
+            client_id: c.app_id.clone(),
+            sub: c.sub,
+            aud: Some(c.aud),
+            iss: Some(c.iss),
+            exp: c.exp,
+            iat: c.iat,
+            nbf: Some(c.nbf),
+            jti: Some(c.jti),
+            token_type: "Bearer",
+            app_id: c.app_id,
+        })
+    }
+
+    /// RFC 7009 revocation (`token.verify`): an access token goes on the deny-list until it
+    /// expires; a refresh token revokes its family. Unknown tokens are accepted silently.
+    pub fn revoke_access_token(&self, caller: &Caller, token: &str) -> Result<()> {
+        caller.require(&*self.snapshot()?, "token.verify")?;
+        if parse_refresh(token).is_some() {
+            if let Some(r) = self.find_refresh(token)? {
+                if caller.sees_app(&r.app_id) {
+                    self.revoke_family(&r.family_id)?;
+                }
+            }
+            return Ok(());
+        }
+        let claims = match self.decode_access(token, None) {
+            Ok(c) => c,
+            Err(_) => return Ok(()),
+        };
+        if caller.sees_app(&claims.app_id) {
+            let until =
+                Timestamp::from_unix(claims.exp).plus_secs(self.inner.jwt.leeway_secs as i64);
+            self.inner
+                .store
+                .apply(&[Mutation::PutRevocation(Revocation {
+                    id: format!("jti:{}", claims.jti),
+                    expires_at: until,
+                })])?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn revoked_contains(&self, id: &str) -> bool {
+        self.inner
+            .revoked
+            .read()
+            .map(|set| set.contains(id))
+            .unwrap_or(true)
+    }
+
+    pub(crate) fn load_revocations(&self) -> Result<()> {
+        let all = self.inner.store.list_revocations()?;
+        if let Ok(mut set) = self.inner.revoked.write() {
+            set.clear();
+            set.extend(all.into_iter().map(|r| r.id));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! Sealing of private key material: XChaCha20-Poly1305 under a master key that never
+//! enters the database, with the key id as associated data so a sealed blob cannot be
+//! swapped between keys.
+
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+use crate::env::SecureRandom;
+use crate::error::{Error, Result};
+
+const NONCE_LEN: usize = 24;
+
+/// The 32-byte master key. `Debug` never shows it.
+#[derive(Clone)]
+pub struct MasterKey([u8; 32]);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    /// Decodes standard base64 of exactly 32 bytes (surrounding whitespace ignored).
+    pub fn from_base64(s: &str) -> Result<Self> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|_| Error::invalid("master_key", "must be standard base64"))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| Error::invalid("master_key", "must decode to exactly 32 bytes"))?;
+        Ok(MasterKey(key))
+    }
+
+    /// A fresh key from `random`.
+    pub fn generate(random: &dyn SecureRandom) -> Result<Self> {
+        let mut key = [0u8; 32];
+        random.fill(&mut key)?;
+        Ok(MasterKey(key))
+    }
+
+    /// Standard base64, for writing a key file.
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+
+    /// Seals `plaintext` bound to `context` (the key id): `nonce || ciphertext+tag`.
+    pub fn seal(
+        &self,
+        context: &str,
+        plaintext: &[u8],
+        random: &dyn SecureRandom,
+    ) -> Result<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        random.fill(&mut nonce)?;
+        let cipher = XChaCha20Poly1305::new((&self.0).into());
+        let sealed = cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context.as_bytes(),
+                },
+            )
+            .map_err(|_| Error::internal("sealing failed"))?;
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        Ok(out)
+    }
+
+    /// Opens a blob sealed for `context`. Fails when the master key is wrong, the blob was
+    /// altered, or it belongs to another context.
+    pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+        if sealed.len() < NONCE_LEN + 16 {
+            return Err(Error::internal("sealed key material is truncated"));
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        XChaCha20Poly1305::new((&self.0).into())
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: context.as_bytes() })
+            .map_err(|_| {
+                Error::internal(
+                    "sealed key material cannot be opened: the master key is wrong or the data was altered",
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::OsRandom;
+
+    #[test]
+    fn seal_round_trips_and_binds_the_context() {
+        let k = MasterKey::generate(&OsRandom).unwrap();
+        let sealed = k.seal("kid1", b"private", &OsRandom).unwrap();
+        assert!(!sealed.windows(7).any(|w| w == b"private"));
+        assert_eq!(k.open("kid1", &sealed).unwrap(), b"private");
+        assert!(k.open("kid2", &sealed).is_err());
+        let other = MasterKey::generate(&OsRandom).unwrap();
+        assert!(other.open("kid1", &sealed).is_err());
+        let mut tampered = sealed.clone();
+        tampered[30] ^= 1;
+        assert!(k.open("kid1", &tampered).is_err());
+        assert!(k.open("kid1", &sealed[..10]).is_err());
+    }
+
+    #[test]
+    fn base64_form_is_checked() {
+        let k = MasterKey::generate(&OsRandom).unwrap();
+        let again = MasterKey::from_base64(&format!(" {}\n", k.to_base64())).unwrap();
+        assert_eq!(again.0, k.0);
+        assert!(MasterKey::from_base64("not base64!").is_err());
+        assert!(MasterKey::from_base64("AAAA").is_err());
+        assert!(!format!("{k:?}").contains(&k.to_base64()));
+    }
+}
