@@ -1,1 +1,22 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod guard;
+pub mod logging;
+pub mod metrics;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod server;
+pub mod wire;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use server::{router, serve, HttpOptions};

@@ -1,0 +1,390 @@
+//! The `kms` command line: `init`, `serve`, operator commands on a local database, and
+//! schema migrations. Operator commands act as the full-power local operator and print
+//! JSON on stdout; errors go to stderr with a non-zero exit status.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// `kms`: API keys and authorization, as a server and an operator tool.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kms",
+    version,
+    about = "API keys and authorization: the kms server and operator tool",
+    long_about = "API keys and authorization: the kms server and operator tool.\n\n\
+        Settings come from flags, then KMS_* environment variables, then the TOML file \
+        given by --config (or KMS_CONFIG), then defaults.\n\n\
+        Start with `kms init --db kms.db` (prints the root token once), then \
+        `kms serve --db kms.db`. Operator commands (app, permission, role, token, verify) \
+        work directly on a local database with full power and print JSON.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings shared by every command.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// SQLite database file [env: KMS_DB] [default: ./kms.db]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<String>,
+    /// TOML configuration file with any of the settings (keys as in the flags, with `_`)
+    /// [env: KMS_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format: `text` or `json` (logs go to stderr) [env: KMS_LOG_FORMAT]
+    /// [default: text]
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Log filter such as `info` or `kms_server=debug,info` [env: KMS_LOG_LEVEL]
+    /// [default: info]
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// TEST ONLY: deliberately cheap argon2id parameters so test suites run fast. Never
+    /// use where real secrets are issued [env: KMS_INSECURE_FAST_HASH]
+    #[arg(long, global = true, hide = true)]
+    pub insecure_fast_hash: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database and the root token; print {"root_token", "token_id"} once.
+    /// Fails, changing nothing, on a database that is already initialised.
+    Init,
+    /// Run the HTTP server (initialising an empty database first; the root token is then
+    /// printed once on stderr). Stops gracefully on SIGINT and SIGTERM.
+    Serve(ServeArgs),
+    /// Manage applications.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Manage permission definitions.
+    #[command(subcommand)]
+    Permission(PermissionCommand),
+    /// Manage roles.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Manage tokens (API keys).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Verify a token, optionally against a permission query; prints the verdict as the
+    /// HTTP API does.
+    Verify(VerifyArgs),
+    /// Move the database schema between versions.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+/// Settings of `kms serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, IP:PORT (port 0 picks a free port; the bound address is
+    /// printed on stderr as `listening on ADDR`) [env: KMS_LISTEN]
+    /// [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Largest request body, e.g. 1048576, 512KiB, 1MiB [env: KMS_BODY_LIMIT]
+    /// [default: 1MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub body_limit: Option<String>,
+    /// Longest a request may run, e.g. 30s, 500ms [env: KMS_REQUEST_TIMEOUT]
+    /// [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub request_timeout: Option<String>,
+    /// Longest in-flight requests may take to finish after a shutdown signal
+    /// [env: KMS_SHUTDOWN_TIMEOUT] [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_timeout: Option<String>,
+    /// How long a verified key stays cached [env: KMS_CACHE_TTL] [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub cache_ttl: Option<String>,
+    /// Most verified keys cached; 0 disables the cache [env: KMS_CACHE_CAPACITY]
+    /// [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub cache_capacity: Option<String>,
+}
+
+/// Paging of a listing.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PageArgs {
+    /// Items per page (1–1000) [default: 50]
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+/// `kms app ...`.
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Create an application.
+    Create {
+        /// Display name, unique.
+        #[arg(long)]
+        name: String,
+        /// Prefix of its tokens: 2–16 of [a-z0-9] starting with a letter [default: kms]
+        #[arg(long)]
+        token_prefix: Option<String>,
+    },
+    /// List applications.
+    List(PageArgs),
+    /// Show one application.
+    Get {
+        /// Application id.
+        id: String,
+    },
+    /// Rename, disable or enable an application.
+    Update {
+        /// Application id.
+        id: String,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        /// `active` or `disabled` (a disabled application's tokens stop verifying).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Delete an application and all its tokens.
+    Delete {
+        /// Application id.
+        id: String,
+    },
+}
+
+/// `kms permission ...`.
+#[derive(Debug, Subcommand)]
+pub enum PermissionCommand {
+    /// Define a permission.
+    Create {
+        /// The scope, e.g. billing.invoices.read.
+        scope: String,
+        /// What it allows.
+        #[arg(long)]
+        description: Option<String>,
+        /// Scopes it implies (repeat or separate with commas).
+        #[arg(long, value_delimiter = ',')]
+        implies: Vec<String>,
+    },
+    /// List every permission.
+    List,
+    /// Delete a permission (refused while it is granted).
+    Delete {
+        /// The scope.
+        scope: String,
+    },
+}
+
+/// `kms role ...`.
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Define a role.
+    Create {
+        /// The role's name.
+        name: String,
+        /// What it is for.
+        #[arg(long)]
+        description: Option<String>,
+        /// Scopes it grants (repeat or separate with commas).
+        #[arg(long, value_delimiter = ',')]
+        permissions: Vec<String>,
+        /// Roles it inherits (repeat or separate with commas).
+        #[arg(long, value_delimiter = ',')]
+        inherits: Vec<String>,
+    },
+    /// List every role.
+    List,
+    /// Show one role with its effective scopes.
+    Get {
+        /// The role's name.
+        name: String,
+    },
+    /// Delete a role.
+    Delete {
+        /// The role's name.
+        name: String,
+    },
+}
+
+/// `kms token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its plaintext is printed this once.
+    Create(TokenCreateArgs),
+    /// List an application's tokens.
+    List {
+        /// Application id.
+        #[arg(long)]
+        app: String,
+        /// Paging.
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show one token (never its secret).
+    Get {
+        /// Token id (tok_...).
+        id: String,
+    },
+    /// Revoke a token (idempotent).
+    Revoke {
+        /// Token id (tok_...).
+        id: String,
+    },
+    /// Replace a token by a new one with the same grants; the old one keeps working for
+    /// the grace period.
+    Rotate {
+        /// Token id (tok_...).
+        id: String,
+        /// Seconds the old token keeps working [default: 0]
+        #[arg(long)]
+        grace_seconds: Option<i64>,
+    },
+    /// Delete a token.
+    Delete {
+        /// Token id (tok_...).
+        id: String,
+    },
+}
+
+/// `kms token create`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenCreateArgs {
+    /// Application id.
+    #[arg(long)]
+    pub app: String,
+    /// Display name.
+    #[arg(long)]
+    pub name: String,
+    /// Scopes granted (repeat or separate with commas).
+    #[arg(long, value_delimiter = ',')]
+    pub scopes: Vec<String>,
+    /// Roles granted (repeat or separate with commas).
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Lifetime in seconds.
+    #[arg(long, conflicts_with = "expires_at")]
+    pub expires_in: Option<i64>,
+    /// Expiry as RFC 3339, e.g. 2030-01-01T00:00:00Z.
+    #[arg(long)]
+    pub expires_at: Option<String>,
+    /// Metadata as a JSON object, returned on verification.
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+    /// Rate limit of verifications, LIMIT/SECONDS (e.g. 100/60).
+    #[arg(long, value_name = "LIMIT/SECONDS")]
+    pub ratelimit: Option<String>,
+    /// Number of verifications allowed.
+    #[arg(long)]
+    pub uses: Option<i64>,
+    /// Networks the token may be used from, in CIDR notation (repeat or separate with
+    /// commas).
+    #[arg(long, value_delimiter = ',')]
+    pub ip_allow: Vec<String>,
+}
+
+/// `kms verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The token, or `-` to read it from stdin (keeps it out of shell history and process
+    /// listings).
+    pub token: String,
+    /// A permission query, e.g. "billing.read AND (billing.write OR admin)".
+    #[arg(long, conflicts_with = "scopes")]
+    pub permissions: Option<String>,
+    /// Scopes that must all be held (repeat or separate with commas).
+    #[arg(long, value_delimiter = ',')]
+    pub scopes: Vec<String>,
+    /// The address the token is used from, checked against its allow-list.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Exit with status 3 when the token is not valid (the verdict is printed either way).
+    #[arg(long)]
+    pub fail_invalid: bool,
+}
+
+/// `kms migrate ...`.
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Apply migrations up to a version (the latest by default).
+    Up {
+        /// Target version.
+        #[arg(long)]
+        to: Option<u32>,
+    },
+    /// Revert migrations down to a version (one step by default; 0 reverts everything and
+    /// loses all data).
+    Down {
+        /// Target version.
+        #[arg(long)]
+        to: Option<u32>,
+    },
+    /// Show which migrations are applied.
+    Status,
+}
+
+impl Cli {
+    /// The settings given as flags, keyed by their configuration-file names.
+    pub fn flag_settings(&self) -> BTreeMap<&'static str, String> {
+        let mut flags = BTreeMap::new();
+        let g = &self.global;
+        let mut put = |key: &'static str, value: &Option<String>| {
+            if let Some(v) = value {
+                flags.insert(key, v.clone());
+            }
+        };
+        put("db", &g.db);
+        put("log_format", &g.log_format);
+        put("log_level", &g.log_level);
+        if let Command::Serve(s) = &self.command {
+            put("listen", &s.listen);
+            put("body_limit", &s.body_limit);
+            put("request_timeout", &s.request_timeout);
+            put("shutdown_timeout", &s.shutdown_timeout);
+            put("cache_ttl", &s.cache_ttl);
+            put("cache_capacity", &s.cache_capacity);
+        }
+        if g.insecure_fast_hash {
+            flags.insert("insecure_fast_hash", "true".to_owned());
+        }
+        flags
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["kms", "serve", "--db", "x.db", "--listen", "127.0.0.1:0"]).unwrap();
+        let flags = cli.flag_settings();
+        assert_eq!(flags.get("db").map(String::as_str), Some("x.db"));
+        assert_eq!(flags.get("listen").map(String::as_str), Some("127.0.0.1:0"));
+    }
+
+    #[test]
+    fn lists_take_commas_or_repeats() {
+        let cli = Cli::try_parse_from([
+            "kms", "token", "create", "--app", "a", "--name", "n", "--scopes", "a.read,b.read", "--scopes", "c",
+        ])
+        .unwrap();
+        let Command::Token(TokenCommand::Create(args)) = cli.command else {
+            unreachable!("parsed as token create")
+        };
+        assert_eq!(args.scopes, ["a.read", "b.read", "c"]);
+    }
+}

@@ -1,0 +1,382 @@
+//! A typed, blocking client of the kms HTTP API (on `ureq`), covering every endpoint.
+//!
+//! ```no_run
+//! use kms_server::client::KmsClient;
+//! use kms_server::wire::{NewAppBody, NewTokenBody, VerifyBody};
+//!
+//! # fn main() -> Result<(), kms_server::client::ClientError> {
+//! let kms = KmsClient::new("http://127.0.0.1:8080").with_token("kms_...");
+//! let app = kms.create_app(&NewAppBody { name: "billing".into(), token_prefix: Some("bill".into()) })?;
+//! let created = kms.create_token(&app.id, &NewTokenBody {
+//!     name: "ci".into(),
+//!     scopes: vec!["app.read".into()],
+//!     roles: vec![],
+//!     expires_in: Some(3600),
+//!     expires_at: None,
+//!     metadata: None,
+//!     ratelimit: None,
+//!     uses: None,
+//!     ip_allow: None,
+//! })?;
+//! let verdict = kms.verify(&VerifyBody {
+//!     token: created.token.clone(),
+//!     permissions: Some("app.read".into()),
+//!     ..Default::default()
+//! })?;
+//! assert!(verdict.valid);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::wire::{
+    App, AppPage, AppPatchBody, CreatedTokenView, ErrorInfo, Health, NewAppBody,
+    NewPermissionBody, NewRoleBody, NewTokenBody, PageQuery, PermissionPage, PermissionView,
+    RoleInfo, RolePage, RolePatchBody, RotateBody, TokenPage, TokenPatchBody, TokenView,
+    VerifyBody, VerifyResult,
+};
+
+/// What can go wrong calling the API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server answered with an error body.
+    #[error("{status} {}: {}", .error.code, .error.message)]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The decoded error.
+        error: ErrorInfo,
+        /// The `Retry-After` header, in seconds, when present.
+        retry_after: Option<u64>,
+    },
+    /// The server answered an error status without the API's error body.
+    #[error("unexpected HTTP status {status}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The request did not reach the server or the answer did not arrive.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The answer was not what the API documents.
+    #[error("undecodable answer: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The HTTP status, for errors the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Status { status } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The API error code (`not_found`), for errors with the API's body.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { error, .. } => Some(&error.code),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one kms server, optionally holding the bearer token it sends.
+#[derive(Clone)]
+pub struct KmsClient {
+    agent: ureq::Agent,
+    base: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for KmsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsClient")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Percent-encodes one path segment.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl KmsClient {
+    /// A client of the server at `base_url` (`http://127.0.0.1:8080`), with a 30 s timeout.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
+        KmsClient {
+            agent,
+            base: base_url.into().trim_end_matches('/').to_owned(),
+            token: None,
+        }
+    }
+
+    /// The same client, sending `token` as its bearer credential.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let mut req = self.agent.request(method, &format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        req
+    }
+
+    fn send(&self, req: ureq::Request, body: Option<&impl Serialize>) -> Result<ureq::Response, ClientError> {
+        let result = match body {
+            Some(b) => {
+                let value = serde_json::to_value(b).map_err(|e| ClientError::Decode(e.to_string()))?;
+                req.send_json(value)
+            }
+            None => req.call(),
+        };
+        match result {
+            Ok(response) => Ok(response),
+            Err(ureq::Error::Status(status, response)) => {
+                let retry_after = response
+                    .header("retry-after")
+                    .and_then(|v| v.trim().parse().ok());
+                let text = response.into_string().unwrap_or_default();
+                match serde_json::from_str::<crate::wire::ErrorBody>(&text) {
+                    Ok(body) => Err(ClientError::Api {
+                        status,
+                        error: body.error,
+                        retry_after,
+                    }),
+                    Err(_) => Err(ClientError::Status { status }),
+                }
+            }
+            Err(ureq::Error::Transport(t)) => Err(ClientError::Transport(t.to_string())),
+        }
+    }
+
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let response = self.send(self.request(method, path), body)?;
+        response
+            .into_json::<T>()
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    fn call_empty(&self, method: &str, path: &str) -> Result<(), ClientError> {
+        self.send(self.request(method, path), None::<&Value>).map(|_| ())
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call("GET", path, None::<&Value>)
+    }
+
+    fn page_path(path: &str, page: &PageQuery) -> String {
+        let mut params = Vec::new();
+        if let Some(l) = page.limit {
+            params.push(format!("limit={l}"));
+        }
+        if let Some(c) = &page.cursor {
+            params.push(format!("cursor={}", segment(c)));
+        }
+        if params.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{}", params.join("&"))
+        }
+    }
+
+    // ---- operations ----
+
+    /// `GET /healthz`.
+    pub fn healthz(&self) -> Result<Health, ClientError> {
+        self.get("/healthz")
+    }
+
+    /// `GET /readyz`.
+    pub fn readyz(&self) -> Result<Health, ClientError> {
+        self.get("/readyz")
+    }
+
+    /// `GET /metrics`, as text.
+    pub fn metrics(&self) -> Result<String, ClientError> {
+        self.send(self.request("GET", "/metrics"), None::<&Value>)?
+            .into_string()
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// `GET /openapi.json`.
+    pub fn openapi(&self) -> Result<Value, ClientError> {
+        self.get("/openapi.json")
+    }
+
+    // ---- applications ----
+
+    /// `POST /v1/apps`.
+    pub fn create_app(&self, req: &NewAppBody) -> Result<App, ClientError> {
+        self.call("POST", "/v1/apps", Some(req))
+    }
+
+    /// `GET /v1/apps`.
+    pub fn list_apps(&self, page: &PageQuery) -> Result<AppPage, ClientError> {
+        self.get(&Self::page_path("/v1/apps", page))
+    }
+
+    /// `GET /v1/apps/{id}`.
+    pub fn get_app(&self, id: &str) -> Result<App, ClientError> {
+        self.get(&format!("/v1/apps/{}", segment(id)))
+    }
+
+    /// `PATCH /v1/apps/{id}`.
+    pub fn update_app(&self, id: &str, req: &AppPatchBody) -> Result<App, ClientError> {
+        self.call("PATCH", &format!("/v1/apps/{}", segment(id)), Some(req))
+    }
+
+    /// `DELETE /v1/apps/{id}`.
+    pub fn delete_app(&self, id: &str) -> Result<(), ClientError> {
+        self.call_empty("DELETE", &format!("/v1/apps/{}", segment(id)))
+    }
+
+    // ---- permissions ----
+
+    /// `POST /v1/permissions`.
+    pub fn create_permission(&self, req: &NewPermissionBody) -> Result<PermissionView, ClientError> {
+        self.call("POST", "/v1/permissions", Some(req))
+    }
+
+    /// `POST /v1/permissions/bulk`: all or nothing.
+    pub fn create_permissions(&self, reqs: &[NewPermissionBody]) -> Result<Vec<PermissionView>, ClientError> {
+        let body = crate::wire::BulkPermissionsBody {
+            permissions: reqs.to_vec(),
+        };
+        let created: crate::wire::BulkPermissionsCreated =
+            self.call("POST", "/v1/permissions/bulk", Some(&body))?;
+        Ok(created.items)
+    }
+
+    /// `GET /v1/permissions`.
+    pub fn list_permissions(&self) -> Result<PermissionPage, ClientError> {
+        self.get("/v1/permissions")
+    }
+
+    /// `DELETE /v1/permissions/{scope}`.
+    pub fn delete_permission(&self, scope: &str) -> Result<(), ClientError> {
+        self.call_empty("DELETE", &format!("/v1/permissions/{}", segment(scope)))
+    }
+
+    // ---- roles ----
+
+    /// `POST /v1/roles`.
+    pub fn create_role(&self, req: &NewRoleBody) -> Result<RoleInfo, ClientError> {
+        self.call("POST", "/v1/roles", Some(req))
+    }
+
+    /// `GET /v1/roles`.
+    pub fn list_roles(&self) -> Result<RolePage, ClientError> {
+        self.get("/v1/roles")
+    }
+
+    /// `GET /v1/roles/{name}`.
+    pub fn get_role(&self, name: &str) -> Result<RoleInfo, ClientError> {
+        self.get(&format!("/v1/roles/{}", segment(name)))
+    }
+
+    /// `PATCH /v1/roles/{name}`.
+    pub fn update_role(&self, name: &str, req: &RolePatchBody) -> Result<RoleInfo, ClientError> {
+        self.call("PATCH", &format!("/v1/roles/{}", segment(name)), Some(req))
+    }
+
+    /// `DELETE /v1/roles/{name}`.
+    pub fn delete_role(&self, name: &str) -> Result<(), ClientError> {
+        self.call_empty("DELETE", &format!("/v1/roles/{}", segment(name)))
+    }
+
+    // ---- tokens ----
+
+    /// `POST /v1/apps/{app_id}/tokens`: the answer holds the plaintext, this once.
+    pub fn create_token(&self, app_id: &str, req: &NewTokenBody) -> Result<CreatedTokenView, ClientError> {
+        self.call("POST", &format!("/v1/apps/{}/tokens", segment(app_id)), Some(req))
+    }
+
+    /// `GET /v1/apps/{app_id}/tokens`.
+    pub fn list_tokens(&self, app_id: &str, page: &PageQuery) -> Result<TokenPage, ClientError> {
+        self.get(&Self::page_path(&format!("/v1/apps/{}/tokens", segment(app_id)), page))
+    }
+
+    /// `GET /v1/tokens/{id}`.
+    pub fn get_token(&self, id: &str) -> Result<TokenView, ClientError> {
+        self.get(&format!("/v1/tokens/{}", segment(id)))
+    }
+
+    /// `PATCH /v1/tokens/{id}`.
+    pub fn update_token(&self, id: &str, req: &TokenPatchBody) -> Result<TokenView, ClientError> {
+        self.call("PATCH", &format!("/v1/tokens/{}", segment(id)), Some(req))
+    }
+
+    /// `POST /v1/tokens/{id}/revoke`.
+    pub fn revoke_token(&self, id: &str) -> Result<TokenView, ClientError> {
+        self.call("POST", &format!("/v1/tokens/{}/revoke", segment(id)), None::<&Value>)
+    }
+
+    /// `POST /v1/tokens/{id}/rotate`; without a body the old token expires at once.
+    pub fn rotate_token(&self, id: &str, req: Option<&RotateBody>) -> Result<CreatedTokenView, ClientError> {
+        self.call("POST", &format!("/v1/tokens/{}/rotate", segment(id)), req)
+    }
+
+    /// `DELETE /v1/tokens/{id}`.
+    pub fn delete_token(&self, id: &str) -> Result<(), ClientError> {
+        self.call_empty("DELETE", &format!("/v1/tokens/{}", segment(id)))
+    }
+
+    // ---- verification ----
+
+    /// `POST /v1/verify`.
+    pub fn verify(&self, req: &VerifyBody) -> Result<VerifyResult, ClientError> {
+        self.call("POST", "/v1/verify", Some(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(segment("tok_abc"), "tok_abc");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let c = KmsClient::new("http://x/").with_token("kms_secret");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("kms_secret"));
+        assert_eq!(c.base_url(), "http://x");
+    }
+}

@@ -1,0 +1,177 @@
+//! Guarding your own axum routes by scope, in-process.
+//!
+//! [`RequireScopeLayer`] wraps a [`Kms`]: for each request it reads the bearer token,
+//! verifies it against a permission query, and either passes the request on, with the
+//! [`Verification`] in its extensions, or answers in the API's error shape:
+//! `401 unauthenticated` (missing, malformed, unknown, revoked, expired, disabled),
+//! `403 forbidden` (valid but lacking the query, or used from a network it may not use),
+//! `429 rate_limited` (its rate limit is spent).
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use axum::routing::get;
+//! use axum::{Extension, Router};
+//! use kms_core::{HashParams, Kms, Verification};
+//! use kms_server::guard::RequireScopeLayer;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let kms = Kms::builder(Arc::new(kms_store::MemoryStore::new()))
+//!     .hash_params(HashParams::insecure_for_tests())
+//!     .build()?;
+//!
+//! async fn invoices(Extension(v): Extension<Verification>) -> String {
+//!     format!("invoices for {}", v.app_id().unwrap_or_default())
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/invoices", get(invoices))
+//!     .route_layer(RequireScopeLayer::new(kms, "billing.read")?);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::{ConnectInfo, Request};
+use axum::response::{IntoResponse, Response};
+use kms_core::{Kms, PermissionQuery, Verification, VerifyCode};
+use tower::{Layer, Service};
+
+use crate::error::ApiError;
+use crate::middleware::auth::bearer_token;
+use crate::middleware::request_id::{RequestId, X_REQUEST_ID};
+
+/// A layer that admits only requests whose bearer token satisfies a permission query.
+#[derive(Clone)]
+pub struct RequireScopeLayer {
+    kms: Kms,
+    query: Arc<PermissionQuery>,
+    shown: Arc<str>,
+}
+
+impl std::fmt::Debug for RequireScopeLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequireScopeLayer")
+            .field("query", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequireScopeLayer {
+    /// A guard requiring `query`: a scope (`billing.read`) or an expression such as
+    /// `billing.read AND (billing.write OR admin)`. Fails when the query does not parse.
+    pub fn new(kms: Kms, query: &str) -> Result<Self, kms_core::Error> {
+        Ok(RequireScopeLayer {
+            kms,
+            query: Arc::new(PermissionQuery::parse(query)?),
+            shown: Arc::from(query),
+        })
+    }
+}
+
+impl<S> Layer<S> for RequireScopeLayer {
+    type Service = RequireScope<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireScope {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`RequireScopeLayer`].
+#[derive(Clone, Debug)]
+pub struct RequireScope<S> {
+    inner: S,
+    layer: RequireScopeLayer,
+}
+
+impl<S> Service<Request> for RequireScope<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        // The clone may not be ready; keep the one that is (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let request_id = request
+                .extensions()
+                .get::<RequestId>()
+                .cloned()
+                .unwrap_or_else(|| RequestId::from_client_or_new(request.headers().get(X_REQUEST_ID)));
+            let refuse = |err: ApiError| {
+                let mut response = err.with_request_id(request_id.as_str()).into_response();
+                if let Ok(v) = request_id.as_str().parse() {
+                    response.headers_mut().insert(X_REQUEST_ID, v);
+                }
+                Ok(response)
+            };
+            let token = match bearer_token(request.headers()) {
+                Ok(t) => t.to_owned(),
+                Err(err) => return refuse(err),
+            };
+            let ip = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(a)| a.ip());
+            let kms = layer.kms.clone();
+            let query = layer.query.clone();
+            let verified = tokio::task::spawn_blocking(move || kms.verify_token(&token, Some(&query), ip)).await;
+            let verification = match verified {
+                Ok(Ok(v)) => v,
+                Ok(Err(err)) => return refuse(ApiError::from(err)),
+                Err(_) => {
+                    tracing::error!("the guard's verification task failed");
+                    return refuse(ApiError::internal());
+                }
+            };
+            match refusal(&verification, &layer.shown) {
+                Some(err) => refuse(err),
+                None => {
+                    request.extensions_mut().insert(verification);
+                    inner.call(request).await
+                }
+            }
+        })
+    }
+}
+
+/// The error for a verdict other than `VALID`.
+fn refusal(v: &Verification, query: &str) -> Option<ApiError> {
+    let unauthenticated = |why: &str| Some(ApiError::unauthenticated(format!("the bearer token {why}")));
+    match v.code() {
+        VerifyCode::Valid => None,
+        VerifyCode::InsufficientPermissions => Some(ApiError::forbidden(query)),
+        VerifyCode::Forbidden => Some(
+            ApiError::forbidden(query)
+                .with_message("the bearer token may not be used from this network"),
+        ),
+        VerifyCode::RateLimited => Some(ApiError::from(kms_core::Error::RateLimited {
+            retry_after_secs: 1,
+        })),
+        VerifyCode::Malformed => unauthenticated("is malformed"),
+        VerifyCode::Expired => unauthenticated("has expired"),
+        VerifyCode::Revoked => unauthenticated("was revoked"),
+        VerifyCode::Disabled => unauthenticated("belongs to a disabled application"),
+        VerifyCode::UsageExceeded => unauthenticated("has no uses left"),
+        _ => unauthenticated("is not valid"),
+    }
+}

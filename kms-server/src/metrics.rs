@@ -1,0 +1,324 @@
+//! Prometheus metrics: HTTP requests by route template and status, request latency,
+//! verifications by code, verified-key cache hits and misses, and store latency.
+//!
+//! Labels never carry raw paths, ids or secrets: routes are the matched templates
+//! (`/v1/tokens/{id}`), and requests no route matched share the label `unmatched`.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use kms_core::store::{AppStore, ChangeListener, Mutation, PolicyStore, Store, TokenStore, UseOutcome};
+use kms_core::{Application, Kms, Policy, RoleName, Scope, StoreError, TokenRecord};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The content type of the Prometheus text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~3.3 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// Every metric the server keeps, and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_latency: HistogramFamily<RouteLabels>,
+    verifications: Family<CodeLabels, Counter>,
+    store_latency: HistogramFamily<OperationLabels>,
+    store_errors: Family<OperationLabels, Counter>,
+    cache: Arc<CacheCollector>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// An empty set of metrics, registered under the `kms` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kms");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route template and status",
+            requests.clone(),
+        );
+        let request_latency: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route template",
+            request_latency.clone(),
+        );
+        let verifications = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "verifications",
+            "Token verifications answered by POST /v1/verify, by result code",
+            verifications.clone(),
+        );
+        let store_latency: HistogramFamily<OperationLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "store_operation_duration_seconds",
+            "Time the store took per operation",
+            store_latency.clone(),
+        );
+        let store_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Store operations that failed, by operation",
+            store_errors.clone(),
+        );
+        let cache = Arc::new(CacheCollector::default());
+        registry.register_collector(Box::new(SharedCollector(cache.clone())));
+        Metrics {
+            registry,
+            requests,
+            request_latency,
+            verifications,
+            store_latency,
+            store_errors,
+            cache,
+        }
+    }
+
+    /// Reports the verified-key cache statistics of `kms` on each scrape.
+    pub fn observe_cache(&self, kms: &Kms) {
+        // The first service observed wins; a server observes exactly one.
+        let _ = self.cache.kms.set(kms.clone());
+    }
+
+    /// Records one answered HTTP request.
+    pub fn record_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.request_latency
+            .get_or_create(&RouteLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one verification result code (`VALID`, `NOT_FOUND`, ...).
+    pub fn record_verification(&self, code: &str) {
+        self.verifications
+            .get_or_create(&CodeLabels {
+                code: code.to_owned(),
+            })
+            .inc();
+    }
+
+    fn record_store(&self, operation: &'static str, elapsed: Duration, failed: bool) {
+        let labels = OperationLabels { operation };
+        self.store_latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if failed {
+            self.store_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Encodes every metric in the Prometheus text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Reads the cache statistics of the observed service at scrape time.
+#[derive(Default)]
+struct CacheCollector {
+    kms: OnceLock<Kms>,
+}
+
+impl std::fmt::Debug for CacheCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheCollector").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct SharedCollector(Arc<CacheCollector>);
+
+impl Collector for SharedCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(kms) = self.0.kms.get() else {
+            return Ok(());
+        };
+        let stats = kms.cache_stats();
+        let hits = ConstCounter::new(stats.hits);
+        hits.encode(encoder.encode_descriptor(
+            "cache_hits",
+            "Verifications answered from the verified-key cache",
+            None,
+            hits.metric_type(),
+        )?)?;
+        let misses = ConstCounter::new(stats.misses);
+        misses.encode(encoder.encode_descriptor(
+            "cache_misses",
+            "Verifications that missed the verified-key cache",
+            None,
+            misses.metric_type(),
+        )?)?;
+        let entries = ConstGauge::new(i64::try_from(stats.entries).unwrap_or(i64::MAX));
+        entries.encode(encoder.encode_descriptor(
+            "cache_entries",
+            "Verified keys currently cached",
+            None,
+            entries.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+/// A [`Store`] that times every call of the store it wraps into [`Metrics`].
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for MeteredStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeteredStore").finish_non_exhaustive()
+    }
+}
+
+impl MeteredStore {
+    /// Wraps `inner`, recording into `metrics`.
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        MeteredStore { inner, metrics }
+    }
+
+    fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl FnOnce(&dyn Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call(self.inner.as_ref());
+        self.metrics
+            .record_store(operation, started.elapsed(), result.is_err());
+        result
+    }
+}
+
+impl AppStore for MeteredStore {
+    fn get_app(&self, id: &str) -> Result<Option<Application>, StoreError> {
+        self.timed("get_app", |s| s.get_app(id))
+    }
+
+    fn list_apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<Application>, StoreError> {
+        self.timed("list_apps", |s| s.list_apps(after, limit))
+    }
+}
+
+impl TokenStore for MeteredStore {
+    fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.timed("get_token", |s| s.get_token(id))
+    }
+
+    fn list_tokens(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        self.timed("list_tokens", |s| s.list_tokens(app_id, after, limit))
+    }
+
+    fn scope_is_granted(&self, scope: &Scope) -> Result<bool, StoreError> {
+        self.timed("scope_is_granted", |s| s.scope_is_granted(scope))
+    }
+
+    fn role_is_granted(&self, role: &RoleName) -> Result<bool, StoreError> {
+        self.timed("role_is_granted", |s| s.role_is_granted(role))
+    }
+
+    fn consume_use(&self, id: &str) -> Result<UseOutcome, StoreError> {
+        self.timed("consume_use", |s| s.consume_use(id))
+    }
+}
+
+impl PolicyStore for MeteredStore {
+    fn load_policy(&self) -> Result<Policy, StoreError> {
+        self.timed("load_policy", |s| s.load_policy())
+    }
+}
+
+impl Store for MeteredStore {
+    fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
+        self.timed("apply", |s| s.apply(batch))
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.timed("get_meta", |s| s.get_meta(key))
+    }
+
+    fn subscribe(&self, listener: std::sync::Weak<dyn ChangeListener>) {
+        self.inner.subscribe(listener);
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.timed("ping", |s| s.ping())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_route_template_and_status() {
+        let metrics = Metrics::new();
+        metrics.record_request("GET", "/v1/tokens/{id}", 404, Duration::from_millis(3));
+        metrics.record_verification("VALID");
+        let text = metrics.encode().unwrap_or_default();
+        assert!(text.contains(
+            r#"kms_http_requests_total{method="GET",route="/v1/tokens/{id}",status="404"} 1"#
+        ));
+        assert!(text.contains(r#"kms_verifications_total{code="VALID"} 1"#));
+        assert!(text.contains("kms_http_request_duration_seconds_bucket"));
+    }
+}

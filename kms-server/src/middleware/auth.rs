@@ -1,0 +1,94 @@
+//! Bearer authentication for `/v1`: the token in `Authorization: Bearer <token>` becomes
+//! the request's [`Caller`], or the request is answered `401 unauthenticated`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use kms_core::{Caller, Kms};
+
+use crate::error::ApiError;
+use crate::routes::blocking;
+
+/// Longest credential looked at; kms tokens are at most 64 characters.
+const MAX_CREDENTIAL_LEN: usize = 1024;
+
+/// The bearer credential of `headers`, or why there is none. The message never repeats
+/// the credential.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or_else(|| {
+        ApiError::unauthenticated("missing credentials: send Authorization: Bearer <token>")
+    })?;
+    if values.next().is_some() {
+        return Err(ApiError::unauthenticated(
+            "malformed credentials: send exactly one Authorization header",
+        ));
+    }
+    let malformed =
+        || ApiError::unauthenticated("malformed credentials: expected Authorization: Bearer <token>");
+    let value = value.to_str().map_err(|_| malformed())?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer")
+        || token.is_empty()
+        || token.len() > MAX_CREDENTIAL_LEN
+        || token.contains(char::is_whitespace)
+    {
+        return Err(malformed());
+    }
+    Ok(token)
+}
+
+/// The client's address, when the server was started with connect info.
+pub fn peer_ip(request: &Request) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+}
+
+/// Middleware: authenticates the bearer token and stores the [`Caller`] in the request's
+/// extensions.
+pub async fn authenticate(State(kms): State<Kms>, mut request: Request, next: Next) -> Response {
+    let token = match bearer_token(request.headers()) {
+        Ok(token) => token.to_owned(),
+        Err(err) => return err.into_response(),
+    };
+    let ip = peer_ip(&request);
+    let caller: Caller = match blocking(move || kms.authenticate(&token, ip)).await {
+        Ok(caller) => caller,
+        Err(err) => return err.into_response(),
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_tokens_are_extracted() {
+        assert_eq!(bearer_token(&headers("Bearer kms_abc")).ok(), Some("kms_abc"));
+        assert_eq!(bearer_token(&headers("bearer kms_abc")).ok(), Some("kms_abc"));
+    }
+
+    #[test]
+    fn missing_or_malformed_credentials_are_unauthenticated() {
+        assert!(bearer_token(&HeaderMap::new()).is_err());
+        for bad in ["Basic abc", "Bearer", "Bearer ", "Bearer a b", "kms_abc"] {
+            let err = bearer_token(&headers(bad)).err().map(|e| e.code());
+            assert_eq!(err, Some("unauthenticated"), "{bad}");
+        }
+    }
+}

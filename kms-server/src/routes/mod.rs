@@ -1,0 +1,55 @@
+//! The HTTP handlers, one module per resource. Handlers are thin: extract, call the
+//! [`Kms`] facade off the async executor, answer with the right status.
+
+pub mod apps;
+pub mod docs;
+pub mod health;
+pub mod permissions;
+pub mod roles;
+pub mod tokens;
+pub mod verify;
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use kms_core::Kms;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// What every handler may use.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The service.
+    pub kms: Kms,
+    /// The server's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl FromRef<AppState> for Kms {
+    fn from_ref(state: &AppState) -> Kms {
+        state.kms.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(state: &AppState) -> Arc<Metrics> {
+        state.metrics.clone()
+    }
+}
+
+/// Runs a synchronous kms call (store access, argon2id) on the blocking pool, so the
+/// async executor keeps serving other requests.
+pub async fn blocking<T, F>(call: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> kms_core::Result<T> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(join_error) => {
+            tracing::error!(error = %join_error, "a blocking kms call panicked or was cancelled");
+            Err(ApiError::internal())
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The HTTP server: the router with its layers, and serving it with graceful shutdown.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, OriginalUri};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use kms_core::Kms;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::middleware::{body_limit, error_body, metrics as metrics_mw, request_id, security_headers, timeout, trace};
+use crate::routes::{apps, docs, health, permissions, roles, tokens, verify, AppState};
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Largest request body in bytes (default 1 MiB).
+    pub body_limit: usize,
+    /// Longest a request may run before it is answered `503` (default 30 s).
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The complete HTTP API over `kms`, recording into `metrics`.
+pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router {
+    metrics.observe_cache(&kms);
+    let v1 = Router::new()
+        .route("/v1/apps", post(apps::create_app).get(apps::list_apps))
+        .route(
+            "/v1/apps/{id}",
+            get(apps::get_app)
+                .patch(apps::update_app)
+                .delete(apps::delete_app),
+        )
+        .route(
+            "/v1/apps/{app_id}/tokens",
+            post(tokens::create_token).get(tokens::list_tokens),
+        )
+        .route(
+            "/v1/permissions",
+            post(permissions::create_permission).get(permissions::list_permissions),
+        )
+        .route("/v1/permissions/bulk", post(permissions::create_permissions))
+        .route(
+            "/v1/permissions/{scope}",
+            axum::routing::delete(permissions::delete_permission),
+        )
+        .route("/v1/roles", post(roles::create_role).get(roles::list_roles))
+        .route(
+            "/v1/roles/{name}",
+            get(roles::get_role)
+                .patch(roles::update_role)
+                .delete(roles::delete_role),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            get(tokens::get_token)
+                .patch(tokens::update_token)
+                .delete(tokens::delete_token),
+        )
+        .route("/v1/tokens/{id}/revoke", post(tokens::revoke_token))
+        .route("/v1/tokens/{id}/rotate", post(tokens::rotate_token))
+        .route("/v1/verify", post(verify::verify))
+        .route_layer(from_fn_with_state(kms.clone(), crate::middleware::authenticate));
+
+    let layers = ServiceBuilder::new()
+        .layer(from_fn(request_id::assign_request_id))
+        .layer(trace::layer())
+        .layer(from_fn_with_state(metrics.clone(), metrics_mw::record_metrics))
+        .layer(from_fn(error_body::render_error_bodies))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn_with_state(options.request_timeout, timeout::enforce_timeout))
+        .layer(from_fn(security_headers::add_security_headers))
+        .layer(from_fn_with_state(options.body_limit, body_limit::limit_body))
+        .layer(DefaultBodyLimit::max(options.body_limit));
+
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(docs::openapi_json))
+        .merge(v1)
+        .fallback(no_route)
+        .layer(layers)
+        .with_state(AppState { kms, metrics })
+}
+
+async fn no_route(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::no_route(uri.path())
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "a request handler panicked");
+    ApiError::internal().into_response()
+}
+
+/// Serves `app` on `listener` until SIGINT or SIGTERM, then stops accepting and lets
+/// in-flight requests finish, for at most `shutdown_timeout`.
+pub async fn serve(listener: TcpListener, app: Router, shutdown_timeout: Duration) -> std::io::Result<()> {
+    let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received; finishing in-flight requests");
+        let _ = signalled_tx.send(true);
+    };
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
+    let deadline = async move {
+        let _ = signalled_rx.wait_for(|signalled| *signalled).await;
+        tokio::time::sleep(shutdown_timeout).await;
+    };
+    tokio::select! {
+        result = server.into_future() => result,
+        () = deadline => {
+            tracing::warn!(
+                timeout_ms = shutdown_timeout.as_millis() as u64,
+                "in-flight requests did not finish in time; stopping anyway"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

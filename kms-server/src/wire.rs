@@ -1,0 +1,456 @@
+//! The shapes of the HTTP API's bodies, as API.md states them: the OpenAPI document is
+//! generated from these types, and [`crate::client::KmsClient`] decodes answers into them.
+//!
+//! The server itself answers with kms-core's own types; the end-to-end tests decode those
+//! answers into these types, which keeps the two in step.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+/// JSON object of free-form metadata.
+pub type Metadata = Map<String, Value>;
+
+/// `{"status": "ok"}` or `{"status": "ready"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok` (healthz) or `ready` (readyz).
+    pub status: String,
+}
+
+/// The error body of every failed call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorInfo,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorInfo {
+    /// `invalid_request`, `unauthenticated`, `forbidden`, `not_found`, `conflict`,
+    /// `payload_too_large`, `unsupported_media_type`, `rate_limited`, `unavailable`,
+    /// `internal` (and `method_not_allowed`).
+    pub code: String,
+    /// Lowercase prose for humans.
+    pub message: String,
+    /// Equal to the response's `x-request-id` header.
+    pub request_id: String,
+    /// Whether the same call may succeed when retried.
+    pub retryable: bool,
+    /// `fields` (`[{"field", "problem"}]`) for `invalid_request`, `required` for
+    /// `forbidden`; empty otherwise.
+    #[schema(value_type = Object)]
+    pub details: Map<String, Value>,
+}
+
+/// One bad field of an `invalid_request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FieldProblem {
+    /// The field as named in the request (`scopes[2]`).
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// `?limit=&cursor=` of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1–1000 (default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl From<PageQuery> for kms_core::PageRequest {
+    fn from(q: PageQuery) -> Self {
+        kms_core::PageRequest {
+            limit: q.limit,
+            cursor: q.cursor,
+        }
+    }
+}
+
+/// Body of `POST /v1/apps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NewAppBody {
+    /// Display name, unique.
+    pub name: String,
+    /// 2–16 of `[a-z0-9]` starting with a letter (default `kms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_prefix: Option<String>,
+}
+
+/// Body of `PATCH /v1/apps/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AppPatchBody {
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `active` or `disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// An application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct App {
+    /// Opaque id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Prefix of its tokens.
+    pub token_prefix: String,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A page of applications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AppPage {
+    /// The applications.
+    pub items: Vec<App>,
+    /// Cursor of the next page, null at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Body of `POST /v1/permissions` (and an item of the bulk call).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NewPermissionBody {
+    /// 1–8 segments of `[a-z0-9_-]{1,32}` joined by `.`.
+    pub scope: String,
+    /// What it allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Scopes it implies; an edge closing a cycle is refused.
+    #[serde(default)]
+    pub implies: Vec<String>,
+}
+
+/// Body of `POST /v1/permissions/bulk`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BulkPermissionsBody {
+    /// Created all or none.
+    pub permissions: Vec<NewPermissionBody>,
+}
+
+/// Answer of `POST /v1/permissions/bulk`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BulkPermissionsCreated {
+    /// The created permissions.
+    pub items: Vec<PermissionView>,
+    /// The same list, under the request's key.
+    #[serde(default)]
+    pub permissions: Vec<PermissionView>,
+}
+
+/// A permission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PermissionView {
+    /// The scope.
+    pub scope: String,
+    /// What it allows.
+    pub description: String,
+    /// Scopes it implies.
+    pub implies: Vec<String>,
+}
+
+/// Every permission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PermissionPage {
+    /// The permissions.
+    pub items: Vec<PermissionView>,
+    /// Always null: permissions come in one page.
+    pub next_cursor: Option<String>,
+}
+
+/// Body of `POST /v1/roles`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NewRoleBody {
+    /// The role's name.
+    pub name: String,
+    /// What it is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Scopes it grants.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// Roles it inherits (no cycles).
+    #[serde(default)]
+    pub inherits: Vec<String>,
+}
+
+/// Body of `PATCH /v1/roles/{name}`: given lists replace the old ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RolePatchBody {
+    /// New description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// New permission list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<String>>,
+    /// New inheritance list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherits: Option<Vec<String>>,
+}
+
+/// A role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RoleInfo {
+    /// The role's name.
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// Scopes granted directly.
+    pub permissions: Vec<String>,
+    /// Roles inherited.
+    pub inherits: Vec<String>,
+    /// Every scope the role grants.
+    pub effective: Vec<String>,
+}
+
+/// Every role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RolePage {
+    /// The roles.
+    pub items: Vec<RoleInfo>,
+    /// Always null: roles come in one page.
+    pub next_cursor: Option<String>,
+}
+
+/// A token's rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RateLimitBody {
+    /// Verifications allowed per window.
+    pub limit: i64,
+    /// Window in seconds.
+    pub per_seconds: i64,
+}
+
+/// Body of `POST /v1/apps/{app_id}/tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NewTokenBody {
+    /// Display name.
+    pub name: String,
+    /// Scopes granted directly (no more than the caller holds).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Roles granted (no more than the caller holds).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Lifetime in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+    /// Expiry, RFC 3339, instead of `expires_in`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Returned on verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
+    /// Rate limit of verifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratelimit: Option<RateLimitBody>,
+    /// Verifications allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<i64>,
+    /// Networks (CIDR) the token may be used from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_allow: Option<Vec<String>>,
+}
+
+/// Body of `PATCH /v1/tokens/{id}`: for the limits, `null` (`Some(None)`) removes the
+/// limit and an absent field (`None`) leaves it unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TokenPatchBody {
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New metadata (replaces the old object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
+    /// New rate limit, or null to remove it.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(value_type = Option<RateLimitBody>)]
+    pub ratelimit: Option<Option<RateLimitBody>>,
+    /// New use count, or null for unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub uses: Option<Option<i64>>,
+    /// New allow-list, or null for anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub ip_allow: Option<Option<Vec<String>>>,
+}
+
+/// A field that is present, possibly as `null`.
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Body of `POST /v1/tokens/{id}/rotate` (optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RotateBody {
+    /// How long the old token keeps working, in seconds (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_seconds: Option<i64>,
+}
+
+/// A token as shown: never its secret or hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    /// `tok_...`.
+    pub id: String,
+    /// Its application.
+    pub app_id: String,
+    /// Display name.
+    pub name: String,
+    /// `active`, `revoked` or `expired`.
+    pub status: String,
+    /// Scopes granted directly.
+    pub scopes: Vec<String>,
+    /// Roles granted.
+    pub roles: Vec<String>,
+    /// Metadata.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: Metadata,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339 or null.
+    pub expires_at: Option<String>,
+    /// RFC 3339 or null.
+    #[serde(default)]
+    pub revoked_at: Option<String>,
+    /// The first characters of the token, for display.
+    pub start: String,
+    /// Rate limit, if any.
+    #[serde(default)]
+    pub ratelimit: Option<RateLimitBody>,
+    /// Verifications left, if limited.
+    #[serde(default)]
+    pub uses: Option<u64>,
+    /// Allowed networks.
+    #[serde(default)]
+    pub ip_allow: Vec<String>,
+    /// The token this one replaced.
+    #[serde(default)]
+    pub rotated_from: Option<String>,
+    /// The token that replaced this one.
+    #[serde(default)]
+    pub rotated_to: Option<String>,
+}
+
+/// A token just created or rotated, with its plaintext (shown this once).
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedTokenView {
+    /// The plaintext token. Store it now; it cannot be shown again.
+    pub token: String,
+    /// Everything else.
+    #[serde(flatten)]
+    pub info: TokenView,
+}
+
+impl std::fmt::Debug for CreatedTokenView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedTokenView")
+            .field("token", &"<redacted>")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// A page of tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TokenPage {
+    /// The tokens.
+    pub items: Vec<TokenView>,
+    /// Cursor of the next page, null at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Body of `POST /v1/verify`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VerifyBody {
+    /// The presented token.
+    pub token: String,
+    /// A query such as `billing.read AND (billing.write OR admin)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<String>,
+    /// Scopes that must all be held (instead of `permissions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// The address the token is used from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+impl std::fmt::Debug for VerifyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyBody")
+            .field("token", &"<redacted>")
+            .field("permissions", &self.permissions)
+            .field("scopes", &self.scopes)
+            .field("ip", &self.ip)
+            .finish()
+    }
+}
+
+/// The verdict of `POST /v1/verify`. When `valid` is false only `valid`, `code` and,
+/// where the token was found, `token_id` are present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VerifyResult {
+    /// Whether the token is valid for the query.
+    pub valid: bool,
+    /// `VALID`, `MALFORMED`, `NOT_FOUND`, `EXPIRED`, `REVOKED`, `DISABLED`, `FORBIDDEN`,
+    /// `INSUFFICIENT_PERMISSIONS`, `RATE_LIMITED` or `USAGE_EXCEEDED`.
+    pub code: String,
+    /// The token's id, when found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// Its application (valid only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    /// Its name (valid only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Every scope it holds, effective (valid only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// Roles granted (valid only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    /// Expiry (valid only; null when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Metadata (valid only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
+    /// Uses left, for tokens with a use limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+}
+
+/// Output of `kms init`: the root token, shown this once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InitOutput {
+    /// The plaintext root token (holds `admin`).
+    pub root_token: String,
+    /// Its id.
+    pub token_id: String,
+}
+
+impl std::fmt::Debug for InitOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitOutput")
+            .field("root_token", &"<redacted>")
+            .field("token_id", &self.token_id)
+            .finish()
+    }
+}
