@@ -12,6 +12,7 @@ mod kms;
 mod model;
 mod policy;
 mod query;
+mod ratelimit;
 pub mod requests;
 mod scope;
 mod sealing;

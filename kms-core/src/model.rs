@@ -92,7 +92,7 @@ impl TokenStatus {
 }
 
 /// A token's rate limit: at most `limit` verifications every `per_seconds` seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RateLimit {
     /// Verifications allowed per window.
     pub limit: u32,

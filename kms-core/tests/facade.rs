@@ -78,6 +78,7 @@ on_both_stores!(
     network_allow_list_is_enforced,
     token_listing_paginates,
     malformed_tokens_never_reach_the_store,
+    rate_limit_refuses_past_the_quota,
 );
 
 fn app(e: &Env, name: &str) -> String {
@@ -880,4 +881,46 @@ fn production_hash_parameters_are_used_by_default() {
         kms.verify_token(&root.token, None, None).unwrap().code(),
         VerifyCode::Valid
     );
+}
+
+fn rate_limit_refuses_past_the_quota(e: Env) {
+    let a = app(&e, "billing");
+    let t = e
+        .kms
+        .create_token(
+            &e.root,
+            &a,
+            NewToken {
+                name: "limited".into(),
+                ratelimit: Some(kms_core::RateLimitInput {
+                    limit: 2,
+                    per_seconds: 3600,
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let other = token(&e, &a, &[], &[]);
+    assert_eq!(verify(&e, &t.token, None), VerifyCode::Valid);
+    assert_eq!(verify(&e, &t.token, None), VerifyCode::Valid);
+    assert_eq!(verify(&e, &t.token, None), VerifyCode::RateLimited);
+    assert_eq!(verify(&e, &other.token, None), VerifyCode::Valid);
+    let err = e
+        .kms
+        .update_token(
+            &e.root,
+            &t.info.id,
+            TokenUpdate {
+                ratelimit: Some(Some(kms_core::RateLimitInput {
+                    limit: 0,
+                    per_seconds: 0,
+                })),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    let kms_core::Error::InvalidRequest { fields } = err else {
+        panic!()
+    };
+    assert_eq!(fields.len(), 2);
 }

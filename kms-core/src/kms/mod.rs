@@ -118,6 +118,7 @@ impl KmsBuilder {
             jwt: self.jwt,
             keyring: ArcSwap::from_pointee(KeyRing::default()),
             revoked: RwLock::new(HashSet::new()),
+            rate_limits: Default::default(),
         });
         let hook: Arc<dyn ChangeListener> = inner.hook.clone();
         inner.store.subscribe(Arc::downgrade(&hook));
@@ -160,6 +161,7 @@ pub(crate) struct Inner {
     jwt: JwtSettings,
     keyring: ArcSwap<KeyRing>,
     revoked: RwLock<HashSet<String>>,
+    rate_limits: crate::ratelimit::TokenRateLimits,
 }
 
 struct InvalidationHook(Weak<Inner>);

@@ -1,7 +1,7 @@
 //! The verification pipeline (order matters):
 //! parse + checksum → verified-key cache → store lookup → constant-time argon2id check →
 //! status (revoked, expired, disabled) → network allow-list → permission query →
-//! uses left (spent last, only when everything else passed).
+//! rate limit → uses left (spent last, only when everything else passed).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -335,7 +335,13 @@ impl Kms {
         if let Some(code) = status {
             return Ok(Verification::fail(code, Some(&key)));
         }
-        // 6. Uses, spent last.
+        // 6. Rate limit.
+        if let Some(limit) = key.record.limits.ratelimit {
+            if self.inner.rate_limits.check(&key.record.id, limit).is_err() {
+                return Ok(Verification::fail(VerifyCode::RateLimited, Some(&key)));
+            }
+        }
+        // 7. Uses, spent last.
         let mut remaining = None;
         if key.record.limits.uses.is_some() {
             let outcome = if purpose == Purpose::Verify {
