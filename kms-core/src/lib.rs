@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod access_token;
+mod audit;
 mod cache;
 mod env;
 mod error;
@@ -24,12 +25,15 @@ pub use access_token::{
     AccessClaims, Introspection, JwtError, JwtSettings, OAuthError, RefreshRecord, RefreshStatus,
     Revocation, TokenResponse,
 };
+pub use audit::{verify_chain, AuditEvent, AuditQuery, AuditVerification, GENESIS_HASH};
 pub use cache::CacheStats;
 pub use env::{Clock, ManualClock, OsRandom, SecureRandom, SystemClock, Timestamp};
 pub use error::{Error, ErrorCode, FieldError, Result, StoreError};
 pub use hashing::{HashParams, SecretHasher};
 pub use keyring::{KeyAlgorithm, KeyInfo, KeyState, SigningKeyRecord};
-pub use kms::{Caller, Kms, KmsBuilder, RoleView, Verification, VerifyCode, VerifyResponse};
+pub use kms::{
+    AuditFilter, Caller, Kms, KmsBuilder, RoleView, Verification, VerifyCode, VerifyResponse,
+};
 pub use model::{
     AppStatus, Application, CreatedToken, IpNetwork, Page, PageRequest, RateLimit, TokenInfo,
     TokenLimits, TokenRecord, TokenStatus, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, SYSTEM_APP_ID,

@@ -7,6 +7,7 @@
 use std::sync::Weak;
 
 use crate::access_token::{RefreshRecord, Revocation};
+use crate::audit::{AuditEvent, AuditQuery};
 use crate::env::Timestamp;
 use crate::error::StoreError;
 use crate::keyring::SigningKeyRecord;
@@ -62,6 +63,8 @@ pub enum Mutation {
     RevokeRefreshFamily(String),
     /// Inserts or replaces a deny-list entry.
     PutRevocation(Revocation),
+    /// Appends an audit event; `Conflict` when its `seq` exists.
+    AppendAudit(AuditEvent),
     /// Deletes deny-list entries and refresh tokens that expired before `before`.
     PurgeExpired {
         /// The cut-off.
@@ -87,6 +90,7 @@ impl Mutation {
             Mutation::InsertRefreshToken(_)
             | Mutation::SpendRefreshToken { .. }
             | Mutation::RevokeRefreshFamily(_)
+            | Mutation::AppendAudit(_)
             | Mutation::PurgeExpired { .. } => None,
         }
     }
@@ -174,9 +178,19 @@ pub trait GrantStore {
     fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError>;
 }
 
+/// The audit log.
+pub trait AuditStore {
+    /// The newest event.
+    fn last_audit_event(&self) -> Result<Option<AuditEvent>, StoreError>;
+    /// Events matching `query`, newest first.
+    fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Up to `limit` events with `seq` greater than `after_seq`, oldest first.
+    fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
 /// A complete store: every entity trait, atomic batches, metadata and the change hook.
 pub trait Store:
-    AppStore + TokenStore + PolicyStore + KeyStore + GrantStore + Send + Sync + 'static
+    AppStore + TokenStore + PolicyStore + KeyStore + GrantStore + AuditStore + Send + Sync + 'static
 {
     /// Applies every mutation in one transaction: all of them or none. Listeners hear the
     /// resulting [`Change`]s after the commit.

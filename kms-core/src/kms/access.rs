@@ -7,6 +7,7 @@ use jsonwebtoken::{Algorithm, Header, Validation};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::audit_log::Audit;
 use super::verify::Purpose;
 use super::{Caller, Kms};
 use crate::access_token::{
@@ -130,7 +131,11 @@ impl Kms {
         )?;
         let info = KeyInfo::from(&key);
         batch.push(Mutation::PutSigningKey(key));
-        self.inner.store.apply(&batch)?;
+        self.commit(
+            Some(caller),
+            Audit::success("key.rotate", info.kid.clone()),
+            batch,
+        )?;
         self.retire_due_keys()?;
         Ok(info)
     }
@@ -281,7 +286,7 @@ impl Kms {
                         .spent_at
                         .is_some_and(|t| t.plus_secs(self.inner.jwt.refresh_overlap_secs) >= now);
                 if !in_overlap {
-                    self.revoke_family(&record.family_id)?;
+                    self.revoke_family(&record.family_id, None, true)?;
                     return invalid(
                         "the refresh token was already used; its family has been revoked",
                     );
@@ -329,7 +334,7 @@ impl Kms {
             Ok(()) => {}
             Err(crate::error::StoreError::Conflict(_)) => {
                 // Another exchange spent it first: that is reuse.
-                self.revoke_family(&record.family_id)?;
+                self.revoke_family(&record.family_id, None, true)?;
                 return invalid("the refresh token was already used; its family has been revoked");
             }
             Err(e) => return Err(e.into()),
@@ -398,19 +403,30 @@ impl Kms {
         Ok(matches.then_some(record))
     }
 
-    fn revoke_family(&self, family: &str) -> Result<()> {
+    /// Revokes a refresh family and its access tokens; `reuse` records it as the security
+    /// event it is.
+    fn revoke_family(&self, family: &str, caller: Option<&Caller>, reuse: bool) -> Result<()> {
         let until = self
             .inner
             .clock
             .now()
             .plus_secs(self.inner.jwt.access_ttl_secs + self.inner.jwt.leeway_secs as i64);
-        self.inner.store.apply(&[
-            Mutation::RevokeRefreshFamily(family.to_owned()),
-            Mutation::PutRevocation(Revocation {
-                id: format!("family:{family}"),
-                expires_at: until,
-            }),
-        ])?;
+        let audit = if reuse {
+            Audit::success("refresh.reuse", family).failure()
+        } else {
+            Audit::success("refresh.revoke", family)
+        };
+        self.commit(
+            caller,
+            audit,
+            vec![
+                Mutation::RevokeRefreshFamily(family.to_owned()),
+                Mutation::PutRevocation(Revocation {
+                    id: format!("family:{family}"),
+                    expires_at: until,
+                }),
+            ],
+        )?;
         Ok(())
     }
 
@@ -600,7 +616,7 @@ impl Kms {
         if parse_refresh(token).is_some() {
             if let Some(r) = self.find_refresh(token)? {
                 if caller.sees_app(&r.app_id) {
-                    self.revoke_family(&r.family_id)?;
+                    self.revoke_family(&r.family_id, Some(caller), false)?;
                 }
             }
             return Ok(());

@@ -1,5 +1,6 @@
 //! Applications: the tenant unit.
 
+use super::audit_log::Audit;
 use super::{Caller, Kms};
 use crate::error::{Error, FieldErrors, Result};
 use crate::model::{AppStatus, Application, Page, PageRequest};
@@ -29,9 +30,11 @@ impl Kms {
             status: AppStatus::Active,
             created_at: self.inner.clock.now(),
         };
-        self.inner
-            .store
-            .apply(&[Mutation::InsertApp(app.clone())])?;
+        self.commit(
+            Some(caller),
+            Audit::success("app.create", app.id.clone()).app(app.id.clone()),
+            vec![Mutation::InsertApp(app.clone())],
+        )?;
         Ok(app)
     }
 
@@ -85,9 +88,10 @@ impl Kms {
                 "the system application cannot be disabled".into(),
             ));
         }
-        self.inner
-            .store
-            .apply(&[Mutation::UpdateApp(app.clone())])?;
+        let audit = Audit::success("app.update", app.id.clone())
+            .app(app.id.clone())
+            .details(serde_json::json!({"name": app.name, "status": app.status}));
+        self.commit(Some(caller), audit, vec![Mutation::UpdateApp(app.clone())])?;
         Ok(app)
     }
 
@@ -100,7 +104,11 @@ impl Kms {
                 "the system application cannot be deleted".into(),
             ));
         }
-        self.inner.store.apply(&[Mutation::DeleteApp(app.id)])?;
+        self.commit(
+            Some(caller),
+            Audit::success("app.delete", app.id.clone()).app(app.id.clone()),
+            vec![Mutation::DeleteApp(app.id)],
+        )?;
         Ok(())
     }
 

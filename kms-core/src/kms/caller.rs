@@ -10,6 +10,8 @@ use crate::snapshot::{EffectiveSet, PermissionSnapshot};
 /// The authenticated principal of a management call: a token, or the local operator.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    ip: Option<String>,
+    request_id: Option<String>,
     token_id: Option<String>,
     app_id: String,
     grants: Option<Arc<(Vec<Scope>, Vec<RoleName>)>>,
@@ -19,6 +21,8 @@ pub struct Caller {
 impl Caller {
     pub(crate) fn operator() -> Self {
         Caller {
+            ip: None,
+            request_id: None,
             token_id: None,
             app_id: SYSTEM_APP_ID.to_owned(),
             grants: None,
@@ -34,11 +38,40 @@ impl Caller {
         effective: Arc<EffectiveSet>,
     ) -> Self {
         Caller {
+            ip: None,
+            request_id: None,
             token_id: Some(token_id),
             app_id,
             grants: Some(Arc::new((scopes, roles))),
             effective: Some(effective),
         }
+    }
+
+    /// The same caller, with the client address and request id recorded in audit events.
+    pub fn with_request(
+        mut self,
+        ip: Option<std::net::IpAddr>,
+        request_id: Option<String>,
+    ) -> Self {
+        self.ip = ip.map(|i| i.to_string());
+        self.request_id =
+            request_id.map(|r| r.chars().filter(|c| !c.is_control()).take(128).collect());
+        self
+    }
+
+    /// Who the audit log names: the token id, or `operator`.
+    pub fn actor(&self) -> &str {
+        self.token_id.as_deref().unwrap_or("operator")
+    }
+
+    /// The client address, when known.
+    pub fn ip(&self) -> Option<&str> {
+        self.ip.as_deref()
+    }
+
+    /// The request id, when known.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
     }
 
     /// The id of the caller's token; `None` for the local operator.

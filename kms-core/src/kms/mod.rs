@@ -3,6 +3,7 @@
 
 mod access;
 mod apps;
+mod audit_log;
 mod caller;
 mod policy_ops;
 mod tokens;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+pub use audit_log::AuditFilter;
 pub use caller::Caller;
 pub use policy_ops::RoleView;
 pub use verify::{Verification, VerifyCode, VerifyResponse};
@@ -119,6 +121,7 @@ impl KmsBuilder {
             keyring: ArcSwap::from_pointee(KeyRing::default()),
             revoked: RwLock::new(HashSet::new()),
             rate_limits: Default::default(),
+            audit_lock: Mutex::new(()),
         });
         let hook: Arc<dyn ChangeListener> = inner.hook.clone();
         inner.store.subscribe(Arc::downgrade(&hook));
@@ -162,6 +165,7 @@ pub(crate) struct Inner {
     keyring: ArcSwap<KeyRing>,
     revoked: RwLock<HashSet<String>>,
     rate_limits: crate::ratelimit::TokenRateLimits,
+    audit_lock: Mutex<()>,
 }
 
 struct InvalidationHook(Weak<Inner>);
@@ -295,11 +299,10 @@ impl Kms {
         };
         let (record, plaintext) = self.new_token_record(&app, &spec)?;
         batch.push(Mutation::InsertToken(record.clone()));
-        self.inner.store.apply(&batch).map_err(|e| match e {
-            crate::error::StoreError::Conflict(_) => {
-                Error::Conflict("the database is already initialised".into())
-            }
-            other => other.into(),
+        let audit = audit_log::Audit::success("system.init", record.id.clone()).app(SYSTEM_APP_ID);
+        self.commit(None, audit, batch).map_err(|e| match e {
+            Error::Conflict(_) => Error::Conflict("the database is already initialised".into()),
+            other => other,
         })?;
         Ok(CreatedToken {
             token: plaintext,

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::audit_log::Audit;
 use super::{Caller, Kms};
 use crate::error::{Error, FieldErrors, Result};
 use crate::policy::{Permission, Policy, Role};
@@ -113,7 +114,10 @@ impl Kms {
             .cloned()
             .map(Mutation::InsertPermission)
             .collect();
-        self.inner.store.apply(&batch)?;
+        let scopes: Vec<&str> = perms.iter().map(|p| p.scope.as_str()).collect();
+        let audit = Audit::success("permission.create", scopes.join(" "))
+            .details(serde_json::json!({"count": perms.len()}));
+        self.commit(Some(caller), audit, batch)?;
         Ok(perms)
     }
 
@@ -166,9 +170,11 @@ impl Kms {
                 "permission {scope} is granted to a token"
             )));
         }
-        self.inner
-            .store
-            .apply(&[Mutation::DeletePermission(scope)])?;
+        self.commit(
+            Some(caller),
+            Audit::success("permission.delete", scope.to_string()),
+            vec![Mutation::DeletePermission(scope)],
+        )?;
         Ok(())
     }
 
@@ -231,7 +237,10 @@ impl Kms {
             PermissionSnapshot::compile(std::sync::Arc::new(policy.clone()), snap.generation());
         let wanted = candidate.effective([], [&role.name]);
         caller.require_superset(&candidate, &wanted)?;
-        self.inner.store.apply(&[Mutation::PutRole(role.clone())])?;
+        let audit = Audit::success("role.put", role.name.to_string()).details(
+            serde_json::json!({"permissions": role.permissions, "inherits": role.inherits}),
+        );
+        self.commit(Some(caller), audit, vec![Mutation::PutRole(role.clone())])?;
         Ok(role_view(&policy, &role))
     }
 
@@ -278,9 +287,11 @@ impl Kms {
                 role.name
             )));
         }
-        self.inner
-            .store
-            .apply(&[Mutation::DeleteRole(role.name.clone())])?;
+        self.commit(
+            Some(caller),
+            Audit::success("role.delete", role.name.to_string()),
+            vec![Mutation::DeleteRole(role.name.clone())],
+        )?;
         Ok(())
     }
 

@@ -1,8 +1,9 @@
 //! API keys: create, read, list, change, revoke, rotate, delete.
 
+use super::audit_log::Audit;
 use super::{Caller, Kms};
 use crate::env::Timestamp;
-use crate::error::{Error, FieldErrors, Result, StoreError};
+use crate::error::{Error, FieldErrors, Result};
 use crate::model::{
     Application, CreatedToken, Page, PageRequest, TokenInfo, TokenLimits, TokenRecord, TokenStatus,
 };
@@ -76,34 +77,40 @@ impl Kms {
             limits,
             rotated_from: None,
         };
-        self.insert_new_token(&app, spec, |_| Vec::new())
+        self.insert_new_token(caller, &app, spec, "token.create", |_| Vec::new())
     }
 
     /// Generates, stores and returns a token; `extra` adds mutations to the same batch
     /// (rotation links the old token). Retries on the astronomically unlikely id collision.
     fn insert_new_token(
         &self,
+        caller: &Caller,
         app: &Application,
         spec: TokenSpec,
+        action: &'static str,
         extra: impl Fn(&TokenRecord) -> Vec<Mutation>,
     ) -> Result<CreatedToken> {
         for _ in 0..3 {
             let (record, plaintext) = self.new_token_record(app, &spec)?;
             let mut batch = vec![Mutation::InsertToken(record.clone())];
             batch.extend(extra(&record));
-            match self.inner.store.apply(&batch) {
+            let audit = Audit::success(action, record.id.clone())
+                .app(app.id.clone())
+                .details(serde_json::json!({
+                    "name": record.name, "scopes": record.scopes, "roles": record.roles,
+                    "rotated_from": record.rotated_from, "expires_at": record.expires_at,
+                }));
+            match self.commit(Some(caller), audit, batch) {
                 Ok(()) => {
                     return Ok(CreatedToken {
                         token: plaintext,
                         info: TokenInfo::from_record(&record, self.inner.clock.now()),
                     })
                 }
-                Err(StoreError::Conflict(_))
-                    if self.inner.store.get_token(&record.id)?.is_some() =>
-                {
+                Err(Error::Conflict(_)) if self.inner.store.get_token(&record.id)?.is_some() => {
                     continue
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         Err(Error::internal("could not allocate a unique token id"))
@@ -200,9 +207,10 @@ impl Kms {
             r.limits.ip_allow = validate_networks(&mut errs, nets.as_deref().unwrap_or_default());
         }
         errs.finish()?;
-        self.inner
-            .store
-            .apply(&[Mutation::UpdateToken(r.clone())])?;
+        let audit = Audit::success("token.update", r.id.clone()).app(r.app_id.clone()).details(serde_json::json!({
+            "name": r.name, "ratelimit": r.limits.ratelimit, "uses": r.limits.uses, "ip_allow": r.limits.ip_allow,
+        }));
+        self.commit(Some(caller), audit, vec![Mutation::UpdateToken(r.clone())])?;
         Ok(TokenInfo::from_record(&r, self.inner.clock.now()))
     }
 
@@ -215,9 +223,8 @@ impl Kms {
         if r.status != TokenStatus::Revoked {
             r.status = TokenStatus::Revoked;
             r.revoked_at = Some(now);
-            self.inner
-                .store
-                .apply(&[Mutation::UpdateToken(r.clone())])?;
+            let audit = Audit::success("token.revoke", r.id.clone()).app(r.app_id.clone());
+            self.commit(Some(caller), audit, vec![Mutation::UpdateToken(r.clone())])?;
         }
         Ok(TokenInfo::from_record(&r, now))
     }
@@ -266,7 +273,7 @@ impl Kms {
             rotated_from: Some(old.id.clone()),
         };
         let grace_end = now.plus_secs(grace);
-        self.insert_new_token(&app, spec, |new| {
+        self.insert_new_token(caller, &app, spec, "token.rotate", |new| {
             let mut o = old.clone();
             o.rotated_to = Some(new.id.clone());
             o.expires_at = Some(o.expires_at.map_or(grace_end, |e| e.min(grace_end)));
@@ -278,7 +285,8 @@ impl Kms {
     pub fn delete_token(&self, caller: &Caller, id: &str) -> Result<()> {
         caller.require(&*self.snapshot()?, "token.revoke")?;
         let r = self.visible_token(caller, id)?;
-        self.inner.store.apply(&[Mutation::DeleteToken(r.id)])?;
+        let audit = Audit::success("token.delete", r.id.clone()).app(r.app_id.clone());
+        self.commit(Some(caller), audit, vec![Mutation::DeleteToken(r.id)])?;
         Ok(())
     }
 
