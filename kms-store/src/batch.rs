@@ -4,7 +4,10 @@
 //! stores cannot drift apart on semantics.
 
 use kms_core::store::Mutation;
-use kms_core::{Application, Permission, Role, RoleName, Scope, StoreError, TokenRecord};
+use kms_core::{
+    Application, AuditEvent, Permission, RefreshRecord, RefreshStatus, Revocation, Role, RoleName,
+    Scope, SigningKeyRecord, StoreError, Timestamp, TokenRecord,
+};
 
 /// Primitive reads and writes inside one transaction. Writes do not check preconditions:
 /// [`apply_all`] has, before calling them.
@@ -32,10 +35,29 @@ pub(crate) trait Tx {
     /// Inserts or replaces the token with this id, with its grants.
     fn put_token(&mut self, token: &TokenRecord) -> Result<(), StoreError>;
     fn delete_token(&mut self, id: &str) -> Result<(), StoreError>;
+
+    /// Inserts or replaces the signing key with this kid.
+    fn put_signing_key(&mut self, key: &SigningKeyRecord) -> Result<(), StoreError>;
+
+    /// The status of the refresh token with `id`, if it exists.
+    fn refresh_status(&mut self, id: &str) -> Result<Option<RefreshStatus>, StoreError>;
+    fn insert_refresh_token(&mut self, record: &RefreshRecord) -> Result<(), StoreError>;
+    /// Marks the refresh token spent at `at`.
+    fn spend_refresh_token(&mut self, id: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Marks every refresh token of the family revoked.
+    fn revoke_refresh_family(&mut self, family_id: &str) -> Result<(), StoreError>;
+    /// Inserts or replaces the deny-list entry with this id.
+    fn put_revocation(&mut self, revocation: &Revocation) -> Result<(), StoreError>;
+    /// Deletes deny-list entries and refresh tokens with `expires_at < before`.
+    fn purge_expired(&mut self, before: Timestamp) -> Result<(), StoreError>;
+
+    fn audit_exists(&mut self, seq: u64) -> Result<bool, StoreError>;
+    fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError>;
 }
 
-/// The largest use counter a store keeps (SQLite integers are signed 64-bit).
-pub(crate) const MAX_USES: u64 = i64::MAX as u64;
+/// The largest counter (use count, audit sequence number) a store keeps: SQLite integers
+/// are signed 64-bit.
+pub(crate) const MAX_COUNTER: u64 = i64::MAX as u64;
 
 /// Applies every mutation of `batch` to `tx`, stopping at the first conflict. The caller
 /// commits on `Ok` and rolls back on `Err`.
@@ -101,6 +123,43 @@ fn apply_one(tx: &mut impl Tx, mutation: &Mutation) -> Result<(), StoreError> {
             tx.put_token(token)
         }
         Mutation::DeleteToken(id) => tx.delete_token(id),
+        Mutation::PutSigningKey(key) => tx.put_signing_key(key),
+        Mutation::InsertRefreshToken(record) => {
+            if tx.refresh_status(&record.id)?.is_some() {
+                return Err(conflict(format!(
+                    "a refresh token with id {:?} already exists",
+                    record.id
+                )));
+            }
+            tx.insert_refresh_token(record)
+        }
+        Mutation::SpendRefreshToken { id, at } => match tx.refresh_status(id)? {
+            Some(RefreshStatus::Active) => tx.spend_refresh_token(id, *at),
+            Some(RefreshStatus::Spent) => Err(conflict(format!(
+                "the refresh token {id:?} has already been exchanged"
+            ))),
+            Some(RefreshStatus::Revoked) => Err(conflict(format!(
+                "the refresh token {id:?} has been revoked"
+            ))),
+            None => Err(conflict(format!("the refresh token {id:?} does not exist"))),
+        },
+        Mutation::RevokeRefreshFamily(family_id) => tx.revoke_refresh_family(family_id),
+        Mutation::PutRevocation(revocation) => tx.put_revocation(revocation),
+        Mutation::PurgeExpired { before } => tx.purge_expired(*before),
+        Mutation::AppendAudit(event) => {
+            if event.seq > MAX_COUNTER {
+                return Err(conflict(format!(
+                    "an audit sequence number must be at most {MAX_COUNTER}"
+                )));
+            }
+            if tx.audit_exists(event.seq)? {
+                return Err(conflict(format!(
+                    "the audit event {} already exists",
+                    event.seq
+                )));
+            }
+            tx.append_audit(event)
+        }
         // A kind of change newer than this store cannot be applied faithfully; refusing it
         // keeps the batch all-or-nothing.
         _ => Err(conflict(
@@ -114,8 +173,8 @@ fn apply_one(tx: &mut impl Tx, mutation: &Mutation) -> Result<(), StoreError> {
 fn check_token(tx: &mut impl Tx, token: &TokenRecord) -> Result<(), StoreError> {
     require_app(tx, &token.app_id)?;
     match token.limits.uses {
-        Some(uses) if uses > MAX_USES => Err(conflict(format!(
-            "a token's use limit must be at most {MAX_USES}"
+        Some(uses) if uses > MAX_COUNTER => Err(conflict(format!(
+            "a token's use limit must be at most {MAX_COUNTER}"
         ))),
         _ => Ok(()),
     }

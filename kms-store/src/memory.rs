@@ -5,9 +5,13 @@ use std::ops::Bound;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use kms_core::store::{
-    AppStore, ChangeListener, Mutation, PolicyStore, Store, TokenStore, UseOutcome,
+    AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
+    TokenStore, UseOutcome,
 };
-use kms_core::{Application, Permission, Policy, Role, RoleName, Scope, StoreError, TokenRecord};
+use kms_core::{
+    Application, AuditEvent, AuditQuery, Permission, Policy, RefreshRecord, RefreshStatus,
+    Revocation, Role, RoleName, Scope, SigningKeyRecord, StoreError, Timestamp, TokenRecord,
+};
 
 use crate::batch::{self, Tx};
 use crate::listeners::Listeners;
@@ -63,6 +67,10 @@ struct State {
     scope_grants: BTreeMap<Scope, BTreeSet<String>>,
     /// Role → ids of the tokens granted it.
     role_grants: BTreeMap<RoleName, BTreeSet<String>>,
+    signing_keys: BTreeMap<String, SigningKeyRecord>,
+    refresh_tokens: BTreeMap<String, RefreshRecord>,
+    revocations: BTreeMap<String, Revocation>,
+    audit: BTreeMap<u64, AuditEvent>,
 }
 
 impl State {
@@ -134,6 +142,11 @@ enum Undo {
     Token(String, Option<Box<TokenRecord>>),
     Permission(Scope, Option<Permission>),
     Role(RoleName, Option<Role>),
+    SigningKey(String, Option<Box<SigningKeyRecord>>),
+    Refresh(String, Option<Box<RefreshRecord>>),
+    Revocation(String, Option<Revocation>),
+    /// An appended audit event, removed on rollback.
+    Audit(u64),
 }
 
 /// A transaction over [`State`]: writes apply at once and are logged, and
@@ -158,6 +171,13 @@ impl MemoryTx<'_> {
                 Undo::Permission(k, None) => drop(s.permissions.remove(&k)),
                 Undo::Role(k, Some(r)) => drop(s.roles.insert(k, r)),
                 Undo::Role(k, None) => drop(s.roles.remove(&k)),
+                Undo::SigningKey(k, Some(key)) => drop(s.signing_keys.insert(k, *key)),
+                Undo::SigningKey(k, None) => drop(s.signing_keys.remove(&k)),
+                Undo::Refresh(k, Some(r)) => drop(s.refresh_tokens.insert(k, *r)),
+                Undo::Refresh(k, None) => drop(s.refresh_tokens.remove(&k)),
+                Undo::Revocation(k, Some(r)) => drop(s.revocations.insert(k, r)),
+                Undo::Revocation(k, None) => drop(s.revocations.remove(&k)),
+                Undo::Audit(seq) => drop(s.audit.remove(&seq)),
             }
         }
     }
@@ -166,6 +186,39 @@ impl MemoryTx<'_> {
         if let Some(old) = self.state.remove_token(id) {
             self.undo
                 .push(Undo::Token(id.to_owned(), Some(Box::new(old))));
+        }
+    }
+
+    /// Replaces (or with `None` removes) the refresh token with `id`, logging the old one.
+    fn put_refresh(&mut self, id: &str, record: Option<RefreshRecord>) {
+        let old = match record {
+            Some(r) => self.state.refresh_tokens.insert(id.to_owned(), r),
+            None => self.state.refresh_tokens.remove(id),
+        };
+        self.undo
+            .push(Undo::Refresh(id.to_owned(), old.map(Box::new)));
+    }
+
+    /// The ids of the refresh tokens that `matches`.
+    fn refresh_ids_where(&self, matches: impl Fn(&RefreshRecord) -> bool) -> Vec<String> {
+        let tokens = self.state.refresh_tokens.values();
+        tokens
+            .filter(|r| matches(r))
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
+    /// Applies `change` to every refresh token that `matches`.
+    fn update_refresh_where(
+        &mut self,
+        matches: impl Fn(&RefreshRecord) -> bool,
+        change: impl Fn(&mut RefreshRecord),
+    ) {
+        for id in self.refresh_ids_where(matches) {
+            if let Some(mut record) = self.state.refresh_tokens.get(&id).cloned() {
+                change(&mut record);
+                self.put_refresh(&id, Some(record));
+            }
         }
     }
 }
@@ -254,6 +307,79 @@ impl Tx for MemoryTx<'_> {
         self.remove_token(id);
         Ok(())
     }
+
+    fn put_signing_key(&mut self, key: &SigningKeyRecord) -> Result<(), StoreError> {
+        let old = self.state.signing_keys.insert(key.kid.clone(), key.clone());
+        self.undo
+            .push(Undo::SigningKey(key.kid.clone(), old.map(Box::new)));
+        Ok(())
+    }
+
+    fn refresh_status(&mut self, id: &str) -> Result<Option<RefreshStatus>, StoreError> {
+        Ok(self.state.refresh_tokens.get(id).map(|r| r.status))
+    }
+
+    fn insert_refresh_token(&mut self, record: &RefreshRecord) -> Result<(), StoreError> {
+        self.put_refresh(&record.id, Some(record.clone()));
+        Ok(())
+    }
+
+    fn spend_refresh_token(&mut self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.update_refresh_where(
+            |r| r.id == id,
+            |r| {
+                r.status = RefreshStatus::Spent;
+                r.spent_at = Some(at);
+            },
+        );
+        Ok(())
+    }
+
+    fn revoke_refresh_family(&mut self, family_id: &str) -> Result<(), StoreError> {
+        self.update_refresh_where(
+            |r| r.family_id == family_id,
+            |r| r.status = RefreshStatus::Revoked,
+        );
+        Ok(())
+    }
+
+    fn put_revocation(&mut self, revocation: &Revocation) -> Result<(), StoreError> {
+        let id = revocation.id.clone();
+        let old = self
+            .state
+            .revocations
+            .insert(id.clone(), revocation.clone());
+        self.undo.push(Undo::Revocation(id, old));
+        Ok(())
+    }
+
+    fn purge_expired(&mut self, before: Timestamp) -> Result<(), StoreError> {
+        let expired: Vec<String> = self
+            .state
+            .revocations
+            .values()
+            .filter(|r| r.expires_at < before)
+            .map(|r| r.id.clone())
+            .collect();
+        for id in expired {
+            let old = self.state.revocations.remove(&id);
+            self.undo.push(Undo::Revocation(id, old));
+        }
+        for id in self.refresh_ids_where(|r| r.expires_at < before) {
+            self.put_refresh(&id, None);
+        }
+        Ok(())
+    }
+
+    fn audit_exists(&mut self, seq: u64) -> Result<bool, StoreError> {
+        Ok(self.state.audit.contains_key(&seq))
+    }
+
+    fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.state.audit.insert(event.seq, event.clone());
+        self.undo.push(Undo::Audit(event.seq));
+        Ok(())
+    }
 }
 
 impl AppStore for MemoryStore {
@@ -330,6 +456,55 @@ impl PolicyStore for MemoryStore {
             permissions: state.permissions.clone(),
             roles: state.roles.clone(),
         })
+    }
+}
+
+impl KeyStore for MemoryStore {
+    fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        let mut keys: Vec<_> = self.read().signing_keys.values().cloned().collect();
+        keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+        Ok(keys)
+    }
+}
+
+impl GrantStore for MemoryStore {
+    fn get_refresh_token(&self, id: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        Ok(self.read().refresh_tokens.get(id).cloned())
+    }
+
+    fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        Ok(self.read().revocations.values().cloned().collect())
+    }
+}
+
+impl AuditStore for MemoryStore {
+    fn last_audit_event(&self) -> Result<Option<AuditEvent>, StoreError> {
+        Ok(self.read().audit.values().next_back().cloned())
+    }
+
+    fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let state = self.read();
+        let upper = query.before_seq.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(state
+            .audit
+            .range((Bound::Unbounded, upper))
+            .rev()
+            .map(|(_, e)| e)
+            .filter(|e| query.action.as_ref().map_or(true, |a| *a == e.action))
+            .filter(|e| query.actor.as_ref().map_or(true, |a| *a == e.actor))
+            .filter(|e| query.since.map_or(true, |t| e.at >= t))
+            .filter(|e| query.app_id.is_none() || query.app_id == e.app_id)
+            .take(query.limit)
+            .cloned()
+            .collect())
+    }
+
+    fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let state = self.read();
+        let events = state
+            .audit
+            .range((Bound::Excluded(after_seq), Bound::Unbounded));
+        Ok(events.take(limit).map(|(_, e)| e.clone()).collect())
     }
 }
 

@@ -130,6 +130,79 @@ pub const MIGRATIONS: &[Migration] = &[
             DROP TABLE token_grants;
         ",
     },
+    Migration {
+        version: 4,
+        name: "signing keys, refresh tokens and revocations",
+        up: "
+            CREATE TABLE signing_keys (
+                kid            TEXT PRIMARY KEY NOT NULL,
+                algorithm      TEXT NOT NULL,
+                state          TEXT NOT NULL,
+                created_at     INTEGER NOT NULL,
+                verify_until   INTEGER,
+                retired_at     INTEGER,
+                public_key     BLOB NOT NULL,
+                sealed_private BLOB NOT NULL
+            ) STRICT;
+            CREATE TABLE refresh_tokens (
+                id          TEXT PRIMARY KEY NOT NULL,
+                family_id   TEXT NOT NULL,
+                token_id    TEXT NOT NULL,
+                app_id      TEXT NOT NULL,
+                secret_hash TEXT NOT NULL,
+                scope       TEXT NOT NULL,
+                audience    TEXT NOT NULL,
+                status      TEXT NOT NULL,
+                created_at  INTEGER NOT NULL,
+                expires_at  INTEGER NOT NULL,
+                spent_at    INTEGER
+            ) STRICT;
+            CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family_id);
+            CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_at);
+            CREATE TABLE revocations (
+                id         TEXT PRIMARY KEY NOT NULL,
+                expires_at INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX revocations_by_expiry ON revocations (expires_at);
+        ",
+        down: "
+            DROP INDEX revocations_by_expiry;
+            DROP TABLE revocations;
+            DROP INDEX refresh_tokens_by_expiry;
+            DROP INDEX refresh_tokens_by_family;
+            DROP TABLE refresh_tokens;
+            DROP TABLE signing_keys;
+        ",
+    },
+    Migration {
+        version: 5,
+        name: "audit log",
+        up: "
+            CREATE TABLE audit_events (
+                seq        INTEGER PRIMARY KEY NOT NULL,
+                at         INTEGER NOT NULL,
+                actor      TEXT NOT NULL,
+                action     TEXT NOT NULL,
+                target     TEXT NOT NULL,
+                outcome    TEXT NOT NULL,
+                ip         TEXT,
+                request_id TEXT,
+                app_id     TEXT,
+                details    TEXT NOT NULL,
+                prev_hash  TEXT NOT NULL,
+                hash       TEXT NOT NULL
+            ) STRICT;
+            CREATE INDEX audit_events_by_action ON audit_events (action, seq);
+            CREATE INDEX audit_events_by_actor ON audit_events (actor, seq);
+            CREATE INDEX audit_events_by_app ON audit_events (app_id, seq);
+        ",
+        down: "
+            DROP INDEX audit_events_by_app;
+            DROP INDEX audit_events_by_actor;
+            DROP INDEX audit_events_by_action;
+            DROP TABLE audit_events;
+        ",
+    },
 ];
 
 /// The version of the newest migration.

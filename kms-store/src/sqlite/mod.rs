@@ -9,14 +9,19 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 
 use kms_core::store::{
-    AppStore, ChangeListener, Mutation, PolicyStore, Store, TokenStore, UseOutcome,
+    AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
+    TokenStore, UseOutcome,
 };
-use kms_core::{Application, Policy, RoleName, Scope, StoreError, TokenRecord};
+use kms_core::{
+    Application, AuditEvent, AuditQuery, Policy, RefreshRecord, Revocation, RoleName, Scope,
+    SigningKeyRecord, StoreError, TokenRecord,
+};
 use rusqlite::{params, Connection, OptionalExtension, Params, Row, TransactionBehavior};
 
 use self::error::{corrupt, db_error};
-use self::rows::{app_columns, token_columns};
-use crate::batch;
+use self::rows::{app_columns, audit_columns, refresh_columns, signing_key_columns, token_columns};
+use self::tx::sql_int;
+use crate::batch::{self, MAX_COUNTER};
 use crate::listeners::Listeners;
 use crate::migrations::{self, MigrationStatus};
 
@@ -259,6 +264,91 @@ impl PolicyStore for SqliteStore {
                 .collect(),
             roles: roles.into_iter().map(|r| (r.name.clone(), r)).collect(),
         })
+    }
+}
+
+impl KeyStore for SqliteStore {
+    fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        self.query(
+            concat!(
+                "SELECT ",
+                signing_key_columns!(),
+                " FROM signing_keys ORDER BY created_at, kid"
+            ),
+            [],
+            rows::signing_key_from_row,
+        )
+    }
+}
+
+impl GrantStore for SqliteStore {
+    fn get_refresh_token(&self, id: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        self.query_one(
+            concat!(
+                "SELECT ",
+                refresh_columns!(),
+                " FROM refresh_tokens WHERE id = ?1"
+            ),
+            [id],
+            rows::refresh_from_row,
+        )
+    }
+
+    fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        self.query(
+            "SELECT id, expires_at FROM revocations ORDER BY id",
+            [],
+            rows::revocation_from_row,
+        )
+    }
+}
+
+impl AuditStore for SqliteStore {
+    fn last_audit_event(&self) -> Result<Option<AuditEvent>, StoreError> {
+        self.query_one(
+            concat!(
+                "SELECT ",
+                audit_columns!(),
+                " FROM audit_events ORDER BY seq DESC LIMIT 1"
+            ),
+            [],
+            rows::audit_from_row,
+        )
+    }
+
+    fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.query(
+            concat!(
+                "SELECT ",
+                audit_columns!(),
+                " FROM audit_events WHERE (?1 IS NULL OR seq < ?1) \
+                 AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR actor = ?3) \
+                 AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR app_id = ?5) \
+                 ORDER BY seq DESC LIMIT ?6"
+            ),
+            params![
+                // Every stored seq is below a cursor too large for SQLite.
+                query.before_seq.filter(|&s| s <= MAX_COUNTER).map(sql_int),
+                query.action,
+                query.actor,
+                query.since.map(|t| t.unix()),
+                query.app_id,
+                sql_limit(query.limit),
+            ],
+            rows::audit_from_row,
+        )
+    }
+
+    fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        self.query(
+            concat!(
+                "SELECT ",
+                audit_columns!(),
+                " FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ),
+            params![sql_int(after_seq), sql_limit(limit)],
+            rows::audit_from_row,
+        )
     }
 }
 

@@ -4,8 +4,9 @@
 
 use kms_core::token_format::TokenPrefix;
 use kms_core::{
-    AppStatus, Application, Permission, Role, RoleName, Scope, StoreError, Timestamp, TokenLimits,
-    TokenRecord, TokenStatus,
+    AppStatus, Application, AuditEvent, KeyAlgorithm, KeyState, Permission, RefreshRecord,
+    RefreshStatus, Revocation, Role, RoleName, Scope, SigningKeyRecord, StoreError, Timestamp,
+    TokenLimits, TokenRecord, TokenStatus,
 };
 use rusqlite::types::FromSql;
 use rusqlite::Row;
@@ -106,6 +107,98 @@ pub(crate) fn role_from_row(row: &Row<'_>) -> Result<Role, StoreError> {
         description: col(row, 1)?,
         permissions: json_col(row, 2, "role permissions")?,
         inherits: json_col(row, 3, "role inherits")?,
+    })
+}
+
+/// Columns of `signing_keys`, in the order [`signing_key_from_row`] reads them and writes
+/// bind them.
+macro_rules! signing_key_columns {
+    () => {
+        "kid, algorithm, state, created_at, verify_until, retired_at, public_key, sealed_private"
+    };
+}
+pub(crate) use signing_key_columns;
+
+/// Columns of `refresh_tokens`, in the order [`refresh_from_row`] reads them and writes
+/// bind them.
+macro_rules! refresh_columns {
+    () => {
+        "id, family_id, token_id, app_id, secret_hash, scope, audience, status, created_at, \
+         expires_at, spent_at"
+    };
+}
+pub(crate) use refresh_columns;
+
+pub(crate) fn signing_key_from_row(row: &Row<'_>) -> Result<SigningKeyRecord, StoreError> {
+    let algorithm: String = col(row, 1)?;
+    let state: String = col(row, 2)?;
+    Ok(SigningKeyRecord {
+        kid: col(row, 0)?,
+        algorithm: KeyAlgorithm::parse(&algorithm).ok_or_else(|| {
+            corrupt(
+                "signing key algorithm",
+                format!("unknown algorithm {algorithm:?}"),
+            )
+        })?,
+        state: KeyState::parse(&state)
+            .ok_or_else(|| corrupt("signing key state", format!("unknown state {state:?}")))?,
+        created_at: Timestamp::from_unix(col(row, 3)?),
+        verify_until: time_col(row, 4)?,
+        retired_at: time_col(row, 5)?,
+        public_key: col(row, 6)?,
+        sealed_private: col(row, 7)?,
+    })
+}
+
+pub(crate) fn refresh_from_row(row: &Row<'_>) -> Result<RefreshRecord, StoreError> {
+    let status: String = col(row, 7)?;
+    Ok(RefreshRecord {
+        id: col(row, 0)?,
+        family_id: col(row, 1)?,
+        token_id: col(row, 2)?,
+        app_id: col(row, 3)?,
+        secret_hash: col(row, 4)?,
+        scope: col(row, 5)?,
+        audience: col(row, 6)?,
+        status: RefreshStatus::parse(&status)
+            .ok_or_else(|| corrupt("refresh token status", format!("unknown status {status:?}")))?,
+        created_at: Timestamp::from_unix(col(row, 8)?),
+        expires_at: Timestamp::from_unix(col(row, 9)?),
+        spent_at: time_col(row, 10)?,
+    })
+}
+
+/// Columns of `audit_events`, in the order [`audit_from_row`] reads them and writes bind
+/// them.
+macro_rules! audit_columns {
+    () => {
+        "seq, at, actor, action, target, outcome, ip, request_id, app_id, details, prev_hash, hash"
+    };
+}
+pub(crate) use audit_columns;
+
+pub(crate) fn audit_from_row(row: &Row<'_>) -> Result<AuditEvent, StoreError> {
+    let seq: i64 = col(row, 0)?;
+    Ok(AuditEvent {
+        seq: u64::try_from(seq).map_err(|_| corrupt("audit sequence number", "negative"))?,
+        at: Timestamp::from_unix(col(row, 1)?),
+        actor: col(row, 2)?,
+        action: col(row, 3)?,
+        target: col(row, 4)?,
+        outcome: col(row, 5)?,
+        ip: col(row, 6)?,
+        request_id: col(row, 7)?,
+        app_id: col(row, 8)?,
+        details: json_col(row, 9, "audit details")?,
+        prev_hash: col(row, 10)?,
+        hash: col(row, 11)?,
+    })
+}
+
+pub(crate) fn revocation_from_row(row: &Row<'_>) -> Result<Revocation, StoreError> {
+    Ok(Revocation {
+        id: col(row, 0)?,
+        expires_at: Timestamp::from_unix(col(row, 1)?),
     })
 }
 

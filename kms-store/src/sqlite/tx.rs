@@ -1,10 +1,17 @@
 //! The primitive reads and writes of one SQLite transaction, for the shared batch logic.
 
-use kms_core::{Application, Permission, Role, RoleName, Scope, StoreError, TokenRecord};
+use kms_core::{
+    Application, AuditEvent, Permission, RefreshRecord, RefreshStatus, Revocation, Role, RoleName,
+    Scope, SigningKeyRecord, StoreError, Timestamp, TokenRecord,
+};
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
+use super::error::corrupt;
 use super::error::db_error;
-use super::rows::{app_columns, to_json, token_columns, TokenColumns};
+use super::rows::{
+    app_columns, audit_columns, refresh_columns, signing_key_columns, to_json, token_columns,
+    TokenColumns,
+};
 use crate::batch::Tx;
 
 /// [`Tx`] over an open transaction (a `rusqlite::Transaction` derefs to its connection).
@@ -178,4 +185,135 @@ impl Tx for SqliteTx<'_> {
         self.execute("DELETE FROM token_grants WHERE token_id = ?1", params![id])?;
         self.execute("DELETE FROM tokens WHERE id = ?1", params![id])
     }
+
+    fn put_signing_key(&mut self, key: &SigningKeyRecord) -> Result<(), StoreError> {
+        self.execute(
+            concat!(
+                "INSERT INTO signing_keys (",
+                signing_key_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (kid) DO UPDATE SET algorithm = excluded.algorithm, \
+                 state = excluded.state, created_at = excluded.created_at, \
+                 verify_until = excluded.verify_until, retired_at = excluded.retired_at, \
+                 public_key = excluded.public_key, sealed_private = excluded.sealed_private"
+            ),
+            params![
+                key.kid,
+                key.algorithm.as_str(),
+                key.state.as_str(),
+                key.created_at.unix(),
+                key.verify_until.map(|t| t.unix()),
+                key.retired_at.map(|t| t.unix()),
+                key.public_key,
+                key.sealed_private,
+            ],
+        )
+    }
+
+    fn refresh_status(&mut self, id: &str) -> Result<Option<RefreshStatus>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT status FROM refresh_tokens WHERE id = ?1")
+            .map_err(db_error)?;
+        let status: Option<String> = stmt
+            .query_row([id], |row| row.get(0))
+            .optional()
+            .map_err(db_error)?;
+        status
+            .map(|s| {
+                RefreshStatus::parse(&s)
+                    .ok_or_else(|| corrupt("refresh token status", format!("unknown status {s:?}")))
+            })
+            .transpose()
+    }
+
+    fn insert_refresh_token(&mut self, r: &RefreshRecord) -> Result<(), StoreError> {
+        self.execute(
+            concat!(
+                "INSERT INTO refresh_tokens (",
+                refresh_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ),
+            params![
+                r.id,
+                r.family_id,
+                r.token_id,
+                r.app_id,
+                r.secret_hash,
+                r.scope,
+                r.audience,
+                r.status.as_str(),
+                r.created_at.unix(),
+                r.expires_at.unix(),
+                r.spent_at.map(|t| t.unix()),
+            ],
+        )
+    }
+
+    fn spend_refresh_token(&mut self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE refresh_tokens SET status = ?2, spent_at = ?3 WHERE id = ?1",
+            params![id, RefreshStatus::Spent.as_str(), at.unix()],
+        )
+    }
+
+    fn revoke_refresh_family(&mut self, family_id: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE refresh_tokens SET status = ?2 WHERE family_id = ?1",
+            params![family_id, RefreshStatus::Revoked.as_str()],
+        )
+    }
+
+    fn put_revocation(&mut self, revocation: &Revocation) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO revocations (id, expires_at) VALUES (?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+            params![revocation.id, revocation.expires_at.unix()],
+        )
+    }
+
+    fn purge_expired(&mut self, before: Timestamp) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM revocations WHERE expires_at < ?1",
+            params![before.unix()],
+        )?;
+        self.execute(
+            "DELETE FROM refresh_tokens WHERE expires_at < ?1",
+            params![before.unix()],
+        )
+    }
+
+    fn audit_exists(&mut self, seq: u64) -> Result<bool, StoreError> {
+        self.exists("SELECT 1 FROM audit_events WHERE seq = ?1", &sql_int(seq))
+    }
+
+    fn append_audit(&mut self, e: &AuditEvent) -> Result<(), StoreError> {
+        let details = to_json(&e.details, "audit details")?;
+        self.execute(
+            concat!(
+                "INSERT INTO audit_events (",
+                audit_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ),
+            params![
+                sql_int(e.seq),
+                e.at.unix(),
+                e.actor,
+                e.action,
+                e.target,
+                e.outcome,
+                e.ip,
+                e.request_id,
+                e.app_id,
+                details,
+                e.prev_hash,
+                e.hash,
+            ],
+        )
+    }
+}
+
+/// A counter as an SQLite integer; the batch logic has refused values that do not fit.
+pub(crate) fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

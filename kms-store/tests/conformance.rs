@@ -1,0 +1,1108 @@
+//! The behaviour every store must share. Each check is written once against `dyn Store`
+//! and instantiated for every store by `conformance!` at the bottom.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use kms_core::store::{Change, ChangeListener, Mutation, Store, UseOutcome};
+use kms_core::token_format::TokenPrefix;
+use kms_core::{
+    AppStatus, Application, IpNetwork, KeyAlgorithm, KeyState, Permission, Policy, RateLimit,
+    RefreshRecord, RefreshStatus, Revocation, Role, RoleName, Scope, SigningKeyRecord, StoreError,
+    Timestamp, TokenLimits, TokenRecord, TokenStatus,
+};
+use kms_store::{MemoryStore, SqliteStore};
+
+// ---------------------------------------------------------------------------------------
+// Stores under test
+
+/// A store and whatever must live as long as it.
+struct Fixture {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn memory_store() -> Fixture {
+    Fixture {
+        store: Arc::new(MemoryStore::new()),
+        _dir: None,
+    }
+}
+
+fn sqlite_store() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("kms.db")).unwrap();
+    Fixture {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Builders
+
+fn app(id: &str, name: &str) -> Application {
+    Application {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        token_prefix: TokenPrefix::parse("kms").unwrap(),
+        status: AppStatus::Active,
+        created_at: Timestamp::from_unix(1_800_000_000),
+    }
+}
+
+fn token(id: &str, app_id: &str) -> TokenRecord {
+    TokenRecord {
+        id: id.to_owned(),
+        app_id: app_id.to_owned(),
+        name: format!("{id} name"),
+        secret_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".to_owned(),
+        start: "kms_abc".to_owned(),
+        status: TokenStatus::Active,
+        created_at: Timestamp::from_unix(1_800_000_000),
+        expires_at: None,
+        revoked_at: None,
+        scopes: Vec::new(),
+        roles: Vec::new(),
+        metadata: serde_json::Map::new(),
+        limits: TokenLimits::default(),
+        rotated_from: None,
+        rotated_to: None,
+    }
+}
+
+fn with_grants(mut t: TokenRecord, scopes: &[&str], roles: &[&str]) -> TokenRecord {
+    t.scopes = scopes.iter().map(|s| scope(s)).collect();
+    t.roles = roles.iter().map(|r| role_name(r)).collect();
+    t
+}
+
+fn with_uses(mut t: TokenRecord, uses: Option<u64>) -> TokenRecord {
+    t.limits.uses = uses;
+    t
+}
+
+fn scope(s: &str) -> Scope {
+    Scope::parse(s).unwrap()
+}
+
+fn role_name(s: &str) -> RoleName {
+    RoleName::parse(s).unwrap()
+}
+
+fn permission(s: &str, implies: &[&str]) -> Permission {
+    Permission {
+        scope: scope(s),
+        description: format!("may {s}"),
+        implies: implies.iter().map(|i| scope(i)).collect(),
+    }
+}
+
+fn role(name: &str, permissions: &[&str], inherits: &[&str]) -> Role {
+    Role {
+        name: role_name(name),
+        description: format!("the {name} role"),
+        permissions: permissions.iter().map(|s| scope(s)).collect(),
+        inherits: inherits.iter().map(|r| role_name(r)).collect(),
+    }
+}
+
+fn signing_key(kid: &str, created_at: i64) -> SigningKeyRecord {
+    SigningKeyRecord {
+        kid: kid.to_owned(),
+        algorithm: KeyAlgorithm::EdDSA,
+        state: KeyState::Active,
+        created_at: Timestamp::from_unix(created_at),
+        verify_until: None,
+        retired_at: None,
+        public_key: vec![7; 32],
+        sealed_private: vec![0, 1, 2, 255, 0, 254],
+    }
+}
+
+fn refresh(id: &str, family_id: &str, expires_at: i64) -> RefreshRecord {
+    RefreshRecord {
+        id: id.to_owned(),
+        family_id: family_id.to_owned(),
+        token_id: "tok_1".to_owned(),
+        app_id: "app_1".to_owned(),
+        secret_hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
+        scope: "billing.read billing.write".to_owned(),
+        audience: "kms".to_owned(),
+        status: RefreshStatus::Active,
+        created_at: Timestamp::from_unix(1_800_000_000),
+        expires_at: Timestamp::from_unix(expires_at),
+        spent_at: None,
+    }
+}
+
+fn revocation(id: &str, expires_at: i64) -> Revocation {
+    Revocation {
+        id: id.to_owned(),
+        expires_at: Timestamp::from_unix(expires_at),
+    }
+}
+
+fn spend(id: &str, at: i64) -> Mutation {
+    Mutation::SpendRefreshToken {
+        id: id.to_owned(),
+        at: Timestamp::from_unix(at),
+    }
+}
+
+fn conflict_message(result: Result<(), StoreError>) -> String {
+    match result {
+        Err(StoreError::Conflict(message)) => message,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+fn app_ids(store: &dyn Store, after: Option<&str>, limit: usize) -> Vec<String> {
+    let apps = store.list_apps(after, limit).unwrap();
+    apps.into_iter().map(|a| a.id).collect()
+}
+
+fn token_ids(store: &dyn Store, app_id: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+    let tokens = store.list_tokens(app_id, after, limit).unwrap();
+    tokens.into_iter().map(|t| t.id).collect()
+}
+
+/// Everything observable about a store, for before/after comparisons.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    apps: Vec<Application>,
+    tokens: Vec<TokenRecord>,
+    policy: Policy,
+    meta: Vec<Option<String>>,
+    grants: Vec<bool>,
+    signing_keys: Vec<SigningKeyRecord>,
+    refresh_tokens: Vec<Option<RefreshRecord>>,
+    revocations: Vec<Revocation>,
+}
+
+fn snapshot(store: &dyn Store) -> Snapshot {
+    let apps = store.list_apps(None, 1000).unwrap();
+    let tokens = apps
+        .iter()
+        .flat_map(|a| store.list_tokens(&a.id, None, 1000).unwrap())
+        .collect();
+    let meta = ["k1", "k2"]
+        .iter()
+        .map(|k| store.get_meta(k).unwrap())
+        .collect();
+    let grants = ["a", "b", "c"]
+        .iter()
+        .flat_map(|n| {
+            [
+                store.scope_is_granted(&scope(n)).unwrap(),
+                store.role_is_granted(&role_name(n)).unwrap(),
+            ]
+        })
+        .collect();
+    let refresh_tokens = ["rt_1", "rt_2", "rt_3", "rt_9"]
+        .iter()
+        .map(|id| store.get_refresh_token(id).unwrap())
+        .collect();
+    Snapshot {
+        apps,
+        tokens,
+        policy: store.load_policy().unwrap(),
+        meta,
+        grants,
+        signing_keys: store.list_signing_keys().unwrap(),
+        refresh_tokens,
+        revocations: store.list_revocations().unwrap(),
+    }
+}
+
+/// A store holding two apps, three tokens, a permission, a role, a metadata key, a signing
+/// key, three refresh tokens in two families and two deny-list entries.
+fn populate(store: &dyn Store) {
+    store
+        .apply(&[
+            Mutation::CreateMeta {
+                key: "k1".to_owned(),
+                value: "v1".to_owned(),
+            },
+            Mutation::InsertApp(app("app_1", "one")),
+            Mutation::InsertApp(app("app_2", "two")),
+            Mutation::InsertPermission(permission("a", &[])),
+            Mutation::PutRole(role("a", &["a"], &[])),
+            Mutation::InsertToken(with_grants(token("tok_1", "app_1"), &["a"], &["a"])),
+            Mutation::InsertToken(with_grants(token("tok_2", "app_1"), &["b"], &[])),
+            Mutation::InsertToken(with_uses(token("tok_3", "app_2"), Some(3))),
+            Mutation::PutSigningKey(signing_key("k_1", 100)),
+            Mutation::InsertRefreshToken(refresh("rt_1", "fam_1", 2_000)),
+            Mutation::InsertRefreshToken(refresh("rt_2", "fam_1", 3_000)),
+            Mutation::InsertRefreshToken(refresh("rt_3", "fam_2", 3_000)),
+            Mutation::PutRevocation(revocation("jti:a", 2_000)),
+            Mutation::PutRevocation(revocation("family:fam_0", 3_000)),
+        ])
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Batches are all or nothing
+
+fn batch_with_a_conflicting_last_mutation_changes_nothing(store: &Arc<dyn Store>) {
+    let before = snapshot(store.as_ref());
+    let result = store.apply(&[
+        Mutation::CreateMeta {
+            key: "k1".to_owned(),
+            value: "v".to_owned(),
+        },
+        Mutation::InsertApp(app("app_1", "one")),
+        Mutation::InsertPermission(permission("a", &[])),
+        Mutation::PutRole(role("a", &["a"], &[])),
+        Mutation::InsertToken(with_grants(token("tok_1", "app_1"), &["a"], &["a"])),
+        Mutation::InsertApp(app("app_2", "one")),
+    ]);
+    assert!(matches!(result, Err(StoreError::Conflict(_))));
+    assert_eq!(snapshot(store.as_ref()), before);
+    assert!(store.get_app("app_1").unwrap().is_none());
+    assert!(store.get_token("tok_1").unwrap().is_none());
+    assert!(store.get_meta("k1").unwrap().is_none());
+}
+
+fn failed_batch_restores_every_kind_of_change(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let before = snapshot(store.as_ref());
+    let mut renamed = app("app_1", "renamed");
+    renamed.status = AppStatus::Disabled;
+    let result = store.apply(&[
+        Mutation::CreateMeta {
+            key: "k2".to_owned(),
+            value: "v2".to_owned(),
+        },
+        Mutation::UpdateApp(renamed),
+        Mutation::UpdateToken(with_grants(token("tok_1", "app_1"), &["c"], &["c"])),
+        Mutation::DeleteToken("tok_2".to_owned()),
+        Mutation::DeleteApp("app_2".to_owned()),
+        Mutation::DeletePermission(scope("a")),
+        Mutation::DeleteRole(role_name("a")),
+        Mutation::PutRole(role("b", &[], &[])),
+        Mutation::InsertApp(app("app_3", "one")),
+        Mutation::PutSigningKey(signing_key("k_2", 50)),
+        Mutation::PutSigningKey(SigningKeyRecord {
+            state: KeyState::Retired,
+            ..signing_key("k_1", 100)
+        }),
+        spend("rt_1", 1_900),
+        Mutation::RevokeRefreshFamily("fam_2".to_owned()),
+        Mutation::InsertRefreshToken(refresh("rt_9", "fam_9", 9_000)),
+        Mutation::PutRevocation(revocation("jti:b", 9_000)),
+        Mutation::PurgeExpired {
+            before: Timestamp::from_unix(10_000),
+        },
+        Mutation::InsertToken(token("tok_1", "app_1")),
+    ]);
+    assert!(matches!(result, Err(StoreError::Conflict(_))));
+    assert_eq!(snapshot(store.as_ref()), before);
+    // The indexes were restored too: the old name is still taken, the new one free.
+    let taken = store.apply(&[Mutation::InsertApp(app("app_9", "one"))]);
+    assert!(matches!(taken, Err(StoreError::Conflict(_))));
+    store
+        .apply(&[Mutation::InsertApp(app("app_9", "renamed"))])
+        .unwrap();
+}
+
+fn empty_batch_succeeds(store: &Arc<dyn Store>) {
+    store.apply(&[]).unwrap();
+    assert!(store.list_apps(None, 10).unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Conflicts
+
+fn create_meta_conflicts_when_the_key_exists(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let message = conflict_message(store.apply(&[Mutation::CreateMeta {
+        key: "k1".to_owned(),
+        value: "other".to_owned(),
+    }]));
+    assert!(message.contains("k1"), "{message}");
+    assert_eq!(store.get_meta("k1").unwrap().as_deref(), Some("v1"));
+    assert_eq!(store.get_meta("missing").unwrap(), None);
+}
+
+fn insert_app_conflicts_on_a_taken_id_or_name(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let message = conflict_message(store.apply(&[Mutation::InsertApp(app("app_1", "fresh"))]));
+    assert_eq!(message, "an application with id \"app_1\" already exists");
+    let message = conflict_message(store.apply(&[Mutation::InsertApp(app("app_9", "one"))]));
+    assert_eq!(message, "an application named \"one\" already exists");
+    assert!(store.get_app("app_9").unwrap().is_none());
+}
+
+fn update_app_conflicts_when_the_name_belongs_to_another_app(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let message = conflict_message(store.apply(&[Mutation::UpdateApp(app("app_1", "two"))]));
+    assert_eq!(message, "an application named \"two\" already exists");
+    // Keeping its own name is no conflict, and a rename frees the old name.
+    let mut disabled = app("app_1", "one");
+    disabled.status = AppStatus::Disabled;
+    store
+        .apply(&[Mutation::UpdateApp(disabled.clone())])
+        .unwrap();
+    assert_eq!(store.get_app("app_1").unwrap(), Some(disabled));
+    store
+        .apply(&[Mutation::UpdateApp(app("app_1", "uno"))])
+        .unwrap();
+    store
+        .apply(&[Mutation::InsertApp(app("app_3", "one"))])
+        .unwrap();
+}
+
+fn update_app_conflicts_when_the_app_does_not_exist(store: &Arc<dyn Store>) {
+    let message = conflict_message(store.apply(&[Mutation::UpdateApp(app("app_x", "x"))]));
+    assert_eq!(message, "the application \"app_x\" does not exist");
+    assert!(store.get_app("app_x").unwrap().is_none());
+}
+
+fn insert_permission_conflicts_when_the_scope_exists(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let message =
+        conflict_message(store.apply(&[Mutation::InsertPermission(permission("a", &[]))]));
+    assert!(message.contains("already defined"), "{message}");
+}
+
+fn put_role_inserts_or_replaces(store: &Arc<dyn Store>) {
+    store
+        .apply(&[Mutation::InsertPermission(permission("a", &[]))])
+        .unwrap();
+    store
+        .apply(&[Mutation::PutRole(role("r", &[], &[]))])
+        .unwrap();
+    let replacement = role("r", &["a"], &[]);
+    store
+        .apply(&[Mutation::PutRole(replacement.clone())])
+        .unwrap();
+    let policy = store.load_policy().unwrap();
+    assert_eq!(policy.roles.len(), 1);
+    assert_eq!(policy.roles[&role_name("r")], replacement);
+}
+
+fn insert_token_conflicts_on_a_taken_id(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let message = conflict_message(store.apply(&[Mutation::InsertToken(token("tok_1", "app_2"))]));
+    assert_eq!(message, "a token with id \"tok_1\" already exists");
+    assert_eq!(store.get_token("tok_1").unwrap().unwrap().app_id, "app_1");
+}
+
+fn tokens_must_belong_to_an_existing_app(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let message = conflict_message(store.apply(&[Mutation::InsertToken(token("tok_9", "app_x"))]));
+    assert_eq!(message, "the application \"app_x\" does not exist");
+    let moved = token("tok_1", "app_x");
+    let message = conflict_message(store.apply(&[Mutation::UpdateToken(moved)]));
+    assert_eq!(message, "the application \"app_x\" does not exist");
+}
+
+fn update_token_replaces_an_existing_token_only(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let mut revoked = with_grants(token("tok_1", "app_1"), &["a"], &[]);
+    revoked.status = TokenStatus::Revoked;
+    revoked.revoked_at = Some(Timestamp::from_unix(1_800_000_100));
+    store
+        .apply(&[Mutation::UpdateToken(revoked.clone())])
+        .unwrap();
+    assert_eq!(store.get_token("tok_1").unwrap(), Some(revoked));
+
+    let message = conflict_message(store.apply(&[Mutation::UpdateToken(token("tok_x", "app_1"))]));
+    assert_eq!(message, "the token \"tok_x\" does not exist");
+    assert!(store.get_token("tok_x").unwrap().is_none());
+}
+
+fn use_limits_beyond_the_stored_range_conflict(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let huge = with_uses(token("tok_9", "app_1"), Some(u64::MAX));
+    let message = conflict_message(store.apply(&[Mutation::InsertToken(huge)]));
+    assert!(message.contains("use limit"), "{message}");
+    let largest = with_uses(token("tok_9", "app_1"), Some(i64::MAX as u64));
+    store
+        .apply(&[Mutation::InsertToken(largest.clone())])
+        .unwrap();
+    assert_eq!(store.get_token("tok_9").unwrap(), Some(largest));
+}
+
+// ---------------------------------------------------------------------------------------
+// Deletes
+
+fn delete_app_deletes_its_tokens_and_their_grants(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    store
+        .apply(&[Mutation::DeleteApp("app_1".to_owned())])
+        .unwrap();
+    assert!(store.get_app("app_1").unwrap().is_none());
+    assert!(store.get_token("tok_1").unwrap().is_none());
+    assert!(store.get_token("tok_2").unwrap().is_none());
+    assert!(store.list_tokens("app_1", None, 10).unwrap().is_empty());
+    assert!(!store.scope_is_granted(&scope("a")).unwrap());
+    assert!(!store.role_is_granted(&role_name("a")).unwrap());
+    // The other application and its token are untouched, and the name is free again.
+    assert!(store.get_app("app_2").unwrap().is_some());
+    assert!(store.get_token("tok_3").unwrap().is_some());
+    store
+        .apply(&[Mutation::InsertApp(app("app_1b", "one"))])
+        .unwrap();
+}
+
+fn deleting_missing_rows_is_a_no_op(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let before = snapshot(store.as_ref());
+    store
+        .apply(&[
+            Mutation::DeleteApp("app_x".to_owned()),
+            Mutation::DeleteToken("tok_x".to_owned()),
+            Mutation::DeletePermission(scope("x")),
+            Mutation::DeleteRole(role_name("x")),
+        ])
+        .unwrap();
+    assert_eq!(snapshot(store.as_ref()), before);
+}
+
+fn deleted_rows_can_be_inserted_again(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    store
+        .apply(&[
+            Mutation::DeleteToken("tok_1".to_owned()),
+            Mutation::InsertToken(token("tok_1", "app_2")),
+            Mutation::DeletePermission(scope("a")),
+            Mutation::InsertPermission(permission("a", &[])),
+        ])
+        .unwrap();
+    assert_eq!(store.get_token("tok_1").unwrap().unwrap().app_id, "app_2");
+}
+
+// ---------------------------------------------------------------------------------------
+// Listings
+
+fn apps_are_listed_by_id_after_the_cursor(store: &Arc<dyn Store>) {
+    let ids = ["app_c", "app_a", "app_e", "app_b", "app_d"];
+    let batch: Vec<_> = ids
+        .iter()
+        .map(|id| Mutation::InsertApp(app(id, &format!("{id} name"))))
+        .collect();
+    store.apply(&batch).unwrap();
+    let s = store.as_ref();
+    assert_eq!(
+        app_ids(s, None, 10),
+        ["app_a", "app_b", "app_c", "app_d", "app_e"]
+    );
+    assert_eq!(app_ids(s, None, 2), ["app_a", "app_b"]);
+    assert_eq!(app_ids(s, Some("app_b"), 2), ["app_c", "app_d"]);
+    assert_eq!(app_ids(s, Some("app_bb"), 10), ["app_c", "app_d", "app_e"]);
+    assert_eq!(app_ids(s, Some("app_e"), 10), Vec::<String>::new());
+    assert_eq!(app_ids(s, None, 0), Vec::<String>::new());
+    assert_eq!(app_ids(s, Some(""), 1), ["app_a"]);
+}
+
+fn tokens_are_listed_per_app_by_id_after_the_cursor(store: &Arc<dyn Store>) {
+    store
+        .apply(&[
+            Mutation::InsertApp(app("app_1", "one")),
+            Mutation::InsertApp(app("app_2", "two")),
+            Mutation::InsertToken(token("tok_c", "app_1")),
+            Mutation::InsertToken(token("tok_a", "app_1")),
+            Mutation::InsertToken(token("tok_b", "app_2")),
+            Mutation::InsertToken(token("tok_d", "app_1")),
+        ])
+        .unwrap();
+    let s = store.as_ref();
+    assert_eq!(token_ids(s, "app_1", None, 10), ["tok_a", "tok_c", "tok_d"]);
+    assert_eq!(token_ids(s, "app_1", Some("tok_a"), 1), ["tok_c"]);
+    assert_eq!(token_ids(s, "app_1", Some("tok_b"), 10), ["tok_c", "tok_d"]);
+    assert_eq!(
+        token_ids(s, "app_1", Some("tok_d"), 10),
+        Vec::<String>::new()
+    );
+    assert_eq!(token_ids(s, "app_2", None, 10), ["tok_b"]);
+    assert_eq!(token_ids(s, "app_x", None, 10), Vec::<String>::new());
+    assert_eq!(token_ids(s, "app_1", None, 0), Vec::<String>::new());
+}
+
+fn paging_through_many_rows_visits_each_once(store: &Arc<dyn Store>) {
+    let mut batch = vec![Mutation::InsertApp(app("app_1", "one"))];
+    batch.extend((0..57).map(|i| Mutation::InsertToken(token(&format!("tok_{i:03}"), "app_1"))));
+    store.apply(&batch).unwrap();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = token_ids(store.as_ref(), "app_1", cursor.as_deref(), 10);
+        if page.is_empty() {
+            break;
+        }
+        cursor = page.last().cloned();
+        seen.extend(page);
+    }
+    let expected: Vec<String> = (0..57).map(|i| format!("tok_{i:03}")).collect();
+    assert_eq!(seen, expected);
+}
+
+// ---------------------------------------------------------------------------------------
+// Grant lookups
+
+fn grant_lookups_follow_token_scopes_and_roles(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let s = store.as_ref();
+    assert!(s.scope_is_granted(&scope("a")).unwrap());
+    assert!(s.scope_is_granted(&scope("b")).unwrap());
+    assert!(!s.scope_is_granted(&scope("c")).unwrap());
+    assert!(s.role_is_granted(&role_name("a")).unwrap());
+    assert!(!s.role_is_granted(&role_name("b")).unwrap());
+    // A scope and a role of the same name are different grants.
+    assert!(!s.role_is_granted(&role_name("b")).unwrap());
+    // Direct grants only: a sub-scope is not granted by its parent.
+    assert!(!s.scope_is_granted(&scope("a.read")).unwrap());
+
+    // Updating a token replaces its grants.
+    let regranted = with_grants(token("tok_1", "app_1"), &["c"], &["c"]);
+    s.apply(&[Mutation::UpdateToken(regranted)]).unwrap();
+    assert!(!s.scope_is_granted(&scope("a")).unwrap());
+    assert!(!s.role_is_granted(&role_name("a")).unwrap());
+    assert!(s.scope_is_granted(&scope("c")).unwrap());
+    assert!(s.role_is_granted(&role_name("c")).unwrap());
+}
+
+fn a_grant_held_by_two_tokens_survives_deleting_one(store: &Arc<dyn Store>) {
+    store
+        .apply(&[
+            Mutation::InsertApp(app("app_1", "one")),
+            Mutation::InsertToken(with_grants(token("tok_1", "app_1"), &["a", "a"], &["r"])),
+            Mutation::InsertToken(with_grants(token("tok_2", "app_1"), &["a"], &["r", "r"])),
+        ])
+        .unwrap();
+    store
+        .apply(&[Mutation::DeleteToken("tok_1".to_owned())])
+        .unwrap();
+    assert!(store.scope_is_granted(&scope("a")).unwrap());
+    assert!(store.role_is_granted(&role_name("r")).unwrap());
+    store
+        .apply(&[Mutation::DeleteToken("tok_2".to_owned())])
+        .unwrap();
+    assert!(!store.scope_is_granted(&scope("a")).unwrap());
+    assert!(!store.role_is_granted(&role_name("r")).unwrap());
+}
+
+// ---------------------------------------------------------------------------------------
+// Use counters
+
+fn consume_use_counts_down_and_stops_at_zero(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    store
+        .apply(&[Mutation::InsertToken(with_uses(
+            token("tok_0", "app_1"),
+            Some(0),
+        ))])
+        .unwrap();
+    let s = store.as_ref();
+    assert_eq!(s.consume_use("tok_3").unwrap(), UseOutcome::Remaining(2));
+    assert_eq!(s.get_token("tok_3").unwrap().unwrap().limits.uses, Some(2));
+    assert_eq!(s.consume_use("tok_3").unwrap(), UseOutcome::Remaining(1));
+    assert_eq!(s.consume_use("tok_3").unwrap(), UseOutcome::Remaining(0));
+    assert_eq!(s.consume_use("tok_3").unwrap(), UseOutcome::Exhausted);
+    assert_eq!(s.get_token("tok_3").unwrap().unwrap().limits.uses, Some(0));
+    assert_eq!(s.consume_use("tok_0").unwrap(), UseOutcome::Exhausted);
+    assert_eq!(s.consume_use("tok_1").unwrap(), UseOutcome::Unlimited);
+    assert_eq!(s.get_token("tok_1").unwrap().unwrap().limits.uses, None);
+    assert_eq!(s.consume_use("tok_x").unwrap(), UseOutcome::Missing);
+    assert_eq!(
+        s.list_tokens("app_2", None, 1).unwrap()[0].limits.uses,
+        Some(0),
+        "listings show the stored counter too"
+    );
+}
+
+fn concurrent_consumers_spend_each_use_exactly_once(store: &Arc<dyn Store>) {
+    store
+        .apply(&[
+            Mutation::InsertApp(app("app_1", "one")),
+            Mutation::InsertToken(with_uses(token("tok_1", "app_1"), Some(100))),
+        ])
+        .unwrap();
+    let outcomes: Vec<UseOutcome> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..20)
+                        .map(|_| store.consume_use("tok_1").unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let remaining: BTreeSet<u64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            UseOutcome::Remaining(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        remaining,
+        (0..100).collect(),
+        "each count is returned exactly once"
+    );
+    let exhausted = outcomes
+        .iter()
+        .filter(|o| **o == UseOutcome::Exhausted)
+        .count();
+    assert_eq!(exhausted, 60);
+    assert_eq!(
+        store.get_token("tok_1").unwrap().unwrap().limits.uses,
+        Some(0)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Change listeners
+
+/// Records the changes it hears and, on each, what the store shows at that moment.
+struct Recorder {
+    store: Arc<dyn Store>,
+    heard: Mutex<Vec<(Change, usize)>>,
+}
+
+impl ChangeListener for Recorder {
+    fn on_change(&self, change: &Change) {
+        // Calling back into the store must not deadlock, and must see the committed batch.
+        let roles = self.store.load_policy().unwrap().roles.len();
+        self.heard.lock().unwrap().push((change.clone(), roles));
+    }
+}
+
+fn heard(recorder: &Recorder) -> Vec<(Change, usize)> {
+    std::mem::take(&mut *recorder.heard.lock().unwrap())
+}
+
+fn listeners_hear_changes_after_the_commit(store: &Arc<dyn Store>) {
+    let recorder = Arc::new(Recorder {
+        store: store.clone(),
+        heard: Mutex::new(Vec::new()),
+    });
+    let as_listener: Arc<dyn ChangeListener> = recorder.clone();
+    store.subscribe(Arc::downgrade(&as_listener));
+
+    // Insertions announce nothing: no cache can hold what did not exist.
+    populate(store.as_ref());
+    let after_populate = heard(&recorder);
+    assert_eq!(
+        after_populate,
+        [
+            (Change::Policy, 1),
+            (Change::Keys, 1),
+            (Change::Revocation("jti:a".to_owned()), 1),
+            (Change::Revocation("family:fam_0".to_owned()), 1),
+        ]
+    );
+
+    store
+        .apply(&[
+            Mutation::PutRole(role("b", &[], &[])),
+            Mutation::PutRole(role("c", &[], &[])),
+            Mutation::UpdateToken(token("tok_1", "app_1")),
+            Mutation::DeleteToken("tok_2".to_owned()),
+            Mutation::UpdateApp(app("app_2", "zwei")),
+            Mutation::DeleteApp("app_1".to_owned()),
+        ])
+        .unwrap();
+    assert_eq!(
+        heard(&recorder),
+        [
+            (Change::Policy, 3),
+            (Change::Token("tok_1".to_owned()), 3),
+            (Change::Token("tok_2".to_owned()), 3),
+            (Change::App("app_2".to_owned()), 3),
+            (Change::App("app_1".to_owned()), 3),
+        ]
+    );
+
+    // A failed batch committed nothing, so there is nothing to hear.
+    let failed = store.apply(&[
+        Mutation::DeleteRole(role_name("b")),
+        Mutation::InsertApp(app("app_2", "again")),
+    ]);
+    assert!(failed.is_err());
+    assert!(heard(&recorder).is_empty());
+}
+
+fn dropped_listeners_are_skipped(store: &Arc<dyn Store>) {
+    let recorder = Arc::new(Recorder {
+        store: store.clone(),
+        heard: Mutex::new(Vec::new()),
+    });
+    let as_listener: Arc<dyn ChangeListener> = recorder;
+    store.subscribe(Arc::downgrade(&as_listener));
+    drop(as_listener);
+    store
+        .apply(&[Mutation::PutRole(role("r", &[], &[]))])
+        .unwrap();
+    assert_eq!(store.load_policy().unwrap().roles.len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Round trips
+
+fn every_token_field_round_trips_unchanged(store: &Arc<dyn Store>) {
+    let hostile = "Robert'); DROP TABLE tokens;-- \"quoted\" \\ % _ \0 nul";
+    let unicode = "clé 🔑 ключ 鍵 \u{202e}reversed";
+    let owner = app("app_ünï'; DELETE FROM apps;--", unicode);
+    let mut metadata = serde_json::Map::new();
+    metadata.insert(hostile.to_owned(), serde_json::json!(unicode));
+    metadata.insert(
+        "nested".to_owned(),
+        serde_json::json!({"list": [1, 2.5, null, true, "x"], "big": u64::MAX, "neg": -7}),
+    );
+    let full = TokenRecord {
+        id: format!("tok_{hostile}"),
+        app_id: owner.id.clone(),
+        name: format!("{unicode} {hostile}"),
+        secret_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".to_owned(),
+        start: "kms_🔑'".to_owned(),
+        status: TokenStatus::Revoked,
+        created_at: Timestamp::from_unix(-86_400),
+        expires_at: Some(Timestamp::from_unix(i64::MAX)),
+        revoked_at: Some(Timestamp::from_unix(0)),
+        scopes: vec![
+            scope("billing.invoices.read"),
+            scope("a-b_c.d"),
+            scope("admin"),
+        ],
+        roles: vec![role_name("support"), role_name("team.a-1")],
+        metadata,
+        limits: TokenLimits {
+            ratelimit: Some(RateLimit {
+                limit: u32::MAX,
+                per_seconds: 60,
+            }),
+            uses: Some(42),
+            ip_allow: vec![
+                IpNetwork::parse("10.0.0.0/8").unwrap(),
+                IpNetwork::parse("2001:db8::/32").unwrap(),
+                IpNetwork::parse("192.0.2.7").unwrap(),
+            ],
+        },
+        rotated_from: Some(format!("tok_{unicode}")),
+        rotated_to: Some(hostile.to_owned()),
+    };
+    let minimal = token("tok_min", &owner.id);
+    store
+        .apply(&[
+            Mutation::InsertApp(owner.clone()),
+            Mutation::InsertToken(full.clone()),
+            Mutation::InsertToken(minimal.clone()),
+            Mutation::CreateMeta {
+                key: hostile.to_owned(),
+                value: unicode.to_owned(),
+            },
+        ])
+        .unwrap();
+    assert_eq!(store.get_app(&owner.id).unwrap(), Some(owner.clone()));
+    assert_eq!(store.get_token(&full.id).unwrap(), Some(full.clone()));
+    assert_eq!(store.get_token("tok_min").unwrap(), Some(minimal.clone()));
+    assert_eq!(
+        store.list_tokens(&owner.id, None, 10).unwrap(),
+        [full, minimal]
+    );
+    assert_eq!(store.get_meta(hostile).unwrap().as_deref(), Some(unicode));
+    assert!(store
+        .scope_is_granted(&scope("billing.invoices.read"))
+        .unwrap());
+    assert!(store.role_is_granted(&role_name("team.a-1")).unwrap());
+}
+
+fn policy_round_trips_unchanged(store: &Arc<dyn Store>) {
+    let permissions = vec![
+        permission("billing", &[]),
+        permission("billing.read", &[]),
+        permission("billing.write", &["billing.read"]),
+        Permission {
+            scope: scope("x"),
+            description: "Robert'); DROP TABLE roles;-- 🔑".to_owned(),
+            implies: Vec::new(),
+        },
+    ];
+    let roles = vec![
+        role("viewer", &["billing.read"], &[]),
+        role("support", &["billing", "x"], &["viewer"]),
+    ];
+    let mut batch: Vec<_> = permissions
+        .iter()
+        .cloned()
+        .map(Mutation::InsertPermission)
+        .collect();
+    batch.extend(roles.iter().cloned().map(Mutation::PutRole));
+    store.apply(&batch).unwrap();
+    let expected = Policy {
+        permissions: permissions
+            .into_iter()
+            .map(|p| (p.scope.clone(), p))
+            .collect(),
+        roles: roles.into_iter().map(|r| (r.name.clone(), r)).collect(),
+    };
+    assert_eq!(store.load_policy().unwrap(), expected);
+}
+
+fn a_healthy_store_answers_ping(store: &Arc<dyn Store>) {
+    store.ping().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Signing keys, refresh tokens and the deny-list
+
+fn signing_keys_are_upserted_and_listed_oldest_first(store: &Arc<dyn Store>) {
+    let newest = signing_key("k_b", 300);
+    let oldest = SigningKeyRecord {
+        algorithm: KeyAlgorithm::HS256,
+        public_key: Vec::new(),
+        ..signing_key("k_c", 100)
+    };
+    let tied = signing_key("k_a", 300);
+    store
+        .apply(&[
+            Mutation::PutSigningKey(newest.clone()),
+            Mutation::PutSigningKey(oldest.clone()),
+            Mutation::PutSigningKey(tied.clone()),
+        ])
+        .unwrap();
+    assert_eq!(
+        store.list_signing_keys().unwrap(),
+        [oldest.clone(), tied, newest.clone()]
+    );
+
+    let demoted = SigningKeyRecord {
+        state: KeyState::VerifyOnly,
+        verify_until: Some(Timestamp::from_unix(1_000)),
+        retired_at: Some(Timestamp::from_unix(-5)),
+        ..newest
+    };
+    store
+        .apply(&[Mutation::PutSigningKey(demoted.clone())])
+        .unwrap();
+    let keys = store.list_signing_keys().unwrap();
+    assert_eq!(keys.len(), 3);
+    assert_eq!(keys[2], demoted);
+    assert_eq!(keys[0], oldest);
+}
+
+fn refresh_token_insert_conflicts_on_a_taken_id(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let message =
+        conflict_message(store.apply(&[Mutation::InsertRefreshToken(refresh("rt_1", "fam_x", 1))]));
+    assert!(message.contains("rt_1"), "{message}");
+    assert_eq!(
+        store.get_refresh_token("rt_1").unwrap().unwrap().family_id,
+        "fam_1"
+    );
+    assert_eq!(store.get_refresh_token("rt_x").unwrap(), None);
+}
+
+fn refresh_records_round_trip_unchanged(store: &Arc<dyn Store>) {
+    let record = RefreshRecord {
+        status: RefreshStatus::Spent,
+        spent_at: Some(Timestamp::from_unix(1_800_000_001)),
+        scope: "a 'b' \"c\" 🔑".to_owned(),
+        ..refresh("rt_'; DROP TABLE refresh_tokens;--", "fam_ü", i64::MAX)
+    };
+    store
+        .apply(&[Mutation::InsertRefreshToken(record.clone())])
+        .unwrap();
+    assert_eq!(store.get_refresh_token(&record.id).unwrap(), Some(record));
+}
+
+fn a_refresh_token_is_spent_once_and_only_while_active(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    store.apply(&[spend("rt_1", 1_500)]).unwrap();
+    let spent = store.get_refresh_token("rt_1").unwrap().unwrap();
+    assert_eq!(spent.status, RefreshStatus::Spent);
+    assert_eq!(spent.spent_at, Some(Timestamp::from_unix(1_500)));
+
+    let again = conflict_message(store.apply(&[spend("rt_1", 1_600)]));
+    assert!(again.contains("already been exchanged"), "{again}");
+    assert_eq!(store.get_refresh_token("rt_1").unwrap(), Some(spent));
+
+    store
+        .apply(&[Mutation::RevokeRefreshFamily("fam_2".to_owned())])
+        .unwrap();
+    let revoked = conflict_message(store.apply(&[spend("rt_3", 1_600)]));
+    assert!(revoked.contains("revoked"), "{revoked}");
+    let missing = conflict_message(store.apply(&[spend("rt_x", 1_600)]));
+    assert!(missing.contains("does not exist"), "{missing}");
+}
+
+fn concurrent_exchanges_of_one_refresh_token_succeed_once(store: &Arc<dyn Store>) {
+    store
+        .apply(&[Mutation::InsertRefreshToken(refresh(
+            "rt_1", "fam_1", 9_000,
+        ))])
+        .unwrap();
+    let successes = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|i| scope.spawn(move || store.apply(&[spend("rt_1", 1_000 + i)]).is_ok()))
+            .collect();
+        let outcomes: Vec<bool> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        outcomes.into_iter().filter(|ok| *ok).count()
+    });
+    assert_eq!(successes, 1);
+}
+
+fn revoking_a_family_revokes_every_member_and_nothing_else(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    store.apply(&[spend("rt_1", 1_500)]).unwrap();
+    store
+        .apply(&[Mutation::RevokeRefreshFamily("fam_1".to_owned())])
+        .unwrap();
+    for id in ["rt_1", "rt_2"] {
+        let r = store.get_refresh_token(id).unwrap().unwrap();
+        assert_eq!(r.status, RefreshStatus::Revoked, "{id}");
+    }
+    // Revoking keeps the record of when it was exchanged.
+    let rt_1 = store.get_refresh_token("rt_1").unwrap().unwrap();
+    assert_eq!(rt_1.spent_at, Some(Timestamp::from_unix(1_500)));
+    let other = store.get_refresh_token("rt_3").unwrap().unwrap();
+    assert_eq!(other.status, RefreshStatus::Active);
+    store
+        .apply(&[Mutation::RevokeRefreshFamily("fam_x".to_owned())])
+        .unwrap();
+}
+
+fn revocations_are_upserted_and_listed_by_id(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    store
+        .apply(&[
+            Mutation::PutRevocation(revocation("jti:a", 5_000)),
+            Mutation::PutRevocation(revocation("jti:0", 1)),
+        ])
+        .unwrap();
+    assert_eq!(
+        store.list_revocations().unwrap(),
+        [
+            revocation("family:fam_0", 3_000),
+            revocation("jti:0", 1),
+            revocation("jti:a", 5_000)
+        ]
+    );
+}
+
+fn purge_deletes_only_what_expired_before_the_cut_off(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    store
+        .apply(&[Mutation::PurgeExpired {
+            before: Timestamp::from_unix(3_000),
+        }])
+        .unwrap();
+    assert_eq!(
+        store.list_revocations().unwrap(),
+        [revocation("family:fam_0", 3_000)]
+    );
+    assert_eq!(store.get_refresh_token("rt_1").unwrap(), None);
+    assert!(store.get_refresh_token("rt_2").unwrap().is_some());
+    assert!(store.get_refresh_token("rt_3").unwrap().is_some());
+    // Nothing else is touched.
+    assert_eq!(store.list_signing_keys().unwrap().len(), 1);
+    assert!(store.get_token("tok_1").unwrap().is_some());
+}
+
+fn listeners_hear_key_and_revocation_changes(store: &Arc<dyn Store>) {
+    let recorder = Arc::new(Recorder {
+        store: store.clone(),
+        heard: Mutex::new(Vec::new()),
+    });
+    let as_listener: Arc<dyn ChangeListener> = recorder.clone();
+    store.subscribe(Arc::downgrade(&as_listener));
+    store
+        .apply(&[
+            Mutation::PutSigningKey(signing_key("k_1", 1)),
+            Mutation::PutSigningKey(signing_key("k_2", 2)),
+            Mutation::InsertRefreshToken(refresh("rt_1", "fam_1", 9_000)),
+            spend("rt_1", 10),
+            Mutation::RevokeRefreshFamily("fam_1".to_owned()),
+            Mutation::PutRevocation(revocation("family:fam_1", 9_000)),
+            Mutation::PurgeExpired {
+                before: Timestamp::from_unix(0),
+            },
+        ])
+        .unwrap();
+    let changes: Vec<Change> = heard(&recorder).into_iter().map(|(c, _)| c).collect();
+    assert_eq!(
+        changes,
+        [Change::Keys, Change::Revocation("family:fam_1".to_owned())]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Instantiates every check above once per store.
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[test]
+                fn $check() {
+                    let fixture = super::memory_store();
+                    super::$check(&fixture.store);
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[test]
+                fn $check() {
+                    let fixture = super::sqlite_store();
+                    super::$check(&fixture.store);
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    batch_with_a_conflicting_last_mutation_changes_nothing,
+    failed_batch_restores_every_kind_of_change,
+    empty_batch_succeeds,
+    create_meta_conflicts_when_the_key_exists,
+    insert_app_conflicts_on_a_taken_id_or_name,
+    update_app_conflicts_when_the_name_belongs_to_another_app,
+    update_app_conflicts_when_the_app_does_not_exist,
+    insert_permission_conflicts_when_the_scope_exists,
+    put_role_inserts_or_replaces,
+    insert_token_conflicts_on_a_taken_id,
+    tokens_must_belong_to_an_existing_app,
+    update_token_replaces_an_existing_token_only,
+    use_limits_beyond_the_stored_range_conflict,
+    delete_app_deletes_its_tokens_and_their_grants,
+    deleting_missing_rows_is_a_no_op,
+    deleted_rows_can_be_inserted_again,
+    apps_are_listed_by_id_after_the_cursor,
+    tokens_are_listed_per_app_by_id_after_the_cursor,
+    paging_through_many_rows_visits_each_once,
+    grant_lookups_follow_token_scopes_and_roles,
+    a_grant_held_by_two_tokens_survives_deleting_one,
+    consume_use_counts_down_and_stops_at_zero,
+    concurrent_consumers_spend_each_use_exactly_once,
+    listeners_hear_changes_after_the_commit,
+    dropped_listeners_are_skipped,
+    every_token_field_round_trips_unchanged,
+    policy_round_trips_unchanged,
+    a_healthy_store_answers_ping,
+    signing_keys_are_upserted_and_listed_oldest_first,
+    refresh_token_insert_conflicts_on_a_taken_id,
+    refresh_records_round_trip_unchanged,
+    a_refresh_token_is_spent_once_and_only_while_active,
+    concurrent_exchanges_of_one_refresh_token_succeed_once,
+    revoking_a_family_revokes_every_member_and_nothing_else,
+    revocations_are_upserted_and_listed_by_id,
+    purge_deletes_only_what_expired_before_the_cut_off,
+    listeners_hear_key_and_revocation_changes,
+);
