@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use kms_core::store::{Change, ChangeListener, Mutation, Store, UseOutcome};
 use kms_core::token_format::TokenPrefix;
 use kms_core::{
-    AppStatus, Application, IpNetwork, KeyAlgorithm, KeyState, Permission, Policy, RateLimit,
-    RefreshRecord, RefreshStatus, Revocation, Role, RoleName, Scope, SigningKeyRecord, StoreError,
-    Timestamp, TokenLimits, TokenRecord, TokenStatus,
+    AppStatus, Application, AuditEvent, AuditQuery, IpNetwork, KeyAlgorithm, KeyState, Permission,
+    Policy, RateLimit, RefreshRecord, RefreshStatus, Revocation, Role, RoleName, Scope,
+    SigningKeyRecord, StoreError, Timestamp, TokenLimits, TokenRecord, TokenStatus,
 };
 use kms_store::{MemoryStore, SqliteStore};
 
@@ -157,6 +157,23 @@ fn spend(id: &str, at: i64) -> Mutation {
     }
 }
 
+fn audit_event(seq: u64, actor: &str, action: &str, app_id: Option<&str>) -> AuditEvent {
+    AuditEvent {
+        seq,
+        at: Timestamp::from_unix(1_800_000_000 + seq as i64),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target: format!("target {seq}"),
+        outcome: "success".to_owned(),
+        ip: Some("2001:db8::1".to_owned()),
+        request_id: None,
+        app_id: app_id.map(str::to_owned),
+        details: serde_json::json!({"seq": seq}),
+        prev_hash: "0".repeat(64),
+        hash: format!("{seq:064x}"),
+    }
+}
+
 fn conflict_message(result: Result<(), StoreError>) -> String {
     match result {
         Err(StoreError::Conflict(message)) => message,
@@ -185,6 +202,7 @@ struct Snapshot {
     signing_keys: Vec<SigningKeyRecord>,
     refresh_tokens: Vec<Option<RefreshRecord>>,
     revocations: Vec<Revocation>,
+    audit: Vec<AuditEvent>,
 }
 
 fn snapshot(store: &dyn Store) -> Snapshot {
@@ -219,11 +237,12 @@ fn snapshot(store: &dyn Store) -> Snapshot {
         signing_keys: store.list_signing_keys().unwrap(),
         refresh_tokens,
         revocations: store.list_revocations().unwrap(),
+        audit: store.audit_after(0, 1000).unwrap(),
     }
 }
 
 /// A store holding two apps, three tokens, a permission, a role, a metadata key, a signing
-/// key, three refresh tokens in two families and two deny-list entries.
+/// key, three refresh tokens in two families, two deny-list entries and an audit event.
 fn populate(store: &dyn Store) {
     store
         .apply(&[
@@ -244,6 +263,7 @@ fn populate(store: &dyn Store) {
             Mutation::InsertRefreshToken(refresh("rt_3", "fam_2", 3_000)),
             Mutation::PutRevocation(revocation("jti:a", 2_000)),
             Mutation::PutRevocation(revocation("family:fam_0", 3_000)),
+            Mutation::AppendAudit(audit_event(1, "operator", "app.create", Some("app_1"))),
         ])
         .unwrap();
 }
@@ -301,6 +321,7 @@ fn failed_batch_restores_every_kind_of_change(store: &Arc<dyn Store>) {
         Mutation::PurgeExpired {
             before: Timestamp::from_unix(10_000),
         },
+        Mutation::AppendAudit(audit_event(2, "operator", "token.update", None)),
         Mutation::InsertToken(token("tok_1", "app_1")),
     ]);
     assert!(matches!(result, Err(StoreError::Conflict(_))));
@@ -1043,6 +1064,144 @@ fn listeners_hear_key_and_revocation_changes(store: &Arc<dyn Store>) {
 
 // ---------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------
+// Audit log
+
+fn audit_events_append_once_per_sequence_number(store: &Arc<dyn Store>) {
+    let first = audit_event(1, "operator", "app.create", None);
+    store
+        .apply(&[Mutation::AppendAudit(first.clone())])
+        .unwrap();
+    let twin = audit_event(1, "tok_x", "token.revoke", None);
+    let message = conflict_message(store.apply(&[Mutation::AppendAudit(twin)]));
+    assert!(message.contains("audit event 1"), "{message}");
+    assert_eq!(store.audit_after(0, 10).unwrap(), [first]);
+    let huge = audit_event(u64::MAX, "operator", "x", None);
+    assert!(matches!(
+        store.apply(&[Mutation::AppendAudit(huge)]),
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+fn audit_events_round_trip_unchanged(store: &Arc<dyn Store>) {
+    let mut event = audit_event(
+        7,
+        "tok_'; DROP TABLE audit_events;--",
+        "token.create",
+        Some("app_ü"),
+    );
+    event.ip = None;
+    event.request_id = Some("req 🔑".to_owned());
+    event.details = serde_json::json!({
+        "z": [1, -2, 2.5, 1e300, null, true, "ключ"],
+        "a": {"nested": {"deep": u64::MAX}},
+        "empty": {},
+    });
+    store
+        .apply(&[Mutation::AppendAudit(event.clone())])
+        .unwrap();
+    assert_eq!(store.last_audit_event().unwrap(), Some(event.clone()));
+    assert_eq!(store.audit_after(6, 1).unwrap(), [event]);
+}
+
+fn audit_listings_filter_page_and_order(store: &Arc<dyn Store>) {
+    assert_eq!(store.last_audit_event().unwrap(), None);
+    let events = [
+        audit_event(1, "operator", "app.create", Some("app_1")),
+        audit_event(2, "tok_1", "token.create", Some("app_1")),
+        audit_event(3, "tok_1", "token.revoke", Some("app_2")),
+        audit_event(4, "operator", "token.create", None),
+        audit_event(5, "tok_2", "token.create", Some("app_1")),
+    ];
+    let batch: Vec<_> = events.iter().cloned().map(Mutation::AppendAudit).collect();
+    store.apply(&batch).unwrap();
+    let seqs = |q: AuditQuery| -> Vec<u64> {
+        store
+            .list_audit(&q)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    let all = AuditQuery {
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    assert_eq!(seqs(all.clone()), [5, 4, 3, 2, 1]);
+    assert_eq!(
+        seqs(AuditQuery {
+            limit: 2,
+            ..all.clone()
+        }),
+        [5, 4]
+    );
+    assert_eq!(
+        seqs(AuditQuery {
+            limit: 0,
+            ..all.clone()
+        }),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        seqs(AuditQuery {
+            before_seq: Some(4),
+            limit: 2,
+            ..all.clone()
+        }),
+        [3, 2]
+    );
+    assert_eq!(
+        seqs(AuditQuery {
+            before_seq: Some(u64::MAX),
+            ..all.clone()
+        }),
+        [5, 4, 3, 2, 1]
+    );
+    let action = Some("token.create".to_owned());
+    assert_eq!(
+        seqs(AuditQuery {
+            action: action.clone(),
+            ..all.clone()
+        }),
+        [5, 4, 2]
+    );
+    assert_eq!(
+        seqs(AuditQuery {
+            actor: Some("tok_1".to_owned()),
+            ..all.clone()
+        }),
+        [3, 2]
+    );
+    let since = Some(Timestamp::from_unix(1_800_000_003));
+    assert_eq!(
+        seqs(AuditQuery {
+            since,
+            ..all.clone()
+        }),
+        [5, 4, 3]
+    );
+    assert_eq!(
+        seqs(AuditQuery {
+            app_id: Some("app_1".to_owned()),
+            ..all.clone()
+        }),
+        [5, 2, 1]
+    );
+    let combined = AuditQuery {
+        action,
+        app_id: Some("app_1".to_owned()),
+        before_seq: Some(5),
+        ..all
+    };
+    assert_eq!(seqs(combined), [2]);
+
+    assert_eq!(store.last_audit_event().unwrap(), Some(events[4].clone()));
+    assert_eq!(store.audit_after(0, 2).unwrap(), events[..2]);
+    assert_eq!(store.audit_after(3, 10).unwrap(), events[3..]);
+    assert_eq!(store.audit_after(5, 10).unwrap(), []);
+    assert_eq!(store.audit_after(u64::MAX, 10).unwrap(), []);
+}
+
 /// Instantiates every check above once per store.
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
@@ -1105,4 +1264,7 @@ conformance!(
     revocations_are_upserted_and_listed_by_id,
     purge_deletes_only_what_expired_before_the_cut_off,
     listeners_hear_key_and_revocation_changes,
+    audit_events_append_once_per_sequence_number,
+    audit_events_round_trip_unchanged,
+    audit_listings_filter_page_and_order,
 );

@@ -1,0 +1,213 @@
+//! Differential test: random sequences of batches and use-spending, over a small universe
+//! of ids so that conflicts, cascades and rollbacks happen often, must leave the memory and
+//! SQLite stores with the same results and the same observable state at every step.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use kms_core::store::{Mutation, Store};
+use kms_core::token_format::TokenPrefix;
+use kms_core::{
+    AppStatus, Application, Permission, RefreshRecord, RefreshStatus, Revocation, Role, RoleName,
+    Scope, StoreError, Timestamp, TokenLimits, TokenRecord, TokenStatus,
+};
+use kms_store::{MemoryStore, SqliteStore};
+use proptest::prelude::*;
+
+const APPS: &[&str] = &["app_0", "app_1", "app_2"];
+const NAMES: &[&str] = &["one", "two", "three"];
+const TOKENS: &[&str] = &["tok_0", "tok_1", "tok_2", "tok_3"];
+const SCOPES: &[&str] = &["a", "b", "a.x"];
+const ROLES: &[&str] = &["r0", "r1"];
+const KEYS: &[&str] = &["k0", "k1"];
+const REFRESH: &[&str] = &["rt_0", "rt_1", "rt_2"];
+const FAMILIES: &[&str] = &["fam_0", "fam_1"];
+
+fn pick(pool: &'static [&'static str]) -> impl Strategy<Value = String> {
+    proptest::sample::select(pool).prop_map(str::to_owned)
+}
+
+fn app() -> impl Strategy<Value = Application> {
+    (pick(APPS), pick(NAMES), any::<bool>()).prop_map(|(id, name, active)| Application {
+        id,
+        name,
+        token_prefix: TokenPrefix::parse("kms").unwrap(),
+        status: if active {
+            AppStatus::Active
+        } else {
+            AppStatus::Disabled
+        },
+        created_at: Timestamp::from_unix(1_800_000_000),
+    })
+}
+
+fn token() -> impl Strategy<Value = TokenRecord> {
+    (
+        pick(TOKENS),
+        pick(APPS),
+        proptest::sample::subsequence(SCOPES, 0..=2),
+        proptest::sample::subsequence(ROLES, 0..=2),
+        proptest::option::of(0u64..4),
+    )
+        .prop_map(|(id, app_id, scopes, roles, uses)| TokenRecord {
+            id,
+            app_id,
+            name: "t".to_owned(),
+            secret_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA".to_owned(),
+            start: "kms_x".to_owned(),
+            status: TokenStatus::Active,
+            created_at: Timestamp::from_unix(1_800_000_000),
+            expires_at: None,
+            revoked_at: None,
+            scopes: scopes.iter().map(|s| Scope::parse(s).unwrap()).collect(),
+            roles: roles.iter().map(|r| RoleName::parse(r).unwrap()).collect(),
+            metadata: serde_json::Map::new(),
+            limits: TokenLimits {
+                uses,
+                ..TokenLimits::default()
+            },
+            rotated_from: None,
+            rotated_to: None,
+        })
+}
+
+fn refresh() -> impl Strategy<Value = RefreshRecord> {
+    (pick(REFRESH), pick(FAMILIES), 0i64..4).prop_map(|(id, family_id, expires)| RefreshRecord {
+        id,
+        family_id,
+        token_id: "tok_0".to_owned(),
+        app_id: "app_0".to_owned(),
+        secret_hash: "00".repeat(32),
+        scope: "a".to_owned(),
+        audience: "kms".to_owned(),
+        status: RefreshStatus::Active,
+        created_at: Timestamp::from_unix(0),
+        expires_at: Timestamp::from_unix(expires),
+        spent_at: None,
+    })
+}
+
+fn scope() -> impl Strategy<Value = Scope> {
+    proptest::sample::select(SCOPES).prop_map(|s| Scope::parse(s).unwrap())
+}
+
+fn role_name() -> impl Strategy<Value = RoleName> {
+    proptest::sample::select(ROLES).prop_map(|r| RoleName::parse(r).unwrap())
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (pick(&["k0", "k1"]), pick(&["v0", "v1"]))
+            .prop_map(|(key, value)| Mutation::CreateMeta { key, value }),
+        app().prop_map(Mutation::InsertApp),
+        app().prop_map(Mutation::UpdateApp),
+        pick(APPS).prop_map(Mutation::DeleteApp),
+        scope().prop_map(|scope| Mutation::InsertPermission(Permission {
+            scope,
+            description: String::new(),
+            implies: Vec::new(),
+        })),
+        scope().prop_map(Mutation::DeletePermission),
+        (role_name(), proptest::sample::subsequence(SCOPES, 0..=2)).prop_map(|(name, perms)| {
+            Mutation::PutRole(Role {
+                name,
+                description: String::new(),
+                permissions: perms.iter().map(|s| Scope::parse(s).unwrap()).collect(),
+                inherits: Vec::new(),
+            })
+        }),
+        role_name().prop_map(Mutation::DeleteRole),
+        token().prop_map(Mutation::InsertToken),
+        token().prop_map(Mutation::UpdateToken),
+        pick(TOKENS).prop_map(Mutation::DeleteToken),
+        refresh().prop_map(Mutation::InsertRefreshToken),
+        (pick(REFRESH), 0i64..4).prop_map(|(id, at)| Mutation::SpendRefreshToken {
+            id,
+            at: Timestamp::from_unix(at),
+        }),
+        pick(FAMILIES).prop_map(Mutation::RevokeRefreshFamily),
+        (pick(&["jti:a", "jti:b"]), 0i64..4).prop_map(|(id, at)| Mutation::PutRevocation(
+            Revocation {
+                id,
+                expires_at: Timestamp::from_unix(at),
+            }
+        )),
+        (0i64..4).prop_map(|t| Mutation::PurgeExpired {
+            before: Timestamp::from_unix(t),
+        }),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Apply(Vec<Mutation>),
+    ConsumeUse(String),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => proptest::collection::vec(mutation(), 1..5).prop_map(Op::Apply),
+        1 => pick(TOKENS).prop_map(Op::ConsumeUse),
+    ]
+}
+
+/// An outcome comparable across stores: the error's text is part of the contract.
+fn outcome<T: std::fmt::Debug>(r: Result<T, StoreError>) -> Result<String, String> {
+    r.map(|v| format!("{v:?}")).map_err(|e| e.to_string())
+}
+
+/// Everything observable, rendered for comparison.
+fn observe(store: &dyn Store) -> String {
+    let mut out = String::new();
+    out += &format!("{:?}\n", store.list_apps(None, 100).unwrap());
+    for app in APPS {
+        out += &format!("{:?}\n", store.list_tokens(app, None, 100).unwrap());
+    }
+    for id in TOKENS {
+        out += &format!("{:?}\n", store.get_token(id).unwrap());
+    }
+    for s in SCOPES {
+        out += &format!(
+            "{:?}\n",
+            store.scope_is_granted(&Scope::parse(s).unwrap()).unwrap()
+        );
+    }
+    for r in ROLES {
+        out += &format!(
+            "{:?}\n",
+            store.role_is_granted(&RoleName::parse(r).unwrap()).unwrap()
+        );
+    }
+    for k in KEYS {
+        out += &format!("{:?}\n", store.get_meta(k).unwrap());
+    }
+    for id in REFRESH {
+        out += &format!("{:?}\n", store.get_refresh_token(id).unwrap());
+    }
+    out += &format!("{:?}\n", store.load_policy().unwrap());
+    out += &format!("{:?}\n", store.list_revocations().unwrap());
+    out += &format!("{:?}\n", store.list_signing_keys().unwrap());
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn memory_and_sqlite_stores_agree(ops in proptest::collection::vec(op(), 1..16)) {
+        let (memory, sqlite) = (MemoryStore::new(), SqliteStore::open_in_memory().unwrap());
+        let (memory, sqlite): (&dyn Store, &dyn Store) = (&memory, &sqlite);
+        for op in &ops {
+            let (m, s) = match op {
+                Op::Apply(batch) => (outcome(memory.apply(batch)), outcome(sqlite.apply(batch))),
+                Op::ConsumeUse(id) => (outcome(memory.consume_use(id)), outcome(sqlite.consume_use(id))),
+            };
+            prop_assert_eq!(&m, &s, "after {:?}", op);
+            prop_assert_eq!(observe(memory), observe(sqlite), "after {:?}", op);
+        }
+    }
+}
