@@ -359,6 +359,12 @@ impl Cli {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
@@ -370,7 +376,8 @@ mod tests {
 
     #[test]
     fn global_flags_work_after_the_subcommand() {
-        let cli = Cli::try_parse_from(["kms", "serve", "--db", "x.db", "--listen", "127.0.0.1:0"]).unwrap();
+        let cli = Cli::try_parse_from(["kms", "serve", "--db", "x.db", "--listen", "127.0.0.1:0"])
+            .unwrap();
         let flags = cli.flag_settings();
         assert_eq!(flags.get("db").map(String::as_str), Some("x.db"));
         assert_eq!(flags.get("listen").map(String::as_str), Some("127.0.0.1:0"));
@@ -379,7 +386,17 @@ mod tests {
     #[test]
     fn lists_take_commas_or_repeats() {
         let cli = Cli::try_parse_from([
-            "kms", "token", "create", "--app", "a", "--name", "n", "--scopes", "a.read,b.read", "--scopes", "c",
+            "kms",
+            "token",
+            "create",
+            "--app",
+            "a",
+            "--name",
+            "n",
+            "--scopes",
+            "a.read,b.read",
+            "--scopes",
+            "c",
         ])
         .unwrap();
         let Command::Token(TokenCommand::Create(args)) = cli.command else {

@@ -35,10 +35,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::wire::{
-    App, AppPage, AppPatchBody, CreatedTokenView, ErrorInfo, Health, NewAppBody,
-    NewPermissionBody, NewRoleBody, NewTokenBody, PageQuery, PermissionPage, PermissionView,
-    RoleInfo, RolePage, RolePatchBody, RotateBody, TokenPage, TokenPatchBody, TokenView,
-    VerifyBody, VerifyResult,
+    App, AppPage, AppPatchBody, CreatedTokenView, ErrorInfo, Health, NewAppBody, NewPermissionBody,
+    NewRoleBody, NewTokenBody, PageQuery, PermissionPage, PermissionView, RoleInfo, RolePage,
+    RolePatchBody, RotateBody, TokenPage, TokenPatchBody, TokenView, VerifyBody, VerifyResult,
 };
 
 /// What can go wrong calling the API.
@@ -142,17 +141,24 @@ impl KmsClient {
     }
 
     fn request(&self, method: &str, path: &str) -> ureq::Request {
-        let mut req = self.agent.request(method, &format!("{}{}", self.base, path));
+        let mut req = self
+            .agent
+            .request(method, &format!("{}{}", self.base, path));
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
         req
     }
 
-    fn send(&self, req: ureq::Request, body: Option<&impl Serialize>) -> Result<ureq::Response, ClientError> {
+    fn send(
+        &self,
+        req: ureq::Request,
+        body: Option<&impl Serialize>,
+    ) -> Result<ureq::Response, ClientError> {
         let result = match body {
             Some(b) => {
-                let value = serde_json::to_value(b).map_err(|e| ClientError::Decode(e.to_string()))?;
+                let value =
+                    serde_json::to_value(b).map_err(|e| ClientError::Decode(e.to_string()))?;
                 req.send_json(value)
             }
             None => req.call(),
@@ -190,7 +196,8 @@ impl KmsClient {
     }
 
     fn call_empty(&self, method: &str, path: &str) -> Result<(), ClientError> {
-        self.send(self.request(method, path), None::<&Value>).map(|_| ())
+        self.send(self.request(method, path), None::<&Value>)
+            .map(|_| ())
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -266,12 +273,18 @@ impl KmsClient {
     // ---- permissions ----
 
     /// `POST /v1/permissions`.
-    pub fn create_permission(&self, req: &NewPermissionBody) -> Result<PermissionView, ClientError> {
+    pub fn create_permission(
+        &self,
+        req: &NewPermissionBody,
+    ) -> Result<PermissionView, ClientError> {
         self.call("POST", "/v1/permissions", Some(req))
     }
 
     /// `POST /v1/permissions/bulk`: all or nothing.
-    pub fn create_permissions(&self, reqs: &[NewPermissionBody]) -> Result<Vec<PermissionView>, ClientError> {
+    pub fn create_permissions(
+        &self,
+        reqs: &[NewPermissionBody],
+    ) -> Result<Vec<PermissionView>, ClientError> {
         let body = crate::wire::BulkPermissionsBody {
             permissions: reqs.to_vec(),
         };
@@ -320,13 +333,24 @@ impl KmsClient {
     // ---- tokens ----
 
     /// `POST /v1/apps/{app_id}/tokens`: the answer holds the plaintext, this once.
-    pub fn create_token(&self, app_id: &str, req: &NewTokenBody) -> Result<CreatedTokenView, ClientError> {
-        self.call("POST", &format!("/v1/apps/{}/tokens", segment(app_id)), Some(req))
+    pub fn create_token(
+        &self,
+        app_id: &str,
+        req: &NewTokenBody,
+    ) -> Result<CreatedTokenView, ClientError> {
+        self.call(
+            "POST",
+            &format!("/v1/apps/{}/tokens", segment(app_id)),
+            Some(req),
+        )
     }
 
     /// `GET /v1/apps/{app_id}/tokens`.
     pub fn list_tokens(&self, app_id: &str, page: &PageQuery) -> Result<TokenPage, ClientError> {
-        self.get(&Self::page_path(&format!("/v1/apps/{}/tokens", segment(app_id)), page))
+        self.get(&Self::page_path(
+            &format!("/v1/apps/{}/tokens", segment(app_id)),
+            page,
+        ))
     }
 
     /// `GET /v1/tokens/{id}`.
@@ -341,11 +365,19 @@ impl KmsClient {
 
     /// `POST /v1/tokens/{id}/revoke`.
     pub fn revoke_token(&self, id: &str) -> Result<TokenView, ClientError> {
-        self.call("POST", &format!("/v1/tokens/{}/revoke", segment(id)), None::<&Value>)
+        self.call(
+            "POST",
+            &format!("/v1/tokens/{}/revoke", segment(id)),
+            None::<&Value>,
+        )
     }
 
     /// `POST /v1/tokens/{id}/rotate`; without a body the old token expires at once.
-    pub fn rotate_token(&self, id: &str, req: Option<&RotateBody>) -> Result<CreatedTokenView, ClientError> {
+    pub fn rotate_token(
+        &self,
+        id: &str,
+        req: Option<&RotateBody>,
+    ) -> Result<CreatedTokenView, ClientError> {
         self.call("POST", &format!("/v1/tokens/{}/rotate", segment(id)), req)
     }
 
@@ -363,6 +395,12 @@ impl KmsClient {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 mod tests {
     use super::*;
 

@@ -84,7 +84,8 @@ fn run_inner(cli: Cli) -> Result<ExitCode, CommandError> {
     match cli.command {
         Command::Init => init(&config).map(|()| ExitCode::SUCCESS),
         Command::Serve(_) => {
-            let serve_config = serve_config.ok_or_else(|| CommandError::new("no server settings"))?;
+            let serve_config =
+                serve_config.ok_or_else(|| CommandError::new("no server settings"))?;
             serve(&config, &serve_config).map(|()| ExitCode::SUCCESS)
         }
         Command::Migrate(cmd) => migrate(&config, cmd).map(|()| ExitCode::SUCCESS),
@@ -262,7 +263,10 @@ fn require_file(path: &Path) -> Result<(), CommandError> {
     if path.exists() {
         Ok(())
     } else {
-        Err(CommandError::new(format!("no database at {}", path.display())))
+        Err(CommandError::new(format!(
+            "no database at {}",
+            path.display()
+        )))
     }
 }
 
@@ -342,7 +346,9 @@ fn role(kms: &Kms, cmd: RoleCommand) -> Result<(), CommandError> {
                 inherits,
             },
         )?),
-        RoleCommand::List => print_json(&json!({"items": kms.list_roles(&op)?, "next_cursor": null})),
+        RoleCommand::List => {
+            print_json(&json!({"items": kms.list_roles(&op)?, "next_cursor": null}))
+        }
         RoleCommand::Get { name } => print_json(&kms.get_role(&op, &name)?),
         RoleCommand::Delete { name } => {
             kms.delete_role(&op, &name)?;
@@ -356,7 +362,11 @@ fn new_token(args: TokenCreateArgs) -> Result<(String, NewToken), CommandError> 
         None => None,
         Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(serde_json::Value::Object(map)) => Some(map),
-            _ => return Err(CommandError::new("--metadata must be a JSON object, e.g. '{\"team\":\"ci\"}'")),
+            _ => {
+                return Err(CommandError::new(
+                    "--metadata must be a JSON object, e.g. '{\"team\":\"ci\"}'",
+                ))
+            }
         },
     };
     let ratelimit = match args.ratelimit {
@@ -366,7 +376,9 @@ fn new_token(args: TokenCreateArgs) -> Result<(String, NewToken), CommandError> 
                 .split_once('/')
                 .and_then(|(l, p)| Some((l.trim().parse().ok()?, p.trim().parse().ok()?)));
             let Some((limit, per_seconds)) = parsed else {
-                return Err(CommandError::new("--ratelimit must be LIMIT/SECONDS, e.g. 100/60"));
+                return Err(CommandError::new(
+                    "--ratelimit must be LIMIT/SECONDS, e.g. 100/60",
+                ));
             };
             Some(RateLimitInput { limit, per_seconds })
         }

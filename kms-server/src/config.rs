@@ -38,16 +38,66 @@ struct Setting {
     what: &'static str,
 }
 
-const DB: Setting = Setting { key: "db", flag: "--db", env: "KMS_DB", what: "database path" };
-const LISTEN: Setting = Setting { key: "listen", flag: "--listen", env: "KMS_LISTEN", what: "listen address" };
-const LOG_FORMAT: Setting = Setting { key: "log_format", flag: "--log-format", env: "KMS_LOG_FORMAT", what: "log format" };
-const LOG_LEVEL: Setting = Setting { key: "log_level", flag: "--log-level", env: "KMS_LOG_LEVEL", what: "log level" };
-const BODY_LIMIT: Setting = Setting { key: "body_limit", flag: "--body-limit", env: "KMS_BODY_LIMIT", what: "body limit" };
-const REQUEST_TIMEOUT: Setting = Setting { key: "request_timeout", flag: "--request-timeout", env: "KMS_REQUEST_TIMEOUT", what: "request timeout" };
-const SHUTDOWN_TIMEOUT: Setting = Setting { key: "shutdown_timeout", flag: "--shutdown-timeout", env: "KMS_SHUTDOWN_TIMEOUT", what: "shutdown timeout" };
-const CACHE_TTL: Setting = Setting { key: "cache_ttl", flag: "--cache-ttl", env: "KMS_CACHE_TTL", what: "cache ttl" };
-const CACHE_CAPACITY: Setting = Setting { key: "cache_capacity", flag: "--cache-capacity", env: "KMS_CACHE_CAPACITY", what: "cache capacity" };
-const INSECURE_FAST_HASH: Setting = Setting { key: "insecure_fast_hash", flag: "--insecure-fast-hash", env: "KMS_INSECURE_FAST_HASH", what: "insecure fast hash switch" };
+const DB: Setting = Setting {
+    key: "db",
+    flag: "--db",
+    env: "KMS_DB",
+    what: "database path",
+};
+const LISTEN: Setting = Setting {
+    key: "listen",
+    flag: "--listen",
+    env: "KMS_LISTEN",
+    what: "listen address",
+};
+const LOG_FORMAT: Setting = Setting {
+    key: "log_format",
+    flag: "--log-format",
+    env: "KMS_LOG_FORMAT",
+    what: "log format",
+};
+const LOG_LEVEL: Setting = Setting {
+    key: "log_level",
+    flag: "--log-level",
+    env: "KMS_LOG_LEVEL",
+    what: "log level",
+};
+const BODY_LIMIT: Setting = Setting {
+    key: "body_limit",
+    flag: "--body-limit",
+    env: "KMS_BODY_LIMIT",
+    what: "body limit",
+};
+const REQUEST_TIMEOUT: Setting = Setting {
+    key: "request_timeout",
+    flag: "--request-timeout",
+    env: "KMS_REQUEST_TIMEOUT",
+    what: "request timeout",
+};
+const SHUTDOWN_TIMEOUT: Setting = Setting {
+    key: "shutdown_timeout",
+    flag: "--shutdown-timeout",
+    env: "KMS_SHUTDOWN_TIMEOUT",
+    what: "shutdown timeout",
+};
+const CACHE_TTL: Setting = Setting {
+    key: "cache_ttl",
+    flag: "--cache-ttl",
+    env: "KMS_CACHE_TTL",
+    what: "cache ttl",
+};
+const CACHE_CAPACITY: Setting = Setting {
+    key: "cache_capacity",
+    flag: "--cache-capacity",
+    env: "KMS_CACHE_CAPACITY",
+    what: "cache capacity",
+};
+const INSECURE_FAST_HASH: Setting = Setting {
+    key: "insecure_fast_hash",
+    flag: "--insecure-fast-hash",
+    env: "KMS_INSECURE_FAST_HASH",
+    what: "insecure fast hash switch",
+};
 
 const ALL: [Setting; 10] = [
     DB,
@@ -119,9 +169,12 @@ impl Sources {
             return Some((v.clone(), setting.env.to_owned()));
         }
         let (path, values) = self.file.as_ref()?;
-        values
-            .get(setting.key)
-            .map(|v| (v.clone(), format!("`{}` of {}", setting.key, path.display())))
+        values.get(setting.key).map(|v| {
+            (
+                v.clone(),
+                format!("`{}` of {}", setting.key, path.display()),
+            )
+        })
     }
 
     fn get<T>(
@@ -132,8 +185,9 @@ impl Sources {
     ) -> Result<T, ConfigError> {
         match self.raw(setting) {
             None => Ok(default),
-            Some((value, source)) => parse(value.trim())
-                .map_err(|problem| ConfigError(format!("invalid {} in {source}: {problem}", setting.what))),
+            Some((value, source)) => parse(value.trim()).map_err(|problem| {
+                ConfigError(format!("invalid {} in {source}: {problem}", setting.what))
+            }),
         }
     }
 }
@@ -333,16 +387,29 @@ fn parse_size(s: &str) -> Result<usize, String> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 mod tests {
     use super::*;
 
-    fn sources(flags: &[(&'static str, &str)], env: &[(&str, &str)], file: Option<&str>) -> Result<Sources, ConfigError> {
+    fn sources(
+        flags: &[(&'static str, &str)],
+        env: &[(&str, &str)],
+        file: Option<&str>,
+    ) -> Result<Sources, ConfigError> {
         let dir = tempfile::tempdir().map_err(|e| ConfigError(e.to_string()))?;
         let path = dir.path().join("kms.toml");
         if let Some(text) = file {
             std::fs::write(&path, text).map_err(|e| ConfigError(e.to_string()))?;
         }
-        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Sources::load(
             flags.iter().map(|(k, v)| (*k, v.to_string())).collect(),
             |k| env.get(k).cloned(),
@@ -380,22 +447,35 @@ mod tests {
     fn bad_values_name_their_source() {
         let s = sources(&[], &[("KMS_LISTEN", "not-an-address")], None).unwrap();
         let err = ServeConfig::resolve(&s).unwrap_err().to_string();
-        assert!(err.starts_with("invalid listen address in KMS_LISTEN:"), "{err}");
+        assert!(
+            err.starts_with("invalid listen address in KMS_LISTEN:"),
+            "{err}"
+        );
 
         let s = sources(&[("log_format", "xml")], &[], None).unwrap();
         let err = Config::resolve(&s).unwrap_err().to_string();
-        assert!(err.starts_with("invalid log format in --log-format:"), "{err}");
+        assert!(
+            err.starts_with("invalid log format in --log-format:"),
+            "{err}"
+        );
 
         let s = sources(&[], &[], Some("body_limit = \"lots\"\n")).unwrap();
         let err = ServeConfig::resolve(&s).unwrap_err().to_string();
-        assert!(err.contains("invalid body limit in `body_limit` of"), "{err}");
+        assert!(
+            err.contains("invalid body limit in `body_limit` of"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_file_keys_and_bad_toml_are_refused() {
-        let err = sources(&[], &[], Some("lisen = \"x\"\n")).unwrap_err().to_string();
+        let err = sources(&[], &[], Some("lisen = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown setting `lisen`"), "{err}");
-        let err = sources(&[], &[], Some("listen = \n")).unwrap_err().to_string();
+        let err = sources(&[], &[], Some("listen = \n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not valid TOML"), "{err}");
     }
 

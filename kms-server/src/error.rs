@@ -133,7 +133,11 @@ impl ApiError {
 
     /// `500 internal`. The cause must already have been logged; nothing of it is shown.
     pub fn internal() -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 
     /// The error a response without a JSON body of its own stands for, judged by its
@@ -212,7 +216,10 @@ impl ApiError {
         let body = self.body(request_id).to_string();
         let mut response = (
             self.status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             body,
         )
             .into_response();
@@ -232,7 +239,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.code, self.status.as_u16(), self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code,
+            self.status.as_u16(),
+            self.message
+        )
     }
 }
 
@@ -330,6 +343,12 @@ pub(crate) fn printable(s: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 mod tests {
     use super::*;
 
@@ -379,8 +398,10 @@ mod tests {
 
     #[test]
     fn rate_limited_carries_retry_after() {
-        let response = ApiError::from(kms_core::Error::RateLimited { retry_after_secs: 7 })
-            .to_response("r");
+        let response = ApiError::from(kms_core::Error::RateLimited {
+            retry_after_secs: 7,
+        })
+        .to_response("r");
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
     }

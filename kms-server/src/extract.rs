@@ -76,48 +76,44 @@ pub fn is_json_content_type(headers: &HeaderMap) -> bool {
 
 async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
     let limit = request.extensions().get::<BodyLimit>().map(|l| l.0);
-    Bytes::from_request(request, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::payload_too_large(limit.unwrap_or_default())
-        } else {
-            ApiError::invalid_field("body", "the request body could not be read")
-        }
-    })
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large(limit.unwrap_or_default())
+            } else {
+                ApiError::invalid_field("body", "the request body could not be read")
+            }
+        })
 }
 
 /// Parses a JSON body, naming the offending field when the JSON is well formed but a
 /// value has the wrong type or a required field is missing.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).and_then(|v| {
-        de.end()
-            .map(|()| v)
-            .map_err(|e| serde_path_to_error::Error::new(serde_path_to_error::Path::empty(), e))
-    });
-    value.map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let field = if path.is_empty() || path == "." {
-                    missing_field_name(&inner).unwrap_or_else(|| "body".to_owned())
-                } else {
-                    path
-                };
-                ApiError::invalid_field(field, data_problem(&inner))
-            }
+    // Syntax first, so trailing garbage is reported as malformed JSON, not as a field.
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| match e.classify() {
             serde_json::error::Category::Eof => ApiError::invalid_field(
                 "body",
                 format!(
                     "malformed JSON: the body ended early (line {}, column {})",
-                    inner.line(),
-                    inner.column()
+                    e.line(),
+                    e.column()
                 ),
             ),
-            serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
-                ApiError::invalid_field("body", format!("malformed JSON: {inner}"))
-            }
-        }
+            _ => ApiError::invalid_field("body", format!("malformed JSON: {e}")),
+        })?;
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let missing = missing_field_name(&inner);
+        let field = match (path.as_str(), missing) {
+            ("" | ".", Some(name)) => name,
+            ("" | ".", None) => "body".to_owned(),
+            (p, Some(name)) => format!("{p}.{name}"),
+            (p, None) => p.to_owned(),
+        };
+        ApiError::invalid_field(field, data_problem(&inner))
     })
 }
 
@@ -166,6 +162,12 @@ where
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 mod tests {
     use super::*;
 
@@ -200,7 +202,8 @@ mod tests {
 
     #[test]
     fn wrong_types_name_the_field_by_path() {
-        let err = parse_json::<Sample>(br#"{"name": "a", "limits": {"uses": "many"}}"#).unwrap_err();
+        let err =
+            parse_json::<Sample>(br#"{"name": "a", "limits": {"uses": "many"}}"#).unwrap_err();
         assert_eq!(field_of(&err), "limits.uses");
         let err = parse_json::<Sample>(br#"{"limits": null}"#).unwrap_err();
         assert_eq!(field_of(&err), "name");
@@ -217,9 +220,15 @@ mod tests {
     fn content_types_are_recognised() {
         let mut h = HeaderMap::new();
         assert!(!is_json_content_type(&h));
-        h.insert(header::CONTENT_TYPE, "application/json; charset=utf-8".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
         assert!(is_json_content_type(&h));
-        h.insert(header::CONTENT_TYPE, "application/merge-patch+json".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/merge-patch+json".parse().unwrap(),
+        );
         assert!(is_json_content_type(&h));
         h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
         assert!(!is_json_content_type(&h));

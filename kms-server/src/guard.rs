@@ -116,7 +116,9 @@ where
                 .extensions()
                 .get::<RequestId>()
                 .cloned()
-                .unwrap_or_else(|| RequestId::from_client_or_new(request.headers().get(X_REQUEST_ID)));
+                .unwrap_or_else(|| {
+                    RequestId::from_client_or_new(request.headers().get(X_REQUEST_ID))
+                });
             let refuse = |err: ApiError| {
                 let mut response = err.with_request_id(request_id.as_str()).into_response();
                 if let Ok(v) = request_id.as_str().parse() {
@@ -134,7 +136,9 @@ where
                 .map(|ConnectInfo(a)| a.ip());
             let kms = layer.kms.clone();
             let query = layer.query.clone();
-            let verified = tokio::task::spawn_blocking(move || kms.verify_token(&token, Some(&query), ip)).await;
+            let verified =
+                tokio::task::spawn_blocking(move || kms.verify_token(&token, Some(&query), ip))
+                    .await;
             let verification = match verified {
                 Ok(Ok(v)) => v,
                 Ok(Err(err)) => return refuse(ApiError::from(err)),
@@ -156,7 +160,8 @@ where
 
 /// The error for a verdict other than `VALID`.
 fn refusal(v: &Verification, query: &str) -> Option<ApiError> {
-    let unauthenticated = |why: &str| Some(ApiError::unauthenticated(format!("the bearer token {why}")));
+    let unauthenticated =
+        |why: &str| Some(ApiError::unauthenticated(format!("the bearer token {why}")));
     match v.code() {
         VerifyCode::Valid => None,
         VerifyCode::InsufficientPermissions => Some(ApiError::forbidden(query)),

@@ -7,8 +7,14 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use kms_core::store::{AppStore, ChangeListener, Mutation, PolicyStore, Store, TokenStore, UseOutcome};
-use kms_core::{Application, Kms, Policy, RoleName, Scope, StoreError, TokenRecord};
+use kms_core::store::{
+    AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
+    TokenStore, UseOutcome,
+};
+use kms_core::{
+    Application, AuditEvent, AuditQuery, Kms, Policy, RefreshRecord, Revocation, RoleName, Scope,
+    SigningKeyRecord, StoreError, TokenRecord,
+};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -287,6 +293,36 @@ impl PolicyStore for MeteredStore {
     }
 }
 
+impl KeyStore for MeteredStore {
+    fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        self.timed("list_signing_keys", |s| s.list_signing_keys())
+    }
+}
+
+impl GrantStore for MeteredStore {
+    fn get_refresh_token(&self, id: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        self.timed("get_refresh_token", |s| s.get_refresh_token(id))
+    }
+
+    fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        self.timed("list_revocations", |s| s.list_revocations())
+    }
+}
+
+impl AuditStore for MeteredStore {
+    fn last_audit_event(&self) -> Result<Option<AuditEvent>, StoreError> {
+        self.timed("last_audit_event", |s| s.last_audit_event())
+    }
+
+    fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.timed("list_audit", |s| s.list_audit(query))
+    }
+
+    fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        self.timed("audit_after", |s| s.audit_after(after_seq, limit))
+    }
+}
+
 impl Store for MeteredStore {
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
         self.timed("apply", |s| s.apply(batch))
@@ -306,6 +342,12 @@ impl Store for MeteredStore {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 mod tests {
     use super::*;
 

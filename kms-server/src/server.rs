@@ -17,7 +17,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::middleware::{body_limit, error_body, metrics as metrics_mw, request_id, security_headers, timeout, trace};
+use crate::middleware::{
+    body_limit, error_body, metrics as metrics_mw, request_id, security_headers, timeout, trace,
+};
 use crate::routes::{apps, docs, health, permissions, roles, tokens, verify, AppState};
 
 /// Limits of the HTTP layer.
@@ -57,7 +59,10 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
             "/v1/permissions",
             post(permissions::create_permission).get(permissions::list_permissions),
         )
-        .route("/v1/permissions/bulk", post(permissions::create_permissions))
+        .route(
+            "/v1/permissions/bulk",
+            post(permissions::create_permissions),
+        )
         .route(
             "/v1/permissions/{scope}",
             axum::routing::delete(permissions::delete_permission),
@@ -78,17 +83,29 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
         .route("/v1/tokens/{id}/revoke", post(tokens::revoke_token))
         .route("/v1/tokens/{id}/rotate", post(tokens::rotate_token))
         .route("/v1/verify", post(verify::verify))
-        .route_layer(from_fn_with_state(kms.clone(), crate::middleware::authenticate));
+        .route_layer(from_fn_with_state(
+            kms.clone(),
+            crate::middleware::authenticate,
+        ));
 
     let layers = ServiceBuilder::new()
         .layer(from_fn(request_id::assign_request_id))
         .layer(trace::layer())
-        .layer(from_fn_with_state(metrics.clone(), metrics_mw::record_metrics))
+        .layer(from_fn_with_state(
+            metrics.clone(),
+            metrics_mw::record_metrics,
+        ))
         .layer(from_fn(error_body::render_error_bodies))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(from_fn_with_state(options.request_timeout, timeout::enforce_timeout))
+        .layer(from_fn_with_state(
+            options.request_timeout,
+            timeout::enforce_timeout,
+        ))
         .layer(from_fn(security_headers::add_security_headers))
-        .layer(from_fn_with_state(options.body_limit, body_limit::limit_body))
+        .layer(from_fn_with_state(
+            options.body_limit,
+            body_limit::limit_body,
+        ))
         .layer(DefaultBodyLimit::max(options.body_limit));
 
     Router::new()
@@ -118,7 +135,11 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
 
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then stops accepting and lets
 /// in-flight requests finish, for at most `shutdown_timeout`.
-pub async fn serve(listener: TcpListener, app: Router, shutdown_timeout: Duration) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown_timeout: Duration,
+) -> std::io::Result<()> {
     let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
     let signal = async move {
         shutdown_signal().await;
@@ -135,7 +156,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown_timeout: Duratio
         tokio::time::sleep(shutdown_timeout).await;
     };
     tokio::select! {
-        result = server.into_future() => result,
+        result = std::future::IntoFuture::into_future(server) => result,
         () = deadline => {
             tracing::warn!(
                 timeout_ms = shutdown_timeout.as_millis() as u64,

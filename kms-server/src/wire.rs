@@ -275,21 +275,35 @@ pub struct TokenPatchBody {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
     /// New rate limit, or null to remove it.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     #[schema(value_type = Option<RateLimitBody>)]
     pub ratelimit: Option<Option<RateLimitBody>>,
     /// New use count, or null for unlimited.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     #[schema(value_type = Option<i64>)]
     pub uses: Option<Option<i64>>,
     /// New allow-list, or null for anywhere.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     #[schema(value_type = Option<Vec<String>>)]
     pub ip_allow: Option<Option<Vec<String>>>,
 }
 
 /// A field that is present, possibly as `null`.
-fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 

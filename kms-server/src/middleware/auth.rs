@@ -27,8 +27,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
             "malformed credentials: send exactly one Authorization header",
         ));
     }
-    let malformed =
-        || ApiError::unauthenticated("malformed credentials: expected Authorization: Bearer <token>");
+    let malformed = || {
+        ApiError::unauthenticated("malformed credentials: expected Authorization: Bearer <token>")
+    };
     let value = value.to_str().map_err(|_| malformed())?;
     let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
     let token = token.trim();
@@ -67,6 +68,12 @@ pub async fn authenticate(State(kms): State<Kms>, mut request: Request, next: Ne
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
@@ -79,8 +86,14 @@ mod tests {
 
     #[test]
     fn bearer_tokens_are_extracted() {
-        assert_eq!(bearer_token(&headers("Bearer kms_abc")).ok(), Some("kms_abc"));
-        assert_eq!(bearer_token(&headers("bearer kms_abc")).ok(), Some("kms_abc"));
+        assert_eq!(
+            bearer_token(&headers("Bearer kms_abc")).ok(),
+            Some("kms_abc")
+        );
+        assert_eq!(
+            bearer_token(&headers("bearer kms_abc")).ok(),
+            Some("kms_abc")
+        );
     }
 
     #[test]

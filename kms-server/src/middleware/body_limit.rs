@@ -1,13 +1,21 @@
-//! The request body limit: bodies that announce a larger `Content-Length` are refused at
-//! once with `413 payload_too_large`; streamed bodies are cut at the same limit when read
-//! (axum's `DefaultBodyLimit`, which [`crate::extract::JsonBody`] maps to the same error).
+//! The request body limit: bodies that announce a larger `Content-Length` are answered
+//! `413 payload_too_large` without being parsed; streamed bodies are cut at the same limit
+//! when read (axum's `DefaultBodyLimit`, which [`crate::extract::JsonBody`] maps to the
+//! same error).
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 
 use crate::error::ApiError;
+
+/// Most bytes of a refused body read and discarded so that a client that writes its whole
+/// body before reading the answer sees the 413 rather than a broken connection. Larger
+/// bodies are cut off.
+const MAX_DRAIN_BYTES: usize = 16 * 1024 * 1024;
 
 /// The body limit in force, in the request's extensions, so extractors can name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +29,22 @@ pub async fn limit_body(State(limit): State<usize>, mut request: Request, next: 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if announced.is_some_and(|len| len > limit as u64) {
+        drain(request.into_body()).await;
         return ApiError::payload_too_large(limit).into_response();
     }
     request.extensions_mut().insert(BodyLimit(limit));
     next.run(request).await
+}
+
+/// Reads and drops up to [`MAX_DRAIN_BYTES`] of `body`, without keeping it in memory.
+async fn drain(mut body: Body) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            seen = seen.saturating_add(data.len());
+        }
+        if seen > MAX_DRAIN_BYTES {
+            break;
+        }
+    }
 }

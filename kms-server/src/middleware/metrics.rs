@@ -13,7 +13,11 @@ use crate::metrics::Metrics;
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Middleware: times the request and counts its answer.
-pub async fn record_metrics(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+pub async fn record_metrics(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request
@@ -22,6 +26,11 @@ pub async fn record_metrics(State(metrics): State<Arc<Metrics>>, request: Reques
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
     let response = next.run(request).await;
-    metrics.record_request(&method, &route, response.status().as_u16(), started.elapsed());
+    metrics.record_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }

@@ -57,8 +57,7 @@ impl std::fmt::Display for RequestId {
 fn is_acceptable(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_CLIENT_ID_LEN
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
@@ -74,13 +73,22 @@ pub async fn assign_request_id(mut request: Request, next: Next) -> Response {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 mod tests {
     use super::*;
 
     #[test]
     fn sane_client_ids_are_kept() {
         let v = HeaderValue::from_static("abc-123_x.y:z");
-        assert_eq!(RequestId::from_client_or_new(Some(&v)).as_str(), "abc-123_x.y:z");
+        assert_eq!(
+            RequestId::from_client_or_new(Some(&v)).as_str(),
+            "abc-123_x.y:z"
+        );
     }
 
     #[test]

@@ -12,7 +12,11 @@ use crate::error::ApiError;
 
 /// Middleware: answers `503 unavailable` when the request takes longer than the state's
 /// duration.
-pub async fn enforce_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+pub async fn enforce_timeout(
+    State(limit): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {

@@ -75,7 +75,9 @@ pub async fn update_app(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<AppUpdate>,
 ) -> Result<Json<Application>, ApiError> {
-    Ok(Json(blocking(move || kms.update_app(&caller, &id, req)).await?))
+    Ok(Json(
+        blocking(move || kms.update_app(&caller, &id, req)).await?,
+    ))
 }
 
 /// `DELETE /v1/apps/{id}`: the application and its tokens are gone.

@@ -28,7 +28,10 @@ pub async fn healthz() -> Json<serde_json::Value> {
         (status = 200, description = "The store answers", body = wire::Health),
         (status = 503, description = "The store cannot be reached", body = wire::ErrorBody),
     ))]
-pub async fn readyz(State(kms): State<Kms>, request_id: Option<axum::Extension<RequestId>>) -> Response {
+pub async fn readyz(
+    State(kms): State<Kms>,
+    request_id: Option<axum::Extension<RequestId>>,
+) -> Response {
     match blocking(move || kms.ping()).await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(err) => {

@@ -76,7 +76,9 @@ pub async fn update_role(
     Path(name): Path<String>,
     JsonBody(req): JsonBody<RoleUpdate>,
 ) -> Result<Json<RoleView>, ApiError> {
-    Ok(Json(blocking(move || kms.update_role(&caller, &name, req)).await?))
+    Ok(Json(
+        blocking(move || kms.update_role(&caller, &name, req)).await?,
+    ))
 }
 
 /// `DELETE /v1/roles/{name}`.

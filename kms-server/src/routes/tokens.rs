@@ -60,7 +60,9 @@ pub async fn list_tokens(
     QueryParams(page): QueryParams<wire::PageQuery>,
 ) -> Result<Json<Page<TokenInfo>>, ApiError> {
     let page = PageRequest::from(page);
-    Ok(Json(blocking(move || kms.list_tokens(&caller, &app_id, page)).await?))
+    Ok(Json(
+        blocking(move || kms.list_tokens(&caller, &app_id, page)).await?,
+    ))
 }
 
 /// `GET /v1/tokens/{id}`.
@@ -94,7 +96,9 @@ pub async fn update_token(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<TokenUpdate>,
 ) -> Result<Json<TokenInfo>, ApiError> {
-    Ok(Json(blocking(move || kms.update_token(&caller, &id, req)).await?))
+    Ok(Json(
+        blocking(move || kms.update_token(&caller, &id, req)).await?,
+    ))
 }
 
 /// `POST /v1/tokens/{id}/revoke`: idempotent.
@@ -110,7 +114,9 @@ pub async fn revoke_token(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<TokenInfo>, ApiError> {
-    Ok(Json(blocking(move || kms.revoke_token(&caller, &id)).await?))
+    Ok(Json(
+        blocking(move || kms.revoke_token(&caller, &id)).await?,
+    ))
 }
 
 /// `POST /v1/tokens/{id}/rotate`: a new token with the same grants; the old one works
