@@ -1,1 +1,237 @@
-fn main() {}
+//! Criterion benchmarks of kms-core against the targets in DESIGN.md ("Performance
+//! targets"). Results and the command that produced them are in `docs/PERFORMANCE.md`.
+//!
+//! ```text
+//! cargo bench -p kms-benches --bench core -- --warm-up-time 1 --measurement-time 3
+//! ```
+//!
+//! Groups:
+//! - `permission_check`: a compiled-snapshot check (hit, miss, undefined scope, query) at
+//!   10, 1,000 and 100,000 grants, beside the bare intern-plus-bit-test floor.
+//! - `token_parse`: the offline format and checksum check.
+//! - `verify_cached`: in-process verification answered by the verified-key cache, and
+//!   `verify_cached_parts`: the pieces of that path measured alone.
+//! - `verify_cold`: verification with the cache disabled at OWASP argon2id parameters,
+//!   beside a bare argon2id verify of the same secret.
+//! - `jwt_validate`: in-process validation of an EdDSA access token, beside a raw Ed25519
+//!   verify of the same signed bytes.
+
+use std::error::Error;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use criterion::{BenchmarkId, Criterion};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use hmac::{Hmac, Mac};
+use kms_benches::{full_run, PermissionFixture, PopulatedKms, SetupResult};
+use kms_core::token_format::{self, TokenPrefix};
+use kms_core::{HashParams, MasterKey, OsRandom, PermissionQuery, SecretHasher, VerifyCode};
+use sha2::Sha256;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut c = Criterion::default().configure_from_args();
+    permission_check(&mut c)?;
+    token_parse(&mut c)?;
+    verify_cached(&mut c)?;
+    verify_cached_parts(&mut c)?;
+    verify_cold(&mut c)?;
+    jwt_validate(&mut c)?;
+    c.final_summary();
+    Ok(())
+}
+
+fn permission_check(c: &mut Criterion) -> SetupResult<()> {
+    let mut group = c.benchmark_group("permission_check");
+    for grants in [10, 1_000, 100_000] {
+        let f = PermissionFixture::new(grants)?;
+        let floor = f.floor();
+        let query = PermissionQuery::parse(&format!("{} AND ({} OR admin)", f.hit, f.miss))?;
+        let snap = &f.snapshot;
+        group.bench_with_input(BenchmarkId::new("hit", grants), &f.hit, |b, s| {
+            b.iter(|| snap.check(black_box(&f.set), black_box(s.as_str())))
+        });
+        group.bench_with_input(BenchmarkId::new("miss", grants), &f.miss, |b, s| {
+            b.iter(|| snap.check(black_box(&f.set), black_box(s.as_str())))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("miss_undefined_scope", grants),
+            &f.undefined,
+            |b, s| b.iter(|| snap.check(black_box(&f.set), black_box(s.as_str()))),
+        );
+        group.bench_with_input(BenchmarkId::new("query", grants), &query, |b, q| {
+            b.iter(|| snap.evaluate(black_box(&f.set), black_box(q)))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("intern_and_lookup_floor", grants),
+            &f.hit,
+            |b, s| b.iter(|| floor.holds(black_box(s.as_str()))),
+        );
+    }
+    group.finish();
+    Ok(())
+}
+
+fn token_parse(c: &mut Criterion) -> SetupResult<()> {
+    let token = token_format::generate(&TokenPrefix::default_prefix(), &OsRandom)?.into_plaintext();
+    // The same token with its last checksum character changed.
+    let mut corrupt = token.clone();
+    let last = if corrupt.ends_with('0') { "1" } else { "0" };
+    corrupt.pop();
+    corrupt.push_str(last);
+
+    let mut group = c.benchmark_group("token_parse");
+    group.bench_function("valid", |b| {
+        b.iter(|| token_format::parse(black_box(&token)).is_ok())
+    });
+    group.bench_function("bad_checksum", |b| {
+        b.iter(|| token_format::parse(black_box(&corrupt)).is_ok())
+    });
+    group.finish();
+    Ok(())
+}
+
+/// Query used by the `with_query` benchmarks; the fixture tokens satisfy it.
+const QUERY: &str = "token.read AND (token.verify OR admin)";
+
+fn verify_cached(c: &mut Criterion) -> SetupResult<()> {
+    let many = if full_run() { 10_000 } else { 100 };
+    // Cheap hashes: creating the tokens hashes, the cached path does not.
+    let env = PopulatedKms::new(HashParams::insecure_for_tests(), 100_000, many)?;
+    env.warm()?;
+    let kms = &env.kms;
+    let one = env.tokens.first().ok_or("no fixture token")?;
+    let query = PermissionQuery::parse(QUERY)?;
+    if kms.verify_token(one, Some(&query), None)?.code() != VerifyCode::Valid {
+        return Err("the fixture token does not satisfy the benchmark query".into());
+    }
+    let misses = kms.cache_stats().misses;
+
+    let mut group = c.benchmark_group("verify_cached");
+    group.bench_function("token", |b| {
+        b.iter(|| kms.verify_token(black_box(one), None, None))
+    });
+    group.bench_function("token_with_query", |b| {
+        b.iter(|| kms.verify_token(black_box(one), Some(black_box(&query)), None))
+    });
+    let mut next = env.tokens.iter().cycle();
+    group.bench_function(BenchmarkId::new("round_robin_tokens", many), |b| {
+        b.iter(|| {
+            let t = next.next().map_or("", String::as_str);
+            kms.verify_token(black_box(t), None, None)
+        })
+    });
+    group.finish();
+
+    if kms.cache_stats().misses != misses {
+        return Err("verify_cached missed the cache: its numbers measured the cold path".into());
+    }
+    Ok(())
+}
+
+/// The pieces of the cached path, each alone, to see where its time goes.
+fn verify_cached_parts(c: &mut Criterion) -> SetupResult<()> {
+    let token = token_format::generate(&TokenPrefix::default_prefix(), &OsRandom)?.into_plaintext();
+    let mut key = [0u8; 32];
+    kms_core::SecureRandom::fill(&OsRandom, &mut key)?;
+    let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key)?;
+    let digest = |t: &str| -> [u8; 32] {
+        let mut m = mac.clone();
+        m.update(t.as_bytes());
+        m.finalize().into_bytes().into()
+    };
+    let cache: moka::sync::Cache<[u8; 32], Arc<u64>> = moka::sync::Cache::builder()
+        .max_capacity(100_000)
+        .time_to_live(Duration::from_secs(60))
+        .build();
+    let d = digest(&token);
+    cache.insert(d, Arc::new(1));
+    let lookup_id = token_format::parse(&token)
+        .map_err(|e| format!("{e:?}"))?
+        .lookup_id();
+
+    let mut group = c.benchmark_group("verify_cached_parts");
+    group.bench_function("hmac_sha256_of_token", |b| {
+        b.iter(|| digest(black_box(&token)))
+    });
+    group.bench_function("moka_get_hit", |b| b.iter(|| cache.get(black_box(&d))));
+    group.bench_function("token_id_format", |b| {
+        b.iter(|| format!("tok_{}", black_box(lookup_id)))
+    });
+    group.finish();
+    Ok(())
+}
+
+fn verify_cold(c: &mut Criterion) -> SetupResult<()> {
+    // OWASP parameters and no cache: every verification reads the store and hashes.
+    let env = PopulatedKms::new(HashParams::default(), 0, 1)?;
+    let kms = &env.kms;
+    let token = env.tokens.first().ok_or("no fixture token")?;
+    for _ in 0..3 {
+        if !kms.verify_token(token, None, None)?.is_valid() {
+            return Err("the cold-path fixture token failed to verify".into());
+        }
+    }
+    if kms.cache_stats().hits != 0 {
+        return Err("the cache answered although it is disabled".into());
+    }
+    // A well-formed token whose id does not exist: the dummy hash is verified instead.
+    let unknown =
+        token_format::generate(&TokenPrefix::default_prefix(), &OsRandom)?.into_plaintext();
+    let parsed = token_format::parse(token).map_err(|e| format!("{e:?}"))?;
+    let hasher = SecretHasher::new(HashParams::default())?;
+    let phc = hasher.hash(parsed.secret(), &OsRandom)?;
+
+    let mut group = c.benchmark_group("verify_cold");
+    group.sample_size(10);
+    group.bench_function("verify_token_no_cache", |b| {
+        b.iter(|| kms.verify_token(black_box(token), None, None))
+    });
+    group.bench_function("unknown_id_no_cache", |b| {
+        b.iter(|| kms.verify_token(black_box(&unknown), None, None))
+    });
+    group.bench_function("argon2id_verify_alone", |b| {
+        b.iter(|| hasher.verify(black_box(parsed.secret()), black_box(&phc)))
+    });
+    group.finish();
+    Ok(())
+}
+
+fn jwt_validate(c: &mut Criterion) -> SetupResult<()> {
+    let env = PopulatedKms::with_master_key(MasterKey::generate(&OsRandom)?, 1)?;
+    let kms = &env.kms;
+    let api_key = env.tokens.first().ok_or("no fixture token")?;
+    let jwt = kms
+        .issue_access_token(api_key, None, None, None)?
+        .map_err(|e| format!("{e:?}"))?
+        .access_token;
+    if let Err(e) = kms.validate_access_token(&jwt, None) {
+        return Err(format!("the fixture access token does not validate: {e:?}").into());
+    }
+
+    // The same check by hand: the key from the JWKS, the signature over `header.payload`.
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwks = kms.jwks();
+    let x = jwks["keys"][0]["x"].as_str().ok_or("the JWKS has no key")?;
+    let public: [u8; 32] = b64
+        .decode(x)?
+        .try_into()
+        .map_err(|_| "the JWKS key is not 32 bytes")?;
+    let public = VerifyingKey::from_bytes(&public)?;
+    let (signed, sig) = jwt
+        .rsplit_once('.')
+        .ok_or("the access token has no signature")?;
+    let sig = Signature::from_slice(&b64.decode(sig)?)?;
+    public.verify(signed.as_bytes(), &sig)?;
+
+    let mut group = c.benchmark_group("jwt_validate");
+    group.bench_function("validate_access_token", |b| {
+        b.iter(|| kms.validate_access_token(black_box(&jwt), None))
+    });
+    group.bench_function("ed25519_verify_alone", |b| {
+        b.iter(|| public.verify(black_box(signed.as_bytes()), black_box(&sig)))
+    });
+    group.finish();
+    Ok(())
+}

@@ -1,1 +1,260 @@
-//! Benchmarks for kms.
+//! Fixtures shared by the kms benchmarks (`benches/core.rs`, `benches/memory.rs`).
+//!
+//! Everything here is setup: building policies, snapshots and populated services. The
+//! benchmarks time only the calls under test.
+
+use std::collections::{BTreeMap, HashMap};
+use std::error::Error;
+use std::sync::Arc;
+
+use kms_core::{
+    Caller, EffectiveSet, HashParams, Kms, KmsBuilder, MasterKey, NewApp, NewToken, Permission,
+    PermissionSnapshot, Policy, Role, RoleName, Scope,
+};
+use kms_store::MemoryStore;
+
+/// Errors from fixture setup.
+pub type SetupResult<T> = Result<T, Box<dyn Error>>;
+
+/// Number of roles in a [`PermissionFixture`].
+pub const ROLES: usize = 50;
+/// Depth of each role inheritance chain in a [`PermissionFixture`].
+pub const CHAIN_DEPTH: usize = 5;
+
+/// Whether the binary was started by `cargo bench` (as opposed to `cargo test`, which runs
+/// each benchmark once to check that it works). Fixtures are smaller under `cargo test`.
+pub fn full_run() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test" || a == "--list")
+}
+
+/// The `k`-th granted scope: `svc<k/200>.res<(k/2)%100>.read` for even `k`, `.write` for
+/// odd `k`; three segments, and every `write` implies the `read` beside it.
+pub fn granted_scope(k: usize) -> String {
+    let verb = if k % 2 == 0 { "read" } else { "write" };
+    format!("svc{}.res{}.{verb}", k / 200, (k / 2) % 100)
+}
+
+/// A policy in the shape of DESIGN.md's comparison (grants over 50 roles in chains of
+/// depth 5), a subject's effective set in it, and scopes to check.
+#[derive(Debug)]
+pub struct PermissionFixture {
+    /// The compiled snapshot.
+    pub snapshot: PermissionSnapshot,
+    /// The subject: the top role of every chain plus direct scopes.
+    pub set: EffectiveSet,
+    /// A scope the subject holds through five levels of role inheritance.
+    pub hit: String,
+    /// A defined scope the subject does not hold.
+    pub miss: String,
+    /// A scope that is not defined at all (checked through its ancestors).
+    pub undefined: String,
+    /// Permission grants in the subject's set (role permissions plus direct scopes).
+    pub grants: usize,
+}
+
+impl PermissionFixture {
+    /// Builds the fixture with `grants` granted permissions: the first half spread over the
+    /// 50 roles, the second half granted to the subject directly. Besides those the policy
+    /// defines `admin` and one permission nobody holds.
+    pub fn new(grants: usize) -> SetupResult<Self> {
+        let mut policy = Policy::default();
+        let mut define = |scope: &str, implies: Vec<Scope>| -> SetupResult<()> {
+            let scope = Scope::parse(scope)?;
+            policy.permissions.insert(
+                scope.clone(),
+                Permission {
+                    scope,
+                    description: String::new(),
+                    implies,
+                },
+            );
+            Ok(())
+        };
+        define("admin", Vec::new())?;
+        let miss = "other.res.read".to_owned();
+        define(&miss, Vec::new())?;
+        for k in 0..grants {
+            let implies = if k % 2 == 1 {
+                vec![Scope::parse(&granted_scope(k - 1))?]
+            } else {
+                Vec::new()
+            };
+            define(&granted_scope(k), implies)?;
+        }
+
+        // Role r is level r % 5 of chain r / 5; each level inherits the one below it.
+        let role_name = |r: usize| RoleName::parse(&format!("chain{}-level{}", r / 5, r % 5));
+        let mut roles: BTreeMap<RoleName, Role> = BTreeMap::new();
+        for r in 0..ROLES {
+            let inherits = if r % CHAIN_DEPTH > 0 {
+                vec![role_name(r - 1)?]
+            } else {
+                Vec::new()
+            };
+            let name = role_name(r)?;
+            roles.insert(
+                name.clone(),
+                Role {
+                    name,
+                    description: String::new(),
+                    permissions: Vec::new(),
+                    inherits,
+                },
+            );
+        }
+        let via_roles = grants / 2;
+        for k in 0..via_roles {
+            if let Some(role) = roles.get_mut(&role_name(k % ROLES)?) {
+                role.permissions.push(Scope::parse(&granted_scope(k))?);
+            }
+        }
+        policy.roles = roles;
+        policy.validate()?;
+
+        let snapshot = PermissionSnapshot::compile(Arc::new(policy), 1);
+        let tops = (0..ROLES / CHAIN_DEPTH)
+            .map(|c| role_name(c * CHAIN_DEPTH + CHAIN_DEPTH - 1))
+            .collect::<Result<Vec<_>, _>>()?;
+        let direct = (via_roles..grants)
+            .map(|k| Scope::parse(&granted_scope(k)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let set = snapshot.effective(direct.iter(), tops.iter());
+        // Scope 0 sits in role 0, the bottom of chain 0: reached through 4 inheritance steps.
+        let hit = granted_scope(0);
+        let undefined = "nosuch.res.read".to_owned();
+        if !snapshot.check(&set, &hit)
+            || snapshot.check(&set, &miss)
+            || snapshot.check(&set, &undefined)
+        {
+            return Err("the permission fixture does not hold what it should".into());
+        }
+        Ok(PermissionFixture {
+            snapshot,
+            set,
+            hit,
+            miss,
+            undefined,
+            grants,
+        })
+    }
+
+    /// The floor a compiled check is compared with: the same scopes interned in a bare
+    /// `HashMap<Box<str>, u32>` and the subject's scopes as a bit set.
+    pub fn floor(&self) -> InternFloor {
+        let names = self.snapshot.policy().permissions.keys();
+        let index: HashMap<Box<str>, u32> = names
+            .clone()
+            .enumerate()
+            .map(|(i, s)| (Box::from(s.as_str()), i as u32))
+            .collect();
+        let mut bits = vec![0u64; index.len().div_ceil(64)];
+        for (i, s) in names.enumerate() {
+            if self.snapshot.check(&self.set, s.as_str()) {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        InternFloor { index, bits }
+    }
+}
+
+/// DESIGN.md's "bare string-intern plus set lookup": the least work any check by scope
+/// name can do.
+#[derive(Debug)]
+pub struct InternFloor {
+    index: HashMap<Box<str>, u32>,
+    bits: Vec<u64>,
+}
+
+impl InternFloor {
+    /// Whether `scope` is interned and its bit is set.
+    pub fn holds(&self, scope: &str) -> bool {
+        self.index.get(scope).is_some_and(|&id| {
+            self.bits
+                .get((id / 64) as usize)
+                .is_some_and(|w| w & (1 << (id % 64)) != 0)
+        })
+    }
+}
+
+/// A service over a [`MemoryStore`] with one application and `count` tokens.
+#[derive(Debug)]
+pub struct PopulatedKms {
+    /// The service.
+    pub kms: Kms,
+    /// The local operator.
+    pub operator: Caller,
+    /// The application holding the tokens.
+    pub app_id: String,
+    /// The tokens' plaintexts (benchmark fixtures only; real code never keeps them).
+    pub tokens: Vec<String>,
+}
+
+/// Scopes every fixture token holds.
+pub const TOKEN_SCOPES: [&str; 3] = ["app.read", "token.read", "token.verify"];
+
+impl PopulatedKms {
+    /// Builds the service with argon2id cost `params` and a verified-key cache of
+    /// `cache_capacity` entries (0 disables it), and creates `count` tokens holding
+    /// [`TOKEN_SCOPES`].
+    pub fn new(params: HashParams, cache_capacity: u64, count: usize) -> SetupResult<PopulatedKms> {
+        let builder = Kms::builder(Arc::new(MemoryStore::new()))
+            .hash_params(params)
+            .cache_capacity(cache_capacity);
+        Self::populate(builder, count)
+    }
+
+    /// A service with cheap hashes and a master key, so it can issue access tokens, and
+    /// `count` tokens holding [`TOKEN_SCOPES`].
+    pub fn with_master_key(key: MasterKey, count: usize) -> SetupResult<PopulatedKms> {
+        let builder = Kms::builder(Arc::new(MemoryStore::new()))
+            .hash_params(HashParams::insecure_for_tests())
+            .master_key(key);
+        Self::populate(builder, count)
+    }
+
+    fn populate(builder: KmsBuilder, count: usize) -> SetupResult<PopulatedKms> {
+        let kms = builder.build()?;
+        kms.initialize()?;
+        let operator = kms.operator();
+        let app_id = kms
+            .create_app(
+                &operator,
+                NewApp {
+                    name: "bench".to_owned(),
+                    token_prefix: None,
+                },
+            )?
+            .id;
+        let tokens = (0..count)
+            .map(|i| {
+                kms.create_token(
+                    &operator,
+                    &app_id,
+                    NewToken {
+                        name: format!("bench-{i}"),
+                        scopes: TOKEN_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+                        ..NewToken::default()
+                    },
+                )
+                .map(|created| created.token)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PopulatedKms {
+            kms,
+            operator,
+            app_id,
+            tokens,
+        })
+    }
+
+    /// Verifies every token once, so that each is in the verified-key cache.
+    pub fn warm(&self) -> SetupResult<()> {
+        for t in &self.tokens {
+            if !self.kms.verify_token(t, None, None)?.is_valid() {
+                return Err("a fixture token failed to verify".into());
+            }
+        }
+        Ok(())
+    }
+}

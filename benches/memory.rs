@@ -1,0 +1,63 @@
+//! Heap bytes per cached verified key, against DESIGN.md's target of at most 256 bytes.
+//!
+//! ```text
+//! cargo bench -p kms-benches --bench memory
+//! ```
+//!
+//! Not a timing benchmark: it counts the bytes the global allocator hands out (net of
+//! frees) while the verified-key cache fills with 20,000 tokens, and divides.
+
+use std::alloc::System;
+use std::error::Error;
+use std::hint::black_box;
+
+use kms_benches::{full_run, PopulatedKms};
+use kms_core::{Application, HashParams, TokenRecord};
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Net heap bytes allocated while `f` runs; what `f` returns stays alive until after the
+/// count.
+fn net_bytes<T>(f: impl FnOnce() -> T) -> (i64, T) {
+    let region = Region::new(GLOBAL);
+    let out = f();
+    let s = region.change();
+    let net = s.bytes_allocated as i64 - s.bytes_deallocated as i64 + s.bytes_reallocated as i64;
+    (net, out)
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let count = if full_run() { 20_000 } else { 100 };
+    let env = PopulatedKms::new(HashParams::insecure_for_tests(), 100_000, count)?;
+
+    let (fill, warmed) = net_bytes(|| env.warm());
+    warmed?;
+    let (again, rewarmed) = net_bytes(|| env.warm());
+    rewarmed?;
+    let entries = env.kms.cache_stats().entries;
+
+    // What one cached key carries: a copy of the token record and of its application.
+    let first = env.tokens.first().ok_or("no fixture token")?;
+    let id = format!("tok_{}", &first[4..14]);
+    let (record_heap, record) = net_bytes(|| env.kms.store().get_token(&id));
+    let record = record?.ok_or("the fixture token is not in the store")?;
+    let (app_heap, app) = net_bytes(|| env.kms.store().get_app(&env.app_id));
+    black_box((&record, &app));
+
+    let per_key = fill as f64 / count as f64;
+    println!("memory/verified_key_cache ({count} tokens, {entries} entries reported by the cache)");
+    println!("  net heap while filling the cache:     {fill} bytes, {per_key:.0} bytes per key");
+    println!("  net heap on a second pass (all hits): {again} bytes");
+    println!(
+        "  one TokenRecord: {} bytes inline + {record_heap} on the heap",
+        std::mem::size_of::<TokenRecord>()
+    );
+    println!(
+        "  one Application: {} bytes inline + {app_heap} on the heap",
+        std::mem::size_of::<Application>()
+    );
+    println!("  target: <= 256 bytes per cached verified key");
+    Ok(())
+}
