@@ -1,6 +1,8 @@
 //! Structured logs on stderr, as text or one JSON object per line. Nothing logs request
 //! bodies or headers, so no secret reaches a log line.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -11,6 +13,7 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(true);
     let result = match format {
         LogFormat::Text => builder.try_init(),
