@@ -27,10 +27,22 @@ use crate::listeners::Listeners;
 /// assert!(store.get_token("tok_missing")?.is_none());
 /// # Ok::<(), kms_core::StoreError>(())
 /// ```
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemoryStore {
     state: RwLock<State>,
     listeners: Listeners,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.read();
+        f.debug_struct("MemoryStore")
+            .field("apps", &state.apps.len())
+            .field("tokens", &state.tokens.len())
+            .field("audit_events", &state.audit.len())
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MemoryStore {
@@ -52,7 +64,7 @@ impl MemoryStore {
 
 /// The data, with the indexes the queries need. Every write goes through `put_*` and
 /// `remove_*`, which keep the indexes in step.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     meta: BTreeMap<String, String>,
     apps: BTreeMap<String, Application>,

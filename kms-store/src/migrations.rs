@@ -254,11 +254,16 @@ pub(crate) fn run_up(conn: &mut Connection, target: Option<u32>) -> Result<Vec<u
         None => latest_version(),
     };
     ensure_version_table(conn)?;
-    check_known(&applied_versions(conn)?)?;
+    let applied = applied_versions(conn)?;
+    check_known(&applied)?;
     let mut done = Vec::new();
-    for m in MIGRATIONS.iter().filter(|m| m.version <= target) {
-        // Checked inside the write transaction, so two processes opening one new file at
-        // the same time do not both apply a step.
+    let pending = MIGRATIONS
+        .iter()
+        .filter(|m| m.version <= target && !applied.contains_key(&m.version));
+    for m in pending {
+        // Checked again inside the write transaction, so two processes opening one new
+        // file at the same time do not both apply a step. An up-to-date database is
+        // opened without taking the write lock at all.
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_error)?;
@@ -281,9 +286,14 @@ pub(crate) fn run_up(conn: &mut Connection, target: Option<u32>) -> Result<Vec<u
 pub(crate) fn run_down(conn: &mut Connection, target: u32) -> Result<Vec<u32>, StoreError> {
     check_target(target)?;
     ensure_version_table(conn)?;
-    check_known(&applied_versions(conn)?)?;
+    let applied = applied_versions(conn)?;
+    check_known(&applied)?;
     let mut done = Vec::new();
-    for m in MIGRATIONS.iter().rev().filter(|m| m.version > target) {
+    let applied_above = MIGRATIONS
+        .iter()
+        .rev()
+        .filter(|m| m.version > target && applied.contains_key(&m.version));
+    for m in applied_above {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_error)?;

@@ -84,7 +84,9 @@ fn down_to_zero_removes_every_table_and_up_restores_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kms.db");
     let store = SqliteStore::open(&path).unwrap();
-    store.apply(&[Mutation::InsertApp(app())]).unwrap();
+    store
+        .apply(&[Mutation::InsertApp(app()), Mutation::InsertToken(token())])
+        .unwrap();
     let full_schema = schema_objects(&path);
     assert!(
         full_schema.contains(&"table tokens".to_owned()),

@@ -8,7 +8,7 @@
     reason = "tests fail loudly"
 )]
 
-use kms_core::store::{AppStore, Mutation, Store, TokenStore};
+use kms_core::store::{AppStore, Mutation, Store, TokenStore, UseOutcome};
 use kms_core::token_format::TokenPrefix;
 use kms_core::TokenStatus;
 use kms_core::{AppStatus, Application, StoreError, Timestamp, TokenLimits, TokenRecord};
@@ -129,4 +129,57 @@ fn undecodable_rows_are_reported_as_corrupt() {
         store.get_app("app_1"),
         Err(StoreError::Corrupt(_))
     ));
+}
+
+#[test]
+fn stores_sharing_one_file_spend_each_use_exactly_once() {
+    // Two stores on one file stand in for two processes: each has its own connection, so
+    // only SQLite's locking keeps them from spending the same use twice.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kms.db");
+    let first = SqliteStore::open(&path).unwrap();
+    let second = SqliteStore::open(&path).unwrap();
+    let mut limited = token();
+    limited.limits.uses = Some(60);
+    first
+        .apply(&[Mutation::InsertApp(app()), Mutation::InsertToken(limited)])
+        .unwrap();
+    let remaining: Vec<u64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = [&first, &second, &first, &second]
+            .into_iter()
+            .map(|store| {
+                scope.spawn(move || {
+                    (0..20)
+                        .filter_map(|_| match store.consume_use("tok_1").unwrap() {
+                            UseOutcome::Remaining(n) => Some(n),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let mut remaining = remaining;
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..60).collect::<Vec<_>>());
+    assert_eq!(
+        second.get_token("tok_1").unwrap().unwrap().limits.uses,
+        Some(0)
+    );
+}
+
+#[test]
+fn stores_sharing_one_file_see_each_others_commits_and_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kms.db");
+    let first = SqliteStore::open(&path).unwrap();
+    let second = SqliteStore::open(&path).unwrap();
+    first.apply(&[Mutation::InsertApp(app())]).unwrap();
+    assert_eq!(second.get_app("app_1").unwrap(), Some(app()));
+    let again = second.apply(&[Mutation::InsertApp(app())]);
+    assert!(matches!(again, Err(StoreError::Conflict(_))));
 }

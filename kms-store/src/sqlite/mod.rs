@@ -32,7 +32,9 @@ use crate::migrations::{self, MigrationStatus};
 /// full or failing disks surface as [`StoreError::Unavailable`], undecodable rows as
 /// [`StoreError::Corrupt`].
 ///
-/// One connection serves all calls, one at a time.
+/// One connection serves all calls, one at a time. Several stores or processes may share
+/// a file: SQLite's locks, with a 5 second busy timeout, keep them consistent, and
+/// [`TokenStore::consume_use`] spends each use exactly once across all of them.
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
