@@ -79,6 +79,7 @@ on_both_stores!(
     token_listing_paginates,
     malformed_tokens_never_reach_the_store,
     rate_limit_refuses_past_the_quota,
+    every_management_change_is_audited_in_a_verifiable_chain,
 );
 
 fn app(e: &Env, name: &str) -> String {
@@ -923,4 +924,134 @@ fn rate_limit_refuses_past_the_quota(e: Env) {
         panic!()
     };
     assert_eq!(fields.len(), 2);
+}
+
+fn every_management_change_is_audited_in_a_verifiable_chain(e: Env) {
+    let root = e
+        .root
+        .clone()
+        .with_request(Some("10.1.2.3".parse().unwrap()), Some("req-1".into()));
+    let a = e
+        .kms
+        .create_app(
+            &root,
+            NewApp {
+                name: "billing".into(),
+                token_prefix: None,
+            },
+        )
+        .unwrap()
+        .id;
+    let t = e
+        .kms
+        .create_token(
+            &root,
+            &a,
+            NewToken {
+                name: "ci".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    e.kms.revoke_token(&root, &t.info.id).unwrap();
+    e.kms
+        .create_role(
+            &root,
+            NewRole {
+                name: "r".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let page = e
+        .kms
+        .list_audit(
+            &root,
+            kms_core::AuditFilter::default(),
+            PageRequest::default(),
+        )
+        .unwrap();
+    let actions: Vec<&str> = page.items.iter().map(|ev| ev.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "role.put",
+            "token.revoke",
+            "token.create",
+            "app.create",
+            "system.init"
+        ]
+    );
+    let newest = &page.items[0];
+    assert_eq!(newest.actor, root.token_id().unwrap());
+    assert_eq!(newest.ip.as_deref(), Some("10.1.2.3"));
+    assert_eq!(newest.request_id.as_deref(), Some("req-1"));
+    assert_eq!(
+        e.kms.verify_audit(&root).unwrap(),
+        kms_core::AuditVerification::Intact {
+            ok: true,
+            events: 5
+        }
+    );
+    let filtered = e
+        .kms
+        .list_audit(
+            &root,
+            kms_core::AuditFilter {
+                action: Some("token.create".into()),
+                ..Default::default()
+            },
+            PageRequest::default(),
+        )
+        .unwrap();
+    assert_eq!(filtered.items.len(), 1);
+    let paged = e
+        .kms
+        .list_audit(
+            &root,
+            kms_core::AuditFilter::default(),
+            PageRequest {
+                limit: Some(2),
+                cursor: None,
+            },
+        )
+        .unwrap();
+    let rest = e
+        .kms
+        .list_audit(
+            &root,
+            kms_core::AuditFilter::default(),
+            PageRequest {
+                limit: Some(10),
+                cursor: paged.next_cursor,
+            },
+        )
+        .unwrap();
+    assert_eq!(rest.items.len(), 3);
+    // No event carries the token's plaintext.
+    let all = serde_json::to_string(&page.items).unwrap();
+    assert!(!all.contains(&t.token) && !all.contains(&e.root_token));
+    // A failed change writes no event.
+    let _ = e
+        .kms
+        .create_app(
+            &root,
+            NewApp {
+                name: "billing".into(),
+                token_prefix: None,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.kms
+            .list_audit(
+                &root,
+                kms_core::AuditFilter::default(),
+                PageRequest::default()
+            )
+            .unwrap()
+            .items
+            .len(),
+        5
+    );
 }
