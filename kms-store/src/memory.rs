@@ -79,7 +79,10 @@ struct State {
     scope_grants: BTreeMap<Scope, BTreeSet<String>>,
     /// Role → ids of the tokens granted it.
     role_grants: BTreeMap<RoleName, BTreeSet<String>>,
-    signing_keys: BTreeMap<String, SigningKeyRecord>,
+    /// Kid → (insertion position, key): keys created in the same second list in the
+    /// order they were added.
+    signing_keys: BTreeMap<String, (u64, SigningKeyRecord)>,
+    next_key_position: u64,
     refresh_tokens: BTreeMap<String, RefreshRecord>,
     revocations: BTreeMap<String, Revocation>,
     audit: BTreeMap<u64, AuditEvent>,
@@ -154,7 +157,7 @@ enum Undo {
     Token(String, Option<Box<TokenRecord>>),
     Permission(Scope, Option<Permission>),
     Role(RoleName, Option<Role>),
-    SigningKey(String, Option<Box<SigningKeyRecord>>),
+    SigningKey(String, Option<Box<(u64, SigningKeyRecord)>>),
     Refresh(String, Option<Box<RefreshRecord>>),
     Revocation(String, Option<Revocation>),
     /// An appended audit event, removed on rollback.
@@ -321,7 +324,17 @@ impl Tx for MemoryTx<'_> {
     }
 
     fn put_signing_key(&mut self, key: &SigningKeyRecord) -> Result<(), StoreError> {
-        let old = self.state.signing_keys.insert(key.kid.clone(), key.clone());
+        let position = match self.state.signing_keys.get(&key.kid) {
+            Some((position, _)) => *position,
+            None => {
+                self.state.next_key_position += 1;
+                self.state.next_key_position
+            }
+        };
+        let old = self
+            .state
+            .signing_keys
+            .insert(key.kid.clone(), (position, key.clone()));
         self.undo
             .push(Undo::SigningKey(key.kid.clone(), old.map(Box::new)));
         Ok(())
@@ -474,8 +487,8 @@ impl PolicyStore for MemoryStore {
 impl KeyStore for MemoryStore {
     fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
         let mut keys: Vec<_> = self.read().signing_keys.values().cloned().collect();
-        keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
-        Ok(keys)
+        keys.sort_by_key(|(position, key)| (key.created_at, *position));
+        Ok(keys.into_iter().map(|(_, key)| key).collect())
     }
 }
 

@@ -142,7 +142,9 @@ pub const MIGRATIONS: &[Migration] = &[
                 verify_until   INTEGER,
                 retired_at     INTEGER,
                 public_key     BLOB NOT NULL,
-                sealed_private BLOB NOT NULL
+                sealed_private BLOB NOT NULL,
+                -- Insertion order, to list keys created in the same second as added.
+                position       INTEGER NOT NULL UNIQUE
             ) STRICT;
             CREATE TABLE refresh_tokens (
                 id          TEXT PRIMARY KEY NOT NULL,

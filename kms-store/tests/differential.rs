@@ -12,8 +12,9 @@
 use kms_core::store::{Mutation, Store};
 use kms_core::token_format::TokenPrefix;
 use kms_core::{
-    AppStatus, Application, Permission, RefreshRecord, RefreshStatus, Revocation, Role, RoleName,
-    Scope, StoreError, Timestamp, TokenLimits, TokenRecord, TokenStatus,
+    AppStatus, Application, AuditEvent, KeyAlgorithm, KeyState, Permission, RefreshRecord,
+    RefreshStatus, Revocation, Role, RoleName, Scope, SigningKeyRecord, StoreError, Timestamp,
+    TokenLimits, TokenRecord, TokenStatus,
 };
 use kms_store::{MemoryStore, SqliteStore};
 use proptest::prelude::*;
@@ -23,7 +24,8 @@ const NAMES: &[&str] = &["one", "two", "three"];
 const TOKENS: &[&str] = &["tok_0", "tok_1", "tok_2", "tok_3"];
 const SCOPES: &[&str] = &["a", "b", "a.x"];
 const ROLES: &[&str] = &["r0", "r1"];
-const KEYS: &[&str] = &["k0", "k1"];
+const META_KEYS: &[&str] = &["k0", "k1"];
+const KEYS: &[&str] = &["kid_0", "kid_1", "kid_2"];
 const REFRESH: &[&str] = &["rt_0", "rt_1", "rt_2"];
 const FAMILIES: &[&str] = &["fam_0", "fam_1"];
 
@@ -101,7 +103,7 @@ fn role_name() -> impl Strategy<Value = RoleName> {
 
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
-        (pick(&["k0", "k1"]), pick(&["v0", "v1"]))
+        (pick(META_KEYS), pick(&["v0", "v1"]))
             .prop_map(|(key, value)| Mutation::CreateMeta { key, value }),
         app().prop_map(Mutation::InsertApp),
         app().prop_map(Mutation::UpdateApp),
@@ -138,6 +140,38 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         )),
         (0i64..4).prop_map(|t| Mutation::PurgeExpired {
             before: Timestamp::from_unix(t),
+        }),
+        (pick(KEYS), 0i64..2, any::<bool>()).prop_map(|(kid, created, active)| {
+            Mutation::PutSigningKey(SigningKeyRecord {
+                kid,
+                algorithm: KeyAlgorithm::EdDSA,
+                state: if active {
+                    KeyState::Active
+                } else {
+                    KeyState::Retired
+                },
+                created_at: Timestamp::from_unix(created),
+                verify_until: None,
+                retired_at: None,
+                public_key: vec![1; 32],
+                sealed_private: vec![0, 2, 255],
+            })
+        }),
+        (1u64..4, pick(&["operator", "tok_0"])).prop_map(|(seq, actor)| {
+            Mutation::AppendAudit(AuditEvent {
+                seq,
+                at: Timestamp::from_unix(seq as i64),
+                actor,
+                action: "x".to_owned(),
+                target: "y".to_owned(),
+                outcome: "success".to_owned(),
+                ip: None,
+                request_id: None,
+                app_id: None,
+                details: serde_json::json!({"seq": seq}),
+                prev_hash: String::new(),
+                hash: String::new(),
+            })
         }),
     ]
 }
@@ -182,7 +216,7 @@ fn observe(store: &dyn Store) -> String {
             store.role_is_granted(&RoleName::parse(r).unwrap()).unwrap()
         );
     }
-    for k in KEYS {
+    for k in META_KEYS {
         out += &format!("{:?}\n", store.get_meta(k).unwrap());
     }
     for id in REFRESH {
@@ -191,6 +225,8 @@ fn observe(store: &dyn Store) -> String {
     out += &format!("{:?}\n", store.load_policy().unwrap());
     out += &format!("{:?}\n", store.list_revocations().unwrap());
     out += &format!("{:?}\n", store.list_signing_keys().unwrap());
+    out += &format!("{:?}\n", store.audit_after(0, 100).unwrap());
+    out += &format!("{:?}\n", store.last_audit_event().unwrap());
     out
 }
 

@@ -275,7 +275,7 @@ impl KeyStore for SqliteStore {
             concat!(
                 "SELECT ",
                 signing_key_columns!(),
-                " FROM signing_keys ORDER BY created_at, kid"
+                " FROM signing_keys ORDER BY created_at, position"
             ),
             [],
             rows::signing_key_from_row,

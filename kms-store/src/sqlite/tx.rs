@@ -191,7 +191,8 @@ impl Tx for SqliteTx<'_> {
             concat!(
                 "INSERT INTO signing_keys (",
                 signing_key_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                ", position) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+                 (SELECT coalesce(max(position), 0) + 1 FROM signing_keys)) \
                  ON CONFLICT (kid) DO UPDATE SET algorithm = excluded.algorithm, \
                  state = excluded.state, created_at = excluded.created_at, \
                  verify_until = excluded.verify_until, retired_at = excluded.retired_at, \
