@@ -43,7 +43,18 @@ impl Default for HttpOptions {
 /// The complete HTTP API over `kms`, recording into `metrics`.
 pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router {
     metrics.observe_cache(&kms);
-    let v1 = Router::new()
+    let routes = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(docs::openapi_json))
+        .merge(v1_routes(kms.clone()));
+    with_layers(routes, kms, metrics, options)
+}
+
+/// The `/v1` routes, each behind bearer authentication.
+fn v1_routes(kms: Kms) -> Router<AppState> {
+    Router::new()
         .route("/v1/apps", post(apps::create_app).get(apps::list_apps))
         .route(
             "/v1/apps/{id}",
@@ -83,11 +94,16 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
         .route("/v1/tokens/{id}/revoke", post(tokens::revoke_token))
         .route("/v1/tokens/{id}/rotate", post(tokens::rotate_token))
         .route("/v1/verify", post(verify::verify))
-        .route_layer(from_fn_with_state(
-            kms.clone(),
-            crate::middleware::authenticate,
-        ));
+        .route_layer(from_fn_with_state(kms, crate::middleware::authenticate))
+}
 
+/// `routes` with the fallback and every layer of the server around them.
+fn with_layers(
+    routes: Router<AppState>,
+    kms: Kms,
+    metrics: Arc<Metrics>,
+    options: &HttpOptions,
+) -> Router {
     let layers = ServiceBuilder::new()
         .layer(from_fn(request_id::assign_request_id))
         .layer(trace::layer())
@@ -108,12 +124,7 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
         ))
         .layer(DefaultBodyLimit::max(options.body_limit));
 
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(docs::openapi_json))
-        .merge(v1)
+    routes
         .fallback(no_route)
         .layer(layers)
         .with_state(AppState { kms, metrics })
@@ -188,5 +199,98 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use kms_core::HashParams;
+    use tower::ServiceExt;
+
+    fn kms() -> Kms {
+        Kms::builder(Arc::new(kms_store::MemoryStore::new()))
+            .hash_params(HashParams::insecure_for_tests())
+            .build()
+            .unwrap()
+    }
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_without_details() {
+        let routes = Router::new().route(
+            "/boom",
+            get(|| async {
+                panic!("secret detail");
+                #[allow(unreachable_code, reason = "gives the handler a type")]
+                ""
+            }),
+        );
+        let options = HttpOptions::default();
+        let app = with_layers(routes, kms(), Arc::new(Metrics::new()), &options);
+        let response = app
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["code"], "internal");
+        assert_eq!(body["error"]["message"], "internal error");
+        assert_eq!(body["error"]["request_id"], id.as_str());
+        assert!(!body.to_string().contains("secret detail"));
+    }
+
+    #[tokio::test]
+    async fn slow_requests_time_out_as_unavailable() {
+        let routes = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        );
+        let options = HttpOptions {
+            request_timeout: Duration::from_millis(50),
+            ..HttpOptions::default()
+        };
+        let app = with_layers(routes, kms(), Arc::new(Metrics::new()), &options);
+        let response = app
+            .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key("retry-after"));
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert_eq!(body["error"]["retryable"], true);
+    }
+
+    #[tokio::test]
+    async fn every_response_says_no_store_and_nosniff() {
+        let app = router(kms(), Arc::new(Metrics::new()), &HttpOptions::default());
+        let response = app
+            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     }
 }

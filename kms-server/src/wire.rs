@@ -263,8 +263,8 @@ pub struct NewTokenBody {
     pub ip_allow: Option<Vec<String>>,
 }
 
-/// Body of `PATCH /v1/tokens/{id}`: for the limits, `null` (`Some(None)`) removes the
-/// limit and an absent field (`None`) leaves it unchanged.
+/// Body of `PATCH /v1/tokens/{id}`: for the limits, `null` removes the limit and an absent
+/// field leaves it unchanged (in Rust: `Some(None)` and `None`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TokenPatchBody {
     /// New name.

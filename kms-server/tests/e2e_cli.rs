@@ -1,7 +1,12 @@
 //! End-to-end tests of the `kms` command line: init, serve (start, restart, shutdown,
 //! configuration errors), operator commands and migrations.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
 mod common;
 
@@ -25,14 +30,25 @@ fn init_prints_one_json_object_and_refuses_a_second_run() {
     assert_eq!(obj.len(), 2, "{v}");
     let root = obj["root_token"].as_str().unwrap().to_owned();
     assert!(obj["token_id"].as_str().unwrap().starts_with("tok_"));
-    assert!(!out.stderr.contains(&root), "the root token goes to stdout only");
+    assert!(
+        !out.stderr.contains(&root),
+        "the root token goes to stdout only"
+    );
 
     let before = std::fs::read(&db).unwrap();
     let again = run(&db, &["init"]);
     assert!(!again.status.success());
     assert!(again.stdout.trim().is_empty(), "{}", again.stdout);
-    assert!(again.stderr.contains("already initialised"), "{}", again.stderr);
-    assert_eq!(std::fs::read(&db).unwrap(), before, "a second init changes nothing");
+    assert!(
+        again.stderr.contains("already initialised"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "a second init changes nothing"
+    );
 
     // The first root token still works.
     let verdict = run(&db, &["verify", &root]).json();
@@ -51,10 +67,19 @@ fn serve_initialises_an_empty_database_and_prints_the_root_token_once() {
         .unwrap_or_else(|| panic!("no root token line in {logs}"));
     let root = line.rsplit(' ').next().unwrap().to_owned();
     let client = server.client(&root);
-    let app = client.create_app(&NewAppBody { name: "a".into(), token_prefix: None }).unwrap();
+    let app = client
+        .create_app(&NewAppBody {
+            name: "a".into(),
+            token_prefix: None,
+        })
+        .unwrap();
     assert!(app.id.starts_with("app_"));
     assert!(server.stop().success());
-    assert_eq!(server.logs().matches(&root).count(), 1, "printed exactly once");
+    assert_eq!(
+        server.logs().matches(&root).count(),
+        1,
+        "printed exactly once"
+    );
 
     // A second start on the now-initialised database prints no token.
     let server = Server::start(&db);
@@ -68,7 +93,12 @@ fn data_survives_a_restart_and_shutdown_is_graceful() {
     let (root, _) = init(&db);
     let mut server = Server::start(&db);
     let client = server.client(&root);
-    let app = client.create_app(&NewAppBody { name: "keep".into(), token_prefix: Some("keep".into()) }).unwrap();
+    let app = client
+        .create_app(&NewAppBody {
+            name: "keep".into(),
+            token_prefix: Some("keep".into()),
+        })
+        .unwrap();
     let token = client
         .create_token(
             &app.id,
@@ -91,7 +121,10 @@ fn data_survives_a_restart_and_shutdown_is_graceful() {
     let client = server.client(&root);
     assert_eq!(client.get_app(&app.id).unwrap().name, "keep");
     let v = client
-        .verify(&VerifyBody { token: token.token.clone(), ..Default::default() })
+        .verify(&VerifyBody {
+            token: token.token.clone(),
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(v.code, "VALID");
     assert!(server.stop().success(), "SIGTERM exits 0");
@@ -113,7 +146,10 @@ fn bad_configuration_stops_the_start_naming_the_setting() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("invalid listen address in KMS_LISTEN"), "{stderr}");
+    assert!(
+        stderr.contains("invalid listen address in KMS_LISTEN"),
+        "{stderr}"
+    );
 
     let out = kms()
         .args(["serve", "--log-format", "xml", "--db"])
@@ -136,7 +172,10 @@ fn bad_configuration_stops_the_start_naming_the_setting() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("invalid body limit in `body_limit` of"), "{stderr}");
+    assert!(
+        stderr.contains("invalid body limit in `body_limit` of"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -149,7 +188,14 @@ fn configuration_file_and_json_logs_are_used() {
     let cfg_arg = cfg.to_string_lossy().into_owned();
     let server = Server::start_with(&db, &["--config", &cfg_arg], &[]);
     let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(2000));
-    let r = common::raw(&server.base, "POST", "/v1/apps", Some(&root), Some("application/json"), Some(big.as_bytes()));
+    let r = common::raw(
+        &server.base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some("application/json"),
+        Some(big.as_bytes()),
+    );
     r.assert_error(413, "payload_too_large");
     std::thread::sleep(std::time::Duration::from_millis(200));
     let logs = server.logs();
@@ -172,28 +218,81 @@ fn operator_commands_manage_a_local_database() {
         out.json()
     };
 
-    let app = ok(&["app", "create", "--name", "billing", "--token-prefix", "bill"]);
+    let app = ok(&[
+        "app",
+        "create",
+        "--name",
+        "billing",
+        "--token-prefix",
+        "bill",
+    ]);
     let app_id = app["id"].as_str().unwrap().to_owned();
     assert_eq!(app["token_prefix"], "bill");
     assert!(ok(&["app", "list"])["items"].as_array().unwrap().len() >= 2);
     assert_eq!(ok(&["app", "get", &app_id])["name"], "billing");
-    assert_eq!(ok(&["app", "update", &app_id, "--name", "billing2"])["name"], "billing2");
+    assert_eq!(
+        ok(&["app", "update", &app_id, "--name", "billing2"])["name"],
+        "billing2"
+    );
 
-    ok(&["permission", "create", "billing.read", "--description", "read"]);
-    let p = ok(&["permission", "create", "billing.invoices.read", "--implies", "billing.read"]);
+    ok(&[
+        "permission",
+        "create",
+        "billing.read",
+        "--description",
+        "read",
+    ]);
+    let p = ok(&[
+        "permission",
+        "create",
+        "billing.invoices.read",
+        "--implies",
+        "billing.read",
+    ]);
     assert_eq!(p["implies"], serde_json::json!(["billing.read"]));
     let perms = ok(&["permission", "list"]);
-    assert!(perms["items"].as_array().unwrap().iter().any(|p| p["scope"] == "billing.read"));
+    assert!(perms["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["scope"] == "billing.read"));
 
-    let role = ok(&["role", "create", "reader", "--permissions", "billing.read,app.read"]);
-    assert!(role["effective"].as_array().unwrap().iter().any(|s| s == "billing.read"));
+    let role = ok(&[
+        "role",
+        "create",
+        "reader",
+        "--permissions",
+        "billing.read,app.read",
+    ]);
+    assert!(role["effective"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == "billing.read"));
     assert_eq!(ok(&["role", "get", "reader"])["name"], "reader");
     assert_eq!(ok(&["role", "list"])["items"].as_array().unwrap().len(), 1);
 
     let created = ok(&[
-        "token", "create", "--app", &app_id, "--name", "ci", "--roles", "reader", "--scopes",
-        "billing.invoices.read", "--expires-in", "3600", "--metadata", r#"{"team":"ci"}"#, "--uses", "5",
-        "--ratelimit", "10/60", "--ip-allow", "10.0.0.0/8",
+        "token",
+        "create",
+        "--app",
+        &app_id,
+        "--name",
+        "ci",
+        "--roles",
+        "reader",
+        "--scopes",
+        "billing.invoices.read",
+        "--expires-in",
+        "3600",
+        "--metadata",
+        r#"{"team":"ci"}"#,
+        "--uses",
+        "5",
+        "--ratelimit",
+        "10/60",
+        "--ip-allow",
+        "10.0.0.0/8",
     ]);
     let token = created["token"].as_str().unwrap().to_owned();
     let token_id = created["id"].as_str().unwrap().to_owned();
@@ -202,7 +301,14 @@ fn operator_commands_manage_a_local_database() {
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     assert!(!listed.to_string().contains(&token));
 
-    let v = ok(&["verify", &token, "--permissions", "billing.read", "--ip", "10.1.1.1"]);
+    let v = ok(&[
+        "verify",
+        &token,
+        "--permissions",
+        "billing.read",
+        "--ip",
+        "10.1.1.1",
+    ]);
     assert_eq!(v["code"], "VALID");
     assert_eq!(v["remaining"], 4);
     let v = ok(&["verify", &token, "--scopes", "admin", "--ip", "10.1.1.1"]);
@@ -234,7 +340,11 @@ fn operator_commands_manage_a_local_database() {
     // Errors: non-zero with a clear message on stderr, nothing on stdout.
     let bad = run(&db, &["app", "create", "--name", "", "--token-prefix", "9"]);
     assert!(!bad.status.success());
-    assert!(bad.stderr.contains("name") && bad.stderr.contains("token_prefix"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("name") && bad.stderr.contains("token_prefix"),
+        "{}",
+        bad.stderr
+    );
     assert!(bad.stdout.is_empty());
     let missing = run(&db, &["app", "get", "app_nope"]);
     assert!(!missing.status.success());
@@ -247,7 +357,11 @@ fn operator_commands_manage_a_local_database() {
     ok(&["role", "delete", "reader"]);
 
     // The database never holds the plaintext.
-    common::assert_no_secrets("the database files", &common::database_bytes(&db), &[token, new_token]);
+    common::assert_no_secrets(
+        "the database files",
+        &common::database_bytes(&db),
+        &[token, new_token],
+    );
 }
 
 #[test]
@@ -270,7 +384,11 @@ fn migrations_go_down_and_up() {
     let s = status.json();
     let latest = s["latest"].as_u64().unwrap();
     assert_eq!(s["version"], latest);
-    assert!(s["migrations"].as_array().unwrap().iter().all(|m| m["applied"] == true));
+    assert!(s["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["applied"] == true));
 
     let down = run(&db, &["migrate", "down"]);
     assert!(down.status.success(), "{}", down.stderr);
@@ -303,8 +421,14 @@ fn help_is_available_everywhere() {
     }
     let out = kms().args(["serve", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("KMS_LISTEN") && text.contains("KMS_DB"), "{text}");
-    assert!(!text.contains("insecure"), "the test-only switch stays hidden");
+    assert!(
+        text.contains("KMS_LISTEN") && text.contains("KMS_DB"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("insecure"),
+        "the test-only switch stays hidden"
+    );
 }
 
 #[test]
@@ -319,9 +443,17 @@ fn default_argon2_parameters_work_end_to_end() {
     let root = v["root_token"].as_str().unwrap().to_owned();
     let server = Server::start_with(&db, &[], &[("KMS_INSECURE_FAST_HASH", "0")]);
     let client = server.client(&root);
-    let app = client.create_app(&NewAppBody { name: "slow".into(), token_prefix: None }).unwrap();
+    let app = client
+        .create_app(&NewAppBody {
+            name: "slow".into(),
+            token_prefix: None,
+        })
+        .unwrap();
     assert_eq!(client.get_app(&app.id).unwrap().name, "slow");
     let bytes = common::database_bytes(&db);
     let text = String::from_utf8_lossy(&bytes);
-    assert!(text.contains("$argon2id$v=19$m=19456,t=2,p=1$"), "OWASP parameters in the stored hash");
+    assert!(
+        text.contains("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "OWASP parameters in the stored hash"
+    );
 }
