@@ -7,6 +7,7 @@ mod audit;
 mod cache;
 mod env;
 mod error;
+mod failure_gate;
 mod hashing;
 mod keyring;
 mod kms;
@@ -29,6 +30,7 @@ pub use audit::{verify_chain, AuditEvent, AuditQuery, AuditVerification, GENESIS
 pub use cache::CacheStats;
 pub use env::{Clock, ManualClock, OsRandom, SecureRandom, SystemClock, Timestamp};
 pub use error::{Error, ErrorCode, FieldError, Result, StoreError};
+pub use failure_gate::{LockoutPolicy, SecurityEvent, SecurityEventSink};
 pub use hashing::{HashParams, SecretHasher};
 pub use keyring::{KeyAlgorithm, KeyInfo, KeyState, SigningKeyRecord};
 pub use kms::{

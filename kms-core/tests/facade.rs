@@ -1055,3 +1055,104 @@ fn every_management_change_is_audited_in_a_verifiable_chain(e: Env) {
         5
     );
 }
+
+#[derive(Default)]
+struct Sink(std::sync::Mutex<Vec<kms_core::SecurityEvent>>);
+
+impl kms_core::SecurityEventSink for Sink {
+    fn on_security_event(&self, event: &kms_core::SecurityEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+#[test]
+fn repeated_failures_lock_out_the_source_and_are_audited() {
+    let sink = Arc::new(Sink::default());
+    let kms = Kms::builder(Arc::new(MemoryStore::new()))
+        .hash_params(HashParams::insecure_for_tests())
+        .lockout_policy(kms_core::LockoutPolicy {
+            threshold: 3,
+            window_secs: 60,
+            lockout_secs: 120,
+        })
+        .security_event_sink(sink.clone())
+        .build()
+        .unwrap();
+    let root_token = kms.initialize().unwrap().token;
+    let attacker: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    let honest: std::net::IpAddr = "198.51.100.1".parse().unwrap();
+    // Warm the cache with the honest client first.
+    assert!(kms.authenticate(&root_token, Some(honest)).is_ok());
+    for _ in 0..3 {
+        assert_eq!(
+            kms.verify_token("kms_garbage", None, Some(attacker))
+                .unwrap()
+                .code(),
+            VerifyCode::Malformed
+        );
+    }
+    let locked = kms.verify_token(&root_token, None, Some(attacker)).unwrap();
+    assert_eq!(locked.code(), VerifyCode::RateLimited);
+    assert!(locked.retry_after_secs().is_some_and(|s| s > 0 && s <= 120));
+    let err = kms.authenticate(&root_token, Some(attacker)).unwrap_err();
+    assert!(
+        matches!(err, kms_core::Error::RateLimited { retry_after_secs } if retry_after_secs > 0)
+    );
+    // Other sources are unaffected.
+    assert!(kms.authenticate(&root_token, Some(honest)).is_ok());
+    assert_eq!(
+        sink.0.lock().unwrap().as_slice(),
+        [kms_core::SecurityEvent::Lockout {
+            source: format!("ip:{attacker}")
+        }]
+    );
+    let op = kms.operator();
+    let events = kms
+        .list_audit(
+            &op,
+            kms_core::AuditFilter {
+                action: Some("security.lockout".into()),
+                ..Default::default()
+            },
+            PageRequest::default(),
+        )
+        .unwrap();
+    assert_eq!(events.items.len(), 1);
+    assert_eq!(events.items[0].outcome, "failure");
+}
+
+#[test]
+fn guessing_secrets_for_one_token_id_locks_that_id_but_not_its_cached_holder() {
+    let kms = Kms::builder(Arc::new(MemoryStore::new()))
+        .hash_params(HashParams::insecure_for_tests())
+        .lockout_policy(kms_core::LockoutPolicy {
+            threshold: 3,
+            window_secs: 60,
+            lockout_secs: 120,
+        })
+        .build()
+        .unwrap();
+    let root = kms.initialize().unwrap().token;
+    assert_eq!(
+        kms.verify_token(&root, None, None).unwrap().code(),
+        VerifyCode::Valid
+    );
+    for i in 0..3 {
+        let guess = reforge(&root, |body| {
+            body.replace_range(20..22, ["AA", "BB", "CC"][i])
+        });
+        assert_eq!(
+            kms.verify_token(&guess, None, None).unwrap().code(),
+            VerifyCode::NotFound
+        );
+    }
+    let guess = reforge(&root, |body| body.replace_range(20..22, "DD"));
+    assert_eq!(
+        kms.verify_token(&guess, None, None).unwrap().code(),
+        VerifyCode::RateLimited
+    );
+    assert_eq!(
+        kms.verify_token(&root, None, None).unwrap().code(),
+        VerifyCode::Valid
+    );
+}

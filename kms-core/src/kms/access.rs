@@ -194,7 +194,12 @@ impl Kms {
         ip: Option<std::net::IpAddr>,
     ) -> Result<std::result::Result<TokenResponse, OAuthError>> {
         self.master_key()?;
-        let v = self.run_pipeline(api_key, None, ip, Purpose::Authenticate)?;
+        let v = self.run_pipeline(api_key, None, ip, ip, Purpose::Authenticate)?;
+        if let Some(secs) = v.retry_after_secs() {
+            return Err(Error::RateLimited {
+                retry_after_secs: secs,
+            });
+        }
         let (Some(key), Some(snap)) = (v.key.as_ref(), v.snapshot.as_ref()) else {
             return Ok(Err(OAuthError::InvalidClient(
                 "the API key is not valid".into(),
@@ -411,6 +416,11 @@ impl Kms {
             .clock
             .now()
             .plus_secs(self.inner.jwt.access_ttl_secs + self.inner.jwt.leeway_secs as i64);
+        if reuse {
+            self.emit(&crate::failure_gate::SecurityEvent::RefreshReuse {
+                family_id: family.to_owned(),
+            });
+        }
         let audit = if reuse {
             Audit::success("refresh.reuse", family).failure()
         } else {

@@ -85,7 +85,7 @@ impl Kms {
             action: audit.action.to_owned(),
             target: audit.target,
             outcome: audit.outcome.to_owned(),
-            ip: caller.and_then(|c| c.ip().map(str::to_owned)),
+            ip: caller.and_then(|c| c.ip().map(|i| i.to_string())),
             request_id: caller.and_then(|c| c.request_id().map(str::to_owned)),
             app_id: audit.app_id,
             details: audit.details,
@@ -155,6 +155,9 @@ impl Kms {
             after = last.seq;
             for e in &batch {
                 if let Err(seq) = checker.check(e) {
+                    self.emit(&crate::failure_gate::SecurityEvent::AuditChainBroken {
+                        first_bad_seq: seq,
+                    });
                     return Ok(AuditVerification::Broken {
                         ok: false,
                         first_bad_seq: seq,

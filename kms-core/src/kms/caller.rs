@@ -1,5 +1,6 @@
 //! Who a management call acts for.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -10,7 +11,7 @@ use crate::snapshot::{EffectiveSet, PermissionSnapshot};
 /// The authenticated principal of a management call: a token, or the local operator.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    ip: Option<String>,
+    ip: Option<IpAddr>,
     request_id: Option<String>,
     token_id: Option<String>,
     app_id: String,
@@ -53,7 +54,7 @@ impl Caller {
         ip: Option<std::net::IpAddr>,
         request_id: Option<String>,
     ) -> Self {
-        self.ip = ip.map(|i| i.to_string());
+        self.ip = ip;
         self.request_id =
             request_id.map(|r| r.chars().filter(|c| !c.is_control()).take(128).collect());
         self
@@ -65,8 +66,8 @@ impl Caller {
     }
 
     /// The client address, when known.
-    pub fn ip(&self) -> Option<&str> {
-        self.ip.as_deref()
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ip
     }
 
     /// The request id, when known.

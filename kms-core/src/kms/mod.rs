@@ -25,6 +25,7 @@ use crate::access_token::JwtSettings;
 use crate::cache::{CacheStats, VerifiedKeyCache};
 use crate::env::{Clock, OsRandom, SecureRandom, SystemClock};
 use crate::error::{Error, Result};
+use crate::failure_gate::{FailureGate, LockoutPolicy, SecurityEvent, SecurityEventSink};
 use crate::hashing::{HashParams, SecretHasher};
 use crate::keyring::KeyRing;
 use crate::model::{AppStatus, Application, CreatedToken, TokenInfo, TokenLimits, SYSTEM_APP_ID};
@@ -47,9 +48,24 @@ pub struct KmsBuilder {
     cache_capacity: u64,
     master_key: Option<MasterKey>,
     jwt: JwtSettings,
+    lockout: LockoutPolicy,
+    sinks: Vec<Arc<dyn SecurityEventSink>>,
 }
 
 impl KmsBuilder {
+    /// When repeated failures lock a source out (default: 10 within 60 s, for 300 s).
+    pub fn lockout_policy(mut self, policy: LockoutPolicy) -> Self {
+        self.lockout = policy;
+        self
+    }
+
+    /// Adds a receiver of security events (lockouts, refresh-token reuse, a broken audit
+    /// chain), e.g. a webhook.
+    pub fn security_event_sink(mut self, sink: Arc<dyn SecurityEventSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
     /// The master key that seals signing keys; access tokens (JWT) need one.
     pub fn master_key(mut self, key: MasterKey) -> Self {
         self.master_key = Some(key);
@@ -122,6 +138,8 @@ impl KmsBuilder {
             revoked: RwLock::new(HashSet::new()),
             rate_limits: Default::default(),
             audit_lock: Mutex::new(()),
+            failure_gate: FailureGate::new(self.lockout),
+            sinks: self.sinks,
         });
         let hook: Arc<dyn ChangeListener> = inner.hook.clone();
         inner.store.subscribe(Arc::downgrade(&hook));
@@ -166,6 +184,8 @@ pub(crate) struct Inner {
     revoked: RwLock<HashSet<String>>,
     rate_limits: crate::ratelimit::TokenRateLimits,
     audit_lock: Mutex<()>,
+    failure_gate: FailureGate,
+    sinks: Vec<Arc<dyn SecurityEventSink>>,
 }
 
 struct InvalidationHook(Weak<Inner>);
@@ -224,6 +244,8 @@ impl Kms {
             cache_capacity: 100_000,
             master_key: None,
             jwt: JwtSettings::default(),
+            lockout: LockoutPolicy::default(),
+            sinks: Vec::new(),
         }
     }
 
@@ -308,6 +330,13 @@ impl Kms {
             token: plaintext,
             info: TokenInfo::from_record(&record, now),
         })
+    }
+
+    /// Tells every security-event sink.
+    pub(crate) fn emit(&self, event: &SecurityEvent) {
+        for sink in &self.inner.sinks {
+            sink.on_security_event(event);
+        }
     }
 
     /// A caller with every permission in the system application, for operators working on a

@@ -87,6 +87,7 @@ pub struct Verification {
     pub(crate) key: Option<Arc<CachedKey>>,
     pub(crate) snapshot: Option<Arc<PermissionSnapshot>>,
     remaining: Option<u64>,
+    retry_after: Option<u64>,
 }
 
 /// The body of a verification response, exactly as the HTTP API gives it.
@@ -137,7 +138,20 @@ impl Verification {
             key: None,
             snapshot: None,
             remaining: None,
+            retry_after: None,
         }
+    }
+
+    fn locked_out(retry_after: u64) -> Self {
+        Verification {
+            retry_after: Some(retry_after),
+            ..Verification::fail(VerifyCode::RateLimited, None)
+        }
+    }
+
+    /// For `RATE_LIMITED` caused by a brute-force lockout: seconds until a retry may succeed.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// The outcome code.
@@ -215,7 +229,7 @@ impl Kms {
         query: Option<&PermissionQuery>,
         ip: Option<IpAddr>,
     ) -> Result<Verification> {
-        self.run_pipeline(token, query, ip, Purpose::Verify)
+        self.run_pipeline(token, query, ip, ip, Purpose::Verify)
     }
 
     /// Verification on behalf of `caller` (`token.verify`), as the HTTP API does it. A
@@ -254,13 +268,24 @@ impl Kms {
                 }
             }
         }
-        self.run_pipeline(&req.token, query.as_ref(), ip, Purpose::Verify)
+        self.run_pipeline(
+            &req.token,
+            query.as_ref(),
+            ip,
+            caller.ip().or(ip),
+            Purpose::Verify,
+        )
     }
 
     /// Authenticates the bearer token of a management call. Every failure is
     /// `Unauthenticated`, with a message that says why without revealing whether an id exists.
     pub fn authenticate(&self, bearer: &str, ip: Option<IpAddr>) -> Result<Caller> {
-        let v = self.run_pipeline(bearer, None, ip, Purpose::Authenticate)?;
+        let v = self.run_pipeline(bearer, None, ip, ip, Purpose::Authenticate)?;
+        if let Some(secs) = v.retry_after {
+            return Err(Error::RateLimited {
+                retry_after_secs: secs,
+            });
+        }
         let message = match v.code {
             VerifyCode::Valid => {
                 let (Some(k), Some(_)) = (&v.key, &v.snapshot) else {
@@ -293,10 +318,18 @@ impl Kms {
         token: &str,
         query: Option<&PermissionQuery>,
         ip: Option<IpAddr>,
+        source: Option<IpAddr>,
         purpose: Purpose,
     ) -> Result<Verification> {
-        // 1. Format and checksum, offline.
+        let now = self.inner.clock.now();
+        let gate = &self.inner.failure_gate;
+        let source_key = source.map(|s| format!("ip:{s}"));
+        // 1. Failure gate for the client address, then format and checksum, offline.
+        if let Some(secs) = source_key.as_deref().and_then(|k| gate.locked_for(k, now)) {
+            return Ok(Verification::locked_out(secs));
+        }
         let Ok(parsed) = token_format::parse(token) else {
+            self.count_failure(source_key.as_deref(), None, now);
             return Ok(Verification::fail(VerifyCode::Malformed, None));
         };
         let snap = self.snapshot()?;
@@ -305,16 +338,26 @@ impl Kms {
         let digest = cache.digest(token);
         let key = match cache.get(&digest) {
             Some(k) if k.effective.generation() == snap.generation() => k,
-            _ => match self.load_and_check(&parsed, &snap)? {
-                Some(k) => {
-                    cache.insert(digest, Arc::clone(&k.0), k.1);
-                    k.0
+            _ => {
+                // A token id under attack is not hashed again until its lockout ends; a
+                // correct, cached secret (above) is not a guess and still passes.
+                let id_key = format!("tok:{}", parsed.lookup_id());
+                if let Some(secs) = gate.locked_for(&id_key, now) {
+                    return Ok(Verification::locked_out(secs));
                 }
-                None => return Ok(Verification::fail(VerifyCode::NotFound, None)),
-            },
+                match self.load_and_check(&parsed, &snap)? {
+                    Some(k) => {
+                        cache.insert(digest, Arc::clone(&k.0), k.1);
+                        k.0
+                    }
+                    None => {
+                        self.count_failure(source_key.as_deref(), Some(&id_key), now);
+                        return Ok(Verification::fail(VerifyCode::NotFound, None));
+                    }
+                }
+            }
         };
         // 3. Status.
-        let now = self.inner.clock.now();
         let status = if key.record.status == TokenStatus::Revoked {
             Some(VerifyCode::Revoked)
         } else if key.record.is_expired(now) {
@@ -373,7 +416,23 @@ impl Kms {
             key: Some(key),
             snapshot: Some(snap),
             remaining,
+            retry_after: None,
         })
+    }
+
+    /// Counts a failed verification against the client address and the token id; a source
+    /// that crosses the threshold is locked out, audited and reported.
+    fn count_failure(&self, source: Option<&str>, token: Option<&str>, now: Timestamp) {
+        for key in [source, token].into_iter().flatten() {
+            if self.inner.failure_gate.record_failure(key, now) {
+                let audit = super::audit_log::Audit::success("security.lockout", key).failure();
+                // Best effort: a lockout must not fail the request that triggered it.
+                let _ = self.commit(None, audit, Vec::new());
+                self.emit(&crate::failure_gate::SecurityEvent::Lockout {
+                    source: key.to_owned(),
+                });
+            }
+        }
     }
 
     /// The cold path: store lookup and argon2id. Returns the verified key and the cache

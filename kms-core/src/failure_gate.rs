@@ -1,0 +1,165 @@
+//! Brute-force protection: failed authentications and verifications are counted per source
+//! (client address, token id); past a threshold within a window the source is locked out.
+//!
+//! The hot path only reads a normally empty map of locked sources; failure counting takes a
+//! lock, but only on failures.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+
+use crate::env::Timestamp;
+
+/// When a source is locked out. Defaults: 10 failures within 60 s lock it for 300 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Failures within the window that trigger a lockout (0 disables lockouts).
+    pub threshold: u32,
+    /// Counting window in seconds.
+    pub window_secs: i64,
+    /// Lockout length in seconds.
+    pub lockout_secs: i64,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        LockoutPolicy {
+            threshold: 10,
+            window_secs: 60,
+            lockout_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: i64,
+    failures: u32,
+}
+
+/// Most sources tracked before expired ones are swept.
+const SWEEP_AT: usize = 100_000;
+
+pub(crate) struct FailureGate {
+    policy: LockoutPolicy,
+    windows: Mutex<HashMap<String, Window>>,
+    locked: RwLock<HashMap<String, i64>>,
+}
+
+impl FailureGate {
+    pub(crate) fn new(policy: LockoutPolicy) -> Self {
+        FailureGate {
+            policy,
+            windows: Mutex::default(),
+            locked: RwLock::default(),
+        }
+    }
+
+    /// Seconds until `source` may try again, if it is locked out.
+    pub(crate) fn locked_for(&self, source: &str, now: Timestamp) -> Option<u64> {
+        let locked = self.locked.read().ok()?;
+        if locked.is_empty() {
+            return None;
+        }
+        let until = *locked.get(source)?;
+        (until > now.unix()).then(|| (until - now.unix()) as u64)
+    }
+
+    /// Counts a failure of `source`; returns true when it just got locked out.
+    pub(crate) fn record_failure(&self, source: &str, now: Timestamp) -> bool {
+        if self.policy.threshold == 0 {
+            return false;
+        }
+        let now = now.unix();
+        let Ok(mut windows) = self.windows.lock() else {
+            return false;
+        };
+        if windows.len() >= SWEEP_AT {
+            windows.retain(|_, w| w.start + self.policy.window_secs > now);
+        }
+        let w = windows.entry(source.to_owned()).or_insert(Window {
+            start: now,
+            failures: 0,
+        });
+        if w.start + self.policy.window_secs <= now {
+            *w = Window {
+                start: now,
+                failures: 0,
+            };
+        }
+        w.failures += 1;
+        if w.failures < self.policy.threshold {
+            return false;
+        }
+        windows.remove(source);
+        drop(windows);
+        if let Ok(mut locked) = self.locked.write() {
+            locked.retain(|_, until| *until > now);
+            locked.insert(source.to_owned(), now + self.policy.lockout_secs);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_within_window_locks_then_expires() {
+        let g = FailureGate::new(LockoutPolicy {
+            threshold: 3,
+            window_secs: 10,
+            lockout_secs: 30,
+        });
+        let t = Timestamp::from_unix(1000);
+        assert!(!g.record_failure("ip:1", t));
+        assert!(!g.record_failure("ip:1", t));
+        assert_eq!(g.locked_for("ip:1", t), None);
+        assert!(g.record_failure("ip:1", t.plus_secs(5)));
+        assert_eq!(g.locked_for("ip:1", t.plus_secs(5)), Some(30));
+        assert_eq!(g.locked_for("ip:2", t.plus_secs(5)), None);
+        assert_eq!(g.locked_for("ip:1", t.plus_secs(35)), None);
+    }
+
+    #[test]
+    fn failures_outside_the_window_start_over() {
+        let g = FailureGate::new(LockoutPolicy {
+            threshold: 2,
+            window_secs: 10,
+            lockout_secs: 30,
+        });
+        let t = Timestamp::from_unix(1000);
+        assert!(!g.record_failure("x", t));
+        assert!(!g.record_failure("x", t.plus_secs(11)));
+        assert!(g.record_failure("x", t.plus_secs(12)));
+    }
+}
+
+/// A security event worth alerting on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SecurityEvent {
+    /// A source (`ip:<address>` or `tok:<lookup id>`) was locked out after repeated failures.
+    Lockout {
+        /// The locked source.
+        source: String,
+    },
+    /// A spent refresh token was presented again; its family was revoked.
+    RefreshReuse {
+        /// The revoked family.
+        family_id: String,
+    },
+    /// The audit chain failed verification.
+    AuditChainBroken {
+        /// The first event that does not check out.
+        first_bad_seq: u64,
+    },
+}
+
+/// Receives security events. Called on the request path: implementations must not block
+/// (queue the event and deliver it elsewhere).
+pub trait SecurityEventSink: Send + Sync {
+    /// Called once per event.
+    fn on_security_event(&self, event: &SecurityEvent);
+}
