@@ -15,6 +15,7 @@ mod model;
 mod policy;
 mod query;
 mod ratelimit;
+pub mod request_signing;
 pub mod requests;
 mod scope;
 mod sealing;
