@@ -8,8 +8,8 @@ use std::error::Error;
 use std::sync::Arc;
 
 use kms_core::{
-    Caller, EffectiveSet, HashParams, Kms, KmsBuilder, MasterKey, NewApp, NewToken, Permission,
-    PermissionSnapshot, Policy, Role, RoleName, Scope,
+    Caller, EffectiveSet, HashParams, Kms, KmsBuilder, LockoutPolicy, MasterKey, NewApp, NewToken,
+    Permission, PermissionSnapshot, Policy, Role, RoleName, Scope,
 };
 use kms_store::MemoryStore;
 
@@ -194,13 +194,18 @@ pub struct PopulatedKms {
 pub const TOKEN_SCOPES: [&str; 3] = ["app.read", "token.read", "token.verify"];
 
 impl PopulatedKms {
-    /// Builds the service with argon2id cost `params` and a verified-key cache of
-    /// `cache_capacity` entries (0 disables it), and creates `count` tokens holding
-    /// [`TOKEN_SCOPES`].
+    /// Builds the service with argon2id cost `params`, a verified-key cache of
+    /// `cache_capacity` entries (0 disables it) and brute-force lockouts off, and creates
+    /// `count` tokens holding [`TOKEN_SCOPES`].
     pub fn new(params: HashParams, cache_capacity: u64, count: usize) -> SetupResult<PopulatedKms> {
         let builder = Kms::builder(Arc::new(MemoryStore::new()))
             .hash_params(params)
-            .cache_capacity(cache_capacity);
+            .cache_capacity(cache_capacity)
+            // Benchmarks repeat failing verifications on purpose: no brute-force lockout.
+            .lockout_policy(LockoutPolicy {
+                threshold: 0,
+                ..LockoutPolicy::default()
+            });
         Self::populate(builder, count)
     }
 
