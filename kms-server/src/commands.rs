@@ -184,13 +184,16 @@ fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), CommandError
     let kms = open_kms(config, Some(metrics.clone()))?;
     if !kms.is_initialized()? {
         let root = kms.initialize()?;
-        // Printed once, here, and nowhere else: it is never logged.
+        // Printed once, here, and nowhere else: it is never logged. The second line is the
+        // same JSON object `kms init` prints, for scripts.
         eprintln!(
-            "kms: initialised {}; root token (shown once, store it now): {}",
-            config.db.display(),
-            root.token
+            "kms: initialised {}; the root token below is shown once, store it now:",
+            config.db.display()
         );
-        eprintln!("kms: root token id: {}", root.info.id);
+        eprintln!(
+            "{}",
+            json!({"root_token": root.token, "token_id": root.info.id})
+        );
     }
     let options = HttpOptions {
         body_limit: serve_config.body_limit,

@@ -63,9 +63,11 @@ fn serve_initialises_an_empty_database_and_prints_the_root_token_once() {
     let logs = server.logs();
     let line = logs
         .lines()
-        .find(|l| l.contains("root token (shown once"))
+        .find(|l| l.starts_with(r#"{"root_token""#))
         .unwrap_or_else(|| panic!("no root token line in {logs}"));
-    let root = line.rsplit(' ').next().unwrap().to_owned();
+    let printed: serde_json::Value = serde_json::from_str(line).unwrap();
+    let root = printed["root_token"].as_str().unwrap().to_owned();
+    assert!(printed["token_id"].as_str().unwrap().starts_with("tok_"));
     let client = server.client(&root);
     let app = client
         .create_app(&NewAppBody {
