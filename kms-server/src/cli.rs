@@ -110,6 +110,18 @@ pub struct ServeArgs {
     /// [default: 100000]
     #[arg(long, value_name = "N")]
     pub cache_capacity: Option<String>,
+    /// Failed authentications or verifications from one source, within the lockout
+    /// window, that lock it out; 0 disables lockouts [env: KMS_LOCKOUT_THRESHOLD]
+    /// [default: 10]
+    #[arg(long, value_name = "N")]
+    pub lockout_threshold: Option<String>,
+    /// The window in which failures are counted [env: KMS_LOCKOUT_WINDOW] [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub lockout_window: Option<String>,
+    /// How long a locked-out source is refused (429) [env: KMS_LOCKOUT_DURATION]
+    /// [default: 300s]
+    #[arg(long, value_name = "DURATION")]
+    pub lockout_duration: Option<String>,
 }
 
 /// Paging of a listing.
@@ -350,6 +362,9 @@ impl Cli {
             put("shutdown_timeout", &s.shutdown_timeout);
             put("cache_ttl", &s.cache_ttl);
             put("cache_capacity", &s.cache_capacity);
+            put("lockout_threshold", &s.lockout_threshold);
+            put("lockout_window", &s.lockout_window);
+            put("lockout_duration", &s.lockout_duration);
         }
         if g.insecure_fast_hash {
             flags.insert("insecure_fast_hash", "true".to_owned());

@@ -20,6 +20,7 @@ use crate::cli::{
 };
 use crate::config::{Config, ServeConfig, Sources};
 use crate::metrics::{MeteredStore, Metrics};
+use crate::security_events::LoggedSecurityEvents;
 use crate::server::{self, HttpOptions};
 
 /// A command failed; the message is for the person at the terminal.
@@ -122,12 +123,15 @@ pub fn open_kms(config: &Config, metrics: Option<Arc<Metrics>>) -> Result<Kms, C
         ))
     })?;
     let mut store: Arc<dyn Store> = Arc::new(sqlite);
+    let metrics_for_events = metrics.clone();
     if let Some(metrics) = metrics {
         store = Arc::new(MeteredStore::new(store, metrics));
     }
     let mut builder = Kms::builder(store)
         .cache_ttl(config.cache_ttl)
-        .cache_capacity(config.cache_capacity);
+        .cache_capacity(config.cache_capacity)
+        .lockout_policy(config.lockout)
+        .security_event_sink(Arc::new(LoggedSecurityEvents::new(metrics_for_events)));
     if config.insecure_fast_hash {
         builder = builder.hash_params(HashParams::insecure_for_tests());
     }

@@ -14,7 +14,14 @@
 //! | `shutdown_timeout` | `--shutdown-timeout` | `KMS_SHUTDOWN_TIMEOUT` | `30s` |
 //! | `cache_ttl` | `--cache-ttl` | `KMS_CACHE_TTL` | `60s` |
 //! | `cache_capacity` | `--cache-capacity` | `KMS_CACHE_CAPACITY` | `100000` |
+//! | `lockout_threshold` | `--lockout-threshold` | `KMS_LOCKOUT_THRESHOLD` | `10` (0 disables lockouts) |
+//! | `lockout_window` | `--lockout-window` | `KMS_LOCKOUT_WINDOW` | `60s` |
+//! | `lockout_duration` | `--lockout-duration` | `KMS_LOCKOUT_DURATION` | `300s` |
 //! | `insecure_fast_hash` | `--insecure-fast-hash` | `KMS_INSECURE_FAST_HASH` | `false` |
+//!
+//! Lockouts: after `lockout_threshold` failed authentications or verifications from one
+//! client address (or against one token id) within `lockout_window`, that source is
+//! refused (`429 rate_limited`) for `lockout_duration`.
 //!
 //! `insecure_fast_hash` makes argon2id deliberately cheap. It exists for test suites only;
 //! never set it where real secrets are issued.
@@ -92,6 +99,24 @@ const CACHE_CAPACITY: Setting = Setting {
     env: "KMS_CACHE_CAPACITY",
     what: "cache capacity",
 };
+const LOCKOUT_THRESHOLD: Setting = Setting {
+    key: "lockout_threshold",
+    flag: "--lockout-threshold",
+    env: "KMS_LOCKOUT_THRESHOLD",
+    what: "lockout threshold",
+};
+const LOCKOUT_WINDOW: Setting = Setting {
+    key: "lockout_window",
+    flag: "--lockout-window",
+    env: "KMS_LOCKOUT_WINDOW",
+    what: "lockout window",
+};
+const LOCKOUT_DURATION: Setting = Setting {
+    key: "lockout_duration",
+    flag: "--lockout-duration",
+    env: "KMS_LOCKOUT_DURATION",
+    what: "lockout duration",
+};
 const INSECURE_FAST_HASH: Setting = Setting {
     key: "insecure_fast_hash",
     flag: "--insecure-fast-hash",
@@ -99,7 +124,7 @@ const INSECURE_FAST_HASH: Setting = Setting {
     what: "insecure fast hash switch",
 };
 
-const ALL: [Setting; 10] = [
+const ALL: [Setting; 13] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -109,6 +134,9 @@ const ALL: [Setting; 10] = [
     SHUTDOWN_TIMEOUT,
     CACHE_TTL,
     CACHE_CAPACITY,
+    LOCKOUT_THRESHOLD,
+    LOCKOUT_WINDOW,
+    LOCKOUT_DURATION,
     INSECURE_FAST_HASH,
 ];
 
@@ -262,6 +290,8 @@ pub struct Config {
     pub cache_ttl: Duration,
     /// Most verified keys cached (0 disables the cache).
     pub cache_capacity: u64,
+    /// When repeated failures lock a source out.
+    pub lockout: kms_core::LockoutPolicy,
 }
 
 impl Config {
@@ -274,8 +304,31 @@ impl Config {
             insecure_fast_hash: sources.get(INSECURE_FAST_HASH, parse_bool, false)?,
             cache_ttl: sources.get(CACHE_TTL, parse_duration, Duration::from_secs(60))?,
             cache_capacity: sources.get(CACHE_CAPACITY, parse_u64, 100_000)?,
+            lockout: resolve_lockout(sources)?,
         })
     }
+}
+
+fn resolve_lockout(sources: &Sources) -> Result<kms_core::LockoutPolicy, ConfigError> {
+    let d = kms_core::LockoutPolicy::default();
+    let secs = |d: Duration| i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX);
+    Ok(kms_core::LockoutPolicy {
+        threshold: sources.get(LOCKOUT_THRESHOLD, parse_u32, d.threshold)?,
+        window_secs: sources
+            .get(
+                LOCKOUT_WINDOW,
+                parse_duration,
+                Duration::from_secs(d.window_secs.unsigned_abs()),
+            )
+            .map(secs)?,
+        lockout_secs: sources
+            .get(
+                LOCKOUT_DURATION,
+                parse_duration,
+                Duration::from_secs(d.lockout_secs.unsigned_abs()),
+            )
+            .map(secs)?,
+    })
 }
 
 /// The settings of `kms serve`.
@@ -346,6 +399,12 @@ fn parse_u64(s: &str) -> Result<u64, String> {
     s.replace('_', "")
         .parse::<u64>()
         .map_err(|_| format!("expected a whole number, got {s:?}"))
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    s.replace('_', "")
+        .parse::<u32>()
+        .map_err(|_| format!("expected a whole number up to {}, got {s:?}", u32::MAX))
 }
 
 /// `30`, `30s`, `500ms`, `5m`, `1h`; a bare number is seconds.
@@ -424,6 +483,7 @@ mod tests {
         assert_eq!(c.db, PathBuf::from("./kms.db"));
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(!c.insecure_fast_hash);
+        assert_eq!(c.lockout, kms_core::LockoutPolicy::default());
         assert_eq!(ServeConfig::resolve(&s).unwrap(), ServeConfig::default());
     }
 
@@ -477,6 +537,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not valid TOML"), "{err}");
+    }
+
+    #[test]
+    fn lockouts_are_configurable() {
+        let s = sources(
+            &[("lockout_threshold", "0")],
+            &[("KMS_LOCKOUT_WINDOW", "2m"), ("KMS_LOCKOUT_DURATION", "10")],
+            None,
+        )
+        .unwrap();
+        let c = Config::resolve(&s).unwrap();
+        assert_eq!(
+            (
+                c.lockout.threshold,
+                c.lockout.window_secs,
+                c.lockout.lockout_secs
+            ),
+            (0, 120, 10)
+        );
     }
 
     #[test]

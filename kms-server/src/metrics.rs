@@ -45,6 +45,11 @@ struct CodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
     operation: &'static str,
 }
@@ -65,6 +70,7 @@ pub struct Metrics {
     verifications: Family<CodeLabels, Counter>,
     store_latency: HistogramFamily<OperationLabels>,
     store_errors: Family<OperationLabels, Counter>,
+    security_events: Family<EventLabels, Counter>,
     cache: Arc<CacheCollector>,
 }
 
@@ -110,6 +116,12 @@ impl Metrics {
             "Store operations that failed, by operation",
             store_errors.clone(),
         );
+        let security_events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "security_events",
+            "Security events (lockouts, refresh-token reuse, broken audit chain), by kind",
+            security_events.clone(),
+        );
         let cache = Arc::new(CacheCollector::default());
         registry.register_collector(Box::new(SharedCollector(cache.clone())));
         Metrics {
@@ -119,6 +131,7 @@ impl Metrics {
             verifications,
             store_latency,
             store_errors,
+            security_events,
             cache,
         }
     }
@@ -151,6 +164,15 @@ impl Metrics {
         self.verifications
             .get_or_create(&CodeLabels {
                 code: code.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records one security event of kind `event` (`lockout`, ...).
+    pub fn record_security_event(&self, event: &str) {
+        self.security_events
+            .get_or_create(&EventLabels {
+                event: event.to_owned(),
             })
             .inc();
     }

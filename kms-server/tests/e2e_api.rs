@@ -1217,3 +1217,38 @@ fn no_secret_reaches_the_database_or_the_logs() {
         &f.secrets,
     );
 }
+
+#[test]
+fn repeated_failures_lock_the_source_out_with_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let (root, _) = init(&db);
+    let server = Server::start_with(
+        &db,
+        &["--lockout-threshold", "3", "--lockout-duration", "60s"],
+        &[],
+    );
+    for _ in 0..3 {
+        let r = raw(
+            &server.base,
+            "GET",
+            "/v1/apps",
+            Some("kms_garbage"),
+            None,
+            None,
+        );
+        r.assert_error(401, "unauthenticated");
+    }
+    // Now even a valid token from this address waits.
+    let r = raw(&server.base, "GET", "/v1/apps", Some(&root), None, None);
+    let v = r.assert_error(429, "rate_limited");
+    assert_eq!(v["error"]["retryable"], true);
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let metrics = server.anonymous().metrics().unwrap();
+    assert!(
+        metrics.contains(r#"kms_security_events_total{event="lockout"}"#),
+        "{metrics}"
+    );
+    assert!(server.logs().contains("security event"));
+}
