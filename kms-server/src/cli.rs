@@ -48,6 +48,11 @@ pub struct GlobalArgs {
     /// [default: info]
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// File holding the base64 master key that seals access-token signing keys; created
+    /// by `init` and `serve` when missing [env: KMS_MASTER_KEY_FILE]
+    /// [default: the database path + `.key`]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub master_key_file: Option<String>,
     /// TEST ONLY: deliberately cheap argon2id parameters so test suites run fast. Never
     /// use where real secrets are issued [env: KMS_INSECURE_FAST_HASH]
     #[arg(long, global = true, hide = true)]
@@ -355,6 +360,7 @@ impl Cli {
         put("db", &g.db);
         put("log_format", &g.log_format);
         put("log_level", &g.log_level);
+        put("master_key_file", &g.master_key_file);
         if let Command::Serve(s) = &self.command {
             put("listen", &s.listen);
             put("body_limit", &s.body_limit);

@@ -35,9 +35,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::wire::{
-    App, AppPage, AppPatchBody, CreatedTokenView, ErrorInfo, Health, NewAppBody, NewPermissionBody,
-    NewRoleBody, NewTokenBody, PageQuery, PermissionPage, PermissionView, RoleInfo, RolePage,
-    RolePatchBody, RotateBody, TokenPage, TokenPatchBody, TokenView, VerifyBody, VerifyResult,
+    AccessTokenResponse, App, AppPage, AppPatchBody, AuditCheck, AuditPage, AuditQueryParams,
+    CreatedTokenView, ErrorInfo, Health, IntrospectionBody, KeyPage, KeyView, NewAppBody,
+    NewPermissionBody, NewRoleBody, NewTokenBody, PageQuery, PermissionPage, PermissionView,
+    RoleInfo, RolePage, RolePatchBody, RotateBody, TokenPage, TokenPatchBody, TokenView,
+    VerifyBody, VerifyResult,
 };
 
 /// What can go wrong calling the API.
@@ -53,6 +55,14 @@ pub enum ClientError {
         error: ErrorInfo,
         /// The `Retry-After` header, in seconds, when present.
         retry_after: Option<u64>,
+    },
+    /// The server answered an OAuth 2.0 error (token, introspection, revocation).
+    #[error("{status} {}", .error.error)]
+    OAuth {
+        /// The HTTP status.
+        status: u16,
+        /// The decoded error.
+        error: crate::wire::OAuthErrorBody,
     },
     /// The server answered an error status without the API's error body.
     #[error("unexpected HTTP status {status}")]
@@ -72,15 +82,18 @@ impl ClientError {
     /// The HTTP status, for errors the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ClientError::Api { status, .. } | ClientError::Status { status } => Some(*status),
+            ClientError::Api { status, .. }
+            | ClientError::OAuth { status, .. }
+            | ClientError::Status { status } => Some(*status),
             _ => None,
         }
     }
 
-    /// The API error code (`not_found`), for errors with the API's body.
+    /// The error code (`not_found`, or OAuth's `invalid_grant`), for errors with a body.
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Api { error, .. } => Some(&error.code),
+            ClientError::OAuth { error, .. } => Some(&error.error),
             _ => None,
         }
     }
@@ -163,6 +176,19 @@ impl KmsClient {
             }
             None => req.call(),
         };
+        Self::finish(result)
+    }
+
+    /// Sends form-encoded parameters (the OAuth endpoints).
+    fn send_form(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<ureq::Response, ClientError> {
+        Self::finish(self.request("POST", path).send_form(params))
+    }
+
+    fn finish(result: Result<ureq::Response, ureq::Error>) -> Result<ureq::Response, ClientError> {
         match result {
             Ok(response) => Ok(response),
             Err(ureq::Error::Status(status, response)) => {
@@ -170,12 +196,15 @@ impl KmsClient {
                     .header("retry-after")
                     .and_then(|v| v.trim().parse().ok());
                 let text = response.into_string().unwrap_or_default();
-                match serde_json::from_str::<crate::wire::ErrorBody>(&text) {
-                    Ok(body) => Err(ClientError::Api {
+                if let Ok(body) = serde_json::from_str::<crate::wire::ErrorBody>(&text) {
+                    return Err(ClientError::Api {
                         status,
                         error: body.error,
                         retry_after,
-                    }),
+                    });
+                }
+                match serde_json::from_str::<crate::wire::OAuthErrorBody>(&text) {
+                    Ok(error) => Err(ClientError::OAuth { status, error }),
                     Err(_) => Err(ClientError::Status { status }),
                 }
             }
@@ -384,6 +413,102 @@ impl KmsClient {
     /// `DELETE /v1/tokens/{id}`.
     pub fn delete_token(&self, id: &str) -> Result<(), ClientError> {
         self.call_empty("DELETE", &format!("/v1/tokens/{}", segment(id)))
+    }
+
+    // ---- access tokens, keys, audit ----
+
+    /// `POST /v1/auth/token` with `grant_type=api_key`, this client's token being the API
+    /// key.
+    pub fn access_token(
+        &self,
+        scope: Option<&str>,
+        audience: Option<&str>,
+    ) -> Result<AccessTokenResponse, ClientError> {
+        let mut params = vec![("grant_type", "api_key")];
+        if let Some(s) = scope {
+            params.push(("scope", s));
+        }
+        if let Some(a) = audience {
+            params.push(("audience", a));
+        }
+        Self::decode(self.send_form("/v1/auth/token", &params)?)
+    }
+
+    /// `POST /v1/auth/token` with `grant_type=refresh_token`.
+    pub fn refresh_access_token(
+        &self,
+        refresh_token: &str,
+        scope: Option<&str>,
+    ) -> Result<AccessTokenResponse, ClientError> {
+        let mut params = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        if let Some(s) = scope {
+            params.push(("scope", s));
+        }
+        Self::decode(self.send_form("/v1/auth/token", &params)?)
+    }
+
+    /// `POST /v1/auth/introspect`.
+    pub fn introspect(&self, token: &str) -> Result<IntrospectionBody, ClientError> {
+        Self::decode(self.send_form("/v1/auth/introspect", &[("token", token)])?)
+    }
+
+    /// `POST /v1/auth/revoke`.
+    pub fn revoke_access_token(&self, token: &str) -> Result<(), ClientError> {
+        self.send_form("/v1/auth/revoke", &[("token", token)])
+            .map(|_| ())
+    }
+
+    /// `GET /.well-known/jwks.json`.
+    pub fn jwks(&self) -> Result<Value, ClientError> {
+        self.get("/.well-known/jwks.json")
+    }
+
+    /// `GET /v1/keys`.
+    pub fn list_keys(&self) -> Result<KeyPage, ClientError> {
+        self.get("/v1/keys")
+    }
+
+    /// `POST /v1/keys/rotate`.
+    pub fn rotate_keys(&self) -> Result<KeyView, ClientError> {
+        self.call("POST", "/v1/keys/rotate", None::<&Value>)
+    }
+
+    /// `GET /v1/audit`.
+    pub fn list_audit(&self, query: &AuditQueryParams) -> Result<AuditPage, ClientError> {
+        let mut params = Vec::new();
+        if let Some(l) = query.limit {
+            params.push(format!("limit={l}"));
+        }
+        for (k, v) in [
+            ("cursor", &query.cursor),
+            ("action", &query.action),
+            ("actor", &query.actor),
+            ("since", &query.since),
+        ] {
+            if let Some(v) = v {
+                params.push(format!("{k}={}", segment(v)));
+            }
+        }
+        let path = if params.is_empty() {
+            "/v1/audit".to_owned()
+        } else {
+            format!("/v1/audit?{}", params.join("&"))
+        };
+        self.get(&path)
+    }
+
+    /// `GET /v1/audit/verify`.
+    pub fn verify_audit(&self) -> Result<AuditCheck, ClientError> {
+        self.get("/v1/audit/verify")
+    }
+
+    fn decode<T: DeserializeOwned>(response: ureq::Response) -> Result<T, ClientError> {
+        response
+            .into_json::<T>()
+            .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     // ---- verification ----

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use kms_core::store::Store;
 use kms_core::{
-    AppUpdate, HashParams, Kms, NewApp, NewPermission, NewRole, NewToken, PageRequest,
-    RateLimitInput, RotateToken, VerifyRequest,
+    AppUpdate, HashParams, Kms, MasterKey, NewApp, NewPermission, NewRole, NewToken, OsRandom,
+    PageRequest, RateLimitInput, RotateToken, VerifyRequest,
 };
 use kms_store::SqliteStore;
 use serde::Serialize;
@@ -113,8 +113,67 @@ fn run_inner(cli: Cli) -> Result<ExitCode, CommandError> {
     }
 }
 
+/// Whether a missing master key file is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterKeyFile {
+    /// Create it when missing (`init`, `serve`).
+    CreateIfMissing,
+    /// Use it only if it exists (operator commands).
+    UseIfPresent,
+}
+
+/// Reads the master key file, creating it (mode 0600) with a fresh key when asked to.
+fn master_key(config: &Config, mode: MasterKeyFile) -> Result<Option<MasterKey>, CommandError> {
+    let path = &config.master_key_file;
+    match std::fs::read_to_string(path) {
+        Ok(text) => MasterKey::from_base64(&text).map(Some).map_err(|_| {
+            CommandError::new(format!(
+                "the master key file {} does not hold a base64 key of 32 bytes",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if mode == MasterKeyFile::UseIfPresent {
+                return Ok(None);
+            }
+            let key = MasterKey::generate(&OsRandom)?;
+            write_private_file(path, &key.to_base64()).map_err(|e| {
+                CommandError::new(format!(
+                    "cannot create the master key file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            tracing::info!(file = %path.display(), "created a new master key file");
+            Ok(Some(key))
+        }
+        Err(e) => Err(CommandError::new(format!(
+            "cannot read the master key file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes a new file readable by its owner only; fails if it exists.
+fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
 /// Opens the database of `config` as a [`Kms`], recording store latency into `metrics`.
-pub fn open_kms(config: &Config, metrics: Option<Arc<Metrics>>) -> Result<Kms, CommandError> {
+pub fn open_kms(
+    config: &Config,
+    metrics: Option<Arc<Metrics>>,
+    key_file: MasterKeyFile,
+) -> Result<Kms, CommandError> {
     let sqlite = SqliteStore::open(&config.db).map_err(|e| {
         CommandError::new(format!(
             "cannot open the database {}: {}",
@@ -135,6 +194,9 @@ pub fn open_kms(config: &Config, metrics: Option<Arc<Metrics>>) -> Result<Kms, C
     if config.insecure_fast_hash {
         builder = builder.hash_params(HashParams::insecure_for_tests());
     }
+    if let Some(key) = master_key(config, key_file)? {
+        builder = builder.master_key(key);
+    }
     Ok(builder.build()?)
 }
 
@@ -147,7 +209,7 @@ fn open_existing(config: &Config) -> Result<Kms, CommandError> {
             config.db.display()
         )));
     }
-    let kms = open_kms(config, None)?;
+    let kms = open_kms(config, None, MasterKeyFile::UseIfPresent)?;
     if !kms.is_initialized()? {
         return Err(CommandError::new(format!(
             "the database at {} is not initialised; run `kms init --db {}` first",
@@ -168,13 +230,15 @@ fn print_json(value: &impl Serialize) -> Result<(), CommandError> {
 }
 
 fn init(config: &Config) -> Result<(), CommandError> {
-    let kms = open_kms(config, None)?;
+    let kms = open_kms(config, None, MasterKeyFile::UseIfPresent)?;
     if kms.is_initialized()? {
         return Err(CommandError::new(format!(
             "the database at {} is already initialised; nothing was changed",
             config.db.display()
         )));
     }
+    // The master key is created with the database; reopen so the first signing key is made.
+    let kms = open_kms(config, None, MasterKeyFile::CreateIfMissing)?;
     let root = kms.initialize()?;
     print_json(&json!({"root_token": root.token, "token_id": root.info.id}))
 }
@@ -185,7 +249,11 @@ fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), CommandError
         .build()
         .map_err(|e| CommandError::new(format!("cannot start the async runtime: {e}")))?;
     let metrics = Arc::new(Metrics::new());
-    let kms = open_kms(config, Some(metrics.clone()))?;
+    let kms = open_kms(
+        config,
+        Some(metrics.clone()),
+        MasterKeyFile::CreateIfMissing,
+    )?;
     if !kms.is_initialized()? {
         let root = kms.initialize()?;
         // Printed once, here, and nowhere else: it is never logged. The second line is the

@@ -14,6 +14,7 @@
 //! | `shutdown_timeout` | `--shutdown-timeout` | `KMS_SHUTDOWN_TIMEOUT` | `30s` |
 //! | `cache_ttl` | `--cache-ttl` | `KMS_CACHE_TTL` | `60s` |
 //! | `cache_capacity` | `--cache-capacity` | `KMS_CACHE_CAPACITY` | `100000` |
+//! | `master_key_file` | `--master-key-file` | `KMS_MASTER_KEY_FILE` | the database path + `.key` |
 //! | `lockout_threshold` | `--lockout-threshold` | `KMS_LOCKOUT_THRESHOLD` | `10` (0 disables lockouts) |
 //! | `lockout_window` | `--lockout-window` | `KMS_LOCKOUT_WINDOW` | `60s` |
 //! | `lockout_duration` | `--lockout-duration` | `KMS_LOCKOUT_DURATION` | `300s` |
@@ -22,6 +23,10 @@
 //! Lockouts: after `lockout_threshold` failed authentications or verifications from one
 //! client address (or against one token id) within `lockout_window`, that source is
 //! refused (`429 rate_limited`) for `lockout_duration`.
+//!
+//! The master key file holds the base64 key that seals the signing keys of access tokens;
+//! `kms init` and `kms serve` create it (mode 0600) when it does not exist. Keep it out of
+//! backups of the database: the two together open every signing key.
 //!
 //! `insecure_fast_hash` makes argon2id deliberately cheap. It exists for test suites only;
 //! never set it where real secrets are issued.
@@ -99,6 +104,12 @@ const CACHE_CAPACITY: Setting = Setting {
     env: "KMS_CACHE_CAPACITY",
     what: "cache capacity",
 };
+const MASTER_KEY_FILE: Setting = Setting {
+    key: "master_key_file",
+    flag: "--master-key-file",
+    env: "KMS_MASTER_KEY_FILE",
+    what: "master key file",
+};
 const LOCKOUT_THRESHOLD: Setting = Setting {
     key: "lockout_threshold",
     flag: "--lockout-threshold",
@@ -124,7 +135,7 @@ const INSECURE_FAST_HASH: Setting = Setting {
     what: "insecure fast hash switch",
 };
 
-const ALL: [Setting; 13] = [
+const ALL: [Setting; 14] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -134,6 +145,7 @@ const ALL: [Setting; 13] = [
     SHUTDOWN_TIMEOUT,
     CACHE_TTL,
     CACHE_CAPACITY,
+    MASTER_KEY_FILE,
     LOCKOUT_THRESHOLD,
     LOCKOUT_WINDOW,
     LOCKOUT_DURATION,
@@ -292,13 +304,23 @@ pub struct Config {
     pub cache_capacity: u64,
     /// When repeated failures lock a source out.
     pub lockout: kms_core::LockoutPolicy,
+    /// The file holding the master key.
+    pub master_key_file: PathBuf,
 }
 
 impl Config {
     /// Resolves the common settings.
     pub fn resolve(sources: &Sources) -> Result<Self, ConfigError> {
+        let db = sources.get(DB, parse_path, PathBuf::from("./kms.db"))?;
+        let mut default_key = db.clone().into_os_string();
+        default_key.push(".key");
         Ok(Config {
-            db: sources.get(DB, parse_path, PathBuf::from("./kms.db"))?,
+            master_key_file: sources.get(
+                MASTER_KEY_FILE,
+                parse_path,
+                PathBuf::from(default_key),
+            )?,
+            db,
             log_format: sources.get(LOG_FORMAT, LogFormat::parse, LogFormat::Text)?,
             log_level: sources.get(LOG_LEVEL, parse_log_level, "info".to_owned())?,
             insecure_fast_hash: sources.get(INSECURE_FAST_HASH, parse_bool, false)?,
@@ -481,6 +503,7 @@ mod tests {
         let s = sources(&[], &[], None).unwrap();
         let c = Config::resolve(&s).unwrap();
         assert_eq!(c.db, PathBuf::from("./kms.db"));
+        assert_eq!(c.master_key_file, PathBuf::from("./kms.db.key"));
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(!c.insecure_fast_hash);
         assert_eq!(c.lockout, kms_core::LockoutPolicy::default());

@@ -42,6 +42,14 @@ use crate::wire;
         routes::tokens::rotate_token,
         routes::tokens::delete_token,
         routes::verify::verify,
+        routes::oauth::token,
+        routes::oauth::introspect,
+        routes::oauth::revoke,
+        routes::oauth::jwks,
+        routes::keys::list_keys,
+        routes::keys::rotate_keys,
+        routes::audit::list_audit,
+        routes::audit::verify_audit,
     ),
     components(schemas(wire::FieldProblem)),
     modifiers(&BearerAuth),
@@ -52,6 +60,8 @@ use crate::wire;
         (name = "roles", description = "Roles (`role.read`, `role.write`)"),
         (name = "tokens", description = "API keys (`token.read`, `token.create`, `token.revoke`)"),
         (name = "verification", description = "Verifying API keys (`token.verify`)"),
+        (name = "access tokens", description = "OAuth 2.0 access tokens (EdDSA JWTs), their signing keys and JWKS; the token, introspection and revocation endpoints answer errors in the OAuth shape"),
+        (name = "audit", description = "The hash-chained audit log (`audit.read`)"),
     ),
 )]
 pub struct ApiDoc;

@@ -20,7 +20,9 @@ use crate::metrics::Metrics;
 use crate::middleware::{
     body_limit, error_body, metrics as metrics_mw, request_id, security_headers, timeout, trace,
 };
-use crate::routes::{apps, docs, health, permissions, roles, tokens, verify, AppState};
+use crate::routes::{
+    apps, audit, docs, health, keys, oauth, permissions, roles, tokens, verify, AppState,
+};
 
 /// Limits of the HTTP layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,11 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(docs::openapi_json))
+        .route("/.well-known/jwks.json", get(oauth::jwks))
+        // The OAuth endpoints authenticate themselves: they answer in the OAuth shape.
+        .route("/v1/auth/token", post(oauth::token))
+        .route("/v1/auth/introspect", post(oauth::introspect))
+        .route("/v1/auth/revoke", post(oauth::revoke))
         .merge(v1_routes(kms.clone()));
     with_layers(routes, kms, metrics, options)
 }
@@ -94,6 +101,10 @@ fn v1_routes(kms: Kms) -> Router<AppState> {
         .route("/v1/tokens/{id}/revoke", post(tokens::revoke_token))
         .route("/v1/tokens/{id}/rotate", post(tokens::rotate_token))
         .route("/v1/verify", post(verify::verify))
+        .route("/v1/keys", get(keys::list_keys))
+        .route("/v1/keys/rotate", post(keys::rotate_keys))
+        .route("/v1/audit", get(audit::list_audit))
+        .route("/v1/audit/verify", get(audit::verify_audit))
         .route_layer(from_fn_with_state(kms, crate::middleware::authenticate))
 }
 

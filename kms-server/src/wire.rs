@@ -468,3 +468,209 @@ impl std::fmt::Debug for InitOutput {
             .finish()
     }
 }
+
+/// Parameters of `POST /v1/auth/token`, form-encoded or JSON.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenGrantBody {
+    /// `api_key` (the API key is the bearer credential) or `refresh_token`.
+    pub grant_type: String,
+    /// Space-separated subset of the grant's scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Audience of the access token (`api_key` grant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// The refresh token to exchange (`refresh_token` grant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for TokenGrantBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenGrantBody")
+            .field("grant_type", &self.grant_type)
+            .field("scope", &self.scope)
+            .field("audience", &self.audience)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// A successful answer of `POST /v1/auth/token` (RFC 6749 §5.1).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccessTokenResponse {
+    /// The access token, an EdDSA JWT.
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// The refresh token; exchange it once.
+    pub refresh_token: String,
+    /// Space-separated scopes granted.
+    pub scope: String,
+}
+
+impl std::fmt::Debug for AccessTokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessTokenResponse")
+            .field("access_token", &"<redacted>")
+            .field("refresh_token", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// The OAuth 2.0 error body of the token, introspection and revocation endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OAuthErrorBody {
+    /// `invalid_request`, `invalid_grant`, `invalid_scope`, `invalid_client`,
+    /// `unsupported_grant_type`, ...
+    pub error: String,
+    /// For humans.
+    #[serde(default)]
+    pub error_description: Option<String>,
+}
+
+/// Parameters of introspection and revocation, form-encoded or JSON.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenParamBody {
+    /// The access or refresh token.
+    pub token: String,
+}
+
+impl std::fmt::Debug for TokenParamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenParamBody { token: <redacted> }")
+    }
+}
+
+/// An introspection answer (RFC 7662); inactive is exactly `{"active": false}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IntrospectionBody {
+    /// Whether the token is active.
+    pub active: bool,
+    /// Space-separated scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The API key's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// Issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Expiry, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Issued at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// Token id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// `Bearer` or `refresh_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    /// The application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+}
+
+/// A signing key, without private material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm (`EdDSA`).
+    pub alg: String,
+    /// `active`, `verify-only` or `retired`.
+    pub state: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// When a verify-only key retires.
+    #[serde(default)]
+    pub verify_until: Option<String>,
+    /// When it retired.
+    #[serde(default)]
+    pub retired_at: Option<String>,
+}
+
+/// Every signing key, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyPage {
+    /// The keys.
+    pub items: Vec<KeyView>,
+    /// Always null.
+    pub next_cursor: Option<String>,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEventView {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// RFC 3339.
+    pub at: String,
+    /// A token id, `operator` or `system`.
+    pub actor: String,
+    /// `token.create`, `role.update`, ...
+    pub action: String,
+    /// The object acted on.
+    pub target: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// The client address, when known.
+    pub ip: Option<String>,
+    /// The request id, when known.
+    pub request_id: Option<String>,
+    /// Further facts.
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+/// A page of audit events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    /// Events, newest first.
+    pub items: Vec<AuditEventView>,
+    /// Cursor of the next (older) page, null at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// The result of checking the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditCheck {
+    /// Whether the chain is intact.
+    pub ok: bool,
+    /// Events checked (intact chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<u64>,
+    /// The first event that does not check out (altered chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_bad_seq: Option<u64>,
+}
+
+/// `?limit=&cursor=&action=&actor=&since=` of `GET /v1/audit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditQueryParams {
+    /// Events per page.
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// Only events at or after this RFC 3339 time.
+    pub since: Option<String>,
+}

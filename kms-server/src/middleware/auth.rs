@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use kms_core::{Caller, Kms};
 
 use crate::error::ApiError;
+use crate::middleware::request_id::RequestId;
 use crate::routes::blocking;
 
 /// Longest credential looked at; kms tokens are at most 64 characters.
@@ -59,8 +60,13 @@ pub async fn authenticate(State(kms): State<Kms>, mut request: Request, next: Ne
         Err(err) => return err.into_response(),
     };
     let ip = peer_ip(&request);
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.as_str().to_owned());
     let caller: Caller = match blocking(move || kms.authenticate(&token, ip)).await {
-        Ok(caller) => caller,
+        // The address and request id go into the audit events of the call.
+        Ok(caller) => caller.with_request(ip, request_id),
         Err(err) => return err.into_response(),
     };
     request.extensions_mut().insert(caller);

@@ -2,8 +2,11 @@
 //! [`Kms`] facade off the async executor, answer with the right status.
 
 pub mod apps;
+pub mod audit;
 pub mod docs;
 pub mod health;
+pub mod keys;
+pub mod oauth;
 pub mod permissions;
 pub mod roles;
 pub mod tokens;
