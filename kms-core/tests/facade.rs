@@ -1,5 +1,7 @@
 //! The `Kms` facade, driven through its public API over the memory and SQLite stores.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+
 use std::sync::Arc;
 
 use kms_core::store::Store;
