@@ -232,7 +232,10 @@ pub enum JwtError {
 /// The body of an introspection response (RFC 7662). Inactive is exactly `{"active": false}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-#[allow(clippy::large_enum_variant, reason = "a short-lived response body; boxing buys nothing")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a short-lived response body; boxing buys nothing"
+)]
 pub enum Introspection {
     /// An active token.
     Active {

@@ -138,13 +138,25 @@ pub struct TokenUpdate {
     #[serde(default)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// New rate limit, or null to remove it.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ratelimit: Option<Option<RateLimitInput>>,
     /// New use count, or null for unlimited.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub uses: Option<Option<i64>>,
     /// New allow-list, or null / empty for anywhere.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ip_allow: Option<Option<Vec<String>>>,
 }
 
@@ -162,8 +174,8 @@ pub struct RotateToken {
     pub grace_seconds: Option<i64>,
 }
 
-/// Verify a token and, optionally, a permission query.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// Verify a token and, optionally, a permission query. `Debug` redacts the token.
+#[derive(Clone, Default, Deserialize, Serialize)]
 pub struct VerifyRequest {
     /// The presented token.
     pub token: String,
@@ -176,6 +188,17 @@ pub struct VerifyRequest {
     /// The address the token is used from, checked against its allow-list.
     #[serde(default)]
     pub ip: Option<String>,
+}
+
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("token", &"<redacted>")
+            .field("permissions", &self.permissions)
+            .field("scopes", &self.scopes)
+            .field("ip", &self.ip)
+            .finish()
+    }
 }
 
 // ---- validation helpers shared by the operations ----

@@ -1,7 +1,12 @@
 //! Access tokens through the public API: issue, validate, refresh rotation and reuse,
 //! revocation, introspection, key rotation, and the attacks of RFC 8725.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 use std::sync::Arc;
 

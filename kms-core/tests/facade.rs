@@ -1,6 +1,11 @@
 //! The `Kms` facade, driven through its public API over the memory and SQLite stores.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 use std::sync::Arc;
 
@@ -1083,7 +1088,28 @@ fn repeated_failures_lock_out_the_source_and_are_audited() {
     let root_token = kms.initialize().unwrap().token;
     let attacker: std::net::IpAddr = "203.0.113.9".parse().unwrap();
     let honest: std::net::IpAddr = "198.51.100.1".parse().unwrap();
-    // Warm the cache with the honest client first.
+    let op = kms.operator();
+    let app = kms
+        .create_app(
+            &op,
+            NewApp {
+                name: "a".into(),
+                token_prefix: None,
+            },
+        )
+        .unwrap();
+    let fresh = kms
+        .create_token(
+            &op,
+            &app.id,
+            NewToken {
+                name: "t".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .token;
+    // The honest client's key is verified (and cached) before the attack.
     assert!(kms.authenticate(&root_token, Some(honest)).is_ok());
     for _ in 0..3 {
         assert_eq!(
@@ -1093,22 +1119,24 @@ fn repeated_failures_lock_out_the_source_and_are_audited() {
             VerifyCode::Malformed
         );
     }
-    let locked = kms.verify_token(&root_token, None, Some(attacker)).unwrap();
+    // The locked source gets no argon2 work: an uncached key is refused...
+    let locked = kms.verify_token(&fresh, None, Some(attacker)).unwrap();
     assert_eq!(locked.code(), VerifyCode::RateLimited);
     assert!(locked.retry_after_secs().is_some_and(|s| s > 0 && s <= 120));
-    let err = kms.authenticate(&root_token, Some(attacker)).unwrap_err();
+    let err = kms.authenticate(&fresh, Some(attacker)).unwrap_err();
     assert!(
         matches!(err, kms_core::Error::RateLimited { retry_after_secs } if retry_after_secs > 0)
     );
+    // ...but a correct, cached key is not a guess and still passes.
+    assert!(kms.authenticate(&root_token, Some(attacker)).is_ok());
     // Other sources are unaffected.
-    assert!(kms.authenticate(&root_token, Some(honest)).is_ok());
+    assert!(kms.authenticate(&fresh, Some(honest)).is_ok());
     assert_eq!(
         sink.0.lock().unwrap().as_slice(),
         [kms_core::SecurityEvent::Lockout {
             source: format!("ip:{attacker}")
         }]
     );
-    let op = kms.operator();
     let events = kms
         .list_audit(
             &op,

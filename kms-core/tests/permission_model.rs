@@ -1,7 +1,12 @@
 //! The compiled snapshot must agree with a naive, obviously-correct reference evaluator on
 //! random hierarchies, roles, grants and queries.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -194,7 +194,10 @@ impl Kms {
         ip: Option<std::net::IpAddr>,
     ) -> Result<std::result::Result<TokenResponse, OAuthError>> {
         self.master_key()?;
-        let v = self.run_pipeline(api_key, None, ip, ip, Purpose::Authenticate)?;
+        let v = self.run_pipeline_full(super::verify::Presented {
+            ip,
+            ..super::verify::Presented::new(api_key, Purpose::Authenticate)
+        })?;
         if let Some(secs) = v.retry_after_secs() {
             return Err(Error::RateLimited {
                 retry_after_secs: secs,

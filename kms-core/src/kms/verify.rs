@@ -220,6 +220,34 @@ pub(crate) enum Purpose {
     Authenticate,
 }
 
+/// One presentation of a token to the pipeline.
+#[derive(Clone, Copy)]
+pub(crate) struct Presented<'a> {
+    pub(crate) token: &'a str,
+    pub(crate) query: Option<&'a PermissionQuery>,
+    /// The address the token is used from: checked against its allow-list, and the source
+    /// failures are counted against.
+    pub(crate) ip: Option<IpAddr>,
+    /// Only tokens of this application are visible; others answer `NOT_FOUND`.
+    pub(crate) owner: Option<&'a str>,
+    pub(crate) purpose: Purpose,
+    /// Answer only what needs neither the store nor argon2; `None` otherwise.
+    pub(crate) cached_only: bool,
+}
+
+impl<'a> Presented<'a> {
+    pub(crate) fn new(token: &'a str, purpose: Purpose) -> Self {
+        Presented {
+            token,
+            query: None,
+            ip: None,
+            owner: None,
+            purpose,
+            cached_only: false,
+        }
+    }
+}
+
 impl Kms {
     /// Verifies `token` in-process, optionally against a permission query and the address
     /// it is used from. `Err` only when the store fails; every verdict is a [`VerifyCode`].
@@ -229,13 +257,63 @@ impl Kms {
         query: Option<&PermissionQuery>,
         ip: Option<IpAddr>,
     ) -> Result<Verification> {
-        self.run_pipeline(token, query, ip, ip, Purpose::Verify)
+        let p = Presented {
+            query,
+            ip,
+            ..Presented::new(token, Purpose::Verify)
+        };
+        self.run_pipeline_full(p)
     }
 
     /// Verification on behalf of `caller` (`token.verify`), as the HTTP API does it. A
     /// caller outside the system application only ever sees its own application's tokens;
-    /// others' answer `NOT_FOUND`.
+    /// others' answer `NOT_FOUND`. Failures count against the token id and the `ip` of the
+    /// request (the end user), never against the calling service.
     pub fn verify(&self, caller: &Caller, req: &VerifyRequest) -> Result<Verification> {
+        let (query, ip) = self.prepare_verify(caller, req)?;
+        let p = self.verify_presented(caller, req, query.as_ref(), ip);
+        self.run_pipeline_full(p)
+    }
+
+    /// [`verify`](Self::verify) when it can be answered without the store or argon2 (a
+    /// cached key without a use limit, or a malformed token); `None` otherwise. Lets an async
+    /// server answer the hot path inline and send only the rest to a blocking pool.
+    pub fn try_verify_cached(
+        &self,
+        caller: &Caller,
+        req: &VerifyRequest,
+    ) -> Option<Result<Verification>> {
+        let (query, ip) = match self.prepare_verify(caller, req) {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e)),
+        };
+        let p = Presented {
+            cached_only: true,
+            ..self.verify_presented(caller, req, query.as_ref(), ip)
+        };
+        self.run_pipeline(p).transpose()
+    }
+
+    fn verify_presented<'a>(
+        &self,
+        caller: &'a Caller,
+        req: &'a VerifyRequest,
+        query: Option<&'a PermissionQuery>,
+        ip: Option<IpAddr>,
+    ) -> Presented<'a> {
+        Presented {
+            query,
+            ip,
+            owner: (!caller.is_system()).then(|| caller.app_id()),
+            ..Presented::new(&req.token, Purpose::Verify)
+        }
+    }
+
+    fn prepare_verify(
+        &self,
+        caller: &Caller,
+        req: &VerifyRequest,
+    ) -> Result<(Option<PermissionQuery>, Option<IpAddr>)> {
         caller.require(&*self.snapshot()?, "token.verify")?;
         let query = match (&req.permissions, &req.scopes) {
             (Some(_), Some(_)) => {
@@ -253,98 +331,88 @@ impl Kms {
             }
             (None, None) => None,
         };
-        let ip = parse_ip(req.ip.as_deref())?;
-        if !caller.is_system() {
-            // Decide visibility before anything is spent.
-            if let Ok(parsed) = token_format::parse(&req.token) {
-                let id = format!("tok_{}", parsed.lookup_id());
-                let owner = self.inner.store.get_token(&id)?.map(|r| r.app_id);
-                if owner.as_deref().is_some_and(|a| a != caller.app_id()) {
-                    let _ = self
-                        .inner
-                        .hasher
-                        .verify(parsed.secret(), &self.inner.dummy_hash);
-                    return Ok(Verification::fail(VerifyCode::NotFound, None));
-                }
-            }
-        }
-        self.run_pipeline(
-            &req.token,
-            query.as_ref(),
-            ip,
-            caller.ip().or(ip),
-            Purpose::Verify,
-        )
+        Ok((query, parse_ip(req.ip.as_deref())?))
     }
 
     /// Authenticates the bearer token of a management call. Every failure is
-    /// `Unauthenticated`, with a message that says why without revealing whether an id exists.
+    /// `Unauthenticated` (or `RateLimited` for a locked-out source), with a message that
+    /// says why without revealing whether an id exists.
     pub fn authenticate(&self, bearer: &str, ip: Option<IpAddr>) -> Result<Caller> {
-        let v = self.run_pipeline(bearer, None, ip, ip, Purpose::Authenticate)?;
-        if let Some(secs) = v.retry_after {
-            return Err(Error::RateLimited {
-                retry_after_secs: secs,
-            });
-        }
-        let message = match v.code {
-            VerifyCode::Valid => {
-                let (Some(k), Some(_)) = (&v.key, &v.snapshot) else {
-                    return Err(Error::internal("a valid verification without its key"));
-                };
-                return Ok(Caller::for_token(
-                    k.record.id.clone(),
-                    k.record.app_id.clone(),
-                    k.record.scopes.clone(),
-                    k.record.roles.clone(),
-                    Arc::clone(&k.effective),
-                ));
-            }
-            VerifyCode::Malformed => "the bearer token is malformed",
-            VerifyCode::NotFound => "the bearer token is not valid",
-            VerifyCode::Expired => "the bearer token has expired",
-            VerifyCode::Revoked => "the bearer token was revoked",
-            VerifyCode::Disabled => "the bearer token's application is disabled",
-            VerifyCode::Forbidden => "the bearer token may not be used from this address",
-            VerifyCode::UsageExceeded => "the bearer token has no uses left",
-            VerifyCode::RateLimited | VerifyCode::InsufficientPermissions => {
-                "the bearer token was refused"
-            }
-        };
-        Err(Error::Unauthenticated(message.to_owned()))
+        let v = self.run_pipeline_full(Presented {
+            ip,
+            ..Presented::new(bearer, Purpose::Authenticate)
+        })?;
+        caller_from(v)
     }
 
-    pub(crate) fn run_pipeline(
+    /// [`authenticate`](Self::authenticate) when it can be answered without the store or
+    /// argon2; `None` otherwise.
+    pub fn try_authenticate_cached(
         &self,
-        token: &str,
-        query: Option<&PermissionQuery>,
+        bearer: &str,
         ip: Option<IpAddr>,
-        source: Option<IpAddr>,
-        purpose: Purpose,
-    ) -> Result<Verification> {
+    ) -> Option<Result<Caller>> {
+        let p = Presented {
+            ip,
+            cached_only: true,
+            ..Presented::new(bearer, Purpose::Authenticate)
+        };
+        match self.run_pipeline(p) {
+            Ok(Some(v)) => Some(caller_from(v)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    pub(crate) fn run_pipeline_full(&self, p: Presented<'_>) -> Result<Verification> {
+        self.run_pipeline(Presented {
+            cached_only: false,
+            ..p
+        })?
+        .ok_or_else(|| Error::internal("the pipeline gave no verdict"))
+    }
+
+    /// The pipeline. `Ok(None)` only in `cached_only` mode, when the verdict needs the
+    /// store or argon2.
+    pub(crate) fn run_pipeline(&self, p: Presented<'_>) -> Result<Option<Verification>> {
         let now = self.inner.clock.now();
         let gate = &self.inner.failure_gate;
-        let source_key = source.map(|s| format!("ip:{s}"));
-        // 1. Failure gate for the client address, then format and checksum, offline.
-        if let Some(secs) = source_key.as_deref().and_then(|k| gate.locked_for(k, now)) {
-            return Ok(Verification::locked_out(secs));
-        }
-        let Ok(parsed) = token_format::parse(token) else {
+        let source_key = p.ip.map(|s| format!("ip:{s}"));
+        // 1. Format and checksum, offline.
+        let Ok(parsed) = token_format::parse(p.token) else {
+            if p.cached_only && source_key.is_some() {
+                return Ok(None); // counting the failure takes a lock and may audit
+            }
             self.count_failure(source_key.as_deref(), None, now);
-            return Ok(Verification::fail(VerifyCode::Malformed, None));
+            return Ok(Some(Verification::fail(VerifyCode::Malformed, None)));
         };
+        if p.cached_only
+            && self
+                .inner
+                .policy_stale
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(None);
+        }
         let snap = self.snapshot()?;
-        // 2. The verified-key cache.
+        // 2. The verified-key cache. A correct, cached secret is not a guess: it passes even
+        //    while its source is locked out.
         let cache = &self.inner.cache;
-        let digest = cache.digest(token);
+        let digest = cache.digest(p.token);
         let key = match cache.get(&digest) {
             Some(k) if k.effective.generation() == snap.generation() => k,
+            _ if p.cached_only => return Ok(None),
             _ => {
-                // A token id under attack is not hashed again until its lockout ends; a
-                // correct, cached secret (above) is not a guess and still passes.
+                // 3. Failure gate: a locked-out address or token id is not hashed for.
                 let id_key = format!("tok:{}", parsed.lookup_id());
-                if let Some(secs) = gate.locked_for(&id_key, now) {
-                    return Ok(Verification::locked_out(secs));
+                let locked = source_key
+                    .as_deref()
+                    .and_then(|k| gate.locked_for(k, now))
+                    .or_else(|| gate.locked_for(&id_key, now));
+                if let Some(secs) = locked {
+                    return Ok(Some(Verification::locked_out(secs)));
                 }
+                // 4. Store lookup and constant-time argon2id.
                 match self.load_and_check(&parsed, &snap)? {
                     Some(k) => {
                         cache.insert(digest, Arc::clone(&k.0), k.1);
@@ -352,12 +420,16 @@ impl Kms {
                     }
                     None => {
                         self.count_failure(source_key.as_deref(), Some(&id_key), now);
-                        return Ok(Verification::fail(VerifyCode::NotFound, None));
+                        return Ok(Some(Verification::fail(VerifyCode::NotFound, None)));
                     }
                 }
             }
         };
-        // 3. Status.
+        // Another tenant's token is indistinguishable from an unknown one.
+        if p.owner.is_some_and(|o| o != key.record.app_id) {
+            return Ok(Some(Verification::fail(VerifyCode::NotFound, None)));
+        }
+        // 5. Status, network allow-list, permissions.
         let status = if key.record.status == TokenStatus::Revoked {
             Some(VerifyCode::Revoked)
         } else if key.record.is_expired(now) {
@@ -365,29 +437,36 @@ impl Kms {
         } else if key.app.status == AppStatus::Disabled {
             Some(VerifyCode::Disabled)
         } else if !key.record.limits.ip_allow.is_empty()
-            && !ip.is_some_and(|ip| key.record.limits.ip_allow.iter().any(|n| n.contains(ip)))
+            && !p
+                .ip
+                .is_some_and(|ip| key.record.limits.ip_allow.iter().any(|n| n.contains(ip)))
         {
-            // 4. Network allow-list: an unknown address is outside it.
+            // An unknown address is outside the allow-list.
             Some(VerifyCode::Forbidden)
-        } else if query.is_some_and(|q| !snap.evaluate(&key.effective, q)) {
-            // 5. Permissions.
+        } else if p.query.is_some_and(|q| !snap.evaluate(&key.effective, q)) {
             Some(VerifyCode::InsufficientPermissions)
         } else {
             None
         };
         if let Some(code) = status {
-            return Ok(Verification::fail(code, Some(&key)));
+            return Ok(Some(Verification::fail(code, Some(&key))));
+        }
+        if p.cached_only && key.record.limits.uses.is_some() {
+            return Ok(None);
         }
         // 6. Rate limit.
         if let Some(limit) = key.record.limits.ratelimit {
             if self.inner.rate_limits.check(&key.record.id, limit).is_err() {
-                return Ok(Verification::fail(VerifyCode::RateLimited, Some(&key)));
+                return Ok(Some(Verification::fail(
+                    VerifyCode::RateLimited,
+                    Some(&key),
+                )));
             }
         }
         // 7. Uses, spent last.
         let mut remaining = None;
         if key.record.limits.uses.is_some() {
-            let outcome = if purpose == Purpose::Verify {
+            let outcome = if p.purpose == Purpose::Verify {
                 self.inner.store.consume_use(&key.record.id)?
             } else {
                 match self
@@ -405,19 +484,24 @@ impl Kms {
                 UseOutcome::Unlimited => {}
                 UseOutcome::Remaining(n) => remaining = Some(n),
                 UseOutcome::Exhausted => {
-                    return Ok(Verification::fail(VerifyCode::UsageExceeded, Some(&key)))
+                    return Ok(Some(Verification::fail(
+                        VerifyCode::UsageExceeded,
+                        Some(&key),
+                    )))
                 }
-                UseOutcome::Missing => return Ok(Verification::fail(VerifyCode::NotFound, None)),
+                UseOutcome::Missing => {
+                    return Ok(Some(Verification::fail(VerifyCode::NotFound, None)))
+                }
             }
         }
-        Ok(Verification {
+        Ok(Some(Verification {
             code: VerifyCode::Valid,
             token_id: Some(key.record.id.clone()),
             key: Some(key),
             snapshot: Some(snap),
             remaining,
             retry_after: None,
-        })
+        }))
     }
 
     /// Counts a failed verification against the client address and the token id; a source
@@ -475,4 +559,38 @@ impl Kms {
             epoch,
         )))
     }
+}
+
+/// The caller of a management call, from the verdict on its bearer token.
+fn caller_from(v: Verification) -> Result<Caller> {
+    if let Some(secs) = v.retry_after {
+        return Err(Error::RateLimited {
+            retry_after_secs: secs,
+        });
+    }
+    let message = match v.code {
+        VerifyCode::Valid => {
+            let Some(k) = &v.key else {
+                return Err(Error::internal("a valid verification without its key"));
+            };
+            return Ok(Caller::for_token(
+                k.record.id.clone(),
+                k.record.app_id.clone(),
+                k.record.scopes.clone(),
+                k.record.roles.clone(),
+                Arc::clone(&k.effective),
+            ));
+        }
+        VerifyCode::Malformed => "the bearer token is malformed",
+        VerifyCode::NotFound => "the bearer token is not valid",
+        VerifyCode::Expired => "the bearer token has expired",
+        VerifyCode::Revoked => "the bearer token was revoked",
+        VerifyCode::Disabled => "the bearer token's application is disabled",
+        VerifyCode::Forbidden => "the bearer token may not be used from this address",
+        VerifyCode::UsageExceeded => "the bearer token has no uses left",
+        VerifyCode::RateLimited | VerifyCode::InsufficientPermissions => {
+            "the bearer token was refused"
+        }
+    };
+    Err(Error::Unauthenticated(message.to_owned()))
 }

@@ -1,0 +1,29 @@
+//! The body of every fuzz target, shared by the cargo-fuzz binaries in `fuzz/` (which
+//! include this module by path) and by `tests/fuzz_corpus_replay.rs` (which replays the
+//! committed corpus through it on every `cargo test`).
+//!
+//! Each function takes raw fuzzer bytes, must never panic on any input, and asserts the
+//! target's invariants; an assertion failure is a finding.
+
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "harness code: a broken fixture must stop the fuzzer loudly"
+)]
+
+pub(crate) mod jwt_validate;
+pub(crate) mod permission_check;
+pub(crate) mod query_parse;
+pub(crate) mod request_bodies;
+pub(crate) mod scope_parse;
+pub(crate) mod token_parse;
+
+/// Every target by name; the name is also its corpus directory under `fuzz/corpus/`.
+pub(crate) const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("token_parse", token_parse::run),
+    ("scope_parse", scope_parse::run),
+    ("query_parse", query_parse::run),
+    ("permission_check", permission_check::run),
+    ("jwt_validate", jwt_validate::run),
+    ("request_bodies", request_bodies::run),
+];
