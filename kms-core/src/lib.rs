@@ -38,8 +38,9 @@ pub use kms::{
     AuditFilter, Caller, Kms, KmsBuilder, RoleView, Verification, VerifyCode, VerifyResponse,
 };
 pub use model::{
-    AppStatus, Application, CreatedToken, IpNetwork, Page, PageRequest, RateLimit, TokenInfo,
-    TokenLimits, TokenRecord, TokenStatus, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, SYSTEM_APP_ID,
+    AppSecurity, AppStatus, Application, CreatedToken, IpNetwork, Page, PageRequest, RateLimit,
+    TokenInfo, TokenLimits, TokenRecord, TokenStatus, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT,
+    SYSTEM_APP_ID,
 };
 pub use policy::{default_permissions, Permission, Policy, Role};
 pub use query::PermissionQuery;

@@ -53,6 +53,23 @@ pub struct Application {
     pub status: AppStatus,
     /// When it was created.
     pub created_at: Timestamp,
+    /// Network allow-list and request signing.
+    #[serde(flatten)]
+    pub security: AppSecurity,
+}
+
+/// An application's network allow-list and request-signing settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSecurity {
+    /// Networks the application's tokens may be used from; empty means anywhere.
+    #[serde(default)]
+    pub ip_allow: Vec<IpNetwork>,
+    /// Whether management calls by the application's tokens must be signed.
+    #[serde(default)]
+    pub require_signed_requests: bool,
+    /// The request-signing secret, sealed under the master key. Never serialized.
+    #[serde(skip)]
+    pub signing_secret: Option<Vec<u8>>,
 }
 
 impl Application {

@@ -31,6 +31,12 @@ pub struct NewApp {
     /// Token prefix (`kms` when absent).
     #[serde(default)]
     pub token_prefix: Option<String>,
+    /// Networks the application's tokens may be used from (CIDR); absent means anywhere.
+    #[serde(default)]
+    pub ip_allow: Option<Vec<String>>,
+    /// Whether management calls by the application's tokens must be signed.
+    #[serde(default)]
+    pub require_signed_requests: Option<bool>,
 }
 
 /// Change an application.
@@ -42,6 +48,12 @@ pub struct AppUpdate {
     /// `active` or `disabled`.
     #[serde(default)]
     pub status: Option<String>,
+    /// New allow-list (empty: anywhere).
+    #[serde(default)]
+    pub ip_allow: Option<Vec<String>>,
+    /// Whether management calls by the application's tokens must be signed.
+    #[serde(default)]
+    pub require_signed_requests: Option<bool>,
 }
 
 /// Define a permission.

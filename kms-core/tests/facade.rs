@@ -96,6 +96,7 @@ fn app(e: &Env, name: &str) -> String {
             NewApp {
                 name: name.into(),
                 token_prefix: Some("bill".into()),
+                ..Default::default()
             },
         )
         .unwrap()
@@ -257,6 +258,7 @@ fn deleting_a_token_or_disabling_its_app_takes_effect_at_once(e: Env) {
             AppUpdate {
                 status: Some("disabled".into()),
                 name: None,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -269,6 +271,7 @@ fn deleting_a_token_or_disabling_its_app_takes_effect_at_once(e: Env) {
             AppUpdate {
                 status: Some("active".into()),
                 name: None,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -508,6 +511,7 @@ fn bad_input_lists_every_field_and_changes_nothing(e: Env) {
                 NewApp {
                     name: "x".into(),
                     token_prefix: Some(bad.into()),
+                    ..Default::default()
                 },
             )
             .unwrap_err();
@@ -520,6 +524,7 @@ fn bad_input_lists_every_field_and_changes_nothing(e: Env) {
             NewApp {
                 name: "billing".into(),
                 token_prefix: None,
+                ..Default::default()
             },
         )
         .unwrap_err();
@@ -945,6 +950,7 @@ fn every_management_change_is_audited_in_a_verifiable_chain(e: Env) {
             NewApp {
                 name: "billing".into(),
                 token_prefix: None,
+                ..Default::default()
             },
         )
         .unwrap()
@@ -1046,6 +1052,7 @@ fn every_management_change_is_audited_in_a_verifiable_chain(e: Env) {
             NewApp {
                 name: "billing".into(),
                 token_prefix: None,
+                ..Default::default()
             },
         )
         .unwrap_err();
@@ -1095,6 +1102,7 @@ fn repeated_failures_lock_out_the_source_and_are_audited() {
             NewApp {
                 name: "a".into(),
                 token_prefix: None,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -205,6 +205,20 @@ pub const MIGRATIONS: &[Migration] = &[
             DROP TABLE audit_events;
         ",
     },
+    Migration {
+        version: 6,
+        name: "application allow-lists and request signing",
+        up: "
+            ALTER TABLE apps ADD COLUMN ip_allow TEXT NOT NULL DEFAULT '[]';
+            ALTER TABLE apps ADD COLUMN require_signed_requests INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE apps ADD COLUMN signing_secret BLOB;
+        ",
+        down: "
+            ALTER TABLE apps DROP COLUMN signing_secret;
+            ALTER TABLE apps DROP COLUMN require_signed_requests;
+            ALTER TABLE apps DROP COLUMN ip_allow;
+        ",
+    },
 ];
 
 /// The version of the newest migration.

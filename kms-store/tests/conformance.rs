@@ -55,6 +55,7 @@ fn app(id: &str, name: &str) -> Application {
         token_prefix: TokenPrefix::parse("kms").unwrap(),
         status: AppStatus::Active,
         created_at: Timestamp::from_unix(1_800_000_000),
+        security: Default::default(),
     }
 }
 

@@ -44,6 +44,7 @@ fn app() -> impl Strategy<Value = Application> {
             AppStatus::Disabled
         },
         created_at: Timestamp::from_unix(1_800_000_000),
+        security: Default::default(),
     })
 }
 

@@ -54,7 +54,7 @@ fn sha256_hex(s: &str) -> String {
 }
 
 impl Kms {
-    fn master_key(&self) -> Result<&crate::sealing::MasterKey> {
+    pub(crate) fn master_key(&self) -> Result<&crate::sealing::MasterKey> {
         self.inner.master_key.as_ref().ok_or_else(|| {
             Error::Conflict("access tokens are not enabled: no master key is configured".into())
         })

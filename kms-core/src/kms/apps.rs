@@ -3,8 +3,9 @@
 use super::audit_log::Audit;
 use super::{Caller, Kms};
 use crate::error::{Error, FieldErrors, Result};
+use crate::model::AppSecurity;
 use crate::model::{AppStatus, Application, Page, PageRequest};
-use crate::requests::{validate_name, AppUpdate, NewApp};
+use crate::requests::{validate_name, validate_networks, AppUpdate, NewApp};
 use crate::scope::shown;
 use crate::store::Mutation;
 use crate::token_format::TokenPrefix;
@@ -19,6 +20,11 @@ impl Kms {
             None => Some(TokenPrefix::default_prefix()),
             Some(p) => errs.take(TokenPrefix::parse(p)),
         };
+        let security = AppSecurity {
+            ip_allow: validate_networks(&mut errs, req.ip_allow.as_deref().unwrap_or_default()),
+            require_signed_requests: req.require_signed_requests.unwrap_or(false),
+            signing_secret: None,
+        };
         errs.finish()?;
         let (Some(name), Some(token_prefix)) = (name, prefix) else {
             return Err(Error::internal("validation passed without values"));
@@ -29,6 +35,7 @@ impl Kms {
             token_prefix,
             status: AppStatus::Active,
             created_at: self.inner.clock.now(),
+            security,
         };
         self.commit(
             Some(caller),
@@ -82,6 +89,12 @@ impl Kms {
                 None => errs.push("status", "must be \"active\" or \"disabled\""),
             }
         }
+        if let Some(nets) = req.ip_allow.as_deref() {
+            app.security.ip_allow = validate_networks(&mut errs, nets);
+        }
+        if let Some(required) = req.require_signed_requests {
+            app.security.require_signed_requests = required;
+        }
         errs.finish()?;
         if app.is_system() && app.status == AppStatus::Disabled {
             return Err(Error::Conflict(
@@ -90,7 +103,10 @@ impl Kms {
         }
         let audit = Audit::success("app.update", app.id.clone())
             .app(app.id.clone())
-            .details(serde_json::json!({"name": app.name, "status": app.status}));
+            .details(serde_json::json!({
+                "name": app.name, "status": app.status, "ip_allow": app.security.ip_allow,
+                "require_signed_requests": app.security.require_signed_requests,
+            }));
         self.commit(Some(caller), audit, vec![Mutation::UpdateApp(app.clone())])?;
         Ok(app)
     }

@@ -6,6 +6,7 @@ mod apps;
 mod audit_log;
 mod caller;
 mod policy_ops;
+mod signing;
 mod tokens;
 mod verify;
 
@@ -140,6 +141,7 @@ impl KmsBuilder {
             audit_lock: Mutex::new(()),
             failure_gate: FailureGate::new(self.lockout),
             sinks: self.sinks,
+            request_verifier: crate::request_signing::RequestVerifier::new(300, 100_000),
         });
         let hook: Arc<dyn ChangeListener> = inner.hook.clone();
         inner.store.subscribe(Arc::downgrade(&hook));
@@ -186,6 +188,7 @@ pub(crate) struct Inner {
     audit_lock: Mutex<()>,
     failure_gate: FailureGate,
     sinks: Vec<Arc<dyn SecurityEventSink>>,
+    request_verifier: crate::request_signing::RequestVerifier,
 }
 
 struct InvalidationHook(Weak<Inner>);
@@ -294,6 +297,7 @@ impl Kms {
             token_prefix: TokenPrefix::default_prefix(),
             status: AppStatus::Active,
             created_at: now,
+            security: crate::model::AppSecurity::default(),
         };
         let existing = self.inner.store.load_policy()?;
         let mut batch = vec![

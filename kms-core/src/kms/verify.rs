@@ -436,12 +436,10 @@ impl Kms {
             Some(VerifyCode::Expired)
         } else if key.app.status == AppStatus::Disabled {
             Some(VerifyCode::Disabled)
-        } else if !key.record.limits.ip_allow.is_empty()
-            && !p
-                .ip
-                .is_some_and(|ip| key.record.limits.ip_allow.iter().any(|n| n.contains(ip)))
+        } else if !allowed_from(&key.record.limits.ip_allow, p.ip)
+            || !allowed_from(&key.app.security.ip_allow, p.ip)
         {
-            // An unknown address is outside the allow-list.
+            // The token's and its application's network allow-lists.
             Some(VerifyCode::Forbidden)
         } else if p.query.is_some_and(|q| !snap.evaluate(&key.effective, q)) {
             Some(VerifyCode::InsufficientPermissions)
@@ -593,4 +591,10 @@ fn caller_from(v: Verification) -> Result<Caller> {
         }
     };
     Err(Error::Unauthenticated(message.to_owned()))
+}
+
+/// Whether an allow-list admits `ip`. An empty list admits everything; an unknown address
+/// is outside every non-empty list.
+fn allowed_from(list: &[crate::model::IpNetwork], ip: Option<IpAddr>) -> bool {
+    list.is_empty() || ip.is_some_and(|ip| list.iter().any(|n| n.contains(ip)))
 }

@@ -4,9 +4,9 @@
 
 use kms_core::token_format::TokenPrefix;
 use kms_core::{
-    AppStatus, Application, AuditEvent, KeyAlgorithm, KeyState, Permission, RefreshRecord,
-    RefreshStatus, Revocation, Role, RoleName, Scope, SigningKeyRecord, StoreError, Timestamp,
-    TokenLimits, TokenRecord, TokenStatus,
+    AppSecurity, AppStatus, Application, AuditEvent, KeyAlgorithm, KeyState, Permission,
+    RefreshRecord, RefreshStatus, Revocation, Role, RoleName, Scope, SigningKeyRecord, StoreError,
+    Timestamp, TokenLimits, TokenRecord, TokenStatus,
 };
 use rusqlite::types::FromSql;
 use rusqlite::Row;
@@ -18,7 +18,7 @@ use super::error::{corrupt, db_error};
 /// Columns of `apps`, in the order [`app_from_row`] reads them.
 macro_rules! app_columns {
     () => {
-        "id, name, token_prefix, status, created_at"
+        "id, name, token_prefix, status, created_at, ip_allow, require_signed_requests, signing_secret"
     };
 }
 pub(crate) use app_columns;
@@ -62,6 +62,11 @@ pub(crate) fn app_from_row(row: &Row<'_>) -> Result<Application, StoreError> {
         status: AppStatus::parse(&status)
             .ok_or_else(|| corrupt("application status", format!("unknown status {status:?}")))?,
         created_at: Timestamp::from_unix(col(row, 4)?),
+        security: AppSecurity {
+            ip_allow: json_col(row, 5, "application allow-list")?,
+            require_signed_requests: col::<i64>(row, 6)? != 0,
+            signing_secret: col(row, 7)?,
+        },
     })
 }
 

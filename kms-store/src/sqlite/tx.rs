@@ -60,17 +60,22 @@ impl Tx for SqliteTx<'_> {
             concat!(
                 "INSERT INTO apps (",
                 app_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5) \
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
              token_prefix = excluded.token_prefix, status = excluded.status, \
-             created_at = excluded.created_at"
+             created_at = excluded.created_at, ip_allow = excluded.ip_allow, \
+             require_signed_requests = excluded.require_signed_requests, \
+             signing_secret = excluded.signing_secret"
             ),
             params![
                 app.id,
                 app.name,
                 app.token_prefix.as_str(),
                 app.status.as_str(),
-                app.created_at.unix()
+                app.created_at.unix(),
+                to_json(&app.security.ip_allow, "application allow-list")?,
+                i64::from(app.security.require_signed_requests),
+                app.security.signing_secret,
             ],
         )
     }
