@@ -166,7 +166,10 @@ impl Verification {
 
     /// The token's id, when it was found.
     pub fn token_id(&self) -> Option<&str> {
-        self.token_id.as_deref()
+        match &self.key {
+            Some(k) => Some(&k.record.id),
+            None => self.token_id.as_deref(),
+        }
     }
 
     /// The token's application, when valid.
@@ -377,13 +380,14 @@ impl Kms {
     pub(crate) fn run_pipeline(&self, p: Presented<'_>) -> Result<Option<Verification>> {
         let now = self.inner.clock.now();
         let gate = &self.inner.failure_gate;
-        let source_key = p.ip.map(|s| format!("ip:{s}"));
+        // Built only off the hot path: failures and cache misses.
+        let source_key = || p.ip.map(|s| format!("ip:{s}"));
         // 1. Format and checksum, offline.
         let Ok(parsed) = token_format::parse(p.token) else {
-            if p.cached_only && source_key.is_some() {
+            if p.cached_only && p.ip.is_some() {
                 return Ok(None); // counting the failure takes a lock and may audit
             }
-            self.count_failure(source_key.as_deref(), None, now);
+            self.count_failure(source_key().as_deref(), None, now);
             return Ok(Some(Verification::fail(VerifyCode::Malformed, None)));
         };
         if p.cached_only
@@ -405,6 +409,7 @@ impl Kms {
             _ => {
                 // 3. Failure gate: a locked-out address or token id is not hashed for.
                 let id_key = format!("tok:{}", parsed.lookup_id());
+                let source_key = source_key();
                 let locked = source_key
                     .as_deref()
                     .and_then(|k| gate.locked_for(k, now))
@@ -494,7 +499,7 @@ impl Kms {
         }
         Ok(Some(Verification {
             code: VerifyCode::Valid,
-            token_id: Some(key.record.id.clone()),
+            token_id: None,
             key: Some(key),
             snapshot: Some(snap),
             remaining,
