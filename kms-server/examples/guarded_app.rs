@@ -58,6 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         NewApp {
             name: "billing".into(),
             token_prefix: Some("bill".into()),
+            ..Default::default()
         },
     )?;
     let issue = |scopes: &[&str]| {

@@ -49,7 +49,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
     /// File holding the base64 master key that seals access-token signing keys; created
-    /// by `init` and `serve` when missing [env: KMS_MASTER_KEY_FILE]
+    /// (mode 0600) by `init` and `serve` when missing. The key itself may instead come from
+    /// KMS_MASTER_KEY (base64 of 32 bytes), never both [env: KMS_MASTER_KEY_FILE]
     /// [default: the database path + `.key`]
     #[arg(long, global = true, value_name = "FILE")]
     pub master_key_file: Option<String>,
@@ -67,7 +68,7 @@ pub enum Command {
     Init,
     /// Run the HTTP server (initialising an empty database first; the root token is then
     /// printed once on stderr). Stops gracefully on SIGINT and SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage applications.
     #[command(subcommand)]
     App(AppCommand),
@@ -83,6 +84,9 @@ pub enum Command {
     /// Verify a token, optionally against a permission query; prints the verdict as the
     /// HTTP API does.
     Verify(VerifyArgs),
+    /// Manage the signing keys of access tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Move the database schema between versions.
     #[command(subcommand)]
     Migrate(MigrateCommand),
@@ -127,6 +131,69 @@ pub struct ServeArgs {
     /// [default: 300s]
     #[arg(long, value_name = "DURATION")]
     pub lockout_duration: Option<String>,
+    /// Rotate the signing key of access tokens once the active one is this old, e.g. 30d;
+    /// 0 never rotates on a schedule [env: KMS_KEY_ROTATION_INTERVAL] [default: 0]
+    #[arg(long, value_name = "DURATION")]
+    pub key_rotation_interval: Option<String>,
+    /// Settings of access tokens.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// PEM certificate chain: serve HTTPS (with --tls-key) [env: KMS_TLS_CERT]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of the certificate [env: KMS_TLS_KEY]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<String>,
+    /// Refuse every request from these networks with 403, CIDR (repeat or separate with
+    /// commas) [env: KMS_DENY_NETWORKS]
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub deny_network: Vec<String>,
+    /// Networks of reverse proxies whose X-Forwarded-For is believed, CIDR (repeat or
+    /// separate with commas); by default none [env: KMS_TRUSTED_PROXIES]
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub trusted_proxy: Vec<String>,
+    /// Management calls per second allowed from one client address; 0 disables the
+    /// limit [env: KMS_RATE_LIMIT_PER_IP] [default: 100]
+    #[arg(long, value_name = "N")]
+    pub rate_limit_per_ip: Option<String>,
+    /// Management calls one client address may make at once before the rate applies
+    /// [env: KMS_RATE_LIMIT_BURST] [default: twice the rate]
+    #[arg(long, value_name = "N")]
+    pub rate_limit_burst: Option<String>,
+    /// POST security events (lockouts, refresh-token reuse, a broken audit chain) to this
+    /// URL as signed JSON [env: KMS_ALERT_WEBHOOK]
+    #[arg(long, value_name = "URL")]
+    pub alert_webhook: Option<String>,
+    /// HMAC-SHA256 key of the webhook's X-KMS-Signature header, at least 16 characters;
+    /// prefer the environment variable [env: KMS_ALERT_WEBHOOK_SECRET]
+    #[arg(long, value_name = "SECRET")]
+    pub alert_webhook_secret: Option<String>,
+}
+
+/// Settings of access tokens (`kms serve`, `kms keys rotate`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct JwtArgs {
+    /// `iss` of access tokens [env: KMS_JWT_ISSUER] [default: kms]
+    #[arg(long, value_name = "ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// `aud` of access tokens when the client asks for none [env: KMS_JWT_AUDIENCE]
+    /// [default: kms]
+    #[arg(long, value_name = "AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Lifetime of access tokens; a rotated key verifies this long (plus leeway) before it
+    /// retires [env: KMS_ACCESS_TOKEN_TTL] [default: 900s]
+    #[arg(long, value_name = "DURATION")]
+    pub access_token_ttl: Option<String>,
+    /// Lifetime of refresh tokens [env: KMS_REFRESH_TOKEN_TTL] [default: 30d]
+    #[arg(long, value_name = "DURATION")]
+    pub refresh_token_ttl: Option<String>,
+    /// How long an exchanged refresh token may be exchanged again (client retries) before
+    /// it counts as reuse [env: KMS_REFRESH_OVERLAP] [default: 0]
+    #[arg(long, value_name = "DURATION")]
+    pub refresh_overlap: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf` [env: KMS_JWT_LEEWAY] [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub jwt_leeway: Option<String>,
 }
 
 /// Paging of a listing.
@@ -327,6 +394,18 @@ pub struct VerifyArgs {
     pub fail_invalid: bool,
 }
 
+/// `kms keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List signing keys: ids, algorithms, states and dates (never private material).
+    List,
+    /// Make a new active signing key; the previous one verifies until the longest
+    /// access-token lifetime has passed, then retires. Needs the master key. A server
+    /// already running on the database keeps signing with the key it loaded until that one
+    /// retires; against a running server prefer `POST /v1/keys/rotate`.
+    Rotate(JwtArgs),
+}
+
 /// `kms migrate ...`.
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
@@ -371,6 +450,29 @@ impl Cli {
             put("lockout_threshold", &s.lockout_threshold);
             put("lockout_window", &s.lockout_window);
             put("lockout_duration", &s.lockout_duration);
+            put("key_rotation_interval", &s.key_rotation_interval);
+            put("tls_cert", &s.tls_cert);
+            put("tls_key", &s.tls_key);
+            put("rate_limit_per_ip", &s.rate_limit_per_ip);
+            put("rate_limit_burst", &s.rate_limit_burst);
+            put("alert_webhook", &s.alert_webhook);
+            put("alert_webhook_secret", &s.alert_webhook_secret);
+            let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));
+            put("deny_networks", &list(&s.deny_network));
+            put("trusted_proxies", &list(&s.trusted_proxy));
+        }
+        let jwt = match &self.command {
+            Command::Serve(s) => Some(&s.jwt),
+            Command::Keys(KeysCommand::Rotate(j)) => Some(j),
+            _ => None,
+        };
+        if let Some(j) = jwt {
+            put("jwt_issuer", &j.jwt_issuer);
+            put("jwt_audience", &j.jwt_audience);
+            put("access_token_ttl", &j.access_token_ttl);
+            put("refresh_token_ttl", &j.refresh_token_ttl);
+            put("refresh_overlap", &j.refresh_overlap);
+            put("jwt_leeway", &j.jwt_leeway);
         }
         if g.insecure_fast_hash {
             flags.insert("insecure_fast_hash", "true".to_owned());

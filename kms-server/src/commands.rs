@@ -8,20 +8,24 @@ use std::sync::Arc;
 use kms_core::store::Store;
 use kms_core::{
     AppUpdate, HashParams, Kms, MasterKey, NewApp, NewPermission, NewRole, NewToken, OsRandom,
-    PageRequest, RateLimitInput, RotateToken, VerifyRequest,
+    PageRequest, RateLimitInput, RotateToken, SecurityEventSink, VerifyRequest,
 };
 use kms_store::SqliteStore;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::alerts::{self, RetryPolicy};
 use crate::cli::{
-    AppCommand, Cli, Command, MigrateCommand, PageArgs, PermissionCommand, RoleCommand,
-    TokenCommand, TokenCreateArgs, VerifyArgs,
+    AppCommand, Cli, Command, KeysCommand, MigrateCommand, PageArgs, PermissionCommand,
+    RoleCommand, TokenCommand, TokenCreateArgs, VerifyArgs,
 };
-use crate::config::{Config, ServeConfig, Sources};
+use crate::config::{Config, MasterKeySource, ServeConfig, Sources};
+use crate::maintenance::Maintenance;
 use crate::metrics::{MeteredStore, Metrics};
+use crate::middleware::client_addr::NetworkPolicy;
 use crate::security_events::LoggedSecurityEvents;
 use crate::server::{self, HttpOptions};
+use crate::tls::TlsListener;
 
 /// A command failed; the message is for the person at the terminal.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +114,7 @@ fn run_inner(cli: Cli) -> Result<ExitCode, CommandError> {
             let kms = open_existing(&config)?;
             verify(&kms, args)
         }
+        Command::Keys(cmd) => keys(&config, cmd).map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -122,11 +127,27 @@ pub enum MasterKeyFile {
     UseIfPresent,
 }
 
-/// Reads the master key file, creating it (mode 0600) with a fresh key when asked to.
-fn master_key(config: &Config, mode: MasterKeyFile) -> Result<Option<MasterKey>, CommandError> {
-    let path = &config.master_key_file;
+/// The master key: from `KMS_MASTER_KEY`, or read from its file. A missing file is created
+/// (mode 0600, with a warning) when `mode` says so and `store` holds no signing key yet;
+/// when it does, those keys were sealed under a key that is now missing, and the start
+/// stops without creating anything.
+fn master_key(
+    config: &Config,
+    mode: MasterKeyFile,
+    store: &dyn Store,
+) -> Result<Option<MasterKey>, CommandError> {
+    let path = match &config.master_key {
+        MasterKeySource::Env(secret) => {
+            return MasterKey::from_base64(secret.expose())
+                .map(Some)
+                .map_err(|_| {
+                    CommandError::new("KMS_MASTER_KEY is not the base64 encoding of 32 bytes")
+                });
+        }
+        MasterKeySource::File(path) => path,
+    };
     match std::fs::read_to_string(path) {
-        Ok(text) => MasterKey::from_base64(&text).map(Some).map_err(|_| {
+        Ok(text) => MasterKey::from_base64(text.trim()).map(Some).map_err(|_| {
             CommandError::new(format!(
                 "the master key file {} does not hold a base64 key of 32 bytes",
                 path.display()
@@ -136,6 +157,15 @@ fn master_key(config: &Config, mode: MasterKeyFile) -> Result<Option<MasterKey>,
             if mode == MasterKeyFile::UseIfPresent {
                 return Ok(None);
             }
+            if !store.list_signing_keys()?.is_empty() {
+                return Err(CommandError::new(format!(
+                    "the database {} holds signing keys sealed under a master key, but the \
+                     master key file {} does not exist; restore it, point --master-key-file \
+                     at it, or set KMS_MASTER_KEY. Nothing was changed",
+                    config.db.display(),
+                    path.display()
+                )));
+            }
             let key = MasterKey::generate(&OsRandom)?;
             write_private_file(path, &key.to_base64()).map_err(|e| {
                 CommandError::new(format!(
@@ -143,7 +173,12 @@ fn master_key(config: &Config, mode: MasterKeyFile) -> Result<Option<MasterKey>,
                     path.display()
                 ))
             })?;
-            tracing::info!(file = %path.display(), "created a new master key file");
+            tracing::warn!(
+                file = %path.display(),
+                "no master key was given (KMS_MASTER_KEY or --master-key-file): created a new \
+                 one in this file, readable by its owner only; back it up apart from the \
+                 database, which cannot issue access tokens without it"
+            );
             Ok(Some(key))
         }
         Err(e) => Err(CommandError::new(format!(
@@ -168,11 +203,13 @@ fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Opens the database of `config` as a [`Kms`], recording store latency into `metrics`.
+/// Opens the database of `config` as a [`Kms`], recording store latency into `metrics` and
+/// telling security events to `alerts` as well as the log.
 pub fn open_kms(
     config: &Config,
     metrics: Option<Arc<Metrics>>,
     key_file: MasterKeyFile,
+    alerts: Option<Arc<dyn SecurityEventSink>>,
 ) -> Result<Kms, CommandError> {
     let sqlite = SqliteStore::open(&config.db).map_err(|e| {
         CommandError::new(format!(
@@ -186,18 +223,39 @@ pub fn open_kms(
     if let Some(metrics) = metrics {
         store = Arc::new(MeteredStore::new(store, metrics));
     }
+    let master = master_key(config, key_file, store.as_ref())?;
     let mut builder = Kms::builder(store)
         .cache_ttl(config.cache_ttl)
         .cache_capacity(config.cache_capacity)
         .lockout_policy(config.lockout)
+        .jwt_settings(config.jwt.clone())
         .security_event_sink(Arc::new(LoggedSecurityEvents::new(metrics_for_events)));
+    if let Some(alerts) = alerts {
+        builder = builder.security_event_sink(alerts);
+    }
     if config.insecure_fast_hash {
         builder = builder.hash_params(HashParams::insecure_for_tests());
     }
-    if let Some(key) = master_key(config, key_file)? {
+    let from = match &config.master_key {
+        MasterKeySource::Env(_) => "KMS_MASTER_KEY".to_owned(),
+        MasterKeySource::File(path) => format!("the file {}", path.display()),
+    };
+    let has_master = master.is_some();
+    if let Some(key) = master {
         builder = builder.master_key(key);
     }
-    Ok(builder.build()?)
+    builder.build().map_err(|e| {
+        let chain = crate::error::error_chain(&e);
+        if has_master && e.code() == kms_core::ErrorCode::Internal {
+            CommandError::new(format!(
+                "cannot open the signing keys of {} with the master key from {from}: {chain}. \
+                 Use the master key the database was created with; nothing was changed",
+                config.db.display()
+            ))
+        } else {
+            CommandError::new(chain)
+        }
+    })
 }
 
 /// Opens an existing, initialised database for an operator command.
@@ -209,7 +267,7 @@ fn open_existing(config: &Config) -> Result<Kms, CommandError> {
             config.db.display()
         )));
     }
-    let kms = open_kms(config, None, MasterKeyFile::UseIfPresent)?;
+    let kms = open_kms(config, None, MasterKeyFile::UseIfPresent, None)?;
     if !kms.is_initialized()? {
         return Err(CommandError::new(format!(
             "the database at {} is not initialised; run `kms init --db {}` first",
@@ -230,7 +288,7 @@ fn print_json(value: &impl Serialize) -> Result<(), CommandError> {
 }
 
 fn init(config: &Config) -> Result<(), CommandError> {
-    let kms = open_kms(config, None, MasterKeyFile::UseIfPresent)?;
+    let kms = open_kms(config, None, MasterKeyFile::UseIfPresent, None)?;
     if kms.is_initialized()? {
         return Err(CommandError::new(format!(
             "the database at {} is already initialised; nothing was changed",
@@ -238,21 +296,40 @@ fn init(config: &Config) -> Result<(), CommandError> {
         )));
     }
     // The master key is created with the database; reopen so the first signing key is made.
-    let kms = open_kms(config, None, MasterKeyFile::CreateIfMissing)?;
+    let kms = open_kms(config, None, MasterKeyFile::CreateIfMissing, None)?;
     let root = kms.initialize()?;
     print_json(&json!({"root_token": root.token, "token_id": root.info.id}))
 }
 
 fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), CommandError> {
+    // Settings that can fail are checked before the database is touched.
+    let tls = serve_config
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()
+        .map_err(CommandError::new)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CommandError::new(format!("cannot start the async runtime: {e}")))?;
     let metrics = Arc::new(Metrics::new());
+    let (alerts, alert_worker) = match &serve_config.alerts {
+        Some(settings) => {
+            let (sink, worker) =
+                alerts::webhook(settings, RetryPolicy::default(), Some(metrics.clone()));
+            (
+                Some(Arc::new(sink) as Arc<dyn SecurityEventSink>),
+                Some(worker),
+            )
+        }
+        None => (None, None),
+    };
     let kms = open_kms(
         config,
         Some(metrics.clone()),
         MasterKeyFile::CreateIfMissing,
+        alerts,
     )?;
     if !kms.is_initialized()? {
         let root = kms.initialize()?;
@@ -270,8 +347,17 @@ fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), CommandError
     let options = HttpOptions {
         body_limit: serve_config.body_limit,
         request_timeout: serve_config.request_timeout,
+        network: NetworkPolicy {
+            deny: serve_config.deny_networks.clone(),
+            trusted_proxies: serve_config.trusted_proxies.clone(),
+        },
+        rate_limit: serve_config.rate_limit,
+        hsts: tls.is_some(),
     };
-    let app = server::router(kms, metrics, &options);
+    let app = server::router(kms.clone(), metrics, &options);
+    let maintenance = Maintenance {
+        key_rotation_interval: serve_config.key_rotation_interval,
+    };
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(serve_config.listen)
             .await
@@ -284,14 +370,50 @@ fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), CommandError
         let local = listener
             .local_addr()
             .map_err(|e| CommandError::new(format!("cannot read the bound address: {e}")))?;
+        if let Some(worker) = alert_worker {
+            tokio::spawn(worker.run());
+        }
+        let upkeep = maintenance.spawn(kms);
         eprintln!("listening on {local}");
-        tracing::info!(address = %local, db = %config.db.display(), "kms is serving");
-        server::serve(listener, app, serve_config.shutdown_timeout)
-            .await
-            .map_err(|e| CommandError::new(format!("the server failed: {e}")))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(address = %local, scheme, db = %config.db.display(), "kms is serving");
+        let served = match tls {
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls).map_err(|e| {
+                    CommandError::new(format!("cannot read the bound address: {e}"))
+                })?;
+                server::serve_tls(listener, app, serve_config.shutdown_timeout).await
+            }
+            None => server::serve(listener, app, serve_config.shutdown_timeout).await,
+        };
+        upkeep.abort();
+        served.map_err(|e| CommandError::new(format!("the server failed: {e}")))?;
         tracing::info!("kms stopped");
         Ok(())
     })
+}
+
+fn keys(config: &Config, cmd: KeysCommand) -> Result<(), CommandError> {
+    let kms = open_existing(config)?;
+    let op = kms.operator();
+    match cmd {
+        KeysCommand::List => {
+            let items = kms.list_keys(&op)?;
+            print_json(&json!({"items": items, "next_cursor": null}))
+        }
+        KeysCommand::Rotate(_) => {
+            if let MasterKeySource::File(path) = &config.master_key {
+                if !path.exists() {
+                    return Err(CommandError::new(format!(
+                        "rotating keys needs the master key: no file at {} and KMS_MASTER_KEY \
+                         is not set",
+                        path.display()
+                    )));
+                }
+            }
+            print_json(&kms.rotate_keys(&op)?)
+        }
+    }
 }
 
 fn migrate(config: &Config, cmd: MigrateCommand) -> Result<(), CommandError> {
@@ -364,14 +486,25 @@ fn page(args: PageArgs) -> PageRequest {
 fn app(kms: &Kms, cmd: AppCommand) -> Result<(), CommandError> {
     let op = kms.operator();
     match cmd {
-        AppCommand::Create { name, token_prefix } => {
-            print_json(&kms.create_app(&op, NewApp { name, token_prefix })?)
-        }
+        AppCommand::Create { name, token_prefix } => print_json(&kms.create_app(
+            &op,
+            NewApp {
+                name,
+                token_prefix,
+                ..Default::default()
+            },
+        )?),
         AppCommand::List(p) => print_json(&kms.list_apps(&op, page(p))?),
         AppCommand::Get { id } => print_json(&kms.get_app(&op, &id)?),
-        AppCommand::Update { id, name, status } => {
-            print_json(&kms.update_app(&op, &id, AppUpdate { name, status })?)
-        }
+        AppCommand::Update { id, name, status } => print_json(&kms.update_app(
+            &op,
+            &id,
+            AppUpdate {
+                name,
+                status,
+                ..Default::default()
+            },
+        )?),
         AppCommand::Delete { id } => {
             kms.delete_app(&op, &id)?;
             print_json(&json!({"deleted": true, "id": id}))

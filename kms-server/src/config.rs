@@ -19,14 +19,59 @@
 //! | `lockout_window` | `--lockout-window` | `KMS_LOCKOUT_WINDOW` | `60s` |
 //! | `lockout_duration` | `--lockout-duration` | `KMS_LOCKOUT_DURATION` | `300s` |
 //! | `insecure_fast_hash` | `--insecure-fast-hash` | `KMS_INSECURE_FAST_HASH` | `false` |
+//! | — | — | `KMS_MASTER_KEY` | none (base64 of 32 bytes; environment only) |
+//! | `jwt_issuer` | `--jwt-issuer` | `KMS_JWT_ISSUER` | `kms` |
+//! | `jwt_audience` | `--jwt-audience` | `KMS_JWT_AUDIENCE` | `kms` (when the client asks for none) |
+//! | `access_token_ttl` | `--access-token-ttl` | `KMS_ACCESS_TOKEN_TTL` | `900s` |
+//! | `refresh_token_ttl` | `--refresh-token-ttl` | `KMS_REFRESH_TOKEN_TTL` | `30d` |
+//! | `refresh_overlap` | `--refresh-overlap` | `KMS_REFRESH_OVERLAP` | `0` |
+//! | `jwt_leeway` | `--jwt-leeway` | `KMS_JWT_LEEWAY` | `30s` |
+//! | `key_rotation_interval` | `--key-rotation-interval` | `KMS_KEY_ROTATION_INTERVAL` | `0` (off) |
+//! | `tls_cert` | `--tls-cert` | `KMS_TLS_CERT` | none (plain HTTP) |
+//! | `tls_key` | `--tls-key` | `KMS_TLS_KEY` | none |
+//! | `deny_networks` | `--deny-network` | `KMS_DENY_NETWORKS` | none (CIDRs, comma separated) |
+//! | `trusted_proxies` | `--trusted-proxy` | `KMS_TRUSTED_PROXIES` | none (CIDRs, comma separated) |
+//! | `rate_limit_per_ip` | `--rate-limit-per-ip` | `KMS_RATE_LIMIT_PER_IP` | `100` per second (0 disables) |
+//! | `rate_limit_burst` | `--rate-limit-burst` | `KMS_RATE_LIMIT_BURST` | twice the rate |
+//! | `alert_webhook` | `--alert-webhook` | `KMS_ALERT_WEBHOOK` | none |
+//! | `alert_webhook_secret` | `--alert-webhook-secret` | `KMS_ALERT_WEBHOOK_SECRET` | none (required with a webhook) |
+//!
+//! Durations take `ms`, `s`, `m`, `h` or `d` (a bare number is seconds); lists take commas
+//! (or repeated flags, or a TOML array of strings).
 //!
 //! Lockouts: after `lockout_threshold` failed authentications or verifications from one
 //! client address (or against one token id) within `lockout_window`, that source is
 //! refused (`429 rate_limited`) for `lockout_duration`.
 //!
-//! The master key file holds the base64 key that seals the signing keys of access tokens;
-//! `kms init` and `kms serve` create it (mode 0600) when it does not exist. Keep it out of
-//! backups of the database: the two together open every signing key.
+//! The master key seals the signing keys of access tokens. It comes from `KMS_MASTER_KEY`
+//! (base64 of 32 bytes; never a flag, so it stays out of process listings) or from the
+//! master key file; setting both is refused. With neither, `kms init` and `kms serve` create
+//! the file beside the database (mode 0600) and warn. A key that cannot open the database's
+//! signing keys stops the start and changes nothing. Keep the key out of backups of the
+//! database: the two together open every signing key.
+//!
+//! Access tokens: `jwt_issuer` and `jwt_audience` set `iss` and the default `aud`;
+//! `access_token_ttl` their lifetime; `refresh_token_ttl` that of refresh tokens;
+//! `refresh_overlap` how long a just-exchanged refresh token may be exchanged again
+//! (retrying clients) before it counts as reuse; `jwt_leeway` the clock skew allowed on
+//! `exp` and `nbf`. With `key_rotation_interval` set, `kms serve` rotates the signing key
+//! once the active one is that old; retired keys and expired revocations are swept every
+//! minute either way.
+//!
+//! Network: requests from `deny_networks` are refused with `403 forbidden` before anything
+//! else. The client address (audit events, lockouts, rate limits, deny-list) is the peer's
+//! address, unless the peer is in `trusted_proxies`: then it is the right-most address of
+//! `X-Forwarded-For` that is not itself a trusted proxy. `rate_limit_per_ip` (with
+//! `rate_limit_burst`) limits management calls (`/v1`, except `/v1/verify` and the OAuth
+//! endpoints under `/v1/auth`) per client address; over it: `429 rate_limited` with
+//! `Retry-After`.
+//!
+//! TLS: `tls_cert` and `tls_key` (PEM files) together make `kms serve` speak HTTPS only,
+//! with `Strict-Transport-Security` on every response.
+//!
+//! Alerts: with `alert_webhook`, security events (lockouts, refresh-token reuse, a broken
+//! audit chain) are POSTed there as JSON, signed in `X-KMS-Signature: sha256=<hex>` with
+//! HMAC-SHA256 under `alert_webhook_secret` (see [`crate::alerts`]).
 //!
 //! `insecure_fast_hash` makes argon2id deliberately cheap. It exists for test suites only;
 //! never set it where real secrets are issued.
@@ -134,8 +179,104 @@ const INSECURE_FAST_HASH: Setting = Setting {
     env: "KMS_INSECURE_FAST_HASH",
     what: "insecure fast hash switch",
 };
+const MASTER_KEY: Setting = Setting {
+    key: "master_key",
+    flag: "",
+    env: "KMS_MASTER_KEY",
+    what: "master key",
+};
+const JWT_ISSUER: Setting = Setting {
+    key: "jwt_issuer",
+    flag: "--jwt-issuer",
+    env: "KMS_JWT_ISSUER",
+    what: "access-token issuer",
+};
+const JWT_AUDIENCE: Setting = Setting {
+    key: "jwt_audience",
+    flag: "--jwt-audience",
+    env: "KMS_JWT_AUDIENCE",
+    what: "access-token audience",
+};
+const ACCESS_TOKEN_TTL: Setting = Setting {
+    key: "access_token_ttl",
+    flag: "--access-token-ttl",
+    env: "KMS_ACCESS_TOKEN_TTL",
+    what: "access-token lifetime",
+};
+const REFRESH_TOKEN_TTL: Setting = Setting {
+    key: "refresh_token_ttl",
+    flag: "--refresh-token-ttl",
+    env: "KMS_REFRESH_TOKEN_TTL",
+    what: "refresh-token lifetime",
+};
+const REFRESH_OVERLAP: Setting = Setting {
+    key: "refresh_overlap",
+    flag: "--refresh-overlap",
+    env: "KMS_REFRESH_OVERLAP",
+    what: "refresh overlap",
+};
+const JWT_LEEWAY: Setting = Setting {
+    key: "jwt_leeway",
+    flag: "--jwt-leeway",
+    env: "KMS_JWT_LEEWAY",
+    what: "access-token leeway",
+};
+const KEY_ROTATION_INTERVAL: Setting = Setting {
+    key: "key_rotation_interval",
+    flag: "--key-rotation-interval",
+    env: "KMS_KEY_ROTATION_INTERVAL",
+    what: "key rotation interval",
+};
+const TLS_CERT: Setting = Setting {
+    key: "tls_cert",
+    flag: "--tls-cert",
+    env: "KMS_TLS_CERT",
+    what: "TLS certificate file",
+};
+const TLS_KEY: Setting = Setting {
+    key: "tls_key",
+    flag: "--tls-key",
+    env: "KMS_TLS_KEY",
+    what: "TLS private key file",
+};
+const DENY_NETWORKS: Setting = Setting {
+    key: "deny_networks",
+    flag: "--deny-network",
+    env: "KMS_DENY_NETWORKS",
+    what: "denied networks",
+};
+const TRUSTED_PROXIES: Setting = Setting {
+    key: "trusted_proxies",
+    flag: "--trusted-proxy",
+    env: "KMS_TRUSTED_PROXIES",
+    what: "trusted proxies",
+};
+const RATE_LIMIT_PER_IP: Setting = Setting {
+    key: "rate_limit_per_ip",
+    flag: "--rate-limit-per-ip",
+    env: "KMS_RATE_LIMIT_PER_IP",
+    what: "rate limit per client address",
+};
+const RATE_LIMIT_BURST: Setting = Setting {
+    key: "rate_limit_burst",
+    flag: "--rate-limit-burst",
+    env: "KMS_RATE_LIMIT_BURST",
+    what: "rate limit burst",
+};
+const ALERT_WEBHOOK: Setting = Setting {
+    key: "alert_webhook",
+    flag: "--alert-webhook",
+    env: "KMS_ALERT_WEBHOOK",
+    what: "alert webhook URL",
+};
+const ALERT_WEBHOOK_SECRET: Setting = Setting {
+    key: "alert_webhook_secret",
+    flag: "--alert-webhook-secret",
+    env: "KMS_ALERT_WEBHOOK_SECRET",
+    what: "alert webhook secret",
+};
 
-const ALL: [Setting; 14] = [
+const ALL: [Setting; 29] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -150,7 +291,26 @@ const ALL: [Setting; 14] = [
     LOCKOUT_WINDOW,
     LOCKOUT_DURATION,
     INSECURE_FAST_HASH,
+    JWT_ISSUER,
+    JWT_AUDIENCE,
+    ACCESS_TOKEN_TTL,
+    REFRESH_TOKEN_TTL,
+    REFRESH_OVERLAP,
+    JWT_LEEWAY,
+    KEY_ROTATION_INTERVAL,
+    TLS_CERT,
+    TLS_KEY,
+    DENY_NETWORKS,
+    TRUSTED_PROXIES,
+    RATE_LIMIT_PER_IP,
+    RATE_LIMIT_BURST,
+    ALERT_WEBHOOK,
+    ALERT_WEBHOOK_SECRET,
 ];
+
+/// Settings read from the environment only: secrets that must stay out of process listings
+/// and configuration files.
+const ENV_ONLY: [Setting; 1] = [MASTER_KEY];
 
 /// The environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "KMS_CONFIG";
@@ -172,7 +332,7 @@ impl Sources {
         config_flag: Option<&Path>,
     ) -> Result<Self, ConfigError> {
         let mut env_values = BTreeMap::new();
-        for setting in ALL {
+        for setting in ALL.iter().chain(&ENV_ONLY) {
             if let Some(v) = env(setting.env) {
                 env_values.insert(setting.env.to_owned(), v);
             }
@@ -255,9 +415,14 @@ fn parse_file(path: &Path, text: &str) -> Result<BTreeMap<String, String>, Confi
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
             toml::Value::Float(f) => f.to_string(),
+            toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
+                .iter()
+                .filter_map(toml::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
             _ => {
                 return Err(ConfigError(format!(
-                    "invalid `{key}` in {}: must be a string, number or boolean",
+                    "invalid `{key}` in {}: must be a string, number, boolean or list of strings",
                     path.display()
                 )))
             }
@@ -287,6 +452,38 @@ impl LogFormat {
     }
 }
 
+/// Where the master key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// `KMS_MASTER_KEY`, already checked to be base64 of 32 bytes.
+    Env(Secret),
+    /// A file holding the base64 key, created (mode 0600) by `init` and `serve` when
+    /// missing.
+    File(PathBuf),
+}
+
+/// A secret setting: compared and cloned, but never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// The settings every command uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -304,22 +501,18 @@ pub struct Config {
     pub cache_capacity: u64,
     /// When repeated failures lock a source out.
     pub lockout: kms_core::LockoutPolicy,
-    /// The file holding the master key.
-    pub master_key_file: PathBuf,
+    /// Where the master key comes from.
+    pub master_key: MasterKeySource,
+    /// Issuer, audience, lifetimes and leeway of access tokens.
+    pub jwt: kms_core::JwtSettings,
 }
 
 impl Config {
     /// Resolves the common settings.
     pub fn resolve(sources: &Sources) -> Result<Self, ConfigError> {
         let db = sources.get(DB, parse_path, PathBuf::from("./kms.db"))?;
-        let mut default_key = db.clone().into_os_string();
-        default_key.push(".key");
         Ok(Config {
-            master_key_file: sources.get(
-                MASTER_KEY_FILE,
-                parse_path,
-                PathBuf::from(default_key),
-            )?,
+            master_key: resolve_master_key(sources, &db)?,
             db,
             log_format: sources.get(LOG_FORMAT, LogFormat::parse, LogFormat::Text)?,
             log_level: sources.get(LOG_LEVEL, parse_log_level, "info".to_owned())?,
@@ -327,8 +520,70 @@ impl Config {
             cache_ttl: sources.get(CACHE_TTL, parse_duration, Duration::from_secs(60))?,
             cache_capacity: sources.get(CACHE_CAPACITY, parse_u64, 100_000)?,
             lockout: resolve_lockout(sources)?,
+            jwt: resolve_jwt(sources)?,
         })
     }
+}
+
+fn resolve_master_key(sources: &Sources, db: &Path) -> Result<MasterKeySource, ConfigError> {
+    let file = sources.raw(MASTER_KEY_FILE);
+    if let Some((_, source)) = sources.raw(MASTER_KEY) {
+        if let Some((_, file_source)) = file {
+            return Err(ConfigError(format!(
+                "the master key is given twice, by {source} and by {file_source}; set only one"
+            )));
+        }
+        // The value is never echoed: the parser's message names only the problem.
+        let key = sources.get(
+            MASTER_KEY,
+            |v| {
+                kms_core::MasterKey::from_base64(v)
+                    .map(|_| Secret(v.to_owned()))
+                    .map_err(|_| "expected the base64 encoding of exactly 32 bytes".to_owned())
+            },
+            Secret(String::new()),
+        )?;
+        return Ok(MasterKeySource::Env(key));
+    }
+    let mut default_key = db.to_path_buf().into_os_string();
+    default_key.push(".key");
+    Ok(MasterKeySource::File(sources.get(
+        MASTER_KEY_FILE,
+        parse_path,
+        PathBuf::from(default_key),
+    )?))
+}
+
+fn resolve_jwt(sources: &Sources) -> Result<kms_core::JwtSettings, ConfigError> {
+    let d = kms_core::JwtSettings::default();
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let from_secs = |s: i64| Duration::from_secs(s.unsigned_abs());
+    Ok(kms_core::JwtSettings {
+        issuer: sources.get(JWT_ISSUER, parse_claim, d.issuer.clone())?,
+        default_audience: sources.get(JWT_AUDIENCE, parse_claim, d.default_audience.clone())?,
+        access_ttl_secs: secs(sources.get(
+            ACCESS_TOKEN_TTL,
+            parse_whole_seconds,
+            from_secs(d.access_ttl_secs),
+        )?),
+        refresh_ttl_secs: secs(sources.get(
+            REFRESH_TOKEN_TTL,
+            parse_whole_seconds,
+            from_secs(d.refresh_ttl_secs),
+        )?),
+        refresh_overlap_secs: secs(sources.get(
+            REFRESH_OVERLAP,
+            parse_duration_or_zero,
+            from_secs(d.refresh_overlap_secs),
+        )?),
+        leeway_secs: sources
+            .get(
+                JWT_LEEWAY,
+                parse_duration_or_zero,
+                Duration::from_secs(d.leeway_secs),
+            )?
+            .as_secs(),
+    })
 }
 
 fn resolve_lockout(sources: &Sources) -> Result<kms_core::LockoutPolicy, ConfigError> {
@@ -353,6 +608,42 @@ fn resolve_lockout(sources: &Sources) -> Result<kms_core::LockoutPolicy, ConfigE
     })
 }
 
+/// The server-wide rate limit per client address on management calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// Requests per second, sustained.
+    pub per_second: u32,
+    /// Requests allowed at once before the rate applies.
+    pub burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            per_second: 100,
+            burst: 200,
+        }
+    }
+}
+
+/// Where security alerts are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertSettings {
+    /// The webhook URL (`http` or `https`).
+    pub url: String,
+    /// The HMAC-SHA256 key of `X-KMS-Signature`.
+    pub secret: Secret,
+}
+
+/// The certificate chain and key `kms serve` answers HTTPS with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
 /// The settings of `kms serve`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeConfig {
@@ -364,6 +655,18 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Longest in-flight requests may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
+    /// Rotate the signing key once the active one is this old; `None`: never on a schedule.
+    pub key_rotation_interval: Option<Duration>,
+    /// Serve HTTPS with these files; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Networks whose requests are refused.
+    pub deny_networks: Vec<ipnet::IpNet>,
+    /// Networks of proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The rate limit per client address on management calls; `None`: unlimited.
+    pub rate_limit: Option<RateLimitSettings>,
+    /// Where security alerts go; `None`: logs and metrics only.
+    pub alerts: Option<AlertSettings>,
 }
 
 impl Default for ServeConfig {
@@ -373,6 +676,12 @@ impl Default for ServeConfig {
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
+            key_rotation_interval: None,
+            tls: None,
+            deny_networks: Vec::new(),
+            trusted_proxies: Vec::new(),
+            rate_limit: Some(RateLimitSettings::default()),
+            alerts: None,
         }
     }
 }
@@ -386,7 +695,121 @@ impl ServeConfig {
             body_limit: sources.get(BODY_LIMIT, parse_size, d.body_limit)?,
             request_timeout: sources.get(REQUEST_TIMEOUT, parse_duration, d.request_timeout)?,
             shutdown_timeout: sources.get(SHUTDOWN_TIMEOUT, parse_duration, d.shutdown_timeout)?,
+            key_rotation_interval: Some(sources.get(
+                KEY_ROTATION_INTERVAL,
+                parse_whole_seconds_or_zero,
+                Duration::ZERO,
+            )?)
+            .filter(|d| !d.is_zero()),
+            tls: resolve_tls(sources)?,
+            deny_networks: sources.get(DENY_NETWORKS, parse_networks, Vec::new())?,
+            trusted_proxies: sources.get(TRUSTED_PROXIES, parse_networks, Vec::new())?,
+            rate_limit: resolve_rate_limit(sources)?,
+            alerts: resolve_alerts(sources)?,
         })
+    }
+}
+
+fn resolve_tls(sources: &Sources) -> Result<Option<TlsFiles>, ConfigError> {
+    let cert = sources.get(TLS_CERT, parse_path, PathBuf::new())?;
+    let key = sources.get(TLS_KEY, parse_path, PathBuf::new())?;
+    match (cert.as_os_str().is_empty(), key.as_os_str().is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => Ok(Some(TlsFiles { cert, key })),
+        _ => Err(ConfigError(
+            "TLS needs both --tls-cert and --tls-key (or KMS_TLS_CERT and KMS_TLS_KEY); \
+             only one is set"
+                .to_owned(),
+        )),
+    }
+}
+
+fn resolve_rate_limit(sources: &Sources) -> Result<Option<RateLimitSettings>, ConfigError> {
+    let d = RateLimitSettings::default();
+    let per_second = sources.get(RATE_LIMIT_PER_IP, parse_u32, d.per_second)?;
+    if per_second == 0 {
+        return Ok(None);
+    }
+    let burst = sources.get(RATE_LIMIT_BURST, parse_u32, per_second.saturating_mul(2))?;
+    if burst == 0 {
+        return Err(ConfigError(
+            "invalid rate limit burst: must be at least 1 (set rate_limit_per_ip to 0 to \
+             disable the limit)"
+                .to_owned(),
+        ));
+    }
+    Ok(Some(RateLimitSettings { per_second, burst }))
+}
+
+fn resolve_alerts(sources: &Sources) -> Result<Option<AlertSettings>, ConfigError> {
+    let url = sources.get(ALERT_WEBHOOK, parse_webhook_url, String::new())?;
+    let secret = sources.get(
+        ALERT_WEBHOOK_SECRET,
+        |v| {
+            if v.len() < 16 {
+                Err("must be at least 16 characters".to_owned())
+            } else {
+                Ok(v.to_owned())
+            }
+        },
+        String::new(),
+    )?;
+    match (url.is_empty(), secret.is_empty()) {
+        (true, _) => Ok(None),
+        (false, false) => Ok(Some(AlertSettings {
+            url,
+            secret: Secret(secret),
+        })),
+        (false, true) => Err(ConfigError(
+            "an alert webhook needs a signing secret: set --alert-webhook-secret or \
+             KMS_ALERT_WEBHOOK_SECRET"
+                .to_owned(),
+        )),
+    }
+}
+
+fn parse_webhook_url(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !s.contains(char::is_whitespace) => {
+            Ok(s.to_owned())
+        }
+        _ => Err(format!(
+            "expected an http:// or https:// URL, got {}",
+            crate::error::printable(s, 100)
+        )),
+    }
+}
+
+/// A comma-separated list of CIDRs (`10.0.0.0/8, 2001:db8::/32`); a bare address is a
+/// network of one.
+fn parse_networks(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    format!(
+                        "expected CIDR networks such as 10.0.0.0/8 or 2001:db8::/32, got {}",
+                        crate::error::printable(p, 100)
+                    )
+                })
+        })
+        .collect()
+}
+
+/// A value for a JWT claim: printable, at most 256 characters.
+fn parse_claim(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
+        Err("must be 1 to 256 printable characters".to_owned())
+    } else {
+        Ok(s.to_owned())
     }
 }
 
@@ -429,23 +852,47 @@ fn parse_u32(s: &str) -> Result<u32, String> {
         .map_err(|_| format!("expected a whole number up to {}, got {s:?}", u32::MAX))
 }
 
-/// `30`, `30s`, `500ms`, `5m`, `1h`; a bare number is seconds.
+/// `30`, `30s`, `500ms`, `5m`, `1h`, `30d`; a bare number is seconds. Zero is refused.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("expected a duration such as 30s, 500ms, 5m or 1h, got {s:?}");
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let d = match unit.trim() {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(bad()),
-    };
+    let d = parse_duration_or_zero(s)?;
     if d.is_zero() {
         return Err(format!("must be longer than zero, got {s:?}"));
     }
     Ok(d)
+}
+
+/// Like [`parse_duration`], but a whole number of seconds (at least one).
+fn parse_whole_seconds(s: &str) -> Result<Duration, String> {
+    let d = parse_whole_seconds_or_zero(s)?;
+    if d.is_zero() {
+        return Err(format!("must be at least one second, got {s:?}"));
+    }
+    Ok(d)
+}
+
+/// A duration in whole seconds; `0` allowed.
+fn parse_whole_seconds_or_zero(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_or_zero(s)?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("must be whole seconds, got {s:?}"));
+    }
+    Ok(d)
+}
+
+/// Like [`parse_duration`], but `0` is allowed.
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    let bad = || format!("expected a duration such as 30s, 500ms, 5m, 1h or 30d, got {s:?}");
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    Ok(match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        _ => return Err(bad()),
+    })
 }
 
 /// `1048576`, `512KiB`, `1MiB`, `1MB`, `64kb`; a bare number is bytes.
@@ -503,7 +950,11 @@ mod tests {
         let s = sources(&[], &[], None).unwrap();
         let c = Config::resolve(&s).unwrap();
         assert_eq!(c.db, PathBuf::from("./kms.db"));
-        assert_eq!(c.master_key_file, PathBuf::from("./kms.db.key"));
+        assert_eq!(
+            c.master_key,
+            MasterKeySource::File(PathBuf::from("./kms.db.key"))
+        );
+        assert_eq!(c.jwt, kms_core::JwtSettings::default());
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(!c.insecure_fast_hash);
         assert_eq!(c.lockout, kms_core::LockoutPolicy::default());

@@ -70,6 +70,18 @@ impl ApiError {
         err
     }
 
+    /// `403 forbidden` for a request from a network the server refuses.
+    pub fn network_denied() -> Self {
+        let mut err = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "requests from this network are not accepted",
+        );
+        err.details
+            .insert("network".to_owned(), Value::String("denied".to_owned()));
+        err
+    }
+
     /// `404 not_found` for a path no route serves.
     pub fn no_route(path: &str) -> Self {
         ApiError::new(

@@ -33,18 +33,17 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use kms_core::{Kms, PermissionQuery, Verification, VerifyCode};
 use tower::{Layer, Service};
 
 use crate::error::ApiError;
-use crate::middleware::auth::bearer_token;
+use crate::middleware::auth::{bearer_token, client_ip};
 use crate::middleware::request_id::{RequestId, X_REQUEST_ID};
 
 /// A layer that admits only requests whose bearer token satisfies a permission query.
@@ -130,10 +129,7 @@ where
                 Ok(t) => t.to_owned(),
                 Err(err) => return refuse(err),
             };
-            let ip = request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(a)| a.ip());
+            let ip = client_ip(&request);
             let kms = layer.kms.clone();
             let query = layer.query.clone();
             let verified =

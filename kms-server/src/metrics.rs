@@ -50,6 +50,16 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
     operation: &'static str,
 }
@@ -71,6 +81,8 @@ pub struct Metrics {
     store_latency: HistogramFamily<OperationLabels>,
     store_errors: Family<OperationLabels, Counter>,
     security_events: Family<EventLabels, Counter>,
+    alerts: Family<OutcomeLabels, Counter>,
+    refused: Family<ReasonLabels, Counter>,
     cache: Arc<CacheCollector>,
 }
 
@@ -122,6 +134,19 @@ impl Metrics {
             "Security events (lockouts, refresh-token reuse, broken audit chain), by kind",
             security_events.clone(),
         );
+        let alerts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "alerts",
+            "Security alerts for the webhook, by outcome (delivered, failed, dropped)",
+            alerts.clone(),
+        );
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_refused",
+            "Requests refused before routing, by reason (denied_network, rate_limited, \
+             bad_signature)",
+            refused.clone(),
+        );
         let cache = Arc::new(CacheCollector::default());
         registry.register_collector(Box::new(SharedCollector(cache.clone())));
         Metrics {
@@ -132,6 +157,8 @@ impl Metrics {
             store_latency,
             store_errors,
             security_events,
+            alerts,
+            refused,
             cache,
         }
     }
@@ -175,6 +202,18 @@ impl Metrics {
                 event: event.to_owned(),
             })
             .inc();
+    }
+
+    /// Records the fate of one alert: `delivered`, `failed` (after every retry) or
+    /// `dropped` (the queue was full).
+    pub fn record_alert(&self, outcome: &'static str) {
+        self.alerts.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Records one request refused by a server-wide rule: `denied_network`,
+    /// `rate_limited` or `bad_signature`.
+    pub fn record_refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     fn record_store(&self, operation: &'static str, elapsed: Duration, failed: bool) {

@@ -6,31 +6,46 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, OriginalUri};
+use axum::http::{header, HeaderValue};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::{Listener, ListenerExt};
 use axum::Router;
 use kms_core::Kms;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::config::RateLimitSettings;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::middleware::client_addr::{NetworkGate, NetworkPolicy};
+use crate::middleware::rate_limit::ClientRateLimit;
 use crate::middleware::{
-    body_limit, error_body, metrics as metrics_mw, request_id, security_headers, timeout, trace,
+    body_limit, client_addr, error_body, metrics as metrics_mw, rate_limit, request_id,
+    security_headers, timeout, trace,
 };
 use crate::routes::{
     apps, audit, docs, health, keys, oauth, permissions, roles, tokens, verify, AppState,
 };
+use crate::tls::TlsListener;
 
-/// Limits of the HTTP layer.
+/// Settings of the HTTP layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpOptions {
     /// Largest request body in bytes (default 1 MiB).
     pub body_limit: usize,
     /// Longest a request may run before it is answered `503` (default 30 s).
     pub request_timeout: Duration,
+    /// Denied networks and trusted proxies (default: none of either).
+    pub network: NetworkPolicy,
+    /// The rate limit per client address on management calls (default 100/s, bursts of
+    /// 200); `None` disables it.
+    pub rate_limit: Option<RateLimitSettings>,
+    /// Whether responses carry `Strict-Transport-Security` (set when serving TLS).
+    pub hsts: bool,
 }
 
 impl Default for HttpOptions {
@@ -38,6 +53,9 @@ impl Default for HttpOptions {
         HttpOptions {
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            network: NetworkPolicy::default(),
+            rate_limit: Some(RateLimitSettings::default()),
+            hsts: false,
         }
     }
 }
@@ -55,13 +73,24 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
         .route("/v1/auth/token", post(oauth::token))
         .route("/v1/auth/introspect", post(oauth::introspect))
         .route("/v1/auth/revoke", post(oauth::revoke))
-        .merge(v1_routes(kms.clone()));
+        .merge(management_routes(kms.clone(), &metrics, options))
+        // Verification is the services' hot path: authenticated, never rate limited per
+        // address (a service verifies for many end users).
+        .merge(
+            Router::new()
+                .route("/v1/verify", post(verify::verify))
+                .route_layer(from_fn_with_state(
+                    kms.clone(),
+                    crate::middleware::authenticate,
+                )),
+        );
     with_layers(routes, kms, metrics, options)
 }
 
-/// The `/v1` routes, each behind bearer authentication.
-fn v1_routes(kms: Kms) -> Router<AppState> {
-    Router::new()
+/// The management routes under `/v1`: rate limited per client address, then behind bearer
+/// authentication.
+fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) -> Router<AppState> {
+    let routes = Router::new()
         .route("/v1/apps", post(apps::create_app).get(apps::list_apps))
         .route(
             "/v1/apps/{id}",
@@ -100,12 +129,18 @@ fn v1_routes(kms: Kms) -> Router<AppState> {
         )
         .route("/v1/tokens/{id}/revoke", post(tokens::revoke_token))
         .route("/v1/tokens/{id}/rotate", post(tokens::rotate_token))
-        .route("/v1/verify", post(verify::verify))
         .route("/v1/keys", get(keys::list_keys))
         .route("/v1/keys/rotate", post(keys::rotate_keys))
         .route("/v1/audit", get(audit::list_audit))
         .route("/v1/audit/verify", get(audit::verify_audit))
-        .route_layer(from_fn_with_state(kms, crate::middleware::authenticate))
+        .route_layer(from_fn_with_state(kms, crate::middleware::authenticate));
+    match options.rate_limit {
+        Some(settings) => routes.route_layer(from_fn_with_state(
+            Arc::new(ClientRateLimit::new(settings, metrics.clone())),
+            rate_limit::limit_per_client,
+        )),
+        None => routes,
+    }
 }
 
 /// `routes` with the fallback and every layer of the server around them.
@@ -115,20 +150,37 @@ fn with_layers(
     metrics: Arc<Metrics>,
     options: &HttpOptions,
 ) -> Router {
+    let [cache_control, nosniff, frame, csp, referrer] =
+        security_headers::ALWAYS.map(|(name, value)| {
+            SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+        });
+    let gate = NetworkGate {
+        policy: Arc::new(options.network.clone()),
+        metrics: metrics.clone(),
+    };
     let layers = ServiceBuilder::new()
         .layer(from_fn(request_id::assign_request_id))
+        .layer(cache_control)
+        .layer(nosniff)
+        .layer(frame)
+        .layer(csp)
+        .layer(referrer)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            security_headers::Hsts { tls: options.hsts },
+        ))
         .layer(trace::layer())
         .layer(from_fn_with_state(
             metrics.clone(),
             metrics_mw::record_metrics,
         ))
         .layer(from_fn(error_body::render_error_bodies))
+        .layer(from_fn_with_state(gate, client_addr::resolve_client))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn_with_state(
             options.request_timeout,
             timeout::enforce_timeout,
         ))
-        .layer(from_fn(security_headers::add_security_headers))
         .layer(from_fn_with_state(
             options.body_limit,
             body_limit::limit_body,
@@ -162,14 +214,31 @@ pub async fn serve(
     app: Router,
     shutdown_timeout: Duration,
 ) -> std::io::Result<()> {
+    serve_on(listener, app, shutdown_timeout).await
+}
+
+/// [`serve`] over TLS: `listener` hands over connections whose handshake completed.
+pub async fn serve_tls(
+    listener: TlsListener,
+    app: Router,
+    shutdown_timeout: Duration,
+) -> std::io::Result<()> {
+    serve_on(listener, app, shutdown_timeout).await
+}
+
+async fn serve_on<L>(listener: L, app: Router, shutdown_timeout: Duration) -> std::io::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+{
     let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
     let signal = async move {
         shutdown_signal().await;
         tracing::info!("shutdown signal received; finishing in-flight requests");
         let _ = signalled_tx.send(true);
     };
+    // `tap_io` gives any listener axum's peer-address connect info.
     let server = axum::serve(
-        listener,
+        listener.tap_io(|_: &mut L::Io| {}),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(signal);

@@ -47,6 +47,7 @@ fn world() -> World {
             NewApp {
                 name: "billing".into(),
                 token_prefix: Some("bill".into()),
+                ..Default::default()
             },
         )
         .unwrap();

@@ -1,13 +1,13 @@
 //! Bearer authentication for `/v1`: the token in `Authorization: Bearer <token>` becomes
 //! the request's [`Caller`], or the request is answered `401 unauthenticated`.
 
-use std::net::{IpAddr, SocketAddr};
-
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kms_core::{Caller, Kms};
+
+pub use crate::middleware::client_addr::client_ip;
 
 use crate::error::ApiError;
 use crate::middleware::request_id::RequestId;
@@ -44,27 +44,24 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     Ok(token)
 }
 
-/// The client's address, when the server was started with connect info.
-pub fn peer_ip(request: &Request) -> Option<IpAddr> {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-}
-
 /// Middleware: authenticates the bearer token and stores the [`Caller`] in the request's
-/// extensions.
+/// extensions. A key in the verified-key cache is checked inline; only a cold key (store
+/// lookup and argon2id) goes to the blocking pool.
 pub async fn authenticate(State(kms): State<Kms>, mut request: Request, next: Next) -> Response {
     let token = match bearer_token(request.headers()) {
         Ok(token) => token.to_owned(),
         Err(err) => return err.into_response(),
     };
-    let ip = peer_ip(&request);
+    let ip = client_ip(&request);
     let request_id = request
         .extensions()
         .get::<RequestId>()
         .map(|id| id.as_str().to_owned());
-    let caller: Caller = match blocking(move || kms.authenticate(&token, ip)).await {
+    let authenticated = match kms.try_authenticate_cached(&token, ip) {
+        Some(result) => result.map_err(ApiError::from),
+        None => blocking(move || kms.authenticate(&token, ip)).await,
+    };
+    let caller: Caller = match authenticated {
         // The address and request id go into the audit events of the call.
         Ok(caller) => caller.with_request(ip, request_id),
         Err(err) => return err.into_response(),

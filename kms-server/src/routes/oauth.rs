@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::extract::{is_json_content_type, JsonBody};
-use crate::middleware::auth::{bearer_token, peer_ip};
+use crate::middleware::auth::{bearer_token, client_ip};
 use crate::middleware::RequestId;
 use crate::routes::blocking;
 use crate::wire;
@@ -178,7 +178,7 @@ pub async fn token(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, OAuthFailure> {
-    let ip = peer_ip(&request);
+    let ip = client_ip(&request);
     let OAuthParams(params) = OAuthParams::<TokenParams>::from_request(request, &()).await?;
     let scope = params.scope.filter(|s| !s.is_empty());
     match params.grant_type.as_deref() {
@@ -229,7 +229,7 @@ impl CallerParts {
     fn of(request: &Request) -> Self {
         CallerParts {
             token: bearer_token(request.headers()).map(str::to_owned),
-            ip: peer_ip(request),
+            ip: client_ip(request),
             request_id: request
                 .extensions()
                 .get::<RequestId>()
