@@ -119,6 +119,16 @@ impl ChainChecker {
         }
     }
 
+    /// A checker that continues after a pruned prefix whose newest event was `seq` with
+    /// `hash`.
+    pub(crate) fn after_anchor(seq: u64, hash: String) -> Self {
+        ChainChecker {
+            expected_seq: seq + 1,
+            prev_hash: hash,
+            checked: 0,
+        }
+    }
+
     /// Checks the next event; `Err(seq)` names the first bad one.
     pub(crate) fn check(&mut self, e: &AuditEvent) -> Result<(), u64> {
         if e.seq != self.expected_seq {

@@ -35,7 +35,8 @@ pub use failure_gate::{LockoutPolicy, SecurityEvent, SecurityEventSink};
 pub use hashing::{HashParams, SecretHasher};
 pub use keyring::{KeyAlgorithm, KeyInfo, KeyState, SigningKeyRecord};
 pub use kms::{
-    AuditFilter, Caller, Kms, KmsBuilder, RoleView, Verification, VerifyCode, VerifyResponse,
+    AuditFilter, Caller, Kms, KmsBuilder, RetentionReport, RoleView, Verification, VerifyCode,
+    VerifyResponse,
 };
 pub use model::{
     AppSecurity, AppStatus, Application, CreatedToken, IpNetwork, Page, PageRequest, RateLimit,

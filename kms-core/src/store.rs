@@ -15,6 +15,9 @@ use crate::model::{Application, TokenRecord};
 use crate::policy::{Permission, Policy, Role};
 use crate::scope::{RoleName, Scope};
 
+/// The metadata key holding the audit anchor: `<seq>:<hash>` of the newest pruned event.
+pub const AUDIT_ANCHOR_KEY: &str = "audit_anchor";
+
 /// One change in a [`Store::apply`] batch.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -65,6 +68,19 @@ pub enum Mutation {
     PutRevocation(Revocation),
     /// Appends an audit event; `Conflict` when its `seq` exists.
     AppendAudit(AuditEvent),
+    /// Deletes the audit events up to `through_seq` and records the last deleted event as
+    /// the anchor later verification starts from (meta `audit_anchor` = `<seq>:<hash>`).
+    PruneAudit {
+        /// The newest event deleted.
+        through_seq: u64,
+        /// That event's hash.
+        anchor_hash: String,
+    },
+    /// Deletes the tokens that expired before `before`.
+    DeleteExpiredTokens {
+        /// The cut-off.
+        before: Timestamp,
+    },
     /// Deletes deny-list entries and refresh tokens that expired before `before`.
     PurgeExpired {
         /// The cut-off.
@@ -91,7 +107,9 @@ impl Mutation {
             | Mutation::SpendRefreshToken { .. }
             | Mutation::RevokeRefreshFamily(_)
             | Mutation::AppendAudit(_)
+            | Mutation::PruneAudit { .. }
             | Mutation::PurgeExpired { .. } => None,
+            Mutation::DeleteExpiredTokens { .. } => Some(Change::Tokens),
         }
     }
 }
@@ -110,6 +128,8 @@ pub enum Change {
     Keys,
     /// A deny-list entry was added (its id).
     Revocation(String),
+    /// Many tokens changed at once (retention).
+    Tokens,
 }
 
 /// Receives [`Change`]s from a store.

@@ -87,6 +87,7 @@ on_both_stores!(
     malformed_tokens_never_reach_the_store,
     rate_limit_refuses_past_the_quota,
     every_management_change_is_audited_in_a_verifiable_chain,
+    retention_prunes_old_audit_events_and_keeps_the_chain_verifiable,
 );
 
 fn app(e: &Env, name: &str) -> String {
@@ -1192,5 +1193,94 @@ fn guessing_secrets_for_one_token_id_locks_that_id_but_not_its_cached_holder() {
     assert_eq!(
         kms.verify_token(&root, None, None).unwrap().code(),
         VerifyCode::Valid
+    );
+}
+
+fn retention_prunes_old_audit_events_and_keeps_the_chain_verifiable(e: Env) {
+    let a = app(&e, "billing");
+    let short = e
+        .kms
+        .create_token(
+            &e.root,
+            &a,
+            NewToken {
+                name: "short".into(),
+                expires_in: Some(60),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    e.clock.advance(10 * 86_400);
+    let keep = token(&e, &a, &[], &[]);
+    let before = e
+        .kms
+        .list_audit(
+            &e.root,
+            kms_core::AuditFilter::default(),
+            PageRequest::default(),
+        )
+        .unwrap()
+        .items
+        .len();
+    let report = e.kms.apply_retention(Some(86_400), Some(86_400)).unwrap();
+    assert_eq!(
+        report.audit_events_pruned, 3,
+        "init, app and first token events"
+    );
+    let after = e
+        .kms
+        .list_audit(
+            &e.root,
+            kms_core::AuditFilter::default(),
+            PageRequest::default(),
+        )
+        .unwrap();
+    assert_eq!(after.items.len(), before - 3 + 1, "the sweep audits itself");
+    assert!(matches!(
+        e.kms.verify_audit(&e.root).unwrap(),
+        kms_core::AuditVerification::Intact { ok: true, .. }
+    ));
+    assert_eq!(
+        e.kms.get_token(&e.root, &short.info.id).unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(verify(&e, &keep.token, None), VerifyCode::Valid);
+    // Deleting an event after the anchor is still detected.
+    let second = e.kms.apply_retention(Some(86_400), None).unwrap();
+    assert_eq!(second.audit_events_pruned, 0);
+}
+
+#[test]
+fn editing_or_deleting_audit_rows_in_the_sqlite_file_is_detected() {
+    let e = sqlite();
+    let a = app(&e, "billing");
+    for _ in 0..3 {
+        token(&e, &a, &[], &[]);
+    }
+    assert!(matches!(
+        e.kms.verify_audit(&e.root).unwrap(),
+        kms_core::AuditVerification::Intact { events: 5, .. }
+    ));
+    let db = rusqlite::Connection::open(&e.db).unwrap();
+    db.execute(
+        "UPDATE audit_events SET actor = 'someone-else' WHERE seq = 3",
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        e.kms.verify_audit(&e.root).unwrap(),
+        kms_core::AuditVerification::Broken {
+            ok: false,
+            first_bad_seq: 3
+        }
+    );
+    db.execute("DELETE FROM audit_events WHERE seq = 3", [])
+        .unwrap();
+    assert_eq!(
+        e.kms.verify_audit(&e.root).unwrap(),
+        kms_core::AuditVerification::Broken {
+            ok: false,
+            first_bad_seq: 3
+        }
     );
 }

@@ -4,6 +4,7 @@
 //! stores cannot drift apart on semantics.
 
 use kms_core::store::Mutation;
+use kms_core::store::AUDIT_ANCHOR_KEY;
 use kms_core::{
     Application, AuditEvent, Permission, RefreshRecord, RefreshStatus, Revocation, Role, RoleName,
     Scope, SigningKeyRecord, StoreError, Timestamp, TokenRecord,
@@ -53,6 +54,12 @@ pub(crate) trait Tx {
 
     fn audit_exists(&mut self, seq: u64) -> Result<bool, StoreError>;
     fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// Deletes audit events with `seq <= through_seq`.
+    fn prune_audit(&mut self, through_seq: u64) -> Result<(), StoreError>;
+    /// Sets a metadata value, replacing any.
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Deletes tokens (and their grants) that expired before `before`.
+    fn delete_expired_tokens(&mut self, before: Timestamp) -> Result<(), StoreError>;
 }
 
 /// The largest counter (use count, audit sequence number) a store keeps: SQLite integers
@@ -146,6 +153,14 @@ fn apply_one(tx: &mut impl Tx, mutation: &Mutation) -> Result<(), StoreError> {
         Mutation::RevokeRefreshFamily(family_id) => tx.revoke_refresh_family(family_id),
         Mutation::PutRevocation(revocation) => tx.put_revocation(revocation),
         Mutation::PurgeExpired { before } => tx.purge_expired(*before),
+        Mutation::PruneAudit {
+            through_seq,
+            anchor_hash,
+        } => {
+            tx.prune_audit(*through_seq)?;
+            tx.set_meta(AUDIT_ANCHOR_KEY, &format!("{through_seq}:{anchor_hash}"))
+        }
+        Mutation::DeleteExpiredTokens { before } => tx.delete_expired_tokens(*before),
         Mutation::AppendAudit(event) => {
             if event.seq > MAX_COUNTER {
                 return Err(conflict(format!(

@@ -162,6 +162,8 @@ enum Undo {
     Revocation(String, Option<Revocation>),
     /// An appended audit event, removed on rollback.
     Audit(u64),
+    /// A pruned audit event, restored on rollback.
+    AuditPruned(Box<AuditEvent>),
 }
 
 /// A transaction over [`State`]: writes apply at once and are logged, and
@@ -193,6 +195,7 @@ impl MemoryTx<'_> {
                 Undo::Revocation(k, Some(r)) => drop(s.revocations.insert(k, r)),
                 Undo::Revocation(k, None) => drop(s.revocations.remove(&k)),
                 Undo::Audit(seq) => drop(s.audit.remove(&seq)),
+                Undo::AuditPruned(e) => drop(s.audit.insert(e.seq, *e)),
             }
         }
     }
@@ -403,6 +406,41 @@ impl Tx for MemoryTx<'_> {
     fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
         self.state.audit.insert(event.seq, event.clone());
         self.undo.push(Undo::Audit(event.seq));
+        Ok(())
+    }
+
+    fn prune_audit(&mut self, through_seq: u64) -> Result<(), StoreError> {
+        let seqs: Vec<u64> = self
+            .state
+            .audit
+            .range(..=through_seq)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in seqs {
+            if let Some(e) = self.state.audit.remove(&seq) {
+                self.undo.push(Undo::AuditPruned(Box::new(e)));
+            }
+        }
+        Ok(())
+    }
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        let old = self.state.meta.insert(key.to_owned(), value.to_owned());
+        self.undo.push(Undo::Meta(key.to_owned(), old));
+        Ok(())
+    }
+
+    fn delete_expired_tokens(&mut self, before: Timestamp) -> Result<(), StoreError> {
+        let expired: Vec<String> = self
+            .state
+            .tokens
+            .values()
+            .filter(|t| t.expires_at.is_some_and(|e| e < before))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in expired {
+            self.remove_token(&id);
+        }
         Ok(())
     }
 }

@@ -147,8 +147,19 @@ impl Kms {
     /// Checks the whole chain (`audit.read`; system callers only).
     pub fn verify_audit(&self, caller: &Caller) -> Result<AuditVerification> {
         caller.require_global(&*self.snapshot()?, "audit.read")?;
-        let mut checker = ChainChecker::new();
-        let mut after = 0;
+        let (mut checker, mut after) =
+            match self.inner.store.get_meta(crate::store::AUDIT_ANCHOR_KEY)? {
+                None => (ChainChecker::new(), 0),
+                Some(anchor) => match parse_anchor(&anchor) {
+                    Some((seq, hash)) => (ChainChecker::after_anchor(seq, hash.to_owned()), seq),
+                    None => {
+                        return Ok(AuditVerification::Broken {
+                            ok: false,
+                            first_bad_seq: 1,
+                        })
+                    }
+                },
+            };
         loop {
             let batch = self.inner.store.audit_after(after, 1000)?;
             let Some(last) = batch.last() else { break };
@@ -170,4 +181,69 @@ impl Kms {
             events: checker.checked,
         })
     }
+
+    /// Retention: deletes audit events older than `audit_max_age_secs` (keeping the chain
+    /// verifiable from an anchor) and tokens that expired more than
+    /// `expired_token_max_age_secs` ago. Each sweep is audited. Servers call it periodically.
+    pub fn apply_retention(
+        &self,
+        audit_max_age_secs: Option<i64>,
+        expired_token_max_age_secs: Option<i64>,
+    ) -> Result<RetentionReport> {
+        let now = self.inner.clock.now();
+        let mut report = RetentionReport::default();
+        let mut batch = Vec::new();
+        if let Some(age) = audit_max_age_secs {
+            let cutoff = now.plus_secs(-age);
+            let after = match self.inner.store.get_meta(crate::store::AUDIT_ANCHOR_KEY)? {
+                Some(a) => parse_anchor(&a).map_or(0, |(seq, _)| seq),
+                None => 0,
+            };
+            let old: Vec<AuditEvent> = self
+                .inner
+                .store
+                .audit_after(after, 10_000)?
+                .into_iter()
+                .take_while(|e| e.at < cutoff)
+                .collect();
+            if let Some(last) = old.last() {
+                report.audit_events_pruned = old.len() as u64;
+                report.audit_anchor_seq = Some(last.seq);
+                batch.push(Mutation::PruneAudit {
+                    through_seq: last.seq,
+                    anchor_hash: last.hash.clone(),
+                });
+            }
+        }
+        if let Some(age) = expired_token_max_age_secs {
+            batch.push(Mutation::DeleteExpiredTokens {
+                before: now.plus_secs(-age),
+            });
+        }
+        if batch.is_empty() {
+            return Ok(report);
+        }
+        let audit = Audit::success("retention.sweep", "audit").details(serde_json::json!({
+            "audit_events_pruned": report.audit_events_pruned,
+            "audit_anchor_seq": report.audit_anchor_seq,
+            "expired_tokens_before": expired_token_max_age_secs.map(|a| now.plus_secs(-a)),
+        }));
+        self.commit(None, audit, batch)?;
+        Ok(report)
+    }
+}
+
+/// `<seq>:<hash>` of the audit anchor.
+fn parse_anchor(anchor: &str) -> Option<(u64, &str)> {
+    let (seq, hash) = anchor.split_once(':')?;
+    Some((seq.parse().ok()?, hash))
+}
+
+/// What a retention sweep removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RetentionReport {
+    /// Audit events deleted.
+    pub audit_events_pruned: u64,
+    /// The newest deleted event, now the anchor of the chain.
+    pub audit_anchor_seq: Option<u64>,
 }

@@ -289,6 +289,33 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
+    fn prune_audit(&mut self, through_seq: u64) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM audit_events WHERE seq <= ?1",
+            params![sql_int(through_seq)],
+        )
+    }
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )
+    }
+
+    fn delete_expired_tokens(&mut self, before: Timestamp) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM token_grants WHERE token_id IN \
+             (SELECT id FROM tokens WHERE expires_at IS NOT NULL AND expires_at < ?1)",
+            params![before.unix()],
+        )?;
+        self.execute(
+            "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at < ?1",
+            params![before.unix()],
+        )
+    }
+
     fn audit_exists(&mut self, seq: u64) -> Result<bool, StoreError> {
         self.exists("SELECT 1 FROM audit_events WHERE seq = ?1", &sql_int(seq))
     }
