@@ -14,7 +14,11 @@
 //! - `verify_cold`: verification with the cache disabled at OWASP argon2id parameters,
 //!   beside a bare argon2id verify of the same secret.
 //! - `jwt_validate`: in-process validation of an EdDSA access token, beside a raw Ed25519
-//!   verify of the same signed bytes.
+//!   verify of the same signed bytes and the steps in between.
+//!
+//! The two ratio targets (cold verification / argon2id, JWT validation / Ed25519) are also
+//! measured with alternating calls and printed as `... (interleaved): ...` lines, because
+//! on a small shared machine load shifts between consecutive criterion benchmarks.
 
 use std::error::Error;
 use std::hint::black_box;
@@ -25,7 +29,9 @@ use base64::Engine;
 use criterion::{BenchmarkId, Criterion};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use hmac::{Hmac, Mac};
-use kms_benches::{full_run, PermissionFixture, PopulatedKms, SetupResult};
+use kms_benches::{
+    full_run, interleaved, Interleaved, PermissionFixture, PopulatedKms, SetupResult,
+};
 use kms_core::token_format::{self, TokenPrefix};
 use kms_core::{HashParams, MasterKey, OsRandom, PermissionQuery, SecretHasher, VerifyCode};
 use sha2::Sha256;
@@ -40,6 +46,30 @@ fn main() -> Result<(), Box<dyn Error>> {
     jwt_validate(&mut c)?;
     c.final_summary();
     Ok(())
+}
+
+/// Prints a ratio measured by [`interleaved`] calls, under the criterion output.
+fn report(what: &str, r: Interleaved) {
+    println!(
+        "{what} (interleaved): {} / {} = {:.3} (fastest samples), {} / {} = {:.3} (medians)",
+        human(r.a_min),
+        human(r.b_min),
+        r.ratio_of_minimums(),
+        human(r.a_median),
+        human(r.b_median),
+        r.ratio_of_medians(),
+    );
+}
+
+fn human(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns < 10_000 {
+        format!("{ns} ns")
+    } else if ns < 10_000_000 {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    } else {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    }
 }
 
 fn permission_check(c: &mut Criterion) -> SetupResult<()> {
@@ -68,6 +98,17 @@ fn permission_check(c: &mut Criterion) -> SetupResult<()> {
             &f.hit,
             |b, s| b.iter(|| floor.holds(black_box(s.as_str()))),
         );
+        if full_run() {
+            report(
+                &format!("permission_check/{grants}: hit / intern_and_lookup_floor"),
+                interleaved(
+                    2_000,
+                    1_000,
+                    || snap.check(black_box(&f.set), black_box(f.hit.as_str())),
+                    || floor.holds(black_box(f.hit.as_str())),
+                ),
+            );
+        }
     }
     group.finish();
     Ok(())
@@ -123,6 +164,17 @@ fn verify_cached(c: &mut Criterion) -> SetupResult<()> {
         })
     });
     group.finish();
+    if full_run() {
+        report(
+            "verify_cached: token / token_with_query",
+            interleaved(
+                2_000,
+                100,
+                || kms.verify_token(black_box(one), None, None),
+                || kms.verify_token(black_box(one), Some(black_box(&query)), None),
+            ),
+        );
+    }
 
     if kms.cache_stats().misses != misses {
         return Err("verify_cached missed the cache: its numbers measured the cold path".into());
@@ -203,6 +255,27 @@ fn verify_cold(c: &mut Criterion) -> SetupResult<()> {
         b.iter(|| hasher.verify(black_box(parsed.secret()), black_box(&phc)))
     });
     group.finish();
+    if full_run() {
+        let secret = parsed.secret();
+        report(
+            "verify_cold: verify_token_no_cache / argon2id_verify_alone",
+            interleaved(
+                40,
+                1,
+                || kms.verify_token(token, None, None),
+                || hasher.verify(secret, &phc),
+            ),
+        );
+        report(
+            "verify_cold: unknown_id_no_cache / argon2id_verify_alone",
+            interleaved(
+                40,
+                1,
+                || kms.verify_token(&unknown, None, None),
+                || hasher.verify(secret, &phc),
+            ),
+        );
+    }
     // Still the full failure path at the end, not a lockout's shortcut.
     unknown_is_not_found()
 }
@@ -241,6 +314,37 @@ fn jwt_validate(c: &mut Criterion) -> SetupResult<()> {
     group.bench_function("ed25519_verify_alone", |b| {
         b.iter(|| public.verify(black_box(signed.as_bytes()), black_box(&sig)))
     });
+    // The pieces between the two: jsonwebtoken builds the verifying key from its bytes on
+    // every call (a point decompression), then parses and checks header and claims.
+    let public_bytes = public.to_bytes();
+    group.bench_function("ed25519_key_from_bytes_and_verify", |b| {
+        b.iter(|| {
+            VerifyingKey::from_bytes(black_box(&public_bytes))
+                .map(|k| k.verify(black_box(signed.as_bytes()), black_box(&sig)))
+        })
+    });
+    let decoding = jsonwebtoken::DecodingKey::from_ed_components(x)?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_issuer(&["kms"]);
+    validation.set_audience(&["kms"]);
+    validation.validate_exp = false;
+    jsonwebtoken::decode::<serde_json::Value>(&jwt, &decoding, &validation)?;
+    group.bench_function("jsonwebtoken_decode_alone", |b| {
+        b.iter(|| {
+            jsonwebtoken::decode::<serde_json::Value>(black_box(&jwt), &decoding, &validation)
+        })
+    });
     group.finish();
+    if full_run() {
+        report(
+            "jwt_validate: validate_access_token / ed25519_verify_alone",
+            interleaved(
+                500,
+                10,
+                || kms.validate_access_token(&jwt, None),
+                || public.verify(signed.as_bytes(), &sig),
+            ),
+        );
+    }
     Ok(())
 }

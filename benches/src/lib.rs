@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kms_core::{
     Caller, EffectiveSet, HashParams, Kms, KmsBuilder, LockoutPolicy, MasterKey, NewApp, NewToken,
@@ -228,6 +229,7 @@ impl PopulatedKms {
                 NewApp {
                     name: "bench".to_owned(),
                     token_prefix: None,
+                    ..Default::default()
                 },
             )?
             .id;
@@ -261,5 +263,68 @@ impl PopulatedKms {
             }
         }
         Ok(())
+    }
+}
+
+/// Per-call times of two operations measured alternately, so that load from other
+/// processes falls on both alike; see [`interleaved`].
+#[derive(Debug, Clone, Copy)]
+pub struct Interleaved {
+    /// Fastest call of the first operation.
+    pub a_min: Duration,
+    /// Median call of the first operation.
+    pub a_median: Duration,
+    /// Fastest call of the second operation.
+    pub b_min: Duration,
+    /// Median call of the second operation.
+    pub b_median: Duration,
+}
+
+impl Interleaved {
+    /// `a / b`, from the fastest calls (the least disturbed by other processes).
+    pub fn ratio_of_minimums(&self) -> f64 {
+        self.a_min.as_secs_f64() / self.b_min.as_secs_f64()
+    }
+
+    /// `a / b`, from the medians.
+    pub fn ratio_of_medians(&self) -> f64 {
+        self.a_median.as_secs_f64() / self.b_median.as_secs_f64()
+    }
+}
+
+/// Times `a` and `b` alternately: `rounds` samples of each, a sample being `batch`
+/// consecutive calls; reports per-call times.
+///
+/// Criterion measures benchmarks one after the other; on a small shared machine a burst of
+/// load during one of them skews a ratio between two. Alternating samples shares the load,
+/// and the fastest sample shows what the code costs when nothing else runs.
+pub fn interleaved<A, B>(
+    rounds: usize,
+    batch: u32,
+    mut a: impl FnMut() -> A,
+    mut b: impl FnMut() -> B,
+) -> Interleaved {
+    let batch = batch.max(1);
+    let mut ta = Vec::with_capacity(rounds);
+    let mut tb = Vec::with_capacity(rounds);
+    for _ in 0..rounds.max(1) {
+        let start = Instant::now();
+        for _ in 0..batch {
+            std::hint::black_box(a());
+        }
+        ta.push(start.elapsed() / batch);
+        let start = Instant::now();
+        for _ in 0..batch {
+            std::hint::black_box(b());
+        }
+        tb.push(start.elapsed() / batch);
+    }
+    ta.sort_unstable();
+    tb.sort_unstable();
+    Interleaved {
+        a_min: ta[0],
+        a_median: ta[ta.len() / 2],
+        b_min: tb[0],
+        b_median: tb[tb.len() / 2],
     }
 }
