@@ -244,17 +244,13 @@ pub fn open_kms(
     if let Some(key) = master {
         builder = builder.master_key(key);
     }
-    builder.build().map_err(|e| {
-        let chain = crate::error::error_chain(&e);
-        if has_master && e.code() == kms_core::ErrorCode::Internal {
-            CommandError::new(format!(
-                "cannot open the signing keys of {} with the master key from {from}: {chain}. \
-                 Use the master key the database was created with; nothing was changed",
-                config.db.display()
-            ))
-        } else {
-            CommandError::new(chain)
-        }
+    builder.build().map_err(|e| match e {
+        kms_core::Error::Internal { message, .. } if has_master => CommandError::new(format!(
+            "cannot open the signing keys of {} with the master key from {from}: {message}. \
+             Use the master key the database was created with; nothing was changed",
+            config.db.display()
+        )),
+        other => CommandError::from(other),
     })
 }
 

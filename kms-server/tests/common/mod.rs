@@ -89,12 +89,17 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `kms serve` on `db` with extra arguments and environment.
     pub(crate) fn start_with(db: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_on(db, "127.0.0.1:0", args, env)
+    }
+
+    /// Starts `kms serve` on `db`, listening on `listen`.
+    pub(crate) fn start_on(db: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = kms();
         cmd.arg("serve")
             .arg("--db")
             .arg(db)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -245,12 +250,31 @@ pub(crate) fn raw(
     content_type: Option<&str>,
     body: Option<&[u8]>,
 ) -> Raw {
-    let mut req = ureq::request(method, &format!("{base}{path}")).timeout(Duration::from_secs(30));
-    if let Some(t) = token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
     }
     if let Some(ct) = content_type {
-        req = req.set("Content-Type", ct);
+        headers.push(("Content-Type", ct));
+    }
+    send(&ureq::agent(), base, method, path, &headers, body)
+}
+
+/// A raw call through `agent` with any headers.
+pub(crate) fn send(
+    agent: &ureq::Agent,
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Raw {
+    let mut req = agent
+        .request(method, &format!("{base}{path}"))
+        .timeout(Duration::from_secs(30));
+    for (name, value) in headers {
+        req = req.set(name, value);
     }
     let result = match body {
         Some(b) => req.send_bytes(b),
