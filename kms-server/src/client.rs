@@ -6,7 +6,7 @@
 //!
 //! # fn main() -> Result<(), kms_server::client::ClientError> {
 //! let kms = KmsClient::new("http://127.0.0.1:8080").with_token("kms_...");
-//! let app = kms.create_app(&NewAppBody { name: "billing".into(), token_prefix: Some("bill".into()) })?;
+//! let app = kms.create_app(&NewAppBody { name: "billing".into(), token_prefix: Some("bill".into()), ..Default::default() })?;
 //! let created = kms.create_token(&app.id, &NewTokenBody {
 //!     name: "ci".into(),
 //!     scopes: vec!["app.read".into()],
@@ -38,8 +38,8 @@ use crate::wire::{
     AccessTokenResponse, App, AppPage, AppPatchBody, AuditCheck, AuditPage, AuditQueryParams,
     CreatedTokenView, ErrorInfo, Health, IntrospectionBody, KeyPage, KeyView, NewAppBody,
     NewPermissionBody, NewRoleBody, NewTokenBody, PageQuery, PermissionPage, PermissionView,
-    RoleInfo, RolePage, RolePatchBody, RotateBody, TokenPage, TokenPatchBody, TokenView,
-    VerifyBody, VerifyResult,
+    RoleInfo, RolePage, RolePatchBody, RotateBody, SigningSecret, TokenPage, TokenPatchBody,
+    TokenView, VerifyBody, VerifyResult,
 };
 
 /// What can go wrong calling the API.
@@ -105,6 +105,7 @@ pub struct KmsClient {
     agent: ureq::Agent,
     base: String,
     token: Option<String>,
+    signing_secret: Option<String>,
 }
 
 impl std::fmt::Debug for KmsClient {
@@ -112,6 +113,10 @@ impl std::fmt::Debug for KmsClient {
         f.debug_struct("KmsClient")
             .field("base", &self.base)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "signing_secret",
+                &self.signing_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -139,7 +144,15 @@ impl KmsClient {
             agent,
             base: base_url.into().trim_end_matches('/').to_owned(),
             token: None,
+            signing_secret: None,
         }
+    }
+
+    /// The same client, signing every JSON call (`X-KMS-Timestamp`, `X-KMS-Nonce`,
+    /// `X-KMS-Signature`) with an application's request-signing secret.
+    pub fn with_signing_secret(mut self, secret: impl Into<String>) -> Self {
+        self.signing_secret = Some(secret.into());
+        self
     }
 
     /// The same client, sending `token` as its bearer credential.
@@ -165,15 +178,41 @@ impl KmsClient {
 
     fn send(
         &self,
-        req: ureq::Request,
+        method: &str,
+        path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<ureq::Response, ClientError> {
-        let result = match body {
-            Some(b) => {
-                let value =
-                    serde_json::to_value(b).map_err(|e| ClientError::Decode(e.to_string()))?;
-                req.send_json(value)
-            }
+        let mut req = self.request(method, path);
+        let bytes = match body {
+            Some(b) => Some(serde_json::to_vec(b).map_err(|e| ClientError::Decode(e.to_string()))?),
+            None => None,
+        };
+        if let Some(secret) = &self.signing_secret {
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
+            let timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let nonce = crate::middleware::RequestId::generate()
+                .as_str()
+                .replacen("req_", "n", 1);
+            let signature = kms_core::request_signing::sign_request(
+                secret.as_bytes(),
+                &kms_core::request_signing::SignedRequest {
+                    method,
+                    path,
+                    query,
+                    timestamp,
+                    nonce: &nonce,
+                    body: bytes.as_deref().unwrap_or_default(),
+                },
+            );
+            req = req
+                .set("X-KMS-Timestamp", &timestamp.to_string())
+                .set("X-KMS-Nonce", &nonce)
+                .set("X-KMS-Signature", &signature);
+        }
+        let result = match bytes {
+            Some(b) => req.set("Content-Type", "application/json").send_bytes(&b),
             None => req.call(),
         };
         Self::finish(result)
@@ -218,15 +257,14 @@ impl KmsClient {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<T, ClientError> {
-        let response = self.send(self.request(method, path), body)?;
+        let response = self.send(method, path, body)?;
         response
             .into_json::<T>()
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     fn call_empty(&self, method: &str, path: &str) -> Result<(), ClientError> {
-        self.send(self.request(method, path), None::<&Value>)
-            .map(|_| ())
+        self.send(method, path, None::<&Value>).map(|_| ())
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -262,7 +300,7 @@ impl KmsClient {
 
     /// `GET /metrics`, as text.
     pub fn metrics(&self) -> Result<String, ClientError> {
-        self.send(self.request("GET", "/metrics"), None::<&Value>)?
+        self.send("GET", "/metrics", None::<&Value>)?
             .into_string()
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
@@ -297,6 +335,15 @@ impl KmsClient {
     /// `DELETE /v1/apps/{id}`.
     pub fn delete_app(&self, id: &str) -> Result<(), ClientError> {
         self.call_empty("DELETE", &format!("/v1/apps/{}", segment(id)))
+    }
+
+    /// `POST /v1/apps/{id}/signing-secret`: a new request-signing secret, shown this once.
+    pub fn rotate_signing_secret(&self, id: &str) -> Result<SigningSecret, ClientError> {
+        self.call(
+            "POST",
+            &format!("/v1/apps/{}/signing-secret", segment(id)),
+            None::<&Value>,
+        )
     }
 
     // ---- permissions ----

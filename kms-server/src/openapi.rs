@@ -25,6 +25,7 @@ use crate::wire;
         routes::apps::get_app,
         routes::apps::update_app,
         routes::apps::delete_app,
+        routes::apps::rotate_signing_secret,
         routes::permissions::create_permission,
         routes::permissions::create_permissions,
         routes::permissions::list_permissions,

@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::middleware::client_addr::{NetworkGate, NetworkPolicy};
 use crate::middleware::rate_limit::ClientRateLimit;
+use crate::middleware::signed_requests::{self, SignatureGate};
 use crate::middleware::{
     body_limit, client_addr, error_body, metrics as metrics_mw, rate_limit, request_id,
     security_headers, timeout, trace,
@@ -88,7 +89,7 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
 }
 
 /// The management routes under `/v1`: rate limited per client address, then behind bearer
-/// authentication.
+/// authentication and, for applications that require it, a request signature.
 fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) -> Router<AppState> {
     let routes = Router::new()
         .route("/v1/apps", post(apps::create_app).get(apps::list_apps))
@@ -133,6 +134,17 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
         .route("/v1/keys/rotate", post(keys::rotate_keys))
         .route("/v1/audit", get(audit::list_audit))
         .route("/v1/audit/verify", get(audit::verify_audit))
+        .route(
+            "/v1/apps/{id}/signing-secret",
+            post(apps::rotate_signing_secret),
+        )
+        .route_layer(from_fn_with_state(
+            SignatureGate {
+                kms: kms.clone(),
+                metrics: metrics.clone(),
+            },
+            signed_requests::check_signature,
+        ))
         .route_layer(from_fn_with_state(kms, crate::middleware::authenticate));
     match options.rate_limit {
         Some(settings) => routes.route_layer(from_fn_with_state(

@@ -73,17 +73,25 @@ impl From<PageQuery> for kms_core::PageRequest {
 }
 
 /// Body of `POST /v1/apps`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NewAppBody {
     /// Display name, unique.
     pub name: String,
     /// 2–16 of `[a-z0-9]` starting with a letter (default `kms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_prefix: Option<String>,
+    /// Networks (CIDR, v4 or v6) the application's tokens may be used from; absent or
+    /// empty: anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_allow: Option<Vec<String>>,
+    /// Whether management calls by the application's tokens must be signed (see
+    /// `POST /v1/apps/{id}/signing-secret`); default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_signed_requests: Option<bool>,
 }
 
 /// Body of `PATCH /v1/apps/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AppPatchBody {
     /// New name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,6 +99,20 @@ pub struct AppPatchBody {
     /// `active` or `disabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// New network allow-list (CIDR); empty: anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_allow: Option<Vec<String>>,
+    /// Whether management calls by the application's tokens must be signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_signed_requests: Option<bool>,
+}
+
+/// The answer of `POST /v1/apps/{id}/signing-secret`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SigningSecret {
+    /// The application's request-signing secret, shown this once. Sign with
+    /// HMAC-SHA256 keyed with this string's bytes.
+    pub secret: String,
 }
 
 /// An application.
@@ -106,6 +128,12 @@ pub struct App {
     pub status: String,
     /// RFC 3339.
     pub created_at: String,
+    /// Networks its tokens may be used from; empty: anywhere.
+    #[serde(default)]
+    pub ip_allow: Vec<String>,
+    /// Whether management calls by its tokens must be signed.
+    #[serde(default)]
+    pub require_signed_requests: bool,
 }
 
 /// A page of applications.

@@ -34,6 +34,7 @@ fn env() -> Env {
         .create_app(&NewAppBody {
             name: "jwt".into(),
             token_prefix: None,
+            ..Default::default()
         })
         .unwrap();
     let api_key = admin

@@ -56,6 +56,7 @@ impl Fixture {
             .create_app(&NewAppBody {
                 name: name.into(),
                 token_prefix: prefix.map(str::to_owned),
+                ..Default::default()
             })
             .unwrap()
             .id
@@ -241,6 +242,7 @@ fn applications_round_trip() {
         .create_app(&NewAppBody {
             name: "other".into(),
             token_prefix: None,
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(default_prefix.token_prefix, "kms");
@@ -262,6 +264,7 @@ fn applications_round_trip() {
             &AppPatchBody {
                 name: Some("billing-2".into()),
                 status: Some("disabled".into()),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -274,6 +277,7 @@ fn applications_round_trip() {
         .create_app(&NewAppBody {
             name: "other".into(),
             token_prefix: None,
+            ..Default::default()
         })
         .unwrap_err();
     assert_eq!(api_code(&dup), (409, "conflict".into()));
@@ -982,6 +986,7 @@ fn verification_answers_every_code() {
             &AppPatchBody {
                 name: None,
                 status: Some("disabled".into()),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -1045,6 +1050,7 @@ fn tenants_are_isolated() {
                 &AppPatchBody {
                     name: Some("mine".into()),
                     status: None,
+                    ..Default::default()
                 },
             )
             .map(|_| ())
@@ -1183,6 +1189,7 @@ fn no_secret_reaches_the_database_or_the_logs() {
         let _ = f.server.client(&token).create_app(&NewAppBody {
             name: format!("n{i}"),
             token_prefix: None,
+            ..Default::default()
         });
         if i % 2 == 0 {
             let rotated = f

@@ -73,6 +73,7 @@ fn serve_initialises_an_empty_database_and_prints_the_root_token_once() {
         .create_app(&NewAppBody {
             name: "a".into(),
             token_prefix: None,
+            ..Default::default()
         })
         .unwrap();
     assert!(app.id.starts_with("app_"));
@@ -99,6 +100,7 @@ fn data_survives_a_restart_and_shutdown_is_graceful() {
         .create_app(&NewAppBody {
             name: "keep".into(),
             token_prefix: Some("keep".into()),
+            ..Default::default()
         })
         .unwrap();
     let token = client
@@ -449,6 +451,7 @@ fn default_argon2_parameters_work_end_to_end() {
         .create_app(&NewAppBody {
             name: "slow".into(),
             token_prefix: None,
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(client.get_app(&app.id).unwrap().name, "slow");

@@ -20,6 +20,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/v1/apps/{id}"),
     ("patch", "/v1/apps/{id}"),
     ("delete", "/v1/apps/{id}"),
+    ("post", "/v1/apps/{id}/signing-secret"),
     ("post", "/v1/permissions"),
     ("post", "/v1/permissions/bulk"),
     ("get", "/v1/permissions"),

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod request_id;
 pub mod security_headers;
+pub mod signed_requests;
 pub mod timeout;
 pub mod trace;
 

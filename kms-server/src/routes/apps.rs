@@ -1,7 +1,8 @@
 //! `/v1/apps`: applications (`app.read`, `app.write`).
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use kms_core::{AppUpdate, Application, Caller, Kms, NewApp, Page, PageRequest};
 
@@ -95,4 +96,26 @@ pub async fn delete_app(
 ) -> Result<StatusCode, ApiError> {
     blocking(move || kms.delete_app(&caller, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/apps/{id}/signing-secret` (`app.write`): a new request-signing secret for the
+/// application, shown this once; the previous one stops working at once.
+#[utoipa::path(post, path = "/v1/apps/{id}/signing-secret", tag = "applications",
+    params(("id" = String, Path, description = "Application id")),
+    responses(
+        (status = 201, description = "The new secret, shown this once; `Cache-Control: no-store`", body = wire::SigningSecret),
+        (status = "4XX", description = "See the error code", body = wire::ErrorBody),
+    ),
+    security(("bearer" = ["app.write"])))]
+pub async fn rotate_signing_secret(
+    State(kms): State<Kms>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let secret = blocking(move || kms.rotate_request_signing_secret(&caller, &id)).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(wire::SigningSecret { secret }),
+    ))
 }
