@@ -40,6 +40,7 @@ fn fixture() -> &'static Fixture {
                 NewApp {
                     name: "fuzz".into(),
                     token_prefix: None,
+                    ..Default::default()
                 },
             )
             .expect("app");

@@ -18,8 +18,11 @@ pub(crate) mod request_bodies;
 pub(crate) mod scope_parse;
 pub(crate) mod token_parse;
 
-/// Every target by name; the name is also its corpus directory under `fuzz/corpus/`.
-pub(crate) const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target's name (also its corpus directory under `fuzz/corpus/`) and its body.
+pub(crate) type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub(crate) const TARGETS: &[Target] = &[
     ("token_parse", token_parse::run),
     ("scope_parse", scope_parse::run),
     ("query_parse", query_parse::run),
