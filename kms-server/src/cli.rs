@@ -135,6 +135,14 @@ pub struct ServeArgs {
     /// 0 never rotates on a schedule [env: KMS_KEY_ROTATION_INTERVAL] [default: 0]
     #[arg(long, value_name = "DURATION")]
     pub key_rotation_interval: Option<String>,
+    /// Delete audit events older than this, e.g. 365d, keeping the chain verifiable from
+    /// the first kept event; 0 keeps every event [env: KMS_AUDIT_RETENTION] [default: 0]
+    #[arg(long, value_name = "DURATION")]
+    pub audit_retention: Option<String>,
+    /// Delete tokens that expired longer ago than this, e.g. 30d; 0 keeps them
+    /// [env: KMS_EXPIRED_TOKEN_RETENTION] [default: 0]
+    #[arg(long, value_name = "DURATION")]
+    pub expired_token_retention: Option<String>,
     /// Settings of access tokens.
     #[command(flatten)]
     pub jwt: JwtArgs,
@@ -455,6 +463,8 @@ impl Cli {
             put("tls_key", &s.tls_key);
             put("rate_limit_per_ip", &s.rate_limit_per_ip);
             put("rate_limit_burst", &s.rate_limit_burst);
+            put("audit_retention", &s.audit_retention);
+            put("expired_token_retention", &s.expired_token_retention);
             put("alert_webhook", &s.alert_webhook);
             put("alert_webhook_secret", &s.alert_webhook_secret);
             let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));

@@ -353,6 +353,8 @@ fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), CommandError
     let app = server::router(kms.clone(), metrics, &options);
     let maintenance = Maintenance {
         key_rotation_interval: serve_config.key_rotation_interval,
+        audit_retention: serve_config.audit_retention,
+        expired_token_retention: serve_config.expired_token_retention,
     };
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(serve_config.listen)

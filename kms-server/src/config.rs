@@ -33,6 +33,8 @@
 //! | `trusted_proxies` | `--trusted-proxy` | `KMS_TRUSTED_PROXIES` | none (CIDRs, comma separated) |
 //! | `rate_limit_per_ip` | `--rate-limit-per-ip` | `KMS_RATE_LIMIT_PER_IP` | `100` per second (0 disables) |
 //! | `rate_limit_burst` | `--rate-limit-burst` | `KMS_RATE_LIMIT_BURST` | twice the rate |
+//! | `audit_retention` | `--audit-retention` | `KMS_AUDIT_RETENTION` | `0` (keep every event) |
+//! | `expired_token_retention` | `--expired-token-retention` | `KMS_EXPIRED_TOKEN_RETENTION` | `0` (keep expired tokens) |
 //! | `alert_webhook` | `--alert-webhook` | `KMS_ALERT_WEBHOOK` | none |
 //! | `alert_webhook_secret` | `--alert-webhook-secret` | `KMS_ALERT_WEBHOOK_SECRET` | none (required with a webhook) |
 //!
@@ -65,6 +67,10 @@
 //! `rate_limit_burst`) limits management calls (`/v1`, except `/v1/verify` and the OAuth
 //! endpoints under `/v1/auth`) per client address; over it: `429 rate_limited` with
 //! `Retry-After`.
+//!
+//! Retention: with `audit_retention` (e.g. `365d`), `kms serve` deletes older audit events,
+//! keeping the chain verifiable from the first kept event; with `expired_token_retention`,
+//! tokens that expired longer ago than that are deleted. Each sweep is itself audited.
 //!
 //! TLS: `tls_cert` and `tls_key` (PEM files) together make `kms serve` speak HTTPS only,
 //! with `Strict-Transport-Security` on every response.
@@ -263,6 +269,18 @@ const RATE_LIMIT_BURST: Setting = Setting {
     env: "KMS_RATE_LIMIT_BURST",
     what: "rate limit burst",
 };
+const AUDIT_RETENTION: Setting = Setting {
+    key: "audit_retention",
+    flag: "--audit-retention",
+    env: "KMS_AUDIT_RETENTION",
+    what: "audit retention",
+};
+const EXPIRED_TOKEN_RETENTION: Setting = Setting {
+    key: "expired_token_retention",
+    flag: "--expired-token-retention",
+    env: "KMS_EXPIRED_TOKEN_RETENTION",
+    what: "expired token retention",
+};
 const ALERT_WEBHOOK: Setting = Setting {
     key: "alert_webhook",
     flag: "--alert-webhook",
@@ -276,7 +294,7 @@ const ALERT_WEBHOOK_SECRET: Setting = Setting {
     what: "alert webhook secret",
 };
 
-const ALL: [Setting; 29] = [
+const ALL: [Setting; 31] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -304,6 +322,8 @@ const ALL: [Setting; 29] = [
     TRUSTED_PROXIES,
     RATE_LIMIT_PER_IP,
     RATE_LIMIT_BURST,
+    AUDIT_RETENTION,
+    EXPIRED_TOKEN_RETENTION,
     ALERT_WEBHOOK,
     ALERT_WEBHOOK_SECRET,
 ];
@@ -667,6 +687,10 @@ pub struct ServeConfig {
     pub rate_limit: Option<RateLimitSettings>,
     /// Where security alerts go; `None`: logs and metrics only.
     pub alerts: Option<AlertSettings>,
+    /// Delete audit events older than this; `None`: keep them all.
+    pub audit_retention: Option<Duration>,
+    /// Delete tokens that expired longer ago than this; `None`: keep them.
+    pub expired_token_retention: Option<Duration>,
 }
 
 impl Default for ServeConfig {
@@ -682,6 +706,8 @@ impl Default for ServeConfig {
             trusted_proxies: Vec::new(),
             rate_limit: Some(RateLimitSettings::default()),
             alerts: None,
+            audit_retention: None,
+            expired_token_retention: None,
         }
     }
 }
@@ -695,19 +721,24 @@ impl ServeConfig {
             body_limit: sources.get(BODY_LIMIT, parse_size, d.body_limit)?,
             request_timeout: sources.get(REQUEST_TIMEOUT, parse_duration, d.request_timeout)?,
             shutdown_timeout: sources.get(SHUTDOWN_TIMEOUT, parse_duration, d.shutdown_timeout)?,
-            key_rotation_interval: Some(sources.get(
-                KEY_ROTATION_INTERVAL,
-                parse_whole_seconds_or_zero,
-                Duration::ZERO,
-            )?)
-            .filter(|d| !d.is_zero()),
+            key_rotation_interval: optional_interval(sources, KEY_ROTATION_INTERVAL)?,
             tls: resolve_tls(sources)?,
             deny_networks: sources.get(DENY_NETWORKS, parse_networks, Vec::new())?,
             trusted_proxies: sources.get(TRUSTED_PROXIES, parse_networks, Vec::new())?,
             rate_limit: resolve_rate_limit(sources)?,
             alerts: resolve_alerts(sources)?,
+            audit_retention: optional_interval(sources, AUDIT_RETENTION)?,
+            expired_token_retention: optional_interval(sources, EXPIRED_TOKEN_RETENTION)?,
         })
     }
+}
+
+/// A whole-seconds interval where `0` (or no value) means never.
+fn optional_interval(sources: &Sources, setting: Setting) -> Result<Option<Duration>, ConfigError> {
+    Ok(
+        Some(sources.get(setting, parse_whole_seconds_or_zero, Duration::ZERO)?)
+            .filter(|d| !d.is_zero()),
+    )
 }
 
 fn resolve_tls(sources: &Sources) -> Result<Option<TlsFiles>, ConfigError> {
@@ -1033,6 +1064,160 @@ mod tests {
     }
 
     #[test]
+    fn the_master_key_comes_from_one_source_and_is_never_echoed() {
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let s = sources(&[], &[("KMS_MASTER_KEY", key)], None).unwrap();
+        let c = Config::resolve(&s).unwrap();
+        assert_eq!(c.master_key, MasterKeySource::Env(Secret::new(key)));
+        assert!(!format!("{c:?}").contains(key), "Debug hides the key");
+
+        let s = sources(
+            &[("master_key_file", "/k")],
+            &[("KMS_MASTER_KEY", key)],
+            None,
+        )
+        .unwrap();
+        let err = Config::resolve(&s).unwrap_err().to_string();
+        assert!(err.contains("given twice"), "{err}");
+
+        let s = sources(&[], &[("KMS_MASTER_KEY", "c2hvcnQ=")], None).unwrap();
+        let err = Config::resolve(&s).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid master key in KMS_MASTER_KEY"),
+            "{err}"
+        );
+        assert!(!err.contains("c2hvcnQ"), "{err}");
+
+        let err = sources(&[], &[], Some("master_key = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown setting `master_key`"), "{err}");
+    }
+
+    #[test]
+    fn access_token_settings_are_configurable() {
+        let s = sources(
+            &[
+                ("jwt_issuer", "https://kms.example"),
+                ("access_token_ttl", "5m"),
+            ],
+            &[
+                ("KMS_REFRESH_TOKEN_TTL", "7d"),
+                ("KMS_REFRESH_OVERLAP", "0"),
+            ],
+            Some("jwt_audience = \"billing\"\njwt_leeway = 0\n"),
+        )
+        .unwrap();
+        let jwt = Config::resolve(&s).unwrap().jwt;
+        assert_eq!(jwt.issuer, "https://kms.example");
+        assert_eq!(jwt.default_audience, "billing");
+        assert_eq!(jwt.access_ttl_secs, 300);
+        assert_eq!(jwt.refresh_ttl_secs, 7 * 86_400);
+        assert_eq!(jwt.refresh_overlap_secs, 0);
+        assert_eq!(jwt.leeway_secs, 0);
+        for (key, value) in [
+            ("access_token_ttl", "0"),
+            ("access_token_ttl", "1500ms"),
+            ("jwt_issuer", ""),
+        ] {
+            let s = sources(&[(key, value)], &[], None).unwrap();
+            assert!(Config::resolve(&s).is_err(), "{key} = {value:?}");
+        }
+    }
+
+    #[test]
+    fn network_lists_take_commas_flags_and_toml_arrays() {
+        let s = sources(
+            &[("deny_networks", "10.0.0.0/8,2001:db8::/32")],
+            &[("KMS_TRUSTED_PROXIES", "192.0.2.1")],
+            None,
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(&s).unwrap();
+        assert_eq!(c.deny_networks.len(), 2);
+        assert_eq!(
+            c.trusted_proxies,
+            vec!["192.0.2.1/32".parse::<ipnet::IpNet>().unwrap()]
+        );
+
+        let s = sources(
+            &[],
+            &[],
+            Some("deny_networks = [\"10.1.2.3/8\", \"::1\"]\n"),
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(&s).unwrap();
+        assert_eq!(
+            c.deny_networks[0].to_string(),
+            "10.0.0.0/8",
+            "host bits dropped"
+        );
+        assert_eq!(c.deny_networks[1].to_string(), "::1/128");
+
+        let s = sources(&[], &[("KMS_DENY_NETWORKS", "10.0.0.0/33")], None).unwrap();
+        let err = ServeConfig::resolve(&s).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid denied networks in KMS_DENY_NETWORKS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn serve_settings_check_their_companions() {
+        let s = sources(&[("tls_cert", "c.pem")], &[], None).unwrap();
+        assert!(ServeConfig::resolve(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("--tls-key"));
+        let s = sources(&[("tls_cert", "c.pem"), ("tls_key", "k.pem")], &[], None).unwrap();
+        assert!(ServeConfig::resolve(&s).unwrap().tls.is_some());
+
+        let s = sources(&[("rate_limit_per_ip", "0")], &[], None).unwrap();
+        assert_eq!(ServeConfig::resolve(&s).unwrap().rate_limit, None);
+        let s = sources(&[("rate_limit_per_ip", "7")], &[], None).unwrap();
+        assert_eq!(
+            ServeConfig::resolve(&s).unwrap().rate_limit,
+            Some(RateLimitSettings {
+                per_second: 7,
+                burst: 14
+            })
+        );
+
+        let s = sources(&[("alert_webhook", "https://hooks.example/kms")], &[], None).unwrap();
+        let err = ServeConfig::resolve(&s).unwrap_err().to_string();
+        assert!(err.contains("KMS_ALERT_WEBHOOK_SECRET"), "{err}");
+        let s = sources(
+            &[("alert_webhook", "ftp://x")],
+            &[("KMS_ALERT_WEBHOOK_SECRET", "0123456789abcdef")],
+            None,
+        )
+        .unwrap();
+        assert!(ServeConfig::resolve(&s).is_err());
+        let s = sources(
+            &[("alert_webhook", "https://hooks.example/kms")],
+            &[("KMS_ALERT_WEBHOOK_SECRET", "0123456789abcdef")],
+            None,
+        )
+        .unwrap();
+        let alerts = ServeConfig::resolve(&s).unwrap().alerts.unwrap();
+        assert_eq!(alerts.secret.expose(), "0123456789abcdef");
+        assert!(!format!("{alerts:?}").contains("0123456789abcdef"));
+
+        let s = sources(
+            &[("key_rotation_interval", "30d"), ("audit_retention", "0")],
+            &[],
+            None,
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(&s).unwrap();
+        assert_eq!(
+            c.key_rotation_interval,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(c.audit_retention, None);
+    }
+
+    #[test]
     fn sizes_and_durations_parse() {
         assert_eq!(parse_size("1MiB"), Ok(1024 * 1024));
         assert_eq!(parse_size("512kib"), Ok(512 * 1024));
@@ -1041,5 +1226,8 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86_400)));
+        assert!(parse_duration("0").is_err());
+        assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
     }
 }

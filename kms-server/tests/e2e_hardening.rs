@@ -549,3 +549,144 @@ fn an_alert_webhook_without_a_secret_stops_the_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("KMS_ALERT_WEBHOOK_SECRET"), "{stderr}");
 }
+
+#[test]
+fn retention_deletes_old_audit_events_and_expired_tokens_keeping_the_chain_verifiable() {
+    let (_dir, db, root) = fresh();
+    let server = Server::start_with(
+        &db,
+        &["--audit-retention", "2s"],
+        &[("KMS_EXPIRED_TOKEN_RETENTION", "1")],
+    );
+    let admin = server.client(&root);
+    let app = admin
+        .create_app(&kms_server::wire::NewAppBody {
+            name: "short-lived".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let token = admin
+        .create_token(
+            &app.id,
+            &kms_server::wire::NewTokenBody {
+                name: "brief".into(),
+                scopes: vec!["app.read".into()],
+                roles: vec![],
+                expires_in: Some(1),
+                expires_at: None,
+                metadata: None,
+                ratelimit: None,
+                uses: None,
+                ip_allow: None,
+            },
+        )
+        .unwrap();
+    let created = AuditQueryParams {
+        action: Some("app.create".into()),
+        ..Default::default()
+    };
+    assert_eq!(admin.list_audit(&created).unwrap().items.len(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let audit_gone = admin.list_audit(&created).unwrap().items.is_empty();
+        let token_gone = admin
+            .get_token(&token.info.id)
+            .is_err_and(|e| e.status() == Some(404));
+        if audit_gone && token_gone {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not run (audit gone: {audit_gone}, token gone: {token_gone})"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let check = admin.verify_audit().unwrap();
+    assert!(
+        check.ok,
+        "the chain still verifies from its anchor: {check:?}"
+    );
+}
+
+#[test]
+fn an_application_allow_list_limits_where_its_tokens_work_v4_and_v6() {
+    let (_dir, db, root) = fresh();
+    let server = Server::start_with(&db, &["--trusted-proxy", "127.0.0.1/32"], &[]);
+    let admin = server.client(&root);
+    let app = admin
+        .create_app(&kms_server::wire::NewAppBody {
+            name: "fenced".into(),
+            ip_allow: Some(vec!["10.0.0.0/8".into(), "2001:db8::/32".into()]),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(app.ip_allow, ["10.0.0.0/8", "2001:db8::/32"]);
+    let token = admin
+        .create_token(
+            &app.id,
+            &kms_server::wire::NewTokenBody {
+                name: "svc".into(),
+                scopes: vec!["app.read".into(), "token.verify".into()],
+                roles: vec![],
+                expires_in: None,
+                expires_at: None,
+                metadata: None,
+                ratelimit: None,
+                uses: None,
+                ip_allow: None,
+            },
+        )
+        .unwrap()
+        .token;
+    // Verification on behalf of end users: their address is checked against the list.
+    for (ip, code) in [
+        ("10.1.2.3", "VALID"),
+        ("192.0.2.1", "FORBIDDEN"),
+        ("2001:db8::1", "VALID"),
+        ("2001:db9::1", "FORBIDDEN"),
+    ] {
+        let r = call(
+            &server.base,
+            "POST",
+            "/v1/verify",
+            Some(&root),
+            Some(&json!({"token": token, "ip": ip})),
+        );
+        assert_eq!(r.json()["code"], code, "{ip}");
+    }
+    // The application's own management calls: from the client address (here named by a
+    // trusted proxy).
+    let agent = ureq::agent();
+    let path = format!("/v1/apps/{}", app.id);
+    let r = get_with(
+        &agent,
+        &server.base,
+        &path,
+        &token,
+        ("X-Forwarded-For", "10.9.9.9"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = get_with(
+        &agent,
+        &server.base,
+        &path,
+        &token,
+        ("X-Forwarded-For", "198.51.100.4"),
+    );
+    r.assert_error(401, "unauthenticated");
+    let r = raw(&server.base, "GET", &path, Some(&token), None, None);
+    r.assert_error(401, "unauthenticated");
+    // The list can be changed.
+    let patched = admin
+        .update_app(
+            &app.id,
+            &kms_server::wire::AppPatchBody {
+                ip_allow: Some(vec![]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(patched.ip_allow.is_empty());
+    let r = raw(&server.base, "GET", &path, Some(&token), None, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
