@@ -846,18 +846,10 @@ fn plaintext_secrets_never_reach_the_sqlite_file() {
         assert_eq!(verify(&e, &t.token, None), VerifyCode::Valid);
         secrets.push(t.token);
     }
+    let holder = e.kms.authenticate(&secrets[1], None).unwrap();
     let rotated = e
         .kms
-        .rotate_token(
-            &e.root,
-            &e.kms
-                .authenticate(&secrets[1], None)
-                .unwrap()
-                .token_id()
-                .unwrap()
-                .to_owned(),
-            RotateToken::default(),
-        )
+        .rotate_token(&e.root, holder.token_id().unwrap(), RotateToken::default())
         .unwrap();
     secrets.push(rotated.token);
     let mut bytes = Vec::new();
