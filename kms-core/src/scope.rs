@@ -160,8 +160,16 @@ impl<'de> Deserialize<'de> for RoleName {
     }
 }
 
-/// Quotes user input for an error message, cut short so messages stay small.
+/// Quotes user input for an error message, cut short so messages stay small. Input that
+/// looks like a secret (an API key or refresh token pasted into the wrong field) is never
+/// echoed.
 pub(crate) fn shown(s: &str) -> String {
+    let looks_secret = s
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| crate::token_format::parse(w).is_ok() || w.starts_with("kmsrt_"));
+    if looks_secret {
+        return "(a value that looks like a secret, not shown)".to_owned();
+    }
     let cut: String = s.chars().take(64).collect();
     if cut.len() < s.len() {
         format!("{cut:?}...")
