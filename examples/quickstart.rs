@@ -130,6 +130,7 @@ fn application(kms: &Kms, admin: &Caller) -> Result<String, Box<dyn Error>> {
         NewApp {
             name: APP_NAME.to_owned(),
             token_prefix: Some("demo".to_owned()),
+            ..Default::default()
         },
     )?;
     println!("application: created {APP_NAME} ({})", app.id);
