@@ -376,13 +376,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_response_says_no_store_and_nosniff() {
+    async fn every_response_carries_the_security_headers() {
         let app = router(kms(), Arc::new(Metrics::new()), &HttpOptions::default());
+        for path in ["/healthz", "/v1/apps", "/nowhere"] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let h = response.headers();
+            assert_eq!(h["cache-control"], "no-store", "{path}");
+            assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+            assert_eq!(h["x-frame-options"], "DENY", "{path}");
+            assert_eq!(h["content-security-policy"], "default-src 'none'", "{path}");
+            assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+            assert!(!h.contains_key("strict-transport-security"), "{path}");
+            assert!(!h.contains_key("server"), "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn timeouts_and_tls_get_the_headers_too() {
+        let routes = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        );
+        let options = HttpOptions {
+            request_timeout: Duration::from_millis(20),
+            hsts: true,
+            ..HttpOptions::default()
+        };
+        let app = with_layers(routes, kms(), Arc::new(Metrics::new()), &options);
         let response = app
-            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+            .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
             .await
             .unwrap();
-        assert_eq!(response.headers()["cache-control"], "no-store");
-        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let h = response.headers();
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert!(h["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .starts_with("max-age="));
     }
 }

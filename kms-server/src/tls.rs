@@ -71,7 +71,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     })
 }
 
-/// Connections whose TLS handshake has completed, for [`axum::serve`].
+/// Connections whose TLS handshake has completed, for [`axum::serve()`].
 #[derive(Debug)]
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,

@@ -241,8 +241,13 @@ impl CallerParts {
     async fn authenticate(self, kms: &Kms) -> Result<Caller, OAuthFailure> {
         let token = self.token?;
         let ip = self.ip;
-        let kms = kms.clone();
-        let caller = blocking(move || kms.authenticate(&token, ip)).await?;
+        let caller = match kms.try_authenticate_cached(&token, ip) {
+            Some(result) => result?,
+            None => {
+                let kms = kms.clone();
+                blocking(move || kms.authenticate(&token, ip)).await?
+            }
+        };
         Ok(caller.with_request(ip, self.request_id))
     }
 }
