@@ -38,8 +38,11 @@ pub struct ErrorInfo {
     pub request_id: String,
     /// Whether the same call may succeed when retried.
     pub retryable: bool,
-    /// `fields` (`[{"field", "problem"}]`) for `invalid_request`, `required` for
-    /// `forbidden`; empty otherwise.
+    /// `fields` (`[{"field", "problem"}]`) for `invalid_request`; `required` for
+    /// `forbidden` (or `network: "denied"` for a request from a denied network);
+    /// `signature` (`signature_missing`, `signature_malformed`, `signature_stale`,
+    /// `signature_replayed`, `signature_invalid`) for a refused signed request;
+    /// `retry_after_secs` for `rate_limited`; empty otherwise.
     #[schema(value_type = Object)]
     pub details: Map<String, Value>,
 }
