@@ -24,7 +24,7 @@ pub(crate) type Digest = [u8; 32];
 #[derive(Debug)]
 pub(crate) struct CachedKey {
     pub(crate) record: TokenRecord,
-    pub(crate) app: Application,
+    pub(crate) app: Arc<Application>,
     pub(crate) effective: Arc<EffectiveSet>,
 }
 
@@ -46,6 +46,7 @@ pub(crate) struct VerifiedKeyCache {
     epoch: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
+    pub(crate) shared: SharedParts,
 }
 
 impl VerifiedKeyCache {
@@ -74,6 +75,7 @@ impl VerifiedKeyCache {
             epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            shared: SharedParts::default(),
         })
     }
 
@@ -125,6 +127,7 @@ impl VerifiedKeyCache {
 
     pub(crate) fn invalidate_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.shared.clear();
         self.entries.invalidate_all();
         if let Ok(mut idx) = self.by_token.lock() {
             idx.clear();
@@ -136,6 +139,76 @@ impl VerifiedKeyCache {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             entries: self.entries.entry_count(),
+        }
+    }
+}
+
+/// Parts many cached keys have in common, shared instead of copied: one application per
+/// id and one effective set per distinct grant list (per policy generation).
+#[derive(Default)]
+pub(crate) struct SharedParts {
+    apps: Mutex<HashMap<String, Arc<Application>>>,
+    effective: Mutex<HashMap<GrantKey, Arc<EffectiveSet>>>,
+}
+
+type GrantKey = (u64, Vec<crate::scope::Scope>, Vec<crate::scope::RoleName>);
+
+/// Most distinct entries kept before starting over.
+const SHARED_LIMIT: usize = 10_000;
+
+impl SharedParts {
+    /// The shared copy of `app`, as read from the store just now.
+    pub(crate) fn app(&self, app: Application) -> Arc<Application> {
+        let Ok(mut apps) = self.apps.lock() else {
+            return Arc::new(app);
+        };
+        if let Some(shared) = apps.get(&app.id) {
+            if **shared == app {
+                return Arc::clone(shared);
+            }
+        }
+        if apps.len() >= SHARED_LIMIT {
+            apps.clear();
+        }
+        let shared = Arc::new(app);
+        apps.insert(shared.id.clone(), Arc::clone(&shared));
+        shared
+    }
+
+    /// The shared effective set of a grant list, computed by `compute` when new.
+    pub(crate) fn effective(
+        &self,
+        generation: u64,
+        scopes: &[crate::scope::Scope],
+        roles: &[crate::scope::RoleName],
+        compute: impl FnOnce() -> EffectiveSet,
+    ) -> Arc<EffectiveSet> {
+        let key = (generation, scopes.to_vec(), roles.to_vec());
+        if let Some(set) = self
+            .effective
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
+            return set;
+        }
+        let set = Arc::new(compute());
+        if let Ok(mut m) = self.effective.lock() {
+            if m.len() >= SHARED_LIMIT {
+                m.clear();
+            }
+            m.insert(key, Arc::clone(&set));
+        }
+        set
+    }
+
+    /// Forgets everything (policy or application changes).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut a) = self.apps.lock() {
+            a.clear();
+        }
+        if let Ok(mut e) = self.effective.lock() {
+            e.clear();
         }
     }
 }

@@ -76,11 +76,6 @@ pub enum Mutation {
         /// That event's hash.
         anchor_hash: String,
     },
-    /// Deletes the tokens that expired before `before`.
-    DeleteExpiredTokens {
-        /// The cut-off.
-        before: Timestamp,
-    },
     /// Deletes deny-list entries and refresh tokens that expired before `before`.
     PurgeExpired {
         /// The cut-off.
@@ -109,7 +104,6 @@ impl Mutation {
             | Mutation::AppendAudit(_)
             | Mutation::PruneAudit { .. }
             | Mutation::PurgeExpired { .. } => None,
-            Mutation::DeleteExpiredTokens { .. } => Some(Change::Tokens),
         }
     }
 }
@@ -128,8 +122,6 @@ pub enum Change {
     Keys,
     /// A deny-list entry was added (its id).
     Revocation(String),
-    /// Many tokens changed at once (retention).
-    Tokens,
 }
 
 /// Receives [`Change`]s from a store.
@@ -174,6 +166,12 @@ pub trait TokenStore {
     fn scope_is_granted(&self, scope: &Scope) -> Result<bool, StoreError>;
     /// Whether any token is granted the role.
     fn role_is_granted(&self, role: &RoleName) -> Result<bool, StoreError>;
+    /// Up to `limit` tokens that expired before `before`, by id.
+    fn expired_tokens(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError>;
     /// Atomically spends one use of a token with a use limit.
     fn consume_use(&self, id: &str) -> Result<UseOutcome, StoreError>;
 }

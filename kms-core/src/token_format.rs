@@ -35,12 +35,7 @@ pub struct TokenPrefix(String);
 impl TokenPrefix {
     /// Validates `s` as a prefix.
     pub fn parse(s: &str) -> Result<Self> {
-        let b = s.as_bytes();
-        let ok = (2..=16).contains(&b.len())
-            && b[0].is_ascii_lowercase()
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-        if ok {
+        if is_valid_prefix(s) {
             Ok(TokenPrefix(s.to_owned()))
         } else {
             Err(Error::invalid(
@@ -72,6 +67,15 @@ impl fmt::Display for TokenPrefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Whether `s` is a valid prefix; no allocation (it runs on every verification).
+fn is_valid_prefix(s: &str) -> bool {
+    let b = s.as_bytes();
+    (2..=16).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
 /// A token as presented, split into its parts after the format and checksum checked out.
@@ -130,7 +134,7 @@ pub fn parse(token: &str) -> std::result::Result<ParsedToken<'_>, ParseError> {
         .position(|&c| c == b'_')
         .ok_or(ParseError::Format)?;
     let (prefix, rest) = (&token[..sep], &token[sep + 1..]);
-    if TokenPrefix::parse(prefix).is_err() || rest.len() != TAIL_LEN {
+    if !is_valid_prefix(prefix) || rest.len() != TAIL_LEN {
         return Err(ParseError::Format);
     }
     if !rest.bytes().all(|c| c.is_ascii_alphanumeric()) {

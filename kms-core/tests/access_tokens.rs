@@ -508,6 +508,9 @@ fn applications_may_require_signed_requests() {
         ..Default::default()
     };
     e.kms.update_app(&e.root, &app.id, upd).unwrap();
+    // Each request authenticates afresh and sees the application as it is now.
+    let caller = e.kms.authenticate(&e.api_key, None).unwrap();
+    assert!(caller.requires_signed_requests());
     assert_eq!(
         e.kms.check_signed_request(&caller, &req, "").unwrap(),
         Err(SignatureError::Missing)

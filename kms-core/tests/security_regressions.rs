@@ -749,6 +749,14 @@ impl TokenStore for CountingStore {
         self.note("role_is_granted");
         self.inner.role_is_granted(role)
     }
+    fn expired_tokens(
+        &self,
+        before: kms_core::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        self.note("expired_tokens");
+        self.inner.expired_tokens(before, limit)
+    }
     fn consume_use(&self, id: &str) -> Result<UseOutcome, StoreError> {
         self.note("consume_use");
         self.inner.consume_use(id)

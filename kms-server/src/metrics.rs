@@ -343,6 +343,14 @@ impl TokenStore for MeteredStore {
         self.timed("role_is_granted", |s| s.role_is_granted(role))
     }
 
+    fn expired_tokens(
+        &self,
+        before: kms_core::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        self.timed("expired_tokens", |s| s.expired_tokens(before, limit))
+    }
+
     fn consume_use(&self, id: &str) -> Result<UseOutcome, StoreError> {
         self.timed("consume_use", |s| s.consume_use(id))
     }

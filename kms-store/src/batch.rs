@@ -58,8 +58,6 @@ pub(crate) trait Tx {
     fn prune_audit(&mut self, through_seq: u64) -> Result<(), StoreError>;
     /// Sets a metadata value, replacing any.
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
-    /// Deletes tokens (and their grants) that expired before `before`.
-    fn delete_expired_tokens(&mut self, before: Timestamp) -> Result<(), StoreError>;
 }
 
 /// The largest counter (use count, audit sequence number) a store keeps: SQLite integers
@@ -160,7 +158,6 @@ fn apply_one(tx: &mut impl Tx, mutation: &Mutation) -> Result<(), StoreError> {
             tx.prune_audit(*through_seq)?;
             tx.set_meta(AUDIT_ANCHOR_KEY, &format!("{through_seq}:{anchor_hash}"))
         }
-        Mutation::DeleteExpiredTokens { before } => tx.delete_expired_tokens(*before),
         Mutation::AppendAudit(event) => {
             if event.seq > MAX_COUNTER {
                 return Err(conflict(format!(

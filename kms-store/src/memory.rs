@@ -429,20 +429,6 @@ impl Tx for MemoryTx<'_> {
         self.undo.push(Undo::Meta(key.to_owned(), old));
         Ok(())
     }
-
-    fn delete_expired_tokens(&mut self, before: Timestamp) -> Result<(), StoreError> {
-        let expired: Vec<String> = self
-            .state
-            .tokens
-            .values()
-            .filter(|t| t.expires_at.is_some_and(|e| e < before))
-            .map(|t| t.id.clone())
-            .collect();
-        for id in expired {
-            self.remove_token(&id);
-        }
-        Ok(())
-    }
 }
 
 impl AppStore for MemoryStore {
@@ -494,6 +480,21 @@ impl TokenStore for MemoryStore {
 
     fn role_is_granted(&self, role: &RoleName) -> Result<bool, StoreError> {
         Ok(self.read().role_grants.contains_key(role))
+    }
+
+    fn expired_tokens(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        Ok(self
+            .read()
+            .tokens
+            .values()
+            .filter(|t| t.expires_at.is_some_and(|e| e < before))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     fn consume_use(&self, id: &str) -> Result<UseOutcome, StoreError> {

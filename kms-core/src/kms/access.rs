@@ -140,8 +140,9 @@ impl Kms {
         Ok(info)
     }
 
-    /// Retires verify-only keys whose time has passed, and forgets expired deny-list entries
-    /// and refresh tokens. Servers call it periodically.
+    /// Retires verify-only keys whose time has passed, forgets expired deny-list entries
+    /// and refresh tokens, and reloads the key ring (so keys rotated by another process are
+    /// picked up). Servers call it periodically.
     pub fn retire_due_keys(&self) -> Result<usize> {
         let now = self.inner.clock.now();
         let mut batch: Vec<Mutation> = self
@@ -159,6 +160,10 @@ impl Kms {
         let retired = batch.len();
         batch.push(Mutation::PurgeExpired { before: now });
         self.inner.store.apply(&batch)?;
+        // Keys rotated by another process sharing the store become visible here.
+        if self.inner.master_key.is_some() {
+            self.reload_keyring()?;
+        }
         Ok(retired)
     }
 

@@ -184,7 +184,8 @@ impl Kms {
 
     /// Retention: deletes audit events older than `audit_max_age_secs` (keeping the chain
     /// verifiable from an anchor) and tokens that expired more than
-    /// `expired_token_max_age_secs` ago. Each sweep is audited. Servers call it periodically.
+    /// `expired_token_max_age_secs` ago. A sweep that removes something is audited; one
+    /// that removes nothing writes nothing. Servers call it periodically.
     pub fn apply_retention(
         &self,
         audit_max_age_secs: Option<i64>,
@@ -216,9 +217,12 @@ impl Kms {
             }
         }
         if let Some(age) = expired_token_max_age_secs {
-            batch.push(Mutation::DeleteExpiredTokens {
-                before: now.plus_secs(-age),
-            });
+            let expired = self
+                .inner
+                .store
+                .expired_tokens(now.plus_secs(-age), 1_000)?;
+            report.expired_tokens_deleted = expired.len() as u64;
+            batch.extend(expired.into_iter().map(|t| Mutation::DeleteToken(t.id)));
         }
         if batch.is_empty() {
             return Ok(report);
@@ -226,7 +230,7 @@ impl Kms {
         let audit = Audit::success("retention.sweep", "audit").details(serde_json::json!({
             "audit_events_pruned": report.audit_events_pruned,
             "audit_anchor_seq": report.audit_anchor_seq,
-            "expired_tokens_before": expired_token_max_age_secs.map(|a| now.plus_secs(-a)),
+            "expired_tokens_deleted": report.expired_tokens_deleted,
         }));
         self.commit(None, audit, batch)?;
         Ok(report)
@@ -246,4 +250,6 @@ pub struct RetentionReport {
     pub audit_events_pruned: u64,
     /// The newest deleted event, now the anchor of the chain.
     pub audit_anchor_seq: Option<u64>,
+    /// Long-expired tokens deleted (at most 1,000 a sweep).
+    pub expired_tokens_deleted: u64,
 }

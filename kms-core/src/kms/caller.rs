@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::cache::CachedKey;
 use crate::error::{Error, Result};
 use crate::model::SYSTEM_APP_ID;
-use crate::scope::{RoleName, Scope};
 use crate::snapshot::{EffectiveSet, PermissionSnapshot};
 
 /// The authenticated principal of a management call: a token, or the local operator.
@@ -13,10 +13,8 @@ use crate::snapshot::{EffectiveSet, PermissionSnapshot};
 pub struct Caller {
     ip: Option<IpAddr>,
     request_id: Option<String>,
-    token_id: Option<String>,
-    app_id: String,
-    grants: Option<Arc<(Vec<Scope>, Vec<RoleName>)>>,
-    effective: Option<Arc<EffectiveSet>>,
+    /// The verified key; `None` for the operator, who holds everything.
+    key: Option<Arc<CachedKey>>,
 }
 
 impl Caller {
@@ -24,36 +22,20 @@ impl Caller {
         Caller {
             ip: None,
             request_id: None,
-            token_id: None,
-            app_id: SYSTEM_APP_ID.to_owned(),
-            grants: None,
-            effective: None,
+            key: None,
         }
     }
 
-    pub(crate) fn for_token(
-        token_id: String,
-        app_id: String,
-        scopes: Vec<Scope>,
-        roles: Vec<RoleName>,
-        effective: Arc<EffectiveSet>,
-    ) -> Self {
+    pub(crate) fn for_key(key: Arc<CachedKey>) -> Self {
         Caller {
             ip: None,
             request_id: None,
-            token_id: Some(token_id),
-            app_id,
-            grants: Some(Arc::new((scopes, roles))),
-            effective: Some(effective),
+            key: Some(key),
         }
     }
 
     /// The same caller, with the client address and request id recorded in audit events.
-    pub fn with_request(
-        mut self,
-        ip: Option<std::net::IpAddr>,
-        request_id: Option<String>,
-    ) -> Self {
+    pub fn with_request(mut self, ip: Option<IpAddr>, request_id: Option<String>) -> Self {
         self.ip = ip;
         self.request_id =
             request_id.map(|r| r.chars().filter(|c| !c.is_control()).take(128).collect());
@@ -62,7 +44,7 @@ impl Caller {
 
     /// Who the audit log names: the token id, or `operator`.
     pub fn actor(&self) -> &str {
-        self.token_id.as_deref().unwrap_or("operator")
+        self.token_id().unwrap_or("operator")
     }
 
     /// The client address, when known.
@@ -77,32 +59,50 @@ impl Caller {
 
     /// The id of the caller's token; `None` for the local operator.
     pub fn token_id(&self) -> Option<&str> {
-        self.token_id.as_deref()
+        self.key.as_ref().map(|k| k.record.id.as_str())
     }
 
     /// The caller's application.
     pub fn app_id(&self) -> &str {
-        &self.app_id
+        self.key
+            .as_ref()
+            .map_or(SYSTEM_APP_ID, |k| k.record.app_id.as_str())
+    }
+
+    /// Whether the caller's application requires signed management calls (as of the
+    /// caller's authentication). Answered without the store.
+    pub fn requires_signed_requests(&self) -> bool {
+        self.key
+            .as_ref()
+            .is_some_and(|k| k.app.security.require_signed_requests)
+    }
+
+    pub(crate) fn app(&self) -> Option<&Arc<crate::model::Application>> {
+        self.key.as_ref().map(|k| &k.app)
     }
 
     /// Whether the caller belongs to the system application and so may see every
     /// application.
     pub fn is_system(&self) -> bool {
-        self.app_id == SYSTEM_APP_ID
+        self.app_id() == SYSTEM_APP_ID
     }
 
     /// Whether objects of `app_id` are visible to the caller.
     pub(crate) fn sees_app(&self, app_id: &str) -> bool {
-        self.is_system() || self.app_id == app_id
+        self.is_system() || self.app_id() == app_id
     }
 
     /// The caller's effective set in `snap`, recompiled if the policy changed since the
     /// caller was authenticated. `None` means the operator, who holds everything.
     pub(crate) fn effective_in(&self, snap: &PermissionSnapshot) -> Option<Arc<EffectiveSet>> {
-        let grants = self.grants.as_ref()?;
-        match &self.effective {
-            Some(e) if e.generation() == snap.generation() => Some(Arc::clone(e)),
-            _ => Some(Arc::new(snap.effective(grants.0.iter(), grants.1.iter()))),
+        let key = self.key.as_ref()?;
+        if key.effective.generation() == snap.generation() {
+            Some(Arc::clone(&key.effective))
+        } else {
+            Some(Arc::new(snap.effective(
+                key.record.scopes.iter(),
+                key.record.roles.iter(),
+            )))
         }
     }
 

@@ -268,6 +268,23 @@ impl Kms {
         self.run_pipeline_full(p)
     }
 
+    /// [`verify_token`](Self::verify_token) when it can be answered without the store or
+    /// argon2; `None` otherwise (then call `verify_token` off the async executor).
+    pub fn try_verify_token_cached(
+        &self,
+        token: &str,
+        query: Option<&PermissionQuery>,
+        ip: Option<IpAddr>,
+    ) -> Option<Result<Verification>> {
+        let p = Presented {
+            query,
+            ip,
+            cached_only: true,
+            ..Presented::new(token, Purpose::Verify)
+        };
+        self.run_pipeline(p).transpose()
+    }
+
     /// Verification on behalf of `caller` (`token.verify`), as the HTTP API does it. A
     /// caller outside the system application only ever sees its own application's tokens;
     /// others' answer `NOT_FOUND`. Failures count against the token id and the `ip` of the
@@ -552,7 +569,14 @@ impl Kms {
         if app.token_prefix.as_str() != parsed.prefix() {
             return Ok(None);
         }
-        let effective = Arc::new(snap.effective(record.scopes.iter(), record.roles.iter()));
+        let shared = &self.inner.cache.shared;
+        let effective = shared.effective(snap.generation(), &record.scopes, &record.roles, || {
+            snap.effective(record.scopes.iter(), record.roles.iter())
+        });
+        let app = shared.app(app);
+        let mut record = record;
+        // The hash is not needed once verified; don't keep a copy in memory.
+        record.secret_hash = String::new();
         Ok(Some((
             Arc::new(CachedKey {
                 record,
@@ -576,13 +600,7 @@ fn caller_from(v: Verification) -> Result<Caller> {
             let Some(k) = &v.key else {
                 return Err(Error::internal("a valid verification without its key"));
             };
-            return Ok(Caller::for_token(
-                k.record.id.clone(),
-                k.record.app_id.clone(),
-                k.record.scopes.clone(),
-                k.record.roles.clone(),
-                Arc::clone(&k.effective),
-            ));
+            return Ok(Caller::for_key(Arc::clone(k)));
         }
         VerifyCode::Malformed => "the bearer token is malformed",
         VerifyCode::NotFound => "the bearer token is not valid",

@@ -206,6 +206,22 @@ impl TokenStore for SqliteStore {
         )
     }
 
+    fn expired_tokens(
+        &self,
+        before: kms_core::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        self.query(
+            concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM tokens WHERE expires_at IS NOT NULL AND expires_at < ?1 ORDER BY id LIMIT ?2"
+            ),
+            params![before.unix(), sql_limit(limit)],
+            rows::token_from_row,
+        )
+    }
+
     fn consume_use(&self, id: &str) -> Result<UseOutcome, StoreError> {
         let conn = self.conn();
         let mut spend = conn

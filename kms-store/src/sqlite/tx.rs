@@ -304,18 +304,6 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
-    fn delete_expired_tokens(&mut self, before: Timestamp) -> Result<(), StoreError> {
-        self.execute(
-            "DELETE FROM token_grants WHERE token_id IN \
-             (SELECT id FROM tokens WHERE expires_at IS NOT NULL AND expires_at < ?1)",
-            params![before.unix()],
-        )?;
-        self.execute(
-            "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at < ?1",
-            params![before.unix()],
-        )
-    }
-
     fn audit_exists(&mut self, seq: u64) -> Result<bool, StoreError> {
         self.exists("SELECT 1 FROM audit_events WHERE seq = ?1", &sql_int(seq))
     }
