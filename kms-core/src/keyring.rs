@@ -151,7 +151,7 @@ pub(crate) fn new_ed25519_key(
 /// A key ready for use: decoded public key and, for the active key, the opened private key.
 pub(crate) struct LoadedKey {
     pub(crate) record: SigningKeyRecord,
-    pub(crate) decoding: jsonwebtoken::DecodingKey,
+    pub(crate) verifying: ed25519_dalek::VerifyingKey,
     pub(crate) encoding: Option<jsonwebtoken::EncodingKey>,
 }
 
@@ -170,7 +170,18 @@ impl KeyRing {
             if record.state == KeyState::Retired || record.algorithm != KeyAlgorithm::EdDSA {
                 continue;
             }
-            let decoding = jsonwebtoken::DecodingKey::from_ed_der(&record.public_key);
+            let public: [u8; 32] = record.public_key.as_slice().try_into().map_err(|_| {
+                Error::internal(format!(
+                    "signing key {} has a malformed public key",
+                    record.kid
+                ))
+            })?;
+            let verifying = ed25519_dalek::VerifyingKey::from_bytes(&public).map_err(|_| {
+                Error::internal(format!(
+                    "signing key {} has an invalid public key",
+                    record.kid
+                ))
+            })?;
             let encoding = if record.state == KeyState::Active {
                 let seed = master.open(&record.kid, &record.sealed_private).map_err(|_| {
                     Error::internal(format!(
@@ -190,7 +201,7 @@ impl KeyRing {
             };
             keys.push(Arc::new(LoadedKey {
                 record,
-                decoding,
+                verifying,
                 encoding,
             }));
         }
