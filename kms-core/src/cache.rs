@@ -1,5 +1,7 @@
-//! The verified-key cache: verified tokens keyed by a keyed digest (HMAC-SHA256 under a
-//! per-process random key) of the presented token, never the plaintext.
+//! The verified-key cache: verified tokens keyed by a keyed digest (BLAKE3 in keyed mode,
+//! a MAC, under a per-process random key) of the presented token, never the plaintext.
+//! A MAC rather than a fast non-cryptographic hash: a digest collision would let a forged
+//! token share a valid token's cache entry.
 //!
 //! Invalidation is exact and immediate: an index maps each token id to its digest, and an
 //! epoch counter closes the race between a cold verification that read the store before a
@@ -10,8 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use crate::env::SecureRandom;
 use crate::error::Result;
@@ -40,7 +40,7 @@ pub struct CacheStats {
 }
 
 pub(crate) struct VerifiedKeyCache {
-    mac: Hmac<Sha256>,
+    key: [u8; 32],
     entries: moka::sync::Cache<Digest, Arc<CachedKey>>,
     by_token: Arc<Mutex<HashMap<String, Digest>>>,
     epoch: AtomicU64,
@@ -53,8 +53,6 @@ impl VerifiedKeyCache {
     pub(crate) fn new(capacity: u64, ttl: Duration, random: &dyn SecureRandom) -> Result<Self> {
         let mut key = [0u8; 32];
         random.fill(&mut key)?;
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key)
-            .map_err(|_| crate::error::Error::internal("hmac key setup failed"))?;
         let by_token: Arc<Mutex<HashMap<String, Digest>>> = Arc::default();
         let index = Arc::clone(&by_token);
         let entries = moka::sync::Cache::builder()
@@ -69,7 +67,7 @@ impl VerifiedKeyCache {
             })
             .build();
         Ok(VerifiedKeyCache {
-            mac,
+            key,
             entries,
             by_token,
             epoch: AtomicU64::new(0),
@@ -80,9 +78,7 @@ impl VerifiedKeyCache {
     }
 
     pub(crate) fn digest(&self, token: &str) -> Digest {
-        let mut mac = self.mac.clone();
-        mac.update(token.as_bytes());
-        mac.finalize().into_bytes().into()
+        *blake3::keyed_hash(&self.key, token.as_bytes()).as_bytes()
     }
 
     pub(crate) fn get(&self, digest: &Digest) -> Option<Arc<CachedKey>> {

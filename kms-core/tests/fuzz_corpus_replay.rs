@@ -57,6 +57,7 @@ fn every_target_has_a_replay_test() {
         "permission_check",
         "jwt_validate",
         "request_bodies",
+        "request_signature",
     ];
     let names: Vec<&str> = fuzz_logic::TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(names, tested);
@@ -90,4 +91,9 @@ fn jwt_validate_corpus_replays_cleanly() {
 #[test]
 fn request_bodies_corpus_replays_cleanly() {
     replay("request_bodies");
+}
+
+#[test]
+fn request_signature_corpus_replays_cleanly() {
+    replay("request_signature");
 }

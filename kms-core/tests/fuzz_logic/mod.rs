@@ -15,6 +15,7 @@ pub(crate) mod jwt_validate;
 pub(crate) mod permission_check;
 pub(crate) mod query_parse;
 pub(crate) mod request_bodies;
+pub(crate) mod request_signature;
 pub(crate) mod scope_parse;
 pub(crate) mod token_parse;
 
@@ -29,4 +30,5 @@ pub(crate) const TARGETS: &[Target] = &[
     ("permission_check", permission_check::run),
     ("jwt_validate", jwt_validate::run),
     ("request_bodies", request_bodies::run),
+    ("request_signature", request_signature::run),
 ];
