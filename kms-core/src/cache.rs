@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-
 use crate::env::SecureRandom;
 use crate::error::Result;
 use crate::model::{Application, TokenRecord};
