@@ -321,7 +321,7 @@ fn reference_closure(policy: &Policy, scopes: &[Scope], roles: &[RoleName]) -> B
                 next.extend(p.implies.iter().map(|s| s.to_string()));
             }
             for d in policy.permissions.keys() {
-                if d.as_str().starts_with(&format!("{h}.")) {
+                if is_below(d.as_str(), h) {
                     next.insert(d.to_string());
                 }
             }
@@ -335,10 +335,13 @@ fn reference_closure(policy: &Policy, scopes: &[Scope], roles: &[RoleName]) -> B
 
 /// A scope is held when `admin` is, or when it or one of its ancestors is.
 fn reference_holds(held: &BTreeSet<String>, q: &str) -> bool {
-    held.contains("admin")
-        || held
-            .iter()
-            .any(|h| q == h || q.starts_with(&format!("{h}.")))
+    held.contains("admin") || held.iter().any(|h| q == h || is_below(q, h))
+}
+
+/// Whether `s` lies strictly below `ancestor` in the hierarchy (`a.b` below `a`).
+fn is_below(s: &str, ancestor: &str) -> bool {
+    s.strip_prefix(ancestor)
+        .is_some_and(|rest| rest.starts_with('.'))
 }
 
 fn defined_held(policy: &Policy, held: &BTreeSet<String>) -> Vec<Scope> {
