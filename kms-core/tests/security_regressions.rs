@@ -471,6 +471,52 @@ fn a_plaintext_key_pasted_into_another_field_is_not_echoed_in_errors() {
     x.assert_nothing_leaked();
 }
 
+#[test]
+fn a_mangled_key_pasted_into_another_field_is_not_echoed_either() {
+    // A key cut short by a bad copy, or glued to neighbouring text, fails its checksum but
+    // still carries the whole secret part.
+    let kms = kms_over(Arc::new(MemoryStore::new()), None);
+    kms.initialize().unwrap();
+    let op = kms.operator();
+    let app = kms
+        .create_app(&op, json(serde_json::json!({"name": "home"})))
+        .unwrap();
+    let key = kms
+        .create_token(&op, &app.id, json(serde_json::json!({"name": "k"})))
+        .unwrap()
+        .token;
+    let mut x = Exposure::default();
+    x.secret("secret part of the api key", secret_of(&key));
+    let mangled = [
+        ("cut short", key[..key.len() - 1].to_owned()),
+        ("glued to a word", format!("x{key}")),
+        (
+            "with a typo in the checksum",
+            format!("{}0", &key[..key.len() - 1]),
+        ),
+    ];
+    for (how, text) in &mangled {
+        x.error(
+            &format!("get_token given a key {how}"),
+            &kms.get_token(&op, text).unwrap_err(),
+        );
+        x.error(
+            &format!("create_token given a key {how} as a scope"),
+            &kms.create_token(
+                &op,
+                &app.id,
+                NewToken {
+                    name: "x".into(),
+                    scopes: vec![text.clone()],
+                    ..Default::default()
+                },
+            )
+            .unwrap_err(),
+        );
+    }
+    x.assert_nothing_leaked();
+}
+
 /// Text that has broken or fooled systems before, none of it a control character.
 const HOSTILE: &[&str] = &[
     "'; DROP TABLE tokens; --",
