@@ -150,6 +150,10 @@ fn check(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
         && r.nonce
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let fields_ok = [&r.method, &r.path, &r.query]
+        .iter()
+        .all(|f| !f.chars().any(char::is_control));
+    let nonce_ok = nonce_ok && fields_ok;
     let fresh = (NOW - r.timestamp).abs() <= WINDOW;
     let first = verifier.verify("k", &secret, &r.signed(), &sig, now);
     let expected = if r.nonce.is_empty() {
