@@ -1,0 +1,195 @@
+//! Fills an initialised kms SQLite database with many tokens, fast, for the memory and
+//! start-up measurements.
+//!
+//! ```text
+//! kms init --db /tmp/big.db
+//! filldb --db /tmp/big.db --tokens 1000000 --batch 10000 [--out tokens.txt]
+//! ```
+//!
+//! Creates one application through kms-core (as the local operator), then generates tokens
+//! exactly as `Kms::create_token` does (`token_format::generate`, an argon2id hash of the
+//! secret, a `TokenRecord`) but hashes at the cheapest argon2id cost
+//! (`HashParams::insecure_for_tests`, on every core) and inserts `--batch` tokens per
+//! `Store::apply` transaction, without audit events. The server verifies these hashes as it
+//! would any other: the cost parameters are read from each PHC string. Prints one JSON line
+//! with the application id and the time spent hashing and inserting; `--out` receives the
+//! plaintext tokens, one a line (benchmark fixtures only).
+
+use std::error::Error;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use kms_core::store::Mutation;
+use kms_core::token_format::{self, TokenPrefix};
+use kms_core::{
+    Clock, HashParams, Kms, NewApp, OsRandom, Scope, SecretHasher, SystemClock, TokenLimits,
+    TokenRecord, TokenStatus,
+};
+use kms_store::SqliteStore;
+use serde_json::json;
+
+type BoxResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+/// Bulk-inserts tokens into an initialised kms database.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The database (initialise it first with `kms init`).
+    #[arg(long)]
+    db: PathBuf,
+    /// Tokens to create.
+    #[arg(long)]
+    tokens: usize,
+    /// Tokens per transaction.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+    /// Name of the application created for the tokens.
+    #[arg(long, default_value = "bulk")]
+    app_name: String,
+    /// Scopes of every token.
+    #[arg(long, value_delimiter = ',', default_value = "app.read,token.verify")]
+    scopes: Vec<String>,
+    /// File receiving the plaintext tokens, one a line.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Hashing threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Generates `count` tokens for the application: plaintexts and records.
+fn generate(
+    count: usize,
+    app_id: &str,
+    prefix: &TokenPrefix,
+    scopes: &[Scope],
+    hasher: &SecretHasher,
+    serial: usize,
+) -> BoxResult<Vec<(String, TokenRecord)>> {
+    let random = OsRandom;
+    let now = SystemClock.now();
+    (0..count)
+        .map(|i| {
+            let generated = token_format::generate(prefix, &random)?;
+            let secret_hash = hasher.hash(generated.secret(), &random)?;
+            let record = TokenRecord {
+                id: format!("tok_{}", generated.lookup_id()),
+                app_id: app_id.to_owned(),
+                name: format!("bulk-{}", serial + i),
+                secret_hash,
+                start: generated
+                    .plaintext()
+                    .chars()
+                    .take(token_format::START_LEN)
+                    .collect(),
+                status: TokenStatus::Active,
+                created_at: now,
+                expires_at: None,
+                revoked_at: None,
+                scopes: scopes.to_vec(),
+                roles: Vec::new(),
+                metadata: serde_json::Map::new(),
+                limits: TokenLimits::default(),
+                rotated_from: None,
+                rotated_to: None,
+            };
+            Ok((generated.into_plaintext(), record))
+        })
+        .collect()
+}
+
+fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
+    let args = Args::parse();
+    let started = Instant::now();
+    let store = Arc::new(SqliteStore::open(&args.db)?);
+    let kms = Kms::builder(store.clone())
+        .hash_params(HashParams::insecure_for_tests())
+        .build()?;
+    if !kms.is_initialized()? {
+        return Err(format!(
+            "{} is not initialised: run `kms init` first",
+            args.db.display()
+        )
+        .into());
+    }
+    let app = kms.create_app(
+        &kms.operator(),
+        NewApp {
+            name: args.app_name.clone(),
+            ..NewApp::default()
+        },
+    )?;
+    let scopes = args
+        .scopes
+        .iter()
+        .map(|s| Scope::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let hasher = SecretHasher::new(HashParams::insecure_for_tests())?;
+    let threads = args
+        .threads
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .max(1);
+    let batch_size = args.batch.max(1);
+    let mut out = match &args.out {
+        Some(path) => Some(BufWriter::new(std::fs::File::create(path)?)),
+        None => None,
+    };
+
+    let (mut hashing, mut inserting) = (Duration::ZERO, Duration::ZERO);
+    let mut done = 0;
+    while done < args.tokens {
+        let n = batch_size.min(args.tokens - done);
+        let t = Instant::now();
+        let generated = std::thread::scope(|s| -> BoxResult<Vec<(String, TokenRecord)>> {
+            let handles: Vec<_> = (0..threads)
+                .map(|k| {
+                    let (first, last) = (k * n / threads, (k + 1) * n / threads);
+                    let (app_id, prefix, scopes, hasher) =
+                        (&app.id, &app.token_prefix, &scopes, &hasher);
+                    s.spawn(move || {
+                        generate(last - first, app_id, prefix, scopes, hasher, done + first)
+                    })
+                })
+                .collect();
+            let mut all = Vec::with_capacity(n);
+            for h in handles {
+                all.extend(h.join().map_err(|_| "a hashing thread panicked")??);
+            }
+            Ok(all)
+        })?;
+        hashing += t.elapsed();
+        let t = Instant::now();
+        let batch: Vec<Mutation> = generated
+            .iter()
+            .map(|(_, record)| Mutation::InsertToken(record.clone()))
+            .collect();
+        kms.store().apply(&batch)?;
+        inserting += t.elapsed();
+        if let Some(out) = out.as_mut() {
+            for (plaintext, _) in &generated {
+                writeln!(out, "{plaintext}")?;
+            }
+        }
+        done += n;
+    }
+    if let Some(mut out) = out {
+        out.flush()?;
+    }
+    println!(
+        "{}",
+        json!({
+            "db": args.db.display().to_string(),
+            "app_id": app.id,
+            "tokens": done,
+            "batch": batch_size,
+            "hash_threads": threads,
+            "hash_seconds": (hashing.as_secs_f64() * 10.0).round() / 10.0,
+            "insert_seconds": (inserting.as_secs_f64() * 10.0).round() / 10.0,
+            "total_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        })
+    );
+    Ok(())
+}
