@@ -1276,3 +1276,116 @@ fn editing_or_deleting_audit_rows_in_the_sqlite_file_is_detected() {
         }
     );
 }
+
+#[test]
+fn rotating_or_loosening_a_more_powerful_token_is_escalation() {
+    let e = memory();
+    let a = app(&e, "billing");
+    let strong = token(&e, &a, &["app.write", "token.create"], &[]);
+    let weak = token(&e, &a, &["token.create"], &[]);
+    let weak_caller = e.kms.authenticate(&weak.token, None).unwrap();
+    let err = e
+        .kms
+        .rotate_token(&weak_caller, &strong.info.id, RotateToken::default())
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Forbidden);
+    // A system-application token with only token.create cannot take over the root token.
+    let system_weak = token(&e, kms_core::SYSTEM_APP_ID, &["token.create"], &[]);
+    let system_weak = e.kms.authenticate(&system_weak.token, None).unwrap();
+    let root_id = e.root.token_id().unwrap().to_owned();
+    let root_rotate = e
+        .kms
+        .rotate_token(&system_weak, &root_id, RotateToken::default())
+        .unwrap_err();
+    assert_eq!(root_rotate.code(), ErrorCode::Forbidden);
+    let loosen = TokenUpdate {
+        uses: Some(None),
+        ..Default::default()
+    };
+    assert_eq!(
+        e.kms
+            .update_token(&weak_caller, &strong.info.id, loosen)
+            .unwrap_err()
+            .code(),
+        ErrorCode::Forbidden
+    );
+    // Its own kind it may rotate.
+    let peer = token(&e, &a, &["token.create"], &[]);
+    e.kms
+        .rotate_token(&weak_caller, &peer.info.id, RotateToken::default())
+        .unwrap();
+}
+
+#[test]
+fn a_tenant_cannot_lock_out_an_address_for_anyone_else() {
+    let kms = Kms::builder(Arc::new(MemoryStore::new()))
+        .hash_params(HashParams::insecure_for_tests())
+        .lockout_policy(kms_core::LockoutPolicy {
+            threshold: 3,
+            window_secs: 60,
+            lockout_secs: 120,
+        })
+        .build()
+        .unwrap();
+    kms.initialize().unwrap();
+    let op = kms.operator();
+    let mk = |name: &str| {
+        let app = kms
+            .create_app(
+                &op,
+                NewApp {
+                    name: name.into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let verifier = kms
+            .create_token(
+                &op,
+                &app.id,
+                NewToken {
+                    name: "v".into(),
+                    scopes: vec!["token.verify".into()],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let user = kms
+            .create_token(
+                &op,
+                &app.id,
+                NewToken {
+                    name: "u".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        (kms.authenticate(&verifier.token, None).unwrap(), user.token)
+    };
+    let (evil, _) = mk("evil");
+    let (good, good_user) = mk("good");
+    let victim = "198.51.100.7".to_string();
+    for _ in 0..5 {
+        let req = VerifyRequest {
+            token: "kms_garbage".into(),
+            ip: Some(victim.clone()),
+            ..Default::default()
+        };
+        kms.verify(&evil, &req).unwrap();
+    }
+    let req = VerifyRequest {
+        token: good_user,
+        ip: Some(victim.clone()),
+        ..Default::default()
+    };
+    assert_eq!(kms.verify(&good, &req).unwrap().code(), VerifyCode::Valid);
+    assert!(kms
+        .authenticate(
+            &kms.initialize()
+                .err()
+                .map(|_| String::new())
+                .unwrap_or_default(),
+            Some(victim.parse().unwrap())
+        )
+        .is_err());
+}

@@ -161,10 +161,13 @@ impl Kms {
         let retired = batch.len();
         batch.push(Mutation::PurgeExpired { before: now });
         self.inner.store.apply(&batch)?;
-        // Keys rotated by another process sharing the store become visible here.
+        // Keys rotated, tokens revoked and policy changed by another process sharing the
+        // store become visible here.
         if self.inner.master_key.is_some() {
             self.reload_keyring()?;
         }
+        self.load_revocations()?;
+        self.inner.reload_policy_if_changed()?;
         Ok(retired)
     }
 

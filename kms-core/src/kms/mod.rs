@@ -222,6 +222,17 @@ impl ChangeListener for InvalidationHook {
 }
 
 impl Inner {
+    /// Reloads the policy only when the stored one differs from the compiled one, so an
+    /// unchanged policy keeps its generation (and every cached key stays valid).
+    fn reload_policy_if_changed(&self) -> Result<()> {
+        let stored = self.store.load_policy()?;
+        if **self.snapshot.load().policy() != stored {
+            self.cache.invalidate_all();
+            self.reload_policy()?;
+        }
+        Ok(())
+    }
+
     fn reload_policy(&self) -> Result<()> {
         let policy = self.store.load_policy()?;
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;

@@ -186,8 +186,11 @@ impl Kms {
 
     /// Changes a token's name, metadata or limits (`token.create`).
     pub fn update_token(&self, caller: &Caller, id: &str, req: TokenUpdate) -> Result<TokenInfo> {
-        caller.require(&*self.snapshot()?, "token.create")?;
+        let snap = self.snapshot()?;
+        caller.require(&snap, "token.create")?;
         let mut r = self.visible_token(caller, id)?;
+        // Loosening a token's limits is handing out its power: only for holders of it all.
+        caller.require_superset(&snap, &snap.effective(r.scopes.iter(), r.roles.iter()))?;
         let mut errs = FieldErrors::default();
         if let Some(n) = req.name.as_deref() {
             if let Some(n) = validate_name(&mut errs, "name", n) {
@@ -219,6 +222,9 @@ impl Kms {
     pub fn revoke_token(&self, caller: &Caller, id: &str) -> Result<TokenInfo> {
         caller.require(&*self.snapshot()?, "token.revoke")?;
         let mut r = self.visible_token(caller, id)?;
+        // Even when the store already says revoked (another process did it), this
+        // process's cache must forget the token now.
+        self.inner.cache.invalidate_token(&r.id);
         let now = self.inner.clock.now();
         if r.status != TokenStatus::Revoked {
             r.status = TokenStatus::Revoked;
@@ -238,8 +244,11 @@ impl Kms {
         id: &str,
         req: RotateToken,
     ) -> Result<CreatedToken> {
-        caller.require(&*self.snapshot()?, "token.create")?;
+        let snap = self.snapshot()?;
+        caller.require(&snap, "token.create")?;
         let old = self.visible_token(caller, id)?;
+        // Rotation hands the caller a new plaintext with the old token's power.
+        caller.require_superset(&snap, &snap.effective(old.scopes.iter(), old.roles.iter()))?;
         let grace = req.grace_seconds.unwrap_or(0);
         if !(0..=MAX_LIFETIME_SECS).contains(&grace) {
             return Err(Error::invalid(
@@ -285,6 +294,7 @@ impl Kms {
     pub fn delete_token(&self, caller: &Caller, id: &str) -> Result<()> {
         caller.require(&*self.snapshot()?, "token.revoke")?;
         let r = self.visible_token(caller, id)?;
+        self.inner.cache.invalidate_token(&r.id);
         let audit = Audit::success("token.delete", r.id.clone()).app(r.app_id.clone());
         self.commit(Some(caller), audit, vec![Mutation::DeleteToken(r.id)])?;
         Ok(())

@@ -233,6 +233,9 @@ pub(crate) struct Presented<'a> {
     pub(crate) ip: Option<IpAddr>,
     /// Only tokens of this application are visible; others answer `NOT_FOUND`.
     pub(crate) owner: Option<&'a str>,
+    /// Whose failures these are: an address reported by a tenant in a verify request is
+    /// counted, and locked out, only for that tenant.
+    pub(crate) lockout_scope: Option<&'a str>,
     pub(crate) purpose: Purpose,
     /// Answer only what needs neither the store nor argon2; `None` otherwise.
     pub(crate) cached_only: bool,
@@ -245,6 +248,7 @@ impl<'a> Presented<'a> {
             query: None,
             ip: None,
             owner: None,
+            lockout_scope: None,
             purpose,
             cached_only: false,
         }
@@ -325,6 +329,7 @@ impl Kms {
             query,
             ip,
             owner: (!caller.is_system()).then(|| caller.app_id()),
+            lockout_scope: Some(caller.app_id()),
             ..Presented::new(&req.token, Purpose::Verify)
         }
     }
@@ -398,7 +403,12 @@ impl Kms {
         let now = self.inner.clock.now();
         let gate = &self.inner.failure_gate;
         // Built only off the hot path: failures and cache misses.
-        let source_key = || p.ip.map(|s| format!("ip:{s}"));
+        let source_key = || {
+            p.ip.map(|s| match p.lockout_scope {
+                Some(scope) => format!("ip:{scope}:{s}"),
+                None => format!("ip:{s}"),
+            })
+        };
         // 1. Format and checksum, offline.
         let Ok(parsed) = token_format::parse(p.token) else {
             if p.cached_only && p.ip.is_some() {
