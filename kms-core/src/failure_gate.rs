@@ -39,6 +39,19 @@ struct Window {
 /// Most sources tracked before expired ones are swept.
 const SWEEP_AT: usize = 100_000;
 
+/// What counting one failure led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Lockouts are off; nothing is counted.
+    Uncounted,
+    /// The first failure of the source in a new window (audited, once per window).
+    FirstInWindow,
+    /// Another failure within the window.
+    Counted,
+    /// The source just got locked out.
+    LockedOut,
+}
+
 pub(crate) struct FailureGate {
     policy: LockoutPolicy,
     windows: Mutex<HashMap<String, Window>>,
@@ -64,14 +77,14 @@ impl FailureGate {
         (until > now.unix()).then(|| (until - now.unix()) as u64)
     }
 
-    /// Counts a failure of `source`; returns true when it just got locked out.
-    pub(crate) fn record_failure(&self, source: &str, now: Timestamp) -> bool {
+    /// Counts a failure of `source`.
+    pub(crate) fn record_failure(&self, source: &str, now: Timestamp) -> Failure {
         if self.policy.threshold == 0 {
-            return false;
+            return Failure::Uncounted;
         }
         let now = now.unix();
         let Ok(mut windows) = self.windows.lock() else {
-            return false;
+            return Failure::Uncounted;
         };
         if windows.len() >= SWEEP_AT {
             windows.retain(|_, w| w.start + self.policy.window_secs > now);
@@ -88,7 +101,11 @@ impl FailureGate {
         }
         w.failures += 1;
         if w.failures < self.policy.threshold {
-            return false;
+            return if w.failures == 1 {
+                Failure::FirstInWindow
+            } else {
+                Failure::Counted
+            };
         }
         windows.remove(source);
         drop(windows);
@@ -96,7 +113,7 @@ impl FailureGate {
             locked.retain(|_, until| *until > now);
             locked.insert(source.to_owned(), now + self.policy.lockout_secs);
         }
-        true
+        Failure::LockedOut
     }
 }
 
@@ -112,10 +129,10 @@ mod tests {
             lockout_secs: 30,
         });
         let t = Timestamp::from_unix(1000);
-        assert!(!g.record_failure("ip:1", t));
-        assert!(!g.record_failure("ip:1", t));
+        assert_eq!(g.record_failure("ip:1", t), Failure::FirstInWindow);
+        assert_eq!(g.record_failure("ip:1", t), Failure::Counted);
         assert_eq!(g.locked_for("ip:1", t), None);
-        assert!(g.record_failure("ip:1", t.plus_secs(5)));
+        assert_eq!(g.record_failure("ip:1", t.plus_secs(5)), Failure::LockedOut);
         assert_eq!(g.locked_for("ip:1", t.plus_secs(5)), Some(30));
         assert_eq!(g.locked_for("ip:2", t.plus_secs(5)), None);
         assert_eq!(g.locked_for("ip:1", t.plus_secs(35)), None);
@@ -129,9 +146,12 @@ mod tests {
             lockout_secs: 30,
         });
         let t = Timestamp::from_unix(1000);
-        assert!(!g.record_failure("x", t));
-        assert!(!g.record_failure("x", t.plus_secs(11)));
-        assert!(g.record_failure("x", t.plus_secs(12)));
+        assert_eq!(g.record_failure("x", t), Failure::FirstInWindow);
+        assert_eq!(
+            g.record_failure("x", t.plus_secs(11)),
+            Failure::FirstInWindow
+        );
+        assert_eq!(g.record_failure("x", t.plus_secs(12)), Failure::LockedOut);
     }
 }
 

@@ -1150,6 +1150,19 @@ fn repeated_failures_lock_out_the_source_and_are_audited() {
         .unwrap();
     assert_eq!(events.items.len(), 1);
     assert_eq!(events.items[0].outcome, "failure");
+    // Failures before the lockout are audited aggregated: one event for the window.
+    let failures = kms
+        .list_audit(
+            &op,
+            kms_core::AuditFilter {
+                action: Some("auth.failure".into()),
+                ..Default::default()
+            },
+            PageRequest::default(),
+        )
+        .unwrap();
+    assert_eq!(failures.items.len(), 1);
+    assert_eq!(failures.items[0].target, format!("ip:{attacker}"));
 }
 
 #[test]

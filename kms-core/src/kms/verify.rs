@@ -537,14 +537,30 @@ impl Kms {
     /// Counts a failed verification against the client address and the token id; a source
     /// that crosses the threshold is locked out, audited and reported.
     fn count_failure(&self, source: Option<&str>, token: Option<&str>, now: Timestamp) {
+        use super::audit_log::Audit;
+        use crate::failure_gate::Failure;
         for key in [source, token].into_iter().flatten() {
-            if self.inner.failure_gate.record_failure(key, now) {
-                let audit = super::audit_log::Audit::success("security.lockout", key).failure();
-                // Best effort: a lockout must not fail the request that triggered it.
-                let _ = self.commit(None, audit, Vec::new());
-                self.emit(&crate::failure_gate::SecurityEvent::Lockout {
-                    source: key.to_owned(),
-                });
+            // Failed authentications are audited aggregated: the first of each source's
+            // window, then the lockout if it comes; never one event per failure.
+            // Best effort: auditing must not fail the request that triggered it.
+            match self.inner.failure_gate.record_failure(key, now) {
+                Failure::FirstInWindow => {
+                    let audit = Audit::success("auth.failure", key).failure().details(
+                        serde_json::json!({"aggregated": "first failure of the counting window"}),
+                    );
+                    let _ = self.commit(None, audit, Vec::new());
+                }
+                Failure::LockedOut => {
+                    let _ = self.commit(
+                        None,
+                        Audit::success("security.lockout", key).failure(),
+                        Vec::new(),
+                    );
+                    self.emit(&crate::failure_gate::SecurityEvent::Lockout {
+                        source: key.to_owned(),
+                    });
+                }
+                Failure::Uncounted | Failure::Counted => {}
             }
         }
     }
