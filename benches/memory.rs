@@ -28,12 +28,27 @@ fn net_bytes<T>(f: impl FnOnce() -> T) -> (i64, T) {
     (net, out)
 }
 
+/// `VmRSS` of this process in bytes: what the allocator holds from the system, including
+/// its own overhead and fragmentation, which the counting allocator does not see.
+fn rss_bytes() -> Result<i64, Box<dyn Error>> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib: i64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .ok_or("no VmRSS line")?
+        .parse()?;
+    Ok(kib * 1024)
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let count = if full_run() { 20_000 } else { 100 };
     let env = PopulatedKms::new(HashParams::insecure_for_tests(), 100_000, count)?;
 
+    let rss_before = rss_bytes()?;
     let (fill, warmed) = net_bytes(|| env.warm());
     warmed?;
+    let rss_after = rss_bytes()?;
     let (again, rewarmed) = net_bytes(|| env.warm());
     rewarmed?;
     let entries = env.kms.cache_stats().entries;
@@ -50,6 +65,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("memory/verified_key_cache ({count} tokens, {entries} entries reported by the cache)");
     println!("  net heap while filling the cache:     {fill} bytes, {per_key:.0} bytes per key");
     println!("  net heap on a second pass (all hits): {again} bytes");
+    println!(
+        "  process RSS while filling the cache:  {} bytes, {:.0} bytes per key",
+        rss_after - rss_before,
+        (rss_after - rss_before) as f64 / count as f64
+    );
     println!(
         "  one TokenRecord: {} bytes inline + {record_heap} on the heap",
         std::mem::size_of::<TokenRecord>()
