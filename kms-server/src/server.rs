@@ -350,15 +350,20 @@ mod tests {
         assert!(!body.to_string().contains("secret detail"));
     }
 
-    #[tokio::test]
-    async fn slow_requests_time_out_as_unavailable() {
-        let routes = Router::new().route(
+    /// A route that answers long after any test timeout.
+    fn slow_routes() -> Router<AppState> {
+        Router::new().route(
             "/slow",
             get(|| async {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 "late"
             }),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn slow_requests_time_out_as_unavailable() {
+        let routes = slow_routes();
         let options = HttpOptions {
             request_timeout: Duration::from_millis(50),
             ..HttpOptions::default()
@@ -397,13 +402,7 @@ mod tests {
 
     #[tokio::test]
     async fn timeouts_and_tls_get_the_headers_too() {
-        let routes = Router::new().route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                "late"
-            }),
-        );
+        let routes = slow_routes();
         let options = HttpOptions {
             request_timeout: Duration::from_millis(20),
             hsts: true,

@@ -76,12 +76,8 @@ impl Kms {
                 self.inner.random.as_ref(),
             )?;
             self.inner.store.apply(&[Mutation::PutSigningKey(key)])?;
-            return self.reload_keyring();
         }
-        self.inner
-            .keyring
-            .store(Arc::new(KeyRing::load(records, master)?));
-        Ok(())
+        self.reload_keyring()
     }
 
     pub(crate) fn reload_keyring(&self) -> Result<()> {
