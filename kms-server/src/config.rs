@@ -351,26 +351,53 @@ impl Sources {
         env: impl Fn(&str) -> Option<String>,
         config_flag: Option<&Path>,
     ) -> Result<Self, ConfigError> {
+        let config_path = match config_flag {
+            Some(p) => Some(p.to_path_buf()),
+            None => env(CONFIG_ENV).filter(|p| !p.is_empty()).map(PathBuf::from),
+        };
+        let text = match &config_path {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!(
+                    "cannot read the configuration file {}: {e}",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+        Sources::parse(flags, env, config_path.as_deref().zip(text.as_deref()))
+    }
+
+    /// Collects the sources from a configuration file already read: `file` is its path (named
+    /// in error messages) and its TOML text. Touches no file; [`Sources::load`] reads the file
+    /// and calls this.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use std::path::Path;
+    /// use kms_server::config::{ServeConfig, Sources};
+    ///
+    /// let text = "listen = \"127.0.0.1:9000\"\nrequest_timeout = \"5s\"";
+    /// let sources = Sources::parse(BTreeMap::new(), |_| None, Some((Path::new("kms.toml"), text)))?;
+    /// let serve = ServeConfig::resolve(&sources)?;
+    /// assert_eq!(serve.listen.port(), 9000);
+    ///
+    /// let bad = Sources::parse(BTreeMap::new(), |_| None, Some((Path::new("kms.toml"), "colour = 1")));
+    /// assert!(bad.unwrap_err().to_string().contains("unknown setting `colour`"));
+    /// # Ok::<(), kms_server::config::ConfigError>(())
+    /// ```
+    pub fn parse(
+        flags: BTreeMap<&'static str, String>,
+        env: impl Fn(&str) -> Option<String>,
+        file: Option<(&Path, &str)>,
+    ) -> Result<Self, ConfigError> {
         let mut env_values = BTreeMap::new();
         for setting in ALL.iter().chain(&ENV_ONLY) {
             if let Some(v) = env(setting.env) {
                 env_values.insert(setting.env.to_owned(), v);
             }
         }
-        let config_path = match config_flag {
-            Some(p) => Some(p.to_path_buf()),
-            None => env(CONFIG_ENV).filter(|p| !p.is_empty()).map(PathBuf::from),
-        };
-        let file = match config_path {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    ConfigError(format!(
-                        "cannot read the configuration file {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                Some((path.clone(), parse_file(&path, &text)?))
-            }
+        let file = match file {
+            Some((path, text)) => Some((path.to_path_buf(), parse_file(path, text)?)),
             None => None,
         };
         Ok(Sources {
@@ -378,6 +405,12 @@ impl Sources {
             env: env_values,
             file,
         })
+    }
+
+    /// The environment variables that configure the server (the file key of each setting is
+    /// its name without `KMS_`, in lower case), the master key's included.
+    pub fn env_names() -> impl Iterator<Item = &'static str> {
+        ALL.iter().chain(&ENV_ONLY).map(|s| s.env)
     }
 
     /// The value of `setting` and the name of its source, if any source sets it.
