@@ -6,6 +6,35 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use crate::env::SecureRandom;
 use crate::error::{Error, Result};
 
+/// argon2id verification work done on one thread, for tests that check that two paths do
+/// the same hashing work (an unknown token id costs what a wrong secret costs).
+///
+/// A test hook, not part of the supported API: counted in a thread-local [`Cell`](std::cell::Cell)
+/// (no lock, no atomic, no allocation), a few nanoseconds next to the milliseconds of an
+/// argon2id verification. Verification in kms-core is synchronous, so the work of a call
+/// is counted on the thread that made it.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HashWork {
+    /// Calls of [`SecretHasher::verify`] that reached argon2id.
+    pub verifications: u64,
+    /// Their summed cost, memory (KiB) × passes × lanes of each PHC string verified against.
+    pub cost: u64,
+}
+
+thread_local! {
+    static HASH_WORK: std::cell::Cell<HashWork> = const {
+        std::cell::Cell::new(HashWork { verifications: 0, cost: 0 })
+    };
+}
+
+/// The argon2id verification work done on the calling thread so far (a test hook; see
+/// [`HashWork`]).
+#[doc(hidden)]
+pub fn hash_work_on_this_thread() -> HashWork {
+    HASH_WORK.with(std::cell::Cell::get)
+}
+
 /// argon2id cost parameters. The defaults are OWASP's: m = 19456 KiB, t = 2, p = 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HashParams {
@@ -85,6 +114,15 @@ impl SecretHasher {
     pub fn verify(&self, secret: &str, phc: &str) -> Result<bool> {
         let parsed = PasswordHash::new(phc)
             .map_err(|_| Error::internal("a stored secret hash is not a valid PHC string"))?;
+        let cost = Params::try_from(&parsed).map_or(0, |p| {
+            u64::from(p.m_cost()) * u64::from(p.t_cost()) * u64::from(p.p_cost())
+        });
+        HASH_WORK.with(|w| {
+            let mut work = w.get();
+            work.verifications += 1;
+            work.cost += cost;
+            w.set(work);
+        });
         // The parameters come from the PHC string, so older hashes keep verifying after
         // the configured parameters change.
         Ok(self

@@ -32,6 +32,8 @@ pub use cache::CacheStats;
 pub use env::{Clock, ManualClock, OsRandom, SecureRandom, SystemClock, Timestamp};
 pub use error::{Error, ErrorCode, FieldError, Result, StoreError};
 pub use failure_gate::{LockoutPolicy, SecurityEvent, SecurityEventSink};
+#[doc(hidden)]
+pub use hashing::{hash_work_on_this_thread, HashWork};
 pub use hashing::{HashParams, SecretHasher};
 pub use keyring::{KeyAlgorithm, KeyInfo, KeyState, SigningKeyRecord};
 pub use kms::{

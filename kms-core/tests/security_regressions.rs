@@ -966,6 +966,83 @@ fn unknown_id_and_wrong_secret_take_the_same_path_through_the_store() {
     assert_eq!(auths[0], auths[1]);
 }
 
+/// The argon2id work `f` does on this thread (counted by kms-core's thread-local test hook).
+fn hash_work<T>(f: impl FnOnce() -> T) -> (kms_core::HashWork, T) {
+    let before = kms_core::hash_work_on_this_thread();
+    let out = f();
+    let after = kms_core::hash_work_on_this_thread();
+    let work = kms_core::HashWork {
+        verifications: after.verifications - before.verifications,
+        cost: after.cost - before.cost,
+    };
+    (work, out)
+}
+
+/// m × t × p of a stored PHC string (`$argon2id$v=19$m=64,t=1,p=1$...`).
+fn phc_cost(phc: &str) -> u64 {
+    let params = phc.split('$').nth(3).unwrap();
+    params
+        .split(',')
+        .map(|kv| kv.split_once('=').unwrap().1.parse::<u64>().unwrap())
+        .product()
+}
+
+#[test]
+fn unknown_id_and_wrong_secret_do_the_same_hashing_work() {
+    let c = counted();
+    let unknown = unknown_id("kms");
+    let wrong = with_wrong_secret(&c.home_key);
+    let home_id = format!(
+        "tok_{}",
+        token_format::parse(&c.home_key).unwrap().lookup_id()
+    );
+    let stored = c.store.inner.get_token(&home_id).unwrap().unwrap();
+    // One argon2id verification at the cost of a real stored hash, and nothing else.
+    let one = kms_core::HashWork {
+        verifications: 1,
+        cost: phc_cost(&stored.secret_hash),
+    };
+    assert_eq!(one.cost, 64, "the test parameters: m=64, t=1, p=1");
+
+    // The counter sees work: the right secret (cache off) costs one verification too, and
+    // a malformed token, refused before the store, costs none.
+    let (work, v) = hash_work(|| c.kms.verify_token(&c.home_key, None, None).unwrap());
+    assert_eq!((work, v.code()), (one, VerifyCode::Valid));
+    let (work, v) = hash_work(|| c.kms.verify_token("kms_not-a-token", None, None).unwrap());
+    assert_eq!(
+        (work, v.code()),
+        (kms_core::HashWork::default(), VerifyCode::Malformed)
+    );
+
+    for token in [&unknown, &wrong] {
+        let (work, v) = hash_work(|| c.kms.verify_token(token, None, None).unwrap());
+        assert_eq!(
+            (work, v.code()),
+            (one, VerifyCode::NotFound),
+            "verify_token"
+        );
+        let req = VerifyRequest {
+            token: token.clone(),
+            ..Default::default()
+        };
+        let (work, v) = hash_work(|| c.kms.verify(&c.op, &req).unwrap());
+        assert_eq!((work, v.code()), (one, VerifyCode::NotFound), "verify");
+        let (work, e) = hash_work(|| c.kms.authenticate(token, None).unwrap_err());
+        assert_eq!((work, e.code()), (one, ErrorCode::Unauthenticated), "auth");
+    }
+
+    // A tenant asking about another tenant's key pays the same, whether its secret is
+    // right or wrong, as for an unknown id.
+    for token in [&unknown, &with_wrong_secret(&c.other_key), &c.other_key] {
+        let req = VerifyRequest {
+            token: token.clone(),
+            ..Default::default()
+        };
+        let (work, v) = hash_work(|| c.kms.verify(&c.tenant, &req).unwrap());
+        assert_eq!((work, v.code()), (one, VerifyCode::NotFound), "tenant");
+    }
+}
+
 #[test]
 fn a_tenant_cannot_tell_another_tenants_key_from_an_unknown_id() {
     let c = counted();
