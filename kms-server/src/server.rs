@@ -1,33 +1,26 @@
 //! The HTTP server: the router with its layers, and serving it with graceful shutdown.
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, OriginalUri};
-use axum::http::{header, HeaderValue};
-use axum::middleware::{from_fn, from_fn_with_state};
-use axum::response::{IntoResponse, Response};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::serve::{Listener, ListenerExt};
 use axum::Router;
 use kms_core::Kms;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::RateLimitSettings;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::middleware::client_addr::{NetworkGate, NetworkPolicy};
+use crate::middleware::edge::{EdgeLayer, EdgeSettings};
+use crate::middleware::rate_limit;
 use crate::middleware::rate_limit::ClientRateLimit;
 use crate::middleware::signed_requests::{self, SignatureGate};
-use crate::middleware::{
-    body_limit, client_addr, error_body, metrics as metrics_mw, rate_limit, request_id,
-    security_headers, timeout, trace,
-};
 use crate::routes::{
     apps, audit, docs, health, keys, oauth, permissions, roles, tokens, verify, AppState,
 };
@@ -162,41 +155,18 @@ fn with_layers(
     metrics: Arc<Metrics>,
     options: &HttpOptions,
 ) -> Router {
-    let [cache_control, nosniff, frame, csp, referrer] =
-        security_headers::ALWAYS.map(|(name, value)| {
-            SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
-        });
-    let gate = NetworkGate {
-        policy: Arc::new(options.network.clone()),
+    let edge = EdgeLayer::new(EdgeSettings {
         metrics: metrics.clone(),
-    };
+        network: NetworkGate {
+            policy: Arc::new(options.network.clone()),
+            metrics: metrics.clone(),
+        },
+        request_timeout: options.request_timeout,
+        body_limit: options.body_limit,
+        hsts: options.hsts,
+    });
     let layers = ServiceBuilder::new()
-        .layer(from_fn(request_id::assign_request_id))
-        .layer(cache_control)
-        .layer(nosniff)
-        .layer(frame)
-        .layer(csp)
-        .layer(referrer)
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::STRICT_TRANSPORT_SECURITY,
-            security_headers::Hsts { tls: options.hsts },
-        ))
-        .layer(trace::layer())
-        .layer(from_fn_with_state(
-            metrics.clone(),
-            metrics_mw::record_metrics,
-        ))
-        .layer(from_fn(error_body::render_error_bodies))
-        .layer(from_fn_with_state(gate, client_addr::resolve_client))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(from_fn_with_state(
-            options.request_timeout,
-            timeout::enforce_timeout,
-        ))
-        .layer(from_fn_with_state(
-            options.body_limit,
-            body_limit::limit_body,
-        ))
+        .layer(edge)
         .layer(DefaultBodyLimit::max(options.body_limit));
 
     routes
@@ -207,16 +177,6 @@ fn with_layers(
 
 async fn no_route(OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::no_route(uri.path())
-}
-
-fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    tracing::error!(panic = %message, "a request handler panicked");
-    ApiError::internal().into_response()
 }
 
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then stops accepting and lets
@@ -305,6 +265,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
+    use axum::response::Response;
     use kms_core::HashParams;
     use tower::ServiceExt;
 

@@ -4,10 +4,8 @@
 //! same error).
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
 use crate::error::ApiError;
@@ -21,8 +19,9 @@ const MAX_DRAIN_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyLimit(pub usize);
 
-/// Middleware: refuses bodies announced larger than the state's limit in bytes.
-pub async fn limit_body(State(limit): State<usize>, mut request: Request, next: Next) -> Response {
+/// Refuses a body announced larger than `limit` bytes (reading and dropping it first, so
+/// the client sees the answer); otherwise records the [`BodyLimit`] in the request.
+pub async fn admit(limit: usize, request: Request) -> Result<Request, ApiError> {
     let announced = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -30,10 +29,11 @@ pub async fn limit_body(State(limit): State<usize>, mut request: Request, next: 
         .and_then(|v| v.trim().parse::<u64>().ok());
     if announced.is_some_and(|len| len > limit as u64) {
         drain(request.into_body()).await;
-        return ApiError::payload_too_large(limit).into_response();
+        return Err(ApiError::payload_too_large(limit));
     }
+    let mut request = request;
     request.extensions_mut().insert(BodyLimit(limit));
-    next.run(request).await
+    Ok(request)
 }
 
 /// Reads and drops up to [`MAX_DRAIN_BYTES`] of `body`, without keeping it in memory.

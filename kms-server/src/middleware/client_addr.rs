@@ -8,10 +8,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
 use crate::error::ApiError;
@@ -82,7 +80,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
-/// The state of [`resolve_client`].
+/// The deny-list in force, and where its refusals are counted.
 #[derive(Debug, Clone)]
 pub struct NetworkGate {
     /// The policy.
@@ -91,27 +89,25 @@ pub struct NetworkGate {
     pub metrics: Arc<Metrics>,
 }
 
-/// Middleware: stores the [`ClientAddr`] of requests that arrived over a connection, and
-/// refuses those from denied networks with `403 forbidden`.
-pub async fn resolve_client(
-    State(gate): State<NetworkGate>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    if let Some(peer) = peer {
-        let client = gate.policy.client_addr(peer, request.headers());
-        if gate.policy.is_denied(client) {
-            gate.metrics.record_refused("denied_network");
-            tracing::info!(client = %client, "request from a denied network refused");
-            return ApiError::network_denied().into_response();
+impl NetworkGate {
+    /// Stores the [`ClientAddr`] of a request that arrived over a connection, or refuses it
+    /// with `403 forbidden` when it comes from a denied network.
+    pub fn admit(&self, request: &mut Request) -> Result<(), ApiError> {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        if let Some(peer) = peer {
+            let client = self.policy.client_addr(peer, request.headers());
+            if self.policy.is_denied(client) {
+                self.metrics.record_refused("denied_network");
+                tracing::info!(client = %client, "request from a denied network refused");
+                return Err(ApiError::network_denied());
+            }
+            request.extensions_mut().insert(ClientAddr(client));
         }
-        request.extensions_mut().insert(ClientAddr(client));
+        Ok(())
     }
-    next.run(request).await
 }
 
 /// The client address of `request`: the resolved [`ClientAddr`], else the peer's address

@@ -3,30 +3,22 @@
 //! tower layers (404, 405, 413, ...) are translated into the same shape.
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::error::ApiError;
-use crate::middleware::request_id::RequestId;
 
-/// Middleware: see the module documentation.
-pub async fn render_error_bodies(request: Request, next: Next) -> Response {
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.as_str().to_owned())
-        .unwrap_or_default();
-    let path = request.uri().path().to_owned();
-    let mut response = next.run(request).await;
+/// `response` as the client sees it: an [`ApiError`] in its extensions is re-rendered with
+/// `request_id`; any other 4xx/5xx without a JSON body gets the error body of its status
+/// (`path` names the resource of a 404).
+pub fn render(mut response: Response, path: &str, request_id: &str) -> Response {
     if let Some(err) = response.extensions_mut().remove::<ApiError>() {
-        return with_body(response, &err, &request_id);
+        return with_body(response, &err, request_id);
     }
     let status = response.status();
     if (status.is_client_error() || status.is_server_error()) && !is_json(&response) {
-        let err = ApiError::for_status(status, &path);
-        return with_body(response, &err, &request_id);
+        let err = ApiError::for_status(status, path);
+        return with_body(response, &err, request_id);
     }
     response
 }

@@ -3,5 +3,8 @@
 
 pub(crate) mod config_parse;
 
+/// The body of a fuzz target: runs one input, panicking on a broken invariant.
+pub(crate) type Target = fn(&[u8]);
+
 /// Every target: its name and the function one input runs through.
-pub(crate) const TARGETS: &[(&str, fn(&[u8]))] = &[("config_parse", config_parse::run)];
+pub(crate) const TARGETS: &[(&str, Target)] = &[("config_parse", config_parse::run)];
