@@ -226,4 +226,276 @@ mod tests {
             prop_assert_eq!(verify_chain(&events), AuditVerification::Broken { ok: false, first_bad_seq: seq });
         }
     }
+
+    /// The contents of one event, chained by [`chain_of`].
+    type Contents = (
+        String,
+        String,
+        String,
+        bool,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    );
+
+    fn contents() -> impl Strategy<Value = Contents> {
+        (
+            "[a-z_]{1,8}",
+            "[a-z.]{1,12}",
+            ".{0,8}",
+            any::<bool>(),
+            proptest::option::of("[0-9.:]{1,15}"),
+            proptest::option::of("[a-z0-9-]{1,8}"),
+            proptest::option::of("app_[a-z0-9]{1,4}"),
+            ".{0,8}",
+        )
+    }
+
+    /// A valid chain of these contents, continuing from `seq` and `prev`.
+    fn chain_of(contents: &[Contents], first_seq: u64, prev: &str) -> Vec<AuditEvent> {
+        let mut prev = prev.to_owned();
+        contents
+            .iter()
+            .zip(first_seq..)
+            .map(|(c, seq)| {
+                let mut e = AuditEvent {
+                    seq,
+                    at: Timestamp::from_unix(1_700_000_000 + seq as i64),
+                    actor: c.0.clone(),
+                    action: c.1.clone(),
+                    target: c.2.clone(),
+                    outcome: if c.3 { "success" } else { "failure" }.into(),
+                    ip: c.4.clone(),
+                    request_id: c.5.clone(),
+                    app_id: c.6.clone(),
+                    details: serde_json::json!({ "note": c.7 }),
+                    prev_hash: prev.clone(),
+                    hash: String::new(),
+                };
+                e.hash = e.compute_hash();
+                prev = e.hash.clone();
+                e
+            })
+            .collect()
+    }
+
+    /// A different value for one field of an event.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Seq(u64),
+        At(i64),
+        Actor(String),
+        Action(String),
+        Target(String),
+        Outcome,
+        Ip(Option<String>),
+        RequestId(Option<String>),
+        AppId(Option<String>),
+        Details(String),
+        PrevHash(String),
+        Hash(String),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        let text = || ".{0,10}";
+        prop_oneof![
+            any::<u64>().prop_map(Edit::Seq),
+            any::<i64>().prop_map(Edit::At),
+            text().prop_map(Edit::Actor),
+            text().prop_map(Edit::Action),
+            text().prop_map(Edit::Target),
+            Just(Edit::Outcome),
+            proptest::option::of(text()).prop_map(Edit::Ip),
+            proptest::option::of(text()).prop_map(Edit::RequestId),
+            proptest::option::of(text()).prop_map(Edit::AppId),
+            text().prop_map(Edit::Details),
+            "[0-9a-f]{0,64}".prop_map(Edit::PrevHash),
+            "[0-9a-f]{0,64}".prop_map(Edit::Hash),
+        ]
+    }
+
+    /// Changes a string to `new`, or to something else when `new` is what it was.
+    fn differ(old: &mut String, new: &str) {
+        *old = if new == old.as_str() {
+            format!("{new}x")
+        } else {
+            new.to_owned()
+        };
+    }
+
+    fn differ_opt(old: &mut Option<String>, new: &Option<String>) {
+        *old = match (old.as_ref(), new) {
+            (o, n) if o != n.as_ref() => n.clone(),
+            (Some(_), _) => None,
+            (None, _) => Some(String::new()),
+        };
+    }
+
+    /// Applies `edit` to `e`; the event is certainly different afterwards.
+    fn apply(e: &mut AuditEvent, edit: &Edit) {
+        let before = e.clone();
+        match edit {
+            Edit::Seq(s) => e.seq = if *s == e.seq { s.wrapping_add(1) } else { *s },
+            Edit::At(t) => {
+                let t = if *t == e.at.unix() {
+                    t.wrapping_add(1)
+                } else {
+                    *t
+                };
+                e.at = Timestamp::from_unix(t);
+            }
+            Edit::Actor(v) => differ(&mut e.actor, v),
+            Edit::Action(v) => differ(&mut e.action, v),
+            Edit::Target(v) => differ(&mut e.target, v),
+            Edit::Outcome => {
+                e.outcome = if e.outcome == "success" {
+                    "failure"
+                } else {
+                    "success"
+                }
+                .into()
+            }
+            Edit::Ip(v) => differ_opt(&mut e.ip, v),
+            Edit::RequestId(v) => differ_opt(&mut e.request_id, v),
+            Edit::AppId(v) => differ_opt(&mut e.app_id, v),
+            Edit::Details(v) => {
+                let new = serde_json::json!({ "note": v });
+                e.details = if new == e.details {
+                    serde_json::json!({ "note": format!("{v}x") })
+                } else {
+                    new
+                };
+            }
+            Edit::PrevHash(v) => differ(&mut e.prev_hash, v),
+            Edit::Hash(v) => differ(&mut e.hash, v),
+        }
+        assert_ne!(&before, e);
+    }
+
+    fn check_all(checker: &mut ChainChecker, events: &[AuditEvent]) -> Result<u64, u64> {
+        for e in events {
+            checker.check(e)?;
+        }
+        Ok(checker.checked)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any change to any one field of any one event is detected, at that event (a
+        /// changed `seq` may be reported at the lower of its old and new values).
+        #[test]
+        fn an_edit_of_any_field_of_any_event_is_detected(
+            cs in proptest::collection::vec(contents(), 1..16),
+            pick in any::<proptest::sample::Index>(),
+            edit in edit(),
+        ) {
+            let mut events = chain_of(&cs, 1, GENESIS_HASH);
+            prop_assert_eq!(
+                verify_chain(&events),
+                AuditVerification::Intact { ok: true, events: events.len() as u64 }
+            );
+            let i = pick.index(events.len());
+            let seq = events[i].seq;
+            apply(&mut events[i], &edit);
+            match verify_chain(&events) {
+                AuditVerification::Broken { ok: false, first_bad_seq } => match edit {
+                    Edit::Seq(_) => prop_assert!(first_bad_seq <= seq, "{} > {}", first_bad_seq, seq),
+                    _ => prop_assert_eq!(first_bad_seq, seq),
+                },
+                other => prop_assert!(false, "{:?} of event {} not detected: {:?}", edit, seq, other),
+            }
+        }
+
+        /// An edit that also recomputes the event's own hash is detected at the next event
+        /// (its `prev_hash` no longer matches). On the newest event it is not: the hash is
+        /// unkeyed, so rewriting the head goes unseen without an anchor recorded elsewhere
+        /// (the documented limit, as for truncation).
+        #[test]
+        fn an_edit_with_a_recomputed_hash_is_detected_at_the_next_event(
+            cs in proptest::collection::vec(contents(), 1..16),
+            pick in any::<proptest::sample::Index>(),
+            edit in edit().prop_filter("a content field", |e| !matches!(e, Edit::Seq(_) | Edit::PrevHash(_) | Edit::Hash(_))),
+        ) {
+            let mut events = chain_of(&cs, 1, GENESIS_HASH);
+            let i = pick.index(events.len());
+            apply(&mut events[i], &edit);
+            events[i].hash = events[i].compute_hash();
+            let n = events.len() as u64;
+            if i + 1 < events.len() {
+                prop_assert_eq!(
+                    verify_chain(&events),
+                    AuditVerification::Broken { ok: false, first_bad_seq: events[i + 1].seq }
+                );
+            } else {
+                prop_assert_eq!(verify_chain(&events), AuditVerification::Intact { ok: true, events: n });
+            }
+        }
+
+        /// Deleting any one event is detected at its `seq`, except the newest: deleting it
+        /// leaves a valid chain one event shorter, which only the count (or an anchor
+        /// recorded elsewhere) reveals — the documented limit, asserted here as such.
+        #[test]
+        fn deleting_any_one_event_is_detected_but_the_newest_shows_only_in_the_count(
+            cs in proptest::collection::vec(contents(), 1..16),
+            pick in any::<proptest::sample::Index>(),
+        ) {
+            let mut events = chain_of(&cs, 1, GENESIS_HASH);
+            let n = events.len() as u64;
+            let i = pick.index(events.len());
+            let seq = events.remove(i).seq;
+            if seq < n {
+                prop_assert_eq!(verify_chain(&events), AuditVerification::Broken { ok: false, first_bad_seq: seq });
+            } else {
+                prop_assert_eq!(verify_chain(&events), AuditVerification::Intact { ok: true, events: n - 1 });
+            }
+        }
+
+        /// The same after retention: checking from an anchor `<seq>:<hash>`, any edit or
+        /// deletion after it (the first event after the anchor included) is detected, and
+        /// so is a wrong anchor.
+        #[test]
+        fn after_an_anchor_edits_and_deletions_are_detected(
+            pruned in proptest::collection::vec(contents(), 1..6),
+            kept in proptest::collection::vec(contents(), 2..10),
+            pick in any::<proptest::sample::Index>(),
+            edit in edit(),
+        ) {
+            let old = chain_of(&pruned, 1, GENESIS_HASH);
+            let anchor = old.last().unwrap().clone();
+            let events = chain_of(&kept, anchor.seq + 1, &anchor.hash);
+            let fresh = || ChainChecker::after_anchor(anchor.seq, anchor.hash.clone());
+            prop_assert_eq!(check_all(&mut fresh(), &events), Ok(events.len() as u64));
+            // Checked from the start, the kept events alone do not verify.
+            let from_start = verify_chain(&events);
+            prop_assert!(
+                matches!(from_start, AuditVerification::Broken { .. }),
+                "{:?}",
+                from_start
+            );
+
+            let i = pick.index(events.len());
+            let seq = events[i].seq;
+            let mut edited = events.clone();
+            apply(&mut edited[i], &edit);
+            let got = check_all(&mut fresh(), &edited);
+            match edit {
+                Edit::Seq(_) => prop_assert!(matches!(got, Err(s) if s <= seq), "{:?}", got),
+                _ => prop_assert_eq!(got, Err(seq)),
+            }
+
+            let j = pick.index(events.len() - 1);
+            let mut deleted = events.clone();
+            let seq = deleted.remove(j).seq;
+            prop_assert_eq!(check_all(&mut fresh(), &deleted), Err(seq));
+
+            let mut wrong = ChainChecker::after_anchor(anchor.seq, old[0].hash.clone());
+            if old.len() > 1 {
+                prop_assert_eq!(check_all(&mut wrong, &events), Err(anchor.seq + 1));
+            }
+            let mut wrong = ChainChecker::after_anchor(anchor.seq + 1, anchor.hash.clone());
+            prop_assert_eq!(check_all(&mut wrong, &events), Err(anchor.seq + 1));
+        }
+    }
 }
