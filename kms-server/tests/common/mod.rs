@@ -100,13 +100,19 @@ impl Server {
             .arg(db)
             .arg("--listen")
             .arg(listen)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Server::spawn(cmd, db)
+    }
+
+    /// Spawns `cmd`, which runs `kms serve` on `db` (itself, or through a wrapper that
+    /// ends by exec'ing it), and waits until it listens.
+    pub(crate) fn spawn(mut cmd: Command, db: &Path) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn kms serve");
         let logs = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
@@ -158,6 +164,11 @@ impl Server {
     /// A client sending `token`.
     pub(crate) fn client(&self, token: &str) -> KmsClient {
         KmsClient::new(self.base.clone()).with_token(token)
+    }
+
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
     }
 
     /// Everything the server wrote on stdout and stderr so far.
