@@ -78,6 +78,41 @@ fn main() -> Result<(), Box<dyn Error>> {
         "  one Application: {} bytes inline + {app_heap} on the heap",
         std::mem::size_of::<Application>()
     );
+    // The floor under any design built on moka and an id index: the same number of
+    // entries with an empty value (a 32-byte digest mapped to an `Arc<()>`), and the
+    // token-id -> digest index alone.
+    let (moka_floor, floor_cache) = net_bytes(|| {
+        let cache: moka::sync::Cache<[u8; 32], std::sync::Arc<()>> = moka::sync::Cache::builder()
+            .max_capacity(count as u64 * 2)
+            .time_to_live(std::time::Duration::from_secs(3600))
+            .eviction_listener(|_k, _v, _cause| {})
+            .build();
+        let unit = std::sync::Arc::new(());
+        for i in 0..count {
+            let mut digest = [0u8; 32];
+            digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            cache.insert(digest, unit.clone());
+        }
+        cache.run_pending_tasks();
+        cache
+    });
+    black_box(&floor_cache);
+    let (index_floor, index) = net_bytes(|| {
+        let mut index = std::collections::HashMap::new();
+        for i in 0..count {
+            index.insert(format!("tok_{i:010}"), [0u8; 32]);
+        }
+        index
+    });
+    black_box(&index);
+    println!(
+        "  floor, moka entries with empty values: {:.0} bytes per key",
+        moka_floor as f64 / count as f64
+    );
+    println!(
+        "  floor, token-id -> digest index:       {:.0} bytes per key",
+        index_floor as f64 / count as f64
+    );
     println!("  target: <= 256 bytes per cached verified key");
     Ok(())
 }

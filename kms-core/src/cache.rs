@@ -6,10 +6,15 @@
 //! Invalidation is exact and immediate: an index maps each token id to its digest, and an
 //! epoch counter closes the race between a cold verification that read the store before a
 //! revocation and inserts after it.
+//!
+//! Cold verifications of one presented token are coalesced (single flight): while one
+//! thread reads the store and runs argon2id for a digest, others presenting the same token
+//! wait for its verdict instead of hashing too, so a hot key whose entry expires under load
+//! costs one argon2id run, not one per waiting request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::env::SecureRandom;
@@ -45,7 +50,46 @@ pub(crate) struct VerifiedKeyCache {
     epoch: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
+    inflight: Mutex<HashMap<Digest, Arc<Flight>>>,
     pub(crate) shared: SharedParts,
+}
+
+/// The outcome of a cold verification: the verified key and the epoch read before the
+/// lookup, or `None` for an unknown id or a wrong secret.
+pub(crate) type ColdOutcome = Option<(Arc<CachedKey>, u64)>;
+
+/// One cold verification in progress, which other threads presenting the same token wait
+/// for.
+#[derive(Default)]
+struct Flight {
+    /// `None` while running; `Some(None)` when it failed (store error or panic: each
+    /// waiter then runs its own), `Some(Some(outcome))` with its verdict.
+    done: Mutex<Option<Option<ColdOutcome>>>,
+    finished: Condvar,
+}
+
+/// Longest a waiter waits for another thread's cold verification before running its own.
+const FLIGHT_WAIT: Duration = Duration::from_secs(30);
+
+/// Publishes the leader's verdict (or its failure) and lets the waiters go, even when the
+/// leader unwinds.
+struct Landing<'a> {
+    cache: &'a VerifiedKeyCache,
+    digest: Digest,
+    flight: Arc<Flight>,
+    outcome: Option<ColdOutcome>,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut inflight) = self.cache.inflight.lock() {
+            inflight.remove(&self.digest);
+        }
+        if let Ok(mut done) = self.flight.done.lock() {
+            *done = Some(self.outcome.take());
+        }
+        self.flight.finished.notify_all();
+    }
 }
 
 impl VerifiedKeyCache {
@@ -72,6 +116,7 @@ impl VerifiedKeyCache {
             epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            inflight: Mutex::default(),
             shared: SharedParts::default(),
         })
     }
@@ -89,6 +134,43 @@ impl VerifiedKeyCache {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         hit
+    }
+
+    /// Runs the cold verification `load` of the token with `digest`, unless another thread
+    /// is already running it: then waits for that thread's verdict and shares it (the same
+    /// digest means the same presented token). If that thread fails, or takes longer than
+    /// [`FLIGHT_WAIT`], runs `load` itself.
+    pub(crate) fn single_flight(
+        &self,
+        digest: Digest,
+        load: impl FnOnce() -> Result<ColdOutcome>,
+    ) -> Result<ColdOutcome> {
+        let (flight, leader) = match self.inflight.lock() {
+            Ok(mut inflight) => match inflight.get(&digest) {
+                Some(flight) => (Arc::clone(flight), false),
+                None => {
+                    let flight = Arc::new(Flight::default());
+                    inflight.insert(digest, Arc::clone(&flight));
+                    (flight, true)
+                }
+            },
+            Err(_) => return load(),
+        };
+        if !leader {
+            if let Some(outcome) = flight.wait() {
+                return Ok(outcome);
+            }
+            return load();
+        }
+        let mut landing = Landing {
+            cache: self,
+            digest,
+            flight,
+            outcome: None,
+        };
+        let outcome = load()?;
+        landing.outcome = Some(outcome.clone());
+        Ok(outcome)
     }
 
     /// The epoch to read before a cold store lookup.
@@ -135,6 +217,18 @@ impl VerifiedKeyCache {
             misses: self.misses.load(Ordering::Relaxed),
             entries: self.entries.entry_count(),
         }
+    }
+}
+
+impl Flight {
+    /// The leader's verdict, or `None` if it failed or took too long.
+    fn wait(&self) -> Option<ColdOutcome> {
+        let done = self.done.lock().ok()?;
+        let (done, _) = self
+            .finished
+            .wait_timeout_while(done, FLIGHT_WAIT, |done| done.is_none())
+            .ok()?;
+        done.clone().flatten()
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{Caller, Kms};
-use crate::cache::CachedKey;
+use crate::cache::{CachedKey, ColdOutcome};
 use crate::env::Timestamp;
 use crate::error::{Error, Result};
 use crate::model::{AppStatus, TokenStatus};
@@ -445,7 +445,7 @@ impl Kms {
                     return Ok(Some(Verification::locked_out(secs)));
                 }
                 // 4. Store lookup and constant-time argon2id.
-                match self.load_and_check(&parsed, &snap)? {
+                match cache.single_flight(digest, || self.load_and_check(&parsed, &snap))? {
                     Some(k) => {
                         cache.insert(digest, Arc::clone(&k.0), k.1);
                         k.0
@@ -572,7 +572,7 @@ impl Kms {
         &self,
         parsed: &token_format::ParsedToken<'_>,
         snap: &PermissionSnapshot,
-    ) -> Result<Option<(Arc<CachedKey>, u64)>> {
+    ) -> Result<ColdOutcome> {
         let epoch = self.inner.cache.epoch();
         let id = format!("tok_{}", parsed.lookup_id());
         let Some(record) = self.inner.store.get_token(&id)? else {
