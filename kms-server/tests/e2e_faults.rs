@@ -264,6 +264,46 @@ fn a_locked_database_answers_503_changes_nothing_and_recovers() {
     assert_verifies(base, &root, &ex.secret);
 }
 
+/// A request that outlives `--request-timeout` is answered `503 unavailable` ("abandoned;
+/// retry"), but its blocking store call is not cancelled: it keeps waiting for the lock and
+/// commits once the lock is released, so the client's retry creates the object twice (or
+/// gets 409). Ignored while that holds; run it with `--ignored` to see.
+#[test]
+#[ignore = "known bug: a write answered 503 by the request timeout still commits later"]
+fn a_write_abandoned_by_the_request_timeout_is_not_applied_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let (root, _) = init(&db);
+    // Shorter than the store's 5 s busy timeout, so the request timeout answers first.
+    let server = Server::start_with(&db, &["--request-timeout", "1s"], &[]);
+    let base = server.base.as_str();
+    let before = snapshot(base, &root);
+
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch(
+        "BEGIN IMMEDIATE; INSERT INTO meta (key, value) VALUES ('e2e_faults_lock', 'held');",
+    )
+    .unwrap();
+    let r = call(
+        base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some(&json!({"name": "abandoned"})),
+    );
+    assert_unavailable("create app", &r);
+    thread::sleep(Duration::from_millis(500));
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    // Past the store's busy timeout: whatever was still waiting has finished by now.
+    thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        snapshot(base, &root),
+        before,
+        "the server answered 503 unavailable but applied the write later"
+    );
+}
+
 /// `kms serve` on `db` through `sh`, with `SIGXFSZ` ignored so that writes past the file
 /// size limit fail with `EFBIG` instead of killing the process.
 fn serve_ignoring_sigxfsz(db: &Path) -> Server {
