@@ -16,6 +16,7 @@ use tower::ServiceBuilder;
 use crate::config::RateLimitSettings;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::middleware::auth::AuthLayer;
 use crate::middleware::client_addr::{NetworkGate, NetworkPolicy};
 use crate::middleware::edge::{EdgeLayer, EdgeSettings};
 use crate::middleware::rate_limit;
@@ -73,10 +74,7 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
         .merge(
             Router::new()
                 .route("/v1/verify", post(verify::verify))
-                .route_layer(from_fn_with_state(
-                    kms.clone(),
-                    crate::middleware::authenticate,
-                )),
+                .route_layer(AuthLayer::new(kms.clone())),
         );
     with_layers(routes, kms, metrics, options)
 }
@@ -138,7 +136,7 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
             },
             signed_requests::check_signature,
         ))
-        .route_layer(from_fn_with_state(kms, crate::middleware::authenticate));
+        .route_layer(AuthLayer::new(kms));
     match options.rate_limit {
         Some(settings) => routes.route_layer(from_fn_with_state(
             Arc::new(ClientRateLimit::new(settings, metrics.clone())),

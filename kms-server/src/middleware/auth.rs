@@ -1,11 +1,16 @@
 //! Bearer authentication for `/v1`: the token in `Authorization: Bearer <token>` becomes
 //! the request's [`Caller`], or the request is answered `401 unauthenticated`.
 
-use axum::extract::{Request, State};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
 use axum::http::{header, HeaderMap};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kms_core::{Caller, Kms};
+use tower::{Layer, Service, ServiceExt};
 
 pub use crate::middleware::client_addr::client_ip;
 
@@ -44,30 +49,86 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     Ok(token)
 }
 
-/// Middleware: authenticates the bearer token and stores the [`Caller`] in the request's
+/// Authenticates the bearer token of `request` and stores the [`Caller`] in its
 /// extensions. A key in the verified-key cache is checked inline; only a cold key (store
 /// lookup and argon2id) goes to the blocking pool.
-pub async fn authenticate(State(kms): State<Kms>, mut request: Request, next: Next) -> Response {
-    let token = match bearer_token(request.headers()) {
-        Ok(token) => token.to_owned(),
-        Err(err) => return err.into_response(),
-    };
-    let ip = client_ip(&request);
+pub async fn authenticate(kms: &Kms, request: &mut Request) -> Result<(), ApiError> {
+    let token = bearer_token(request.headers())?;
+    let ip = client_ip(request);
     let request_id = request
         .extensions()
         .get::<RequestId>()
         .map(|id| id.as_str().to_owned());
-    let authenticated = match kms.try_authenticate_cached(&token, ip) {
-        Some(result) => result.map_err(ApiError::from),
-        None => blocking(move || kms.authenticate(&token, ip)).await,
+    let caller: Caller = match kms.try_authenticate_cached(token, ip) {
+        Some(result) => result?,
+        None => {
+            let (kms, token) = (kms.clone(), token.to_owned());
+            blocking(move || kms.authenticate(&token, ip)).await?
+        }
     };
-    let caller: Caller = match authenticated {
-        // The address and request id go into the audit events of the call.
-        Ok(caller) => caller.with_request(ip, request_id),
-        Err(err) => return err.into_response(),
-    };
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+    // The address and request id go into the audit events of the call.
+    request
+        .extensions_mut()
+        .insert(caller.with_request(ip, request_id));
+    Ok(())
+}
+
+/// Bearer authentication as a route layer: requests that fail [`authenticate`] are
+/// answered with its error and never reach the route.
+#[derive(Clone)]
+pub struct AuthLayer {
+    kms: Kms,
+}
+
+impl AuthLayer {
+    /// Authenticates against `kms`.
+    pub fn new(kms: Kms) -> Self {
+        AuthLayer { kms }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticated<S>;
+
+    fn layer(&self, inner: S) -> Authenticated<S> {
+        Authenticated {
+            inner,
+            kms: self.kms.clone(),
+        }
+    }
+}
+
+/// The service of [`AuthLayer`].
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    kms: Kms,
+}
+
+impl<S> Service<Request> for Authenticated<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let fresh = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, fresh);
+        let kms = self.kms.clone();
+        Box::pin(async move {
+            match authenticate(&kms, &mut request).await {
+                Ok(()) => inner.oneshot(request).await,
+                Err(err) => Ok(err.into_response()),
+            }
+        })
+    }
 }
 
 #[cfg(test)]
