@@ -137,6 +137,17 @@ fn assert_logged(server: &Server, sqlite_message: &str) {
     );
 }
 
+/// The sum of `kms_store_errors_total` over its labels, from `/metrics`.
+fn store_errors(base: &str) -> f64 {
+    let r = call(base, "GET", "/metrics", None, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+        .lines()
+        .filter(|l| l.starts_with("kms_store_errors_total"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
 /// Asserts every write succeeded (201).
 fn assert_all_created(attempts: &[(&str, Raw)]) {
     for (what, r) in attempts {
@@ -232,6 +243,7 @@ fn a_locked_database_answers_503_changes_nothing_and_recovers() {
 
     // Another process takes SQLite's write lock and writes, the way a second writer or a
     // long `sqlite3` session would.
+    let errors = store_errors(base);
     let lock = rusqlite::Connection::open(&db).unwrap();
     lock.execute_batch(
         "BEGIN IMMEDIATE; INSERT INTO meta (key, value) VALUES ('e2e_faults_lock', 'held');",
@@ -243,6 +255,11 @@ fn a_locked_database_answers_503_changes_nothing_and_recovers() {
     let attempts = writes(base, &root, &ex.app, "locked");
     assert_all_unavailable(&attempts);
     assert_logged(&server, "database is locked");
+    // What the runbook tells operators to alert on.
+    assert!(
+        store_errors(base) >= errors + 3.0,
+        "kms_store_errors_total did not rise"
+    );
 
     // WAL mode: readers are not blocked by a writer, so reads, verification and readiness
     // carry on while the lock is held.
