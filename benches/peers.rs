@@ -71,7 +71,11 @@ fn cell(c: &mut Criterion, grants: usize, depth: usize) -> SetupResult<()> {
     for (what, permission) in requests {
         let expected = what == "allowed";
         if snapshot.check(&set, permission) != expected || floor.holds(permission) != expected {
-            return Err(format!("kms or the floor got the {what} request wrong").into());
+            return Err(format!(
+                "kms or the floor decided the {what} request wrongly ({} grants, depth {})",
+                policy.grants, policy.depth
+            )
+            .into());
         }
     }
     #[cfg(feature = "peers")]

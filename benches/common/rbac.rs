@@ -53,6 +53,13 @@ pub(crate) struct Rbac {
 }
 
 /// The one user of an [`Rbac`] policy.
+#[cfg_attr(
+    not(feature = "peers"),
+    allow(
+        dead_code,
+        reason = "only the peers, behind the `peers` feature, name the user"
+    )
+)]
 pub(crate) const USER: &str = "alice";
 
 impl Rbac {
