@@ -284,44 +284,56 @@ fn a_locked_database_answers_503_changes_nothing_and_recovers() {
     assert_verifies(base, &root, &ex.secret);
 }
 
-/// A request that outlives `--request-timeout` is answered `503 unavailable` ("abandoned;
-/// retry"), but its blocking store call is not cancelled: it keeps waiting for the lock and
-/// commits once the lock is released, so the client's retry creates the object twice (or
-/// gets 409). Ignored while that holds; run it with `--ignored` to see.
+/// A write that outlives `--request-timeout` while its store call waits for the lock is not
+/// answered `503` (it could still commit, and the client's retry would apply it twice): the
+/// server answers with the write's real outcome once the store call ends. Here the lock is
+/// released after the timeout: the write commits once and the client is told so (201).
 #[test]
-#[ignore = "known bug: a write answered 503 by the request timeout still commits later"]
-fn a_write_abandoned_by_the_request_timeout_is_not_applied_later() {
+fn a_write_outliving_the_request_timeout_is_answered_with_its_real_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kms.db");
     let (root, _) = init(&db);
-    // Shorter than the store's 5 s busy timeout, so the request timeout answers first.
+    // Shorter than the store's 5 s busy timeout, so the request timeout passes first.
     let server = Server::start_with(&db, &["--request-timeout", "1s"], &[]);
-    let base = server.base.as_str();
-    let before = snapshot(base, &root);
+    let base = server.base.clone();
+    let apps_before = get(&base, &root, "/v1/apps?limit=200")["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    let events = audit_events(&base, &root);
 
     let lock = rusqlite::Connection::open(&db).unwrap();
     lock.execute_batch(
         "BEGIN IMMEDIATE; INSERT INTO meta (key, value) VALUES ('e2e_faults_lock', 'held');",
     )
     .unwrap();
-    let r = call(
-        base,
-        "POST",
-        "/v1/apps",
-        Some(&root),
-        Some(&json!({"name": "abandoned"})),
-    );
-    assert_unavailable("create app", &r);
-    thread::sleep(Duration::from_millis(500));
+    let (b, r) = (base.clone(), root.clone());
+    let writer = thread::spawn(move || {
+        call(
+            &b,
+            "POST",
+            "/v1/apps",
+            Some(&r),
+            Some(&json!({"name": "outlived"})),
+        )
+    });
+    // Past the request timeout, inside the store's busy wait.
+    thread::sleep(Duration::from_millis(2500));
     lock.execute_batch("ROLLBACK").unwrap();
     drop(lock);
-    // Past the store's busy timeout: whatever was still waiting has finished by now.
-    thread::sleep(Duration::from_secs(6));
-    assert_eq!(
-        snapshot(base, &root),
-        before,
-        "the server answered 503 unavailable but applied the write later"
-    );
+    let answer = writer.join().unwrap();
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let apps = get(&base, &root, "/v1/apps?limit=200");
+    let named: Vec<&Value> = apps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"] == "outlived")
+        .collect();
+    assert_eq!(named.len(), 1, "{apps}");
+    assert_eq!(named[0]["id"], answer.json()["id"]);
+    assert_eq!(apps["items"].as_array().unwrap().len(), apps_before + 1);
+    assert_eq!(audit_events(&base, &root), events + 1);
 }
 
 /// `kms serve` on `db` through `sh`, with `SIGXFSZ` ignored so that writes past the file

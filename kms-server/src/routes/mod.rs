@@ -19,6 +19,7 @@ use kms_core::Kms;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::middleware::timeout;
 
 /// What every handler may use.
 #[derive(Clone, Debug)]
@@ -42,17 +43,38 @@ impl FromRef<AppState> for Arc<Metrics> {
 }
 
 /// Runs a synchronous kms call (store access, argon2id) on the blocking pool, so the
-/// async executor keeps serving other requests.
+/// async executor keeps serving other requests. Errors become the API's error answers.
 pub async fn blocking<T, F>(call: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce() -> kms_core::Result<T> + Send + 'static,
 {
-    match tokio::task::spawn_blocking(call).await {
-        Ok(result) => result.map_err(ApiError::from),
+    run_blocking(call).await.map_err(ApiError::from)
+}
+
+/// [`blocking`] with kms's own error. The call marks the request's store work as started
+/// (see [`crate::middleware::timeout`]): once it runs, the request timeout waits for it
+/// instead of answering `503` while it may still commit; if the request was already
+/// answered `503`, the call does not run at all.
+pub async fn run_blocking<T, F>(call: F) -> kms_core::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> kms_core::Result<T> + Send + 'static,
+{
+    let work = timeout::current_store_work();
+    let task = tokio::task::spawn_blocking(move || {
+        if work.as_deref().is_some_and(|w| !w.start()) {
+            return Err(kms_core::Error::internal(
+                "not run: the request timed out before it started",
+            ));
+        }
+        call()
+    });
+    match task.await {
+        Ok(result) => result,
         Err(join_error) => {
             tracing::error!(error = %join_error, "a blocking kms call panicked or was cancelled");
-            Err(ApiError::internal())
+            Err(kms_core::Error::internal("a blocking kms call failed"))
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::extract::{is_json_content_type, JsonBody};
 use crate::middleware::auth::{bearer_token, client_ip};
 use crate::middleware::RequestId;
-use crate::routes::blocking;
+use crate::routes::{blocking, run_blocking};
 use crate::wire;
 
 /// An error in the OAuth 2.0 shape.
@@ -190,24 +190,17 @@ pub async fn token(
             let api_key = api_key.to_owned();
             let audience = params.audience;
             answer(
-                tokio::task::spawn_blocking(move || {
+                run_blocking(move || {
                     kms.issue_access_token(&api_key, scope.as_deref(), audience.as_deref(), ip)
                 })
-                .await
-                .unwrap_or_else(|_| Err(kms_core::Error::internal("the token task failed"))),
+                .await,
             )
         }
         Some("refresh_token") => {
             let Some(refresh) = params.refresh_token.filter(|t| !t.is_empty()) else {
                 return Err(OAuthError::InvalidRequest("refresh_token is required".into()).into());
             };
-            answer(
-                tokio::task::spawn_blocking(move || {
-                    kms.refresh_access_token(&refresh, scope.as_deref())
-                })
-                .await
-                .unwrap_or_else(|_| Err(kms_core::Error::internal("the token task failed"))),
-            )
+            answer(run_blocking(move || kms.refresh_access_token(&refresh, scope.as_deref())).await)
         }
         Some(other) => Err(OAuthError::UnsupportedGrantType(format!(
             "grant_type {} is not supported; use api_key or refresh_token",
