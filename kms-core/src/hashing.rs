@@ -1,5 +1,7 @@
 //! argon2id hashing of token secrets, stored as PHC strings.
 
+use std::sync::{Arc, Condvar, Mutex};
+
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
@@ -77,18 +79,68 @@ impl HashParams {
 }
 
 /// Hashes and verifies secrets with argon2id.
+///
+/// At most a fixed number of argon2id computations run at once per hasher (and its clones;
+/// by default one per CPU): each holds `memory_kib` of working memory (19 MiB at the OWASP
+/// cost), and running more at once than there are cores only multiplies that memory
+/// without finishing sooner. Callers beyond the limit wait their turn.
 #[derive(Debug, Clone)]
 pub struct SecretHasher {
     params: HashParams,
     argon2: Argon2<'static>,
+    permits: Arc<Permits>,
+}
+
+/// A counting semaphore over argon2id computations.
+#[derive(Debug)]
+struct Permits {
+    available: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One running computation; gives its permit back when dropped.
+struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    fn acquire(&self) -> Permit<'_> {
+        let mut available = self.available.lock().unwrap_or_else(|p| p.into_inner());
+        while *available == 0 {
+            available = self
+                .freed
+                .wait(available)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        *available -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut available = self.0.available.lock().unwrap_or_else(|p| p.into_inner());
+        *available += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 impl SecretHasher {
-    /// A hasher with `params`; fails when the parameters are out of argon2's range.
+    /// A hasher with `params`, running at most one computation per CPU at once; fails when
+    /// the parameters are out of argon2's range.
     pub fn new(params: HashParams) -> Result<Self> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::with_concurrency(params, cpus)
+    }
+
+    /// A hasher with `params` running at most `max_concurrent` computations at once (at
+    /// least one).
+    pub fn with_concurrency(params: HashParams, max_concurrent: usize) -> Result<Self> {
         Ok(SecretHasher {
             argon2: params.argon2()?,
             params,
+            permits: Arc::new(Permits {
+                available: Mutex::new(max_concurrent.max(1)),
+                freed: Condvar::new(),
+            }),
         })
     }
 
@@ -103,6 +155,7 @@ impl SecretHasher {
         random.fill(&mut salt)?;
         let salt = SaltString::encode_b64(&salt)
             .map_err(|e| Error::internal(format!("salt encoding failed: {e}")))?;
+        let _permit = self.permits.acquire();
         self.argon2
             .hash_password(secret.as_bytes(), &salt)
             .map(|h| h.to_string())
@@ -125,6 +178,7 @@ impl SecretHasher {
         });
         // The parameters come from the PHC string, so older hashes keep verifying after
         // the configured parameters change.
+        let _permit = self.permits.acquire();
         Ok(self
             .argon2
             .verify_password(secret.as_bytes(), &parsed)
@@ -136,6 +190,38 @@ impl SecretHasher {
 mod tests {
     use super::*;
     use crate::env::OsRandom;
+
+    #[test]
+    fn computations_beyond_the_limit_wait_for_a_permit() {
+        let h = SecretHasher::with_concurrency(HashParams::insecure_for_tests(), 2).unwrap();
+        let phc = h.hash("s", &OsRandom).unwrap();
+        // Hold both permits: a verification must wait for one.
+        let (a, b) = (h.permits.acquire(), h.permits.acquire());
+        let waiting = {
+            let (h, phc) = (h.clone(), phc.clone());
+            std::thread::spawn(move || h.verify("s", &phc).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!waiting.is_finished(), "verified without a permit");
+        drop(a);
+        assert!(waiting.join().unwrap());
+        drop(b);
+        assert_eq!(
+            *h.permits.available.lock().unwrap(),
+            2,
+            "every permit came back"
+        );
+        // Hashing takes a permit too.
+        let _all = (h.permits.acquire(), h.permits.acquire());
+        let hashing = {
+            let h = h.clone();
+            std::thread::spawn(move || h.hash("t", &OsRandom).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!hashing.is_finished(), "hashed without a permit");
+        drop(_all);
+        assert!(hashing.join().unwrap().starts_with("$argon2id$"));
+    }
 
     #[test]
     fn hash_verifies_the_right_secret_only() {
