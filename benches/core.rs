@@ -15,7 +15,9 @@
 //!   beside a bare argon2id verify of the same secret; `verify_cold_overhead`: the same
 //!   at the cheapest argon2id parameters, so the work around the hash is visible.
 //! - `jwt_validate`: in-process validation of an EdDSA access token, beside a raw Ed25519
-//!   verify of the same signed bytes and the steps in between.
+//!   verify of the same signed bytes and the steps in between; `jwt_issue`: issuing one
+//!   (API-key authentication from the cache, claims, signature, the refresh token written
+//!   to the store) beside a raw Ed25519 signature over bytes of the same length.
 //!
 //! The two ratio targets (cold verification / argon2id, JWT validation / Ed25519) are also
 //! measured with alternating calls and printed as `... (interleaved): ...` lines, because
@@ -28,7 +30,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use criterion::{BenchmarkId, Criterion};
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use hmac::{Hmac, Mac};
 use kms_benches::{
     full_run, interleaved, Interleaved, PermissionFixture, PopulatedKms, SetupResult,
@@ -374,6 +376,16 @@ fn jwt_validate(c: &mut Criterion) -> SetupResult<()> {
         b.iter(|| {
             jsonwebtoken::decode::<serde_json::Value>(black_box(&jwt), &decoding, &validation)
         })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("jwt_issue");
+    group.bench_function("issue_access_token", |b| {
+        b.iter(|| kms.issue_access_token(black_box(api_key), None, None, None))
+    });
+    let signing = SigningKey::from_bytes(&[7u8; 32]);
+    group.bench_function("ed25519_sign_alone", |b| {
+        b.iter(|| signing.sign(black_box(signed.as_bytes())))
     });
     group.finish();
     if full_run() {
