@@ -1,16 +1,20 @@
-//! Fixtures shared by the kms benchmarks (`benches/core.rs`, `benches/memory.rs`).
+//! Fixtures shared by the kms benchmarks (`benches/core.rs`, `benches/memory.rs`,
+//! `benches/store.rs`) and the bulk database filler (`src/bin/filldb.rs`).
 //!
-//! Everything here is setup: building policies, snapshots and populated services. The
-//! benchmarks time only the calls under test.
+//! Everything here is setup: building policies, snapshots, populated services and filled
+//! databases. The benchmarks time only the calls under test.
 
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kms_core::store::{Mutation, Store};
+use kms_core::token_format;
 use kms_core::{
-    Caller, EffectiveSet, HashParams, Kms, KmsBuilder, LockoutPolicy, MasterKey, NewApp, NewToken,
-    Permission, PermissionSnapshot, Policy, Role, RoleName, Scope,
+    Application, Caller, Clock, EffectiveSet, HashParams, Kms, KmsBuilder, LockoutPolicy,
+    MasterKey, NewApp, NewToken, OsRandom, Permission, PermissionSnapshot, Policy, Role, RoleName,
+    Scope, SecretHasher, SystemClock, TokenLimits, TokenRecord, TokenStatus,
 };
 use kms_store::MemoryStore;
 
@@ -327,4 +331,141 @@ pub fn interleaved<A, B>(
         b_min: tb[0],
         b_median: tb[tb.len() / 2],
     }
+}
+
+/// Errors from the bulk filler (sendable: hashing runs on several threads).
+pub type FillResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+/// Where the time of a [`bulk_insert_tokens`] call went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FillTimes {
+    /// Generating and hashing tokens (wall time, all threads together).
+    pub hashing: Duration,
+    /// `Store::apply` of the batches.
+    pub inserting: Duration,
+    /// Hashing threads used.
+    pub threads: usize,
+}
+
+/// A new token of `app` and its plaintext, made exactly as `Kms::create_token` makes one
+/// (`token_format::generate`, an argon2id hash of the secret with `hasher`, a
+/// [`TokenRecord`]), named `bulk-<serial>`, holding `scopes`.
+pub fn new_token_record(
+    app: &Application,
+    scopes: &[Scope],
+    hasher: &SecretHasher,
+    serial: usize,
+) -> FillResult<(String, TokenRecord)> {
+    let random = OsRandom;
+    let generated = token_format::generate(&app.token_prefix, &random)?;
+    let secret_hash = hasher.hash(generated.secret(), &random)?;
+    let record = TokenRecord {
+        id: format!("tok_{}", generated.lookup_id()),
+        app_id: app.id.clone(),
+        name: format!("bulk-{serial}"),
+        secret_hash,
+        start: generated
+            .plaintext()
+            .chars()
+            .take(token_format::START_LEN)
+            .collect(),
+        status: TokenStatus::Active,
+        created_at: SystemClock.now(),
+        expires_at: None,
+        revoked_at: None,
+        scopes: scopes.to_vec(),
+        roles: Vec::new(),
+        metadata: serde_json::Map::new(),
+        limits: TokenLimits::default(),
+        rotated_from: None,
+        rotated_to: None,
+    };
+    Ok((generated.into_plaintext(), record))
+}
+
+/// A bulk insert of tokens, fast: `count` tokens of `app` holding `scopes`, hashed with
+/// `params` on `threads` threads (at least one) and inserted `batch` per `Store::apply`
+/// transaction, without audit events.
+///
+/// The tokens are those `Kms::create_token` makes (see [`new_token_record`]); servers
+/// verify them as any other, reading the argon2id cost from each PHC string.
+#[derive(Debug, Clone, Copy)]
+pub struct BulkFill<'a> {
+    /// The application owning the tokens.
+    pub app: &'a Application,
+    /// Scopes of every token.
+    pub scopes: &'a [Scope],
+    /// argon2id cost (`HashParams::insecure_for_tests()` for the cheapest).
+    pub params: HashParams,
+    /// Tokens to insert.
+    pub count: usize,
+    /// Tokens per transaction.
+    pub batch: usize,
+    /// Hashing threads (see [`default_threads`]).
+    pub threads: usize,
+}
+
+impl BulkFill<'_> {
+    /// Inserts the tokens into `store`; `on_batch` sees each inserted batch (plaintexts and
+    /// records), in order.
+    pub fn run(
+        &self,
+        store: &dyn Store,
+        mut on_batch: impl FnMut(&[(String, TokenRecord)]) -> FillResult<()>,
+    ) -> FillResult<FillTimes> {
+        let BulkFill {
+            app,
+            scopes,
+            params,
+            count,
+            batch,
+            threads,
+        } = *self;
+        let hasher = SecretHasher::new(params)?;
+        let threads = threads.max(1);
+        let batch = batch.max(1);
+        let mut times = FillTimes {
+            threads,
+            ..FillTimes::default()
+        };
+        let mut done = 0;
+        while done < count {
+            let n = batch.min(count - done);
+            let t = Instant::now();
+            let generated = std::thread::scope(|s| -> FillResult<Vec<(String, TokenRecord)>> {
+                let handles: Vec<_> = (0..threads)
+                    .map(|k| {
+                        let (first, last) = (k * n / threads, (k + 1) * n / threads);
+                        let hasher = &hasher;
+                        s.spawn(move || {
+                            (first..last)
+                                .map(|i| new_token_record(app, scopes, hasher, done + i))
+                                .collect::<FillResult<Vec<_>>>()
+                        })
+                    })
+                    .collect();
+                let mut all = Vec::with_capacity(n);
+                for h in handles {
+                    all.extend(h.join().map_err(|_| "a hashing thread panicked")??);
+                }
+                Ok(all)
+            })?;
+            times.hashing += t.elapsed();
+            let t = Instant::now();
+            let mutations: Vec<Mutation> = generated
+                .iter()
+                .map(|(_, record)| Mutation::InsertToken(record.clone()))
+                .collect();
+            store.apply(&mutations)?;
+            times.inserting += t.elapsed();
+            on_batch(&generated)?;
+            done += n;
+        }
+        Ok(times)
+    }
+}
+
+/// One hashing thread per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

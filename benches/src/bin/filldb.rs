@@ -11,7 +11,8 @@
 //! secret, a `TokenRecord`) but hashes at the cheapest argon2id cost
 //! (`HashParams::insecure_for_tests`, on every core; `--owasp-cost` for the production
 //! cost) and inserts `--batch` tokens per
-//! `Store::apply` transaction, without audit events. The server verifies these hashes as it
+//! `Store::apply` transaction, without audit events (`kms_benches::BulkFill`, shared with
+//! `benches/store.rs`). The server verifies these hashes as it
 //! would any other: the cost parameters are read from each PHC string. Prints one JSON line
 //! with the application id and the time spent hashing and inserting; `--out` receives the
 //! plaintext tokens, one a line (benchmark fixtures only).
@@ -20,19 +21,13 @@ use std::error::Error;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Parser;
-use kms_core::store::Mutation;
-use kms_core::token_format::{self, TokenPrefix};
-use kms_core::{
-    Clock, HashParams, Kms, NewApp, OsRandom, Scope, SecretHasher, SystemClock, TokenLimits,
-    TokenRecord, TokenStatus,
-};
+use kms_benches::{default_threads, BulkFill};
+use kms_core::{HashParams, Kms, NewApp, Scope};
 use kms_store::SqliteStore;
 use serde_json::json;
-
-type BoxResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 /// Bulk-inserts tokens into an initialised kms database.
 #[derive(Debug, Parser)]
@@ -62,47 +57,6 @@ struct Args {
     /// Hashing threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-}
-
-/// Generates `count` tokens for the application: plaintexts and records.
-fn generate(
-    count: usize,
-    app_id: &str,
-    prefix: &TokenPrefix,
-    scopes: &[Scope],
-    hasher: &SecretHasher,
-    serial: usize,
-) -> BoxResult<Vec<(String, TokenRecord)>> {
-    let random = OsRandom;
-    let now = SystemClock.now();
-    (0..count)
-        .map(|i| {
-            let generated = token_format::generate(prefix, &random)?;
-            let secret_hash = hasher.hash(generated.secret(), &random)?;
-            let record = TokenRecord {
-                id: format!("tok_{}", generated.lookup_id()),
-                app_id: app_id.to_owned(),
-                name: format!("bulk-{}", serial + i),
-                secret_hash,
-                start: generated
-                    .plaintext()
-                    .chars()
-                    .take(token_format::START_LEN)
-                    .collect(),
-                status: TokenStatus::Active,
-                created_at: now,
-                expires_at: None,
-                revoked_at: None,
-                scopes: scopes.to_vec(),
-                roles: Vec::new(),
-                metadata: serde_json::Map::new(),
-                limits: TokenLimits::default(),
-                rotated_from: None,
-                rotated_to: None,
-            };
-            Ok((generated.into_plaintext(), record))
-        })
-        .collect()
 }
 
 fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
@@ -136,55 +90,29 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     } else {
         HashParams::insecure_for_tests()
     };
-    let hasher = SecretHasher::new(params)?;
-    let threads = args
-        .threads
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1)
-        .max(1);
+    let threads = args.threads.unwrap_or_else(default_threads).max(1);
     let batch_size = args.batch.max(1);
     let mut out = match &args.out {
         Some(path) => Some(BufWriter::new(std::fs::File::create(path)?)),
         None => None,
     };
 
-    let (mut hashing, mut inserting) = (Duration::ZERO, Duration::ZERO);
-    let mut done = 0;
-    while done < args.tokens {
-        let n = batch_size.min(args.tokens - done);
-        let t = Instant::now();
-        let generated = std::thread::scope(|s| -> BoxResult<Vec<(String, TokenRecord)>> {
-            let handles: Vec<_> = (0..threads)
-                .map(|k| {
-                    let (first, last) = (k * n / threads, (k + 1) * n / threads);
-                    let (app_id, prefix, scopes, hasher) =
-                        (&app.id, &app.token_prefix, &scopes, &hasher);
-                    s.spawn(move || {
-                        generate(last - first, app_id, prefix, scopes, hasher, done + first)
-                    })
-                })
-                .collect();
-            let mut all = Vec::with_capacity(n);
-            for h in handles {
-                all.extend(h.join().map_err(|_| "a hashing thread panicked")??);
-            }
-            Ok(all)
-        })?;
-        hashing += t.elapsed();
-        let t = Instant::now();
-        let batch: Vec<Mutation> = generated
-            .iter()
-            .map(|(_, record)| Mutation::InsertToken(record.clone()))
-            .collect();
-        kms.store().apply(&batch)?;
-        inserting += t.elapsed();
+    let fill = BulkFill {
+        app: &app,
+        scopes: &scopes,
+        params,
+        count: args.tokens,
+        batch: batch_size,
+        threads,
+    };
+    let times = fill.run(kms.store().as_ref(), |generated| {
         if let Some(out) = out.as_mut() {
-            for (plaintext, _) in &generated {
+            for (plaintext, _) in generated {
                 writeln!(out, "{plaintext}")?;
             }
         }
-        done += n;
-    }
+        Ok(())
+    })?;
     if let Some(mut out) = out {
         out.flush()?;
     }
@@ -193,12 +121,12 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         json!({
             "db": args.db.display().to_string(),
             "app_id": app.id,
-            "tokens": done,
+            "tokens": args.tokens,
             "batch": batch_size,
             "hash_threads": threads,
             "hash_params": params,
-            "hash_seconds": (hashing.as_secs_f64() * 10.0).round() / 10.0,
-            "insert_seconds": (inserting.as_secs_f64() * 10.0).round() / 10.0,
+            "hash_seconds": (times.hashing.as_secs_f64() * 10.0).round() / 10.0,
+            "insert_seconds": (times.inserting.as_secs_f64() * 10.0).round() / 10.0,
             "total_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         })
     );
