@@ -1,0 +1,770 @@
+//! Model-based test of the stores: random sequences of batches, use-spending and reopening
+//! are applied to the memory store, the SQLite store (a real file in a temporary directory,
+//! reopened from disk now and then) and a trivial model written here (maps under a mutex,
+//! each batch applied to a copy that replaces the state only when every mutation
+//! succeeded). After every step the three agree on the outcome and on everything the read
+//! side of `Store` shows.
+//!
+//! Unlike the memory-vs-SQLite differential test, this one catches a mistake the two stores
+//! share (both derive their semantics from `batch.rs`), and its records use every field
+//! (metadata, limits, allow-lists, sealed secrets, odd text, counters at the SQLite limit),
+//! so a field that a store fails to write or read back shows.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Mutex, Weak};
+
+use kms_core::store::{
+    AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
+    TokenStore, UseOutcome, AUDIT_ANCHOR_KEY,
+};
+use kms_core::token_format::TokenPrefix;
+use kms_core::{
+    AppSecurity, AppStatus, Application, AuditEvent, AuditQuery, IpNetwork, KeyAlgorithm, KeyState,
+    Permission, Policy, RateLimit, RefreshRecord, RefreshStatus, Revocation, Role, RoleName, Scope,
+    SigningKeyRecord, StoreError, Timestamp, TokenLimits, TokenRecord, TokenStatus,
+};
+use kms_store::{MemoryStore, SqliteStore};
+use proptest::prelude::*;
+
+const APPS: &[&str] = &["app_0", "app_1", "app_2"];
+const NAMES: &[&str] = &[
+    "one",
+    "two",
+    "Ünïcødé \u{202e}name",
+    "x'; DROP TABLE apps; --",
+];
+const TOKENS: &[&str] = &["tok_0", "tok_1", "tok_2", "tok_3"];
+const SCOPES: &[&str] = &["a", "b", "a.x"];
+const ROLES: &[&str] = &["r0", "r1"];
+const META_KEYS: &[&str] = &["k0", "k1", AUDIT_ANCHOR_KEY];
+const KEYS: &[&str] = &["kid_0", "kid_1", "kid_2"];
+const REFRESH: &[&str] = &["rt_0", "rt_1", "rt_2"];
+const FAMILIES: &[&str] = &["fam_0", "fam_1"];
+const NETWORKS: &[&str] = &["10.0.0.0/8", "192.168.1.7", "::1", "2001:db8::/32"];
+/// The largest counter a store keeps (SQLite integers are signed 64-bit).
+const MAX_COUNTER: u64 = i64::MAX as u64;
+
+// ---------------------------------------------------------------------------------------
+// Generators
+// ---------------------------------------------------------------------------------------
+
+fn pick(pool: &'static [&'static str]) -> impl Strategy<Value = String> {
+    proptest::sample::select(pool).prop_map(str::to_owned)
+}
+
+fn time() -> impl Strategy<Value = Timestamp> {
+    prop_oneof![
+        4 => (0i64..6).prop_map(Timestamp::from_unix),
+        1 => (0i64..4_102_444_800).prop_map(Timestamp::from_unix),
+    ]
+}
+
+/// Printable text, any script.
+fn text() -> impl Strategy<Value = String> {
+    "\\PC{0,12}"
+}
+
+/// Counters: small ones, and both sides of the largest a store keeps.
+fn counter() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        12 => 0u64..4,
+        1 => Just(MAX_COUNTER),
+        1 => Just(MAX_COUNTER + 1),
+        1 => Just(u64::MAX),
+    ]
+}
+
+fn networks() -> impl Strategy<Value = Vec<IpNetwork>> {
+    proptest::sample::subsequence(NETWORKS, 0..=2)
+        .prop_map(|v| v.iter().map(|n| IpNetwork::parse(n).unwrap()).collect())
+}
+
+fn json() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        text().prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(2, 8, 3, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map("[a-z]{1,3}", inner, 0..3)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn app() -> impl Strategy<Value = Application> {
+    (
+        pick(APPS),
+        pick(NAMES),
+        any::<bool>(),
+        time(),
+        networks(),
+        any::<bool>(),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..6)),
+    )
+        .prop_map(
+            |(id, name, active, created_at, ip_allow, signed, secret)| Application {
+                id,
+                name,
+                token_prefix: TokenPrefix::parse("kms").unwrap(),
+                status: if active {
+                    AppStatus::Active
+                } else {
+                    AppStatus::Disabled
+                },
+                created_at,
+                security: AppSecurity {
+                    ip_allow,
+                    require_signed_requests: signed,
+                    signing_secret: secret,
+                },
+            },
+        )
+}
+
+fn token() -> impl Strategy<Value = TokenRecord> {
+    (
+        (
+            pick(TOKENS),
+            pick(APPS),
+            text(),
+            any::<bool>(),
+            time(),
+            proptest::option::of(time()),
+            proptest::option::of(time()),
+        ),
+        (
+            proptest::sample::subsequence(SCOPES, 0..=2),
+            proptest::sample::subsequence(ROLES, 0..=2),
+            proptest::collection::btree_map("[a-z]{1,4}", json(), 0..3),
+            proptest::option::of(counter()),
+            proptest::option::of((any::<u32>(), any::<u32>())),
+            networks(),
+            proptest::option::of(pick(TOKENS)),
+            proptest::option::of(pick(TOKENS)),
+        ),
+    )
+        .prop_map(
+            |(
+                (id, app_id, name, active, created_at, expires_at, revoked_at),
+                (scopes, roles, metadata, uses, ratelimit, ip_allow, from, to),
+            )| TokenRecord {
+                id,
+                app_id,
+                name,
+                secret_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA".to_owned(),
+                start: "kms_x".to_owned(),
+                status: if active {
+                    TokenStatus::Active
+                } else {
+                    TokenStatus::Revoked
+                },
+                created_at,
+                expires_at,
+                revoked_at,
+                scopes: scopes.iter().map(|s| Scope::parse(s).unwrap()).collect(),
+                roles: roles.iter().map(|r| RoleName::parse(r).unwrap()).collect(),
+                metadata: metadata.into_iter().collect(),
+                limits: TokenLimits {
+                    ratelimit: ratelimit
+                        .map(|(limit, per_seconds)| RateLimit { limit, per_seconds }),
+                    uses,
+                    ip_allow,
+                },
+                rotated_from: from,
+                rotated_to: to,
+            },
+        )
+}
+
+fn refresh() -> impl Strategy<Value = RefreshRecord> {
+    (
+        pick(REFRESH),
+        pick(FAMILIES),
+        pick(TOKENS),
+        pick(APPS),
+        text(),
+        time(),
+        time(),
+    )
+        .prop_map(
+            |(id, family_id, token_id, app_id, scope, created_at, expires_at)| RefreshRecord {
+                id,
+                family_id,
+                token_id,
+                app_id,
+                secret_hash: "ab".repeat(32),
+                scope,
+                audience: "kms".to_owned(),
+                status: RefreshStatus::Active,
+                created_at,
+                expires_at,
+                spent_at: None,
+            },
+        )
+}
+
+fn scope() -> impl Strategy<Value = Scope> {
+    proptest::sample::select(SCOPES).prop_map(|s| Scope::parse(s).unwrap())
+}
+
+fn role_name() -> impl Strategy<Value = RoleName> {
+    proptest::sample::select(ROLES).prop_map(|r| RoleName::parse(r).unwrap())
+}
+
+fn audit_event() -> impl Strategy<Value = AuditEvent> {
+    (
+        prop_oneof![4 => 1u64..6, 1 => counter()],
+        time(),
+        pick(&["operator", "tok_0", "system"]),
+        pick(&["token.create", "role.put"]),
+        text(),
+        proptest::option::of(pick(&["127.0.0.1", "::1"])),
+        proptest::option::of(text()),
+        proptest::option::of(pick(APPS)),
+        json(),
+        "[0-9a-f]{0,8}",
+    )
+        .prop_map(
+            |(seq, at, actor, action, target, ip, request_id, app_id, details, hash)| AuditEvent {
+                seq,
+                at,
+                actor,
+                action,
+                target,
+                outcome: "success".to_owned(),
+                ip,
+                request_id,
+                app_id,
+                details,
+                prev_hash: hash.clone(),
+                hash,
+            },
+        )
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        1 => (pick(META_KEYS), text()).prop_map(|(key, value)| Mutation::CreateMeta { key, value }),
+        2 => app().prop_map(Mutation::InsertApp),
+        1 => app().prop_map(Mutation::UpdateApp),
+        1 => pick(APPS).prop_map(Mutation::DeleteApp),
+        1 => (scope(), text(), proptest::sample::subsequence(SCOPES, 0..=2)).prop_map(
+            |(scope, description, implies)| Mutation::InsertPermission(Permission {
+                scope,
+                description,
+                implies: implies.iter().map(|s| Scope::parse(s).unwrap()).collect(),
+            })
+        ),
+        1 => scope().prop_map(Mutation::DeletePermission),
+        1 => (
+            role_name(),
+            text(),
+            proptest::sample::subsequence(SCOPES, 0..=2),
+            proptest::sample::subsequence(ROLES, 0..=2)
+        )
+            .prop_map(|(name, description, perms, inherits)| {
+                Mutation::PutRole(Role {
+                    name,
+                    description,
+                    permissions: perms.iter().map(|s| Scope::parse(s).unwrap()).collect(),
+                    inherits: inherits.iter().map(|r| RoleName::parse(r).unwrap()).collect(),
+                })
+            }),
+        1 => role_name().prop_map(Mutation::DeleteRole),
+        3 => token().prop_map(Mutation::InsertToken),
+        2 => token().prop_map(Mutation::UpdateToken),
+        1 => pick(TOKENS).prop_map(Mutation::DeleteToken),
+        1 => refresh().prop_map(Mutation::InsertRefreshToken),
+        1 => (pick(REFRESH), time()).prop_map(|(id, at)| Mutation::SpendRefreshToken { id, at }),
+        1 => pick(FAMILIES).prop_map(Mutation::RevokeRefreshFamily),
+        1 => (pick(&["jti:a", "jti:b", "family:fam_0"]), time())
+            .prop_map(|(id, expires_at)| Mutation::PutRevocation(Revocation { id, expires_at })),
+        1 => time().prop_map(|before| Mutation::PurgeExpired { before }),
+        1 => (
+            pick(KEYS),
+            time(),
+            0u8..3,
+            proptest::option::of(time()),
+            proptest::option::of(time()),
+            proptest::collection::vec(any::<u8>(), 0..4),
+        )
+            .prop_map(|(kid, created_at, state, verify_until, retired_at, bytes)| {
+                Mutation::PutSigningKey(SigningKeyRecord {
+                    kid,
+                    algorithm: KeyAlgorithm::EdDSA,
+                    state: [KeyState::Active, KeyState::VerifyOnly, KeyState::Retired]
+                        [state as usize],
+                    created_at,
+                    verify_until,
+                    retired_at,
+                    public_key: bytes.clone(),
+                    sealed_private: bytes.into_iter().rev().collect(),
+                })
+            }),
+        2 => audit_event().prop_map(Mutation::AppendAudit),
+        1 => (0u64..5, "[0-9a-f]{0,8}").prop_map(|(through_seq, anchor_hash)| Mutation::PruneAudit {
+            through_seq,
+            anchor_hash,
+        }),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Apply(Vec<Mutation>),
+    ConsumeUse(String),
+    /// Closes the SQLite store and opens the file again.
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => proptest::collection::vec(mutation(), 1..4).prop_map(Op::Apply),
+        2 => pick(TOKENS).prop_map(Op::ConsumeUse),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
+// The model
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    meta: BTreeMap<String, String>,
+    apps: BTreeMap<String, Application>,
+    tokens: BTreeMap<String, TokenRecord>,
+    permissions: BTreeMap<Scope, Permission>,
+    roles: BTreeMap<RoleName, Role>,
+    /// In order of first insertion; a replaced key keeps its place.
+    keys: Vec<SigningKeyRecord>,
+    refresh: BTreeMap<String, RefreshRecord>,
+    revocations: BTreeMap<String, Revocation>,
+    audit: BTreeMap<u64, AuditEvent>,
+}
+
+/// A `Conflict`, as the model cannot know the stores' wording.
+fn conflict() -> StoreError {
+    StoreError::Conflict(String::new())
+}
+
+impl State {
+    fn apply(&mut self, m: &Mutation) -> Result<(), StoreError> {
+        match m {
+            Mutation::CreateMeta { key, value } => {
+                if self.meta.contains_key(key) {
+                    return Err(conflict());
+                }
+                self.meta.insert(key.clone(), value.clone());
+            }
+            Mutation::InsertApp(app) => {
+                if self.apps.contains_key(&app.id) || self.apps.values().any(|a| a.name == app.name)
+                {
+                    return Err(conflict());
+                }
+                self.apps.insert(app.id.clone(), app.clone());
+            }
+            Mutation::UpdateApp(app) => {
+                if !self.apps.contains_key(&app.id)
+                    || self
+                        .apps
+                        .values()
+                        .any(|a| a.name == app.name && a.id != app.id)
+                {
+                    return Err(conflict());
+                }
+                self.apps.insert(app.id.clone(), app.clone());
+            }
+            Mutation::DeleteApp(id) => {
+                self.apps.remove(id);
+                self.tokens.retain(|_, t| t.app_id != *id);
+            }
+            Mutation::InsertPermission(p) => {
+                if self.permissions.contains_key(&p.scope) {
+                    return Err(conflict());
+                }
+                self.permissions.insert(p.scope.clone(), p.clone());
+            }
+            Mutation::DeletePermission(s) => drop(self.permissions.remove(s)),
+            Mutation::PutRole(r) => drop(self.roles.insert(r.name.clone(), r.clone())),
+            Mutation::DeleteRole(n) => drop(self.roles.remove(n)),
+            Mutation::InsertToken(t) | Mutation::UpdateToken(t) => {
+                let insert = matches!(m, Mutation::InsertToken(_));
+                if !self.apps.contains_key(&t.app_id)
+                    || t.limits.uses.is_some_and(|u| u > MAX_COUNTER)
+                    || self.tokens.contains_key(&t.id) == insert
+                {
+                    return Err(conflict());
+                }
+                self.tokens.insert(t.id.clone(), t.clone());
+            }
+            Mutation::DeleteToken(id) => drop(self.tokens.remove(id)),
+            Mutation::PutSigningKey(k) => match self.keys.iter_mut().find(|x| x.kid == k.kid) {
+                Some(slot) => *slot = k.clone(),
+                None => self.keys.push(k.clone()),
+            },
+            Mutation::InsertRefreshToken(r) => {
+                if self.refresh.contains_key(&r.id) {
+                    return Err(conflict());
+                }
+                self.refresh.insert(r.id.clone(), r.clone());
+            }
+            Mutation::SpendRefreshToken { id, at } => match self.refresh.get_mut(id) {
+                Some(r) if r.status == RefreshStatus::Active => {
+                    r.status = RefreshStatus::Spent;
+                    r.spent_at = Some(*at);
+                }
+                _ => return Err(conflict()),
+            },
+            Mutation::RevokeRefreshFamily(family) => {
+                for r in self.refresh.values_mut() {
+                    if r.family_id == *family {
+                        r.status = RefreshStatus::Revoked;
+                    }
+                }
+            }
+            Mutation::PutRevocation(r) => drop(self.revocations.insert(r.id.clone(), r.clone())),
+            Mutation::PurgeExpired { before } => {
+                self.revocations.retain(|_, r| r.expires_at >= *before);
+                self.refresh.retain(|_, r| r.expires_at >= *before);
+            }
+            Mutation::AppendAudit(e) => {
+                if e.seq > MAX_COUNTER || self.audit.contains_key(&e.seq) {
+                    return Err(conflict());
+                }
+                self.audit.insert(e.seq, e.clone());
+            }
+            Mutation::PruneAudit {
+                through_seq,
+                anchor_hash,
+            } => {
+                self.audit.retain(|seq, _| seq > through_seq);
+                self.meta.insert(
+                    AUDIT_ANCHOR_KEY.to_owned(),
+                    format!("{through_seq}:{anchor_hash}"),
+                );
+            }
+            other => panic!("the model does not know {other:?}"),
+        }
+        Ok(())
+    }
+}
+
+/// The model as a `Store`, so that one function reads all three.
+#[derive(Default)]
+struct Model(Mutex<State>);
+
+impl Model {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap()
+    }
+}
+
+impl AppStore for Model {
+    fn get_app(&self, id: &str) -> Result<Option<Application>, StoreError> {
+        Ok(self.state().apps.get(id).cloned())
+    }
+    fn list_apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<Application>, StoreError> {
+        let s = self.state();
+        Ok(s.apps
+            .values()
+            .filter(|a| after.is_none_or(|after| a.id.as_str() > after))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
+impl TokenStore for Model {
+    fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self.state().tokens.get(id).cloned())
+    }
+    fn list_tokens(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let s = self.state();
+        Ok(s.tokens
+            .values()
+            .filter(|t| t.app_id == app_id && after.is_none_or(|after| t.id.as_str() > after))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+    fn scope_is_granted(&self, scope: &Scope) -> Result<bool, StoreError> {
+        Ok(self
+            .state()
+            .tokens
+            .values()
+            .any(|t| t.scopes.contains(scope)))
+    }
+    fn role_is_granted(&self, role: &RoleName) -> Result<bool, StoreError> {
+        Ok(self.state().tokens.values().any(|t| t.roles.contains(role)))
+    }
+    fn expired_tokens(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let s = self.state();
+        Ok(s.tokens
+            .values()
+            .filter(|t| t.expires_at.is_some_and(|e| e < before))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+    fn consume_use(&self, id: &str) -> Result<UseOutcome, StoreError> {
+        let mut s = self.state();
+        let Some(t) = s.tokens.get_mut(id) else {
+            return Ok(UseOutcome::Missing);
+        };
+        Ok(match t.limits.uses {
+            None => UseOutcome::Unlimited,
+            Some(0) => UseOutcome::Exhausted,
+            Some(n) => {
+                t.limits.uses = Some(n - 1);
+                UseOutcome::Remaining(n - 1)
+            }
+        })
+    }
+}
+
+impl PolicyStore for Model {
+    fn load_policy(&self) -> Result<Policy, StoreError> {
+        let s = self.state();
+        Ok(Policy {
+            permissions: s.permissions.clone(),
+            roles: s.roles.clone(),
+        })
+    }
+}
+
+impl KeyStore for Model {
+    fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        let mut keys = self.state().keys.clone();
+        // Oldest first; among equal times, in order of first insertion (a stable sort).
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys)
+    }
+}
+
+impl GrantStore for Model {
+    fn get_refresh_token(&self, id: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        Ok(self.state().refresh.get(id).cloned())
+    }
+    fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        Ok(self.state().revocations.values().cloned().collect())
+    }
+}
+
+impl AuditStore for Model {
+    fn last_audit_event(&self) -> Result<Option<AuditEvent>, StoreError> {
+        Ok(self.state().audit.values().next_back().cloned())
+    }
+    fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let s = self.state();
+        Ok(s.audit
+            .values()
+            .rev()
+            .filter(|e| q.before_seq.is_none_or(|b| e.seq < b))
+            .filter(|e| q.action.as_ref().is_none_or(|a| *a == e.action))
+            .filter(|e| q.actor.as_ref().is_none_or(|a| *a == e.actor))
+            .filter(|e| q.since.is_none_or(|t| e.at >= t))
+            .filter(|e| q.app_id.is_none() || q.app_id == e.app_id)
+            .take(q.limit)
+            .cloned()
+            .collect())
+    }
+    fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let s = self.state();
+        Ok(s.audit
+            .range((Bound::Excluded(after_seq), Bound::Unbounded))
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+}
+
+impl Store for Model {
+    fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
+        let mut s = self.state();
+        let mut next = s.clone();
+        for m in batch {
+            next.apply(m)?;
+        }
+        *s = next;
+        Ok(())
+    }
+    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.state().meta.get(key).cloned())
+    }
+    fn subscribe(&self, _listener: Weak<dyn ChangeListener>) {}
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Comparison
+// ---------------------------------------------------------------------------------------
+
+/// An outcome comparable with the model's: the value, or the kind of error.
+fn outcome<T: std::fmt::Debug>(r: Result<T, StoreError>) -> Result<String, String> {
+    r.map(|v| format!("{v:?}")).map_err(|e| match e {
+        StoreError::Conflict(_) => "Conflict".to_owned(),
+        other => format!("unexpected: {other}"),
+    })
+}
+
+/// Everything the read side shows, each read as its own line.
+fn observe(store: &dyn Store) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut line = |what: &str, v: &dyn std::fmt::Debug| out.push(format!("{what}: {v:?}"));
+    line("apps", &store.list_apps(None, 100).unwrap());
+    line(
+        "apps after app_0, 1",
+        &store.list_apps(Some("app_0"), 1).unwrap(),
+    );
+    for id in APPS {
+        line(id, &store.get_app(id).unwrap());
+        line("tokens of", &store.list_tokens(id, None, 100).unwrap());
+        line(
+            "2 tokens after tok_0",
+            &store.list_tokens(id, Some("tok_0"), 2).unwrap(),
+        );
+    }
+    for id in TOKENS {
+        line(id, &store.get_token(id).unwrap());
+    }
+    for before in [1, 3, 5_000_000_000] {
+        let before = Timestamp::from_unix(before);
+        line("expired", &store.expired_tokens(before, 2).unwrap());
+    }
+    for s in SCOPES {
+        line(
+            s,
+            &store.scope_is_granted(&Scope::parse(s).unwrap()).unwrap(),
+        );
+    }
+    for r in ROLES {
+        line(
+            r,
+            &store.role_is_granted(&RoleName::parse(r).unwrap()).unwrap(),
+        );
+    }
+    for k in META_KEYS {
+        line(k, &store.get_meta(k).unwrap());
+    }
+    for id in REFRESH {
+        line(id, &store.get_refresh_token(id).unwrap());
+    }
+    line("policy", &store.load_policy().unwrap());
+    line("revocations", &store.list_revocations().unwrap());
+    line("signing keys", &store.list_signing_keys().unwrap());
+    line("audit after 0", &store.audit_after(0, 100).unwrap());
+    line("2 audit after 2", &store.audit_after(2, 2).unwrap());
+    line("last audit", &store.last_audit_event().unwrap());
+    let queries = [
+        AuditQuery {
+            limit: 100,
+            ..Default::default()
+        },
+        AuditQuery {
+            before_seq: Some(4),
+            actor: Some("tok_0".into()),
+            limit: 2,
+            ..Default::default()
+        },
+        AuditQuery {
+            action: Some("role.put".into()),
+            since: Some(Timestamp::from_unix(3)),
+            app_id: Some("app_1".into()),
+            limit: 100,
+            ..Default::default()
+        },
+    ];
+    for q in &queries {
+        line("audit query", &store.list_audit(q).unwrap());
+    }
+    out
+}
+
+/// The first line where two observations differ, for a readable failure.
+fn diff(a: &[String], b: &[String]) -> Option<(String, String)> {
+    a.iter()
+        .zip(b)
+        .find(|(x, y)| x != y)
+        .map(|(x, y)| (x.clone(), y.clone()))
+        .or_else(|| (a.len() != b.len()).then(|| (a.len().to_string(), b.len().to_string())))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn memory_sqlite_file_and_model_agree(ops in proptest::collection::vec(op(), 1..24)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.db");
+        let model = Model::default();
+        let memory = MemoryStore::new();
+        let mut sqlite = SqliteStore::open(&path).unwrap();
+        // Two applications to start with, so that token batches often succeed.
+        let setup: Vec<Mutation> = ["app_0", "app_1"]
+            .iter()
+            .map(|id| {
+                Mutation::InsertApp(Application {
+                    id: (*id).to_owned(),
+                    name: format!("{id} name"),
+                    token_prefix: TokenPrefix::parse("kms").unwrap(),
+                    status: AppStatus::Active,
+                    created_at: Timestamp::from_unix(1),
+                    security: AppSecurity::default(),
+                })
+            })
+            .collect();
+        for store in [&model as &dyn Store, &memory, &sqlite] {
+            store.apply(&setup).unwrap();
+        }
+        for op in &ops {
+            let (want, m, s) = match op {
+                Op::Apply(batch) => (
+                    outcome(model.apply(batch)),
+                    outcome(memory.apply(batch)),
+                    outcome(sqlite.apply(batch)),
+                ),
+                Op::ConsumeUse(id) => (
+                    outcome(model.consume_use(id)),
+                    outcome(memory.consume_use(id)),
+                    outcome(sqlite.consume_use(id)),
+                ),
+                Op::Reopen => {
+                    drop(sqlite);
+                    sqlite = SqliteStore::open(&path).unwrap();
+                    (Ok(String::new()), Ok(String::new()), Ok(String::new()))
+                }
+            };
+            prop_assert_eq!(&m, &want, "memory store, after {:?}", op);
+            prop_assert_eq!(&s, &want, "sqlite store, after {:?}", op);
+            let expected = observe(&model);
+            let mem = observe(&memory);
+            let sql = observe(&sqlite);
+            prop_assert!(diff(&expected, &mem).is_none(), "memory store after {:?}: {:?}", op, diff(&expected, &mem));
+            prop_assert!(diff(&expected, &sql).is_none(), "sqlite store after {:?}: {:?}", op, diff(&expected, &sql));
+        }
+    }
+}
