@@ -27,10 +27,16 @@ fn resolve(env: &BTreeMap<String, String>, file: Option<&str>) -> Resolved {
     Ok((format!("{common:?}"), format!("{serve:?}")))
 }
 
-/// The file's settings as `KMS_*` variables, if the text is a flat table of strings,
-/// numbers, booleans and lists of strings (what the file accepts).
-fn file_as_env(text: &str) -> Option<BTreeMap<String, String>> {
+/// The file's settings as `KMS_*` variables, and whether every key is a setting's exact
+/// file key (the file's keys are case-sensitive; an unknown key such as `Listen` would map
+/// to a known variable), if the text is a flat table of strings, numbers, booleans and
+/// lists of strings (what the file accepts).
+fn file_as_env(text: &str) -> Option<(BTreeMap<String, String>, bool)> {
     let table: toml::Table = text.parse().ok()?;
+    let keys: Vec<String> = Sources::env_names()
+        .map(|n| n.trim_start_matches("KMS_").to_ascii_lowercase())
+        .collect();
+    let all_known = table.keys().all(|k| keys.contains(k));
     let mut env = BTreeMap::new();
     for (key, value) in table {
         let text = match value {
@@ -47,7 +53,7 @@ fn file_as_env(text: &str) -> Option<BTreeMap<String, String>> {
         };
         env.insert(format!("KMS_{}", key.to_ascii_uppercase()), text);
     }
-    Some(env)
+    Some((env, all_known))
 }
 
 /// The name of the setting an error is about: the text after "invalid " up to " in ".
@@ -93,12 +99,10 @@ pub(crate) fn run(data: &[u8]) {
     // Only when the environment sets nothing itself (it would win over the file) and the
     // file has no env-only setting.
     if env.is_empty() {
-        if let Some(moved) = file_as_env(&text) {
+        if let Some((moved, all_known)) = file_as_env(&text) {
             if moved.contains_key("KMS_MASTER_KEY") {
                 return;
             }
-            let known: Vec<&str> = Sources::env_names().collect();
-            let all_known = moved.keys().all(|k| known.contains(&k.as_str()));
             let via_env = resolve(&moved, None);
             match (&resolved, &via_env) {
                 (Ok(a), Ok(b)) => assert_eq!(a, b, "file and environment disagree"),
