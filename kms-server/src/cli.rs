@@ -90,6 +90,18 @@ pub enum Command {
     /// Move the database schema between versions.
     #[command(subcommand)]
     Migrate(MigrateCommand),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `kms audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole hash chain of the audit log (from its retention anchor, if events
+    /// were pruned); prints the verdict as `GET /v1/audit/verify` does and exits with
+    /// status 3 when the chain is broken.
+    Verify,
 }
 
 /// Settings of `kms serve`.

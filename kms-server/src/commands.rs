@@ -16,8 +16,8 @@ use serde_json::json;
 
 use crate::alerts::{self, RetryPolicy};
 use crate::cli::{
-    AppCommand, Cli, Command, KeysCommand, MigrateCommand, PageArgs, PermissionCommand,
-    RoleCommand, TokenCommand, TokenCreateArgs, VerifyArgs,
+    AppCommand, AuditCommand, Cli, Command, KeysCommand, MigrateCommand, PageArgs,
+    PermissionCommand, RoleCommand, TokenCommand, TokenCreateArgs, VerifyArgs,
 };
 use crate::config::{Config, MasterKeySource, ServeConfig, Sources};
 use crate::maintenance::Maintenance;
@@ -115,6 +115,15 @@ fn run_inner(cli: Cli) -> Result<ExitCode, CommandError> {
             verify(&kms, args)
         }
         Command::Keys(cmd) => keys(&config, cmd).map(|()| ExitCode::SUCCESS),
+        Command::Audit(AuditCommand::Verify) => {
+            let kms = open_existing(&config)?;
+            let verdict = kms.verify_audit(&kms.operator())?;
+            print_json(&verdict)?;
+            Ok(match verdict {
+                kms_core::AuditVerification::Intact { .. } => ExitCode::SUCCESS,
+                kms_core::AuditVerification::Broken { .. } => ExitCode::from(3),
+            })
+        }
     }
 }
 

@@ -462,3 +462,36 @@ fn default_argon2_parameters_work_end_to_end() {
         "OWASP parameters in the stored hash"
     );
 }
+
+#[test]
+fn audit_verify_checks_the_chain_and_fails_on_an_edited_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    init(&db);
+    for name in ["one", "two"] {
+        let out = run(&db, &["app", "create", "--name", name]);
+        assert!(out.status.success(), "{}", out.stderr);
+    }
+    let out = run(&db, &["audit", "verify"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let v = out.json();
+    assert_eq!(v["ok"], true, "{v}");
+    let events = v["events"].as_u64().unwrap();
+    assert!(events >= 3, "{v}");
+
+    // Someone with write access to the file rewrites what an event says.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let edited = conn
+        .execute(
+            "UPDATE audit_events SET target = 'app_nothing_to_see' WHERE seq = 2",
+            [],
+        )
+        .unwrap();
+    assert_eq!(edited, 1);
+    drop(conn);
+    let out = run(&db, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
+    let v = out.json();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["first_bad_seq"], 2, "{v}");
+}
