@@ -148,8 +148,10 @@ fn app_update(w: &World, req: AppUpdate) {
             if let Some(n) = name {
                 assert_eq!(app.name, n);
             }
+            // Verified without a client address: an application allow-list refuses it.
             let expected = match app.status {
                 AppStatus::Disabled => VerifyCode::Disabled,
+                _ if !app.security.ip_allow.is_empty() => VerifyCode::Forbidden,
                 _ => VerifyCode::Valid,
             };
             assert_eq!(w.verify_code(&w.token), expected);
