@@ -6,8 +6,8 @@
 #   ONLY=cache benches/memory-server.sh       # or ONLY=startup
 #
 # cache: `kms init`, then `filldb` inserts KEYS tokens (cheapest argon2id cost, 10,000 per
-#   transaction). For each allocator setting (glibc defaults; MALLOC_MMAP_THRESHOLD_=32768,
-#   which sends argon2id's working memory to mmap so it is returned on free), a fresh
+#   transaction). For each allocator setting (now one: the binary's
+#   mimalloc; glibc settings such as MALLOC_MMAP_THRESHOLD_=32768 applied before), a fresh
 #   `kms serve` (lockouts off, cache TTL 1 h, logs at warn): RSS once the root token is
 #   cached, then every token verified once over HTTP (`loadgen warm`), RSS again; the
 #   difference over KEYS is the RSS per cached key. Then DURATION seconds of verifications
@@ -82,9 +82,10 @@ if [[ $ONLY == all || $ONLY == cache ]]; then
     root=$("$BIN/kms" --db "$db" init 2>/dev/null | jq -r .root_token)
     "$BIN/filldb" --db "$db" --tokens "$KEYS" --out "$OUT/cache-tokens.txt" | tee -a "$OUT/memory.jsonl"
     first=$(head -1 "$OUT/cache-tokens.txt")
-    for setting in glibc-default MALLOC_MMAP_THRESHOLD_=32768; do
+    # The kms binary links mimalloc, so glibc's MALLOC_* settings no longer apply; one run.
+    for setting in mimalloc; do
         envs=()
-        [[ $setting == glibc-default ]] || envs=("$setting")
+        [[ $setting == *=* ]] && envs=("$setting")
         serve "cache-$setting" "$db" "${envs[@]}"
         verify "$root" "$first" # caches the caller (root) and one key
         base=$(rss_kib "$PID")
