@@ -891,6 +891,15 @@ fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn parse_log_level(s: &str) -> Result<String, String> {
+    // tracing-subscriber 0.3's directive parser slices at byte offsets and panics on some
+    // multi-byte characters (found by the config_parse fuzz target); filters name Rust
+    // targets and levels, which are ASCII, so anything else is refused first.
+    if let Some(c) = s.chars().find(|c| !c.is_ascii() || c.is_ascii_control()) {
+        return Err(format!(
+            "expected ASCII text such as `info` or `kms_server=debug,info`, found {:?}",
+            c
+        ));
+    }
     tracing_subscriber::EnvFilter::try_new(s)
         .map(|_| s.to_owned())
         .map_err(|e| format!("{e} (got {s:?}; try `info` or `kms_server=debug,info`)"))
@@ -1039,6 +1048,22 @@ mod tests {
         assert_eq!(serve.body_limit, 20);
         assert_eq!(serve.request_timeout, Duration::from_secs(5));
         assert_eq!(Config::resolve(&s).unwrap().log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn log_levels_with_non_ascii_text_are_refused_without_a_panic() {
+        for bad in [
+            "info,_server\u{fffd}\u{fffd}=d\u{145}ug",
+            "d\u{e9}bug",
+            "info\n",
+        ] {
+            let err = parse_log_level(bad).unwrap_err();
+            assert!(err.contains("ASCII"), "{err}");
+        }
+        assert_eq!(
+            parse_log_level("kms_server=debug,info").unwrap(),
+            "kms_server=debug,info"
+        );
     }
 
     #[test]
