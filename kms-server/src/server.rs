@@ -340,6 +340,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refused_body_that_never_ends_is_cut_off_by_the_timeout() {
+        let options = HttpOptions {
+            request_timeout: Duration::from_millis(50),
+            body_limit: 16,
+            ..HttpOptions::default()
+        };
+        let app = with_layers(slow_routes(), kms(), Arc::new(Metrics::new()), &options);
+        // Announces more than the limit, sends one chunk, then nothing.
+        use futures_util::StreamExt;
+        let stalled = futures_util::stream::iter([Ok::<_, std::io::Error>(
+            axum::body::Bytes::from_static(b"0123456789"),
+        )])
+        .chain(futures_util::stream::pending());
+        let request = Request::get("/slow")
+            .header("content-length", "1000")
+            .body(Body::from_stream(stalled))
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body_json(response).await["error"]["code"], "unavailable");
+    }
+
+    #[tokio::test]
     async fn every_response_carries_the_security_headers() {
         let app = router(kms(), Arc::new(Metrics::new()), &HttpOptions::default());
         for path in ["/healthz", "/v1/apps", "/nowhere"] {

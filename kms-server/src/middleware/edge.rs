@@ -3,12 +3,11 @@
 //!
 //! 1. gives the request its id ([`request_id`]) and opens its log span ([`trace`]);
 //! 2. resolves the client address and refuses denied networks ([`client_addr`]);
-//! 3. refuses bodies announced larger than the limit ([`body_limit`]);
-//! 4. runs the route under the request timeout ([`timeout`]), answering a panic with
-//!    `500 internal`;
-//! 5. gives error answers the JSON error body with the request id ([`error_body`]), adds
+//! 3. under the request timeout ([`timeout`]): refuses bodies announced larger than the
+//!    limit ([`body_limit`]), then runs the route, answering a panic with `500 internal`;
+//! 4. gives error answers the JSON error body with the request id ([`error_body`]), adds
 //!    the security headers ([`security_headers`]) and `x-request-id`;
-//! 6. records the request in the metrics and logs the answer.
+//! 5. records the request in the metrics and logs the answer.
 //!
 //! Each step is a plain function of its own module; this layer only sequences them, so a
 //! request costs one boxed future here instead of one per step (the steps used to be
@@ -132,12 +131,22 @@ impl EdgeSettings {
 
         let response = async {
             self.network.admit(&mut request)?;
-            let request = body_limit::admit(self.body_limit, request).await?;
-            let work = AssertUnwindSafe(inner.oneshot(request)).catch_unwind();
+            // The body limit's drain of a refused body runs under the timeout too, so a
+            // slow client cannot hold the connection with it.
+            let limit = self.body_limit;
+            let work = async move {
+                let request = body_limit::admit(limit, request).await?;
+                match AssertUnwindSafe(inner.oneshot(request))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(never)) => match never {},
+                    Err(panic) => Err(panicked(panic)),
+                }
+            };
             match timeout::within(started, self.request_timeout, work).await {
-                Some(Ok(Ok(response))) => Ok(response),
-                Some(Ok(Err(never))) => match never {},
-                Some(Err(panic)) => Err(panicked(panic)),
+                Some(result) => result,
                 None => {
                     tracing::warn!(
                         limit_ms = self.request_timeout.as_millis() as u64,
