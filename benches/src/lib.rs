@@ -421,8 +421,10 @@ impl BulkFill<'_> {
             batch,
             threads,
         } = *self;
-        let hasher = SecretHasher::new(params)?;
         let threads = threads.max(1);
+        // As many argon2id computations at once as hashing threads (the hasher's own limit
+        // is one per CPU).
+        let hasher = SecretHasher::with_concurrency(params, threads)?;
         let batch = batch.max(1);
         let mut times = FillTimes {
             threads,

@@ -62,10 +62,19 @@ pub(crate) type ColdOutcome = Option<(Arc<CachedKey>, u64)>;
 /// for.
 #[derive(Default)]
 struct Flight {
-    /// `None` while running; `Some(None)` when it failed (store error or panic: each
-    /// waiter then runs its own), `Some(Some(outcome))` with its verdict.
-    done: Mutex<Option<Option<ColdOutcome>>>,
+    state: Mutex<FlightState>,
     finished: Condvar,
+}
+
+/// Where a [`Flight`] is.
+#[derive(Default, Clone)]
+enum FlightState {
+    #[default]
+    Running,
+    /// The leader failed (store error or panic): each waiter runs its own verification.
+    Failed,
+    /// The leader's verdict.
+    Landed(ColdOutcome),
 }
 
 /// Longest a waiter waits for another thread's cold verification before running its own.
@@ -77,7 +86,7 @@ struct Landing<'a> {
     cache: &'a VerifiedKeyCache,
     digest: Digest,
     flight: Arc<Flight>,
-    outcome: Option<ColdOutcome>,
+    state: FlightState,
 }
 
 impl Drop for Landing<'_> {
@@ -85,8 +94,11 @@ impl Drop for Landing<'_> {
         if let Ok(mut inflight) = self.cache.inflight.lock() {
             inflight.remove(&self.digest);
         }
-        if let Ok(mut done) = self.flight.done.lock() {
-            *done = Some(self.outcome.take());
+        if let Ok(mut state) = self.flight.state.lock() {
+            *state = match std::mem::take(&mut self.state) {
+                FlightState::Running => FlightState::Failed,
+                landed => landed,
+            };
         }
         self.flight.finished.notify_all();
     }
@@ -166,10 +178,10 @@ impl VerifiedKeyCache {
             cache: self,
             digest,
             flight,
-            outcome: None,
+            state: FlightState::Running,
         };
         let outcome = load()?;
-        landing.outcome = Some(outcome.clone());
+        landing.state = FlightState::Landed(outcome.clone());
         Ok(outcome)
     }
 
@@ -223,12 +235,15 @@ impl VerifiedKeyCache {
 impl Flight {
     /// The leader's verdict, or `None` if it failed or took too long.
     fn wait(&self) -> Option<ColdOutcome> {
-        let done = self.done.lock().ok()?;
-        let (done, _) = self
+        let state = self.state.lock().ok()?;
+        let (state, _) = self
             .finished
-            .wait_timeout_while(done, FLIGHT_WAIT, |done| done.is_none())
+            .wait_timeout_while(state, FLIGHT_WAIT, |s| matches!(s, FlightState::Running))
             .ok()?;
-        done.clone().flatten()
+        match &*state {
+            FlightState::Landed(outcome) => Some(outcome.clone()),
+            FlightState::Running | FlightState::Failed => None,
+        }
     }
 }
 

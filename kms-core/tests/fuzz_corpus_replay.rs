@@ -7,45 +7,16 @@
 
 mod fuzz_logic;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+#[path = "fuzz_logic/replay.rs"]
+mod corpus;
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
-}
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    files
-}
-
-/// Runs every seed and regression of `target`, then fails naming each input that panicked.
+/// Replays the target named `target`.
 fn replay(target: &str) {
     let (_, run) = fuzz_logic::TARGETS
         .iter()
         .find(|(name, _)| *name == target)
         .unwrap_or_else(|| panic!("no fuzz target named {target}"));
-    let seeds = files_in(&fuzz_dir().join("corpus").join(target));
-    assert!(!seeds.is_empty(), "fuzz/corpus/{target}/ has no seeds");
-    let regressions = files_in(&fuzz_dir().join("regressions").join(target));
-    let mut failed = Vec::new();
-    for file in seeds.iter().chain(&regressions) {
-        let data = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        if catch_unwind(AssertUnwindSafe(|| run(&data))).is_err() {
-            failed.push(file.display().to_string());
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{target}: these inputs fail: {failed:#?}"
-    );
+    corpus::replay(target, *run);
 }
 
 #[test]

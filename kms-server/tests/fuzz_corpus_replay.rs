@@ -6,39 +6,15 @@
 
 mod fuzz_logic;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    files
-}
+#[path = "../../kms-core/tests/fuzz_logic/replay.rs"]
+mod corpus;
 
 #[test]
 fn every_server_fuzz_target_replays_cleanly() {
-    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     for (target, run) in fuzz_logic::TARGETS {
-        let seeds = files_in(&fuzz.join("corpus").join(target));
-        assert!(!seeds.is_empty(), "fuzz/corpus/{target}/ has no seeds");
-        let regressions = files_in(&fuzz.join("regressions").join(target));
-        let mut failed = Vec::new();
-        for file in seeds.iter().chain(&regressions) {
-            let data = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-            if catch_unwind(AssertUnwindSafe(|| run(&data))).is_err() {
-                failed.push(file.display().to_string());
-            }
-        }
-        assert!(
-            failed.is_empty(),
-            "{target}: these inputs fail: {failed:#?}"
-        );
+        corpus::replay(target, *run);
     }
 }
 
