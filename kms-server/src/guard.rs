@@ -45,6 +45,7 @@ use tower::{Layer, Service};
 use crate::error::ApiError;
 use crate::middleware::auth::{bearer_token, client_ip};
 use crate::middleware::request_id::{RequestId, X_REQUEST_ID};
+use crate::routes::run_blocking;
 
 /// A layer that admits only requests whose bearer token satisfies a permission query.
 #[derive(Clone)]
@@ -130,18 +131,20 @@ where
                 Err(err) => return refuse(err),
             };
             let ip = client_ip(&request);
-            let kms = layer.kms.clone();
-            let query = layer.query.clone();
-            let verified =
-                tokio::task::spawn_blocking(move || kms.verify_token(&token, Some(&query), ip))
-                    .await;
-            let verification = match verified {
-                Ok(Ok(v)) => v,
-                Ok(Err(err)) => return refuse(ApiError::from(err)),
-                Err(_) => {
-                    tracing::error!("the guard's verification task failed");
-                    return refuse(ApiError::internal());
+            // A cached key is checked inline; only a cold one goes to the blocking pool.
+            let verified = match layer
+                .kms
+                .try_verify_token_cached(&token, Some(&layer.query), ip)
+            {
+                Some(result) => result,
+                None => {
+                    let (kms, query) = (layer.kms.clone(), layer.query.clone());
+                    run_blocking(move || kms.verify_token(&token, Some(&query), ip)).await
                 }
+            };
+            let verification = match verified {
+                Ok(v) => v,
+                Err(err) => return refuse(ApiError::from(err)),
             };
             match refusal(&verification, &layer.shown) {
                 Some(err) => refuse(err),
