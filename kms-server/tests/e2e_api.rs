@@ -165,7 +165,12 @@ fn bad_credentials_are_unauthenticated() {
         ("malformed", Some("Bearer not-a-token".to_owned())),
         (
             "bad checksum",
-            Some(format!("Bearer {}x", &token[..token.len() - 1])),
+            // The last character changed (to `x`, or `y` when it already was `x`).
+            Some(format!(
+                "Bearer {}{}",
+                &token[..token.len() - 1],
+                if token.ends_with('x') { 'y' } else { 'x' }
+            )),
         ),
         (
             "unknown",
