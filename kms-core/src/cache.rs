@@ -3,9 +3,16 @@
 //! A MAC rather than a fast non-cryptographic hash: a digest collision would let a forged
 //! token share a valid token's cache entry.
 //!
-//! Invalidation is exact and immediate: an index maps each token id to its digest, and an
-//! epoch counter closes the race between a cold verification that read the store before a
-//! revocation and inserts after it.
+//! Invalidation is exact and immediate: an index maps each token id to the entries cached
+//! for it (digest and the very value inserted), and an epoch counter closes the race between
+//! a cold verification that read the store before a change and inserts after it.
+//!
+//! The index is written by inserts and pruned by the cache's eviction listener. moka calls
+//! that listener late (during housekeeping) and also when an entry is *replaced* under the
+//! same digest, which is what happens whenever a key is cached again: after a policy change,
+//! by each waiter of a coalesced first use, after a flush. So the listener removes an index
+//! entry only when it names the evicted value itself (pointer equality), and never for a
+//! replacement: an old value's late eviction can no longer unlink the live one.
 //!
 //! Cold verifications of one presented token are coalesced (single flight): while one
 //! thread reads the store and runs argon2id for a digest, others presenting the same token
@@ -14,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use crate::env::SecureRandom;
@@ -46,7 +53,7 @@ pub struct CacheStats {
 pub(crate) struct VerifiedKeyCache {
     key: [u8; 32],
     entries: moka::sync::Cache<Digest, Arc<CachedKey>>,
-    by_token: Arc<Mutex<HashMap<String, Digest>>>,
+    by_token: Arc<Mutex<TokenIndex>>,
     epoch: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -108,16 +115,18 @@ impl VerifiedKeyCache {
     pub(crate) fn new(capacity: u64, ttl: Duration, random: &dyn SecureRandom) -> Result<Self> {
         let mut key = [0u8; 32];
         random.fill(&mut key)?;
-        let by_token: Arc<Mutex<HashMap<String, Digest>>> = Arc::default();
+        let by_token: Arc<Mutex<TokenIndex>> = Arc::default();
         let index = Arc::clone(&by_token);
         let entries = moka::sync::Cache::builder()
             .max_capacity(capacity)
             .time_to_live(ttl)
-            .eviction_listener(move |digest: Arc<Digest>, key: Arc<CachedKey>, _cause| {
+            .eviction_listener(move |digest: Arc<Digest>, key: Arc<CachedKey>, cause| {
+                // A replaced entry's digest still maps to a live value (the replacement).
+                if cause == moka::notification::RemovalCause::Replaced {
+                    return;
+                }
                 if let Ok(mut idx) = index.lock() {
-                    if idx.get(&key.record.id) == Some(&*digest) {
-                        idx.remove(&key.record.id);
-                    }
+                    idx.unlink(&digest, &key);
                 }
             })
             .build();
@@ -191,10 +200,16 @@ impl VerifiedKeyCache {
     }
 
     /// Inserts `key` unless an invalidation happened since `epoch` was read.
+    ///
+    /// The index is written before the entry, and the epoch compared after it, so an
+    /// invalidation running at the same time either finds the entry through the index or
+    /// has moved the epoch, and then the entry is removed here.
     pub(crate) fn insert(&self, digest: Digest, key: Arc<CachedKey>, epoch: u64) {
         let id = key.record.id.clone();
-        if let Ok(mut idx) = self.by_token.lock() {
-            idx.insert(id.clone(), digest);
+        match self.by_token.lock() {
+            Ok(mut idx) => idx.link(&id, digest, &key),
+            // Without the index the entry could not be invalidated: don't cache it.
+            Err(_) => return,
         }
         self.entries.insert(digest, key);
         if self.epoch() != epoch {
@@ -202,18 +217,41 @@ impl VerifiedKeyCache {
         }
     }
 
+    /// Drops every entry cached for token `id`, at once.
     pub(crate) fn invalidate_token(&self, id: &str) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.remove_token(id);
     }
 
     fn remove_token(&self, id: &str) {
-        let digest = self.by_token.lock().ok().and_then(|mut idx| idx.remove(id));
-        if let Some(d) = digest {
+        let digests = match self.by_token.lock() {
+            Ok(mut idx) => idx.take(id),
+            // A poisoned index cannot say where the token is: drop everything.
+            Err(_) => return self.entries.invalidate_all(),
+        };
+        for d in digests {
             self.entries.invalidate(&d);
         }
     }
 
+    /// Drops every entry of application `app_id` (its status or settings changed), leaving
+    /// other applications' keys cached.
+    pub(crate) fn invalidate_app(&self, app_id: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.shared.forget_app(app_id);
+        let ids: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, k)| k.record.app_id == app_id)
+            .map(|(_, k)| k.record.id.clone())
+            .collect();
+        for id in ids {
+            self.remove_token(&id);
+        }
+    }
+
+    /// Drops every entry. moka's `invalidate_all` is itself immediate (nothing inserted
+    /// before it is returned again); the index is cleared so it holds only later entries.
     pub(crate) fn invalidate_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.shared.clear();
@@ -221,6 +259,13 @@ impl VerifiedKeyCache {
         if let Ok(mut idx) = self.by_token.lock() {
             idx.clear();
         }
+    }
+
+    /// Runs moka's pending maintenance (evictions and their listener) now; for tests that
+    /// check the index against the entries.
+    #[cfg(test)]
+    fn run_pending_tasks(&self) {
+        self.entries.run_pending_tasks();
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
@@ -244,6 +289,57 @@ impl Flight {
             FlightState::Landed(outcome) => Some(outcome.clone()),
             FlightState::Running | FlightState::Failed => None,
         }
+    }
+}
+
+/// Where each token's cached entries are: for each token id, the digest of every presented
+/// form cached and the value inserted under it. (A token has one presented form, so this is
+/// one entry in practice; a list keeps the index exact without relying on that.)
+#[derive(Default)]
+struct TokenIndex(HashMap<String, Vec<(Digest, Weak<CachedKey>)>>);
+
+impl TokenIndex {
+    /// Records that `key` is (about to be) cached under `digest`.
+    fn link(&mut self, id: &str, digest: Digest, key: &Arc<CachedKey>) {
+        let list = self.0.entry(id.to_owned()).or_default();
+        let weak = Arc::downgrade(key);
+        match list.iter_mut().find(|(d, _)| *d == digest) {
+            Some(slot) => slot.1 = weak,
+            None => list.push((digest, weak)),
+        }
+    }
+
+    /// Forgets `digest` for `key`'s token, if the index still names that very value there;
+    /// a later value cached under the same digest stays linked.
+    fn unlink(&mut self, digest: &Digest, key: &Arc<CachedKey>) {
+        let id = &key.record.id;
+        let Some(list) = self.0.get_mut(id) else {
+            return;
+        };
+        list.retain(|(d, v)| !(d == digest && std::ptr::eq(v.as_ptr(), Arc::as_ptr(key))));
+        if list.is_empty() {
+            self.0.remove(id);
+        }
+    }
+
+    /// Removes and returns every digest cached for `id`.
+    fn take(&mut self, id: &str) -> Vec<Digest> {
+        self.0
+            .remove(id)
+            .map(|l| l.into_iter().map(|(d, _)| d).collect())
+            .unwrap_or_default()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    #[cfg(test)]
+    fn digests(&self, id: &str) -> Vec<Digest> {
+        self.0
+            .get(id)
+            .map(|l| l.iter().map(|(d, _)| *d).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -306,7 +402,14 @@ impl SharedParts {
         set
     }
 
-    /// Forgets everything (policy or application changes).
+    /// Forgets the shared copy of one application (it changed).
+    pub(crate) fn forget_app(&self, app_id: &str) {
+        if let Ok(mut a) = self.apps.lock() {
+            a.remove(app_id);
+        }
+    }
+
+    /// Forgets everything (policy changes).
     pub(crate) fn clear(&self) {
         if let Ok(mut a) = self.apps.lock() {
             a.clear();
@@ -314,5 +417,128 @@ impl SharedParts {
         if let Ok(mut e) = self.effective.lock() {
             e.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::{OsRandom, Timestamp};
+    use crate::model::{AppSecurity, TokenLimits, TokenStatus};
+    use crate::policy::Policy;
+    use crate::snapshot::PermissionSnapshot;
+    use crate::token_format::TokenPrefix;
+
+    fn key(id: &str, app_id: &str) -> Arc<CachedKey> {
+        let snap = PermissionSnapshot::compile(Arc::new(Policy::default()), 1);
+        let empty: [crate::scope::Scope; 0] = [];
+        let no_roles: [crate::scope::RoleName; 0] = [];
+        Arc::new(CachedKey {
+            record: TokenRecord {
+                id: id.to_owned(),
+                app_id: app_id.to_owned(),
+                name: "t".to_owned(),
+                secret_hash: String::new(),
+                start: String::new(),
+                status: TokenStatus::Active,
+                created_at: Timestamp::from_unix(0),
+                expires_at: None,
+                revoked_at: None,
+                scopes: Vec::new(),
+                roles: Vec::new(),
+                metadata: serde_json::Map::new(),
+                limits: TokenLimits::default(),
+                rotated_from: None,
+                rotated_to: None,
+            },
+            app: Arc::new(Application {
+                id: app_id.to_owned(),
+                name: app_id.to_owned(),
+                token_prefix: TokenPrefix::default_prefix(),
+                status: crate::model::AppStatus::Active,
+                created_at: Timestamp::from_unix(0),
+                security: AppSecurity::default(),
+            }),
+            effective: Arc::new(snap.effective(empty.iter(), no_roles.iter())),
+        })
+    }
+
+    fn cache() -> VerifiedKeyCache {
+        let cache = VerifiedKeyCache::new(1000, Duration::from_secs(600), &OsRandom);
+        cache.unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[test]
+    fn a_key_cached_again_under_its_digest_is_still_invalidated() {
+        let cache = cache();
+        let d = cache.digest("kms_token");
+        // Cached twice: the second insert replaces the first under the same digest (a
+        // coalesced first use's waiters, a re-verification after a policy change).
+        cache.insert(d, key("tok_a", "app_1"), cache.epoch());
+        cache.insert(d, key("tok_a", "app_1"), cache.epoch());
+        cache.run_pending_tasks();
+        assert!(cache.get(&d).is_some());
+        cache.invalidate_token("tok_a");
+        assert!(
+            cache.get(&d).is_none(),
+            "the live entry escaped invalidation"
+        );
+    }
+
+    #[test]
+    fn a_late_eviction_of_a_flushed_value_does_not_unlink_its_successor() {
+        let cache = cache();
+        let d = cache.digest("kms_token");
+        cache.insert(d, key("tok_a", "app_1"), cache.epoch());
+        cache.invalidate_all();
+        cache.insert(d, key("tok_a", "app_1"), cache.epoch());
+        // The flushed value's eviction is notified only now, after its successor.
+        cache.run_pending_tasks();
+        assert_eq!(
+            cache.by_token.lock().map(|i| i.digests("tok_a")).ok(),
+            Some(vec![d])
+        );
+        cache.invalidate_token("tok_a");
+        assert!(cache.get(&d).is_none());
+    }
+
+    #[test]
+    fn an_insert_that_raced_an_invalidation_is_dropped() {
+        let cache = cache();
+        let d = cache.digest("kms_token");
+        let epoch = cache.epoch(); // read before the store lookup
+        cache.invalidate_token("tok_a"); // the revocation lands in between
+        cache.insert(d, key("tok_a", "app_1"), epoch);
+        assert!(cache.get(&d).is_none());
+    }
+
+    #[test]
+    fn an_application_change_drops_only_that_applications_keys() {
+        let cache = cache();
+        let (a, b) = (cache.digest("kms_a"), cache.digest("kms_b"));
+        cache.insert(a, key("tok_a", "app_1"), cache.epoch());
+        cache.insert(b, key("tok_b", "app_2"), cache.epoch());
+        cache.invalidate_app("app_1");
+        assert!(cache.get(&a).is_none());
+        assert!(cache.get(&b).is_some());
+        // And the index of the other application's key still works.
+        cache.invalidate_token("tok_b");
+        assert!(cache.get(&b).is_none());
+    }
+
+    #[test]
+    fn expiry_prunes_the_index() {
+        let cache = VerifiedKeyCache::new(1000, Duration::from_millis(1), &OsRandom)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let d = cache.digest("kms_token");
+        cache.insert(d, key("tok_a", "app_1"), cache.epoch());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(cache.get(&d).is_none());
+        cache.run_pending_tasks();
+        assert!(cache
+            .by_token
+            .lock()
+            .map(|i| i.digests("tok_a").is_empty())
+            .unwrap_or(false));
     }
 }

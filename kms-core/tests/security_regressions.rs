@@ -14,22 +14,21 @@
     reason = "tests fail loudly"
 )]
 
+#[path = "support/counting_store.rs"]
+mod counting_store;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use base64::Engine;
-use kms_core::store::{
-    AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
-    TokenStore, UseOutcome,
-};
+use counting_store::CountingStore;
+use kms_core::store::{Store, TokenStore};
 use kms_core::token_format::{self, TokenPrefix};
 use kms_core::{
-    AppUpdate, Application, AuditEvent, AuditFilter, AuditQuery, AuditVerification, Caller,
-    ErrorCode, HashParams, Kms, ManualClock, MasterKey, NewApp, NewPermission, NewRole, NewToken,
-    OsRandom, PageRequest, Policy, RefreshRecord, Revocation, RoleName, RoleUpdate, RotateToken,
-    Scope, SigningKeyRecord, StoreError, Timestamp, TokenRecord, TokenUpdate, VerifyCode,
-    VerifyRequest, MAX_PAGE_LIMIT,
+    AppUpdate, Application, AuditFilter, AuditVerification, Caller, ErrorCode, HashParams, Kms,
+    ManualClock, MasterKey, NewApp, NewPermission, NewRole, NewToken, OsRandom, PageRequest,
+    RoleUpdate, RotateToken, Timestamp, TokenUpdate, VerifyCode, VerifyRequest, MAX_PAGE_LIMIT,
 };
 use kms_store::{MemoryStore, SqliteStore};
 
@@ -746,127 +745,6 @@ fn hostile_text_is_stored_verbatim_and_only_control_characters_are_refused() {
     ));
 }
 
-/// A store that records which methods were called, delegating to a memory store.
-struct CountingStore {
-    inner: MemoryStore,
-    calls: Mutex<Vec<&'static str>>,
-}
-
-impl CountingStore {
-    fn note(&self, method: &'static str) {
-        self.calls.lock().unwrap().push(method);
-    }
-
-    fn take(&self) -> Vec<&'static str> {
-        std::mem::take(&mut *self.calls.lock().unwrap())
-    }
-}
-
-impl AppStore for CountingStore {
-    fn get_app(&self, id: &str) -> Result<Option<Application>, StoreError> {
-        self.note("get_app");
-        self.inner.get_app(id)
-    }
-    fn list_apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<Application>, StoreError> {
-        self.note("list_apps");
-        self.inner.list_apps(after, limit)
-    }
-}
-
-impl TokenStore for CountingStore {
-    fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.note("get_token");
-        self.inner.get_token(id)
-    }
-    fn list_tokens(
-        &self,
-        app_id: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<TokenRecord>, StoreError> {
-        self.note("list_tokens");
-        self.inner.list_tokens(app_id, after, limit)
-    }
-    fn scope_is_granted(&self, scope: &Scope) -> Result<bool, StoreError> {
-        self.note("scope_is_granted");
-        self.inner.scope_is_granted(scope)
-    }
-    fn role_is_granted(&self, role: &RoleName) -> Result<bool, StoreError> {
-        self.note("role_is_granted");
-        self.inner.role_is_granted(role)
-    }
-    fn expired_tokens(
-        &self,
-        before: kms_core::Timestamp,
-        limit: usize,
-    ) -> Result<Vec<TokenRecord>, StoreError> {
-        self.note("expired_tokens");
-        self.inner.expired_tokens(before, limit)
-    }
-    fn consume_use(&self, id: &str) -> Result<UseOutcome, StoreError> {
-        self.note("consume_use");
-        self.inner.consume_use(id)
-    }
-}
-
-impl PolicyStore for CountingStore {
-    fn load_policy(&self) -> Result<Policy, StoreError> {
-        self.note("load_policy");
-        self.inner.load_policy()
-    }
-}
-
-impl KeyStore for CountingStore {
-    fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
-        self.note("list_signing_keys");
-        self.inner.list_signing_keys()
-    }
-}
-
-impl GrantStore for CountingStore {
-    fn get_refresh_token(&self, id: &str) -> Result<Option<RefreshRecord>, StoreError> {
-        self.note("get_refresh_token");
-        self.inner.get_refresh_token(id)
-    }
-    fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError> {
-        self.note("list_revocations");
-        self.inner.list_revocations()
-    }
-}
-
-impl AuditStore for CountingStore {
-    fn last_audit_event(&self) -> Result<Option<AuditEvent>, StoreError> {
-        self.note("last_audit_event");
-        self.inner.last_audit_event()
-    }
-    fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        self.note("list_audit");
-        self.inner.list_audit(query)
-    }
-    fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
-        self.note("audit_after");
-        self.inner.audit_after(after_seq, limit)
-    }
-}
-
-impl Store for CountingStore {
-    fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
-        self.note("apply");
-        self.inner.apply(batch)
-    }
-    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.note("get_meta");
-        self.inner.get_meta(key)
-    }
-    fn subscribe(&self, listener: Weak<dyn ChangeListener>) {
-        self.inner.subscribe(listener)
-    }
-    fn ping(&self) -> Result<(), StoreError> {
-        self.note("ping");
-        self.inner.ping()
-    }
-}
-
 struct Counted {
     kms: Kms,
     store: Arc<CountingStore>,
@@ -879,10 +757,7 @@ struct Counted {
 /// A service with the verified-key cache off, so every verification takes the cold path;
 /// two applications, a key in each, and a caller of the first that may verify.
 fn counted() -> Counted {
-    let store = Arc::new(CountingStore {
-        inner: MemoryStore::new(),
-        calls: Mutex::new(Vec::new()),
-    });
+    let store = Arc::new(CountingStore::new());
     let kms = Kms::builder(store.clone())
         .clock(Arc::new(ManualClock::new(Timestamp::from_unix(NOW))))
         .hash_params(HashParams::insecure_for_tests())

@@ -200,7 +200,7 @@ impl ChangeListener for InvalidationHook {
         };
         match change {
             Change::Token(id) => inner.cache.invalidate_token(id),
-            Change::App(_) => inner.cache.invalidate_all(),
+            Change::App(id) => inner.cache.invalidate_app(id),
             Change::Policy => {
                 // Mark first, so a failed reload leaves the snapshot known-stale and the
                 // next operation retries (failing closed while the store is down).

@@ -1,0 +1,181 @@
+//! A store that records which methods were called, and can run a hook after each call,
+//! delegating to a memory store. Shared by the tests that watch the facade's store traffic
+//! or force an interleaving at a store call.
+
+#![allow(dead_code, reason = "each test binary uses part of it")]
+#![allow(clippy::unwrap_used, reason = "test support")]
+
+use std::sync::{Arc, Mutex, Weak};
+
+use kms_core::store::{
+    AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
+    TokenStore, UseOutcome,
+};
+use kms_core::{
+    Application, AuditEvent, AuditQuery, Policy, RefreshRecord, Revocation, RoleName, Scope,
+    SigningKeyRecord, StoreError, TokenRecord,
+};
+use kms_store::MemoryStore;
+
+/// Runs after a store method returns (before its result reaches the caller), with the
+/// method's name.
+pub(crate) type Hook = Arc<dyn Fn(&'static str) + Send + Sync>;
+
+/// A store that records which methods were called, delegating to a memory store.
+pub(crate) struct CountingStore {
+    pub(crate) inner: MemoryStore,
+    pub(crate) calls: Mutex<Vec<&'static str>>,
+    pub(crate) hook: Mutex<Option<Hook>>,
+}
+
+impl CountingStore {
+    /// A counting store over an empty memory store.
+    pub(crate) fn new() -> CountingStore {
+        CountingStore {
+            inner: MemoryStore::new(),
+            calls: Mutex::new(Vec::new()),
+            hook: Mutex::new(None),
+        }
+    }
+
+    /// Runs `hook` after every later call (replacing any earlier hook).
+    pub(crate) fn set_hook(&self, hook: Option<Hook>) {
+        *self.hook.lock().unwrap() = hook;
+    }
+
+    fn note(&self, method: &'static str) {
+        self.calls.lock().unwrap().push(method);
+        let hook = self.hook.lock().unwrap().clone();
+        if let Some(h) = hook {
+            h(method);
+        }
+    }
+
+    /// The calls since the last `take`.
+    pub(crate) fn take(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+impl AppStore for CountingStore {
+    fn get_app(&self, id: &str) -> Result<Option<Application>, StoreError> {
+        let result = self.inner.get_app(id);
+        self.note("get_app");
+        result
+    }
+    fn list_apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<Application>, StoreError> {
+        let result = self.inner.list_apps(after, limit);
+        self.note("list_apps");
+        result
+    }
+}
+
+impl TokenStore for CountingStore {
+    fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let result = self.inner.get_token(id);
+        self.note("get_token");
+        result
+    }
+    fn list_tokens(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let result = self.inner.list_tokens(app_id, after, limit);
+        self.note("list_tokens");
+        result
+    }
+    fn scope_is_granted(&self, scope: &Scope) -> Result<bool, StoreError> {
+        let result = self.inner.scope_is_granted(scope);
+        self.note("scope_is_granted");
+        result
+    }
+    fn role_is_granted(&self, role: &RoleName) -> Result<bool, StoreError> {
+        let result = self.inner.role_is_granted(role);
+        self.note("role_is_granted");
+        result
+    }
+    fn expired_tokens(
+        &self,
+        before: kms_core::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let result = self.inner.expired_tokens(before, limit);
+        self.note("expired_tokens");
+        result
+    }
+    fn consume_use(&self, id: &str) -> Result<UseOutcome, StoreError> {
+        let result = self.inner.consume_use(id);
+        self.note("consume_use");
+        result
+    }
+}
+
+impl PolicyStore for CountingStore {
+    fn load_policy(&self) -> Result<Policy, StoreError> {
+        let result = self.inner.load_policy();
+        self.note("load_policy");
+        result
+    }
+}
+
+impl KeyStore for CountingStore {
+    fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        let result = self.inner.list_signing_keys();
+        self.note("list_signing_keys");
+        result
+    }
+}
+
+impl GrantStore for CountingStore {
+    fn get_refresh_token(&self, id: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        let result = self.inner.get_refresh_token(id);
+        self.note("get_refresh_token");
+        result
+    }
+    fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        let result = self.inner.list_revocations();
+        self.note("list_revocations");
+        result
+    }
+}
+
+impl AuditStore for CountingStore {
+    fn last_audit_event(&self) -> Result<Option<AuditEvent>, StoreError> {
+        let result = self.inner.last_audit_event();
+        self.note("last_audit_event");
+        result
+    }
+    fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let result = self.inner.list_audit(query);
+        self.note("list_audit");
+        result
+    }
+    fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let result = self.inner.audit_after(after_seq, limit);
+        self.note("audit_after");
+        result
+    }
+}
+
+impl Store for CountingStore {
+    fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
+        let result = self.inner.apply(batch);
+        self.note("apply");
+        result
+    }
+    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let result = self.inner.get_meta(key);
+        self.note("get_meta");
+        result
+    }
+    fn subscribe(&self, listener: Weak<dyn ChangeListener>) {
+        self.inner.subscribe(listener)
+    }
+    fn ping(&self) -> Result<(), StoreError> {
+        let result = self.inner.ping();
+        self.note("ping");
+        result
+    }
+}
