@@ -87,6 +87,15 @@ pub enum Error {
         /// The missing scope.
         required: String,
     },
+    /// The caller asked to give a token a looser limit than it has itself: a later expiry,
+    /// more uses, a faster rate or a wider network (403, like a missing scope).
+    #[error("a key cannot give a token a looser {limit} than its own ({own})")]
+    LooserLimit {
+        /// Which limit: `expires_at`, `uses`, `ratelimit` or `ip_allow`.
+        limit: &'static str,
+        /// The caller's own limit, for the message.
+        own: String,
+    },
     /// The object does not exist or is not visible to the caller.
     #[error("{0}")]
     NotFound(String),
@@ -148,7 +157,7 @@ impl Error {
         match self {
             Error::InvalidRequest { .. } => ErrorCode::InvalidRequest,
             Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
-            Error::Forbidden { .. } => ErrorCode::Forbidden,
+            Error::Forbidden { .. } | Error::LooserLimit { .. } => ErrorCode::Forbidden,
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::Conflict(_) => ErrorCode::Conflict,
             Error::RateLimited { .. } => ErrorCode::RateLimited,

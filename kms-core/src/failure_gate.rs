@@ -67,6 +67,11 @@ impl FailureGate {
         }
     }
 
+    /// The thresholds in force.
+    pub(crate) fn policy(&self) -> LockoutPolicy {
+        self.policy
+    }
+
     /// Seconds until `source` may try again, if it is locked out.
     pub(crate) fn locked_for(&self, source: &str, now: Timestamp) -> Option<u64> {
         let locked = self.locked.read().ok()?;
@@ -160,7 +165,9 @@ mod tests {
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SecurityEvent {
-    /// A source (`ip:<address>` or `tok:<lookup id>`) was locked out after repeated failures.
+    /// A source (`ip:<address>`, `ip:<application>:<address>` for an address a tenant
+    /// reported, or `caller:<token id>` for a verifying service) was locked out after
+    /// repeated failures.
     Lockout {
         /// The locked source.
         source: String,

@@ -146,6 +146,11 @@ impl IpNetwork {
             .map(|a| IpNetwork(ipnet::IpNet::from(a)))
     }
 
+    /// Whether every address of `self` lies in `outer`.
+    pub fn is_within(&self, outer: &IpNetwork) -> bool {
+        outer.0.contains(&self.0)
+    }
+
     /// Whether `ip` lies in the network. IPv4-mapped IPv6 addresses match IPv4 networks.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {

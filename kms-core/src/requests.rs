@@ -41,6 +41,7 @@ pub struct NewApp {
 
 /// Change an application.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct AppUpdate {
     /// New name.
     #[serde(default)]
@@ -87,6 +88,7 @@ pub struct NewRole {
 
 /// Change a role; absent fields stay as they are, given lists replace the old ones.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoleUpdate {
     /// New description.
     #[serde(default)]
@@ -142,6 +144,7 @@ pub struct NewToken {
 /// Change a token's name, metadata or limits. For the limits, JSON `null` removes the limit
 /// and an absent field leaves it unchanged.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenUpdate {
     /// New name.
     #[serde(default)]

@@ -76,7 +76,8 @@ enum Op {
         app: usize,
         disabled: bool,
     },
-    TouchApp(usize),
+    /// Renames an application (any change to one application).
+    RenameApp(usize, u8),
     CreatePermission(usize),
     DeletePermission(usize),
     CreateRole {
@@ -111,7 +112,7 @@ fn op() -> impl Strategy<Value = Op> {
               proptest::option::of(proptest::option::of(0..IPS.len())))
             .prop_map(|(token, uses, ratelimit, ip_allow)| Op::UpdateLimits { token, uses, ratelimit, ip_allow }),
         1 => (0..APPS, any::<bool>()).prop_map(|(app, disabled)| Op::SetAppStatus { app, disabled }),
-        1 => (0..APPS).prop_map(Op::TouchApp),
+        1 => (0..APPS, 0u8..3).prop_map(|(app, n)| Op::RenameApp(app, n)),
         1 => (0..EXTRA.len()).prop_map(Op::CreatePermission),
         1 => (0..EXTRA.len()).prop_map(Op::DeletePermission),
         1 => (0..ROLES.len(), subset(SCOPES.len())).prop_map(|(role, scopes)| Op::CreateRole { role, scopes }),
@@ -268,9 +269,13 @@ impl Side {
                 )
                 .map(|a| format!("{:?}", a.status))
             }
-            Op::TouchApp(app) => k
-                .update_app(&caller, &self.apps[*app], json(serde_json::json!({})))
-                .map(|_| "touched".into()),
+            Op::RenameApp(app, n) => k
+                .update_app(
+                    &caller,
+                    &self.apps[*app],
+                    json(serde_json::json!({ "name": format!("app{app}-{n}") })),
+                )
+                .map(|_| "renamed".into()),
             Op::CreatePermission(i) => k
                 .create_permission(&caller, json(serde_json::json!({ "scope": EXTRA[*i] })))
                 .map(|_| "created".into()),

@@ -1166,9 +1166,10 @@ fn repeated_failures_lock_out_the_source_and_are_audited() {
 }
 
 #[test]
-fn guessing_secrets_for_one_token_id_locks_that_id_but_not_its_cached_holder() {
+fn guessing_secrets_for_one_token_id_never_refuses_its_holder_and_is_audited() {
     let kms = Kms::builder(Arc::new(MemoryStore::new()))
         .hash_params(HashParams::insecure_for_tests())
+        .cache_capacity(0) // the holder is never helped by a cached entry here
         .lockout_policy(kms_core::LockoutPolicy {
             threshold: 3,
             window_secs: 60,
@@ -1177,28 +1178,147 @@ fn guessing_secrets_for_one_token_id_locks_that_id_but_not_its_cached_holder() {
         .build()
         .unwrap();
     let root = kms.initialize().unwrap().token;
-    assert_eq!(
-        kms.verify_token(&root, None, None).unwrap().code(),
-        VerifyCode::Valid
-    );
-    for i in 0..3 {
+    let root_id = kms
+        .authenticate(&root, None)
+        .unwrap()
+        .token_id()
+        .unwrap()
+        .to_owned();
+    let guesser: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    for i in 0..5 {
         let guess = reforge(&root, |body| {
-            body.replace_range(20..22, ["AA", "BB", "CC"][i])
+            body.replace_range(20..22, ["AA", "BB", "CC", "DD", "EE"][i])
         });
+        // Guesses without a source (in-process) are never refused: there is nobody to
+        // lock but the id, and the id's holder did nothing.
         assert_eq!(
             kms.verify_token(&guess, None, None).unwrap().code(),
             VerifyCode::NotFound
         );
+        // Guesses from an address lock that address out after the threshold.
+        let from_guesser = kms
+            .verify_token(&guess, None, Some(guesser))
+            .unwrap()
+            .code();
+        let expected = if i < 3 {
+            VerifyCode::NotFound
+        } else {
+            VerifyCode::RateLimited
+        };
+        assert_eq!(from_guesser, expected, "guess {i}");
     }
-    let guess = reforge(&root, |body| body.replace_range(20..22, "DD"));
-    assert_eq!(
-        kms.verify_token(&guess, None, None).unwrap().code(),
-        VerifyCode::RateLimited
-    );
+    // The holder, uncached, from anywhere else or from nowhere: accepted.
     assert_eq!(
         kms.verify_token(&root, None, None).unwrap().code(),
         VerifyCode::Valid
     );
+    let elsewhere: std::net::IpAddr = "198.51.100.1".parse().unwrap();
+    assert!(kms.authenticate(&root, Some(elsewhere)).is_ok());
+    // The campaign against the id is audited once, naming the id.
+    let op = kms.operator();
+    let events = kms
+        .list_audit(
+            &op,
+            kms_core::AuditFilter {
+                action: Some("security.guessing".into()),
+                ..Default::default()
+            },
+            PageRequest::default(),
+        )
+        .unwrap();
+    assert_eq!(events.items.len(), 1, "{:?}", events.items);
+    assert_eq!(events.items[0].target, root_id);
+}
+
+#[test]
+fn a_tenant_cannot_lock_out_another_key_by_its_id_and_locks_only_itself() {
+    let kms = Kms::builder(Arc::new(MemoryStore::new()))
+        .hash_params(HashParams::insecure_for_tests())
+        .cache_capacity(0)
+        .lockout_policy(kms_core::LockoutPolicy {
+            threshold: 3,
+            window_secs: 60,
+            lockout_secs: 120,
+        })
+        .build()
+        .unwrap();
+    let root = kms.initialize().unwrap().token;
+    let op = kms.operator();
+    let tenant_app = kms
+        .create_app(
+            &op,
+            NewApp {
+                name: "t".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let verifier = kms
+        .create_token(
+            &op,
+            &tenant_app.id,
+            NewToken {
+                name: "v".into(),
+                scopes: vec!["token.verify".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let tenant = kms.authenticate(&verifier.token, None).unwrap();
+    // Forged tokens carrying the root token's id, without an address in the request.
+    for i in 0..10 {
+        let forged = reforge(&root, |body| body.replace_range(20..22, &format!("{i:02}")));
+        let req = VerifyRequest {
+            token: forged,
+            ..Default::default()
+        };
+        let code = kms.verify(&tenant, &req).unwrap().code();
+        assert!(
+            matches!(code, VerifyCode::NotFound | VerifyCode::RateLimited),
+            "{code:?}"
+        );
+    }
+    // The root token is not refused, anywhere.
+    assert!(kms.authenticate(&root, None).is_ok());
+    assert!(kms
+        .authenticate(&root, Some("192.0.2.1".parse().unwrap()))
+        .is_ok());
+    // The tenant that sent the guesses is the one locked out of cold verifications.
+    let own = kms
+        .create_token(
+            &op,
+            &tenant_app.id,
+            NewToken {
+                name: "u".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let req = VerifyRequest {
+        token: own.token,
+        ..Default::default()
+    };
+    assert_eq!(
+        kms.verify(&tenant, &req).unwrap().code(),
+        VerifyCode::RateLimited
+    );
+    // The failures are audited once per window, attributed to the tenant's key, in its
+    // application.
+    let failures = kms
+        .list_audit(
+            &op,
+            kms_core::AuditFilter {
+                action: Some("auth.failure".into()),
+                ..Default::default()
+            },
+            PageRequest::default(),
+        )
+        .unwrap();
+    assert_eq!(failures.items.len(), 1, "{:?}", failures.items);
+    let event = &failures.items[0];
+    assert_eq!(event.actor, verifier.info.id);
+    assert_eq!(event.app_id.as_deref(), Some(tenant_app.id.as_str()));
+    assert_eq!(event.target, format!("caller:{}", verifier.info.id));
 }
 
 fn retention_prunes_old_audit_events_and_keeps_the_chain_verifiable(e: Env) {

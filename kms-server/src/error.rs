@@ -286,6 +286,12 @@ impl From<kms_core::Error> for ApiError {
             }
             E::Unauthenticated(message) => ApiError::unauthenticated(message),
             E::Forbidden { required } => ApiError::forbidden(required),
+            E::LooserLimit { limit, ref own } => {
+                let mut out = ApiError::new(StatusCode::FORBIDDEN, "forbidden", err.to_string());
+                out.details.insert("limit".to_owned(), json!(limit));
+                out.details.insert("own".to_owned(), json!(own));
+                out
+            }
             E::NotFound(message) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             E::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             E::RateLimited { retry_after_secs } => {

@@ -103,6 +103,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ),
             _ => ApiError::invalid_field("body", format!("malformed JSON: {e}")),
         })?;
+    // The common case costs one pass; the error paths below may take more.
+    let first = match T::deserialize(&value) {
+        Ok(parsed) => return Ok(parsed),
+        Err(err) => err,
+    };
+    let mut value = value;
+    let unknown = match unknown_field_name(&first) {
+        Some(_) => strip_unknown_fields::<T>(&mut value),
+        None => Vec::new(),
+    };
+    if !unknown.is_empty() {
+        let fields = unknown
+            .into_iter()
+            .map(|(name, problem)| kms_core::FieldError::new(name, problem))
+            .collect();
+        return Err(ApiError::from(kms_core::Error::InvalidRequest { fields }));
+    }
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
@@ -115,6 +132,47 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::invalid_field(field, data_problem(&inner))
     })
+}
+
+/// Every top-level field of `value` that `T` refuses as unknown (bodies that change an
+/// object refuse fields they cannot change instead of ignoring them), each with serde's
+/// problem; found by removing them one at a time, at most once per field.
+fn strip_unknown_fields<T: DeserializeOwned>(
+    value: &mut serde_json::Value,
+) -> Vec<(String, String)> {
+    let mut unknown = Vec::new();
+    let Some(len) = value.as_object().map(serde_json::Map::len) else {
+        return unknown;
+    };
+    for _ in 0..len {
+        let Err(err) = serde_json::from_value::<T>(value.clone()) else {
+            break;
+        };
+        let Some(name) = unknown_field_name(&err) else {
+            break;
+        };
+        let Some(obj) = value.as_object_mut() else {
+            break;
+        };
+        if obj.remove(&name).is_none() {
+            break;
+        }
+        let problem =
+            data_problem(&err).replacen(&format!("unknown field `{name}`"), "unknown field", 1);
+        unknown.push((
+            printable(&name, 64),
+            format!("{problem}; it cannot be set here"),
+        ));
+    }
+    unknown
+}
+
+/// The name in serde's "unknown field `x`, expected ..." message.
+fn unknown_field_name(err: &serde_json::Error) -> Option<String> {
+    let text = err.to_string();
+    let rest = text.strip_prefix("unknown field `")?;
+    let end = rest.find('`')?;
+    Some(rest[..end].to_owned())
 }
 
 /// The name in serde's "missing field `x`" message, which carries no path of its own.

@@ -95,6 +95,7 @@ pub struct NewAppBody {
 
 /// Body of `PATCH /v1/apps/{id}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AppPatchBody {
     /// New name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,6 +217,7 @@ pub struct NewRoleBody {
 
 /// Body of `PATCH /v1/roles/{name}`: given lists replace the old ones.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RolePatchBody {
     /// New description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -297,6 +299,7 @@ pub struct NewTokenBody {
 /// Body of `PATCH /v1/tokens/{id}`: for the limits, `null` removes the limit and an absent
 /// field leaves it unchanged (in Rust: `Some(None)` and `None`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TokenPatchBody {
     /// New name.
     #[serde(default, skip_serializing_if = "Option::is_none")]

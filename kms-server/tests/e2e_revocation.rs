@@ -201,7 +201,12 @@ fn trigger(w: &World, t: Trigger, token: &str, app: &str, n: usize, by_bearer: b
             use_once();
             let other = w.app(&format!("other-{n}"));
             if matches!(t, Trigger::OtherTenantRenamesItsApp) {
-                w.admin("PATCH", &format!("/v1/apps/{other}"), Some(&json!({})));
+                let name = format!("renamed-{n}");
+                w.admin(
+                    "PATCH",
+                    &format!("/v1/apps/{other}"),
+                    Some(&json!({ "name": name })),
+                );
             } else {
                 w.admin("DELETE", &format!("/v1/apps/{other}"), None);
             }

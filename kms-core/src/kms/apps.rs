@@ -72,11 +72,14 @@ impl Kms {
         self.visible_app(caller, id)
     }
 
-    /// Renames, disables or re-enables an application (`app.write`). Disabling makes every
-    /// token of the application fail verification at once.
+    /// Renames, disables or re-enables an application (`app.write`; renaming needs a
+    /// system caller, as names are shared by every tenant). Disabling makes every token of
+    /// the application fail verification at once.
     pub fn update_app(&self, caller: &Caller, id: &str, req: AppUpdate) -> Result<Application> {
-        caller.require(&*self.snapshot()?, "app.write")?;
-        let mut app = self.visible_app(caller, id)?;
+        let snap = self.snapshot()?;
+        caller.require(&snap, "app.write")?;
+        let stored = self.visible_app(caller, id)?;
+        let mut app = stored.clone();
         let mut errs = FieldErrors::default();
         if let Some(n) = req.name.as_deref() {
             if let Some(n) = validate_name(&mut errs, "name", n) {
@@ -96,6 +99,16 @@ impl Kms {
             app.security.require_signed_requests = required;
         }
         errs.finish()?;
+        if app.name != stored.name {
+            // Names are one namespace across tenants: a tenant renaming its application
+            // could probe other tenants' names by the conflicts. Renaming, like creating,
+            // is for system callers.
+            caller.require_global(&snap, "app.write")?;
+        }
+        if app == stored {
+            // Nothing changes, so nothing is written or audited.
+            return Ok(app);
+        }
         if app.is_system() && app.status == AppStatus::Disabled {
             return Err(Error::Conflict(
                 "the system application cannot be disabled".into(),

@@ -17,6 +17,10 @@ pub(crate) struct Audit {
     pub(crate) app_id: Option<String>,
     pub(crate) outcome: &'static str,
     pub(crate) details: Value,
+    /// Who acted, when not the caller (an unauthenticated client is `anonymous`).
+    pub(crate) actor: Option<&'static str>,
+    /// The address the action came from, when not the caller's.
+    pub(crate) ip: Option<std::net::IpAddr>,
 }
 
 impl Audit {
@@ -28,7 +32,22 @@ impl Audit {
             app_id: None,
             outcome: "success",
             details: Value::Object(Default::default()),
+            actor: None,
+            ip: None,
         }
+    }
+
+    /// Names the actor when there is no authenticated caller.
+    pub(crate) fn actor(mut self, actor: &'static str) -> Self {
+        self.actor = Some(actor);
+        self
+    }
+
+    /// The address the action came from (the end user's, reported by a verifying service,
+    /// or an unauthenticated client's).
+    pub(crate) fn ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
     }
 
     /// Attributes the event to an application.
@@ -81,11 +100,18 @@ impl Kms {
         let mut event = AuditEvent {
             seq: last.as_ref().map_or(1, |e| e.seq + 1),
             at: self.inner.clock.now(),
-            actor: caller.map_or_else(|| "system".to_owned(), |c| c.actor().to_owned()),
+            actor: match (caller, audit.actor) {
+                (Some(c), _) => c.actor().to_owned(),
+                (None, Some(actor)) => actor.to_owned(),
+                (None, None) => "system".to_owned(),
+            },
             action: audit.action.to_owned(),
             target: audit.target,
             outcome: audit.outcome.to_owned(),
-            ip: caller.and_then(|c| c.ip().map(|i| i.to_string())),
+            ip: audit
+                .ip
+                .or_else(|| caller.and_then(Caller::ip))
+                .map(|i| i.to_string()),
             request_id: caller.and_then(|c| c.request_id().map(str::to_owned)),
             app_id: audit.app_id,
             details: audit.details,

@@ -4,8 +4,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::cache::CachedKey;
+use crate::env::Timestamp;
 use crate::error::{Error, Result};
-use crate::model::SYSTEM_APP_ID;
+use crate::model::{IpNetwork, RateLimit, SYSTEM_APP_ID};
 use crate::snapshot::{EffectiveSet, PermissionSnapshot};
 
 /// The authenticated principal of a management call: a token, or the local operator.
@@ -152,5 +153,79 @@ impl Caller {
                 .unwrap_or_else(|| crate::scope::ADMIN.to_owned())
         };
         Err(Error::Forbidden { required: missing })
+    }
+}
+
+/// The limits a token is about to get; `None` for a limit left as it is.
+#[derive(Default)]
+pub(crate) struct ProposedLimits<'a> {
+    pub(crate) expires_at: Option<Option<Timestamp>>,
+    pub(crate) uses: Option<Option<u64>>,
+    pub(crate) ratelimit: Option<Option<RateLimit>>,
+    pub(crate) ip_allow: Option<&'a [IpNetwork]>,
+}
+
+impl Caller {
+    /// The caller's own expiry, if it has one (the operator has none).
+    pub(crate) fn expires_at(&self) -> Option<Timestamp> {
+        self.key.as_ref().and_then(|k| k.record.expires_at)
+    }
+
+    /// Whether the caller is a key with a use limit (then its current count is needed).
+    pub(crate) fn has_use_limit(&self) -> bool {
+        self.key
+            .as_ref()
+            .is_some_and(|k| k.record.limits.uses.is_some())
+    }
+
+    /// The no-escalation rule for limits and lifetime: fails with
+    /// [`Error::LooserLimit`] unless every proposed limit is at least as tight as the
+    /// caller's own, so a restricted key cannot shed its restrictions, on itself or through
+    /// a token it creates, rotates or changes. `own_uses` is the caller's uses left now
+    /// (read from the store; the cached record's count is not kept current).
+    pub(crate) fn require_no_looser(
+        &self,
+        own_uses: Option<u64>,
+        proposed: &ProposedLimits<'_>,
+    ) -> Result<()> {
+        let Some(key) = &self.key else {
+            return Ok(());
+        };
+        let own = &key.record.limits;
+        let looser = |limit: &'static str, own: String| Err(Error::LooserLimit { limit, own });
+        if let (Some(mine), Some(wanted)) = (key.record.expires_at, proposed.expires_at) {
+            if wanted.is_none_or(|w| w > mine) {
+                return looser("expires_at", format!("expires at {}", mine.to_rfc3339()));
+            }
+        }
+        if let (Some(mine), Some(wanted)) = (own_uses, proposed.uses) {
+            if wanted.is_none_or(|w| w > mine) {
+                return looser("uses", format!("{mine} uses left"));
+            }
+        }
+        if let (Some(mine), Some(wanted)) = (own.ratelimit, proposed.ratelimit) {
+            let faster = wanted.is_none_or(|w| {
+                w.limit > mine.limit
+                    || u64::from(w.limit) * u64::from(mine.per_seconds)
+                        > u64::from(mine.limit) * u64::from(w.per_seconds)
+            });
+            if faster {
+                return looser(
+                    "ratelimit",
+                    format!("{} per {} s", mine.limit, mine.per_seconds),
+                );
+            }
+        }
+        if let (false, Some(wanted)) = (own.ip_allow.is_empty(), proposed.ip_allow) {
+            let wider = wanted.is_empty()
+                || wanted
+                    .iter()
+                    .any(|w| !own.ip_allow.iter().any(|n| w.is_within(n)));
+            if wider {
+                let nets: Vec<String> = own.ip_allow.iter().map(ToString::to_string).collect();
+                return looser("ip_allow", format!("from {}", nets.join(", ")));
+            }
+        }
+        Ok(())
     }
 }

@@ -209,12 +209,17 @@ impl Kms {
     }
 
     /// Changes a role's description, permissions or inheritance (`role.write`; system
-    /// callers only).
+    /// callers only). The caller must hold everything the role grants, before the change
+    /// and after it.
     pub fn update_role(&self, caller: &Caller, name: &str, req: RoleUpdate) -> Result<RoleView> {
         let _guard = self.policy_guard()?;
         let snap = self.snapshot()?;
         caller.require_global(&snap, "role.write")?;
-        let mut role = self.find_role(&snap, name)?.clone();
+        let stored = self.find_role(&snap, name)?;
+        // Changing a role changes what everyone holding it holds: the caller must hold what
+        // it grants now (no demoting a stronger role) as well as after (put_role).
+        caller.require_superset(&snap, &snap.effective([], [&stored.name]))?;
+        let mut role = stored.clone();
         let mut errs = FieldErrors::default();
         if req.description.is_some() {
             role.description = validate_description(&mut errs, req.description.as_deref());
@@ -226,6 +231,10 @@ impl Kms {
             role.inherits = validate_roles(&mut errs, "inherits", i);
         }
         errs.finish()?;
+        if role == *stored {
+            // Nothing changes, so nothing is written or audited.
+            return Ok(role_view(snap.policy(), &role));
+        }
         self.put_role(caller, &snap, role)
     }
 
@@ -270,6 +279,7 @@ impl Kms {
         let snap = self.snapshot()?;
         caller.require_global(&snap, "role.write")?;
         let role = self.find_role(&snap, name)?;
+        caller.require_superset(&snap, &snap.effective([], [&role.name]))?;
         if let Some(r) = snap
             .policy()
             .roles

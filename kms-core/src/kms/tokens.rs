@@ -1,6 +1,7 @@
 //! API keys: create, read, list, change, revoke, rotate, delete.
 
 use super::audit_log::Audit;
+use super::caller::ProposedLimits;
 use super::{Caller, Kms};
 use crate::env::Timestamp;
 use crate::error::{Error, FieldErrors, Result};
@@ -68,6 +69,15 @@ impl Kms {
         };
         let wanted = snap.effective(scopes.iter(), roles.iter());
         caller.require_superset(&snap, &wanted)?;
+        self.require_no_looser(
+            caller,
+            &ProposedLimits {
+                expires_at: Some(expires_at),
+                uses: Some(limits.uses),
+                ratelimit: Some(limits.ratelimit),
+                ip_allow: Some(&limits.ip_allow),
+            },
+        )?;
         let spec = TokenSpec {
             name,
             scopes,
@@ -78,6 +88,22 @@ impl Kms {
             rotated_from: None,
         };
         self.insert_new_token(caller, &app, spec, "token.create", |_| Vec::new())
+    }
+
+    /// [`Caller::require_no_looser`] with the caller's current uses left.
+    fn require_no_looser(&self, caller: &Caller, proposed: &ProposedLimits<'_>) -> Result<()> {
+        let own_uses = match caller.token_id() {
+            // A key that vanished meanwhile has nothing left to give.
+            Some(id) if caller.has_use_limit() => Some(
+                self.inner
+                    .store
+                    .get_token(id)?
+                    .and_then(|r| r.limits.uses)
+                    .unwrap_or(0),
+            ),
+            _ => None,
+        };
+        caller.require_no_looser(own_uses, proposed)
     }
 
     /// Generates, stores and returns a token; `extra` adds mutations to the same batch
@@ -188,7 +214,13 @@ impl Kms {
     pub fn update_token(&self, caller: &Caller, id: &str, req: TokenUpdate) -> Result<TokenInfo> {
         let snap = self.snapshot()?;
         caller.require(&snap, "token.create")?;
-        let mut r = self.visible_token(caller, id)?;
+        let stored = self.visible_token(caller, id)?;
+        let mut r = stored.clone();
+        let sets = (
+            req.uses.is_some(),
+            req.ratelimit.is_some(),
+            req.ip_allow.is_some(),
+        );
         // Loosening a token's limits is handing out its power: only for holders of it all.
         caller.require_superset(&snap, &snap.effective(r.scopes.iter(), r.roles.iter()))?;
         let mut errs = FieldErrors::default();
@@ -210,11 +242,26 @@ impl Kms {
             r.limits.ip_allow = validate_networks(&mut errs, nets.as_deref().unwrap_or_default());
         }
         errs.finish()?;
+        // A limit the caller sets (on itself or another key) is no looser than its own.
+        self.require_no_looser(
+            caller,
+            &ProposedLimits {
+                expires_at: None,
+                uses: sets.0.then_some(r.limits.uses),
+                ratelimit: sets.1.then_some(r.limits.ratelimit),
+                ip_allow: sets.2.then_some(&r.limits.ip_allow[..]),
+            },
+        )?;
+        let now = self.inner.clock.now();
+        if r == stored {
+            // Nothing changes, so nothing is written or audited.
+            return Ok(TokenInfo::from_record(&r, now));
+        }
         let audit = Audit::success("token.update", r.id.clone()).app(r.app_id.clone()).details(serde_json::json!({
             "name": r.name, "ratelimit": r.limits.ratelimit, "uses": r.limits.uses, "ip_allow": r.limits.ip_allow,
         }));
         self.commit(Some(caller), audit, vec![Mutation::UpdateToken(r.clone())])?;
-        Ok(TokenInfo::from_record(&r, self.inner.clock.now()))
+        Ok(TokenInfo::from_record(&r, now))
     }
 
     /// Revokes a token (`token.revoke`); idempotent. It fails verification at once, cached
@@ -270,13 +317,31 @@ impl Kms {
             )));
         }
         let app = self.visible_app(caller, &old.app_id)?;
-        // The new token lives as long as the old one was meant to.
+        // The new token lives as long as the old one was meant to, but never past the
+        // caller's own expiry: rotating is not a way to outlive oneself.
         let lifetime = old.expires_at.map(|e| e.unix() - old.created_at.unix());
+        let expires_at = match (
+            lifetime.map(|l| now.plus_secs(l.max(1))),
+            caller.expires_at(),
+        ) {
+            (Some(e), Some(mine)) => Some(e.min(mine)),
+            (None, mine) => mine,
+            (e, None) => e,
+        };
+        self.require_no_looser(
+            caller,
+            &ProposedLimits {
+                expires_at: Some(expires_at),
+                uses: Some(old.limits.uses),
+                ratelimit: Some(old.limits.ratelimit),
+                ip_allow: Some(&old.limits.ip_allow),
+            },
+        )?;
         let spec = TokenSpec {
             name: old.name.clone(),
             scopes: old.scopes.clone(),
             roles: old.roles.clone(),
-            expires_at: lifetime.map(|l| now.plus_secs(l.max(1))),
+            expires_at,
             metadata: old.metadata.clone(),
             limits: old.limits.clone(),
             rotated_from: Some(old.id.clone()),

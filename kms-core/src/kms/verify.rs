@@ -236,12 +236,30 @@ pub(crate) struct Presented<'a> {
     /// Whose failures these are: an address reported by a tenant in a verify request is
     /// counted, and locked out, only for that tenant.
     pub(crate) lockout_scope: Option<&'a str>,
+    /// The service that presented the token on someone's behalf (`/v1/verify`): without a
+    /// reported address, failures count against it; audit events name it.
+    pub(crate) caller: Option<&'a Caller>,
     pub(crate) purpose: Purpose,
     /// Answer only what needs neither the store nor argon2; `None` otherwise.
     pub(crate) cached_only: bool,
 }
 
 impl<'a> Presented<'a> {
+    /// Who a failure of this presentation counts against, and who is locked out after too
+    /// many: the end user's address when one is known (scoped to the tenant that reported
+    /// it), otherwise the verifying service itself. `None` for an in-process verification
+    /// with neither.
+    pub(crate) fn failure_source(&self) -> Option<String> {
+        match (self.ip, self.caller.and_then(Caller::token_id)) {
+            (Some(ip), _) => Some(match self.lockout_scope {
+                Some(scope) => format!("ip:{scope}:{ip}"),
+                None => format!("ip:{ip}"),
+            }),
+            (None, Some(service)) => Some(format!("caller:{service}")),
+            (None, None) => None,
+        }
+    }
+
     pub(crate) fn new(token: &'a str, purpose: Purpose) -> Self {
         Presented {
             token,
@@ -249,6 +267,7 @@ impl<'a> Presented<'a> {
             ip: None,
             owner: None,
             lockout_scope: None,
+            caller: None,
             purpose,
             cached_only: false,
         }
@@ -330,6 +349,7 @@ impl Kms {
             ip,
             owner: (!caller.is_system()).then(|| caller.app_id()),
             lockout_scope: Some(caller.app_id()),
+            caller: Some(caller),
             ..Presented::new(&req.token, Purpose::Verify)
         }
     }
@@ -402,19 +422,13 @@ impl Kms {
     pub(crate) fn run_pipeline(&self, p: Presented<'_>) -> Result<Option<Verification>> {
         let now = self.inner.clock.now();
         let gate = &self.inner.failure_gate;
-        // Built only off the hot path: failures and cache misses.
-        let source_key = || {
-            p.ip.map(|s| match p.lockout_scope {
-                Some(scope) => format!("ip:{scope}:{s}"),
-                None => format!("ip:{s}"),
-            })
-        };
         // 1. Format and checksum, offline.
         let Ok(parsed) = token_format::parse(p.token) else {
-            if p.cached_only && p.ip.is_some() {
+            let source = p.failure_source();
+            if p.cached_only && source.is_some() {
                 return Ok(None); // counting the failure takes a lock and may audit
             }
-            self.count_failure(source_key().as_deref(), None, now);
+            self.count_failure(&p, source.as_deref(), None, now);
             return Ok(Some(Verification::fail(VerifyCode::Malformed, None)));
         };
         if p.cached_only
@@ -434,14 +448,11 @@ impl Kms {
             Some(k) if k.effective.generation() == snap.generation() => k,
             _ if p.cached_only => return Ok(None),
             _ => {
-                // 3. Failure gate: a locked-out address or token id is not hashed for.
-                let id_key = format!("tok:{}", parsed.lookup_id());
-                let source_key = source_key();
-                let locked = source_key
-                    .as_deref()
-                    .and_then(|k| gate.locked_for(k, now))
-                    .or_else(|| gate.locked_for(&id_key, now));
-                if let Some(secs) = locked {
+                // 3. Failure gate: a locked-out source is not hashed for. Only the source
+                //    that sent the failures is locked, never the token id they named: no
+                //    one can lock out a key they do not hold.
+                let source_key = p.failure_source();
+                if let Some(secs) = source_key.as_deref().and_then(|k| gate.locked_for(k, now)) {
                     return Ok(Some(Verification::locked_out(secs)));
                 }
                 // 4. Store lookup and constant-time argon2id.
@@ -451,7 +462,8 @@ impl Kms {
                         k.0
                     }
                     None => {
-                        self.count_failure(source_key.as_deref(), Some(&id_key), now);
+                        let target = format!("tok_{}", parsed.lookup_id());
+                        self.count_failure(&p, source_key.as_deref(), Some(&target), now);
                         return Ok(Some(Verification::fail(VerifyCode::NotFound, None)));
                     }
                 }
@@ -534,33 +546,79 @@ impl Kms {
         }))
     }
 
-    /// Counts a failed verification against the client address and the token id; a source
-    /// that crosses the threshold is locked out, audited and reported.
-    fn count_failure(&self, source: Option<&str>, token: Option<&str>, now: Timestamp) {
+    /// Counts a failed verification against its `source` (see
+    /// [`Presented::failure_source`]); a source that crosses the threshold is locked out,
+    /// audited and reported. `target` is the token id the failure named: failures against
+    /// one id are counted too, from every source together, but only to audit a targeted
+    /// guessing campaign, never to refuse the id (its holder did nothing).
+    fn count_failure(
+        &self,
+        p: &Presented<'_>,
+        source: Option<&str>,
+        target: Option<&str>,
+        now: Timestamp,
+    ) {
         use super::audit_log::Audit;
         use crate::failure_gate::Failure;
-        for key in [source, token].into_iter().flatten() {
-            // Failed authentications are audited aggregated: the first of each source's
-            // window, then the lockout if it comes; never one event per failure.
-            // Best effort: auditing must not fail the request that triggered it.
-            match self.inner.failure_gate.record_failure(key, now) {
+        let gate = &self.inner.failure_gate;
+        let policy = gate.policy();
+        // Whoever sent it: the verifying service (with the address it reported), or the
+        // bearer's client address.
+        let attribute = |audit: Audit| {
+            let audit = match p.caller {
+                Some(c) => audit.app(c.app_id()),
+                None => audit.actor("anonymous"),
+            };
+            match p.ip {
+                Some(ip) => audit.ip(ip),
+                None => audit,
+            }
+        };
+        // Failed authentications are audited aggregated: the first of each source's window,
+        // then the lockout if it comes; never one event per failure. Best effort: auditing
+        // must not fail the request that triggered it.
+        if let Some(source) = source {
+            match gate.record_failure(source, now) {
                 Failure::FirstInWindow => {
-                    let audit = Audit::success("auth.failure", key).failure().details(
-                        serde_json::json!({"aggregated": "first failure of the counting window"}),
-                    );
-                    let _ = self.commit(None, audit, Vec::new());
+                    let audit = attribute(Audit::success("auth.failure", source).failure())
+                        .details(serde_json::json!({
+                            "aggregated": "first failure of the counting window",
+                            "window_secs": policy.window_secs,
+                            "token_id": target,
+                        }));
+                    let _ = self.commit(p.caller, audit, Vec::new());
                 }
                 Failure::LockedOut => {
-                    let _ = self.commit(
-                        None,
-                        Audit::success("security.lockout", key).failure(),
-                        Vec::new(),
-                    );
+                    let audit = attribute(Audit::success("security.lockout", source).failure())
+                        .details(serde_json::json!({
+                            "failures": policy.threshold,
+                            "window_secs": policy.window_secs,
+                            "lockout_secs": policy.lockout_secs,
+                        }));
+                    let _ = self.commit(p.caller, audit, Vec::new());
                     self.emit(&crate::failure_gate::SecurityEvent::Lockout {
-                        source: key.to_owned(),
+                        source: source.to_owned(),
                     });
                 }
                 Failure::Uncounted | Failure::Counted => {}
+            }
+        }
+        if let Some(id) = target {
+            // Flagged once per lockout length: the "lock" on a target refuses nothing, it
+            // only keeps the campaign to one event.
+            let key = format!("target:{id}");
+            if gate.locked_for(&key, now).is_none()
+                && gate.record_failure(&key, now) == Failure::LockedOut
+            {
+                let audit = Audit::success("security.guessing", id)
+                    .failure()
+                    .actor("system")
+                    .details(serde_json::json!({
+                        "failures": policy.threshold,
+                        "window_secs": policy.window_secs,
+                        "refused": false,
+                    }));
+                let _ = self.commit(None, audit, Vec::new());
             }
         }
     }
