@@ -14,10 +14,13 @@ pub struct JwtSettings {
     pub default_audience: String,
     /// Access-token lifetime in seconds (default 900).
     pub access_ttl_secs: i64,
-    /// Refresh-token lifetime in seconds (default 30 days).
+    /// Lifetime of a refresh family in seconds (default 30 days), counted from the API-key
+    /// exchange that started it: refreshing hands out successors with the same expiry, so
+    /// a family never outlives it.
     pub refresh_ttl_secs: i64,
     /// Seconds after its exchange during which a refresh token may be exchanged again
-    /// without counting as reuse (default 0).
+    /// without counting as reuse (default 0). Such a repeat yields the same successor
+    /// refresh token as the first exchange, never a second branch of the family.
     pub refresh_overlap_secs: i64,
     /// Clock leeway for `exp` and `nbf`, in seconds (default 30).
     pub leeway_secs: u64,
@@ -107,7 +110,8 @@ pub struct RefreshRecord {
     pub app_id: String,
     /// Hex SHA-256 of the secret part.
     pub secret_hash: String,
-    /// Space-separated scopes granted.
+    /// Space-separated scopes of the family, as granted by its first exchange: the most a
+    /// refresh may grant (less when the key holds less now).
     pub scope: String,
     /// Audience of the access tokens.
     pub audience: String,
@@ -115,7 +119,7 @@ pub struct RefreshRecord {
     pub status: RefreshStatus,
     /// Creation time.
     pub created_at: Timestamp,
-    /// Expiry.
+    /// Expiry: the family's, the same for every refresh token of it.
     pub expires_at: Timestamp,
     /// When it was exchanged.
     pub spent_at: Option<Timestamp>,

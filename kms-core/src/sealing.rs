@@ -1,10 +1,13 @@
 //! Sealing of private key material: XChaCha20-Poly1305 under a master key that never
 //! enters the database, with the key id as associated data so a sealed blob cannot be
-//! swapped between keys.
+//! swapped between keys. The master key also keys derivations (HMAC-SHA256 under a subkey
+//! per purpose) of values that must be reproducible without being stored.
 
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::env::SecureRandom;
 use crate::error::{Error, Result};
@@ -84,6 +87,47 @@ impl MasterKey {
                 )
             })
     }
+
+    /// A keyed pseudo-random byte stream for `purpose` and `input`: the same inputs always
+    /// give the same bytes, so what is derived from them never needs storing, and without
+    /// the master key the bytes cannot be predicted. Each purpose has its own subkey, so
+    /// no derivation can stand in for another or for sealing.
+    pub(crate) fn keyed_stream(&self, purpose: &str, input: &[u8]) -> Result<KeyedStream> {
+        let mut subkey = hmac_sha256(&self.0)?;
+        subkey.update(b"kms derived key\0");
+        subkey.update(purpose.as_bytes());
+        let mut mac = hmac_sha256(&subkey.finalize().into_bytes())?;
+        mac.update(&(input.len() as u64).to_be_bytes());
+        mac.update(input);
+        Ok(KeyedStream { mac, block: 0 })
+    }
+}
+
+fn hmac_sha256(key: &[u8]) -> Result<Hmac<Sha256>> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| Error::internal("hmac rejected a key"))
+}
+
+/// The bytes of [`MasterKey::keyed_stream`]: block `i` is the HMAC of the input and `i`.
+pub(crate) struct KeyedStream {
+    mac: Hmac<Sha256>,
+    block: u32,
+}
+
+impl KeyedStream {
+    /// Fills `buf` with the next bytes of the stream.
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) -> Result<()> {
+        for chunk in buf.chunks_mut(32) {
+            let mut m = self.mac.clone();
+            m.update(&self.block.to_be_bytes());
+            let out = m.finalize().into_bytes();
+            chunk.copy_from_slice(&out[..chunk.len()]);
+            self.block = self
+                .block
+                .checked_add(1)
+                .ok_or_else(|| Error::internal("keyed stream exhausted"))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +148,25 @@ mod tests {
         tampered[30] ^= 1;
         assert!(k.open("kid1", &tampered).is_err());
         assert!(k.open("kid1", &sealed[..10]).is_err());
+    }
+
+    #[test]
+    fn keyed_streams_are_reproducible_and_separated_by_key_purpose_and_input() {
+        let k = MasterKey::generate(&OsRandom).unwrap();
+        let bytes = |key: &MasterKey, purpose: &str, input: &[u8]| {
+            let mut s = key.keyed_stream(purpose, input).unwrap();
+            let mut a = [0u8; 40];
+            let mut b = [0u8; 40];
+            s.fill(&mut a).unwrap();
+            s.fill(&mut b).unwrap();
+            assert_ne!(a, b, "the stream moves on");
+            (a, b)
+        };
+        assert_eq!(bytes(&k, "p", b"in"), bytes(&k, "p", b"in"));
+        assert_ne!(bytes(&k, "p", b"in"), bytes(&k, "q", b"in"));
+        assert_ne!(bytes(&k, "p", b"in"), bytes(&k, "p", b"im"));
+        let other = MasterKey::generate(&OsRandom).unwrap();
+        assert_ne!(bytes(&k, "p", b"in"), bytes(&other, "p", b"in"));
     }
 
     #[test]

@@ -201,6 +201,16 @@ impl PermissionSnapshot {
         Scope::ancestors(scope).any(|a| self.index.get(a).is_some_and(|&id| set.test(id)))
     }
 
+    /// Whether `set` holds `scope` as something the policy defines: covered by
+    /// [`check`](Self::check), and the scope or one of its ancestors is a permission of this
+    /// snapshot. Unlike `check`, `admin` does not cover scopes the policy does not have, so
+    /// a permission deleted from the policy is held by nobody.
+    pub(crate) fn holds_defined(&self, set: &EffectiveSet, scope: &str) -> bool {
+        self.check(set, scope)
+            && (self.index.contains_key(scope)
+                || Scope::ancestors(scope).any(|a| self.index.contains_key(a)))
+    }
+
     /// Whether `set` satisfies `query`.
     pub fn evaluate(&self, set: &EffectiveSet, query: &PermissionQuery) -> bool {
         fn eval(s: &PermissionSnapshot, set: &EffectiveSet, n: &Node) -> bool {

@@ -206,10 +206,19 @@ pub fn generate(prefix: &TokenPrefix, random: &dyn SecureRandom) -> Result<Gener
 
 /// Random base62 characters, unbiased: bytes ≥ 248 are drawn again.
 pub(crate) fn push_base62(out: &mut String, n: usize, random: &dyn SecureRandom) -> Result<()> {
+    push_base62_from(out, n, |buf| random.fill(buf))
+}
+
+/// Base62 characters from the bytes `fill` gives, unbiased: bytes ≥ 248 are skipped.
+pub(crate) fn push_base62_from(
+    out: &mut String,
+    n: usize,
+    mut fill: impl FnMut(&mut [u8]) -> Result<()>,
+) -> Result<()> {
     let mut buf = [0u8; 64];
     let mut produced = 0;
     while produced < n {
-        random.fill(&mut buf)?;
+        fill(&mut buf)?;
         for &byte in &buf {
             if produced == n {
                 break;

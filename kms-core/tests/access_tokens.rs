@@ -24,6 +24,7 @@ struct Env {
     root: Caller,
     api_key: String,
     api_key_id: String,
+    app_id: String,
     store: Arc<dyn Store>,
     master: MasterKey,
 }
@@ -83,6 +84,7 @@ fn env_on(store: Arc<dyn Store>, overlap: i64) -> Env {
         root,
         api_key: key.token,
         api_key_id: key.info.id,
+        app_id: app.id,
         store,
         master,
     }
@@ -159,7 +161,7 @@ fn scope_may_be_narrowed_never_widened() {
     let t = issue(&e, Some("app.read"));
     let err = e
         .kms
-        .refresh_access_token(&t.refresh_token, Some("token.read"))
+        .refresh_access_token(&t.refresh_token, Some("token.read"), None)
         .unwrap()
         .unwrap_err();
     assert!(matches!(err, OAuthError::InvalidScope(_)));
@@ -171,7 +173,7 @@ fn refresh_rotates_and_reuse_revokes_the_family() {
     let first = issue(&e, None);
     let second = e
         .kms
-        .refresh_access_token(&first.refresh_token, None)
+        .refresh_access_token(&first.refresh_token, None, None)
         .unwrap()
         .unwrap();
     assert_ne!(second.refresh_token, first.refresh_token);
@@ -182,7 +184,7 @@ fn refresh_rotates_and_reuse_revokes_the_family() {
     // Reusing the spent one: invalid_grant, and every token of the family dies.
     let reuse = e
         .kms
-        .refresh_access_token(&first.refresh_token, None)
+        .refresh_access_token(&first.refresh_token, None, None)
         .unwrap()
         .unwrap_err();
     assert!(matches!(reuse, OAuthError::InvalidGrant(_)));
@@ -196,7 +198,7 @@ fn refresh_rotates_and_reuse_revokes_the_family() {
     );
     let after = e
         .kms
-        .refresh_access_token(&second.refresh_token, None)
+        .refresh_access_token(&second.refresh_token, None, None)
         .unwrap()
         .unwrap_err();
     assert!(matches!(after, OAuthError::InvalidGrant(_)));
@@ -213,17 +215,17 @@ fn overlap_window_tolerates_a_retry() {
     let e = env_on(Arc::new(MemoryStore::new()), 10);
     let first = issue(&e, None);
     e.kms
-        .refresh_access_token(&first.refresh_token, None)
+        .refresh_access_token(&first.refresh_token, None, None)
         .unwrap()
         .unwrap();
     e.kms
-        .refresh_access_token(&first.refresh_token, None)
+        .refresh_access_token(&first.refresh_token, None, None)
         .unwrap()
         .unwrap();
     e.clock.advance(11);
     assert!(e
         .kms
-        .refresh_access_token(&first.refresh_token, None)
+        .refresh_access_token(&first.refresh_token, None, None)
         .unwrap()
         .is_err());
 }
@@ -274,7 +276,9 @@ fn revoking_the_api_key_makes_its_access_tokens_inactive() {
         Introspection::inactive()
     );
     assert!(matches!(
-        e.kms.refresh_access_token(&t.refresh_token, None).unwrap(),
+        e.kms
+            .refresh_access_token(&t.refresh_token, None, None)
+            .unwrap(),
         Err(OAuthError::InvalidGrant(_))
     ));
 }
@@ -400,7 +404,7 @@ fn wrong_master_key_stops_the_start_and_the_database_never_holds_secrets() {
     let t = issue(&e, None);
     let r = e
         .kms
-        .refresh_access_token(&t.refresh_token, None)
+        .refresh_access_token(&t.refresh_token, None, None)
         .unwrap()
         .unwrap();
     drop(e.kms);
@@ -546,4 +550,553 @@ fn applications_may_require_signed_requests() {
     assert!(!serde_json::to_string(&stored)
         .unwrap()
         .contains("signing_secret"));
+}
+
+// Issue 12: a refresh grants no more than the key holds now, within the family's lifetime,
+// under the key's current limits; one live branch per family; revocations audited once.
+
+fn refresh(e: &Env, token: &str) -> Result<TokenResponse, OAuthError> {
+    e.kms.refresh_access_token(token, None, None).unwrap()
+}
+
+fn refresh_from(
+    e: &Env,
+    token: &str,
+    ip: &str,
+) -> kms_core::Result<Result<TokenResponse, OAuthError>> {
+    e.kms
+        .refresh_access_token(token, None, Some(ip.parse().unwrap()))
+}
+
+/// A new API key in the test application.
+fn key_with(e: &Env, req: NewToken) -> (String, String) {
+    let k = e.kms.create_token(&e.root, &e.app_id, req).unwrap();
+    (k.token, k.info.id)
+}
+
+fn define_billing(e: &Env) {
+    e.kms
+        .create_permission(
+            &e.root,
+            kms_core::NewPermission {
+                scope: "billing.read".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+}
+
+fn audit_count(e: &Env, action: &str) -> usize {
+    e.kms
+        .list_audit(
+            &e.root,
+            kms_core::AuditFilter {
+                action: Some(action.into()),
+                ..Default::default()
+            },
+            kms_core::PageRequest {
+                limit: Some(100),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .items
+        .len()
+}
+
+fn refresh_exp(e: &Env, token: &str) -> i64 {
+    match e.kms.introspect(&e.root, token).unwrap() {
+        Introspection::Active { exp, .. } => exp,
+        other => panic!("inactive refresh token: {other:?}"),
+    }
+}
+
+#[test]
+fn refresh_grants_no_permission_the_role_lost() {
+    let e = env();
+    define_billing(&e);
+    e.kms
+        .create_role(
+            &e.root,
+            kms_core::NewRole {
+                name: "accountant".into(),
+                permissions: vec!["app.read".into(), "billing.read".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let (key, _) = key_with(
+        &e,
+        NewToken {
+            name: "acct".into(),
+            roles: vec!["accountant".into()],
+            ..Default::default()
+        },
+    );
+    let first = e
+        .kms
+        .issue_access_token(&key, None, None, None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.scope, "app.read billing.read");
+    let set_role = |perms: &[&str]| {
+        e.kms
+            .update_role(
+                &e.root,
+                "accountant",
+                kms_core::RoleUpdate {
+                    permissions: Some(perms.iter().map(|p| p.to_string()).collect()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    };
+    set_role(&["app.read"]);
+    assert!(!e
+        .kms
+        .verify_token(&key, None, None)
+        .unwrap()
+        .allows("billing.read"));
+    let second = refresh(&e, &first.refresh_token).unwrap();
+    assert_eq!(second.scope, "app.read");
+    let claims = e
+        .kms
+        .validate_access_token(&second.access_token, None)
+        .unwrap();
+    assert_eq!(claims.scope, "app.read");
+    // Asking for it explicitly does not bring it back either.
+    let narrowed = e
+        .kms
+        .refresh_access_token(&second.refresh_token, Some("billing.read"), None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(narrowed.scope, "");
+    // The family's ceiling is the first exchange's scope: given back, it is granted again.
+    set_role(&["app.read", "billing.read"]);
+    let again = refresh(&e, &narrowed.refresh_token).unwrap();
+    assert_eq!(again.scope, "app.read billing.read");
+}
+
+#[test]
+fn a_permission_deleted_from_the_policy_disappears_from_every_family() {
+    let e = env();
+    define_billing(&e);
+    let (admin_key, _) = key_with(
+        &e,
+        NewToken {
+            name: "ops".into(),
+            scopes: vec!["admin".into()],
+            ..Default::default()
+        },
+    );
+    let first = e
+        .kms
+        .issue_access_token(&admin_key, Some("app.read billing.read"), None, None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.scope, "app.read billing.read");
+    e.kms.delete_permission(&e.root, "billing.read").unwrap();
+    let second = refresh(&e, &first.refresh_token).unwrap();
+    assert_eq!(second.scope, "app.read");
+    // And an exchange cannot ask for a scope the policy does not define.
+    assert!(matches!(
+        e.kms
+            .issue_access_token(&admin_key, Some("billing.read"), None, None)
+            .unwrap(),
+        Err(OAuthError::InvalidScope(_))
+    ));
+}
+
+#[test]
+fn a_refresh_grants_nothing_the_first_exchange_did_not() {
+    let e = env();
+    let first = issue(&e, Some("app.read"));
+    let second = refresh(&e, &first.refresh_token).unwrap();
+    assert_eq!(second.scope, "app.read");
+    let err = e
+        .kms
+        .refresh_access_token(&second.refresh_token, Some("token.read"), None)
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, OAuthError::InvalidScope(_)));
+}
+
+#[test]
+fn refresh_never_extends_the_family_lifetime() {
+    let e = env();
+    let first = issue(&e, None);
+    let family_end = refresh_exp(&e, &first.refresh_token);
+    e.clock.advance(29 * 24 * 3600);
+    let second = refresh(&e, &first.refresh_token).unwrap();
+    assert_eq!(refresh_exp(&e, &second.refresh_token), family_end);
+    e.clock.advance(24 * 3600);
+    assert!(matches!(
+        refresh(&e, &second.refresh_token),
+        Err(OAuthError::InvalidGrant(_))
+    ));
+}
+
+#[test]
+fn refresh_fails_when_the_key_expired_was_deleted_or_its_application_is_disabled() {
+    let e = env();
+    let (short, _) = key_with(
+        &e,
+        NewToken {
+            name: "short".into(),
+            scopes: vec!["app.read".into()],
+            expires_in: Some(3600),
+            ..Default::default()
+        },
+    );
+    let t = e
+        .kms
+        .issue_access_token(&short, None, None, None)
+        .unwrap()
+        .unwrap();
+    e.clock.advance(3601);
+    assert!(matches!(
+        refresh(&e, &t.refresh_token),
+        Err(OAuthError::InvalidGrant(_))
+    ));
+
+    let (doomed, doomed_id) = key_with(
+        &e,
+        NewToken {
+            name: "doomed".into(),
+            scopes: vec!["app.read".into()],
+            ..Default::default()
+        },
+    );
+    let t = e
+        .kms
+        .issue_access_token(&doomed, None, None, None)
+        .unwrap()
+        .unwrap();
+    e.kms.delete_token(&e.root, &doomed_id).unwrap();
+    assert!(matches!(
+        refresh(&e, &t.refresh_token),
+        Err(OAuthError::InvalidGrant(_))
+    ));
+
+    let t = issue(&e, None);
+    e.kms
+        .update_app(
+            &e.root,
+            &e.app_id,
+            kms_core::AppUpdate {
+                status: Some("disabled".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        refresh(&e, &t.refresh_token),
+        Err(OAuthError::InvalidGrant(_))
+    ));
+}
+
+#[test]
+fn exchanges_inside_the_overlap_window_yield_one_successor() {
+    let e = env_on(Arc::new(MemoryStore::new()), 30);
+    let first = issue(&e, None);
+    let a = refresh(&e, &first.refresh_token).unwrap();
+    let b = refresh(&e, &first.refresh_token).unwrap();
+    let c = refresh(&e, &first.refresh_token).unwrap();
+    assert_eq!(a.refresh_token, b.refresh_token);
+    assert_eq!(a.refresh_token, c.refresh_token);
+    // Each exchange still gets its own access token, in the same family.
+    assert_ne!(a.access_token, b.access_token);
+    assert!(e.kms.validate_access_token(&b.access_token, None).is_ok());
+    // One branch: its successor refreshes once; presenting it again later is reuse.
+    let next = refresh(&e, &a.refresh_token).unwrap();
+    e.clock.advance(31);
+    assert!(matches!(
+        refresh(&e, &b.refresh_token),
+        Err(OAuthError::InvalidGrant(_))
+    ));
+    assert!(matches!(
+        refresh(&e, &next.refresh_token),
+        Err(OAuthError::InvalidGrant(_))
+    ));
+    assert_eq!(
+        e.kms.validate_access_token(&c.access_token, None),
+        Err(JwtError::Revoked)
+    );
+}
+
+#[test]
+fn inside_the_window_a_token_whose_successor_was_used_is_reuse() {
+    let e = env_on(Arc::new(MemoryStore::new()), 30);
+    let first = issue(&e, None);
+    let a = refresh(&e, &first.refresh_token).unwrap();
+    let next = refresh(&e, &a.refresh_token).unwrap();
+    // A stolen copy of the first token, presented inside its window, starts no branch.
+    assert!(matches!(
+        refresh(&e, &first.refresh_token),
+        Err(OAuthError::InvalidGrant(_))
+    ));
+    assert!(matches!(
+        refresh(&e, &next.refresh_token),
+        Err(OAuthError::InvalidGrant(_))
+    ));
+    assert_eq!(
+        e.kms.validate_access_token(&next.access_token, None),
+        Err(JwtError::Revoked)
+    );
+}
+
+#[test]
+fn the_overlap_successor_is_in_no_stored_record_in_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+    let e = env_on(store, 30);
+    let first = issue(&e, None);
+    let a = refresh(&e, &first.refresh_token).unwrap();
+    let b = refresh(&e, &first.refresh_token).unwrap();
+    assert_eq!(a.refresh_token, b.refresh_token);
+    drop(e.kms);
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal"] {
+        if let Ok(b) = std::fs::read(format!("{}{suffix}", db.display())) {
+            bytes.extend(b);
+        }
+    }
+    let secret = &a.refresh_token["kmsrt_".len() + 16..];
+    assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+}
+
+#[test]
+fn exchanging_an_api_key_spends_a_use() {
+    let e = env();
+    let (key, _) = key_with(
+        &e,
+        NewToken {
+            name: "once".into(),
+            scopes: vec!["app.read".into()],
+            uses: Some(1),
+            ..Default::default()
+        },
+    );
+    assert!(e
+        .kms
+        .issue_access_token(&key, None, None, None)
+        .unwrap()
+        .is_ok());
+    assert_eq!(
+        e.kms.verify_token(&key, None, None).unwrap().code(),
+        kms_core::VerifyCode::UsageExceeded
+    );
+    assert!(e
+        .kms
+        .issue_access_token(&key, None, None, None)
+        .unwrap()
+        .is_err());
+}
+
+#[test]
+fn a_refused_exchange_spends_no_use() {
+    let e = env();
+    let (key, _) = key_with(
+        &e,
+        NewToken {
+            name: "once".into(),
+            scopes: vec!["app.read".into()],
+            uses: Some(1),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(
+        e.kms
+            .issue_access_token(&key, Some("admin"), None, None)
+            .unwrap(),
+        Err(OAuthError::InvalidScope(_))
+    ));
+    assert_eq!(
+        e.kms.verify_token(&key, None, None).unwrap().code(),
+        kms_core::VerifyCode::Valid
+    );
+}
+
+#[test]
+fn each_refresh_spends_a_use() {
+    let e = env();
+    let (key, _) = key_with(
+        &e,
+        NewToken {
+            name: "twice".into(),
+            scopes: vec!["app.read".into()],
+            uses: Some(2),
+            ..Default::default()
+        },
+    );
+    let first = e
+        .kms
+        .issue_access_token(&key, None, None, None)
+        .unwrap()
+        .unwrap();
+    let second = refresh(&e, &first.refresh_token).unwrap();
+    assert!(matches!(
+        refresh(&e, &second.refresh_token),
+        Err(OAuthError::InvalidGrant(_))
+    ));
+    assert_eq!(
+        e.kms.verify_token(&key, None, None).unwrap().code(),
+        kms_core::VerifyCode::UsageExceeded
+    );
+}
+
+#[test]
+fn refresh_rechecks_the_current_network_allow_lists() {
+    let e = env();
+    let first = e
+        .kms
+        .issue_access_token(&e.api_key, None, None, Some("192.0.2.7".parse().unwrap()))
+        .unwrap()
+        .unwrap();
+    e.kms
+        .update_token(
+            &e.root,
+            &e.api_key_id,
+            kms_core::TokenUpdate {
+                ip_allow: Some(Some(vec!["10.0.0.0/8".into()])),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        refresh_from(&e, &first.refresh_token, "192.0.2.7").unwrap(),
+        Err(OAuthError::InvalidGrant(_))
+    ));
+    // Without a known address, a non-empty allow-list admits nothing.
+    assert!(matches!(
+        refresh(&e, &first.refresh_token),
+        Err(OAuthError::InvalidGrant(_))
+    ));
+    // Refused attempts spent nothing: from inside the network it refreshes.
+    let second = refresh_from(&e, &first.refresh_token, "10.1.2.3")
+        .unwrap()
+        .unwrap();
+    // The application's allow-list applies as well.
+    e.kms
+        .update_app(
+            &e.root,
+            &e.app_id,
+            kms_core::AppUpdate {
+                ip_allow: Some(vec!["10.9.0.0/16".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        refresh_from(&e, &second.refresh_token, "10.1.2.3").unwrap(),
+        Err(OAuthError::InvalidGrant(_))
+    ));
+    assert!(refresh_from(&e, &second.refresh_token, "10.9.1.1")
+        .unwrap()
+        .is_ok());
+}
+
+#[test]
+fn refresh_applies_the_key_rate_limit() {
+    let e = env();
+    let (key, _) = key_with(
+        &e,
+        NewToken {
+            name: "slow".into(),
+            scopes: vec!["app.read".into()],
+            ratelimit: Some(kms_core::RateLimitInput {
+                limit: 2,
+                per_seconds: 3600,
+            }),
+            ..Default::default()
+        },
+    );
+    let first = e
+        .kms
+        .issue_access_token(&key, None, None, None)
+        .unwrap()
+        .unwrap();
+    let second = refresh(&e, &first.refresh_token).unwrap();
+    assert!(matches!(
+        e.kms
+            .refresh_access_token(&second.refresh_token, None, None),
+        Err(kms_core::Error::RateLimited { .. })
+    ));
+    assert!(matches!(
+        e.kms.issue_access_token(&key, None, None, None),
+        Err(kms_core::Error::RateLimited { .. })
+    ));
+}
+
+#[test]
+fn revoking_an_access_token_is_audited_once() {
+    let e = env();
+    let t = issue(&e, None);
+    e.kms.revoke_access_token(&e.root, &t.access_token).unwrap();
+    e.kms.revoke_access_token(&e.root, &t.access_token).unwrap();
+    assert_eq!(audit_count(&e, "access.revoke"), 1);
+    let claims_jti = parts(&t.access_token).1["jti"].as_str().unwrap().to_owned();
+    let events = e
+        .kms
+        .list_audit(
+            &e.root,
+            kms_core::AuditFilter {
+                action: Some("access.revoke".into()),
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .unwrap();
+    assert_eq!(events.items[0].target, claims_jti);
+    assert_eq!(events.items[0].app_id.as_deref(), Some(e.app_id.as_str()));
+    assert!(!serde_json::to_string(&events)
+        .unwrap()
+        .contains(&t.access_token));
+}
+
+#[test]
+fn revoking_a_revoked_family_again_writes_no_event() {
+    let e = env();
+    let t = issue(&e, None);
+    for _ in 0..3 {
+        e.kms
+            .revoke_access_token(&e.root, &t.refresh_token)
+            .unwrap();
+    }
+    assert_eq!(audit_count(&e, "refresh.revoke"), 1);
+    // Nor does revoking an access token of that family, already dead with it.
+    e.kms.revoke_access_token(&e.root, &t.access_token).unwrap();
+    assert_eq!(audit_count(&e, "access.revoke"), 0);
+    // Reuse of a revoked family's token is no new reuse event either.
+    assert!(matches!(
+        refresh(&e, &t.refresh_token),
+        Err(OAuthError::InvalidGrant(_))
+    ));
+    assert_eq!(audit_count(&e, "refresh.reuse"), 0);
+}
+
+#[test]
+fn concurrent_exchanges_inside_the_window_share_one_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("kms.db")).unwrap());
+    let e = env_on(store, 30);
+    let first = issue(&e, None);
+    let barrier = std::sync::Barrier::new(4);
+    let successors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    refresh(&e, &first.refresh_token).unwrap().refresh_token
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        successors.iter().all(|t| t == &successors[0]),
+        "{successors:?}"
+    );
+    assert!(refresh(&e, &successors[0]).is_ok());
 }

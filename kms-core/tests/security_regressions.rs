@@ -309,7 +309,7 @@ fn no_issued_secret_appears_at_rest_in_debug_output_errors_or_audit_events() {
     x.debug("access claims", &claims);
     x.json("access claims", &claims);
     let refreshed = kms
-        .refresh_access_token(&issued.refresh_token, None)
+        .refresh_access_token(&issued.refresh_token, None, None)
         .unwrap()
         .unwrap();
     x.secret("refreshed access token", &refreshed.access_token);
@@ -317,7 +317,7 @@ fn no_issued_secret_appears_at_rest_in_debug_output_errors_or_audit_events() {
     x.debug("refreshed token response", &refreshed);
     x.error(
         "refresh token reuse",
-        &kms.refresh_access_token(&issued.refresh_token, None)
+        &kms.refresh_access_token(&issued.refresh_token, None, None)
             .unwrap()
             .unwrap_err(),
     );

@@ -53,9 +53,10 @@
 //! database: the two together open every signing key.
 //!
 //! Access tokens: `jwt_issuer` and `jwt_audience` set `iss` and the default `aud`;
-//! `access_token_ttl` their lifetime; `refresh_token_ttl` that of refresh tokens;
-//! `refresh_overlap` how long a just-exchanged refresh token may be exchanged again
-//! (retrying clients) before it counts as reuse; `jwt_leeway` the clock skew allowed on
+//! `access_token_ttl` their lifetime; `refresh_token_ttl` that of a refresh family, counted
+//! from the API-key exchange (refreshing never extends it); `refresh_overlap` how long a
+//! just-exchanged refresh token may be exchanged again (retrying clients, who get the same
+//! successor refresh token) before it counts as reuse; `jwt_leeway` the clock skew allowed on
 //! `exp` and `nbf`. With `key_rotation_interval` set, `kms serve` rotates the signing key
 //! once the active one is that old; retired keys and expired revocations are swept every
 //! minute either way.

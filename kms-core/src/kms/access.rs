@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 use super::audit_log::Audit;
 use super::verify::Purpose;
-use super::{Caller, Kms};
+use super::{Caller, Kms, VerifyCode};
 use crate::access_token::{
     AccessClaims, Introspection, JwtError, OAuthError, RefreshRecord, RefreshStatus, Revocation,
     TokenResponse,
@@ -20,8 +20,9 @@ use crate::error::{Error, Result};
 use crate::keyring::{new_ed25519_key, KeyInfo, KeyRing, KeyState};
 use crate::model::{AppStatus, TokenStatus};
 use crate::scope::Scope;
+use crate::snapshot::{EffectiveSet, PermissionSnapshot};
 use crate::store::Mutation;
-use crate::token_format::push_base62;
+use crate::token_format::{push_base62, push_base62_from};
 
 const REFRESH_PREFIX: &str = "kmsrt_";
 const REFRESH_ID_LEN: usize = 16;
@@ -45,6 +46,85 @@ fn parse_refresh(token: &str) -> Option<RefreshParts<'_>> {
         id: &rest[..REFRESH_ID_LEN],
         secret: &rest[REFRESH_ID_LEN..],
     })
+}
+
+const REUSED: &str = "the refresh token was already used; its family has been revoked";
+
+/// What a refresh record grants, for [`refresh_record`].
+struct RefreshGrant<'a> {
+    family_id: &'a str,
+    token_id: &'a str,
+    app_id: &'a str,
+    scope: &'a str,
+    audience: &'a str,
+    expires_at: Timestamp,
+}
+
+/// The stored form of refresh token `token`: its lookup id and only the SHA-256 of its
+/// secret.
+fn refresh_record(token: &str, grant: RefreshGrant<'_>, now: Timestamp) -> Result<RefreshRecord> {
+    let parts = parse_refresh(token)
+        .ok_or_else(|| Error::internal("a generated refresh token does not parse"))?;
+    Ok(RefreshRecord {
+        id: parts.id.to_owned(),
+        family_id: grant.family_id.to_owned(),
+        token_id: grant.token_id.to_owned(),
+        app_id: grant.app_id.to_owned(),
+        secret_hash: sha256_hex(parts.secret),
+        scope: grant.scope.to_owned(),
+        audience: grant.audience.to_owned(),
+        status: RefreshStatus::Active,
+        created_at: now,
+        expires_at: grant.expires_at,
+        spent_at: None,
+    })
+}
+
+/// The scope a refresh grants: `requested` (all of the family's `ceiling` when absent),
+/// which may only narrow the ceiling, keeping what `set` holds now under `snap`.
+fn refreshed_scope(
+    snap: &PermissionSnapshot,
+    set: &EffectiveSet,
+    ceiling: &str,
+    requested: Option<&str>,
+) -> std::result::Result<String, OAuthError> {
+    let have: Vec<&str> = ceiling.split_whitespace().collect();
+    let asked: Vec<&str> = match requested.map(str::trim).filter(|s| !s.is_empty()) {
+        None => have,
+        Some(r) => {
+            let mut out = Vec::new();
+            for s in r.split_whitespace() {
+                if !have.contains(&s) {
+                    return Err(OAuthError::InvalidScope(format!(
+                        "the scope {} was not granted to this refresh token",
+                        crate::scope::shown(s)
+                    )));
+                }
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+            out
+        }
+    };
+    Ok(asked
+        .into_iter()
+        .filter(|s| snap.holds_defined(set, s))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// Why a key that was found is refused, completing "the API key ...".
+fn refused_because(code: VerifyCode) -> &'static str {
+    match code {
+        VerifyCode::Revoked => "was revoked",
+        VerifyCode::Expired => "has expired",
+        VerifyCode::Disabled => "belongs to a disabled application",
+        VerifyCode::Forbidden => "may not be used from this address",
+        VerifyCode::UsageExceeded => "has no uses left",
+        VerifyCode::RateLimited => "is rate limited",
+        _ => "is not valid",
+    }
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -190,7 +270,9 @@ impl Kms {
     }
 
     /// `grant_type=api_key`: exchanges an API key for an access token and a refresh token.
-    /// `scope` (space-separated) may narrow the key's scopes, never widen them.
+    /// `scope` (space-separated) may narrow the key's scopes, never widen them. The key is
+    /// checked as a verification checks it, from `ip`: status, its and its application's
+    /// network allow-lists, rate limit; an exchange spends one use, last.
     pub fn issue_access_token(
         &self,
         api_key: &str,
@@ -203,27 +285,28 @@ impl Kms {
             ip,
             ..super::verify::Presented::new(api_key, Purpose::Authenticate)
         })?;
-        if let Some(secs) = v.retry_after_secs() {
+        if let Some(secs) = v.retry_after_secs().or(v.rate_limited_for) {
             return Err(Error::RateLimited {
                 retry_after_secs: secs,
             });
         }
         let (Some(key), Some(snap)) = (v.key.as_ref(), v.snapshot.as_ref()) else {
-            return Ok(Err(OAuthError::InvalidClient(
-                "the API key is not valid".into(),
-            )));
+            return Ok(Err(OAuthError::InvalidClient(format!(
+                "the API key {}",
+                refused_because(v.code())
+            ))));
         };
-        let held: Vec<String> = snap
-            .scopes_of(&key.effective)
-            .into_iter()
-            .map(|s| s.to_string())
-            .collect();
         let granted = match scope.map(str::trim).filter(|s| !s.is_empty()) {
-            None => held.join(" "),
+            None => snap
+                .scopes_of(&key.effective)
+                .iter()
+                .map(Scope::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
             Some(requested) => {
                 let mut out = Vec::new();
                 for s in requested.split_whitespace() {
-                    if Scope::parse(s).is_err() || !snap.check(&key.effective, s) {
+                    if Scope::parse(s).is_err() || !snap.holds_defined(&key.effective, s) {
                         return Ok(Err(OAuthError::InvalidScope(format!(
                             "the scope {} is not held by this API key",
                             crate::scope::shown(s)
@@ -249,13 +332,32 @@ impl Kms {
                 )))
             }
         };
+        if let Err(r) = self.spend_use(key)? {
+            return Ok(Err(OAuthError::InvalidClient(format!(
+                "the API key {}",
+                refused_because(r.code)
+            ))));
+        }
         let family = self.new_id("fam_", 16)?;
-        let (refresh, refresh_token) = self.new_refresh(
-            &family,
-            &key.record.id,
-            &key.record.app_id,
-            &granted,
-            &audience,
+        let mut token = String::from(REFRESH_PREFIX);
+        push_base62(
+            &mut token,
+            REFRESH_ID_LEN + REFRESH_SECRET_LEN,
+            self.inner.random.as_ref(),
+        )?;
+        let now = self.inner.clock.now();
+        let refresh = refresh_record(
+            &token,
+            RefreshGrant {
+                family_id: &family,
+                token_id: &key.record.id,
+                app_id: &key.record.app_id,
+                scope: &granted,
+                audience: &audience,
+                // The family's absolute end: no refresh moves it.
+                expires_at: now.plus_secs(self.inner.jwt.refresh_ttl_secs),
+            },
+            now,
         )?;
         self.inner
             .store
@@ -271,25 +373,60 @@ impl Kms {
             access_token: access,
             token_type: "Bearer",
             expires_in: self.inner.jwt.access_ttl_secs,
-            refresh_token,
+            refresh_token: token,
             scope: granted,
         }))
     }
 
-    /// `grant_type=refresh_token`: exchanges a refresh token once for a new pair. Reusing a
-    /// spent refresh token (outside the overlap window) revokes its whole family, refresh
-    /// and access tokens alike.
+    /// `grant_type=refresh_token`: exchanges a refresh token once for a new pair.
+    ///
+    /// - The access token holds no more than the key holds now: the family's scope (that of
+    ///   the first exchange; `scope` may narrow it) intersected with the key's current
+    ///   effective set under the current policy. The successor keeps the family's scope, so
+    ///   a permission given back is granted again, and its expiry: a family ends
+    ///   `refresh_ttl_secs` after the first exchange, however often it is refreshed.
+    /// - The key is re-checked as it is now, from `ip`: revoked, expired, deleted, its
+    ///   application disabled or deleted, outside its or its application's network
+    ///   allow-list, or out of uses → `invalid_grant`; its rate limit → `RateLimited`. A
+    ///   refresh spends one use.
+    /// - The successor is derived from the presented token under the master key, so an
+    ///   exchange repeated inside the overlap window gets the same successor again (no second
+    ///   branch) while only its SHA-256 is stored. A repeat after the window, or once the
+    ///   successor itself was exchanged, is reuse: the whole family is revoked, refresh and
+    ///   access tokens alike.
     pub fn refresh_access_token(
         &self,
         refresh_token: &str,
         scope: Option<&str>,
+        ip: Option<std::net::IpAddr>,
     ) -> Result<std::result::Result<TokenResponse, OAuthError>> {
         self.master_key()?;
-        let invalid = |m: &str| Ok(Err(OAuthError::InvalidGrant(m.to_owned())));
+        // A lost race to spend the token is decided again on the record as the winner left
+        // it: inside the window that is the winner's successor, outside it reuse.
+        for _ in 0..2 {
+            if let Some(answer) = self.try_refresh(refresh_token, scope, ip)? {
+                return Ok(answer);
+            }
+        }
+        Err(Error::internal(
+            "a refresh token was spent twice by concurrent exchanges",
+        ))
+    }
+
+    /// One attempt of [`refresh_access_token`](Self::refresh_access_token); `None` when
+    /// another exchange spent the token between reading and spending it.
+    fn try_refresh(
+        &self,
+        refresh_token: &str,
+        scope: Option<&str>,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<Option<std::result::Result<TokenResponse, OAuthError>>> {
+        let invalid = |m: &str| Ok(Some(Err(OAuthError::InvalidGrant(m.to_owned()))));
         let Some(record) = self.find_refresh(refresh_token)? else {
             return invalid("the refresh token is not valid");
         };
         let now = self.inner.clock.now();
+        let successor = self.successor_of(refresh_token)?;
         match record.status {
             RefreshStatus::Revoked => return invalid("the refresh token was revoked"),
             _ if record.expires_at <= now => return invalid("the refresh token has expired"),
@@ -298,11 +435,15 @@ impl Kms {
                     && record
                         .spent_at
                         .is_some_and(|t| t.plus_secs(self.inner.jwt.refresh_overlap_secs) >= now);
-                if !in_overlap {
-                    self.revoke_family(&record.family_id, None, true)?;
-                    return invalid(
-                        "the refresh token was already used; its family has been revoked",
-                    );
+                // Inside the window only the successor it was exchanged for, still unused,
+                // may be handed out again.
+                let successor_unused = in_overlap
+                    && self.find_refresh(&successor)?.is_some_and(|s| {
+                        s.status == RefreshStatus::Active && s.family_id == record.family_id
+                    });
+                if !successor_unused {
+                    self.revoke_family(&record, None, true)?;
+                    return invalid(REUSED);
                 }
             }
             RefreshStatus::Active => {}
@@ -310,47 +451,62 @@ impl Kms {
         if self.revoked_contains(&format!("family:{}", record.family_id)) {
             return invalid("the refresh token was revoked");
         }
-        if !self.api_key_is_live(&record.token_id)? {
-            return invalid("the API key behind the refresh token is no longer valid");
-        }
-        let granted = match scope.map(str::trim).filter(|s| !s.is_empty()) {
-            None => record.scope.clone(),
-            Some(requested) => {
-                let have: Vec<&str> = record.scope.split_whitespace().collect();
-                if let Some(wider) = requested.split_whitespace().find(|s| !have.contains(s)) {
-                    return Ok(Err(OAuthError::InvalidScope(format!(
-                        "the scope {} was not granted to this refresh token",
-                        crate::scope::shown(wider)
-                    ))));
-                }
-                requested.split_whitespace().collect::<Vec<_>>().join(" ")
-            }
+        let snap = self.snapshot()?;
+        let Some(key) = self.current_key(&record.token_id, &snap)? else {
+            return invalid("the API key of this refresh token no longer exists");
         };
-        let (next, next_token) = self.new_refresh(
-            &record.family_id,
-            &record.token_id,
-            &record.app_id,
-            &granted,
-            &record.audience,
-        )?;
-        let mut batch = vec![Mutation::InsertRefreshToken(next)];
+        let refused = |code| {
+            invalid(&format!(
+                "the API key of this refresh token {}",
+                refused_because(code)
+            ))
+        };
+        if let Some(code) = self.refusal(&key, &snap, ip, None, now) {
+            return refused(code);
+        }
+        match self.take_limits(&key, Purpose::Authenticate)? {
+            Ok(_) => {}
+            Err(r) => match r.retry_after {
+                Some(secs) => {
+                    return Err(Error::RateLimited {
+                        retry_after_secs: secs,
+                    })
+                }
+                None => return refused(r.code),
+            },
+        }
+        let granted = match refreshed_scope(&snap, &key.effective, &record.scope, scope) {
+            Ok(g) => g,
+            Err(e) => return Ok(Some(Err(e))),
+        };
+        if let Err(r) = self.spend_use(&key)? {
+            return refused(r.code);
+        }
         if record.status == RefreshStatus::Active {
-            batch.insert(
-                0,
+            let next = refresh_record(
+                &successor,
+                RefreshGrant {
+                    family_id: &record.family_id,
+                    token_id: &record.token_id,
+                    app_id: &record.app_id,
+                    scope: &record.scope,
+                    audience: &record.audience,
+                    expires_at: record.expires_at,
+                },
+                now,
+            )?;
+            let batch = [
                 Mutation::SpendRefreshToken {
                     id: record.id.clone(),
                     at: now,
                 },
-            );
-        }
-        match self.inner.store.apply(&batch) {
-            Ok(()) => {}
-            Err(crate::error::StoreError::Conflict(_)) => {
-                // Another exchange spent it first: that is reuse.
-                self.revoke_family(&record.family_id, None, true)?;
-                return invalid("the refresh token was already used; its family has been revoked");
+                Mutation::InsertRefreshToken(next),
+            ];
+            match self.inner.store.apply(&batch) {
+                Ok(()) => {}
+                Err(crate::error::StoreError::Conflict(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
         let access = self.sign_access(
             &record.token_id,
@@ -359,46 +515,27 @@ impl Kms {
             &record.audience,
             &record.family_id,
         )?;
-        Ok(Ok(TokenResponse {
+        Ok(Some(Ok(TokenResponse {
             access_token: access,
             token_type: "Bearer",
             expires_in: self.inner.jwt.access_ttl_secs,
-            refresh_token: next_token,
+            refresh_token: successor,
             scope: granted,
-        }))
+        })))
     }
 
-    fn new_refresh(
-        &self,
-        family: &str,
-        token_id: &str,
-        app_id: &str,
-        scope: &str,
-        audience: &str,
-    ) -> Result<(RefreshRecord, String)> {
+    /// The refresh token a presented one is exchanged for: derived from it under the master
+    /// key, so the same presentation always yields the same successor and no plaintext needs
+    /// keeping. Only a holder of the presented token (and the server) can compute it.
+    fn successor_of(&self, presented: &str) -> Result<String> {
+        let mut stream = self
+            .master_key()?
+            .keyed_stream("refresh-token successor", presented.as_bytes())?;
         let mut token = String::from(REFRESH_PREFIX);
-        push_base62(
-            &mut token,
-            REFRESH_ID_LEN + REFRESH_SECRET_LEN,
-            self.inner.random.as_ref(),
-        )?;
-        let parts = parse_refresh(&token)
-            .ok_or_else(|| Error::internal("generated refresh token does not parse"))?;
-        let now = self.inner.clock.now();
-        let record = RefreshRecord {
-            id: parts.id.to_owned(),
-            family_id: family.to_owned(),
-            token_id: token_id.to_owned(),
-            app_id: app_id.to_owned(),
-            secret_hash: sha256_hex(parts.secret),
-            scope: scope.to_owned(),
-            audience: audience.to_owned(),
-            status: RefreshStatus::Active,
-            created_at: now,
-            expires_at: now.plus_secs(self.inner.jwt.refresh_ttl_secs),
-            spent_at: None,
-        };
-        Ok((record, token))
+        push_base62_from(&mut token, REFRESH_ID_LEN + REFRESH_SECRET_LEN, |buf| {
+            stream.fill(buf)
+        })?;
+        Ok(token)
     }
 
     /// The stored record of a presented refresh token, when the secret matches.
@@ -416,35 +553,51 @@ impl Kms {
         Ok(matches.then_some(record))
     }
 
-    /// Revokes a refresh family and its access tokens; `reuse` records it as the security
-    /// event it is.
-    fn revoke_family(&self, family: &str, caller: Option<&Caller>, reuse: bool) -> Result<()> {
+    /// Revokes the family of `record` and its access tokens; `reuse` records it as the
+    /// security event it is. A family already revoked is left alone: no second event.
+    fn revoke_family(
+        &self,
+        record: &RefreshRecord,
+        caller: Option<&Caller>,
+        reuse: bool,
+    ) -> Result<()> {
+        let family = record.family_id.as_str();
+        let deny_id = format!("family:{family}");
         let until = self
             .inner
             .clock
             .now()
             .plus_secs(self.inner.jwt.access_ttl_secs + self.inner.jwt.leeway_secs as i64);
-        if reuse {
-            self.emit(&crate::failure_gate::SecurityEvent::RefreshReuse {
-                family_id: family.to_owned(),
-            });
-        }
         let audit = if reuse {
             Audit::success("refresh.reuse", family).failure()
         } else {
             Audit::success("refresh.revoke", family)
-        };
-        self.commit(
+        }
+        .app(record.app_id.clone());
+        let revoked = self.commit_unless(
             caller,
             audit,
             vec![
                 Mutation::RevokeRefreshFamily(family.to_owned()),
                 Mutation::PutRevocation(Revocation {
-                    id: format!("family:{family}"),
+                    id: deny_id.clone(),
                     expires_at: until,
                 }),
             ],
+            || {
+                Ok(self.revoked_contains(&deny_id)
+                    || self
+                        .inner
+                        .store
+                        .get_refresh_token(&record.id)?
+                        .is_none_or(|r| r.status == RefreshStatus::Revoked))
+            },
         )?;
+        if revoked && reuse {
+            self.emit(&crate::failure_gate::SecurityEvent::RefreshReuse {
+                family_id: family.to_owned(),
+            });
+        }
         Ok(())
     }
 
@@ -634,30 +787,40 @@ impl Kms {
     }
 
     /// RFC 7009 revocation (`token.verify`): an access token goes on the deny-list until it
-    /// expires; a refresh token revokes its family. Unknown tokens are accepted silently.
+    /// expires; a refresh token revokes its family. Each is audited once: revoking what is
+    /// already revoked changes nothing and writes no event. Unknown tokens are accepted
+    /// silently.
     pub fn revoke_access_token(&self, caller: &Caller, token: &str) -> Result<()> {
         caller.require(&*self.snapshot()?, "token.verify")?;
         if parse_refresh(token).is_some() {
             if let Some(r) = self.find_refresh(token)? {
                 if caller.sees_app(&r.app_id) {
-                    self.revoke_family(&r.family_id, Some(caller), false)?;
+                    self.revoke_family(&r, Some(caller), false)?;
                 }
             }
             return Ok(());
         }
+        // An expired or already revoked token (itself or its family) does not decode.
         let claims = match self.decode_access(token, None) {
             Ok(c) => c,
             Err(_) => return Ok(()),
         };
         if caller.sees_app(&claims.app_id) {
+            let deny_id = format!("jti:{}", claims.jti);
             let until =
                 Timestamp::from_unix(claims.exp).plus_secs(self.inner.jwt.leeway_secs as i64);
-            self.inner
-                .store
-                .apply(&[Mutation::PutRevocation(Revocation {
-                    id: format!("jti:{}", claims.jti),
+            let audit = Audit::success("access.revoke", claims.jti.clone())
+                .app(claims.app_id.clone())
+                .details(serde_json::json!({"sub": claims.sub, "family": claims.fid}));
+            self.commit_unless(
+                Some(caller),
+                audit,
+                vec![Mutation::PutRevocation(Revocation {
+                    id: deny_id.clone(),
                     expires_at: until,
-                })])?;
+                })],
+                || Ok(self.revoked_contains(&deny_id)),
+            )?;
         }
         Ok(())
     }

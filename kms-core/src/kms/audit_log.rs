@@ -89,13 +89,30 @@ impl Kms {
         &self,
         caller: Option<&Caller>,
         audit: Audit,
-        mut batch: Vec<Mutation>,
+        batch: Vec<Mutation>,
     ) -> Result<()> {
+        self.commit_unless(caller, audit, batch, || Ok(false))
+            .map(|_| ())
+    }
+
+    /// [`commit`](Self::commit), unless `done` finds, under the audit lock, that the change
+    /// was already made: an idempotent change (a revocation) writes its event once, even
+    /// when two calls race. Returns whether it committed.
+    pub(crate) fn commit_unless(
+        &self,
+        caller: Option<&Caller>,
+        audit: Audit,
+        mut batch: Vec<Mutation>,
+        done: impl FnOnce() -> Result<bool>,
+    ) -> Result<bool> {
         let _guard = self
             .inner
             .audit_lock
             .lock()
             .map_err(|_| Error::internal("the audit lock is poisoned"))?;
+        if done()? {
+            return Ok(false);
+        }
         let last = self.inner.store.last_audit_event()?;
         let mut event = AuditEvent {
             seq: last.as_ref().map_or(1, |e| e.seq + 1),
@@ -120,7 +137,8 @@ impl Kms {
         };
         event.hash = event.compute_hash();
         batch.push(Mutation::AppendAudit(event));
-        Ok(self.inner.store.apply(&batch)?)
+        self.inner.store.apply(&batch)?;
+        Ok(true)
     }
 
     /// Audit events, newest first (`audit.read`). Callers outside the system application

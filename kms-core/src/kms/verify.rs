@@ -88,6 +88,30 @@ pub struct Verification {
     pub(crate) snapshot: Option<Arc<PermissionSnapshot>>,
     remaining: Option<u64>,
     retry_after: Option<u64>,
+    /// For `RATE_LIMITED` by the key's own rate limit: seconds until a cell is free.
+    pub(crate) rate_limited_for: Option<u64>,
+}
+
+/// Why a key that was found is refused by its limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refused {
+    pub(crate) code: VerifyCode,
+    /// For a rate limit: seconds until a retry may succeed.
+    pub(crate) retry_after: Option<u64>,
+}
+
+/// The verdict on a key's uses.
+fn use_verdict(outcome: UseOutcome) -> std::result::Result<Option<u64>, Refused> {
+    let code = match outcome {
+        UseOutcome::Unlimited => return Ok(None),
+        UseOutcome::Remaining(n) => return Ok(Some(n)),
+        UseOutcome::Exhausted => VerifyCode::UsageExceeded,
+        UseOutcome::Missing => VerifyCode::NotFound,
+    };
+    Err(Refused {
+        code,
+        retry_after: None,
+    })
 }
 
 /// The body of a verification response, exactly as the HTTP API gives it.
@@ -139,6 +163,7 @@ impl Verification {
             snapshot: None,
             remaining: None,
             retry_after: None,
+            rate_limited_for: None,
         }
     }
 
@@ -473,69 +498,27 @@ impl Kms {
         if p.owner.is_some_and(|o| o != key.record.app_id) {
             return Ok(Some(Verification::fail(VerifyCode::NotFound, None)));
         }
-        // 5. Status, network allow-list, permissions.
-        let status = if key.record.status == TokenStatus::Revoked {
-            Some(VerifyCode::Revoked)
-        } else if key.record.is_expired(now) {
-            Some(VerifyCode::Expired)
-        } else if key.app.status == AppStatus::Disabled {
-            Some(VerifyCode::Disabled)
-        } else if !allowed_from(&key.record.limits.ip_allow, p.ip)
-            || !allowed_from(&key.app.security.ip_allow, p.ip)
-        {
-            // The token's and its application's network allow-lists.
-            Some(VerifyCode::Forbidden)
-        } else if p.query.is_some_and(|q| !snap.evaluate(&key.effective, q)) {
-            Some(VerifyCode::InsufficientPermissions)
-        } else {
-            None
-        };
-        if let Some(code) = status {
+        // 5. Status, network allow-lists, permissions.
+        if let Some(code) = self.refusal(&key, &snap, p.ip, p.query, now) {
             return Ok(Some(Verification::fail(code, Some(&key))));
         }
         if p.cached_only && key.record.limits.uses.is_some() {
             return Ok(None);
         }
-        // 6. Rate limit.
-        if let Some(limit) = key.record.limits.ratelimit {
-            if self.inner.rate_limits.check(&key.record.id, limit).is_err() {
-                return Ok(Some(Verification::fail(
-                    VerifyCode::RateLimited,
-                    Some(&key),
-                )));
+        // 6. Rate limit; 7. uses, spent last.
+        let remaining = match self.take_limits(&key, p.purpose)? {
+            Ok(remaining) => remaining,
+            Err(Refused {
+                code: VerifyCode::NotFound,
+                ..
+            }) => return Ok(Some(Verification::fail(VerifyCode::NotFound, None))),
+            Err(r) => {
+                return Ok(Some(Verification {
+                    rate_limited_for: r.retry_after,
+                    ..Verification::fail(r.code, Some(&key))
+                }))
             }
-        }
-        // 7. Uses, spent last.
-        let mut remaining = None;
-        if key.record.limits.uses.is_some() {
-            let outcome = if p.purpose == Purpose::Verify {
-                self.inner.store.consume_use(&key.record.id)?
-            } else {
-                match self
-                    .inner
-                    .store
-                    .get_token(&key.record.id)?
-                    .and_then(|r| r.limits.uses)
-                {
-                    Some(0) => UseOutcome::Exhausted,
-                    Some(n) => UseOutcome::Remaining(n),
-                    None => UseOutcome::Unlimited,
-                }
-            };
-            match outcome {
-                UseOutcome::Unlimited => {}
-                UseOutcome::Remaining(n) => remaining = Some(n),
-                UseOutcome::Exhausted => {
-                    return Ok(Some(Verification::fail(
-                        VerifyCode::UsageExceeded,
-                        Some(&key),
-                    )))
-                }
-                UseOutcome::Missing => {
-                    return Ok(Some(Verification::fail(VerifyCode::NotFound, None)))
-                }
-            }
-        }
+        };
         Ok(Some(Verification {
             code: VerifyCode::Valid,
             token_id: None,
@@ -543,7 +526,120 @@ impl Kms {
             snapshot: Some(snap),
             remaining,
             retry_after: None,
+            rate_limited_for: None,
         }))
+    }
+
+    /// Step 5 for a key that was found: its status, its and its application's network
+    /// allow-lists, and the permission query. The same rules guard every exchange for an
+    /// access token, a refresh included.
+    pub(crate) fn refusal(
+        &self,
+        key: &CachedKey,
+        snap: &PermissionSnapshot,
+        ip: Option<IpAddr>,
+        query: Option<&PermissionQuery>,
+        now: Timestamp,
+    ) -> Option<VerifyCode> {
+        if key.record.status == TokenStatus::Revoked {
+            Some(VerifyCode::Revoked)
+        } else if key.record.is_expired(now) {
+            Some(VerifyCode::Expired)
+        } else if key.app.status == AppStatus::Disabled {
+            Some(VerifyCode::Disabled)
+        } else if !allowed_from(&key.record.limits.ip_allow, ip)
+            || !allowed_from(&key.app.security.ip_allow, ip)
+        {
+            Some(VerifyCode::Forbidden)
+        } else if query.is_some_and(|q| !snap.evaluate(&key.effective, q)) {
+            Some(VerifyCode::InsufficientPermissions)
+        } else {
+            None
+        }
+    }
+
+    /// Steps 6 and 7: takes a rate-limit cell, then, for a verification, spends a use (for
+    /// an authentication, only checks one is left). Gives the uses left.
+    pub(crate) fn take_limits(
+        &self,
+        key: &CachedKey,
+        purpose: Purpose,
+    ) -> Result<std::result::Result<Option<u64>, Refused>> {
+        if let Some(limit) = key.record.limits.ratelimit {
+            if let Err(secs) = self.inner.rate_limits.check(&key.record.id, limit) {
+                return Ok(Err(Refused {
+                    code: VerifyCode::RateLimited,
+                    retry_after: Some(secs),
+                }));
+            }
+        }
+        if key.record.limits.uses.is_none() {
+            return Ok(Ok(None));
+        }
+        if purpose == Purpose::Verify {
+            return self.spend_use(key);
+        }
+        let outcome = match self
+            .inner
+            .store
+            .get_token(&key.record.id)?
+            .and_then(|r| r.limits.uses)
+        {
+            Some(0) => UseOutcome::Exhausted,
+            Some(n) => UseOutcome::Remaining(n),
+            None => UseOutcome::Unlimited,
+        };
+        Ok(use_verdict(outcome))
+    }
+
+    /// Spends one use of a key with a use limit, atomically in the store; nothing for a key
+    /// without one. An exchange for an access token calls it last, once everything else
+    /// passed, as a verification does.
+    pub(crate) fn spend_use(
+        &self,
+        key: &CachedKey,
+    ) -> Result<std::result::Result<Option<u64>, Refused>> {
+        if key.record.limits.uses.is_none() {
+            return Ok(Ok(None));
+        }
+        Ok(use_verdict(self.inner.store.consume_use(&key.record.id)?))
+    }
+
+    /// The key with id `token_id` as it is now, for re-checking a grant made earlier (a
+    /// refresh): its record, application and effective set under `snap`, or `None` when it
+    /// or its application no longer exists.
+    pub(crate) fn current_key(
+        &self,
+        token_id: &str,
+        snap: &PermissionSnapshot,
+    ) -> Result<Option<CachedKey>> {
+        let Some(record) = self.inner.store.get_token(token_id)? else {
+            return Ok(None);
+        };
+        let Some(app) = self.inner.store.get_app(&record.app_id)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.key_of(record, app, snap)))
+    }
+
+    /// A verified key as the pipeline keeps it: the effective set computed from `snap`,
+    /// and no copy of the secret's hash.
+    fn key_of(
+        &self,
+        mut record: crate::model::TokenRecord,
+        app: crate::model::Application,
+        snap: &PermissionSnapshot,
+    ) -> CachedKey {
+        let shared = &self.inner.cache.shared;
+        let effective = shared.effective(snap.generation(), &record.scopes, &record.roles, || {
+            snap.effective(record.scopes.iter(), record.roles.iter())
+        });
+        record.secret_hash = String::new();
+        CachedKey {
+            record,
+            app: shared.app(app),
+            effective,
+        }
     }
 
     /// Counts a failed verification against its `source` (see
@@ -653,22 +749,8 @@ impl Kms {
         if app.token_prefix.as_str() != parsed.prefix() {
             return Ok(None);
         }
-        let shared = &self.inner.cache.shared;
-        let effective = shared.effective(snap.generation(), &record.scopes, &record.roles, || {
-            snap.effective(record.scopes.iter(), record.roles.iter())
-        });
-        let app = shared.app(app);
-        let mut record = record;
-        // The hash is not needed once verified; don't keep a copy in memory.
-        record.secret_hash = String::new();
-        Ok(Some((
-            Arc::new(CachedKey {
-                record,
-                app,
-                effective,
-            }),
-            epoch,
-        )))
+        // The hash is not needed once verified; the key kept holds no copy of it.
+        Ok(Some((Arc::new(self.key_of(record, app, snap)), epoch)))
     }
 }
 

@@ -200,7 +200,10 @@ pub async fn token(
             let Some(refresh) = params.refresh_token.filter(|t| !t.is_empty()) else {
                 return Err(OAuthError::InvalidRequest("refresh_token is required".into()).into());
             };
-            answer(run_blocking(move || kms.refresh_access_token(&refresh, scope.as_deref())).await)
+            answer(
+                run_blocking(move || kms.refresh_access_token(&refresh, scope.as_deref(), ip))
+                    .await,
+            )
         }
         Some(other) => Err(OAuthError::UnsupportedGrantType(format!(
             "grant_type {} is not supported; use api_key or refresh_token",
