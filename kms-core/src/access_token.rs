@@ -228,9 +228,14 @@ pub enum JwtError {
     /// `iss` or `aud` is not the expected one, or a required claim is missing.
     #[error("the access token's issuer, audience or claims are not accepted")]
     Claims,
-    /// The token or its family was revoked.
+    /// The token or its family was revoked, or the API key it was issued for is no longer
+    /// valid (revoked, expired, deleted, or its application disabled).
     #[error("the access token was revoked")]
     Revoked,
+    /// The store could not be asked whether the token's API key is still valid; the token
+    /// is refused (fail closed).
+    #[error("the access token could not be checked; try again")]
+    Unavailable,
 }
 
 /// The body of an introspection response (RFC 7662). Inactive is exactly `{"active": false}`.

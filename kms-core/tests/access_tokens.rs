@@ -281,6 +281,48 @@ fn revoking_the_api_key_makes_its_access_tokens_inactive() {
             .unwrap(),
         Err(OAuthError::InvalidGrant(_))
     ));
+    // In-process validation refuses it too, as introspection does.
+    assert_eq!(
+        e.kms
+            .validate_access_token(&t.access_token, None)
+            .unwrap_err(),
+        kms_core::JwtError::Revoked
+    );
+}
+
+#[test]
+fn in_process_validation_refuses_tokens_of_a_dead_key_or_disabled_application() {
+    let e = env();
+    let t = issue(&e, None);
+    assert!(e.kms.validate_access_token(&t.access_token, None).is_ok());
+    e.kms
+        .update_app(
+            &e.root,
+            &e.app_id,
+            serde_json::from_value(serde_json::json!({"status": "disabled"})).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        e.kms
+            .validate_access_token(&t.access_token, None)
+            .unwrap_err(),
+        kms_core::JwtError::Revoked
+    );
+    e.kms
+        .update_app(
+            &e.root,
+            &e.app_id,
+            serde_json::from_value(serde_json::json!({"status": "active"})).unwrap(),
+        )
+        .unwrap();
+    assert!(e.kms.validate_access_token(&t.access_token, None).is_ok());
+    e.kms.delete_token(&e.root, &e.api_key_id).unwrap();
+    assert_eq!(
+        e.kms
+            .validate_access_token(&t.access_token, None)
+            .unwrap_err(),
+        kms_core::JwtError::Revoked
+    );
 }
 
 #[test]

@@ -73,6 +73,7 @@ on_both_stores!(
     revoked_token_fails_verification_immediately_even_when_cached,
     rotation_keeps_the_old_token_for_the_grace_period_only,
     deleting_a_token_or_disabling_its_app_takes_effect_at_once,
+    a_disabled_application_gets_no_new_or_rotated_tokens,
     expired_token_fails,
     a_caller_cannot_grant_what_it_does_not_hold,
     tenants_see_nothing_of_each_other,
@@ -283,6 +284,57 @@ fn deleting_a_token_or_disabling_its_app_takes_effect_at_once(e: Env) {
         e.kms.get_app(&e.root, &a).unwrap_err().code(),
         ErrorCode::NotFound
     );
+}
+
+fn a_disabled_application_gets_no_new_or_rotated_tokens(e: Env) {
+    let a = app(&e, "billing");
+    let t = token(&e, &a, &["app.read"], &[]);
+    let disable = |status: &str| {
+        e.kms
+            .update_app(
+                &e.root,
+                &a,
+                AppUpdate {
+                    status: Some(status.into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    };
+    disable("disabled");
+    let before = e
+        .kms
+        .list_tokens(&e.root, &a, PageRequest::default())
+        .unwrap()
+        .items
+        .len();
+    let create = e.kms.create_token(
+        &e.root,
+        &a,
+        NewToken {
+            name: "new".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(create.unwrap_err().code(), ErrorCode::Conflict);
+    let rotate = e
+        .kms
+        .rotate_token(&e.root, &t.info.id, RotateToken::default());
+    assert_eq!(rotate.unwrap_err().code(), ErrorCode::Conflict);
+    // Nothing changed: no new token, the old one not marked rotated.
+    let after = e
+        .kms
+        .list_tokens(&e.root, &a, PageRequest::default())
+        .unwrap();
+    assert_eq!(after.items.len(), before);
+    assert!(e
+        .kms
+        .get_token(&e.root, &t.info.id)
+        .unwrap()
+        .rotated_to
+        .is_none());
+    disable("active");
+    assert_eq!(verify(&e, &t.token, None), VerifyCode::Valid);
 }
 
 fn expired_token_fails(e: Env) {

@@ -456,9 +456,9 @@ fn fill(path: &Path) {
 fn a_full_disk_answers_503_changes_nothing_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let Some(server) = serve_on_tmpfs(dir.path(), "16m") else {
-        eprintln!(
-            "SKIPPED: this system does not allow `unshare --user --mount` and a tmpfs mount; \
-             the full-disk case is not exercised"
+        common::cannot_run(
+            "this system does not allow `unshare --user --mount` and a tmpfs mount; \
+             the full-disk case is not exercised",
         );
         return;
     };

@@ -436,7 +436,7 @@ fn pyjwt_validates_access_tokens_with_only_the_jwks() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !have_python {
-        eprintln!("NOTICE: python3 not found; skipping the PyJWT interop test");
+        common::cannot_run("python3 not found, so the PyJWT interop test does not run");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -461,7 +461,9 @@ fn pyjwt_validates_access_tokens_with_only_the_jwks() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     if out.status.code() == Some(3) && stdout.starts_with("SKIP") {
-        eprintln!("NOTICE: {stdout}install with `pip install pyjwt cryptography`; skipping");
+        common::cannot_run(&format!(
+            "{stdout}install with `pip install pyjwt cryptography` (.ci/run does)"
+        ));
         return;
     }
     assert!(

@@ -60,15 +60,16 @@ fn token(id: &str) -> TokenRecord {
     }
 }
 
-/// The child's side; passes at once when run as an ordinary test.
+/// The child's side, not a test of its own: the parent runs it (`--ignored --exact`) in a
+/// child process with the database path in its environment.
 ///
 /// Each batch writes a token and a metadata key in one transaction, then reports the
 /// token id on stdout.
 #[test]
+#[ignore = "the writer half of the SIGKILL test; the parent test runs it in a child process"]
 fn durability_writer_process() {
-    let Some(path) = std::env::var_os(WRITER_DB_ENV) else {
-        return;
-    };
+    let path = std::env::var_os(WRITER_DB_ENV)
+        .unwrap_or_else(|| panic!("run by the parent test, with {WRITER_DB_ENV} set"));
     let store = SqliteStore::open(&path).unwrap();
     // Written straight to the process's stdout, past the test harness's capture.
     let mut out = std::io::stdout();
@@ -109,6 +110,7 @@ fn acknowledged_writes_survive_sigkill() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "durability_writer_process",
+            "--ignored",
             "--exact",
             "--nocapture",
             "--test-threads=1",

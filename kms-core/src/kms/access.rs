@@ -641,14 +641,23 @@ impl Kms {
 
     /// Validates an access token in-process: EdDSA only, `typ: at+jwt`, a `kid` of the key
     /// ring, `iss`, `aud` (`audience`, or the default), `exp` and `nbf` with the configured
-    /// leeway, and the deny-list.
+    /// leeway, the deny-list, and that the API key it was issued for is still valid (one store
+    /// read: revoked, expired or deleted keys and disabled applications refuse it).
     pub fn validate_access_token(
         &self,
         jwt: &str,
         audience: Option<&str>,
     ) -> std::result::Result<AccessClaims, JwtError> {
         let aud = audience.unwrap_or(&self.inner.jwt.default_audience);
-        self.decode_access(jwt, Some(aud))
+        let claims = self.decode_access(jwt, Some(aud))?;
+        // An access token is worth no more than the API key it was issued for: once that is
+        // revoked, expired, deleted or its application disabled, refuse it here as
+        // introspection does. (A resource server holding only the JWKS cannot know.)
+        match self.api_key_is_live(&claims.sub) {
+            Ok(true) => Ok(claims),
+            Ok(false) => Err(JwtError::Revoked),
+            Err(_) => Err(JwtError::Unavailable),
+        }
     }
 
     fn decode_access(

@@ -40,6 +40,7 @@ impl Kms {
         let snap = self.snapshot()?;
         caller.require(&snap, "token.create")?;
         let app = self.visible_app(caller, app_id)?;
+        refuse_if_disabled(&app)?;
         let now = self.inner.clock.now();
         let mut errs = FieldErrors::default();
         let name = validate_name(&mut errs, "name", &req.name);
@@ -317,6 +318,7 @@ impl Kms {
             )));
         }
         let app = self.visible_app(caller, &old.app_id)?;
+        refuse_if_disabled(&app)?;
         // The new token lives as long as the old one was meant to, but never past the
         // caller's own expiry: rotating is not a way to outlive oneself.
         let lifetime = old.expires_at.map(|e| e.unix() - old.created_at.unix());
@@ -376,4 +378,16 @@ impl Kms {
             _ => Err(not_found()),
         }
     }
+}
+
+/// A disabled application's tokens fail verification; minting new ones there would hand
+/// out keys that cannot work, or that start working unnoticed when it is enabled again.
+fn refuse_if_disabled(app: &Application) -> Result<()> {
+    if app.status == crate::model::AppStatus::Disabled {
+        return Err(Error::Conflict(format!(
+            "application {} is disabled; enable it before creating or rotating its tokens",
+            app.id
+        )));
+    }
+    Ok(())
 }
