@@ -169,8 +169,8 @@ impl Metrics {
         let refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "http_refused",
-            "Requests refused before routing, by reason (denied_network, rate_limited, \
-             bad_signature)",
+            "Requests and connections refused before routing, by reason (denied_network, \
+             rate_limited, bad_signature, too_many_connections)",
             refused.clone(),
         );
         let cache = Arc::new(CacheCollector::default());
@@ -238,8 +238,8 @@ impl Metrics {
         self.alerts.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
-    /// Records one request refused by a server-wide rule: `denied_network`,
-    /// `rate_limited` or `bad_signature`.
+    /// Records one request or connection refused by a server-wide rule: `denied_network`,
+    /// `rate_limited`, `bad_signature` or `too_many_connections`.
     pub fn record_refused(&self, reason: &'static str) {
         self.refused.get_or_create(&ReasonLabels { reason }).inc();
     }
