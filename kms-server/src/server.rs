@@ -24,7 +24,7 @@ use crate::middleware::client_addr::{NetworkGate, NetworkPolicy};
 use crate::middleware::edge::{EdgeLayer, EdgeSettings};
 use crate::middleware::rate_limit;
 use crate::middleware::rate_limit::ClientRateLimit;
-use crate::middleware::signed_requests::{self, SignatureGate};
+use crate::middleware::signed_requests::SignatureLayer;
 use crate::routes::{
     apps, audit, docs, health, keys, oauth, permissions, roles, tokens, verify, AppState,
 };
@@ -72,10 +72,12 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
         .route("/v1/auth/revoke", post(oauth::revoke))
         .merge(management_routes(kms.clone(), &metrics, options))
         // Verification is the services' hot path: authenticated, never rate limited per
-        // address (a service verifies for many end users).
+        // address (a service verifies for many end users), signed when the caller's
+        // application requires it.
         .merge(
             Router::new()
                 .route("/v1/verify", post(verify::verify))
+                .route_layer(SignatureLayer::new(kms.clone(), metrics.clone()))
                 .route_layer(AuthLayer::new(kms.clone())),
         );
     with_layers(routes, kms, metrics, options)
@@ -131,13 +133,7 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
             "/v1/apps/{id}/signing-secret",
             post(apps::rotate_signing_secret),
         )
-        .route_layer(from_fn_with_state(
-            SignatureGate {
-                kms: kms.clone(),
-                metrics: metrics.clone(),
-            },
-            signed_requests::check_signature,
-        ))
+        .route_layer(SignatureLayer::new(kms.clone(), metrics.clone()))
         .route_layer(AuthLayer::new(kms));
     match options.rate_limit {
         Some(settings) => routes.route_layer(from_fn_with_state(
