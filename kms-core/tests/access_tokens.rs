@@ -1142,3 +1142,79 @@ fn concurrent_exchanges_inside_the_window_share_one_successor() {
     );
     assert!(refresh(&e, &successors[0]).is_ok());
 }
+
+#[test]
+fn a_refresh_token_needs_the_signature_its_familys_application_requires() {
+    use kms_core::request_signing::{sign_request, SignatureError, SignedRequest};
+    let e = env();
+    let app = e
+        .kms
+        .list_apps(&e.root, Default::default())
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|a| a.name == "billing")
+        .unwrap();
+    let caller = e.kms.authenticate(&e.api_key, None).unwrap();
+    let pair = e
+        .kms
+        .issue_access_token_for(&caller, None, None)
+        .unwrap()
+        .unwrap();
+    let now = kms_core::Clock::now(&*e.clock).unix();
+    let req = SignedRequest {
+        method: "POST",
+        path: "/v1/auth/token",
+        query: "",
+        timestamp: now,
+        nonce: "nonce-refresh-01",
+        body: b"{}",
+    };
+    // Not required: anything passes, and a token naming no family is left to the grant.
+    assert_eq!(
+        e.kms
+            .check_signed_refresh(&pair.refresh_token, &req, "")
+            .unwrap(),
+        Ok(())
+    );
+    let secret = e
+        .kms
+        .rotate_request_signing_secret(&e.root, &app.id)
+        .unwrap();
+    let upd = kms_core::AppUpdate {
+        require_signed_requests: Some(true),
+        ..Default::default()
+    };
+    e.kms.update_app(&e.root, &app.id, upd).unwrap();
+    // The family's application as it is now decides, though the refresh carries no bearer.
+    assert_eq!(
+        e.kms
+            .check_signed_refresh(&pair.refresh_token, &req, "")
+            .unwrap(),
+        Err(SignatureError::Missing)
+    );
+    assert_eq!(
+        e.kms
+            .check_signed_refresh("kmsrt_unknown", &req, "")
+            .unwrap(),
+        Ok(())
+    );
+    let sig = sign_request(secret.as_bytes(), &req);
+    assert_eq!(
+        e.kms
+            .check_signed_refresh(&pair.refresh_token, &req, &sig)
+            .unwrap(),
+        Ok(())
+    );
+    // Checking spent nothing but the nonce: the refresh token still exchanges.
+    assert!(e
+        .kms
+        .refresh_access_token(&pair.refresh_token, None, None)
+        .unwrap()
+        .is_ok());
+    // The operator has no API key to exchange.
+    assert!(matches!(
+        e.kms.issue_access_token_for(&e.root, None, None).unwrap(),
+        Err(kms_core::OAuthError::InvalidClient(_))
+    ));
+}

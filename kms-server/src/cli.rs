@@ -124,6 +124,20 @@ pub struct ServeArgs {
     /// [env: KMS_SHUTDOWN_TIMEOUT] [default: 30s]
     #[arg(long, value_name = "DURATION")]
     pub shutdown_timeout: Option<String>,
+    /// Longest a client may take to send a request's headers, on a new connection and on
+    /// a kept-alive one after each answer; a TLS handshake has as long again. Over it the
+    /// connection is closed [env: KMS_HEADER_READ_TIMEOUT] [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+    /// Connections open at once; one more is closed unread; 0: no limit
+    /// [env: KMS_MAX_CONNECTIONS] [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
+    /// Connections open at once from one client address (IPv6 per /64; trusted proxies
+    /// are exempt); one more is closed unread; 0: no limit
+    /// [env: KMS_MAX_CONNECTIONS_PER_IP] [default: 256]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<String>,
     /// How long a verified key stays cached [env: KMS_CACHE_TTL] [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub cache_ttl: Option<String>,
@@ -465,6 +479,9 @@ impl Cli {
             put("body_limit", &s.body_limit);
             put("request_timeout", &s.request_timeout);
             put("shutdown_timeout", &s.shutdown_timeout);
+            put("header_read_timeout", &s.header_read_timeout);
+            put("max_connections", &s.max_connections);
+            put("max_connections_per_ip", &s.max_connections_per_ip);
             put("cache_ttl", &s.cache_ttl);
             put("cache_capacity", &s.cache_capacity);
             put("lockout_threshold", &s.lockout_threshold);

@@ -20,11 +20,12 @@ use crate::cli::{
     PermissionCommand, RoleCommand, TokenCommand, TokenCreateArgs, VerifyArgs,
 };
 use crate::config::{Config, MasterKeySource, ServeConfig, Sources};
+use crate::connections::{ConnectionGate, TcpIncoming};
 use crate::maintenance::Maintenance;
 use crate::metrics::{MeteredStore, Metrics};
 use crate::middleware::client_addr::NetworkPolicy;
 use crate::security_events::LoggedSecurityEvents;
-use crate::server::{self, HttpOptions};
+use crate::server::{self, HttpOptions, ServeOptions};
 use crate::tls::TlsListener;
 
 /// A command failed; the message is for the person at the terminal.
@@ -359,7 +360,7 @@ fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), CommandError
         rate_limit: serve_config.rate_limit,
         hsts: tls.is_some(),
     };
-    let app = server::router(kms.clone(), metrics, &options);
+    let app = server::router(kms.clone(), metrics.clone(), &options);
     let maintenance = Maintenance {
         key_rotation_interval: serve_config.key_rotation_interval,
         audit_retention: serve_config.audit_retention,
@@ -384,17 +385,23 @@ fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), CommandError
         eprintln!("listening on {local}");
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(address = %local, scheme, db = %config.db.display(), "kms is serving");
-        let served = match tls {
+        let gate = ConnectionGate::new(serve_config.connection_limits.clone(), metrics);
+        let serving = ServeOptions {
+            header_read_timeout: serve_config.header_read_timeout,
+            shutdown_timeout: serve_config.shutdown_timeout,
+        };
+        match tls {
             Some(tls) => {
-                let listener = TlsListener::new(listener, tls).map_err(|e| {
+                // The handshake gets as long as the headers will.
+                let listener = TlsListener::new(listener, tls, gate, serving.header_read_timeout)
+                    .map_err(|e| {
                     CommandError::new(format!("cannot read the bound address: {e}"))
                 })?;
-                server::serve_tls(listener, app, serve_config.shutdown_timeout).await
+                server::serve(listener, app, serving).await;
             }
-            None => server::serve(listener, app, serve_config.shutdown_timeout).await,
-        };
+            None => server::serve(TcpIncoming::new(listener, gate), app, serving).await,
+        }
         upkeep.abort();
-        served.map_err(|e| CommandError::new(format!("the server failed: {e}")))?;
         tracing::info!("kms stopped");
         Ok(())
     })

@@ -12,6 +12,9 @@
 //! | `body_limit` | `--body-limit` | `KMS_BODY_LIMIT` | `1MiB` |
 //! | `request_timeout` | `--request-timeout` | `KMS_REQUEST_TIMEOUT` | `30s` |
 //! | `shutdown_timeout` | `--shutdown-timeout` | `KMS_SHUTDOWN_TIMEOUT` | `30s` |
+//! | `header_read_timeout` | `--header-read-timeout` | `KMS_HEADER_READ_TIMEOUT` | `10s` |
+//! | `max_connections` | `--max-connections` | `KMS_MAX_CONNECTIONS` | `10000` (0: no limit) |
+//! | `max_connections_per_ip` | `--max-connections-per-ip` | `KMS_MAX_CONNECTIONS_PER_IP` | `256` (0: no limit) |
 //! | `cache_ttl` | `--cache-ttl` | `KMS_CACHE_TTL` | `60s` |
 //! | `cache_capacity` | `--cache-capacity` | `KMS_CACHE_CAPACITY` | `100000` |
 //! | `master_key_file` | `--master-key-file` | `KMS_MASTER_KEY_FILE` | the database path + `.key` |
@@ -69,6 +72,14 @@
 //! endpoints under `/v1/auth`) per client address; over it: `429 rate_limited` with
 //! `Retry-After`.
 //!
+//! Connections: a client must send a request's headers within `header_read_timeout` of
+//! the server starting to wait for them, on a new connection and on a kept-alive one after
+//! each answer (so it is also the idle limit of keep-alive); a TLS handshake has as long
+//! again. Otherwise the connection is closed. At most `max_connections` connections are
+//! open at once, and `max_connections_per_ip` from one peer address (IPv6 per /64;
+//! `trusted_proxies` are exempt from this one); a connection over a limit is closed at
+//! once, before anything is read from it (see [`crate::connections`]).
+//!
 //! Retention: with `audit_retention` (e.g. `365d`), `kms serve` deletes older audit events,
 //! keeping the chain verifiable from the first kept event; with `expired_token_retention`,
 //! tokens that expired longer ago than that are deleted. Each sweep is itself audited.
@@ -87,6 +98,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::connections::ConnectionLimits;
 
 /// A configuration problem; the message names the setting and where its value came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,6 +156,24 @@ const SHUTDOWN_TIMEOUT: Setting = Setting {
     flag: "--shutdown-timeout",
     env: "KMS_SHUTDOWN_TIMEOUT",
     what: "shutdown timeout",
+};
+const HEADER_READ_TIMEOUT: Setting = Setting {
+    key: "header_read_timeout",
+    flag: "--header-read-timeout",
+    env: "KMS_HEADER_READ_TIMEOUT",
+    what: "header read timeout",
+};
+const MAX_CONNECTIONS: Setting = Setting {
+    key: "max_connections",
+    flag: "--max-connections",
+    env: "KMS_MAX_CONNECTIONS",
+    what: "connection limit",
+};
+const MAX_CONNECTIONS_PER_IP: Setting = Setting {
+    key: "max_connections_per_ip",
+    flag: "--max-connections-per-ip",
+    env: "KMS_MAX_CONNECTIONS_PER_IP",
+    what: "connection limit per client address",
 };
 const CACHE_TTL: Setting = Setting {
     key: "cache_ttl",
@@ -295,7 +326,7 @@ const ALERT_WEBHOOK_SECRET: Setting = Setting {
     what: "alert webhook secret",
 };
 
-const ALL: [Setting; 31] = [
+const ALL: [Setting; 34] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -303,6 +334,9 @@ const ALL: [Setting; 31] = [
     BODY_LIMIT,
     REQUEST_TIMEOUT,
     SHUTDOWN_TIMEOUT,
+    HEADER_READ_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_IP,
     CACHE_TTL,
     CACHE_CAPACITY,
     MASTER_KEY_FILE,
@@ -709,6 +743,12 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Longest in-flight requests may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
+    /// Longest a client may take to send a request's headers (and, again, to complete a
+    /// TLS handshake); also the idle limit of kept-alive connections.
+    pub header_read_timeout: Duration,
+    /// Connections open at once, and from one client address; a connection over either is
+    /// closed unread.
+    pub connection_limits: ConnectionLimits,
     /// Rotate the signing key once the active one is this old; `None`: never on a schedule.
     pub key_rotation_interval: Option<Duration>,
     /// Serve HTTPS with these files; `None`: plain HTTP.
@@ -734,6 +774,8 @@ impl Default for ServeConfig {
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            connection_limits: ConnectionLimits::default(),
             key_rotation_interval: None,
             tls: None,
             deny_networks: Vec::new(),
@@ -750,15 +792,22 @@ impl ServeConfig {
     /// Resolves the settings of the server.
     pub fn resolve(sources: &Sources) -> Result<Self, ConfigError> {
         let d = ServeConfig::default();
+        let trusted_proxies = sources.get(TRUSTED_PROXIES, parse_networks, Vec::new())?;
         Ok(ServeConfig {
             listen: sources.get(LISTEN, parse_socket_addr, d.listen)?,
             body_limit: sources.get(BODY_LIMIT, parse_size, d.body_limit)?,
             request_timeout: sources.get(REQUEST_TIMEOUT, parse_duration, d.request_timeout)?,
             shutdown_timeout: sources.get(SHUTDOWN_TIMEOUT, parse_duration, d.shutdown_timeout)?,
+            header_read_timeout: sources.get(
+                HEADER_READ_TIMEOUT,
+                parse_duration,
+                d.header_read_timeout,
+            )?,
+            connection_limits: resolve_connection_limits(sources, &trusted_proxies)?,
             key_rotation_interval: optional_interval(sources, KEY_ROTATION_INTERVAL)?,
             tls: resolve_tls(sources)?,
             deny_networks: sources.get(DENY_NETWORKS, parse_networks, Vec::new())?,
-            trusted_proxies: sources.get(TRUSTED_PROXIES, parse_networks, Vec::new())?,
+            trusted_proxies,
             rate_limit: resolve_rate_limit(sources)?,
             alerts: resolve_alerts(sources)?,
             audit_retention: optional_interval(sources, AUDIT_RETENTION)?,
@@ -787,6 +836,22 @@ fn resolve_tls(sources: &Sources) -> Result<Option<TlsFiles>, ConfigError> {
                 .to_owned(),
         )),
     }
+}
+
+fn resolve_connection_limits(
+    sources: &Sources,
+    trusted_proxies: &[ipnet::IpNet],
+) -> Result<ConnectionLimits, ConfigError> {
+    let d = ConnectionLimits::default();
+    Ok(ConnectionLimits {
+        max_connections: sources.get(MAX_CONNECTIONS, parse_count, d.max_connections)?,
+        max_connections_per_ip: sources.get(
+            MAX_CONNECTIONS_PER_IP,
+            parse_count,
+            d.max_connections_per_ip,
+        )?,
+        exempt: trusted_proxies.to_vec(),
+    })
 }
 
 fn resolve_rate_limit(sources: &Sources) -> Result<Option<RateLimitSettings>, ConfigError> {
@@ -918,6 +983,10 @@ fn parse_u64(s: &str) -> Result<u64, String> {
     s.replace('_', "")
         .parse::<u64>()
         .map_err(|_| format!("expected a whole number, got {s:?}"))
+}
+
+fn parse_count(s: &str) -> Result<usize, String> {
+    parse_u32(s).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {
@@ -1274,6 +1343,38 @@ mod tests {
             Some(Duration::from_secs(30 * 86_400))
         );
         assert_eq!(c.audit_retention, None);
+    }
+
+    #[test]
+    fn connection_settings_are_configurable_and_proxies_are_exempt() {
+        let d = ServeConfig::resolve(&sources(&[], &[], None).unwrap()).unwrap();
+        assert_eq!(d.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(d.connection_limits.max_connections, 10_000);
+        assert_eq!(d.connection_limits.max_connections_per_ip, 256);
+
+        let s = sources(
+            &[("header_read_timeout", "1500ms")],
+            &[
+                ("KMS_MAX_CONNECTIONS", "0"),
+                ("KMS_TRUSTED_PROXIES", "10.0.0.0/8"),
+            ],
+            Some("max_connections_per_ip = 8\n"),
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(&s).unwrap();
+        assert_eq!(c.header_read_timeout, Duration::from_millis(1500));
+        assert_eq!(c.connection_limits.max_connections, 0);
+        assert_eq!(c.connection_limits.max_connections_per_ip, 8);
+        assert_eq!(c.connection_limits.exempt, c.trusted_proxies);
+
+        for (key, value) in [
+            ("header_read_timeout", "0"),
+            ("max_connections", "-1"),
+            ("max_connections_per_ip", "lots"),
+        ] {
+            let s = sources(&[(key, value)], &[], None).unwrap();
+            assert!(ServeConfig::resolve(&s).is_err(), "{key} = {value:?}");
+        }
     }
 
     #[test]

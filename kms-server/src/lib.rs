@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod extract;
 pub mod guard;
@@ -23,4 +24,4 @@ pub mod wire;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use server::{router, serve, serve_tls, HttpOptions};
+pub use server::{router, serve, HttpOptions, ServeOptions};

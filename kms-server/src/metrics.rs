@@ -1,12 +1,15 @@
 //! Prometheus metrics: HTTP requests by route template and status, request latency,
 //! verifications by code, verified-key cache hits and misses, and store latency.
 //!
-//! Labels never carry raw paths, ids or secrets: routes are the matched templates
-//! (`/v1/tokens/{id}`), and requests no route matched share the label `unmatched`.
+//! Labels never carry raw paths, ids or secrets, and every label takes a bounded set of
+//! values whatever clients send: routes are the matched templates (`/v1/tokens/{id}`),
+//! requests no route matched share the label `unmatched`, and methods other than the nine
+//! of RFC 9110 and PATCH share the label `other` (see [`method_label`]).
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use axum::http::Method;
 use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
     TokenStore, UseOutcome,
@@ -28,15 +31,38 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
+    method: &'static str,
     route: String,
+}
+
+/// The `method` label of requests with a method no standard names.
+pub const OTHER_METHOD: &str = "other";
+
+/// The `method` label of `method`: its name for the standard methods, [`OTHER_METHOD`] for
+/// any extension method, so clients cannot mint label values.
+pub fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PATCH,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| **known == *method)
+        .map_or(OTHER_METHOD, Method::as_str)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -143,8 +169,8 @@ impl Metrics {
         let refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "http_refused",
-            "Requests refused before routing, by reason (denied_network, rate_limited, \
-             bad_signature)",
+            "Requests and connections refused before routing, by reason (denied_network, \
+             rate_limited, bad_signature, too_many_connections)",
             refused.clone(),
         );
         let cache = Arc::new(CacheCollector::default());
@@ -169,18 +195,20 @@ impl Metrics {
         let _ = self.cache.kms.set(kms.clone());
     }
 
-    /// Records one answered HTTP request.
-    pub fn record_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+    /// Records one answered HTTP request; `route` is the matched route template (or
+    /// `unmatched`), never a raw path.
+    pub fn record_request(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
+        let method = method_label(method);
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
+                method,
                 route: route.to_owned(),
                 status,
             })
             .inc();
         self.request_latency
             .get_or_create(&RouteLabels {
-                method: method.to_owned(),
+                method,
                 route: route.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
@@ -210,8 +238,8 @@ impl Metrics {
         self.alerts.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
-    /// Records one request refused by a server-wide rule: `denied_network`,
-    /// `rate_limited` or `bad_signature`.
+    /// Records one request or connection refused by a server-wide rule: `denied_network`,
+    /// `rate_limited`, `bad_signature` or `too_many_connections`.
     pub fn record_refused(&self, reason: &'static str) {
         self.refused.get_or_create(&ReasonLabels { reason }).inc();
     }
@@ -423,7 +451,12 @@ mod tests {
     #[test]
     fn requests_are_counted_by_route_template_and_status() {
         let metrics = Metrics::new();
-        metrics.record_request("GET", "/v1/tokens/{id}", 404, Duration::from_millis(3));
+        metrics.record_request(
+            &Method::GET,
+            "/v1/tokens/{id}",
+            404,
+            Duration::from_millis(3),
+        );
         metrics.record_verification("VALID");
         let text = metrics.encode().unwrap_or_default();
         assert!(text.contains(
@@ -431,5 +464,15 @@ mod tests {
         ));
         assert!(text.contains(r#"kms_verifications_total{code="VALID"} 1"#));
         assert!(text.contains("kms_http_request_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn extension_methods_share_one_label() {
+        for name in ["FOO", "get", "PROPFIND", "X-1"] {
+            let method = Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), OTHER_METHOD, "{name}");
+        }
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        assert_eq!(method_label(&Method::GET), "GET");
     }
 }

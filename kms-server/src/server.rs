@@ -1,19 +1,22 @@
-//! The HTTP server: the router with its layers, and serving it with graceful shutdown.
+//! The HTTP server: the router with its layers, and serving it on admitted connections
+//! ([`crate::connections`]) with a header read timeout and graceful shutdown.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, OriginalUri};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, OriginalUri, Request};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
-use axum::serve::{Listener, ListenerExt};
 use axum::Router;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use kms_core::Kms;
-use tokio::net::TcpListener;
-use tower::ServiceBuilder;
+use tokio::sync::watch;
+use tower::{ServiceBuilder, ServiceExt};
 
 use crate::config::RateLimitSettings;
+use crate::connections::{Admitted, Incoming};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::middleware::auth::AuthLayer;
@@ -21,11 +24,10 @@ use crate::middleware::client_addr::{NetworkGate, NetworkPolicy};
 use crate::middleware::edge::{EdgeLayer, EdgeSettings};
 use crate::middleware::rate_limit;
 use crate::middleware::rate_limit::ClientRateLimit;
-use crate::middleware::signed_requests::{self, SignatureGate};
+use crate::middleware::signed_requests::SignatureLayer;
 use crate::routes::{
     apps, audit, docs, health, keys, oauth, permissions, roles, tokens, verify, AppState,
 };
-use crate::tls::TlsListener;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +72,12 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
         .route("/v1/auth/revoke", post(oauth::revoke))
         .merge(management_routes(kms.clone(), &metrics, options))
         // Verification is the services' hot path: authenticated, never rate limited per
-        // address (a service verifies for many end users).
+        // address (a service verifies for many end users), signed when the caller's
+        // application requires it.
         .merge(
             Router::new()
                 .route("/v1/verify", post(verify::verify))
+                .route_layer(SignatureLayer::new(kms.clone(), metrics.clone()))
                 .route_layer(AuthLayer::new(kms.clone())),
         );
     with_layers(routes, kms, metrics, options)
@@ -129,13 +133,7 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
             "/v1/apps/{id}/signing-secret",
             post(apps::rotate_signing_secret),
         )
-        .route_layer(from_fn_with_state(
-            SignatureGate {
-                kms: kms.clone(),
-                metrics: metrics.clone(),
-            },
-            signed_requests::check_signature,
-        ))
+        .route_layer(SignatureLayer::new(kms.clone(), metrics.clone()))
         .route_layer(AuthLayer::new(kms));
     match options.rate_limit {
         Some(settings) => routes.route_layer(from_fn_with_state(
@@ -177,53 +175,99 @@ async fn no_route(OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::no_route(uri.path())
 }
 
-/// Serves `app` on `listener` until SIGINT or SIGTERM, then stops accepting and lets
-/// in-flight requests finish, for at most `shutdown_timeout`.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown_timeout: Duration,
-) -> std::io::Result<()> {
-    serve_on(listener, app, shutdown_timeout).await
+/// How connections are served: limits on time that apply before and between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Longest a client may take to send a request's headers, counted from when the server
+    /// starts waiting for them: on a new connection, and on a kept-alive one after each
+    /// answer (so it is also the idle limit of keep-alive). A TLS handshake has as long
+    /// again. Over it, the connection is closed (default 10 s).
+    pub header_read_timeout: Duration,
+    /// Longest in-flight requests may take to finish after a shutdown signal (default 30 s).
+    pub shutdown_timeout: Duration,
 }
 
-/// [`serve`] over TLS: `listener` hands over connections whose handshake completed.
-pub async fn serve_tls(
-    listener: TlsListener,
-    app: Router,
-    shutdown_timeout: Duration,
-) -> std::io::Result<()> {
-    serve_on(listener, app, shutdown_timeout).await
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
-async fn serve_on<L>(listener: L, app: Router, shutdown_timeout: Duration) -> std::io::Result<()>
-where
-    L: Listener<Addr = SocketAddr>,
+/// Serves `app` on the connections of `incoming` (plain TCP or TLS, admitted by the
+/// connection limits) until SIGINT or SIGTERM, then stops accepting and lets in-flight
+/// requests finish, for at most `options.shutdown_timeout`.
+pub async fn serve<I: Incoming>(mut incoming: I, app: Router, options: ServeOptions) {
+    // Every connection task holds a receiver: the sender's `closed` is "all are done".
+    let (draining_tx, draining) = watch::channel(false);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            admitted = incoming.accept() => {
+                tokio::spawn(serve_connection(
+                    admitted,
+                    app.clone(),
+                    options.header_read_timeout,
+                    draining.clone(),
+                ));
+            }
+            () = &mut signal => break,
+        }
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+    drop(incoming);
+    drop(draining);
+    let _ = draining_tx.send(true);
+    if tokio::time::timeout(options.shutdown_timeout, draining_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout_ms = options.shutdown_timeout.as_millis() as u64,
+            "in-flight requests did not finish in time; stopping anyway"
+        );
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until it closes, with the header read timeout; once
+/// `draining` turns true, finishes the request in flight and closes.
+async fn serve_connection<Io>(
+    admitted: Admitted<Io>,
+    app: Router,
+    header_read_timeout: Duration,
+    mut draining: watch::Receiver<bool>,
+) where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
-    let signal = async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown signal received; finishing in-flight requests");
-        let _ = signalled_tx.send(true);
-    };
-    // `tap_io` gives any listener axum's peer-address connect info.
-    let server = axum::serve(
-        listener.tap_io(|_: &mut L::Io| {}),
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
-    let deadline = async move {
-        let _ = signalled_rx.wait_for(|signalled| *signalled).await;
-        tokio::time::sleep(shutdown_timeout).await;
-    };
-    tokio::select! {
-        result = std::future::IntoFuture::into_future(server) => result,
-        () = deadline => {
-            tracing::warn!(
-                timeout_ms = shutdown_timeout.as_millis() as u64,
-                "in-flight requests did not finish in time; stopping anyway"
-            );
-            Ok(())
+    let Admitted { io, peer, permit } = admitted;
+    let _permit = permit;
+    let service = service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        // What `into_make_service_with_connect_info` gave: the client address layer reads it.
+        request.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(request)
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(peer = %peer, error = %e, "connection closed");
+                }
+                return;
+            }
+            _ = draining.wait_for(|d| *d), if !shutting_down => {
+                shutting_down = true;
+                connection.as_mut().graceful_shutdown();
+            }
         }
     }
 }

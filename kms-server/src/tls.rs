@@ -1,8 +1,11 @@
 //! HTTPS with rustls (the `ring` provider): the server configuration from PEM files, and a
-//! listener that hands axum connections whose TLS handshake has completed.
+//! listener that hands the server connections whose TLS handshake has completed.
 //!
-//! Handshakes run in their own tasks, with a time limit and a cap on how many run at once,
-//! so a slow or silent client cannot hold up the others.
+//! Every connection is admitted by the connection limits ([`crate::connections`]) before
+//! its handshake starts, and keeps its place while the handshake runs. Handshakes run in
+//! their own tasks, each within the handshake timeout (the header read timeout of
+//! `kms serve`), so a slow or silent client holds neither the accept loop nor, for long,
+//! a place.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
@@ -19,12 +22,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsFiles;
-
-/// Longest a client may take to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Most handshakes in progress at once; further connections wait to be accepted.
-const MAX_CONCURRENT_HANDSHAKES: usize = 256;
+use crate::connections::{accept_admitted, Admitted, ConnectionGate, Incoming};
 
 /// The rustls server configuration for `files`: TLS 1.2 and 1.3, HTTP/1.1, no client
 /// certificates. The message of an error names the file and what is wrong with it.
@@ -71,54 +69,61 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     })
 }
 
-/// Connections whose TLS handshake has completed, for [`axum::serve()`].
+/// Connections whose TLS handshake has completed, for [`crate::server::serve`].
 #[derive(Debug)]
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<Admitted<TlsStream<TcpStream>>>,
     local: SocketAddr,
 }
 
 impl TlsListener {
-    /// Accepts TCP connections on `tcp` and completes their handshakes with `config`, in a
-    /// background task that ends when the listener is dropped. Needs a Tokio runtime.
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
+    /// Accepts TCP connections on `tcp` that `gate` admits and completes their handshakes
+    /// with `config`, each within `handshake_timeout`, in a background task that ends when
+    /// the listener is dropped. Needs a Tokio runtime.
+    pub fn new(
+        tcp: TcpListener,
+        config: Arc<ServerConfig>,
+        gate: Arc<ConnectionGate>,
+        handshake_timeout: Duration,
+    ) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
-        tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx));
+        let acceptor = TlsAcceptor::from(config);
+        tokio::spawn(accept_loop(tcp, acceptor, gate, handshake_timeout, tx));
         Ok(TlsListener { ready, local })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 }
 
 async fn accept_loop(
     tcp: TcpListener,
     acceptor: TlsAcceptor,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    gate: Arc<ConnectionGate>,
+    handshake_timeout: Duration,
+    ready: mpsc::Sender<Admitted<TlsStream<TcpStream>>>,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let accepted = tokio::select! {
-            accepted = tcp.accept() => accepted,
+        let admitted = tokio::select! {
+            admitted = accept_admitted(&tcp, &gate) => admitted,
             () = ready.closed() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Usually out of file descriptors: wait a moment rather than spin.
-                tracing::warn!(error = %e, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
         };
         let acceptor = acceptor.clone();
         let ready = ready.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            let Admitted { io, peer, permit } = admitted;
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
                 Ok(Ok(tls)) => {
-                    let _ = ready.send((tls, peer)).await;
+                    let _ = ready
+                        .send(Admitted {
+                            io: tls,
+                            peer,
+                            permit,
+                        })
+                        .await;
                 }
                 Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
@@ -127,19 +132,14 @@ async fn accept_loop(
     }
 }
 
-impl axum::serve::Listener for TlsListener {
+impl Incoming for TlsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    async fn accept(&mut self) -> Admitted<Self::Io> {
         match self.ready.recv().await {
             Some(conn) => conn,
             // The accept loop only ends once this listener is gone; never resolve.
             None => std::future::pending().await,
         }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

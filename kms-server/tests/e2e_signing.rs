@@ -1,6 +1,7 @@
 //! End-to-end tests of signed requests against the real binary: an application that
-//! requires them gets a signing secret once, and every management call by its tokens must
-//! carry a valid, fresh, unreplayed signature over the exact request.
+//! requires them gets a signing secret once, and every call on its behalf (management
+//! calls, verification, the OAuth endpoints, refresh-token grants) must carry a valid,
+//! fresh, unreplayed signature over the exact request.
 
 #![allow(
     clippy::unwrap_used,
@@ -41,7 +42,10 @@ fn env() -> Env {
     let token = admin
         .create_token(
             &app.id,
-            &token_body("svc", &["app.read", "token.create", "token.read"]),
+            &token_body(
+                "svc",
+                &["app.read", "token.create", "token.read", "token.verify"],
+            ),
         )
         .unwrap()
         .token;
@@ -355,4 +359,204 @@ fn a_new_secret_replaces_the_old_and_is_shown_once() {
         assert!(!text.contains(s.as_str()));
         assert!(!e.server.logs().contains(s.as_str()));
     }
+}
+
+/// A JSON `POST` with `bearer` (if any), signed with `signing` = (nonce, secret) if given.
+fn post(
+    e: &Env,
+    path: &str,
+    bearer: Option<&str>,
+    body: &serde_json::Value,
+    signing: Option<(&str, &str)>,
+) -> Raw {
+    let body = serde_json::to_vec(body).unwrap();
+    let auth = bearer.map(|b| format!("Bearer {b}"));
+    let ts = now().to_string();
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    let signature;
+    if let Some((nonce, secret)) = signing {
+        signature = sign_request(
+            secret.as_bytes(),
+            &SignedRequest {
+                method: "POST",
+                path,
+                query: "",
+                timestamp: now(),
+                nonce,
+                body: &body,
+            },
+        );
+        headers.extend([
+            ("X-KMS-Timestamp", ts.as_str()),
+            ("X-KMS-Nonce", nonce),
+            ("X-KMS-Signature", signature.as_str()),
+        ]);
+    }
+    send(
+        &ureq::agent(),
+        &e.server.base,
+        "POST",
+        path,
+        &headers,
+        Some(&body),
+    )
+}
+
+/// Asserts the OAuth shape of a refused signature: 401 `invalid_client` naming `code`.
+fn assert_oauth_refused(r: &Raw, code: &str) {
+    assert_eq!(r.status, 401, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["error"], "invalid_client", "{}", r.body);
+    let description = v["error_description"].as_str().unwrap_or_default();
+    assert!(description.contains(code), "{}", r.body);
+    assert_eq!(v.as_object().map(|o| o.len()), Some(2), "{}", r.body);
+}
+
+#[test]
+fn verification_introspection_and_revocation_by_a_signing_apps_tokens_must_be_signed() {
+    let e = env();
+    let me = Some(e.token.as_str());
+    let asked = serde_json::json!({"token": e.token});
+    let unsigned = post(&e, "/v1/verify", me, &asked, None);
+    assert_refused(&unsigned, "signature_missing");
+    let signed = post(
+        &e,
+        "/v1/verify",
+        me,
+        &asked,
+        Some(("nonce-verify-01", &e.secret)),
+    );
+    assert_eq!(signed.status, 200, "{}", signed.body);
+    assert_eq!(signed.json()["code"], "VALID");
+
+    let grant = serde_json::json!({"grant_type": "api_key"});
+    let issued = post(
+        &e,
+        "/v1/auth/token",
+        me,
+        &grant,
+        Some(("nonce-grant-01", &e.secret)),
+    );
+    assert_eq!(issued.status, 200, "{}", issued.body);
+    let access = issued.json()["access_token"].as_str().unwrap().to_owned();
+    let about = serde_json::json!({"token": access});
+
+    let r = post(&e, "/v1/auth/introspect", me, &about, None);
+    assert_oauth_refused(&r, "signature_missing");
+    let r = post(&e, "/v1/auth/revoke", me, &about, None);
+    assert_oauth_refused(&r, "signature_missing");
+    let r = post(
+        &e,
+        "/v1/auth/introspect",
+        me,
+        &about,
+        Some(("nonce-intro-01", "wrong")),
+    );
+    assert_oauth_refused(&r, "signature_invalid");
+    let r = post(
+        &e,
+        "/v1/auth/introspect",
+        me,
+        &about,
+        Some(("nonce-intro-02", &e.secret)),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["active"],
+        true,
+        "the refused revocation revoked nothing"
+    );
+    let r = post(
+        &e,
+        "/v1/auth/revoke",
+        me,
+        &about,
+        Some(("nonce-revoke-01", &e.secret)),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = post(
+        &e,
+        "/v1/auth/introspect",
+        me,
+        &about,
+        Some(("nonce-intro-03", &e.secret)),
+    );
+    assert_eq!(r.json(), serde_json::json!({"active": false}));
+
+    // The system application does not require signatures.
+    let root = Some(e.root.as_str());
+    let r = post(&e, "/v1/verify", root, &asked, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = post(&e, "/v1/auth/introspect", root, &about, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn token_grants_for_a_signing_app_must_be_signed_and_an_unsigned_refresh_spends_nothing() {
+    let e = env();
+    let me = Some(e.token.as_str());
+    let grant = serde_json::json!({"grant_type": "api_key"});
+    let r = post(&e, "/v1/auth/token", me, &grant, None);
+    assert_oauth_refused(&r, "signature_missing");
+    let r = post(
+        &e,
+        "/v1/auth/token",
+        me,
+        &grant,
+        Some(("nonce-grant-11", &e.secret)),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let refresh = r.json()["refresh_token"].as_str().unwrap().to_owned();
+
+    // A refresh carries no bearer: its family's application decides.
+    let exchange = serde_json::json!({"grant_type": "refresh_token", "refresh_token": refresh});
+    let r = post(&e, "/v1/auth/token", None, &exchange, None);
+    assert_oauth_refused(&r, "signature_missing");
+    let r = post(
+        &e,
+        "/v1/auth/token",
+        None,
+        &exchange,
+        Some(("nonce-refresh-1", "wrong")),
+    );
+    assert_oauth_refused(&r, "signature_invalid");
+    // The refused attempts spent nothing: the signed exchange is not taken for reuse.
+    let nonce = "nonce-refresh-2";
+    let r = post(
+        &e,
+        "/v1/auth/token",
+        None,
+        &exchange,
+        Some((nonce, &e.secret)),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let next = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    // A replay of that exchange is refused as a replay, before it can count as reuse and
+    // revoke the family.
+    let r = post(
+        &e,
+        "/v1/auth/token",
+        None,
+        &exchange,
+        Some((nonce, &e.secret)),
+    );
+    assert_oauth_refused(&r, "signature_replayed");
+    let exchange = serde_json::json!({"grant_type": "refresh_token", "refresh_token": next});
+    let r = post(
+        &e,
+        "/v1/auth/token",
+        None,
+        &exchange,
+        Some(("nonce-refresh-3", &e.secret)),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // A refresh token that names no family is refused as a grant, as before.
+    let bogus = serde_json::json!({"grant_type": "refresh_token", "refresh_token": "kmsrt_nope"});
+    let r = post(&e, "/v1/auth/token", None, &bogus, None);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_grant");
 }

@@ -296,9 +296,41 @@ impl Kms {
                 refused_because(v.code())
             ))));
         };
+        self.issue_for_key(key, &key.effective, snap, scope, audience)
+    }
+
+    /// `grant_type=api_key` for a caller already authenticated by its API key (as
+    /// [`Kms::authenticate`] does), so a server can check what the key's application
+    /// requires, such as a request signature, before anything is issued. The operator,
+    /// who has no API key, is refused.
+    pub fn issue_access_token_for(
+        &self,
+        caller: &Caller,
+        scope: Option<&str>,
+        audience: Option<&str>,
+    ) -> Result<std::result::Result<TokenResponse, OAuthError>> {
+        self.master_key()?;
+        let snap = self.snapshot()?;
+        let (Some(key), Some(effective)) = (caller.key(), caller.effective_in(&snap)) else {
+            return Ok(Err(OAuthError::InvalidClient(
+                "only an API key can be exchanged for an access token".into(),
+            )));
+        };
+        self.issue_for_key(key, &effective, &snap, scope, audience)
+    }
+
+    /// Issues a pair for the verified `key`, holding `effective` in `snap`.
+    fn issue_for_key(
+        &self,
+        key: &crate::cache::CachedKey,
+        effective: &crate::snapshot::EffectiveSet,
+        snap: &crate::snapshot::PermissionSnapshot,
+        scope: Option<&str>,
+        audience: Option<&str>,
+    ) -> Result<std::result::Result<TokenResponse, OAuthError>> {
         let granted = match scope.map(str::trim).filter(|s| !s.is_empty()) {
             None => snap
-                .scopes_of(&key.effective)
+                .scopes_of(effective)
                 .iter()
                 .map(Scope::as_str)
                 .collect::<Vec<_>>()
@@ -306,7 +338,7 @@ impl Kms {
             Some(requested) => {
                 let mut out = Vec::new();
                 for s in requested.split_whitespace() {
-                    if Scope::parse(s).is_err() || !snap.holds_defined(&key.effective, s) {
+                    if Scope::parse(s).is_err() || !snap.holds_defined(effective, s) {
                         return Ok(Err(OAuthError::InvalidScope(format!(
                             "the scope {} is not held by this API key",
                             crate::scope::shown(s)
@@ -539,7 +571,7 @@ impl Kms {
     }
 
     /// The stored record of a presented refresh token, when the secret matches.
-    fn find_refresh(&self, token: &str) -> Result<Option<RefreshRecord>> {
+    pub(super) fn find_refresh(&self, token: &str) -> Result<Option<RefreshRecord>> {
         let Some(parts) = parse_refresh(token) else {
             return Ok(None);
         };

@@ -78,6 +78,10 @@ impl Caller {
             .is_some_and(|k| k.app.security.require_signed_requests)
     }
 
+    pub(crate) fn key(&self) -> Option<&Arc<CachedKey>> {
+        self.key.as_ref()
+    }
+
     pub(crate) fn app(&self) -> Option<&Arc<crate::model::Application>> {
         self.key.as_ref().map(|k| &k.app)
     }

@@ -1,11 +1,13 @@
 //! Request signing for applications that require it: a per-application secret, sealed
-//! under the master key, and the check of each signed management call.
+//! under the master key, and the check of each call made on the application's behalf (by
+//! one of its API keys, or with a refresh token of one of them).
 
 use base64::Engine;
 
 use super::audit_log::Audit;
 use super::{Caller, Kms};
 use crate::error::Result;
+use crate::model::Application;
 use crate::request_signing::{SignatureError, SignedRequest};
 use crate::store::Mutation;
 
@@ -28,8 +30,10 @@ impl Kms {
         Ok(secret)
     }
 
-    /// Checks the signature of a management call when the caller's application requires
-    /// signed requests; `Ok(Ok(()))` when it does not. Nonces are per application.
+    /// Checks the signature of a call by `caller` when its application requires signed
+    /// requests (as of the caller's authentication); `Ok(Ok(()))` when it does not. This
+    /// covers every call an API key authenticates: management calls, `/v1/verify`,
+    /// introspection, revocation and the `api_key` grant. Nonces are per application.
     pub fn check_signed_request(
         &self,
         caller: &Caller,
@@ -40,9 +44,40 @@ impl Kms {
             return Ok(Ok(()));
         }
         // The application as of the caller's authentication: no store read.
-        let Some(app) = caller.app() else {
+        match caller.app() {
+            Some(app) => self.check_app_signature(app, request, signature),
+            None => Ok(Ok(())),
+        }
+    }
+
+    /// Checks the signature of a `refresh_token` grant when the application of the
+    /// refresh token's family (the application of the API key it was issued for, as it is
+    /// now) requires signed requests; `Ok(Ok(()))` when it does not, and for a refresh
+    /// token that names no family (the grant itself then fails). Call it before
+    /// [`Kms::refresh_access_token`], so an unsigned request spends nothing.
+    pub fn check_signed_refresh(
+        &self,
+        refresh_token: &str,
+        request: &SignedRequest<'_>,
+        signature: &str,
+    ) -> Result<std::result::Result<(), SignatureError>> {
+        let Some(record) = self.find_refresh(refresh_token)? else {
             return Ok(Ok(()));
         };
+        match self.inner.store.get_app(&record.app_id)? {
+            Some(app) => self.check_app_signature(&app, request, signature),
+            None => Ok(Ok(())),
+        }
+    }
+
+    /// The one rule: a request on behalf of `app` needs a good signature exactly when `app`
+    /// requires signed requests.
+    fn check_app_signature(
+        &self,
+        app: &Application,
+        request: &SignedRequest<'_>,
+        signature: &str,
+    ) -> Result<std::result::Result<(), SignatureError>> {
         if !app.security.require_signed_requests {
             return Ok(Ok(()));
         }

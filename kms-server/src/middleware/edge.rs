@@ -168,7 +168,7 @@ impl EdgeSettings {
         }
         let elapsed = started.elapsed();
         self.metrics.record_request(
-            method.as_str(),
+            &method,
             matched
                 .as_ref()
                 .map_or(UNMATCHED_ROUTE, MatchedPath::as_str),

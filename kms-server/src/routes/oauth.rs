@@ -5,9 +5,16 @@
 //! These three endpoints answer errors in the OAuth shape,
 //! `{"error": "invalid_grant", "error_description": "..."}`, not the API's error body.
 //! Parameters come form-encoded or as JSON.
+//!
+//! For an application that requires signed requests, every call on its behalf must be
+//! signed (see [`signed_requests`]): the `api_key` grant, introspection and revocation by
+//! the bearer's application, the `refresh_token` grant by the application of the refresh
+//! token's family, checked before the refresh token is spent. A refused signature is
+//! `401 {"error": "invalid_client", "error_description": "... (signature_missing)"}`.
 
+use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use kms_core::{Caller, Kms, OAuthError};
@@ -18,8 +25,9 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::extract::{is_json_content_type, JsonBody};
 use crate::middleware::auth::{bearer_token, client_ip};
+use crate::middleware::signed_requests::{self, SignedParts, Signer};
 use crate::middleware::RequestId;
-use crate::routes::{blocking, run_blocking};
+use crate::routes::{blocking, run_blocking, AppState};
 use crate::wire;
 
 /// An error in the OAuth 2.0 shape.
@@ -174,24 +182,21 @@ fn answer<T: serde::Serialize>(
     ),
     security(("bearer" = []), ()))]
 pub async fn token(
-    State(kms): State<Kms>,
-    headers: HeaderMap,
+    State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, OAuthFailure> {
-    let ip = client_ip(&request);
-    let OAuthParams(params) = OAuthParams::<TokenParams>::from_request(request, &()).await?;
+    let call = OAuthCall::read(request).await?;
+    let params = OAuthCall::params::<TokenParams>(&call.head, &call.signed).await?;
     let scope = params.scope.filter(|s| !s.is_empty());
+    let kms = state.kms.clone();
     match params.grant_type.as_deref() {
         Some("api_key") => {
-            let api_key = bearer_token(&headers).map_err(|e| OAuthFailure {
-                error: "invalid_client",
-                ..OAuthFailure::from(e)
-            })?;
-            let api_key = api_key.to_owned();
+            let caller = call.who.authenticate(&kms).await?;
+            require_signature(&state, Signer::Caller(caller.clone()), call.signed).await?;
             let audience = params.audience;
             answer(
                 run_blocking(move || {
-                    kms.issue_access_token(&api_key, scope.as_deref(), audience.as_deref(), ip)
+                    kms.issue_access_token_for(&caller, scope.as_deref(), audience.as_deref())
                 })
                 .await,
             )
@@ -200,6 +205,9 @@ pub async fn token(
             let Some(refresh) = params.refresh_token.filter(|t| !t.is_empty()) else {
                 return Err(OAuthError::InvalidRequest("refresh_token is required".into()).into());
             };
+            // Before the exchange, so an unsigned request spends nothing.
+            require_signature(&state, Signer::RefreshToken(refresh.clone()), call.signed).await?;
+            let ip = call.who.ip;
             answer(
                 run_blocking(move || kms.refresh_access_token(&refresh, scope.as_deref(), ip))
                     .await,
@@ -211,6 +219,68 @@ pub async fn token(
         ))
         .into()),
         None => Err(OAuthError::InvalidRequest("grant_type is required".into()).into()),
+    }
+}
+
+/// A call of an OAuth endpoint, its body buffered: who asks, what its signature covers,
+/// and its head, for reading its parameters.
+struct OAuthCall {
+    who: CallerParts,
+    signed: SignedParts,
+    head: Head,
+}
+
+/// What reading the parameters needs of the request's head (form extraction depends on
+/// the method).
+struct Head {
+    method: Method,
+    headers: HeaderMap,
+}
+
+impl OAuthCall {
+    async fn read(request: Request) -> Result<Self, OAuthFailure> {
+        let who = CallerParts::of(&request);
+        let (parts, body) = signed_requests::buffered(request).await?;
+        let signed = SignedParts::of(&parts, body);
+        Ok(OAuthCall {
+            who,
+            signed,
+            head: Head {
+                method: parts.method,
+                headers: parts.headers,
+            },
+        })
+    }
+
+    /// The parameters, form-encoded or JSON, read from the buffered body.
+    async fn params<T: DeserializeOwned>(
+        head: &Head,
+        signed: &SignedParts,
+    ) -> Result<T, OAuthFailure> {
+        let mut copy = Request::new(Body::from(signed.body()));
+        *copy.method_mut() = head.method.clone();
+        *copy.headers_mut() = head.headers.clone();
+        OAuthParams::<T>::from_request(copy, &())
+            .await
+            .map(|OAuthParams(v)| v)
+    }
+}
+
+/// Refuses, in the OAuth shape, a request whose signature its application requires and
+/// it lacks.
+async fn require_signature(
+    state: &AppState,
+    signer: Signer,
+    signed: SignedParts,
+) -> Result<(), OAuthFailure> {
+    match signed_requests::verify(&state.kms, &state.metrics, signer, signed).await? {
+        Ok(()) => Ok(()),
+        Err(refused) => Err(OAuthFailure {
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            description: format!("{refused} ({})", refused.code()),
+            retry_after: None,
+        }),
     }
 }
 
@@ -248,6 +318,19 @@ impl CallerParts {
     }
 }
 
+/// Introspection and revocation: the bearer authenticated, then its signature checked when
+/// its application requires one, then the parameters read.
+async fn authenticated_call<T: DeserializeOwned>(
+    state: &AppState,
+    request: Request,
+) -> Result<(Kms, Caller, T), OAuthFailure> {
+    let OAuthCall { who, signed, head } = OAuthCall::read(request).await?;
+    let caller = who.authenticate(&state.kms).await?;
+    require_signature(state, Signer::Caller(caller.clone()), signed.clone()).await?;
+    let params = OAuthCall::params::<T>(&head, &signed).await?;
+    Ok((state.kms.clone(), caller, params))
+}
+
 fn required_token(params: TokenParam) -> Result<String, OAuthFailure> {
     params
         .token
@@ -266,12 +349,10 @@ fn required_token(params: TokenParam) -> Result<String, OAuthFailure> {
     ),
     security(("bearer" = ["token.verify"])))]
 pub async fn introspect(
-    State(kms): State<Kms>,
+    State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, OAuthFailure> {
-    let parts = CallerParts::of(&request);
-    let caller = parts.authenticate(&kms).await?;
-    let OAuthParams(params) = OAuthParams::<TokenParam>::from_request(request, &()).await?;
+    let (kms, caller, params) = authenticated_call::<TokenParam>(&state, request).await?;
     let token = required_token(params)?;
     let result = blocking(move || kms.introspect(&caller, &token)).await?;
     Ok(Json(result).into_response())
@@ -286,10 +367,11 @@ pub async fn introspect(
         (status = "4XX", description = "OAuth 2.0 error", body = wire::OAuthErrorBody),
     ),
     security(("bearer" = ["token.verify"])))]
-pub async fn revoke(State(kms): State<Kms>, request: Request) -> Result<Response, OAuthFailure> {
-    let parts = CallerParts::of(&request);
-    let caller = parts.authenticate(&kms).await?;
-    let OAuthParams(params) = OAuthParams::<TokenParam>::from_request(request, &()).await?;
+pub async fn revoke(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, OAuthFailure> {
+    let (kms, caller, params) = authenticated_call::<TokenParam>(&state, request).await?;
     let token = required_token(params)?;
     blocking(move || kms.revoke_access_token(&caller, &token)).await?;
     Ok(StatusCode::OK.into_response())
