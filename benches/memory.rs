@@ -1,4 +1,4 @@
-//! Heap bytes per cached verified key, against DESIGN.md's target of at most 256 bytes.
+//! Heap bytes per cached verified key, against the target of at most 256 bytes (docs/PERFORMANCE.md).
 //!
 //! ```text
 //! cargo bench -p kms-benches --bench memory

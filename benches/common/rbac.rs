@@ -160,7 +160,7 @@ impl Rbac {
         Ok((snapshot, set, top))
     }
 
-    /// DESIGN.md's "bare string-intern plus set lookup" over this policy: every granted
+    /// The "bare string-intern plus set lookup" floor over this policy: every granted
     /// permission interned in a `HashMap<Box<str>, u32>`, the user's as a bit set.
     pub(crate) fn floor(&self) -> Floor {
         let index: HashMap<Box<str>, u32> = self

@@ -40,7 +40,7 @@ pub fn granted_scope(k: usize) -> String {
     format!("svc{}.res{}.{verb}", k / 200, (k / 2) % 100)
 }
 
-/// A policy in the shape of DESIGN.md's comparison (grants over 50 roles in chains of
+/// A policy in the shape of the peer comparison's (grants over 50 roles in chains of
 /// depth 5), a subject's effective set in it, and scopes to check.
 #[derive(Debug)]
 pub struct PermissionFixture {
@@ -163,7 +163,7 @@ impl PermissionFixture {
     }
 }
 
-/// DESIGN.md's "bare string-intern plus set lookup": the least work any check by scope
+/// The "bare string-intern plus set lookup" floor: the least work any check by scope
 /// name can do.
 #[derive(Debug)]
 pub struct InternFloor {

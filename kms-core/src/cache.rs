@@ -527,6 +527,32 @@ mod tests {
     }
 
     #[test]
+    fn entries_beyond_capacity_are_evicted_and_leave_the_index() {
+        let cache = VerifiedKeyCache::new(2, Duration::from_secs(600), &OsRandom)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let ids: Vec<String> = (0..6).map(|i| format!("tok_{i}")).collect();
+        for id in &ids {
+            let d = cache.digest(id);
+            cache.insert(d, key(id, "app_1"), cache.epoch());
+            // Touch it, so the admission policy sees it as used.
+            let _ = cache.get(&d);
+        }
+        cache.run_pending_tasks();
+        assert!(cache.stats().entries <= 2, "{:?}", cache.stats());
+        let indexed = cache
+            .by_token
+            .lock()
+            .map(|i| i.0.len())
+            .unwrap_or(usize::MAX);
+        assert!(indexed <= 2, "{indexed} ids indexed for at most 2 entries");
+        // Whatever is still cached can be invalidated through the index.
+        for id in &ids {
+            cache.invalidate_token(id);
+            assert!(cache.get(&cache.digest(id)).is_none());
+        }
+    }
+
+    #[test]
     fn expiry_prunes_the_index() {
         let cache = VerifiedKeyCache::new(1000, Duration::from_millis(1), &OsRandom)
             .unwrap_or_else(|e| unreachable!("{e}"));

@@ -1574,3 +1574,82 @@ fn a_tenant_cannot_lock_out_an_address_for_anyone_else() {
         )
         .is_err());
 }
+
+#[test]
+fn a_cached_key_expires_from_the_cache_at_its_ttl() {
+    let kms = Kms::builder(Arc::new(MemoryStore::new()))
+        .hash_params(HashParams::insecure_for_tests())
+        .cache_ttl(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let root = kms.initialize().unwrap().token;
+    assert!(kms.verify_token(&root, None, None).unwrap().is_valid());
+    let after_first = kms.cache_stats();
+    assert!(kms.verify_token(&root, None, None).unwrap().is_valid());
+    assert_eq!(
+        kms.cache_stats().hits,
+        after_first.hits + 1,
+        "the second is a hit"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    // Past the TTL the fast path cannot answer, and the full path reads the store again.
+    assert!(kms.try_verify_token_cached(&root, None, None).is_none());
+    let misses = kms.cache_stats().misses;
+    assert!(kms.verify_token(&root, None, None).unwrap().is_valid());
+    assert!(kms.cache_stats().misses > misses, "{:?}", kms.cache_stats());
+}
+
+#[test]
+fn a_repeated_revoke_drops_an_entry_cached_before_another_process_revoked() {
+    // Two services over one SQLite file, as a server and the `kms` CLI: neither hears the
+    // other's changes through the store's change hook.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let open = || {
+        Kms::builder(Arc::new(SqliteStore::open(&db).unwrap()))
+            .hash_params(HashParams::insecure_for_tests())
+            .cache_ttl(std::time::Duration::from_secs(600))
+            .build()
+            .unwrap()
+    };
+    let server = open();
+    server.initialize().unwrap();
+    let op = server.operator();
+    let app = server
+        .create_app(
+            &op,
+            NewApp {
+                name: "a".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let key = server
+        .create_token(
+            &op,
+            &app.id,
+            NewToken {
+                name: "k".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(server
+        .verify_token(&key.token, None, None)
+        .unwrap()
+        .is_valid());
+    let cli = open();
+    cli.revoke_token(&cli.operator(), &key.info.id).unwrap();
+    // The server still answers from its cache: it has not heard.
+    assert!(server
+        .verify_token(&key.token, None, None)
+        .unwrap()
+        .is_valid());
+    // Revoking again on the server changes nothing in the store, and still drops the entry.
+    let again = server.revoke_token(&op, &key.info.id).unwrap();
+    assert_eq!(again.status, "revoked");
+    assert_eq!(
+        server.verify_token(&key.token, None, None).unwrap().code(),
+        VerifyCode::Revoked
+    );
+}

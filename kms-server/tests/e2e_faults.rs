@@ -662,3 +662,32 @@ fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
     assert!(server.stop().success(), "logs:\n{}", server.logs());
     assert_eq!(integrity_check(&db), "ok");
 }
+
+/// `/readyz` answers 503 while the store cannot serve (here: another process moved the
+/// schema to a version this binary does not know, as a newer node's migration would), and
+/// 200 again once it can; `/healthz` (liveness) stays 200 throughout.
+#[test]
+fn readiness_answers_503_while_the_store_cannot_serve_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let (_root, _) = init(&db);
+    let server = Server::start(&db);
+    let base = server.base.as_str();
+    assert_eq!(call(base, "GET", "/readyz", None, None).status, 200);
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other
+        .execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (999, '2026-12-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+    let ready = call(base, "GET", "/readyz", None, None);
+    ready.assert_error(503, "unavailable");
+    assert!(ready.header("retry-after").is_some());
+    assert_eq!(call(base, "GET", "/healthz", None, None).status, 200);
+    other
+        .execute("DELETE FROM schema_migrations WHERE version = 999", [])
+        .unwrap();
+    let ready = call(base, "GET", "/readyz", None, None);
+    assert_eq!(ready.status, 200, "{}", ready.body);
+}
