@@ -53,6 +53,8 @@ pub struct PermissionSnapshot {
     admin: Option<u32>,
     roles: HashMap<RoleName, Arc<EffectiveSet>>,
     words: usize,
+    /// The store's policy version this was loaded at (see `store::POLICY_VERSION_KEY`).
+    store_version: u64,
 }
 
 impl PermissionSnapshot {
@@ -88,6 +90,7 @@ impl PermissionSnapshot {
             edges,
             roles: HashMap::new(),
             words,
+            store_version: 0,
         };
         let roles = policy
             .roles
@@ -109,6 +112,18 @@ impl PermissionSnapshot {
     /// The generation number; it increases with every policy change.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The same snapshot, marked as loaded at the store's policy version `version`.
+    pub(crate) fn at_store_version(mut self, version: u64) -> Self {
+        self.store_version = version;
+        self
+    }
+
+    /// The store's policy version this snapshot was loaded at: a change validated against
+    /// it commits only while the store is still at that version.
+    pub(crate) fn store_version(&self) -> u64 {
+        self.store_version
     }
 
     /// The policy this snapshot was compiled from.

@@ -18,6 +18,10 @@ use crate::scope::{RoleName, Scope};
 /// The metadata key holding the audit anchor: `<seq>:<hash>` of the newest pruned event.
 pub const AUDIT_ANCHOR_KEY: &str = "audit_anchor";
 
+/// The metadata key holding the policy version: a counter every permission and role change
+/// increments in its own transaction (absent means 0).
+pub const POLICY_VERSION_KEY: &str = "policy_version";
+
 /// One change in a [`Store::apply`] batch.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -66,8 +70,19 @@ pub enum Mutation {
     RevokeRefreshFamily(String),
     /// Inserts or replaces a deny-list entry.
     PutRevocation(Revocation),
-    /// Appends an audit event; `Conflict` when its `seq` exists.
+    /// Appends an audit event exactly as given (restores, imports); `Conflict` when its
+    /// `seq` exists.
     AppendAudit(AuditEvent),
+    /// Appends an audit event at the head of the chain, inside the batch's transaction: its
+    /// `seq` becomes the head's plus one, its `prev_hash` the head's hash (the anchor's when
+    /// every event was pruned, the genesis hash when there never was one), and its `hash`
+    /// is computed then; what the event carries in those three fields is ignored. So
+    /// several writers on one database extend one chain instead of forking it.
+    ChainAudit(AuditEvent),
+    /// Fails the batch with `Conflict` unless the policy version ([`POLICY_VERSION_KEY`]) is
+    /// `expected`: a policy change validated against one version of the permissions and
+    /// roles is never applied over another writer's change.
+    ExpectPolicyVersion(u64),
     /// Deletes the audit events up to `through_seq` and records the last deleted event as
     /// the anchor later verification starts from (meta `audit_anchor` = `<seq>:<hash>`).
     PruneAudit {
@@ -102,6 +117,8 @@ impl Mutation {
             | Mutation::SpendRefreshToken { .. }
             | Mutation::RevokeRefreshFamily(_)
             | Mutation::AppendAudit(_)
+            | Mutation::ChainAudit(_)
+            | Mutation::ExpectPolicyVersion(_)
             | Mutation::PruneAudit { .. }
             | Mutation::PurgeExpired { .. } => None,
         }

@@ -1653,3 +1653,61 @@ fn a_repeated_revoke_drops_an_entry_cached_before_another_process_revoked() {
         VerifyCode::Revoked
     );
 }
+
+#[test]
+fn policy_changes_by_two_writers_on_one_file_are_validated_against_each_other() {
+    // Two services over one SQLite file (a server and the `kms` CLI): neither hears the
+    // other's changes, so each validates against what it loaded; the store's policy version
+    // makes a change validated against a stale view be retried against the current one.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let open = || {
+        Kms::builder(Arc::new(SqliteStore::open(&db).unwrap()))
+            .hash_params(HashParams::insecure_for_tests())
+            .build()
+            .unwrap()
+    };
+    let a = open();
+    a.initialize().unwrap();
+    let b = open();
+    let (op_a, op_b) = (a.operator(), b.operator());
+    a.create_permission(
+        &op_a,
+        NewPermission {
+            scope: "reports.read".into(),
+            description: None,
+            implies: vec![],
+        },
+    )
+    .unwrap();
+    // B has not heard of reports.read, yet its role granting it is accepted: the first
+    // attempt is refused as stale and retried against the current policy.
+    b.create_role(
+        &op_b,
+        NewRole {
+            name: "analyst".into(),
+            description: None,
+            permissions: vec!["reports.read".into()],
+            inherits: vec![],
+        },
+    )
+    .unwrap();
+    // A, which has not heard of the role, may not delete the permission it grants: its
+    // stale view says nothing grants it, the store's version says look again.
+    let err = a.delete_permission(&op_a, "reports.read").unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
+    assert!(err.to_string().contains("analyst"), "{err}");
+    let fresh = open();
+    let policy = fresh.list_roles(&fresh.operator()).unwrap();
+    assert_eq!(policy.len(), 1);
+    assert_eq!(policy[0].permissions[0].as_str(), "reports.read");
+    assert!(fresh
+        .list_permissions(&fresh.operator())
+        .unwrap()
+        .iter()
+        .any(|p| p.scope.as_str() == "reports.read"));
+    assert!(matches!(
+        fresh.verify_audit(&fresh.operator()).unwrap(),
+        kms_core::AuditVerification::Intact { ok: true, .. }
+    ));
+}

@@ -4,7 +4,7 @@
 //! stores cannot drift apart on semantics.
 
 use kms_core::store::Mutation;
-use kms_core::store::AUDIT_ANCHOR_KEY;
+use kms_core::store::{AUDIT_ANCHOR_KEY, POLICY_VERSION_KEY};
 use kms_core::{
     Application, AuditEvent, Permission, RefreshRecord, RefreshStatus, Revocation, Role, RoleName,
     Scope, SigningKeyRecord, StoreError, Timestamp, TokenRecord,
@@ -14,6 +14,8 @@ use kms_core::{
 /// [`apply_all`] has, before calling them.
 pub(crate) trait Tx {
     fn meta_exists(&mut self, key: &str) -> Result<bool, StoreError>;
+    /// A metadata value.
+    fn meta(&mut self, key: &str) -> Result<Option<String>, StoreError>;
     fn insert_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
 
     fn app_exists(&mut self, id: &str) -> Result<bool, StoreError>;
@@ -53,6 +55,8 @@ pub(crate) trait Tx {
     fn purge_expired(&mut self, before: Timestamp) -> Result<(), StoreError>;
 
     fn audit_exists(&mut self, seq: u64) -> Result<bool, StoreError>;
+    /// `seq` and `hash` of the newest audit event, if any.
+    fn audit_head(&mut self) -> Result<Option<(u64, String)>, StoreError>;
     fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError>;
     /// Deletes audit events with `seq <= through_seq`.
     fn prune_audit(&mut self, through_seq: u64) -> Result<(), StoreError>;
@@ -71,6 +75,16 @@ pub(crate) fn apply_all(tx: &mut impl Tx, batch: &[Mutation]) -> Result<(), Stor
 }
 
 fn apply_one(tx: &mut impl Tx, mutation: &Mutation) -> Result<(), StoreError> {
+    if matches!(
+        mutation,
+        Mutation::InsertPermission(_)
+            | Mutation::DeletePermission(_)
+            | Mutation::PutRole(_)
+            | Mutation::DeleteRole(_)
+    ) {
+        let next = policy_version(tx)?.saturating_add(1);
+        tx.set_meta(POLICY_VERSION_KEY, &next.to_string())?;
+    }
     match mutation {
         Mutation::CreateMeta { key, value } => {
             if tx.meta_exists(key)? {
@@ -172,6 +186,36 @@ fn apply_one(tx: &mut impl Tx, mutation: &Mutation) -> Result<(), StoreError> {
             }
             tx.append_audit(event)
         }
+        Mutation::ChainAudit(event) => {
+            let (seq, prev_hash) = match tx.audit_head()? {
+                Some(head) => head,
+                None => match tx.meta(AUDIT_ANCHOR_KEY)? {
+                    Some(anchor) => parse_anchor(&anchor)?,
+                    None => (0, kms_core::GENESIS_HASH.to_owned()),
+                },
+            };
+            let mut event = event.clone();
+            event.seq = seq.saturating_add(1);
+            if event.seq > MAX_COUNTER {
+                return Err(conflict(format!(
+                    "an audit sequence number must be at most {MAX_COUNTER}"
+                )));
+            }
+            event.prev_hash = prev_hash;
+            event.hash = event.compute_hash();
+            tx.append_audit(&event)
+        }
+        Mutation::ExpectPolicyVersion(expected) => {
+            let current = policy_version(tx)?;
+            if current == *expected {
+                Ok(())
+            } else {
+                Err(conflict(format!(
+                    "the permissions and roles were changed meanwhile (version {current}, \
+                     expected {expected}); retry"
+                )))
+            }
+        }
         // A kind of change newer than this store cannot be applied faithfully; refusing it
         // keeps the batch all-or-nothing.
         _ => Err(conflict(
@@ -179,6 +223,26 @@ fn apply_one(tx: &mut impl Tx, mutation: &Mutation) -> Result<(), StoreError> {
                 .to_owned(),
         )),
     }
+}
+
+/// The stored policy version (0 before the first permission or role change).
+fn policy_version(tx: &mut impl Tx) -> Result<u64, StoreError> {
+    match tx.meta(POLICY_VERSION_KEY)? {
+        None => Ok(0),
+        Some(v) => v
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("the policy version {v:?} is not a number"))),
+    }
+}
+
+/// `<seq>:<hash>` as [`Mutation::PruneAudit`] records it.
+fn parse_anchor(anchor: &str) -> Result<(u64, String), StoreError> {
+    anchor
+        .split_once(':')
+        .and_then(|(seq, hash)| Some((seq.parse().ok()?, hash.to_owned())))
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("the audit anchor {anchor:?} is not <seq>:<hash>"))
+        })
 }
 
 /// Preconditions every stored token meets: its application exists and its use counter fits.

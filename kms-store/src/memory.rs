@@ -246,6 +246,10 @@ impl Tx for MemoryTx<'_> {
         Ok(self.state.meta.contains_key(key))
     }
 
+    fn meta(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.state.meta.get(key).cloned())
+    }
+
     fn insert_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         let old = self.state.meta.insert(key.to_owned(), value.to_owned());
         self.undo.push(Undo::Meta(key.to_owned(), old));
@@ -401,6 +405,14 @@ impl Tx for MemoryTx<'_> {
 
     fn audit_exists(&mut self, seq: u64) -> Result<bool, StoreError> {
         Ok(self.state.audit.contains_key(&seq))
+    }
+
+    fn audit_head(&mut self) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(self
+            .state
+            .audit
+            .last_key_value()
+            .map(|(seq, e)| (*seq, e.hash.clone())))
     }
 
     fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {

@@ -1083,6 +1083,85 @@ fn audit_events_append_once_per_sequence_number(store: &Arc<dyn Store>) {
     ));
 }
 
+fn chained_audit_events_extend_the_head_of_the_chain(store: &Arc<dyn Store>) {
+    // What the event carries in seq, prev_hash and hash is ignored.
+    let mut chained = Vec::new();
+    for i in 0..3u64 {
+        let mut e = audit_event(99, "operator", "app.create", None);
+        e.target = format!("t{i}");
+        store.apply(&[Mutation::ChainAudit(e)]).unwrap();
+        let head = store.last_audit_event().unwrap().unwrap();
+        assert_eq!(head.seq, i + 1);
+        let prev = chained.last().map_or_else(
+            || kms_core::GENESIS_HASH.to_owned(),
+            |p: &AuditEvent| p.hash.clone(),
+        );
+        assert_eq!(head.prev_hash, prev);
+        assert_eq!(head.hash, head.compute_hash());
+        chained.push(head);
+    }
+    assert!(matches!(
+        kms_core::verify_chain(&chained),
+        kms_core::AuditVerification::Intact { ok: true, .. }
+    ));
+    // Pruned to nothing, the chain goes on from the anchor.
+    store
+        .apply(&[Mutation::PruneAudit {
+            through_seq: 3,
+            anchor_hash: chained[2].hash.clone(),
+        }])
+        .unwrap();
+    store
+        .apply(&[Mutation::ChainAudit(audit_event(1, "operator", "x", None))])
+        .unwrap();
+    let next = store.last_audit_event().unwrap().unwrap();
+    assert_eq!(
+        (next.seq, next.prev_hash.as_str()),
+        (4, chained[2].hash.as_str())
+    );
+}
+
+fn policy_changes_move_the_policy_version_and_stale_expectations_conflict(store: &Arc<dyn Store>) {
+    let version = || {
+        store
+            .get_meta(kms_core::store::POLICY_VERSION_KEY)
+            .unwrap()
+            .map_or(0, |v| v.parse::<u64>().unwrap())
+    };
+    let before = version();
+    let perm = |scope: &str| Permission {
+        scope: Scope::parse(scope).unwrap(),
+        description: String::new(),
+        implies: Vec::new(),
+    };
+    store
+        .apply(&[
+            Mutation::ExpectPolicyVersion(before),
+            Mutation::InsertPermission(perm("versioned.a")),
+        ])
+        .unwrap();
+    assert_eq!(version(), before + 1);
+    // Validated against the old version: refused, and nothing of the batch applied.
+    let message = conflict_message(store.apply(&[
+        Mutation::ExpectPolicyVersion(before),
+        Mutation::InsertPermission(perm("versioned.b")),
+    ]));
+    assert!(message.contains("changed meanwhile"), "{message}");
+    let policy = store.load_policy().unwrap();
+    assert!(!policy
+        .permissions
+        .contains_key(&Scope::parse("versioned.b").unwrap()));
+    assert_eq!(version(), before + 1);
+    // Non-policy changes leave the version alone.
+    store
+        .apply(&[Mutation::CreateMeta {
+            key: "unrelated".into(),
+            value: "x".into(),
+        }])
+        .unwrap();
+    assert_eq!(version(), before + 1);
+}
+
 fn audit_events_round_trip_unchanged(store: &Arc<dyn Store>) {
     let mut event = audit_event(
         7,
@@ -1267,4 +1346,6 @@ conformance!(
     audit_events_append_once_per_sequence_number,
     audit_events_round_trip_unchanged,
     audit_listings_filter_page_and_order,
+    chained_audit_events_extend_the_head_of_the_chain,
+    policy_changes_move_the_policy_version_and_stale_expectations_conflict,
 );

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::{Caller, Kms};
-use crate::audit::{AuditEvent, AuditQuery, AuditVerification, ChainChecker, GENESIS_HASH};
+use crate::audit::{AuditEvent, AuditQuery, AuditVerification, ChainChecker};
 use crate::error::{Error, Result};
 use crate::model::{Page, PageRequest};
 use crate::store::Mutation;
@@ -113,9 +113,11 @@ impl Kms {
         if done()? {
             return Ok(false);
         }
-        let last = self.inner.store.last_audit_event()?;
-        let mut event = AuditEvent {
-            seq: last.as_ref().map_or(1, |e| e.seq + 1),
+        // The store places the event at the chain's head inside the batch's transaction
+        // (Mutation::ChainAudit): sequence number, previous hash and hash are set there, so
+        // several writers on one database extend one chain.
+        let event = AuditEvent {
+            seq: 0,
             at: self.inner.clock.now(),
             actor: match (caller, audit.actor) {
                 (Some(c), _) => c.actor().to_owned(),
@@ -132,11 +134,10 @@ impl Kms {
             request_id: caller.and_then(|c| c.request_id().map(str::to_owned)),
             app_id: audit.app_id,
             details: audit.details,
-            prev_hash: last.map_or_else(|| GENESIS_HASH.to_owned(), |e| e.hash),
+            prev_hash: String::new(),
             hash: String::new(),
         };
-        event.hash = event.compute_hash();
-        batch.push(Mutation::AppendAudit(event));
+        batch.push(Mutation::ChainAudit(event));
         self.inner.store.apply(&batch)?;
         Ok(true)
     }

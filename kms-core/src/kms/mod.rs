@@ -119,8 +119,9 @@ impl KmsBuilder {
         let dummy_hash = hasher.hash("kms-dummy-secret-for-unknown-ids", self.random.as_ref())?;
         let cache =
             VerifiedKeyCache::new(self.cache_capacity, self.cache_ttl, self.random.as_ref())?;
+        let version = stored_policy_version(self.store.as_ref())?;
         let policy = self.store.load_policy()?;
-        let snapshot = PermissionSnapshot::compile(Arc::new(policy), 1);
+        let snapshot = PermissionSnapshot::compile(Arc::new(policy), 1).at_store_version(version);
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             store: self.store,
             clock: self.clock,
@@ -221,7 +222,23 @@ impl ChangeListener for InvalidationHook {
     }
 }
 
+/// The store's policy version (0 before any permission or role change).
+fn stored_policy_version(store: &dyn Store) -> Result<u64> {
+    match store.get_meta(crate::store::POLICY_VERSION_KEY)? {
+        None => Ok(0),
+        Some(v) => v.parse().map_err(|_| {
+            Error::internal(format!("the stored policy version {v:?} is not a number"))
+        }),
+    }
+}
+
 impl Inner {
+    /// Whether another writer changed the permissions or roles since the current snapshot
+    /// was loaded.
+    pub(crate) fn policy_changed_in_store(&self) -> Result<bool> {
+        Ok(stored_policy_version(self.store.as_ref())? != self.snapshot.load().store_version())
+    }
+
     /// Reloads the policy only when the stored one differs from the compiled one, so an
     /// unchanged policy keeps its generation (and every cached key stays valid).
     fn reload_policy_if_changed(&self) -> Result<()> {
@@ -234,12 +251,14 @@ impl Inner {
     }
 
     fn reload_policy(&self) -> Result<()> {
+        // The version first: a policy read after it is at least that new, so a change
+        // validated against it can only be refused as stale, never applied over a newer one.
+        let version = stored_policy_version(self.store.as_ref())?;
         let policy = self.store.load_policy()?;
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.snapshot.store(Arc::new(PermissionSnapshot::compile(
-            Arc::new(policy),
-            generation,
-        )));
+        self.snapshot.store(Arc::new(
+            PermissionSnapshot::compile(Arc::new(policy), generation).at_store_version(version),
+        ));
         self.policy_stale.store(false, Ordering::SeqCst);
         Ok(())
     }

@@ -31,7 +31,9 @@ pub struct RoleView {
 impl Kms {
     /// Defines one permission (`permission.write`; system callers only).
     pub fn create_permission(&self, caller: &Caller, req: NewPermission) -> Result<Permission> {
-        let mut created = self.create_permissions_inner(caller, vec![req], "")?;
+        let mut created = self.retrying_stale_policy(|| {
+            self.create_permissions_inner(caller, vec![req.clone()], "")
+        })?;
         created
             .pop()
             .ok_or_else(|| Error::internal("no permission was created"))
@@ -49,7 +51,9 @@ impl Kms {
                 "must list 1 to 10000 permissions",
             ));
         }
-        self.create_permissions_inner(caller, reqs, "permissions")
+        self.retrying_stale_policy(|| {
+            self.create_permissions_inner(caller, reqs.clone(), "permissions")
+        })
     }
 
     fn create_permissions_inner(
@@ -117,7 +121,7 @@ impl Kms {
         let scopes: Vec<&str> = perms.iter().map(|p| p.scope.as_str()).collect();
         let audit = Audit::success("permission.create", scopes.join(" "))
             .details(serde_json::json!({"count": perms.len()}));
-        self.commit(Some(caller), audit, batch)?;
+        self.commit(Some(caller), audit, expecting(&snap, batch))?;
         Ok(perms)
     }
 
@@ -131,6 +135,10 @@ impl Kms {
     /// Deletes a permission (`permission.write`; system callers only). `Conflict` while a
     /// token or role grants it or another permission implies it.
     pub fn delete_permission(&self, caller: &Caller, scope: &str) -> Result<()> {
+        self.retrying_stale_policy(|| self.delete_permission_once(caller, scope))
+    }
+
+    fn delete_permission_once(&self, caller: &Caller, scope: &str) -> Result<()> {
         let _guard = self.policy_guard()?;
         let snap = self.snapshot()?;
         caller.require_global(&snap, "permission.write")?;
@@ -173,7 +181,7 @@ impl Kms {
         self.commit(
             Some(caller),
             Audit::success("permission.delete", scope.to_string()),
-            vec![Mutation::DeletePermission(scope)],
+            expecting(&snap, vec![Mutation::DeletePermission(scope)]),
         )?;
         Ok(())
     }
@@ -181,6 +189,10 @@ impl Kms {
     /// Defines a role (`role.write`; system callers only). The caller must hold everything
     /// the role would grant.
     pub fn create_role(&self, caller: &Caller, req: NewRole) -> Result<RoleView> {
+        self.retrying_stale_policy(|| self.create_role_once(caller, req.clone()))
+    }
+
+    fn create_role_once(&self, caller: &Caller, req: NewRole) -> Result<RoleView> {
         let _guard = self.policy_guard()?;
         let snap = self.snapshot()?;
         caller.require_global(&snap, "role.write")?;
@@ -212,6 +224,10 @@ impl Kms {
     /// callers only). The caller must hold everything the role grants, before the change
     /// and after it.
     pub fn update_role(&self, caller: &Caller, name: &str, req: RoleUpdate) -> Result<RoleView> {
+        self.retrying_stale_policy(|| self.update_role_once(caller, name, req.clone()))
+    }
+
+    fn update_role_once(&self, caller: &Caller, name: &str, req: RoleUpdate) -> Result<RoleView> {
         let _guard = self.policy_guard()?;
         let snap = self.snapshot()?;
         caller.require_global(&snap, "role.write")?;
@@ -249,7 +265,11 @@ impl Kms {
         let audit = Audit::success("role.put", role.name.to_string()).details(
             serde_json::json!({"permissions": role.permissions, "inherits": role.inherits}),
         );
-        self.commit(Some(caller), audit, vec![Mutation::PutRole(role.clone())])?;
+        self.commit(
+            Some(caller),
+            audit,
+            expecting(snap, vec![Mutation::PutRole(role.clone())]),
+        )?;
         Ok(role_view(&policy, &role))
     }
 
@@ -275,6 +295,10 @@ impl Kms {
     /// Deletes a role (`role.write`; system callers only). `Conflict` while another role
     /// inherits it or a token holds it.
     pub fn delete_role(&self, caller: &Caller, name: &str) -> Result<()> {
+        self.retrying_stale_policy(|| self.delete_role_once(caller, name))
+    }
+
+    fn delete_role_once(&self, caller: &Caller, name: &str) -> Result<()> {
         let _guard = self.policy_guard()?;
         let snap = self.snapshot()?;
         caller.require_global(&snap, "role.write")?;
@@ -300,7 +324,7 @@ impl Kms {
         self.commit(
             Some(caller),
             Audit::success("role.delete", role.name.to_string()),
-            vec![Mutation::DeleteRole(role.name.clone())],
+            expecting(&snap, vec![Mutation::DeleteRole(role.name.clone())]),
         )?;
         Ok(())
     }
@@ -312,6 +336,25 @@ impl Kms {
             .ok_or_else(|| Error::NotFound(format!("role {} does not exist", shown(name))))
     }
 
+    /// Runs a policy change; when it is refused because another writer (another process on
+    /// the same database) changed the permissions or roles after the snapshot it was
+    /// validated against was loaded, reloads and runs it again, against the new state.
+    fn retrying_stale_policy<T>(&self, mut change: impl FnMut() -> Result<T>) -> Result<T> {
+        for _ in 1..POLICY_CHANGE_ATTEMPTS {
+            match change() {
+                // A stale snapshot can also make a valid change look invalid (an unknown
+                // permission another writer just defined).
+                Err(Error::Conflict(_) | Error::InvalidRequest { .. } | Error::NotFound(_))
+                    if self.inner.policy_changed_in_store()? =>
+                {
+                    self.inner.reload_policy()?;
+                }
+                outcome => return outcome,
+            }
+        }
+        change()
+    }
+
     /// Serialises policy changes made through this process, so that each is validated
     /// against the state it is applied to.
     fn policy_guard(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
@@ -320,6 +363,15 @@ impl Kms {
             .lock()
             .map_err(|_| Error::internal("the policy lock is poisoned"))
     }
+}
+
+/// How often a policy change is tried when other writers keep changing the policy.
+const POLICY_CHANGE_ATTEMPTS: usize = 4;
+
+/// `batch`, committed only while the store is at the policy version `snap` was loaded at.
+fn expecting(snap: &PermissionSnapshot, mut batch: Vec<Mutation>) -> Vec<Mutation> {
+    batch.insert(0, Mutation::ExpectPolicyVersion(snap.store_version()));
+    batch
 }
 
 fn role_view(policy: &Policy, role: &Role) -> RoleView {

@@ -34,6 +34,16 @@ impl Tx for SqliteTx<'_> {
         self.exists("SELECT 1 FROM meta WHERE key = ?1", &key)
     }
 
+    fn meta(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")
+            .map_err(db_error)?;
+        stmt.query_row([key], |row| row.get(0))
+            .optional()
+            .map_err(db_error)
+    }
+
     fn insert_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         self.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2)",
@@ -306,6 +316,23 @@ impl Tx for SqliteTx<'_> {
 
     fn audit_exists(&mut self, seq: u64) -> Result<bool, StoreError> {
         self.exists("SELECT 1 FROM audit_events WHERE seq = ?1", &sql_int(seq))
+    }
+
+    fn audit_head(&mut self) -> Result<Option<(u64, String)>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .map_err(db_error)?;
+        let head: Option<(i64, String)> = stmt
+            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()
+            .map_err(db_error)?;
+        head.map(|(seq, hash)| {
+            u64::try_from(seq)
+                .map(|seq| (seq, hash))
+                .map_err(|_| corrupt("audit sequence number", format!("{seq} is negative")))
+        })
+        .transpose()
     }
 
     fn append_audit(&mut self, e: &AuditEvent) -> Result<(), StoreError> {
