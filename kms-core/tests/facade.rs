@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use kms_core::store::Store;
 use kms_core::{
-    AppStatus, AppUpdate, Caller, ErrorCode, HashParams, Kms, ManualClock, NewApp, NewPermission,
-    NewRole, NewToken, PageRequest, PermissionQuery, RoleUpdate, RotateToken, Timestamp,
-    TokenUpdate, VerifyCode, VerifyRequest,
+    AppStatus, AppUpdate, Caller, ErrorCode, Kms, ManualClock, NewApp, NewPermission, NewRole,
+    NewToken, PageRequest, PermissionQuery, RoleUpdate, RotateToken, Timestamp, TokenUpdate,
+    VerifyCode, VerifyRequest,
 };
 use kms_store::{MemoryStore, SqliteStore};
 
@@ -30,7 +30,7 @@ fn env_with(store: Arc<dyn Store>, dir: tempfile::TempDir, db: std::path::PathBu
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix(1_800_000_000)));
     let kms = Kms::builder(store)
         .clock(clock.clone())
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .build()
         .unwrap();
     let created = kms.initialize().unwrap();
@@ -1076,7 +1076,7 @@ impl kms_core::SecurityEventSink for Sink {
 fn repeated_failures_lock_out_the_source_and_are_audited() {
     let sink = Arc::new(Sink::default());
     let kms = Kms::builder(Arc::new(MemoryStore::new()))
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .lockout_policy(kms_core::LockoutPolicy {
             threshold: 3,
             window_secs: 60,
@@ -1168,7 +1168,7 @@ fn repeated_failures_lock_out_the_source_and_are_audited() {
 #[test]
 fn guessing_secrets_for_one_token_id_never_refuses_its_holder_and_is_audited() {
     let kms = Kms::builder(Arc::new(MemoryStore::new()))
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .cache_capacity(0) // the holder is never helped by a cached entry here
         .lockout_policy(kms_core::LockoutPolicy {
             threshold: 3,
@@ -1233,7 +1233,7 @@ fn guessing_secrets_for_one_token_id_never_refuses_its_holder_and_is_audited() {
 #[test]
 fn a_tenant_cannot_lock_out_another_key_by_its_id_and_locks_only_itself() {
     let kms = Kms::builder(Arc::new(MemoryStore::new()))
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .cache_capacity(0)
         .lockout_policy(kms_core::LockoutPolicy {
             threshold: 3,
@@ -1452,7 +1452,7 @@ fn rotating_or_loosening_a_more_powerful_token_is_escalation() {
 #[test]
 fn a_tenant_cannot_lock_out_an_address_for_anyone_else() {
     let kms = Kms::builder(Arc::new(MemoryStore::new()))
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .lockout_policy(kms_core::LockoutPolicy {
             threshold: 3,
             window_secs: 60,

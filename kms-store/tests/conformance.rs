@@ -11,12 +11,15 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use kms_core::store::{
+    AuditQuery, KeyAlgorithm, KeyState, Policy, RefreshRecord, RefreshStatus, Revocation,
+    SigningKeyRecord, StoreError, TokenRecord,
+};
 use kms_core::store::{Change, ChangeListener, Mutation, Store, UseOutcome};
 use kms_core::token_format::TokenPrefix;
 use kms_core::{
-    AppStatus, Application, AuditEvent, AuditQuery, IpNetwork, KeyAlgorithm, KeyState, Permission,
-    Policy, RateLimit, RefreshRecord, RefreshStatus, Revocation, Role, RoleName, Scope,
-    SigningKeyRecord, StoreError, Timestamp, TokenLimits, TokenRecord, TokenStatus,
+    AppStatus, Application, AuditEvent, IpNetwork, Permission, RateLimit, Role, RoleName, Scope,
+    Timestamp, TokenLimits, TokenStatus,
 };
 use kms_store::{MemoryStore, SqliteStore};
 

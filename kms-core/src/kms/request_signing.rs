@@ -5,8 +5,8 @@ use base64::Engine;
 
 use super::audit_log::Audit;
 use super::{Caller, Kms};
+use crate::defence::request_signing::{SignatureError, SignedRequest};
 use crate::error::Result;
-use crate::request_signing::{SignatureError, SignedRequest};
 use crate::store::Mutation;
 
 impl Kms {
