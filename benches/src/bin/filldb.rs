@@ -9,7 +9,7 @@
 //! Creates one application through kms-core (as the local operator), then generates tokens
 //! exactly as `Kms::create_token` does (`token_format::generate`, an argon2id hash of the
 //! secret, a `TokenRecord`) but hashes at the cheapest argon2id cost
-//! (`HashParams::insecure_for_tests`, on every core; `--owasp-cost` for the production
+//! (`kms_core::dangerous::insecure_hash_params`, on every core; `--owasp-cost` for the production
 //! cost) and inserts `--batch` tokens per
 //! `Store::apply` transaction, without audit events (`kms_benches::BulkFill`, shared with
 //! `benches/store.rs`). The server verifies these hashes as it

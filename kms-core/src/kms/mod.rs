@@ -59,6 +59,20 @@ pub struct KmsBuilder {
     sinks: Vec<Arc<dyn SecurityEventSink>>,
 }
 
+impl std::fmt::Debug for KmsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The store, clock, random source and sinks are trait objects; the master key is
+        // left out altogether.
+        f.debug_struct("KmsBuilder")
+            .field("hash_params", &self.hash_params)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("jwt", &self.jwt)
+            .field("lockout", &self.lockout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl KmsBuilder {
     /// When repeated failures lock a source out (default: 10 within 60 s, for 300 s).
     pub fn lockout_policy(mut self, policy: LockoutPolicy) -> Self {

@@ -37,7 +37,8 @@ pub struct Role {
     pub inherits: Vec<RoleName>,
 }
 
-/// Every permission and role definition: the input of a [`PermissionSnapshot`](crate::PermissionSnapshot).
+/// Every permission and role definition, as stored: the input the compiled permission
+/// snapshot is built from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     /// Permissions by scope.

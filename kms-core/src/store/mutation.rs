@@ -7,7 +7,7 @@ use crate::clock::Timestamp;
 use crate::policy::{Permission, Role, RoleName, Scope};
 use crate::store::{RefreshRecord, Revocation, SigningKeyRecord, TokenRecord};
 
-/// One change in a [`Store::apply`] batch.
+/// One change in a [`Store::apply`](crate::store::Store::apply) batch.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Mutation {

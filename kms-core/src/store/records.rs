@@ -8,7 +8,7 @@ use crate::clock::Timestamp;
 use crate::policy::{RoleName, Scope};
 
 /// A stored API key. Holds the argon2id hash of the secret, never the secret; the hash
-/// is never returned to callers (see [`TokenInfo`]).
+/// is never returned to callers (see [`TokenInfo`](crate::TokenInfo)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
     /// `tok_<lookup id>`.
