@@ -34,8 +34,9 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use kms_benches::{
     full_run, interleaved, Interleaved, PermissionFixture, PopulatedKms, SetupResult,
 };
+use kms_core::internal::SecretHasher;
 use kms_core::token_format::{self, TokenPrefix};
-use kms_core::{HashParams, MasterKey, OsRandom, PermissionQuery, SecretHasher, VerifyCode};
+use kms_core::{HashParams, MasterKey, OsRandom, PermissionQuery, VerifyCode};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut c = Criterion::default().configure_from_args();
@@ -140,7 +141,7 @@ const QUERY: &str = "token.read AND (token.verify OR admin)";
 fn verify_cached(c: &mut Criterion) -> SetupResult<()> {
     let many = if full_run() { 10_000 } else { 100 };
     // Cheap hashes: creating the tokens hashes, the cached path does not.
-    let env = PopulatedKms::new(HashParams::insecure_for_tests(), 100_000, many)?;
+    let env = PopulatedKms::new(kms_core::dangerous::insecure_hash_params(), 100_000, many)?;
     env.warm()?;
     let kms = &env.kms;
     let one = env.tokens.first().ok_or("no fixture token")?;
@@ -282,7 +283,7 @@ fn verify_cold(c: &mut Criterion) -> SetupResult<()> {
 /// parameters: `verify_token` minus a bare verify at the same parameters is the overhead
 /// that the 5 % budget is about (at OWASP cost it drowns in the hash's own noise).
 fn verify_cold_overhead(c: &mut Criterion) -> SetupResult<()> {
-    let cheap = HashParams::insecure_for_tests();
+    let cheap = kms_core::dangerous::insecure_hash_params();
     let env = PopulatedKms::new(cheap, 0, 1)?;
     let kms = &env.kms;
     let token = env.tokens.first().ok_or("no fixture token")?;

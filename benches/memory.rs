@@ -12,7 +12,8 @@ use std::error::Error;
 use std::hint::black_box;
 
 use kms_benches::{full_run, PopulatedKms};
-use kms_core::{Application, HashParams, TokenRecord};
+use kms_core::store::{AppStore, TokenRecord, TokenStore};
+use kms_core::Application;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -43,7 +44,7 @@ fn rss_bytes() -> Result<i64, Box<dyn Error>> {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let count = if full_run() { 20_000 } else { 100 };
-    let env = PopulatedKms::new(HashParams::insecure_for_tests(), 100_000, count)?;
+    let env = PopulatedKms::new(kms_core::dangerous::insecure_hash_params(), 100_000, count)?;
 
     let rss_before = rss_bytes()?;
     let (fill, warmed) = net_bytes(|| env.warm());
@@ -56,9 +57,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     // What one cached key carries: a copy of the token record and of its application.
     let first = env.tokens.first().ok_or("no fixture token")?;
     let id = format!("tok_{}", &first[4..14]);
-    let (record_heap, record) = net_bytes(|| env.kms.store().get_token(&id));
+    let (record_heap, record) = net_bytes(|| env.store.get_token(&id));
     let record = record?.ok_or("the fixture token is not in the store")?;
-    let (app_heap, app) = net_bytes(|| env.kms.store().get_app(&env.app_id));
+    let (app_heap, app) = net_bytes(|| env.store.get_app(&env.app_id));
     black_box((&record, &app));
 
     let per_key = fill as f64 / count as f64;

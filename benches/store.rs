@@ -38,10 +38,11 @@ use std::time::Instant;
 
 use criterion::{BatchSize, BenchmarkId, Criterion};
 use kms_benches::{default_threads, full_run, BulkFill, FillResult, SetupResult};
+use kms_core::internal::SecretHasher;
 use kms_core::store::{AppStore, AuditStore, Mutation, Store, TokenStore};
+use kms_core::store::{TokenRecord, GENESIS_HASH};
 use kms_core::{
-    Application, AuditEvent, Clock, HashParams, Kms, NewApp, Scope, SecretHasher, SystemClock,
-    TokenRecord, DEFAULT_PAGE_LIMIT, GENESIS_HASH,
+    Application, AuditEvent, Clock, Kms, NewApp, Scope, SystemClock, DEFAULT_PAGE_LIMIT,
 };
 use kms_store::SqliteStore;
 use serde_json::json;
@@ -160,7 +161,7 @@ fn cached_db(dir: &Path, size: usize) -> SetupResult<CachedDb> {
 fn fill(path: &Path, size: usize) -> FillResult<(String, Vec<String>, kms_benches::FillTimes)> {
     let store = Arc::new(SqliteStore::open(path)?);
     let kms = Kms::builder(store.clone())
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .build()?;
     kms.initialize()?;
     let app = kms.create_app(
@@ -177,7 +178,7 @@ fn fill(path: &Path, size: usize) -> FillResult<(String, Vec<String>, kms_benche
     let times = BulkFill {
         app: &app,
         scopes: &scopes,
-        params: HashParams::insecure_for_tests(),
+        params: kms_core::dangerous::insecure_hash_params(),
         count: size,
         batch: FILL_BATCH,
         threads: default_threads(),
@@ -274,7 +275,7 @@ fn bench_size(c: &mut Criterion, work: &Path, db: &CachedDb, size: usize) -> Set
 
     // create: the store calls of Kms::create_token, on records hashed in setup.
     let scopes = scopes().map_err(|e| -> Box<dyn Error> { e })?;
-    let hasher = SecretHasher::new(HashParams::insecure_for_tests())?;
+    let hasher = SecretHasher::new(kms_core::dangerous::insecure_hash_params())?;
     let mut serial = size;
     let mut created = 0usize;
     let mut failed = None;

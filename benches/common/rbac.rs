@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kms_benches::{granted_scope, SetupResult};
-use kms_core::{EffectiveSet, Permission, PermissionSnapshot, Policy, Role, RoleName, Scope};
+use kms_core::internal::{EffectiveSet, PermissionSnapshot};
+use kms_core::store::Policy;
+use kms_core::{Permission, Role, RoleName, Scope};
 
 /// A role of an [`Rbac`] policy.
 #[derive(Debug)]

@@ -9,12 +9,13 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kms_core::internal::{EffectiveSet, PermissionSnapshot, SecretHasher};
 use kms_core::store::{Mutation, Store};
+use kms_core::store::{Policy, TokenRecord};
 use kms_core::token_format;
 use kms_core::{
-    Application, Caller, Clock, EffectiveSet, HashParams, Kms, KmsBuilder, LockoutPolicy,
-    MasterKey, NewApp, NewToken, OsRandom, Permission, PermissionSnapshot, Policy, Role, RoleName,
-    Scope, SecretHasher, SystemClock, TokenLimits, TokenRecord, TokenStatus,
+    Application, Caller, Clock, HashParams, Kms, KmsBuilder, LockoutPolicy, MasterKey, NewApp,
+    NewToken, OsRandom, Permission, Role, RoleName, Scope, SystemClock, TokenLimits, TokenStatus,
 };
 use kms_store::MemoryStore;
 
@@ -187,6 +188,8 @@ impl InternFloor {
 pub struct PopulatedKms {
     /// The service.
     pub kms: Kms,
+    /// Its store, for benchmarks that read records directly.
+    pub store: Arc<MemoryStore>,
     /// The local operator.
     pub operator: Caller,
     /// The application holding the tokens.
@@ -203,7 +206,8 @@ impl PopulatedKms {
     /// `cache_capacity` entries (0 disables it) and brute-force lockouts off, and creates
     /// `count` tokens holding [`TOKEN_SCOPES`].
     pub fn new(params: HashParams, cache_capacity: u64, count: usize) -> SetupResult<PopulatedKms> {
-        let builder = Kms::builder(Arc::new(MemoryStore::new()))
+        let store = Arc::new(MemoryStore::new());
+        let builder = Kms::builder(store.clone())
             .hash_params(params)
             .cache_capacity(cache_capacity)
             // Benchmarks repeat failing verifications on purpose: no brute-force lockout.
@@ -211,19 +215,24 @@ impl PopulatedKms {
                 threshold: 0,
                 ..LockoutPolicy::default()
             });
-        Self::populate(builder, count)
+        Self::populate(store, builder, count)
     }
 
     /// A service with cheap hashes and a master key, so it can issue access tokens, and
     /// `count` tokens holding [`TOKEN_SCOPES`].
     pub fn with_master_key(key: MasterKey, count: usize) -> SetupResult<PopulatedKms> {
-        let builder = Kms::builder(Arc::new(MemoryStore::new()))
-            .hash_params(HashParams::insecure_for_tests())
+        let store = Arc::new(MemoryStore::new());
+        let builder = Kms::builder(store.clone())
+            .hash_params(kms_core::dangerous::insecure_hash_params())
             .master_key(key);
-        Self::populate(builder, count)
+        Self::populate(store, builder, count)
     }
 
-    fn populate(builder: KmsBuilder, count: usize) -> SetupResult<PopulatedKms> {
+    fn populate(
+        store: Arc<MemoryStore>,
+        builder: KmsBuilder,
+        count: usize,
+    ) -> SetupResult<PopulatedKms> {
         let kms = builder.build()?;
         kms.initialize()?;
         let operator = kms.operator();
@@ -253,6 +262,7 @@ impl PopulatedKms {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(PopulatedKms {
             kms,
+            store,
             operator,
             app_id,
             tokens,
@@ -395,7 +405,7 @@ pub struct BulkFill<'a> {
     pub app: &'a Application,
     /// Scopes of every token.
     pub scopes: &'a [Scope],
-    /// argon2id cost (`HashParams::insecure_for_tests()` for the cheapest).
+    /// argon2id cost (`kms_core::dangerous::insecure_hash_params()` for the cheapest).
     pub params: HashParams,
     /// Tokens to insert.
     pub count: usize,

@@ -2,55 +2,53 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// The tree, one concept per module (docs/architecture.md, ADR 0007).
 mod access_token;
+mod api_key;
+mod application;
 mod audit;
-mod cache;
-mod env;
+mod clock;
+mod defence;
 mod error;
-mod failure_gate;
-mod hashing;
-mod keyring;
+mod hex;
 mod kms;
-mod model;
+mod page;
 mod policy;
-mod query;
-mod ratelimit;
-pub mod request_signing;
-pub mod requests;
-mod scope;
+mod random;
+mod requests;
 mod sealing;
-mod snapshot;
-pub mod store;
-pub mod token_format;
+mod security_event;
 
-pub use access_token::{
-    AccessClaims, Introspection, JwtError, JwtSettings, OAuthError, RefreshRecord, RefreshStatus,
-    Revocation, TokenResponse,
-};
-pub use audit::{verify_chain, AuditEvent, AuditQuery, AuditVerification, GENESIS_HASH};
-pub use cache::CacheStats;
-pub use env::{Clock, ManualClock, OsRandom, SecureRandom, SystemClock, Timestamp};
-pub use error::{Error, ErrorCode, FieldError, Result, StoreError};
-pub use failure_gate::{LockoutPolicy, SecurityEvent, SecurityEventSink};
+pub mod dangerous;
 #[doc(hidden)]
-pub use hashing::{hash_work_on_this_thread, HashWork};
-pub use hashing::{HashParams, SecretHasher};
-pub use keyring::{KeyAlgorithm, KeyInfo, KeyState, SigningKeyRecord};
+pub mod internal;
+pub mod manual;
+pub mod store;
+
+// What an application uses. Store implementers find the rest under `store`.
+pub use access_token::{
+    AccessClaims, Introspection, JwtError, JwtSettings, KeyInfo, OAuthError, TokenResponse,
+};
+pub use api_key::token_format;
+pub use api_key::{
+    CacheStats, CreatedToken, HashParams, IpNetwork, RateLimit, TokenInfo, TokenLimits, TokenStatus,
+};
+pub use application::{AppSecurity, AppStatus, Application, SYSTEM_APP_ID};
+pub use audit::{AuditEvent, AuditVerification};
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use defence::request_signing;
+pub use defence::LockoutPolicy;
+pub use error::{Error, ErrorCode, FieldError, Result};
 pub use kms::{
     AuditFilter, Caller, Kms, KmsBuilder, RetentionReport, RoleView, Verification, VerifyCode,
     VerifyResponse,
 };
-pub use model::{
-    AppSecurity, AppStatus, Application, CreatedToken, IpNetwork, Page, PageRequest, RateLimit,
-    TokenInfo, TokenLimits, TokenRecord, TokenStatus, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT,
-    SYSTEM_APP_ID,
-};
-pub use policy::{default_permissions, Permission, Policy, Role};
-pub use query::PermissionQuery;
+pub use page::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
+pub use policy::{Permission, PermissionQuery, Role, RoleName, Scope, ADMIN};
+pub use random::{OsRandom, SecureRandom};
 pub use requests::{
     AppUpdate, NewApp, NewPermission, NewRole, NewToken, RateLimitInput, RoleUpdate, RotateToken,
     TokenUpdate, VerifyRequest,
 };
-pub use scope::{RoleName, Scope, ADMIN};
 pub use sealing::MasterKey;
-pub use snapshot::{EffectiveSet, PermissionSnapshot};
+pub use security_event::{SecurityEvent, SecurityEventSink};

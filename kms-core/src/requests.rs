@@ -5,23 +5,23 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::env::Timestamp;
+use crate::api_key::{IpNetwork, RateLimit};
+use crate::clock::Timestamp;
 use crate::error::{Error, FieldErrors, Result};
-use crate::model::{IpNetwork, RateLimit};
-use crate::scope::{shown, RoleName, Scope};
+use crate::policy::scope::{shown, RoleName, Scope};
 
 /// Longest display name (applications, tokens), in characters.
-pub const MAX_NAME_CHARS: usize = 128;
+pub(crate) const MAX_NAME_CHARS: usize = 128;
 /// Longest description, in characters.
-pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+pub(crate) const MAX_DESCRIPTION_CHARS: usize = 1024;
 /// Largest token metadata object, serialized, in bytes.
-pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Most scopes or roles in one grant list.
-pub const MAX_GRANTS: usize = 256;
+pub(crate) const MAX_GRANTS: usize = 256;
 /// Most networks in one allow-list.
-pub const MAX_NETWORKS: usize = 64;
+pub(crate) const MAX_NETWORKS: usize = 64;
 /// Longest token lifetime or rotation grace, in seconds (10 years).
-pub const MAX_LIFETIME_SECS: i64 = 10 * 365 * 24 * 3600;
+pub(crate) const MAX_LIFETIME_SECS: i64 = 10 * 365 * 24 * 3600;
 
 /// Create an application.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

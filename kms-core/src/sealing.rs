@@ -9,8 +9,8 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::env::SecureRandom;
 use crate::error::{Error, Result};
+use crate::random::SecureRandom;
 
 const NONCE_LEN: usize = 24;
 
@@ -133,7 +133,7 @@ impl KeyedStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::env::OsRandom;
+    use crate::random::OsRandom;
 
     #[test]
     fn seal_round_trips_and_binds_the_context() {

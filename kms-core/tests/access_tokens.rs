@@ -13,8 +13,8 @@ use std::sync::Arc;
 use base64::Engine;
 use kms_core::store::Store;
 use kms_core::{
-    Caller, HashParams, Introspection, JwtError, JwtSettings, Kms, ManualClock, MasterKey, NewApp,
-    NewToken, OAuthError, OsRandom, Timestamp, TokenResponse,
+    Caller, Introspection, JwtError, JwtSettings, Kms, ManualClock, MasterKey, NewApp, NewToken,
+    OAuthError, OsRandom, Timestamp, TokenResponse,
 };
 use kms_store::{MemoryStore, SqliteStore};
 
@@ -37,7 +37,7 @@ fn build(
 ) -> kms_core::Result<Kms> {
     Kms::builder(store)
         .clock(clock)
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .master_key(master)
         .jwt_settings(JwtSettings {
             refresh_overlap_secs: overlap,

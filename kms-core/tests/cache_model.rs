@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use kms_core::store::Store;
 use kms_core::{
-    HashParams, Kms, LockoutPolicy, ManualClock, PermissionQuery, Timestamp, TokenUpdate,
-    Verification, VerifyCode,
+    Kms, LockoutPolicy, ManualClock, PermissionQuery, Timestamp, TokenUpdate, Verification,
+    VerifyCode,
 };
 use kms_store::{MemoryStore, SqliteStore};
 use proptest::prelude::*;
@@ -149,7 +149,7 @@ impl Side {
         let clock = Arc::new(ManualClock::new(Timestamp::from_unix(NOW)));
         let kms = Kms::builder(store)
             .clock(clock.clone())
-            .hash_params(HashParams::insecure_for_tests())
+            .hash_params(kms_core::dangerous::insecure_hash_params())
             .cache_capacity(if cached { 10_000 } else { 0 })
             .cache_ttl(Duration::from_secs(3600))
             // Lockouts are a property of their own: a cached correct secret passes while its

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use counting_store::CountingStore;
-use kms_core::{HashParams, Kms, VerifyCode};
+use kms_core::{Kms, VerifyCode};
 
 /// What the revoking side does while the verifier is stopped.
 #[derive(Clone, Copy, Debug)]
@@ -32,7 +32,7 @@ enum Landing {
 fn race(change: Landing) {
     let store = Arc::new(CountingStore::new());
     let kms = Kms::builder(store.clone())
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .build()
         .unwrap();
     kms.initialize().unwrap();

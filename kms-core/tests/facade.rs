@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use kms_core::store::Store;
 use kms_core::{
-    AppStatus, AppUpdate, Caller, ErrorCode, HashParams, Kms, ManualClock, NewApp, NewPermission,
-    NewRole, NewToken, PageRequest, PermissionQuery, RoleUpdate, RotateToken, Timestamp,
-    TokenUpdate, VerifyCode, VerifyRequest,
+    AppStatus, AppUpdate, Caller, ErrorCode, Kms, ManualClock, NewApp, NewPermission, NewRole,
+    NewToken, PageRequest, PermissionQuery, RoleUpdate, RotateToken, Timestamp, TokenUpdate,
+    VerifyCode, VerifyRequest,
 };
 use kms_store::{MemoryStore, SqliteStore};
 
@@ -30,7 +30,7 @@ fn env_with(store: Arc<dyn Store>, dir: tempfile::TempDir, db: std::path::PathBu
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix(1_800_000_000)));
     let kms = Kms::builder(store)
         .clock(clock.clone())
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .build()
         .unwrap();
     let created = kms.initialize().unwrap();
@@ -1128,7 +1128,7 @@ impl kms_core::SecurityEventSink for Sink {
 fn repeated_failures_lock_out_the_source_and_are_audited() {
     let sink = Arc::new(Sink::default());
     let kms = Kms::builder(Arc::new(MemoryStore::new()))
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .lockout_policy(kms_core::LockoutPolicy {
             threshold: 3,
             window_secs: 60,
@@ -1220,7 +1220,7 @@ fn repeated_failures_lock_out_the_source_and_are_audited() {
 #[test]
 fn guessing_secrets_for_one_token_id_never_refuses_its_holder_and_is_audited() {
     let kms = Kms::builder(Arc::new(MemoryStore::new()))
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .cache_capacity(0) // the holder is never helped by a cached entry here
         .lockout_policy(kms_core::LockoutPolicy {
             threshold: 3,
@@ -1285,7 +1285,7 @@ fn guessing_secrets_for_one_token_id_never_refuses_its_holder_and_is_audited() {
 #[test]
 fn a_tenant_cannot_lock_out_another_key_by_its_id_and_locks_only_itself() {
     let kms = Kms::builder(Arc::new(MemoryStore::new()))
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .cache_capacity(0)
         .lockout_policy(kms_core::LockoutPolicy {
             threshold: 3,
@@ -1504,7 +1504,7 @@ fn rotating_or_loosening_a_more_powerful_token_is_escalation() {
 #[test]
 fn a_tenant_cannot_lock_out_an_address_for_anyone_else() {
     let kms = Kms::builder(Arc::new(MemoryStore::new()))
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .lockout_policy(kms_core::LockoutPolicy {
             threshold: 3,
             window_secs: 60,
@@ -1578,7 +1578,7 @@ fn a_tenant_cannot_lock_out_an_address_for_anyone_else() {
 #[test]
 fn a_cached_key_expires_from_the_cache_at_its_ttl() {
     let kms = Kms::builder(Arc::new(MemoryStore::new()))
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .cache_ttl(std::time::Duration::from_millis(300))
         .build()
         .unwrap();
@@ -1607,7 +1607,7 @@ fn a_repeated_revoke_drops_an_entry_cached_before_another_process_revoked() {
     let db = dir.path().join("kms.db");
     let open = || {
         Kms::builder(Arc::new(SqliteStore::open(&db).unwrap()))
-            .hash_params(HashParams::insecure_for_tests())
+            .hash_params(kms_core::dangerous::insecure_hash_params())
             .cache_ttl(std::time::Duration::from_secs(600))
             .build()
             .unwrap()
@@ -1663,7 +1663,7 @@ fn policy_changes_by_two_writers_on_one_file_are_validated_against_each_other() 
     let db = dir.path().join("kms.db");
     let open = || {
         Kms::builder(Arc::new(SqliteStore::open(&db).unwrap()))
-            .hash_params(HashParams::insecure_for_tests())
+            .hash_params(kms_core::dangerous::insecure_hash_params())
             .build()
             .unwrap()
     };

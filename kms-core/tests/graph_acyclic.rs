@@ -21,9 +21,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use kms_core::store::PolicyStore;
 use kms_core::{
-    Caller, ErrorCode, HashParams, Kms, ManualClock, NewApp, NewPermission, NewRole, NewToken,
-    PageRequest, RoleUpdate, Timestamp,
+    Caller, ErrorCode, Kms, ManualClock, NewApp, NewPermission, NewRole, NewToken, PageRequest,
+    RoleUpdate, Timestamp,
 };
 use kms_store::MemoryStore;
 use proptest::prelude::*;
@@ -215,6 +216,7 @@ struct Listing {
 
 struct Env {
     kms: Kms,
+    store: Arc<MemoryStore>,
     op: Caller,
     app: String,
     model: Model,
@@ -227,11 +229,12 @@ fn strings<T: ToString>(v: &[T]) -> Vec<String> {
 
 impl Env {
     fn new() -> Env {
-        let kms = Kms::builder(Arc::new(MemoryStore::new()))
+        let store = Arc::new(MemoryStore::new());
+        let kms = Kms::builder(store.clone())
             .clock(Arc::new(ManualClock::new(Timestamp::from_unix(
                 1_800_000_000,
             ))))
-            .hash_params(HashParams::insecure_for_tests())
+            .hash_params(kms_core::dangerous::insecure_hash_params())
             .build()
             .unwrap();
         kms.initialize().unwrap();
@@ -248,6 +251,7 @@ impl Env {
             .id;
         let mut env = Env {
             kms,
+            store,
             op,
             app,
             model: Model::default(),
@@ -321,8 +325,11 @@ impl Env {
             .map(|t| (t.id.clone(), (strings(&t.scopes), strings(&t.roles))))
             .collect();
         // The compiled snapshot serves exactly what the store holds.
-        let stored = self.kms.store().load_policy().unwrap();
-        assert_eq!(&stored, &**self.kms.snapshot().unwrap().policy());
+        let stored = self.store.load_policy().unwrap();
+        assert_eq!(
+            &stored,
+            &**kms_core::internal::snapshot(&self.kms).unwrap().policy()
+        );
         Listing {
             perms,
             roles,

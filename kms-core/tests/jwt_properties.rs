@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use kms_core::{
-    AccessClaims, HashParams, JwtError, JwtSettings, Kms, ManualClock, MasterKey, NewApp, NewToken,
-    OsRandom, Timestamp,
+    AccessClaims, JwtError, JwtSettings, Kms, ManualClock, MasterKey, NewApp, NewToken, OsRandom,
+    Timestamp,
 };
 use kms_store::MemoryStore;
 use proptest::prelude::*;
@@ -98,7 +98,7 @@ struct Expected {
 fn issue(p: &Params) -> Issued {
     let kms = Kms::builder(Arc::new(MemoryStore::new()))
         .clock(Arc::new(ManualClock::new(Timestamp::from_unix(p.now))))
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .master_key(MasterKey::generate(&OsRandom).unwrap())
         .jwt_settings(JwtSettings {
             issuer: p.issuer.clone(),

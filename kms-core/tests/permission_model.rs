@@ -11,7 +11,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use kms_core::{Permission, PermissionQuery, PermissionSnapshot, Policy, Role, RoleName, Scope};
+use kms_core::internal::PermissionSnapshot;
+use kms_core::store::Policy;
+use kms_core::{Permission, PermissionQuery, Role, RoleName, Scope};
 use proptest::prelude::*;
 
 /// Every scope of up to three segments over a small alphabet, so that random picks collide

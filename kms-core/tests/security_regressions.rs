@@ -26,9 +26,9 @@ use counting_store::CountingStore;
 use kms_core::store::{Store, TokenStore};
 use kms_core::token_format::{self, TokenPrefix};
 use kms_core::{
-    AppUpdate, Application, AuditFilter, AuditVerification, Caller, ErrorCode, HashParams, Kms,
-    ManualClock, MasterKey, NewApp, NewPermission, NewRole, NewToken, OsRandom, PageRequest,
-    RoleUpdate, RotateToken, Timestamp, TokenUpdate, VerifyCode, VerifyRequest, MAX_PAGE_LIMIT,
+    AppUpdate, Application, AuditFilter, AuditVerification, Caller, ErrorCode, Kms, ManualClock,
+    MasterKey, NewApp, NewPermission, NewRole, NewToken, OsRandom, PageRequest, RoleUpdate,
+    RotateToken, Timestamp, TokenUpdate, VerifyCode, VerifyRequest, MAX_PAGE_LIMIT,
 };
 use kms_store::{MemoryStore, SqliteStore};
 
@@ -37,7 +37,7 @@ const NOW: i64 = 1_800_000_000;
 fn kms_over(store: Arc<dyn Store>, master: Option<MasterKey>) -> Kms {
     let mut b = Kms::builder(store)
         .clock(Arc::new(ManualClock::new(Timestamp::from_unix(NOW))))
-        .hash_params(HashParams::insecure_for_tests());
+        .hash_params(kms_core::dangerous::insecure_hash_params());
     if let Some(m) = master {
         b = b.master_key(m);
     }
@@ -764,7 +764,7 @@ fn counted() -> Counted {
     let store = Arc::new(CountingStore::new());
     let kms = Kms::builder(store.clone())
         .clock(Arc::new(ManualClock::new(Timestamp::from_unix(NOW))))
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .cache_capacity(0)
         .build()
         .unwrap();
@@ -846,11 +846,11 @@ fn unknown_id_and_wrong_secret_take_the_same_path_through_the_store() {
 }
 
 /// The argon2id work `f` does on this thread (counted by kms-core's thread-local test hook).
-fn hash_work<T>(f: impl FnOnce() -> T) -> (kms_core::HashWork, T) {
-    let before = kms_core::hash_work_on_this_thread();
+fn hash_work<T>(f: impl FnOnce() -> T) -> (kms_core::internal::HashWork, T) {
+    let before = kms_core::internal::hash_work_on_this_thread();
     let out = f();
-    let after = kms_core::hash_work_on_this_thread();
-    let work = kms_core::HashWork {
+    let after = kms_core::internal::hash_work_on_this_thread();
+    let work = kms_core::internal::HashWork {
         verifications: after.verifications - before.verifications,
         cost: after.cost - before.cost,
     };
@@ -877,7 +877,7 @@ fn unknown_id_and_wrong_secret_do_the_same_hashing_work() {
     );
     let stored = c.store.inner.get_token(&home_id).unwrap().unwrap();
     // One argon2id verification at the cost of a real stored hash, and nothing else.
-    let one = kms_core::HashWork {
+    let one = kms_core::internal::HashWork {
         verifications: 1,
         cost: phc_cost(&stored.secret_hash),
     };
@@ -890,7 +890,10 @@ fn unknown_id_and_wrong_secret_do_the_same_hashing_work() {
     let (work, v) = hash_work(|| c.kms.verify_token("kms_not-a-token", None, None).unwrap());
     assert_eq!(
         (work, v.code()),
-        (kms_core::HashWork::default(), VerifyCode::Malformed)
+        (
+            kms_core::internal::HashWork::default(),
+            VerifyCode::Malformed
+        )
     );
 
     for token in [&unknown, &wrong] {

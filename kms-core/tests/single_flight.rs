@@ -12,8 +12,9 @@
 
 use std::sync::{Arc, Barrier};
 
+use kms_core::internal::hash_work_on_this_thread;
 use kms_core::token_format::{self, TokenPrefix};
-use kms_core::{hash_work_on_this_thread, HashParams, Kms, OsRandom};
+use kms_core::{HashParams, Kms, OsRandom};
 use kms_store::MemoryStore;
 
 const THREADS: usize = 8;

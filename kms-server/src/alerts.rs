@@ -98,12 +98,8 @@ pub fn webhook(
 
 /// The body of the alert for `event` at `at`.
 fn alert_body(event: &SecurityEvent, at: time::OffsetDateTime, id: &str) -> (String, Vec<u8>) {
+    let kind = event.kind().to_owned();
     let mut value = serde_json::to_value(event).unwrap_or_default();
-    let kind = value
-        .get("event")
-        .and_then(|v| v.as_str())
-        .unwrap_or("unknown")
-        .to_owned();
     if let Some(map) = value.as_object_mut() {
         let at = at
             .format(&time::format_description::well_known::Rfc3339)
@@ -121,12 +117,7 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
         return String::new();
     };
     mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = base16ct::lower::encode_string(&mac.finalize().into_bytes());
     format!("sha256={hex}")
 }
 

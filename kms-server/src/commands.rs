@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use kms_core::store::Store;
 use kms_core::{
-    AppUpdate, HashParams, Kms, MasterKey, NewApp, NewPermission, NewRole, NewToken, OsRandom,
-    PageRequest, RateLimitInput, RotateToken, SecurityEventSink, VerifyRequest,
+    AppUpdate, Kms, MasterKey, NewApp, NewPermission, NewRole, NewToken, OsRandom, PageRequest,
+    RateLimitInput, RotateToken, SecurityEventSink, VerifyRequest,
 };
 use kms_store::SqliteStore;
 use serde::Serialize;
@@ -45,8 +45,8 @@ impl From<kms_core::Error> for CommandError {
     }
 }
 
-impl From<kms_core::StoreError> for CommandError {
-    fn from(e: kms_core::StoreError) -> Self {
+impl From<kms_core::store::StoreError> for CommandError {
+    fn from(e: kms_core::store::StoreError) -> Self {
         CommandError(crate::error::error_chain(&e))
     }
 }
@@ -244,7 +244,7 @@ pub fn open_kms(
         builder = builder.security_event_sink(alerts);
     }
     if config.insecure_fast_hash {
-        builder = builder.hash_params(HashParams::insecure_for_tests());
+        builder = builder.hash_params(kms_core::dangerous::insecure_hash_params());
     }
     let from = match &config.master_key {
         MasterKeySource::Env(_) => "KMS_MASTER_KEY".to_owned(),

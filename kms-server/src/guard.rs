@@ -17,7 +17,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let kms = Kms::builder(Arc::new(kms_store::MemoryStore::new()))
-//!     .hash_params(HashParams::insecure_for_tests())
+//!     .hash_params(kms_core::dangerous::insecure_hash_params())
 //!     .build()?;
 //!
 //! async fn invoices(Extension(v): Extension<Verification>) -> String {

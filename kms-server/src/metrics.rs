@@ -14,10 +14,10 @@ use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
     TokenStore, UseOutcome,
 };
-use kms_core::{
-    Application, AuditEvent, AuditQuery, Kms, Policy, RefreshRecord, Revocation, RoleName, Scope,
-    SigningKeyRecord, StoreError, TokenRecord,
+use kms_core::store::{
+    AuditQuery, Policy, RefreshRecord, Revocation, SigningKeyRecord, StoreError, TokenRecord,
 };
+use kms_core::{Application, AuditEvent, Kms, RoleName, Scope};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};

@@ -65,6 +65,7 @@ use crate::wire;
         (name = "audit", description = "The hash-chained audit log (`audit.read`)"),
     ),
 )]
+#[derive(Debug)]
 pub struct ApiDoc;
 
 struct BearerAuth;

@@ -22,15 +22,11 @@ impl LoggedSecurityEvents {
 
 impl SecurityEventSink for LoggedSecurityEvents {
     fn on_security_event(&self, event: &SecurityEvent) {
+        let kind = event.kind();
         let body = serde_json::to_value(event).unwrap_or_default();
-        let kind = body
-            .get("event")
-            .and_then(|v| v.as_str())
-            .unwrap_or("unknown")
-            .to_owned();
         tracing::warn!(event = %kind, details = %body, "security event");
         if let Some(metrics) = &self.metrics {
-            metrics.record_security_event(&kind);
+            metrics.record_security_event(kind);
         }
     }
 }

@@ -308,12 +308,12 @@ mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use axum::response::Response;
-    use kms_core::HashParams;
+
     use tower::ServiceExt;
 
     fn kms() -> Kms {
         Kms::builder(Arc::new(kms_store::MemoryStore::new()))
-            .hash_params(HashParams::insecure_for_tests())
+            .hash_params(kms_core::dangerous::insecure_hash_params())
             .build()
             .unwrap()
     }

@@ -505,12 +505,7 @@ fn lockouts_are_alerted_to_a_signed_webhook_with_retries() {
         assert_eq!(r.headers["content-type"], "application/json");
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(&r.body);
-        let expected: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let expected = base16ct::lower::encode_string(&mac.finalize().into_bytes());
         assert_eq!(r.headers["x-kms-signature"], format!("sha256={expected}"));
     }
     assert_eq!(first.body, retry.body, "a retry resends the same alert");

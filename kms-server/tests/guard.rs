@@ -15,7 +15,7 @@ use axum::http::{Request, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
-use kms_core::{HashParams, Kms, NewApp, NewPermission, NewToken, Verification};
+use kms_core::{Kms, NewApp, NewPermission, NewToken, Verification};
 use kms_server::guard::RequireScopeLayer;
 use tower::ServiceExt;
 
@@ -27,7 +27,7 @@ struct World {
 
 fn world() -> World {
     let kms = Kms::builder(Arc::new(kms_store::MemoryStore::new()))
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .build()
         .unwrap();
     kms.initialize().unwrap();

@@ -4,11 +4,11 @@
 //! stores cannot drift apart on semantics.
 
 use kms_core::store::Mutation;
-use kms_core::store::{AUDIT_ANCHOR_KEY, POLICY_VERSION_KEY};
-use kms_core::{
-    Application, AuditEvent, Permission, RefreshRecord, RefreshStatus, Revocation, Role, RoleName,
-    Scope, SigningKeyRecord, StoreError, Timestamp, TokenRecord,
+use kms_core::store::{anchor_value, AUDIT_ANCHOR_KEY, POLICY_VERSION_KEY};
+use kms_core::store::{
+    RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreError, TokenRecord,
 };
+use kms_core::{Application, AuditEvent, Permission, Role, RoleName, Scope, Timestamp};
 
 /// Primitive reads and writes inside one transaction. Writes do not check preconditions:
 /// [`apply_all`] has, before calling them.
@@ -170,7 +170,7 @@ fn apply_one(tx: &mut impl Tx, mutation: &Mutation) -> Result<(), StoreError> {
             anchor_hash,
         } => {
             tx.prune_audit(*through_seq)?;
-            tx.set_meta(AUDIT_ANCHOR_KEY, &format!("{through_seq}:{anchor_hash}"))
+            tx.set_meta(AUDIT_ANCHOR_KEY, &anchor_value(*through_seq, anchor_hash))
         }
         Mutation::AppendAudit(event) => {
             if event.seq > MAX_COUNTER {
@@ -191,7 +191,7 @@ fn apply_one(tx: &mut impl Tx, mutation: &Mutation) -> Result<(), StoreError> {
                 Some(head) => head,
                 None => match tx.meta(AUDIT_ANCHOR_KEY)? {
                     Some(anchor) => parse_anchor(&anchor)?,
-                    None => (0, kms_core::GENESIS_HASH.to_owned()),
+                    None => (0, kms_core::store::GENESIS_HASH.to_owned()),
                 },
             };
             let mut event = event.clone();

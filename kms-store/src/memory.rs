@@ -8,10 +8,11 @@ use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
     TokenStore, UseOutcome,
 };
-use kms_core::{
-    Application, AuditEvent, AuditQuery, Permission, Policy, RefreshRecord, RefreshStatus,
-    Revocation, Role, RoleName, Scope, SigningKeyRecord, StoreError, Timestamp, TokenRecord,
+use kms_core::store::{
+    AuditQuery, Policy, RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreError,
+    TokenRecord,
 };
+use kms_core::{Application, AuditEvent, Permission, Role, RoleName, Scope, Timestamp};
 
 use crate::batch::{self, Tx};
 use crate::listeners::Listeners;
@@ -25,7 +26,7 @@ use crate::listeners::Listeners;
 /// use kms_core::store::TokenStore;
 /// let store = kms_store::MemoryStore::new();
 /// assert!(store.get_token("tok_missing")?.is_none());
-/// # Ok::<(), kms_core::StoreError>(())
+/// # Ok::<(), kms_core::store::StoreError>(())
 /// ```
 #[derive(Default)]
 pub struct MemoryStore {

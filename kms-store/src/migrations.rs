@@ -25,7 +25,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use kms_core::{Clock, StoreError, SystemClock, Timestamp};
+use kms_core::store::StoreError;
+use kms_core::{Clock, SystemClock, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::sqlite::connection;

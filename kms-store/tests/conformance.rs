@@ -11,12 +11,15 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use kms_core::store::{
+    AuditQuery, KeyAlgorithm, KeyState, Policy, RefreshRecord, RefreshStatus, Revocation,
+    SigningKeyRecord, StoreError, TokenRecord,
+};
 use kms_core::store::{Change, ChangeListener, Mutation, Store, UseOutcome};
 use kms_core::token_format::TokenPrefix;
 use kms_core::{
-    AppStatus, Application, AuditEvent, AuditQuery, IpNetwork, KeyAlgorithm, KeyState, Permission,
-    Policy, RateLimit, RefreshRecord, RefreshStatus, Revocation, Role, RoleName, Scope,
-    SigningKeyRecord, StoreError, Timestamp, TokenLimits, TokenRecord, TokenStatus,
+    AppStatus, Application, AuditEvent, IpNetwork, Permission, RateLimit, Role, RoleName, Scope,
+    Timestamp, TokenLimits, TokenStatus,
 };
 use kms_store::{MemoryStore, SqliteStore};
 
@@ -1093,7 +1096,7 @@ fn chained_audit_events_extend_the_head_of_the_chain(store: &Arc<dyn Store>) {
         let head = store.last_audit_event().unwrap().unwrap();
         assert_eq!(head.seq, i + 1);
         let prev = chained.last().map_or_else(
-            || kms_core::GENESIS_HASH.to_owned(),
+            || kms_core::store::GENESIS_HASH.to_owned(),
             |p: &AuditEvent| p.hash.clone(),
         );
         assert_eq!(head.prev_hash, prev);
@@ -1101,7 +1104,7 @@ fn chained_audit_events_extend_the_head_of_the_chain(store: &Arc<dyn Store>) {
         chained.push(head);
     }
     assert!(matches!(
-        kms_core::verify_chain(&chained),
+        kms_core::store::verify_chain(&chained),
         kms_core::AuditVerification::Intact { ok: true, .. }
     ));
     // Pruned to nothing, the chain goes on from the anchor.

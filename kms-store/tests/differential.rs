@@ -9,12 +9,15 @@
     reason = "tests fail loudly"
 )]
 
+use kms_core::store::{
+    KeyAlgorithm, KeyState, RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreError,
+    TokenRecord,
+};
 use kms_core::store::{Mutation, Store};
 use kms_core::token_format::TokenPrefix;
 use kms_core::{
-    AppStatus, Application, AuditEvent, KeyAlgorithm, KeyState, Permission, RefreshRecord,
-    RefreshStatus, Revocation, Role, RoleName, Scope, SigningKeyRecord, StoreError, Timestamp,
-    TokenLimits, TokenRecord, TokenStatus,
+    AppStatus, Application, AuditEvent, Permission, Role, RoleName, Scope, Timestamp, TokenLimits,
+    TokenStatus,
 };
 use kms_store::{MemoryStore, SqliteStore};
 use proptest::prelude::*;

@@ -10,9 +10,10 @@
 use std::path::Path;
 
 use kms_core::store::{AppStore, Mutation, Store, TokenStore};
+use kms_core::store::{StoreError, TokenRecord};
 use kms_core::token_format::TokenPrefix;
 use kms_core::TokenStatus;
-use kms_core::{AppStatus, Application, Scope, StoreError, Timestamp, TokenLimits, TokenRecord};
+use kms_core::{AppStatus, Application, Scope, Timestamp, TokenLimits};
 use kms_store::migrations::{self, MIGRATIONS};
 use kms_store::SqliteStore;
 

@@ -25,11 +25,14 @@ use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
     TokenStore, UseOutcome, AUDIT_ANCHOR_KEY,
 };
+use kms_core::store::{
+    AuditQuery, KeyAlgorithm, KeyState, Policy, RefreshRecord, RefreshStatus, Revocation,
+    SigningKeyRecord, StoreError, TokenRecord,
+};
 use kms_core::token_format::TokenPrefix;
 use kms_core::{
-    AppSecurity, AppStatus, Application, AuditEvent, AuditQuery, IpNetwork, KeyAlgorithm, KeyState,
-    Permission, Policy, RateLimit, RefreshRecord, RefreshStatus, Revocation, Role, RoleName, Scope,
-    SigningKeyRecord, StoreError, Timestamp, TokenLimits, TokenRecord, TokenStatus,
+    AppSecurity, AppStatus, Application, AuditEvent, IpNetwork, Permission, RateLimit, Role,
+    RoleName, Scope, Timestamp, TokenLimits, TokenStatus,
 };
 use kms_store::{MemoryStore, SqliteStore};
 use proptest::prelude::*;

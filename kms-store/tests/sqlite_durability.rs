@@ -17,9 +17,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use kms_core::store::TokenRecord;
 use kms_core::store::{AppStore, Mutation, Store, TokenStore};
 use kms_core::token_format::TokenPrefix;
-use kms_core::{AppStatus, Application, Scope, Timestamp, TokenLimits, TokenRecord, TokenStatus};
+use kms_core::{AppStatus, Application, Scope, Timestamp, TokenLimits, TokenStatus};
 use kms_store::SqliteStore;
 
 /// Set in the child's environment to the database path; selects the writer role.

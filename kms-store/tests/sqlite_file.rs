@@ -9,9 +9,10 @@
 )]
 
 use kms_core::store::{AppStore, Mutation, Store, TokenStore, UseOutcome};
+use kms_core::store::{StoreError, TokenRecord};
 use kms_core::token_format::TokenPrefix;
 use kms_core::TokenStatus;
-use kms_core::{AppStatus, Application, StoreError, Timestamp, TokenLimits, TokenRecord};
+use kms_core::{AppStatus, Application, Timestamp, TokenLimits};
 use kms_store::SqliteStore;
 
 fn app() -> Application {

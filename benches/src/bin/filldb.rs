@@ -9,7 +9,7 @@
 //! Creates one application through kms-core (as the local operator), then generates tokens
 //! exactly as `Kms::create_token` does (`token_format::generate`, an argon2id hash of the
 //! secret, a `TokenRecord`) but hashes at the cheapest argon2id cost
-//! (`HashParams::insecure_for_tests`, on every core; `--owasp-cost` for the production
+//! (`kms_core::dangerous::insecure_hash_params`, on every core; `--owasp-cost` for the production
 //! cost) and inserts `--batch` tokens per
 //! `Store::apply` transaction, without audit events (`kms_benches::BulkFill`, shared with
 //! `benches/store.rs`). The server verifies these hashes as it
@@ -64,7 +64,7 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let started = Instant::now();
     let store = Arc::new(SqliteStore::open(&args.db)?);
     let kms = Kms::builder(store.clone())
-        .hash_params(HashParams::insecure_for_tests())
+        .hash_params(kms_core::dangerous::insecure_hash_params())
         .build()?;
     if !kms.is_initialized()? {
         return Err(format!(
@@ -88,7 +88,7 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let params = if args.owasp_cost {
         HashParams::default()
     } else {
-        HashParams::insecure_for_tests()
+        kms_core::dangerous::insecure_hash_params()
     };
     let threads = args.threads.unwrap_or_else(default_threads).max(1);
     let batch_size = args.batch.max(1);
@@ -105,7 +105,7 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         batch: batch_size,
         threads,
     };
-    let times = fill.run(kms.store().as_ref(), |generated| {
+    let times = fill.run(store.as_ref(), |generated| {
         if let Some(out) = out.as_mut() {
             for (plaintext, _) in generated {
                 writeln!(out, "{plaintext}")?;

@@ -2,13 +2,14 @@
 
 use super::audit_log::Audit;
 use super::{Caller, Kms};
+use crate::api_key::token_format::TokenPrefix;
+use crate::application::AppSecurity;
+use crate::application::{AppStatus, Application};
 use crate::error::{Error, FieldErrors, Result};
-use crate::model::AppSecurity;
-use crate::model::{AppStatus, Application, Page, PageRequest};
+use crate::page::{Page, PageRequest};
+use crate::policy::scope::shown;
 use crate::requests::{validate_name, validate_networks, AppUpdate, NewApp};
-use crate::scope::shown;
 use crate::store::Mutation;
-use crate::token_format::TokenPrefix;
 
 impl Kms {
     /// Creates an application (`app.write`; system callers only).
@@ -154,10 +155,13 @@ impl Kms {
     /// A fresh random id: `prefix` and `len` base62 characters.
     pub(crate) fn new_id(&self, prefix: &str, len: usize) -> Result<String> {
         let mut id = String::from(prefix);
-        crate::token_format::push_base62(&mut id, len, self.inner.random.as_ref())?;
+        crate::api_key::token_format::push_base62(&mut id, len, self.inner.random.as_ref())?;
         Ok(id)
     }
 }
+
+/// Longest cursor a listing accepts (cursors are ids).
+const MAX_CURSOR_LEN: usize = 128;
 
 /// Cursor pagination over a store listing ordered by id: fetches one extra item to learn
 /// whether there is a next page.
@@ -166,16 +170,16 @@ pub(crate) fn paginate<T>(
     fetch: impl FnOnce(Option<&str>, usize) -> Result<Vec<T>>,
     id: impl Fn(&T) -> &String,
 ) -> Result<Page<T>> {
-    let limit = page.limit.unwrap_or(crate::model::DEFAULT_PAGE_LIMIT);
-    if !(1..=crate::model::MAX_PAGE_LIMIT).contains(&limit) {
+    let limit = page.limit.unwrap_or(crate::page::DEFAULT_PAGE_LIMIT);
+    if !(1..=crate::page::MAX_PAGE_LIMIT).contains(&limit) {
         return Err(Error::invalid(
             "limit",
-            format!("must be from 1 to {}", crate::model::MAX_PAGE_LIMIT),
+            format!("must be from 1 to {}", crate::page::MAX_PAGE_LIMIT),
         ));
     }
     if let Some(c) = page.cursor.as_deref() {
         if c.is_empty()
-            || c.len() > 128
+            || c.len() > MAX_CURSOR_LEN
             || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
             return Err(Error::invalid(

@@ -5,10 +5,19 @@
 use serde_json::Value;
 
 use super::{Caller, Kms};
-use crate::audit::{AuditEvent, AuditQuery, AuditVerification, ChainChecker};
+use crate::audit::{
+    parse_anchor, AuditEvent, AuditQuery, AuditVerification, ChainChecker, AUDIT_ANCHOR_KEY,
+};
 use crate::error::{Error, Result};
-use crate::model::{Page, PageRequest};
+use crate::page::{Page, PageRequest};
 use crate::store::Mutation;
+
+/// Events read per store call while verifying the chain.
+const AUDIT_VERIFY_BATCH: usize = 1_000;
+/// Most audit events one retention sweep prunes.
+const RETENTION_AUDIT_BATCH: usize = 10_000;
+/// Most long-expired tokens one retention sweep deletes.
+const RETENTION_TOKEN_BATCH: usize = 1_000;
 
 /// What an audit event records about a call.
 pub(crate) struct Audit {
@@ -151,11 +160,11 @@ impl Kms {
         page: PageRequest,
     ) -> Result<Page<AuditEvent>> {
         caller.require(&*self.snapshot()?, "audit.read")?;
-        let limit = page.limit.unwrap_or(crate::model::DEFAULT_PAGE_LIMIT);
-        if !(1..=crate::model::MAX_PAGE_LIMIT).contains(&limit) {
+        let limit = page.limit.unwrap_or(crate::page::DEFAULT_PAGE_LIMIT);
+        if !(1..=crate::page::MAX_PAGE_LIMIT).contains(&limit) {
             return Err(Error::invalid(
                 "limit",
-                format!("must be from 1 to {}", crate::model::MAX_PAGE_LIMIT),
+                format!("must be from 1 to {}", crate::page::MAX_PAGE_LIMIT),
             ));
         }
         let before_seq = match page.cursor.as_deref() {
@@ -167,7 +176,7 @@ impl Kms {
         let since = match filter.since.as_deref() {
             None => None,
             Some(s) => Some(
-                crate::env::Timestamp::parse_rfc3339(s)
+                crate::clock::Timestamp::parse_rfc3339(s)
                     .map_err(|_| Error::invalid("since", "must be an RFC 3339 date-time"))?,
             ),
         };
@@ -192,26 +201,25 @@ impl Kms {
     /// Checks the whole chain (`audit.read`; system callers only).
     pub fn verify_audit(&self, caller: &Caller) -> Result<AuditVerification> {
         caller.require_global(&*self.snapshot()?, "audit.read")?;
-        let (mut checker, mut after) =
-            match self.inner.store.get_meta(crate::store::AUDIT_ANCHOR_KEY)? {
-                None => (ChainChecker::new(), 0),
-                Some(anchor) => match parse_anchor(&anchor) {
-                    Some((seq, hash)) => (ChainChecker::after_anchor(seq, hash.to_owned()), seq),
-                    None => {
-                        return Ok(AuditVerification::Broken {
-                            ok: false,
-                            first_bad_seq: 1,
-                        })
-                    }
-                },
-            };
+        let (mut checker, mut after) = match self.inner.store.get_meta(AUDIT_ANCHOR_KEY)? {
+            None => (ChainChecker::new(), 0),
+            Some(anchor) => match parse_anchor(&anchor) {
+                Some((seq, hash)) => (ChainChecker::after_anchor(seq, hash.to_owned()), seq),
+                None => {
+                    return Ok(AuditVerification::Broken {
+                        ok: false,
+                        first_bad_seq: 1,
+                    })
+                }
+            },
+        };
         loop {
-            let batch = self.inner.store.audit_after(after, 1000)?;
+            let batch = self.inner.store.audit_after(after, AUDIT_VERIFY_BATCH)?;
             let Some(last) = batch.last() else { break };
             after = last.seq;
             for e in &batch {
                 if let Err(seq) = checker.check(e) {
-                    self.emit(&crate::failure_gate::SecurityEvent::AuditChainBroken {
+                    self.emit(&crate::security_event::SecurityEvent::AuditChainBroken {
                         first_bad_seq: seq,
                     });
                     return Ok(AuditVerification::Broken {
@@ -241,14 +249,14 @@ impl Kms {
         let mut batch = Vec::new();
         if let Some(age) = audit_max_age_secs {
             let cutoff = now.plus_secs(-age);
-            let after = match self.inner.store.get_meta(crate::store::AUDIT_ANCHOR_KEY)? {
+            let after = match self.inner.store.get_meta(AUDIT_ANCHOR_KEY)? {
                 Some(a) => parse_anchor(&a).map_or(0, |(seq, _)| seq),
                 None => 0,
             };
             let old: Vec<AuditEvent> = self
                 .inner
                 .store
-                .audit_after(after, 10_000)?
+                .audit_after(after, RETENTION_AUDIT_BATCH)?
                 .into_iter()
                 .take_while(|e| e.at < cutoff)
                 .collect();
@@ -265,7 +273,7 @@ impl Kms {
             let expired = self
                 .inner
                 .store
-                .expired_tokens(now.plus_secs(-age), 1_000)?;
+                .expired_tokens(now.plus_secs(-age), RETENTION_TOKEN_BATCH)?;
             report.expired_tokens_deleted = expired.len() as u64;
             batch.extend(expired.into_iter().map(|t| Mutation::DeleteToken(t.id)));
         }
@@ -280,12 +288,6 @@ impl Kms {
         self.commit(None, audit, batch)?;
         Ok(report)
     }
-}
-
-/// `<seq>:<hash>` of the audit anchor.
-fn parse_anchor(anchor: &str) -> Option<(u64, &str)> {
-    let (seq, hash) = anchor.split_once(':')?;
-    Some((seq.parse().ok()?, hash))
 }
 
 /// What a retention sweep removed.

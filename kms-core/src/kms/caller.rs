@@ -3,11 +3,15 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::cache::CachedKey;
-use crate::env::Timestamp;
+use crate::api_key::cache::CachedKey;
+use crate::api_key::{IpNetwork, RateLimit};
+use crate::application::SYSTEM_APP_ID;
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::model::{IpNetwork, RateLimit, SYSTEM_APP_ID};
-use crate::snapshot::{EffectiveSet, PermissionSnapshot};
+use crate::policy::snapshot::{EffectiveSet, PermissionSnapshot};
+
+/// Longest request id kept in audit events, in characters.
+const MAX_REQUEST_ID_CHARS: usize = 128;
 
 /// The authenticated principal of a management call: a token, or the local operator.
 #[derive(Debug, Clone)]
@@ -38,8 +42,12 @@ impl Caller {
     /// The same caller, with the client address and request id recorded in audit events.
     pub fn with_request(mut self, ip: Option<IpAddr>, request_id: Option<String>) -> Self {
         self.ip = ip;
-        self.request_id =
-            request_id.map(|r| r.chars().filter(|c| !c.is_control()).take(128).collect());
+        self.request_id = request_id.map(|r| {
+            r.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_REQUEST_ID_CHARS)
+                .collect()
+        });
         self
     }
 
@@ -82,7 +90,7 @@ impl Caller {
         self.key.as_ref()
     }
 
-    pub(crate) fn app(&self) -> Option<&Arc<crate::model::Application>> {
+    pub(crate) fn app(&self) -> Option<&Arc<crate::application::Application>> {
         self.key.as_ref().map(|k| &k.app)
     }
 
@@ -148,13 +156,13 @@ impl Caller {
             return Ok(());
         }
         let missing = if wanted.is_admin() {
-            crate::scope::ADMIN.to_owned()
+            crate::policy::scope::ADMIN.to_owned()
         } else {
             snap.scopes_of(wanted)
                 .into_iter()
                 .find(|s| !snap.check(&mine, s.as_str()))
                 .map(|s| s.to_string())
-                .unwrap_or_else(|| crate::scope::ADMIN.to_owned())
+                .unwrap_or_else(|| crate::policy::scope::ADMIN.to_owned())
         };
         Err(Error::Forbidden { required: missing })
     }

@@ -1,13 +1,14 @@
 //! The `Kms` facade: every operation of the service, with its rules (scopes, tenant
 //! isolation, no privilege escalation), over a [`Store`].
 
-mod access;
+mod access_tokens;
+mod api_keys;
 mod apps;
 mod audit_log;
 mod caller;
 mod policy_ops;
-mod signing;
-mod tokens;
+mod request_signing;
+mod signing_keys;
 mod verify;
 
 use std::collections::HashSet;
@@ -22,20 +23,25 @@ pub use caller::Caller;
 pub use policy_ops::RoleView;
 pub use verify::{Verification, VerifyCode, VerifyResponse};
 
+use crate::access_token::keyring::KeyRing;
 use crate::access_token::JwtSettings;
-use crate::cache::{CacheStats, VerifiedKeyCache};
-use crate::env::{Clock, OsRandom, SecureRandom, SystemClock};
+use crate::api_key::cache::{
+    CacheStats, VerifiedKeyCache, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL,
+};
+use crate::api_key::hashing::{HashParams, SecretHasher};
+use crate::api_key::token_format::TokenPrefix;
+use crate::api_key::{CreatedToken, TokenInfo, TokenLimits};
+use crate::application::{AppStatus, Application, SYSTEM_APP_ID};
+use crate::clock::{Clock, SystemClock};
+use crate::defence::failure_gate::{FailureGate, LockoutPolicy};
 use crate::error::{Error, Result};
-use crate::failure_gate::{FailureGate, LockoutPolicy, SecurityEvent, SecurityEventSink};
-use crate::hashing::{HashParams, SecretHasher};
-use crate::keyring::KeyRing;
-use crate::model::{AppStatus, Application, CreatedToken, TokenInfo, TokenLimits, SYSTEM_APP_ID};
 use crate::policy::default_permissions;
-use crate::scope::{Scope, ADMIN};
+use crate::policy::scope::{Scope, ADMIN};
+use crate::policy::snapshot::PermissionSnapshot;
+use crate::random::{OsRandom, SecureRandom};
 use crate::sealing::MasterKey;
-use crate::snapshot::PermissionSnapshot;
+use crate::security_event::{SecurityEvent, SecurityEventSink};
 use crate::store::{Change, ChangeListener, Mutation, Store};
-use crate::token_format::TokenPrefix;
 
 const INITIALIZED_KEY: &str = "initialized_at";
 
@@ -51,6 +57,20 @@ pub struct KmsBuilder {
     jwt: JwtSettings,
     lockout: LockoutPolicy,
     sinks: Vec<Arc<dyn SecurityEventSink>>,
+}
+
+impl std::fmt::Debug for KmsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The store, clock, random source and sinks are trait objects; the master key is
+        // left out altogether.
+        f.debug_struct("KmsBuilder")
+            .field("hash_params", &self.hash_params)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("jwt", &self.jwt)
+            .field("lockout", &self.lockout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KmsBuilder {
@@ -142,7 +162,7 @@ impl KmsBuilder {
             audit_lock: Mutex::new(()),
             failure_gate: FailureGate::new(self.lockout),
             sinks: self.sinks,
-            request_verifier: crate::request_signing::RequestVerifier::new(300, 100_000),
+            request_verifier: crate::defence::request_signing::RequestVerifier::default(),
         });
         let hook: Arc<dyn ChangeListener> = inner.hook.clone();
         inner.store.subscribe(Arc::downgrade(&hook));
@@ -185,11 +205,11 @@ pub(crate) struct Inner {
     jwt: JwtSettings,
     keyring: ArcSwap<KeyRing>,
     revoked: RwLock<HashSet<String>>,
-    rate_limits: crate::ratelimit::TokenRateLimits,
+    rate_limits: crate::defence::rate_limit::TokenRateLimits,
     audit_lock: Mutex<()>,
     failure_gate: FailureGate,
     sinks: Vec<Arc<dyn SecurityEventSink>>,
-    request_verifier: crate::request_signing::RequestVerifier,
+    request_verifier: crate::defence::request_signing::RequestVerifier,
 }
 
 struct InvalidationHook(Weak<Inner>);
@@ -273,8 +293,8 @@ impl Kms {
             clock: Arc::new(SystemClock),
             random: Arc::new(OsRandom),
             hash_params: HashParams::default(),
-            cache_ttl: Duration::from_secs(60),
-            cache_capacity: 100_000,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
             master_key: None,
             jwt: JwtSettings::default(),
             lockout: LockoutPolicy::default(),
@@ -282,13 +302,8 @@ impl Kms {
         }
     }
 
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
-    }
-
     /// The current compiled permission snapshot.
-    pub fn snapshot(&self) -> Result<Arc<PermissionSnapshot>> {
+    pub(crate) fn snapshot(&self) -> Result<Arc<PermissionSnapshot>> {
         if self.inner.policy_stale.load(Ordering::SeqCst) {
             self.inner.reload_policy()?;
         }
@@ -327,7 +342,7 @@ impl Kms {
             token_prefix: TokenPrefix::default_prefix(),
             status: AppStatus::Active,
             created_at: now,
-            security: crate::model::AppSecurity::default(),
+            security: crate::application::AppSecurity::default(),
         };
         let existing = self.inner.store.load_policy()?;
         let mut batch = vec![
@@ -344,7 +359,7 @@ impl Kms {
                 .map(Mutation::InsertPermission),
         );
         let admin = Scope::parse(ADMIN)?;
-        let spec = tokens::TokenSpec {
+        let spec = api_keys::TokenSpec {
             name: "root".to_owned(),
             scopes: vec![admin],
             roles: Vec::new(),

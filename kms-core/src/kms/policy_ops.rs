@@ -5,13 +5,16 @@ use serde::Serialize;
 use super::audit_log::Audit;
 use super::{Caller, Kms};
 use crate::error::{Error, FieldErrors, Result};
+use crate::policy::scope::{shown, RoleName, Scope};
+use crate::policy::snapshot::PermissionSnapshot;
 use crate::policy::{Permission, Policy, Role};
 use crate::requests::{
     validate_description, validate_roles, validate_scopes, NewPermission, NewRole, RoleUpdate,
 };
-use crate::scope::{shown, RoleName, Scope};
-use crate::snapshot::PermissionSnapshot;
 use crate::store::Mutation;
+
+/// Most permissions one `create_permissions` call defines.
+const MAX_PERMISSIONS_PER_CALL: usize = 10_000;
 
 /// A role as shown to callers, with every scope it grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,10 +48,10 @@ impl Kms {
         caller: &Caller,
         reqs: Vec<NewPermission>,
     ) -> Result<Vec<Permission>> {
-        if reqs.is_empty() || reqs.len() > 10_000 {
+        if reqs.is_empty() || reqs.len() > MAX_PERMISSIONS_PER_CALL {
             return Err(Error::invalid(
                 "permissions",
-                "must list 1 to 10000 permissions",
+                format!("must list 1 to {MAX_PERMISSIONS_PER_CALL} permissions"),
             ));
         }
         self.retrying_stale_policy(|| {
@@ -148,7 +151,7 @@ impl Kms {
         if !policy.permissions.contains_key(&scope) {
             return Err(not_found());
         }
-        if scope.as_str() == crate::scope::ADMIN {
+        if scope.as_str() == crate::policy::scope::ADMIN {
             return Err(Error::Conflict(
                 "the admin permission cannot be deleted".into(),
             ));

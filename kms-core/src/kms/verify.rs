@@ -9,14 +9,15 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{Caller, Kms};
-use crate::cache::{CachedKey, ColdOutcome};
-use crate::env::Timestamp;
+use crate::api_key::cache::{CachedKey, ColdOutcome};
+use crate::api_key::TokenStatus;
+use crate::application::AppStatus;
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::model::{AppStatus, TokenStatus};
-use crate::query::PermissionQuery;
+use crate::policy::query::PermissionQuery;
+use crate::policy::scope::{RoleName, Scope};
+use crate::policy::snapshot::PermissionSnapshot;
 use crate::requests::{parse_ip, validate_scopes, VerifyRequest};
-use crate::scope::{RoleName, Scope};
-use crate::snapshot::PermissionSnapshot;
 use crate::store::UseOutcome;
 use crate::token_format;
 
@@ -626,8 +627,8 @@ impl Kms {
     /// and no copy of the secret's hash.
     fn key_of(
         &self,
-        mut record: crate::model::TokenRecord,
-        app: crate::model::Application,
+        mut record: crate::store::TokenRecord,
+        app: crate::application::Application,
         snap: &PermissionSnapshot,
     ) -> CachedKey {
         let shared = &self.inner.cache.shared;
@@ -655,7 +656,7 @@ impl Kms {
         now: Timestamp,
     ) {
         use super::audit_log::Audit;
-        use crate::failure_gate::Failure;
+        use crate::defence::failure_gate::Failure;
         let gate = &self.inner.failure_gate;
         let policy = gate.policy();
         // Whoever sent it: the verifying service (with the address it reported), or the
@@ -692,7 +693,7 @@ impl Kms {
                             "lockout_secs": policy.lockout_secs,
                         }));
                     let _ = self.commit(p.caller, audit, Vec::new());
-                    self.emit(&crate::failure_gate::SecurityEvent::Lockout {
+                    self.emit(&crate::security_event::SecurityEvent::Lockout {
                         source: source.to_owned(),
                     });
                 }
@@ -784,6 +785,6 @@ fn caller_from(v: Verification) -> Result<Caller> {
 
 /// Whether an allow-list admits `ip`. An empty list admits everything; an unknown address
 /// is outside every non-empty list.
-fn allowed_from(list: &[crate::model::IpNetwork], ip: Option<IpAddr>) -> bool {
+fn allowed_from(list: &[crate::api_key::IpNetwork], ip: Option<IpAddr>) -> bool {
     list.is_empty() || ip.is_some_and(|ip| list.iter().any(|n| n.contains(ip)))
 }

@@ -10,9 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use kms_core::{
-    Caller, HashParams, Kms, ManualClock, MasterKey, NewApp, NewToken, OsRandom, Timestamp,
-};
+use kms_core::{Caller, Kms, ManualClock, MasterKey, NewApp, NewToken, OsRandom, Timestamp};
 use kms_store::MemoryStore;
 
 struct Fixture {
@@ -28,7 +26,7 @@ fn fixture() -> &'static Fixture {
         let clock = Arc::new(ManualClock::new(Timestamp::from_unix(1_800_000_000)));
         let kms = Kms::builder(Arc::new(MemoryStore::new()))
             .clock(clock)
-            .hash_params(HashParams::insecure_for_tests())
+            .hash_params(kms_core::dangerous::insecure_hash_params())
             .master_key(MasterKey::generate(&OsRandom).expect("master key"))
             .build()
             .expect("kms builds");

@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arbitrary::Unstructured;
-use kms_core::{
-    Error, Permission, PermissionQuery, PermissionSnapshot, Policy, Role, RoleName, Scope,
-};
+use kms_core::internal::PermissionSnapshot;
+use kms_core::store::Policy;
+use kms_core::{Error, Permission, PermissionQuery, Role, RoleName, Scope};
 
 /// Scopes of up to three segments over a small alphabet, so random picks collide and form
 /// hierarchies.

@@ -9,9 +9,8 @@
 use std::sync::Arc;
 
 use kms_core::{
-    AppStatus, AppUpdate, Caller, Error, ErrorCode, HashParams, Kms, ManualClock, NewApp,
-    NewPermission, NewRole, NewToken, RoleUpdate, RotateToken, Timestamp, TokenUpdate, VerifyCode,
-    VerifyRequest,
+    AppStatus, AppUpdate, Caller, Error, ErrorCode, Kms, ManualClock, NewApp, NewPermission,
+    NewRole, NewToken, RoleUpdate, RotateToken, Timestamp, TokenUpdate, VerifyCode, VerifyRequest,
 };
 use kms_store::MemoryStore;
 use serde::de::DeserializeOwned;
@@ -35,7 +34,7 @@ impl World {
             .clock(Arc::new(ManualClock::new(Timestamp::from_unix(
                 1_800_000_000,
             ))))
-            .hash_params(HashParams::insecure_for_tests())
+            .hash_params(kms_core::dangerous::insecure_hash_params())
             .build()
             .expect("kms builds");
         kms.initialize().expect("initialize");

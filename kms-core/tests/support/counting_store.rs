@@ -11,10 +11,10 @@ use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
     TokenStore, UseOutcome,
 };
-use kms_core::{
-    Application, AuditEvent, AuditQuery, Policy, RefreshRecord, Revocation, RoleName, Scope,
-    SigningKeyRecord, StoreError, TokenRecord,
+use kms_core::store::{
+    AuditQuery, Policy, RefreshRecord, Revocation, SigningKeyRecord, StoreError, TokenRecord,
 };
+use kms_core::{Application, AuditEvent, RoleName, Scope};
 use kms_store::MemoryStore;
 
 /// Runs after a store method returns (before its result reaches the caller), with the

@@ -75,7 +75,7 @@ pub async fn authenticate(kms: &Kms, request: &mut Request) -> Result<(), ApiErr
 
 /// Bearer authentication as a route layer: requests that fail [`authenticate`] are
 /// answered with its error and never reach the route.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AuthLayer {
     kms: Kms,
 }
@@ -99,7 +99,7 @@ impl<S> Layer<S> for AuthLayer {
 }
 
 /// The service of [`AuthLayer`].
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Authenticated<S> {
     inner: S,
     kms: Kms,

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kms_core::StoreError;
+use kms_core::store::StoreError;
 use rusqlite::Connection;
 
 use super::error::db_error;

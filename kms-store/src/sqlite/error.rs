@@ -2,7 +2,7 @@
 //! full, I/O) are `Unavailable` and worth a retry; anything that means the file or its
 //! contents are not what we wrote is `Corrupt`.
 
-use kms_core::StoreError;
+use kms_core::store::StoreError;
 use rusqlite::ErrorCode;
 
 /// Converts a rusqlite error. Use as `.map_err(db_error)`.

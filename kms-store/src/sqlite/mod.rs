@@ -12,10 +12,10 @@ use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
     TokenStore, UseOutcome,
 };
-use kms_core::{
-    Application, AuditEvent, AuditQuery, Policy, RefreshRecord, Revocation, RoleName, Scope,
-    SigningKeyRecord, StoreError, TokenRecord,
+use kms_core::store::{
+    AuditQuery, Policy, RefreshRecord, Revocation, SigningKeyRecord, StoreError, TokenRecord,
 };
+use kms_core::{Application, AuditEvent, RoleName, Scope};
 use rusqlite::{params, Connection, OptionalExtension, Params, Row, TransactionBehavior};
 
 use self::error::{corrupt, db_error};

@@ -2,11 +2,14 @@
 //! values are encoded (times as unix seconds, lists and maps as JSON text, the use counter
 //! as its own integer column so it can be decremented in place).
 
+use kms_core::store::{
+    KeyAlgorithm, KeyState, RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreError,
+    TokenRecord,
+};
 use kms_core::token_format::TokenPrefix;
 use kms_core::{
-    AppSecurity, AppStatus, Application, AuditEvent, KeyAlgorithm, KeyState, Permission,
-    RefreshRecord, RefreshStatus, Revocation, Role, RoleName, Scope, SigningKeyRecord, StoreError,
-    Timestamp, TokenLimits, TokenRecord, TokenStatus,
+    AppSecurity, AppStatus, Application, AuditEvent, Permission, Role, RoleName, Scope, Timestamp,
+    TokenLimits, TokenStatus,
 };
 use rusqlite::types::FromSql;
 use rusqlite::Row;

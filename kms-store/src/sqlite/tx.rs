@@ -1,9 +1,9 @@
 //! The primitive reads and writes of one SQLite transaction, for the shared batch logic.
 
-use kms_core::{
-    Application, AuditEvent, Permission, RefreshRecord, RefreshStatus, Revocation, Role, RoleName,
-    Scope, SigningKeyRecord, StoreError, Timestamp, TokenRecord,
+use kms_core::store::{
+    RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreError, TokenRecord,
 };
+use kms_core::{Application, AuditEvent, Permission, Role, RoleName, Scope, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
 use super::error::corrupt;

@@ -1,5 +1,5 @@
-//! The audit log: one event per management call and security event, hash-chained so that
-//! editing or deleting any stored event is detected.
+//! The audit chain: each event's hash covers its predecessor's, so that editing or
+//! deleting any stored event is detected.
 //!
 //! `hash = SHA-256(prev_hash || canonical JSON of the event's other fields)`; the first
 //! event's `prev_hash` is 64 zeros. Sequence numbers are contiguous, so deleting an event
@@ -9,39 +9,10 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::env::Timestamp;
+use crate::audit::AuditEvent;
 
 /// The `prev_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// One audit event. Never carries a secret.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuditEvent {
-    /// Position in the chain, from 1, contiguous.
-    pub seq: u64,
-    /// When it happened.
-    pub at: Timestamp,
-    /// Who: a token id, or `operator` for local administration, or `system`.
-    pub actor: String,
-    /// What: `token.create`, `role.update`, `refresh.reuse`, ...
-    pub action: String,
-    /// The object acted on (an id, scope or role name).
-    pub target: String,
-    /// `success` or `failure`.
-    pub outcome: String,
-    /// The client address, when known.
-    pub ip: Option<String>,
-    /// The request id, when known.
-    pub request_id: Option<String>,
-    /// The application the object belongs to, when it belongs to one.
-    pub app_id: Option<String>,
-    /// Further facts (never secrets).
-    pub details: serde_json::Value,
-    /// The previous event's hash.
-    pub prev_hash: String,
-    /// This event's hash.
-    pub hash: String,
-}
 
 impl AuditEvent {
     /// The hash this event should have, given its fields and `prev_hash`.
@@ -61,25 +32,8 @@ impl AuditEvent {
         let mut h = Sha256::new();
         h.update(self.prev_hash.as_bytes());
         h.update(canonical.to_string().as_bytes());
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex::encode(&h.finalize())
     }
-}
-
-/// Filters for listing audit events, newest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuditQuery {
-    /// Only events with `seq` below this (the cursor).
-    pub before_seq: Option<u64>,
-    /// Only this action.
-    pub action: Option<String>,
-    /// Only this actor.
-    pub actor: Option<String>,
-    /// Only events at or after this time.
-    pub since: Option<Timestamp>,
-    /// Only events of this application.
-    pub app_id: Option<String>,
-    /// At most this many.
-    pub limit: usize,
 }
 
 /// The result of checking the chain.
@@ -164,6 +118,7 @@ pub fn verify_chain(events: &[AuditEvent]) -> AuditVerification {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Timestamp;
     use proptest::prelude::*;
 
     fn chain(n: u64) -> Vec<AuditEvent> {

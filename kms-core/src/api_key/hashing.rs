@@ -5,17 +5,16 @@ use std::sync::{Arc, Condvar, Mutex};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
-use crate::env::SecureRandom;
 use crate::error::{Error, Result};
+use crate::random::SecureRandom;
 
 /// argon2id verification work done on one thread, for tests that check that two paths do
 /// the same hashing work (an unknown token id costs what a wrong secret costs).
 ///
-/// A test hook, not part of the supported API: counted in a thread-local [`Cell`](std::cell::Cell)
+/// A test hook (reached through [`crate::internal`]), not part of the supported API: counted in a thread-local [`Cell`](std::cell::Cell)
 /// (no lock, no atomic, no allocation), a few nanoseconds next to the milliseconds of an
 /// argon2id verification. Verification in kms-core is synchronous, so the work of a call
 /// is counted on the thread that made it.
-#[doc(hidden)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HashWork {
     /// Calls of [`SecretHasher::verify`] that reached argon2id.
@@ -32,7 +31,6 @@ thread_local! {
 
 /// The argon2id verification work done on the calling thread so far (a test hook; see
 /// [`HashWork`]).
-#[doc(hidden)]
 pub fn hash_work_on_this_thread() -> HashWork {
     HASH_WORK.with(std::cell::Cell::get)
 }
@@ -59,16 +57,6 @@ impl Default for HashParams {
 }
 
 impl HashParams {
-    /// Deliberately cheap parameters for tests and bulk benchmark setup. Never use them for
-    /// real secrets.
-    pub fn insecure_for_tests() -> Self {
-        HashParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        }
-    }
-
     fn argon2(&self) -> Result<Argon2<'static>> {
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)
             .map_err(|e| {
@@ -189,11 +177,12 @@ impl SecretHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::env::OsRandom;
+    use crate::random::OsRandom;
 
     #[test]
     fn computations_beyond_the_limit_wait_for_a_permit() {
-        let h = SecretHasher::with_concurrency(HashParams::insecure_for_tests(), 2).unwrap();
+        let h =
+            SecretHasher::with_concurrency(crate::dangerous::insecure_hash_params(), 2).unwrap();
         let phc = h.hash("s", &OsRandom).unwrap();
         // Hold both permits: a verification must wait for one.
         let (a, b) = (h.permits.acquire(), h.permits.acquire());
@@ -225,7 +214,7 @@ mod tests {
 
     #[test]
     fn hash_verifies_the_right_secret_only() {
-        let h = SecretHasher::new(HashParams::insecure_for_tests()).unwrap();
+        let h = SecretHasher::new(crate::dangerous::insecure_hash_params()).unwrap();
         let phc = h.hash("s3cret", &OsRandom).unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         assert!(!phc.contains("s3cret"));
@@ -255,7 +244,7 @@ mod tests {
 
     #[test]
     fn corrupt_phc_is_an_error_not_a_mismatch() {
-        let h = SecretHasher::new(HashParams::insecure_for_tests()).unwrap();
+        let h = SecretHasher::new(crate::dangerous::insecure_hash_params()).unwrap();
         assert!(h.verify("x", "not a phc").is_err());
     }
 }

@@ -24,10 +24,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
-use crate::env::SecureRandom;
+use crate::application::Application;
 use crate::error::Result;
-use crate::model::{Application, TokenRecord};
-use crate::snapshot::EffectiveSet;
+use crate::policy::snapshot::EffectiveSet;
+use crate::random::SecureRandom;
+use crate::store::TokenRecord;
+
+/// Default of how many verified keys are cached.
+pub(crate) const DEFAULT_CACHE_CAPACITY: u64 = 100_000;
+/// Default of how long a verified key stays cached.
+pub(crate) const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
 
 pub(crate) type Digest = [u8; 32];
 
@@ -351,7 +357,11 @@ pub(crate) struct SharedParts {
     effective: Mutex<HashMap<GrantKey, Arc<EffectiveSet>>>,
 }
 
-type GrantKey = (u64, Vec<crate::scope::Scope>, Vec<crate::scope::RoleName>);
+type GrantKey = (
+    u64,
+    Vec<crate::policy::scope::Scope>,
+    Vec<crate::policy::scope::RoleName>,
+);
 
 /// Most distinct entries kept before starting over.
 const SHARED_LIMIT: usize = 10_000;
@@ -379,8 +389,8 @@ impl SharedParts {
     pub(crate) fn effective(
         &self,
         generation: u64,
-        scopes: &[crate::scope::Scope],
-        roles: &[crate::scope::RoleName],
+        scopes: &[crate::policy::scope::Scope],
+        roles: &[crate::policy::scope::RoleName],
         compute: impl FnOnce() -> EffectiveSet,
     ) -> Arc<EffectiveSet> {
         let key = (generation, scopes.to_vec(), roles.to_vec());
@@ -423,16 +433,18 @@ impl SharedParts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::env::{OsRandom, Timestamp};
-    use crate::model::{AppSecurity, TokenLimits, TokenStatus};
+    use crate::api_key::token_format::TokenPrefix;
+    use crate::api_key::{TokenLimits, TokenStatus};
+    use crate::application::AppSecurity;
+    use crate::clock::Timestamp;
+    use crate::policy::snapshot::PermissionSnapshot;
     use crate::policy::Policy;
-    use crate::snapshot::PermissionSnapshot;
-    use crate::token_format::TokenPrefix;
+    use crate::random::OsRandom;
 
     fn key(id: &str, app_id: &str) -> Arc<CachedKey> {
         let snap = PermissionSnapshot::compile(Arc::new(Policy::default()), 1);
-        let empty: [crate::scope::Scope; 0] = [];
-        let no_roles: [crate::scope::RoleName; 0] = [];
+        let empty: [crate::policy::scope::Scope; 0] = [];
+        let no_roles: [crate::policy::scope::RoleName; 0] = [];
         Arc::new(CachedKey {
             record: TokenRecord {
                 id: id.to_owned(),
@@ -455,7 +467,7 @@ mod tests {
                 id: app_id.to_owned(),
                 name: app_id.to_owned(),
                 token_prefix: TokenPrefix::default_prefix(),
-                status: crate::model::AppStatus::Active,
+                status: crate::application::AppStatus::Active,
                 created_at: Timestamp::from_unix(0),
                 security: AppSecurity::default(),
             }),

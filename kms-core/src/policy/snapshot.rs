@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::policy::query::{Node, PermissionQuery};
+use crate::policy::scope::{RoleName, Scope, ADMIN};
 use crate::policy::Policy;
-use crate::query::{Node, PermissionQuery};
-use crate::scope::{RoleName, Scope, ADMIN};
 
 /// The permissions a subject holds, compiled against one snapshot generation.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,18 +3,19 @@
 use super::audit_log::Audit;
 use super::caller::ProposedLimits;
 use super::{Caller, Kms};
-use crate::env::Timestamp;
+use crate::api_key::{CreatedToken, TokenInfo, TokenLimits, TokenStatus};
+use crate::application::Application;
+use crate::clock::Timestamp;
 use crate::error::{Error, FieldErrors, Result};
-use crate::model::{
-    Application, CreatedToken, Page, PageRequest, TokenInfo, TokenLimits, TokenRecord, TokenStatus,
-};
+use crate::page::{Page, PageRequest};
+use crate::policy::scope::{shown, RoleName, Scope};
 use crate::requests::{
     validate_expiry, validate_metadata, validate_name, validate_networks, validate_ratelimit,
     validate_roles, validate_scopes, validate_uses, NewToken, RotateToken, TokenUpdate,
     MAX_LIFETIME_SECS,
 };
-use crate::scope::{shown, RoleName, Scope};
 use crate::store::Mutation;
+use crate::store::TokenRecord;
 use crate::token_format;
 
 /// Everything a new token is made of, validated.
@@ -383,7 +384,7 @@ impl Kms {
 /// A disabled application's tokens fail verification; minting new ones there would hand
 /// out keys that cannot work, or that start working unnoticed when it is enabled again.
 fn refuse_if_disabled(app: &Application) -> Result<()> {
-    if app.status == crate::model::AppStatus::Disabled {
+    if app.status == crate::application::AppStatus::Disabled {
         return Err(Error::Conflict(format!(
             "application {} is disabled; enable it before creating or rotating its tokens",
             app.id

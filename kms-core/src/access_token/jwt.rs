@@ -1,9 +1,8 @@
-//! Access tokens (EdDSA JWTs), refresh tokens with rotation families, the deny-list, and
-//! the OAuth 2.0 shapes of the token, introspection and revocation endpoints.
+//! Access tokens (EdDSA JWTs) and the OAuth 2.0 shapes of the token, introspection and
+//! revocation endpoints. Refresh tokens and the deny-list are stored as
+//! [`RefreshRecord`](crate::store::RefreshRecord) and [`Revocation`](crate::store::Revocation).
 
 use serde::{Deserialize, Serialize};
-
-use crate::env::Timestamp;
 
 /// Settings for issuing and validating access tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,77 +61,6 @@ pub struct AccessClaims {
     pub app_id: String,
     /// The refresh family the token was issued in.
     pub fid: String,
-}
-
-/// Whether a refresh token can still be exchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RefreshStatus {
-    /// Not exchanged yet.
-    Active,
-    /// Exchanged once; exchanging it again is reuse.
-    Spent,
-    /// Revoked with its family.
-    Revoked,
-}
-
-impl RefreshStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefreshStatus::Active => "active",
-            RefreshStatus::Spent => "spent",
-            RefreshStatus::Revoked => "revoked",
-        }
-    }
-
-    /// Parses the stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "active" => Some(RefreshStatus::Active),
-            "spent" => Some(RefreshStatus::Spent),
-            "revoked" => Some(RefreshStatus::Revoked),
-            _ => None,
-        }
-    }
-}
-
-/// A stored refresh token: only the SHA-256 of its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefreshRecord {
-    /// Public lookup id.
-    pub id: String,
-    /// Rotation family: every refresh token descended from one API-key exchange.
-    pub family_id: String,
-    /// The API key it was issued for.
-    pub token_id: String,
-    /// That key's application.
-    pub app_id: String,
-    /// Hex SHA-256 of the secret part.
-    pub secret_hash: String,
-    /// Space-separated scopes of the family, as granted by its first exchange: the most a
-    /// refresh may grant (less when the key holds less now).
-    pub scope: String,
-    /// Audience of the access tokens.
-    pub audience: String,
-    /// Active, spent or revoked.
-    pub status: RefreshStatus,
-    /// Creation time.
-    pub created_at: Timestamp,
-    /// Expiry: the family's, the same for every refresh token of it.
-    pub expires_at: Timestamp,
-    /// When it was exchanged.
-    pub spent_at: Option<Timestamp>,
-}
-
-/// A deny-list entry: a revoked access token (`jti:<jti>`) or refresh family
-/// (`family:<id>`), kept until every token it covers has expired.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revocation {
-    /// `jti:<jti>` or `family:<family id>`.
-    pub id: String,
-    /// When the entry may be forgotten.
-    pub expires_at: Timestamp,
 }
 
 /// A successful token response (RFC 6749 §5.1). `Debug` redacts the tokens.

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::scope::{is_valid_scope, Scope};
+use crate::policy::scope::{is_valid_scope, Scope};
 
 /// Longest query text accepted. Chosen so that the canonical display of any accepted
 /// query is accepted too (a fuzzing finding): at most 256 scopes of at most 263 characters,
@@ -149,7 +149,7 @@ enum Kind<'a> {
 impl fmt::Display for Kind<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Kind::Word(w) => write!(f, "{}", crate::scope::shown(w)),
+            Kind::Word(w) => write!(f, "{}", crate::policy::scope::shown(w)),
             Kind::And => f.write_str("AND"),
             Kind::Or => f.write_str("OR"),
             Kind::Open => f.write_str("'('"),
@@ -194,7 +194,7 @@ fn lex(input: &str) -> Result<Vec<Tok<'_>>> {
                     w => {
                         return Err(query_error(format!(
                             "has an invalid scope {} at position {ci}",
-                            crate::scope::shown(w)
+                            crate::policy::scope::shown(w)
                         )))
                     }
                 };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::model::RateLimit;
+use crate::api_key::RateLimit;
 
 #[derive(Default)]
 pub(crate) struct TokenRateLimits {

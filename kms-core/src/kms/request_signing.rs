@@ -6,9 +6,9 @@ use base64::Engine;
 
 use super::audit_log::Audit;
 use super::{Caller, Kms};
+use crate::application::Application;
+use crate::defence::request_signing::{SignatureError, SignedRequest};
 use crate::error::Result;
-use crate::model::Application;
-use crate::request_signing::{SignatureError, SignedRequest};
 use crate::store::Mutation;
 
 impl Kms {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
-use crate::env::Timestamp;
+use crate::clock::Timestamp;
 
 /// When a source is locked out. Defaults: 10 failures within 60 s lock it for 300 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,35 +158,4 @@ mod tests {
         );
         assert_eq!(g.record_failure("x", t.plus_secs(12)), Failure::LockedOut);
     }
-}
-
-/// A security event worth alerting on.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum SecurityEvent {
-    /// A source (`ip:<address>`, `ip:<application>:<address>` for an address a tenant
-    /// reported, or `caller:<token id>` for a verifying service) was locked out after
-    /// repeated failures.
-    Lockout {
-        /// The locked source.
-        source: String,
-    },
-    /// A spent refresh token was presented again; its family was revoked.
-    RefreshReuse {
-        /// The revoked family.
-        family_id: String,
-    },
-    /// The audit chain failed verification.
-    AuditChainBroken {
-        /// The first event that does not check out.
-        first_bad_seq: u64,
-    },
-}
-
-/// Receives security events. Called on the request path: implementations must not block
-/// (queue the event and deliver it elsewhere).
-pub trait SecurityEventSink: Send + Sync {
-    /// Called once per event.
-    fn on_security_event(&self, event: &SecurityEvent);
 }

@@ -6,94 +6,14 @@ use std::sync::Arc;
 
 use base64::Engine;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::env::{SecureRandom, Timestamp};
+use crate::clock::Timestamp;
+
 use crate::error::{Error, Result};
+use crate::random::SecureRandom;
 use crate::sealing::MasterKey;
-
-/// The algorithm a key is used with; exactly one per key (RFC 8725).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KeyAlgorithm {
-    /// Ed25519 signatures (JWS `EdDSA`).
-    EdDSA,
-    /// HMAC-SHA256 with a shared secret.
-    HS256,
-}
-
-impl KeyAlgorithm {
-    /// The JWS name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyAlgorithm::EdDSA => "EdDSA",
-            KeyAlgorithm::HS256 => "HS256",
-        }
-    }
-
-    /// Parses the JWS name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "EdDSA" => Some(KeyAlgorithm::EdDSA),
-            "HS256" => Some(KeyAlgorithm::HS256),
-            _ => None,
-        }
-    }
-}
-
-/// Where a key is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeyState {
-    /// Signs new tokens and verifies.
-    Active,
-    /// Only verifies tokens it signed, until `verify_until`.
-    VerifyOnly,
-    /// Neither signs nor verifies.
-    Retired,
-}
-
-impl KeyState {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyState::Active => "active",
-            KeyState::VerifyOnly => "verify-only",
-            KeyState::Retired => "retired",
-        }
-    }
-
-    /// Parses the wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "active" => Some(KeyState::Active),
-            "verify-only" => Some(KeyState::VerifyOnly),
-            "retired" => Some(KeyState::Retired),
-            _ => None,
-        }
-    }
-}
-
-/// A stored signing key. `sealed_private` is XChaCha20-Poly1305 ciphertext; the plaintext
-/// private key never reaches the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SigningKeyRecord {
-    /// Key id, as in the JWS header.
-    pub kid: String,
-    /// Its one algorithm.
-    pub algorithm: KeyAlgorithm,
-    /// Its state.
-    pub state: KeyState,
-    /// When it was made.
-    pub created_at: Timestamp,
-    /// For a verify-only key: when it retires.
-    pub verify_until: Option<Timestamp>,
-    /// When it retired.
-    pub retired_at: Option<Timestamp>,
-    /// The public key (32 bytes for Ed25519; empty for HMAC).
-    pub public_key: Vec<u8>,
-    /// The sealed private key or secret.
-    pub sealed_private: Vec<u8>,
-}
+use crate::store::{KeyAlgorithm, KeyState, SigningKeyRecord};
 
 /// A key as shown to callers: no private material.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::scope::{RoleName, Scope, ADMIN};
+use crate::policy::scope::{RoleName, Scope, ADMIN};
 
 /// A defined permission.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +37,8 @@ pub struct Role {
     pub inherits: Vec<RoleName>,
 }
 
-/// Every permission and role definition: the input of a [`PermissionSnapshot`](crate::PermissionSnapshot).
+/// Every permission and role definition, as stored: the input the compiled permission
+/// snapshot is built from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     /// Permissions by scope.
@@ -48,7 +49,7 @@ pub struct Policy {
 
 /// The permissions seeded at initialisation: `admin`, then `X.read`/`X.write` pairs where
 /// every `X.write` implies `X.read`, and the remaining operational scopes.
-pub fn default_permissions() -> Vec<Permission> {
+pub(crate) fn default_permissions() -> Vec<Permission> {
     let p = |scope: &str, description: &str, implies: &[&str]| Permission {
         scope: Scope::known(scope),
         description: description.to_owned(),
@@ -287,7 +288,7 @@ mod tests {
         p.validate().unwrap();
         assert_eq!(p.permissions.len(), 14);
         for perm in p.permissions.values() {
-            assert!(crate::scope::is_valid_scope(perm.scope.as_str()));
+            assert!(crate::policy::scope::is_valid_scope(perm.scope.as_str()));
         }
     }
 

@@ -10,8 +10,8 @@
 
 use std::fmt;
 
-use crate::env::SecureRandom;
 use crate::error::{Error, Result};
+use crate::random::SecureRandom;
 
 /// Length of the public lookup id, in base62 characters.
 pub const ID_LEN: usize = 10;
@@ -246,7 +246,7 @@ fn checksum(data: &[u8]) -> [u8; CHECKSUM_LEN] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::env::OsRandom;
+    use crate::random::OsRandom;
     use proptest::prelude::*;
 
     fn fresh(prefix: &str) -> String {

@@ -1,4 +1,5 @@
-//! Time and randomness, injectable so tests are deterministic.
+//! Time: the `Timestamp` type and the clocks it is read from, injectable so tests are
+//! deterministic.
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -105,24 +106,5 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.0.load(Ordering::SeqCst))
-    }
-}
-
-/// A source of cryptographically secure random bytes.
-pub trait SecureRandom: Send + Sync + 'static {
-    /// Fills `buf` with random bytes.
-    fn fill(&self, buf: &mut [u8]) -> Result<()>;
-}
-
-/// The operating system's CSPRNG (`getrandom`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct OsRandom;
-
-impl SecureRandom for OsRandom {
-    fn fill(&self, buf: &mut [u8]) -> Result<()> {
-        getrandom::getrandom(buf).map_err(|e| Error::Internal {
-            message: "the operating system's random source failed".to_owned(),
-            source: Some(Box::new(e)),
-        })
     }
 }

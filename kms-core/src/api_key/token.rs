@@ -1,83 +1,13 @@
-//! Domain types: applications, tokens and their limits, and the views returned to callers.
+//! API keys as callers see them: status, limits (rate, uses, networks), the view returned
+//! by reads, and the plaintext returned once on creation.
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::env::Timestamp;
-use crate::scope::{RoleName, Scope};
-use crate::token_format::TokenPrefix;
-
-/// Id of the system application, which owns the root token and may see every application.
-pub const SYSTEM_APP_ID: &str = "app_system";
-
-/// Whether an application's tokens may verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AppStatus {
-    /// Tokens verify.
-    Active,
-    /// Every token of the application fails with `DISABLED`.
-    Disabled,
-}
-
-impl AppStatus {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AppStatus::Active => "active",
-            AppStatus::Disabled => "disabled",
-        }
-    }
-
-    /// Parses the wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "active" => Some(AppStatus::Active),
-            "disabled" => Some(AppStatus::Disabled),
-            _ => None,
-        }
-    }
-}
-
-/// An application: the tenant unit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Application {
-    /// Opaque id (`app_...`).
-    pub id: String,
-    /// Display name, unique.
-    pub name: String,
-    /// Prefix of the application's tokens.
-    pub token_prefix: TokenPrefix,
-    /// Active or disabled.
-    pub status: AppStatus,
-    /// When it was created.
-    pub created_at: Timestamp,
-    /// Network allow-list and request signing.
-    #[serde(flatten)]
-    pub security: AppSecurity,
-}
-
-/// An application's network allow-list and request-signing settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppSecurity {
-    /// Networks the application's tokens may be used from; empty means anywhere.
-    #[serde(default)]
-    pub ip_allow: Vec<IpNetwork>,
-    /// Whether management calls by the application's tokens must be signed.
-    #[serde(default)]
-    pub require_signed_requests: bool,
-    /// The request-signing secret, sealed under the master key. Never serialized.
-    #[serde(skip)]
-    pub signing_secret: Option<Vec<u8>>,
-}
-
-impl Application {
-    /// Whether this is the system application.
-    pub fn is_system(&self) -> bool {
-        self.id == SYSTEM_APP_ID
-    }
-}
+use crate::clock::Timestamp;
+use crate::policy::{RoleName, Scope};
+use crate::store::TokenRecord;
 
 /// Whether a token was revoked. Expiry is derived from `expires_at` at check time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,49 +111,6 @@ impl<'de> Deserialize<'de> for IpNetwork {
     }
 }
 
-/// A stored API key. Holds the argon2id hash of the secret, never the secret; the hash
-/// is never returned to callers (see [`TokenInfo`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
-    /// `tok_<lookup id>`.
-    pub id: String,
-    /// The owning application.
-    pub app_id: String,
-    /// Display name.
-    pub name: String,
-    /// argon2id PHC string of the secret part.
-    pub secret_hash: String,
-    /// The first characters of the token, for display.
-    pub start: String,
-    /// Active or revoked.
-    pub status: TokenStatus,
-    /// Creation time.
-    pub created_at: Timestamp,
-    /// Expiry, if any.
-    pub expires_at: Option<Timestamp>,
-    /// When it was revoked, if it was.
-    pub revoked_at: Option<Timestamp>,
-    /// Scopes granted directly.
-    pub scopes: Vec<Scope>,
-    /// Roles granted.
-    pub roles: Vec<RoleName>,
-    /// Free-form metadata returned on verification.
-    pub metadata: serde_json::Map<String, serde_json::Value>,
-    /// Limits.
-    pub limits: TokenLimits,
-    /// The token this one replaced by rotation.
-    pub rotated_from: Option<String>,
-    /// The token that replaced this one.
-    pub rotated_to: Option<String>,
-}
-
-impl TokenRecord {
-    /// Whether the token has expired at `now`.
-    pub fn is_expired(&self, now: Timestamp) -> bool {
-        self.expires_at.is_some_and(|e| e <= now)
-    }
-}
-
 /// A token as shown to callers: everything but the secret and its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TokenInfo {
@@ -308,29 +195,6 @@ impl std::fmt::Debug for CreatedToken {
             .finish()
     }
 }
-
-/// One page of a listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Page<T> {
-    /// The items.
-    pub items: Vec<T>,
-    /// Cursor for the next page, or null at the end.
-    pub next_cursor: Option<String>,
-}
-
-/// Which page to list.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PageRequest {
-    /// Items per page (1–1000; default 50).
-    pub limit: Option<u32>,
-    /// Cursor from the previous page.
-    pub cursor: Option<String>,
-}
-
-/// Default page size.
-pub const DEFAULT_PAGE_LIMIT: u32 = 50;
-/// Largest page size.
-pub const MAX_PAGE_LIMIT: u32 = 1000;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,5 @@
-//! Access tokens: issue (API key or refresh token), validate, introspect, revoke; the key
-//! ring and its rotation.
-
-use std::sync::Arc;
+//! Access tokens: issue (API key or refresh token), validate, introspect, revoke. The
+//! signing keys they are signed with are in `signing_keys`.
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, Header};
@@ -11,23 +9,25 @@ use subtle::ConstantTimeEq;
 use super::audit_log::Audit;
 use super::verify::Purpose;
 use super::{Caller, Kms, VerifyCode};
-use crate::access_token::{
-    AccessClaims, Introspection, JwtError, OAuthError, RefreshRecord, RefreshStatus, Revocation,
-    TokenResponse,
-};
-use crate::env::Timestamp;
+use crate::access_token::{AccessClaims, Introspection, JwtError, OAuthError, TokenResponse};
+use crate::api_key::token_format::{push_base62, push_base62_from};
+use crate::api_key::TokenStatus;
+use crate::application::AppStatus;
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::keyring::{new_ed25519_key, KeyInfo, KeyRing, KeyState};
-use crate::model::{AppStatus, TokenStatus};
-use crate::scope::Scope;
-use crate::snapshot::{EffectiveSet, PermissionSnapshot};
+use crate::policy::scope::Scope;
+use crate::policy::snapshot::{EffectiveSet, PermissionSnapshot};
 use crate::store::Mutation;
-use crate::token_format::{push_base62, push_base62_from};
+use crate::store::{RefreshRecord, RefreshStatus, Revocation};
 
 const REFRESH_PREFIX: &str = "kmsrt_";
 const REFRESH_ID_LEN: usize = 16;
 const REFRESH_SECRET_LEN: usize = 32;
 const TYP: &str = "at+jwt";
+/// Longest audience a client may ask for.
+const MAX_AUDIENCE_LEN: usize = 256;
+/// Longest access token validation looks at; anything longer is malformed.
+const MAX_JWT_LEN: usize = 8192;
 
 /// A parsed refresh token: lookup id and secret.
 struct RefreshParts<'a> {
@@ -97,7 +97,7 @@ fn refreshed_scope(
                 if !have.contains(&s) {
                     return Err(OAuthError::InvalidScope(format!(
                         "the scope {} was not granted to this refresh token",
-                        crate::scope::shown(s)
+                        crate::policy::scope::shown(s)
                     )));
                 }
                 if !out.contains(&s) {
@@ -128,147 +128,10 @@ fn refused_because(code: VerifyCode) -> &'static str {
 }
 
 fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&Sha256::digest(s.as_bytes()))
 }
 
 impl Kms {
-    pub(crate) fn master_key(&self) -> Result<&crate::sealing::MasterKey> {
-        self.inner.master_key.as_ref().ok_or_else(|| {
-            Error::Conflict("access tokens are not enabled: no master key is configured".into())
-        })
-    }
-
-    /// Loads the key ring from the store, creating the first signing key when there is
-    /// none. Fails with a clear message when the master key cannot open the keys.
-    pub(crate) fn load_keyring(&self) -> Result<()> {
-        let Some(master) = self.inner.master_key.as_ref() else {
-            return Ok(());
-        };
-        let records = self.inner.store.list_signing_keys()?;
-        if !records.iter().any(|r| r.state == KeyState::Active) {
-            let key = new_ed25519_key(
-                self.new_id("k_", 16)?,
-                self.inner.clock.now(),
-                master,
-                self.inner.random.as_ref(),
-            )?;
-            self.inner.store.apply(&[Mutation::PutSigningKey(key)])?;
-        }
-        self.reload_keyring()
-    }
-
-    pub(crate) fn reload_keyring(&self) -> Result<()> {
-        let master = self.master_key()?;
-        let records = self.inner.store.list_signing_keys()?;
-        self.inner
-            .keyring
-            .store(Arc::new(KeyRing::load(records, master)?));
-        Ok(())
-    }
-
-    /// Every signing key, newest first, without private material (`key.read`).
-    pub fn list_keys(&self, caller: &Caller) -> Result<Vec<KeyInfo>> {
-        caller.require(&*self.snapshot()?, "key.read")?;
-        let mut keys: Vec<KeyInfo> = self
-            .inner
-            .store
-            .list_signing_keys()?
-            .iter()
-            .map(KeyInfo::from)
-            .collect();
-        keys.reverse();
-        Ok(keys)
-    }
-
-    /// Makes a new active key (`key.rotate`; system callers only). The previous active key
-    /// verifies until the longest access-token lifetime (plus leeway) has passed, then
-    /// retires. Returns the new key.
-    pub fn rotate_keys(&self, caller: &Caller) -> Result<KeyInfo> {
-        caller.require_global(&*self.snapshot()?, "key.rotate")?;
-        let master = self.master_key()?;
-        let now = self.inner.clock.now();
-        let verify_until =
-            now.plus_secs(self.inner.jwt.access_ttl_secs + self.inner.jwt.leeway_secs as i64);
-        let mut batch = Vec::new();
-        for mut old in self.inner.store.list_signing_keys()? {
-            if old.state == KeyState::Active {
-                old.state = KeyState::VerifyOnly;
-                old.verify_until = Some(verify_until);
-                batch.push(Mutation::PutSigningKey(old));
-            }
-        }
-        let key = new_ed25519_key(
-            self.new_id("k_", 16)?,
-            now,
-            master,
-            self.inner.random.as_ref(),
-        )?;
-        let info = KeyInfo::from(&key);
-        batch.push(Mutation::PutSigningKey(key));
-        self.commit(
-            Some(caller),
-            Audit::success("key.rotate", info.kid.clone()),
-            batch,
-        )?;
-        self.retire_due_keys()?;
-        Ok(info)
-    }
-
-    /// Retires verify-only keys whose time has passed, forgets expired deny-list entries
-    /// and refresh tokens, and reloads the key ring (so keys rotated by another process are
-    /// picked up). Servers call it periodically.
-    pub fn retire_due_keys(&self) -> Result<usize> {
-        let now = self.inner.clock.now();
-        let mut batch: Vec<Mutation> = self
-            .inner
-            .store
-            .list_signing_keys()?
-            .into_iter()
-            .filter(|k| k.state == KeyState::VerifyOnly && k.verify_until.is_some_and(|t| t <= now))
-            .map(|mut k| {
-                k.state = KeyState::Retired;
-                k.retired_at = Some(now);
-                Mutation::PutSigningKey(k)
-            })
-            .collect();
-        let retired = batch.len();
-        batch.push(Mutation::PurgeExpired { before: now });
-        self.inner.store.apply(&batch)?;
-        // Keys rotated, tokens revoked and policy changed by another process sharing the
-        // store become visible here.
-        if self.inner.master_key.is_some() {
-            self.reload_keyring()?;
-        }
-        self.load_revocations()?;
-        self.inner.reload_policy_if_changed()?;
-        Ok(retired)
-    }
-
-    /// Rotates when the active key is older than `max_age_secs` (scheduled rotation).
-    /// Returns the new key when it rotated.
-    pub fn rotate_keys_if_due(&self, max_age_secs: i64) -> Result<Option<KeyInfo>> {
-        let now = self.inner.clock.now();
-        let due = self
-            .inner
-            .keyring
-            .load()
-            .active()
-            .is_none_or(|k| k.record.created_at.plus_secs(max_age_secs) <= now);
-        if due {
-            return self.rotate_keys(&self.operator()).map(Some);
-        }
-        self.retire_due_keys()?;
-        Ok(None)
-    }
-
-    /// The JWKS document: public keys of every active and verify-only key.
-    pub fn jwks(&self) -> serde_json::Value {
-        self.inner.keyring.load().jwks()
-    }
-
     /// `grant_type=api_key`: exchanges an API key for an access token and a refresh token.
     /// `scope` (space-separated) may narrow the key's scopes, never widen them. The key is
     /// checked as a verification checks it, from `ip`: status, its and its application's
@@ -322,9 +185,9 @@ impl Kms {
     /// Issues a pair for the verified `key`, holding `effective` in `snap`.
     fn issue_for_key(
         &self,
-        key: &crate::cache::CachedKey,
-        effective: &crate::snapshot::EffectiveSet,
-        snap: &crate::snapshot::PermissionSnapshot,
+        key: &crate::api_key::cache::CachedKey,
+        effective: &crate::policy::snapshot::EffectiveSet,
+        snap: &crate::policy::snapshot::PermissionSnapshot,
         scope: Option<&str>,
         audience: Option<&str>,
     ) -> Result<std::result::Result<TokenResponse, OAuthError>> {
@@ -341,7 +204,7 @@ impl Kms {
                     if Scope::parse(s).is_err() || !snap.holds_defined(effective, s) {
                         return Ok(Err(OAuthError::InvalidScope(format!(
                             "the scope {} is not held by this API key",
-                            crate::scope::shown(s)
+                            crate::policy::scope::shown(s)
                         ))));
                     }
                     if !out.contains(&s) {
@@ -354,14 +217,15 @@ impl Kms {
         let audience = match audience.map(str::trim).filter(|a| !a.is_empty()) {
             None => self.inner.jwt.default_audience.clone(),
             Some(a)
-                if a.len() <= 256 && !a.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                if a.len() <= MAX_AUDIENCE_LEN
+                    && !a.chars().any(|c| c.is_whitespace() || c.is_control()) =>
             {
                 a.to_owned()
             }
             Some(_) => {
-                return Ok(Err(OAuthError::InvalidRequest(
-                    "audience must be 1 to 256 characters without spaces".into(),
-                )))
+                return Ok(Err(OAuthError::InvalidRequest(format!(
+                    "audience must be 1 to {MAX_AUDIENCE_LEN} characters without spaces"
+                ))))
             }
         };
         if let Err(r) = self.spend_use(key)? {
@@ -626,7 +490,7 @@ impl Kms {
             },
         )?;
         if revoked && reuse {
-            self.emit(&crate::failure_gate::SecurityEvent::RefreshReuse {
+            self.emit(&crate::security_event::SecurityEvent::RefreshReuse {
                 family_id: family.to_owned(),
             });
         }
@@ -697,7 +561,7 @@ impl Kms {
         jwt: &str,
         audience: Option<&str>,
     ) -> std::result::Result<AccessClaims, JwtError> {
-        if jwt.len() > 8192 {
+        if jwt.len() > MAX_JWT_LEN {
             return Err(JwtError::Malformed);
         }
         // Parsed and checked here rather than by jsonwebtoken::decode, which rebuilds the

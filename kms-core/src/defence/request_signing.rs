@@ -11,11 +11,15 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::env::Timestamp;
+use crate::clock::Timestamp;
 
 const SCHEME: &str = "KMS-HMAC-SHA256";
 /// Longest nonce accepted.
 pub const MAX_NONCE_LEN: usize = 128;
+/// Default of how far, in seconds, a signed request's timestamp may be from now.
+pub const DEFAULT_WINDOW_SECS: i64 = 300;
+/// Default of how many nonces are remembered at once.
+pub const DEFAULT_MAX_NONCES: u64 = 100_000;
 
 /// The parts of a request that are signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,10 +77,7 @@ impl SignatureError {
 pub fn canonical_request(r: &SignedRequest<'_>) -> String {
     let mut pairs: Vec<&str> = r.query.split('&').filter(|p| !p.is_empty()).collect();
     pairs.sort_unstable();
-    let body_hash: String = Sha256::digest(r.body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let body_hash = crate::hex::encode(&Sha256::digest(r.body));
     format!(
         "{SCHEME}\n{}\n{}\n{}\n{}\n{}\n{body_hash}",
         r.method.to_ascii_uppercase(),
@@ -104,12 +105,7 @@ fn unreachable_mac() -> Hmac<Sha256> {
 
 /// Signs `r` with `secret`: the hex signature.
 pub fn sign_request(secret: &[u8], r: &SignedRequest<'_>) -> String {
-    mac(secret, r)
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&mac(secret, r).finalize().into_bytes())
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -133,6 +129,13 @@ impl std::fmt::Debug for RequestVerifier {
         f.debug_struct("RequestVerifier")
             .field("window_secs", &self.window_secs)
             .finish()
+    }
+}
+
+impl Default for RequestVerifier {
+    /// A verifier with [`DEFAULT_WINDOW_SECS`] and [`DEFAULT_MAX_NONCES`].
+    fn default() -> Self {
+        RequestVerifier::new(DEFAULT_WINDOW_SECS, DEFAULT_MAX_NONCES)
     }
 }
 

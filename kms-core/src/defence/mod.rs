@@ -1,0 +1,8 @@
+//! Defences around verification and management calls: lockout after repeated failures,
+//! per-key rate limits, and signed management requests.
+
+pub(crate) mod failure_gate;
+pub(crate) mod rate_limit;
+pub mod request_signing;
+
+pub use failure_gate::LockoutPolicy;

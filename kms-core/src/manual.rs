@@ -1,0 +1,40 @@
+//! The manual: how kms is built and why, written in `docs/` and versioned with the code.
+//!
+//! - [`architecture`]: the map — which crate owns what, the verification pipeline, the
+//!   cache, the compiled snapshot, tenancy, errors, and the kms-core module tree.
+//! - [`adr`]: the architecture decision records, each with its context, decision and
+//!   consequences.
+//! - [`threat_model`]: what kms defends against, and how.
+//!
+//! The pages are written in `docs/` (read them on the forge, or here); links between them
+//! point at the markdown files.
+
+#[doc = include_str!("../../docs/architecture.md")]
+pub mod architecture {}
+
+#[doc = include_str!("../../docs/threat-model.md")]
+pub mod threat_model {}
+
+#[doc = include_str!("../../docs/adr/README.md")]
+pub mod adr {
+    #[doc = include_str!("../../docs/adr/0001-token-format.md")]
+    pub mod adr_0001_token_format {}
+
+    #[doc = include_str!("../../docs/adr/0002-argon2id-and-verified-key-cache.md")]
+    pub mod adr_0002_argon2id_and_verified_key_cache {}
+
+    #[doc = include_str!("../../docs/adr/0003-compiled-permission-snapshot.md")]
+    pub mod adr_0003_compiled_permission_snapshot {}
+
+    #[doc = include_str!("../../docs/adr/0004-synchronous-storage-traits-and-batches.md")]
+    pub mod adr_0004_synchronous_storage_traits_and_batches {}
+
+    #[doc = include_str!("../../docs/adr/0005-sqlite-default-store.md")]
+    pub mod adr_0005_sqlite_default_store {}
+
+    #[doc = include_str!("../../docs/adr/0006-server-edge-layer-and-honest-timeouts.md")]
+    pub mod adr_0006_server_edge_layer_and_honest_timeouts {}
+
+    #[doc = include_str!("../../docs/adr/0007-kms-core-layout-and-public-surface.md")]
+    pub mod adr_0007_kms_core_layout_and_public_surface {}
+}

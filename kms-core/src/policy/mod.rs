@@ -1,0 +1,13 @@
+//! Permissions and roles: scopes and role names, the definitions and their consistency
+//! rules, permission queries, and the compiled snapshot every check runs against.
+
+pub(crate) mod definitions;
+pub(crate) mod query;
+pub(crate) mod scope;
+pub(crate) mod snapshot;
+
+pub(crate) use definitions::default_permissions;
+pub use definitions::{Permission, Policy, Role};
+pub use query::PermissionQuery;
+pub use scope::{RoleName, Scope, ADMIN};
+pub use snapshot::{EffectiveSet, PermissionSnapshot};

@@ -1,0 +1,128 @@
+//! Mutations: the writes a [`Store::apply`](crate::store::Store::apply) batch is made of,
+//! and the [`Change`] each announces once committed.
+
+use crate::application::Application;
+use crate::audit::AuditEvent;
+use crate::clock::Timestamp;
+use crate::policy::{Permission, Role, RoleName, Scope};
+use crate::store::{RefreshRecord, Revocation, SigningKeyRecord, TokenRecord};
+
+/// One change in a [`Store::apply`](crate::store::Store::apply) batch.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Mutation {
+    /// Sets a metadata key that must not exist yet (else `Conflict`).
+    CreateMeta {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Inserts an application; `Conflict` when the id or name is taken.
+    InsertApp(Application),
+    /// Replaces an existing application (matched by id); `Conflict` when the new name is
+    /// taken by another application.
+    UpdateApp(Application),
+    /// Deletes an application and every token it owns.
+    DeleteApp(String),
+    /// Inserts a permission; `Conflict` when the scope exists.
+    InsertPermission(Permission),
+    /// Deletes a permission.
+    DeletePermission(Scope),
+    /// Inserts or replaces a role.
+    PutRole(Role),
+    /// Deletes a role.
+    DeleteRole(RoleName),
+    /// Inserts a token; `Conflict` when the id exists.
+    InsertToken(TokenRecord),
+    /// Replaces an existing token (matched by id).
+    UpdateToken(TokenRecord),
+    /// Deletes a token.
+    DeleteToken(String),
+    /// Inserts or replaces a signing key (matched by `kid`).
+    PutSigningKey(SigningKeyRecord),
+    /// Inserts a refresh token; `Conflict` when the id exists.
+    InsertRefreshToken(RefreshRecord),
+    /// Marks an active refresh token spent at `at`; `Conflict` unless it is active, so two
+    /// concurrent exchanges cannot both succeed.
+    SpendRefreshToken {
+        /// The refresh token's id.
+        id: String,
+        /// When it was exchanged.
+        at: Timestamp,
+    },
+    /// Marks every refresh token of a family revoked.
+    RevokeRefreshFamily(String),
+    /// Inserts or replaces a deny-list entry.
+    PutRevocation(Revocation),
+    /// Appends an audit event exactly as given (restores, imports); `Conflict` when its
+    /// `seq` exists.
+    AppendAudit(AuditEvent),
+    /// Appends an audit event at the head of the chain, inside the batch's transaction: its
+    /// `seq` becomes the head's plus one, its `prev_hash` the head's hash (the anchor's when
+    /// every event was pruned, the genesis hash when there never was one), and its `hash`
+    /// is computed then; what the event carries in those three fields is ignored. So
+    /// several writers on one database extend one chain instead of forking it.
+    ChainAudit(AuditEvent),
+    /// Fails the batch with `Conflict` unless the policy version
+    /// ([`POLICY_VERSION_KEY`](super::POLICY_VERSION_KEY)) is `expected`: a policy change
+    /// validated against one version of the permissions and roles is never applied over
+    /// another writer's change.
+    ExpectPolicyVersion(u64),
+    /// Deletes the audit events up to `through_seq` and records the last deleted event as
+    /// the anchor later verification starts from (meta `audit_anchor` = `<seq>:<hash>`).
+    PruneAudit {
+        /// The newest event deleted.
+        through_seq: u64,
+        /// That event's hash.
+        anchor_hash: String,
+    },
+    /// Deletes deny-list entries and refresh tokens that expired before `before`.
+    PurgeExpired {
+        /// The cut-off.
+        before: Timestamp,
+    },
+}
+
+impl Mutation {
+    /// The change listeners hear about once the batch has committed.
+    pub fn change(&self) -> Option<Change> {
+        match self {
+            Mutation::CreateMeta { .. } | Mutation::InsertApp(_) | Mutation::InsertToken(_) => None,
+            Mutation::UpdateApp(a) => Some(Change::App(a.id.clone())),
+            Mutation::DeleteApp(id) => Some(Change::App(id.clone())),
+            Mutation::InsertPermission(_)
+            | Mutation::DeletePermission(_)
+            | Mutation::PutRole(_)
+            | Mutation::DeleteRole(_) => Some(Change::Policy),
+            Mutation::UpdateToken(t) => Some(Change::Token(t.id.clone())),
+            Mutation::DeleteToken(id) => Some(Change::Token(id.clone())),
+            Mutation::PutSigningKey(_) => Some(Change::Keys),
+            Mutation::PutRevocation(r) => Some(Change::Revocation(r.id.clone())),
+            Mutation::InsertRefreshToken(_)
+            | Mutation::SpendRefreshToken { .. }
+            | Mutation::RevokeRefreshFamily(_)
+            | Mutation::AppendAudit(_)
+            | Mutation::ChainAudit(_)
+            | Mutation::ExpectPolicyVersion(_)
+            | Mutation::PruneAudit { .. }
+            | Mutation::PurgeExpired { .. } => None,
+        }
+    }
+}
+
+/// What a store announces after a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Change {
+    /// A token was updated (revoked, rotated, limits changed) or deleted.
+    Token(String),
+    /// An application was updated (e.g. disabled) or deleted.
+    App(String),
+    /// A permission or role definition changed.
+    Policy,
+    /// A signing key was added or changed state.
+    Keys,
+    /// A deny-list entry was added (its id).
+    Revocation(String),
+}

@@ -1,0 +1,111 @@
+//! The storage traits kms-core talks to, and the change hook through which a store
+//! announces what changed so caches drop stale entries.
+//!
+//! Traits are synchronous: stores are synchronous (rusqlite), the core has no runtime, and
+//! servers run store calls off their async executor.
+
+use std::sync::Weak;
+
+use crate::application::Application;
+use crate::audit::{AuditEvent, AuditQuery};
+use crate::clock::Timestamp;
+use crate::error::StoreError;
+use crate::policy::{Policy, RoleName, Scope};
+use crate::store::{Change, Mutation, RefreshRecord, Revocation, SigningKeyRecord, TokenRecord};
+
+/// Receives [`Change`]s from a store.
+pub trait ChangeListener: Send + Sync {
+    /// Called after a batch committed, with no store lock held, once per change.
+    fn on_change(&self, change: &Change);
+}
+
+/// The outcome of spending one use of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseOutcome {
+    /// The token has no use limit.
+    Unlimited,
+    /// One use was spent; this many are left.
+    Remaining(u64),
+    /// No uses were left; nothing was spent.
+    Exhausted,
+    /// The token does not exist (any more).
+    Missing,
+}
+
+/// Applications.
+pub trait AppStore {
+    /// The application with `id`.
+    fn get_app(&self, id: &str) -> Result<Option<Application>, StoreError>;
+    /// Up to `limit` applications with ids greater than `after`, by id.
+    fn list_apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<Application>, StoreError>;
+}
+
+/// API keys.
+pub trait TokenStore {
+    /// The token with `id` (`tok_...`).
+    fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Up to `limit` tokens of `app_id` with ids greater than `after`, by id.
+    fn list_tokens(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Whether any token is granted the scope directly.
+    fn scope_is_granted(&self, scope: &Scope) -> Result<bool, StoreError>;
+    /// Whether any token is granted the role.
+    fn role_is_granted(&self, role: &RoleName) -> Result<bool, StoreError>;
+    /// Up to `limit` tokens that expired before `before`, by id.
+    fn expired_tokens(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Atomically spends one use of a token with a use limit.
+    fn consume_use(&self, id: &str) -> Result<UseOutcome, StoreError>;
+}
+
+/// Permission and role definitions.
+pub trait PolicyStore {
+    /// Every permission and role.
+    fn load_policy(&self) -> Result<Policy, StoreError>;
+}
+
+/// Signing keys.
+pub trait KeyStore {
+    /// Every signing key, retired ones included, oldest first.
+    fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+}
+
+/// Refresh tokens and the access-token deny-list.
+pub trait GrantStore {
+    /// The refresh token with `id`.
+    fn get_refresh_token(&self, id: &str) -> Result<Option<RefreshRecord>, StoreError>;
+    /// Every deny-list entry.
+    fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError>;
+}
+
+/// The audit log.
+pub trait AuditStore {
+    /// The newest event.
+    fn last_audit_event(&self) -> Result<Option<AuditEvent>, StoreError>;
+    /// Events matching `query`, newest first.
+    fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Up to `limit` events with `seq` greater than `after_seq`, oldest first.
+    fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
+/// A complete store: every entity trait, atomic batches, metadata and the change hook.
+pub trait Store:
+    AppStore + TokenStore + PolicyStore + KeyStore + GrantStore + AuditStore + Send + Sync + 'static
+{
+    /// Applies every mutation in one transaction: all of them or none. Listeners hear the
+    /// resulting [`Change`]s after the commit.
+    fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError>;
+    /// A metadata value.
+    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Registers a listener; dropped listeners are skipped.
+    fn subscribe(&self, listener: Weak<dyn ChangeListener>);
+    /// Checks that the store can serve requests (readiness).
+    fn ping(&self) -> Result<(), StoreError>;
+}
