@@ -42,10 +42,10 @@ use axum::response::{IntoResponse, Response};
 use kms_core::{Kms, PermissionQuery, Verification, VerifyCode};
 use tower::{Layer, Service};
 
-use crate::error::ApiError;
-use crate::middleware::auth::{bearer_token, client_ip};
-use crate::middleware::request_id::{RequestId, X_REQUEST_ID};
-use crate::routes::run_blocking;
+use crate::http::error::ApiError;
+use crate::http::middleware::auth::{bearer_token, client_ip};
+use crate::http::middleware::request_id::{RequestId, X_REQUEST_ID};
+use crate::http::routes::run_blocking;
 
 /// A layer that admits only requests whose bearer token satisfies a permission query.
 #[derive(Clone)]

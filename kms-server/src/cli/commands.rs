@@ -1,0 +1,664 @@
+//! What each `kms` command does.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use kms_core::store::Store;
+use kms_core::{
+    AppUpdate, HashParams, Kms, MasterKey, NewApp, NewPermission, NewRole, NewToken, OsRandom,
+    PageRequest, RateLimitInput, RotateToken, SecurityEventSink, VerifyRequest,
+};
+use kms_store::SqliteStore;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cli::args::{
+    AppCommand, AuditCommand, Cli, Command, KeysCommand, MigrateCommand, PageArgs,
+    PermissionCommand, RoleCommand, TokenCommand, TokenCreateArgs, VerifyArgs,
+};
+use crate::config::{Config, MasterKeySource, ServeConfig, Sources};
+use crate::http::connections::{ConnectionGate, TcpIncoming};
+use crate::http::middleware::client_addr::NetworkPolicy;
+use crate::http::server::{self, HttpOptions, ServeOptions};
+use crate::http::tls::TlsListener;
+use crate::ops::alerts::{self, RetryPolicy};
+use crate::ops::maintenance::Maintenance;
+use crate::ops::metrics::{MeteredStore, Metrics};
+use crate::ops::security_events::LoggedSecurityEvents;
+
+/// A command failed; the message is for the person at the terminal.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandError(String);
+
+impl CommandError {
+    fn new(message: impl Into<String>) -> Self {
+        CommandError(message.into())
+    }
+}
+
+impl From<kms_core::Error> for CommandError {
+    fn from(e: kms_core::Error) -> Self {
+        CommandError(crate::http::error::error_chain(&e))
+    }
+}
+
+impl From<kms_core::StoreError> for CommandError {
+    fn from(e: kms_core::StoreError) -> Self {
+        CommandError(crate::http::error::error_chain(&e))
+    }
+}
+
+impl From<crate::config::ConfigError> for CommandError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        CommandError(e.to_string())
+    }
+}
+
+/// Exit status of `kms verify --fail-invalid` for a token that is not valid.
+const EXIT_INVALID_TOKEN: u8 = 3;
+
+/// Runs the parsed command line and returns the process's exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    match run_inner(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("kms: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_inner(cli: Cli) -> Result<ExitCode, CommandError> {
+    let sources = Sources::load(
+        cli.flag_settings(),
+        |name| std::env::var(name).ok(),
+        cli.global.config.as_deref(),
+    )?;
+    let config = Config::resolve(&sources)?;
+    let serve_config = match &cli.command {
+        Command::Serve(_) => Some(ServeConfig::resolve(&sources)?),
+        _ => None,
+    };
+    crate::ops::logging::init(config.log_format, &config.log_level).map_err(CommandError::new)?;
+    if config.insecure_fast_hash {
+        tracing::warn!("insecure fast hashing is on: for tests only, never for real secrets");
+    }
+
+    match cli.command {
+        Command::Init => init(&config).map(|()| ExitCode::SUCCESS),
+        Command::Serve(_) => {
+            let serve_config =
+                serve_config.ok_or_else(|| CommandError::new("no server settings"))?;
+            serve(&config, &serve_config).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Migrate(cmd) => migrate(&config, cmd).map(|()| ExitCode::SUCCESS),
+        Command::App(cmd) => {
+            let kms = open_existing(&config)?;
+            app(&kms, cmd).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Permission(cmd) => {
+            let kms = open_existing(&config)?;
+            permission(&kms, cmd).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Role(cmd) => {
+            let kms = open_existing(&config)?;
+            role(&kms, cmd).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Token(cmd) => {
+            let kms = open_existing(&config)?;
+            token(&kms, cmd).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Verify(args) => {
+            let kms = open_existing(&config)?;
+            verify(&kms, args)
+        }
+        Command::Keys(cmd) => keys(&config, cmd).map(|()| ExitCode::SUCCESS),
+        Command::Audit(AuditCommand::Verify) => {
+            let kms = open_existing(&config)?;
+            let verdict = kms.verify_audit(&kms.operator())?;
+            print_json(&verdict)?;
+            Ok(match verdict {
+                kms_core::AuditVerification::Intact { .. } => ExitCode::SUCCESS,
+                kms_core::AuditVerification::Broken { .. } => ExitCode::from(3),
+            })
+        }
+    }
+}
+
+/// Whether a missing master key file is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterKeyFile {
+    /// Create it when missing (`init`, `serve`).
+    CreateIfMissing,
+    /// Use it only if it exists (operator commands).
+    UseIfPresent,
+}
+
+/// The master key: from `KMS_MASTER_KEY`, or read from its file. A missing file is created
+/// (mode 0600, with a warning) when `mode` says so and `store` holds no signing key yet;
+/// when it does, those keys were sealed under a key that is now missing, and the start
+/// stops without creating anything.
+fn master_key(
+    config: &Config,
+    mode: MasterKeyFile,
+    store: &dyn Store,
+) -> Result<Option<MasterKey>, CommandError> {
+    let path = match &config.master_key {
+        MasterKeySource::Env(secret) => {
+            return MasterKey::from_base64(secret.expose())
+                .map(Some)
+                .map_err(|_| {
+                    CommandError::new("KMS_MASTER_KEY is not the base64 encoding of 32 bytes")
+                });
+        }
+        MasterKeySource::File(path) => path,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => MasterKey::from_base64(text.trim()).map(Some).map_err(|_| {
+            CommandError::new(format!(
+                "the master key file {} does not hold a base64 key of 32 bytes",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if mode == MasterKeyFile::UseIfPresent {
+                return Ok(None);
+            }
+            if !store.list_signing_keys()?.is_empty() {
+                return Err(CommandError::new(format!(
+                    "the database {} holds signing keys sealed under a master key, but the \
+                     master key file {} does not exist; restore it, point --master-key-file \
+                     at it, or set KMS_MASTER_KEY. Nothing was changed",
+                    config.db.display(),
+                    path.display()
+                )));
+            }
+            let key = MasterKey::generate(&OsRandom)?;
+            write_private_file(path, &key.to_base64()).map_err(|e| {
+                CommandError::new(format!(
+                    "cannot create the master key file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            tracing::warn!(
+                file = %path.display(),
+                "no master key was given (KMS_MASTER_KEY or --master-key-file): created a new \
+                 one in this file, readable by its owner only; back it up apart from the \
+                 database, which cannot issue access tokens without it"
+            );
+            Ok(Some(key))
+        }
+        Err(e) => Err(CommandError::new(format!(
+            "cannot read the master key file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes a new file readable by its owner only; fails if it exists.
+fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// Opens the database of `config` as a [`Kms`], recording store latency into `metrics` and
+/// telling security events to `alerts` as well as the log.
+pub fn open_kms(
+    config: &Config,
+    metrics: Option<Arc<Metrics>>,
+    key_file: MasterKeyFile,
+    alerts: Option<Arc<dyn SecurityEventSink>>,
+) -> Result<Kms, CommandError> {
+    let sqlite = SqliteStore::open(&config.db).map_err(|e| {
+        CommandError::new(format!(
+            "cannot open the database {}: {}",
+            config.db.display(),
+            crate::http::error::error_chain(&e)
+        ))
+    })?;
+    let mut store: Arc<dyn Store> = Arc::new(sqlite);
+    let metrics_for_events = metrics.clone();
+    if let Some(metrics) = metrics {
+        store = Arc::new(MeteredStore::new(store, metrics));
+    }
+    let master = master_key(config, key_file, store.as_ref())?;
+    let mut builder = Kms::builder(store)
+        .cache_ttl(config.cache_ttl)
+        .cache_capacity(config.cache_capacity)
+        .lockout_policy(config.lockout)
+        .jwt_settings(config.jwt.clone())
+        .security_event_sink(Arc::new(LoggedSecurityEvents::new(metrics_for_events)));
+    if let Some(alerts) = alerts {
+        builder = builder.security_event_sink(alerts);
+    }
+    if config.insecure_fast_hash {
+        builder = builder.hash_params(HashParams::insecure_for_tests());
+    }
+    let from = match &config.master_key {
+        MasterKeySource::Env(_) => "KMS_MASTER_KEY".to_owned(),
+        MasterKeySource::File(path) => format!("the file {}", path.display()),
+    };
+    let has_master = master.is_some();
+    if let Some(key) = master {
+        builder = builder.master_key(key);
+    }
+    builder.build().map_err(|e| match e {
+        kms_core::Error::Internal { message, .. } if has_master => CommandError::new(format!(
+            "cannot open the signing keys of {} with the master key from {from}: {message}. \
+             Use the master key the database was created with; nothing was changed",
+            config.db.display()
+        )),
+        other => CommandError::from(other),
+    })
+}
+
+/// Opens an existing, initialised database for an operator command.
+fn open_existing(config: &Config) -> Result<Kms, CommandError> {
+    if !config.db.exists() {
+        return Err(CommandError::new(format!(
+            "no database at {}; create one with `kms init --db {}`",
+            config.db.display(),
+            config.db.display()
+        )));
+    }
+    let kms = open_kms(config, None, MasterKeyFile::UseIfPresent, None)?;
+    if !kms.is_initialized()? {
+        return Err(CommandError::new(format!(
+            "the database at {} is not initialised; run `kms init --db {}` first",
+            config.db.display(),
+            config.db.display()
+        )));
+    }
+    Ok(kms)
+}
+
+fn print_json(value: &impl Serialize) -> Result<(), CommandError> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| CommandError::new(format!("cannot encode the output: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| CommandError::new(format!("cannot write the output: {e}")))
+}
+
+fn init(config: &Config) -> Result<(), CommandError> {
+    let kms = open_kms(config, None, MasterKeyFile::UseIfPresent, None)?;
+    if kms.is_initialized()? {
+        return Err(CommandError::new(format!(
+            "the database at {} is already initialised; nothing was changed",
+            config.db.display()
+        )));
+    }
+    // The master key is created with the database; reopen so the first signing key is made.
+    let kms = open_kms(config, None, MasterKeyFile::CreateIfMissing, None)?;
+    let root = kms.initialize()?;
+    print_json(&json!({"root_token": root.token, "token_id": root.info.id}))
+}
+
+fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), CommandError> {
+    // Settings that can fail are checked before the database is touched.
+    let tls = serve_config
+        .tls
+        .as_ref()
+        .map(crate::http::tls::server_config)
+        .transpose()
+        .map_err(CommandError::new)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::new(format!("cannot start the async runtime: {e}")))?;
+    let metrics = Arc::new(Metrics::new());
+    let (alerts, alert_worker) = match &serve_config.alerts {
+        Some(settings) => {
+            let (sink, worker) =
+                alerts::webhook(settings, RetryPolicy::default(), Some(metrics.clone()));
+            (
+                Some(Arc::new(sink) as Arc<dyn SecurityEventSink>),
+                Some(worker),
+            )
+        }
+        None => (None, None),
+    };
+    let kms = open_kms(
+        config,
+        Some(metrics.clone()),
+        MasterKeyFile::CreateIfMissing,
+        alerts,
+    )?;
+    if !kms.is_initialized()? {
+        let root = kms.initialize()?;
+        // Printed once, here, and nowhere else: it is never logged. The second line is the
+        // same JSON object `kms init` prints, for scripts.
+        eprintln!(
+            "kms: initialised {}; the root token below is shown once, store it now:",
+            config.db.display()
+        );
+        eprintln!(
+            "{}",
+            json!({"root_token": root.token, "token_id": root.info.id})
+        );
+    }
+    let options = HttpOptions {
+        body_limit: serve_config.body_limit,
+        request_timeout: serve_config.request_timeout,
+        network: NetworkPolicy {
+            deny: serve_config.deny_networks.clone(),
+            trusted_proxies: serve_config.trusted_proxies.clone(),
+        },
+        rate_limit: serve_config.rate_limit,
+        hsts: tls.is_some(),
+    };
+    let app = server::router(kms.clone(), metrics.clone(), &options);
+    let maintenance = Maintenance {
+        key_rotation_interval: serve_config.key_rotation_interval,
+        audit_retention: serve_config.audit_retention,
+        expired_token_retention: serve_config.expired_token_retention,
+    };
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(serve_config.listen)
+            .await
+            .map_err(|e| {
+                CommandError::new(format!(
+                    "cannot listen on {} (from the listen setting): {e}",
+                    serve_config.listen
+                ))
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| CommandError::new(format!("cannot read the bound address: {e}")))?;
+        if let Some(worker) = alert_worker {
+            tokio::spawn(worker.run());
+        }
+        let upkeep = maintenance.spawn(kms);
+        eprintln!("listening on {local}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(address = %local, scheme, db = %config.db.display(), "kms is serving");
+        let gate = ConnectionGate::new(serve_config.connection_limits.clone(), metrics);
+        let serving = ServeOptions {
+            header_read_timeout: serve_config.header_read_timeout,
+            shutdown_timeout: serve_config.shutdown_timeout,
+        };
+        match tls {
+            Some(tls) => {
+                // The handshake gets as long as the headers will.
+                let listener = TlsListener::new(listener, tls, gate, serving.header_read_timeout)
+                    .map_err(|e| {
+                    CommandError::new(format!("cannot read the bound address: {e}"))
+                })?;
+                server::serve(listener, app, serving).await;
+            }
+            None => server::serve(TcpIncoming::new(listener, gate), app, serving).await,
+        }
+        upkeep.abort();
+        tracing::info!("kms stopped");
+        Ok(())
+    })
+}
+
+fn keys(config: &Config, cmd: KeysCommand) -> Result<(), CommandError> {
+    let kms = open_existing(config)?;
+    let op = kms.operator();
+    match cmd {
+        KeysCommand::List => {
+            let items = kms.list_keys(&op)?;
+            print_json(&json!({"items": items, "next_cursor": null}))
+        }
+        KeysCommand::Rotate(_) => {
+            if let MasterKeySource::File(path) = &config.master_key {
+                if !path.exists() {
+                    return Err(CommandError::new(format!(
+                        "rotating keys needs the master key: no file at {} and KMS_MASTER_KEY \
+                         is not set",
+                        path.display()
+                    )));
+                }
+            }
+            print_json(&kms.rotate_keys(&op)?)
+        }
+    }
+}
+
+fn migrate(config: &Config, cmd: MigrateCommand) -> Result<(), CommandError> {
+    use kms_store::migrations;
+    let path = config.db.as_path();
+    match cmd {
+        MigrateCommand::Up { to } => {
+            let applied = migrations::up(path, to)?;
+            print_json(&json!({"applied": applied, "version": current_version(path)?}))
+        }
+        MigrateCommand::Down { to } => {
+            require_file(path)?;
+            let target = match to {
+                Some(t) => t,
+                None => current_version(path)?.saturating_sub(1),
+            };
+            let reverted = migrations::down(path, target)?;
+            print_json(&json!({"reverted": reverted, "version": current_version(path)?}))
+        }
+        MigrateCommand::Status => {
+            require_file(path)?;
+            let status = migrations::status(path)?;
+            let items: Vec<_> = status
+                .iter()
+                .map(|m| {
+                    json!({
+                        "version": m.version,
+                        "name": m.name,
+                        "applied": m.applied,
+                        "applied_at": m.applied_at,
+                    })
+                })
+                .collect();
+            print_json(&json!({
+                "version": current_version(path)?,
+                "latest": migrations::latest_version(),
+                "migrations": items,
+            }))
+        }
+    }
+}
+
+fn require_file(path: &Path) -> Result<(), CommandError> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(CommandError::new(format!(
+            "no database at {}",
+            path.display()
+        )))
+    }
+}
+
+fn current_version(path: &Path) -> Result<u32, CommandError> {
+    Ok(kms_store::migrations::status(path)?
+        .iter()
+        .filter(|m| m.applied)
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0))
+}
+
+fn page(args: PageArgs) -> PageRequest {
+    PageRequest {
+        limit: args.limit,
+        cursor: args.cursor,
+    }
+}
+
+fn app(kms: &Kms, cmd: AppCommand) -> Result<(), CommandError> {
+    let op = kms.operator();
+    match cmd {
+        AppCommand::Create { name, token_prefix } => print_json(&kms.create_app(
+            &op,
+            NewApp {
+                name,
+                token_prefix,
+                ..Default::default()
+            },
+        )?),
+        AppCommand::List(p) => print_json(&kms.list_apps(&op, page(p))?),
+        AppCommand::Get { id } => print_json(&kms.get_app(&op, &id)?),
+        AppCommand::Update { id, name, status } => print_json(&kms.update_app(
+            &op,
+            &id,
+            AppUpdate {
+                name,
+                status,
+                ..Default::default()
+            },
+        )?),
+        AppCommand::Delete { id } => {
+            kms.delete_app(&op, &id)?;
+            print_json(&json!({"deleted": true, "id": id}))
+        }
+    }
+}
+
+fn permission(kms: &Kms, cmd: PermissionCommand) -> Result<(), CommandError> {
+    let op = kms.operator();
+    match cmd {
+        PermissionCommand::Create {
+            scope,
+            description,
+            implies,
+        } => print_json(&kms.create_permission(
+            &op,
+            NewPermission {
+                scope,
+                description,
+                implies,
+            },
+        )?),
+        PermissionCommand::List => {
+            print_json(&json!({"items": kms.list_permissions(&op)?, "next_cursor": null}))
+        }
+        PermissionCommand::Delete { scope } => {
+            kms.delete_permission(&op, &scope)?;
+            print_json(&json!({"deleted": true, "scope": scope}))
+        }
+    }
+}
+
+fn role(kms: &Kms, cmd: RoleCommand) -> Result<(), CommandError> {
+    let op = kms.operator();
+    match cmd {
+        RoleCommand::Create {
+            name,
+            description,
+            permissions,
+            inherits,
+        } => print_json(&kms.create_role(
+            &op,
+            NewRole {
+                name,
+                description,
+                permissions,
+                inherits,
+            },
+        )?),
+        RoleCommand::List => {
+            print_json(&json!({"items": kms.list_roles(&op)?, "next_cursor": null}))
+        }
+        RoleCommand::Get { name } => print_json(&kms.get_role(&op, &name)?),
+        RoleCommand::Delete { name } => {
+            kms.delete_role(&op, &name)?;
+            print_json(&json!({"deleted": true, "name": name}))
+        }
+    }
+}
+
+fn new_token(args: TokenCreateArgs) -> Result<(String, NewToken), CommandError> {
+    let metadata = match args.metadata {
+        None => None,
+        Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(map)) => Some(map),
+            _ => {
+                return Err(CommandError::new(
+                    "--metadata must be a JSON object, e.g. '{\"team\":\"ci\"}'",
+                ))
+            }
+        },
+    };
+    let ratelimit = match args.ratelimit {
+        None => None,
+        Some(text) => {
+            let parsed = text
+                .split_once('/')
+                .and_then(|(l, p)| Some((l.trim().parse().ok()?, p.trim().parse().ok()?)));
+            let Some((limit, per_seconds)) = parsed else {
+                return Err(CommandError::new(
+                    "--ratelimit must be LIMIT/SECONDS, e.g. 100/60",
+                ));
+            };
+            Some(RateLimitInput { limit, per_seconds })
+        }
+    };
+    let req = NewToken {
+        name: args.name,
+        scopes: args.scopes,
+        roles: args.roles,
+        expires_in: args.expires_in,
+        expires_at: args.expires_at,
+        metadata,
+        ratelimit,
+        uses: args.uses,
+        ip_allow: (!args.ip_allow.is_empty()).then_some(args.ip_allow),
+    };
+    Ok((args.app, req))
+}
+
+fn token(kms: &Kms, cmd: TokenCommand) -> Result<(), CommandError> {
+    let op = kms.operator();
+    match cmd {
+        TokenCommand::Create(args) => {
+            let (app_id, req) = new_token(args)?;
+            print_json(&kms.create_token(&op, &app_id, req)?)
+        }
+        TokenCommand::List { app, page: p } => print_json(&kms.list_tokens(&op, &app, page(p))?),
+        TokenCommand::Get { id } => print_json(&kms.get_token(&op, &id)?),
+        TokenCommand::Revoke { id } => print_json(&kms.revoke_token(&op, &id)?),
+        TokenCommand::Rotate { id, grace_seconds } => {
+            print_json(&kms.rotate_token(&op, &id, RotateToken { grace_seconds })?)
+        }
+        TokenCommand::Delete { id } => {
+            kms.delete_token(&op, &id)?;
+            print_json(&json!({"deleted": true, "id": id}))
+        }
+    }
+}
+
+fn verify(kms: &Kms, args: VerifyArgs) -> Result<ExitCode, CommandError> {
+    let token = if args.token == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| CommandError::new(format!("cannot read the token from stdin: {e}")))?;
+        text.trim().to_owned()
+    } else {
+        args.token
+    };
+    let req = VerifyRequest {
+        token,
+        permissions: args.permissions,
+        scopes: (!args.scopes.is_empty()).then_some(args.scopes),
+        ip: args.ip,
+    };
+    let verification = kms.verify(&kms.operator(), &req)?;
+    print_json(&verification.to_response())?;
+    if args.fail_invalid && !verification.is_valid() {
+        return Ok(ExitCode::from(EXIT_INVALID_TOKEN));
+    }
+    Ok(ExitCode::SUCCESS)
+}
