@@ -6,6 +6,7 @@
 // sources), `bootstrap` (opening the `Kms`, starting the server), `http` (the server, its
 // routes and middleware), `ops` (maintenance, alerts, metrics, logs). `guard` and `client`
 // are what embedders and HTTP clients use.
+pub mod bootstrap;
 pub mod cli;
 pub mod client;
 pub mod config;

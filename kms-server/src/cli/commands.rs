@@ -3,30 +3,20 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use kms_core::store::Store;
 use kms_core::{
-    AppUpdate, HashParams, Kms, MasterKey, NewApp, NewPermission, NewRole, NewToken, OsRandom,
-    PageRequest, RateLimitInput, RotateToken, SecurityEventSink, VerifyRequest,
+    AppUpdate, Kms, NewApp, NewPermission, NewRole, NewToken, PageRequest, RateLimitInput,
+    RotateToken, VerifyRequest,
 };
-use kms_store::SqliteStore;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::bootstrap::{self, open_kms, MasterKeyFile, StartError};
 use crate::cli::args::{
     AppCommand, AuditCommand, Cli, Command, KeysCommand, MigrateCommand, PageArgs,
     PermissionCommand, RoleCommand, TokenCommand, TokenCreateArgs, VerifyArgs,
 };
 use crate::config::{Config, MasterKeySource, ServeConfig, Sources};
-use crate::http::connections::{ConnectionGate, TcpIncoming};
-use crate::http::middleware::client_addr::NetworkPolicy;
-use crate::http::server::{self, HttpOptions, ServeOptions};
-use crate::http::tls::TlsListener;
-use crate::ops::alerts::{self, RetryPolicy};
-use crate::ops::maintenance::Maintenance;
-use crate::ops::metrics::{MeteredStore, Metrics};
-use crate::ops::security_events::LoggedSecurityEvents;
 
 /// A command failed; the message is for the person at the terminal.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +38,12 @@ impl From<kms_core::Error> for CommandError {
 impl From<kms_core::StoreError> for CommandError {
     fn from(e: kms_core::StoreError) -> Self {
         CommandError(crate::http::error::error_chain(&e))
+    }
+}
+
+impl From<StartError> for CommandError {
+    fn from(e: StartError) -> Self {
+        CommandError(e.to_string())
     }
 }
 
@@ -92,7 +88,8 @@ fn run_inner(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Serve(_) => {
             let serve_config =
                 serve_config.ok_or_else(|| CommandError::new("no server settings"))?;
-            serve(&config, &serve_config).map(|()| ExitCode::SUCCESS)
+            bootstrap::serve(&config, &serve_config)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(cmd) => migrate(&config, cmd).map(|()| ExitCode::SUCCESS),
         Command::App(cmd) => {
@@ -126,142 +123,6 @@ fn run_inner(cli: Cli) -> Result<ExitCode, CommandError> {
             })
         }
     }
-}
-
-/// Whether a missing master key file is created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MasterKeyFile {
-    /// Create it when missing (`init`, `serve`).
-    CreateIfMissing,
-    /// Use it only if it exists (operator commands).
-    UseIfPresent,
-}
-
-/// The master key: from `KMS_MASTER_KEY`, or read from its file. A missing file is created
-/// (mode 0600, with a warning) when `mode` says so and `store` holds no signing key yet;
-/// when it does, those keys were sealed under a key that is now missing, and the start
-/// stops without creating anything.
-fn master_key(
-    config: &Config,
-    mode: MasterKeyFile,
-    store: &dyn Store,
-) -> Result<Option<MasterKey>, CommandError> {
-    let path = match &config.master_key {
-        MasterKeySource::Env(secret) => {
-            return MasterKey::from_base64(secret.expose())
-                .map(Some)
-                .map_err(|_| {
-                    CommandError::new("KMS_MASTER_KEY is not the base64 encoding of 32 bytes")
-                });
-        }
-        MasterKeySource::File(path) => path,
-    };
-    match std::fs::read_to_string(path) {
-        Ok(text) => MasterKey::from_base64(text.trim()).map(Some).map_err(|_| {
-            CommandError::new(format!(
-                "the master key file {} does not hold a base64 key of 32 bytes",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if mode == MasterKeyFile::UseIfPresent {
-                return Ok(None);
-            }
-            if !store.list_signing_keys()?.is_empty() {
-                return Err(CommandError::new(format!(
-                    "the database {} holds signing keys sealed under a master key, but the \
-                     master key file {} does not exist; restore it, point --master-key-file \
-                     at it, or set KMS_MASTER_KEY. Nothing was changed",
-                    config.db.display(),
-                    path.display()
-                )));
-            }
-            let key = MasterKey::generate(&OsRandom)?;
-            write_private_file(path, &key.to_base64()).map_err(|e| {
-                CommandError::new(format!(
-                    "cannot create the master key file {}: {e}",
-                    path.display()
-                ))
-            })?;
-            tracing::warn!(
-                file = %path.display(),
-                "no master key was given (KMS_MASTER_KEY or --master-key-file): created a new \
-                 one in this file, readable by its owner only; back it up apart from the \
-                 database, which cannot issue access tokens without it"
-            );
-            Ok(Some(key))
-        }
-        Err(e) => Err(CommandError::new(format!(
-            "cannot read the master key file {}: {e}",
-            path.display()
-        ))),
-    }
-}
-
-/// Writes a new file readable by its owner only; fails if it exists.
-fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()
-}
-
-/// Opens the database of `config` as a [`Kms`], recording store latency into `metrics` and
-/// telling security events to `alerts` as well as the log.
-pub fn open_kms(
-    config: &Config,
-    metrics: Option<Arc<Metrics>>,
-    key_file: MasterKeyFile,
-    alerts: Option<Arc<dyn SecurityEventSink>>,
-) -> Result<Kms, CommandError> {
-    let sqlite = SqliteStore::open(&config.db).map_err(|e| {
-        CommandError::new(format!(
-            "cannot open the database {}: {}",
-            config.db.display(),
-            crate::http::error::error_chain(&e)
-        ))
-    })?;
-    let mut store: Arc<dyn Store> = Arc::new(sqlite);
-    let metrics_for_events = metrics.clone();
-    if let Some(metrics) = metrics {
-        store = Arc::new(MeteredStore::new(store, metrics));
-    }
-    let master = master_key(config, key_file, store.as_ref())?;
-    let mut builder = Kms::builder(store)
-        .cache_ttl(config.cache_ttl)
-        .cache_capacity(config.cache_capacity)
-        .lockout_policy(config.lockout)
-        .jwt_settings(config.jwt.clone())
-        .security_event_sink(Arc::new(LoggedSecurityEvents::new(metrics_for_events)));
-    if let Some(alerts) = alerts {
-        builder = builder.security_event_sink(alerts);
-    }
-    if config.insecure_fast_hash {
-        builder = builder.hash_params(HashParams::insecure_for_tests());
-    }
-    let from = match &config.master_key {
-        MasterKeySource::Env(_) => "KMS_MASTER_KEY".to_owned(),
-        MasterKeySource::File(path) => format!("the file {}", path.display()),
-    };
-    let has_master = master.is_some();
-    if let Some(key) = master {
-        builder = builder.master_key(key);
-    }
-    builder.build().map_err(|e| match e {
-        kms_core::Error::Internal { message, .. } if has_master => CommandError::new(format!(
-            "cannot open the signing keys of {} with the master key from {from}: {message}. \
-             Use the master key the database was created with; nothing was changed",
-            config.db.display()
-        )),
-        other => CommandError::from(other),
-    })
 }
 
 /// Opens an existing, initialised database for an operator command.
@@ -305,106 +166,6 @@ fn init(config: &Config) -> Result<(), CommandError> {
     let kms = open_kms(config, None, MasterKeyFile::CreateIfMissing, None)?;
     let root = kms.initialize()?;
     print_json(&json!({"root_token": root.token, "token_id": root.info.id}))
-}
-
-fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), CommandError> {
-    // Settings that can fail are checked before the database is touched.
-    let tls = serve_config
-        .tls
-        .as_ref()
-        .map(crate::http::tls::server_config)
-        .transpose()
-        .map_err(CommandError::new)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CommandError::new(format!("cannot start the async runtime: {e}")))?;
-    let metrics = Arc::new(Metrics::new());
-    let (alerts, alert_worker) = match &serve_config.alerts {
-        Some(settings) => {
-            let (sink, worker) =
-                alerts::webhook(settings, RetryPolicy::default(), Some(metrics.clone()));
-            (
-                Some(Arc::new(sink) as Arc<dyn SecurityEventSink>),
-                Some(worker),
-            )
-        }
-        None => (None, None),
-    };
-    let kms = open_kms(
-        config,
-        Some(metrics.clone()),
-        MasterKeyFile::CreateIfMissing,
-        alerts,
-    )?;
-    if !kms.is_initialized()? {
-        let root = kms.initialize()?;
-        // Printed once, here, and nowhere else: it is never logged. The second line is the
-        // same JSON object `kms init` prints, for scripts.
-        eprintln!(
-            "kms: initialised {}; the root token below is shown once, store it now:",
-            config.db.display()
-        );
-        eprintln!(
-            "{}",
-            json!({"root_token": root.token, "token_id": root.info.id})
-        );
-    }
-    let options = HttpOptions {
-        body_limit: serve_config.body_limit,
-        request_timeout: serve_config.request_timeout,
-        network: NetworkPolicy {
-            deny: serve_config.deny_networks.clone(),
-            trusted_proxies: serve_config.trusted_proxies.clone(),
-        },
-        rate_limit: serve_config.rate_limit,
-        hsts: tls.is_some(),
-    };
-    let app = server::router(kms.clone(), metrics.clone(), &options);
-    let maintenance = Maintenance {
-        key_rotation_interval: serve_config.key_rotation_interval,
-        audit_retention: serve_config.audit_retention,
-        expired_token_retention: serve_config.expired_token_retention,
-    };
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(serve_config.listen)
-            .await
-            .map_err(|e| {
-                CommandError::new(format!(
-                    "cannot listen on {} (from the listen setting): {e}",
-                    serve_config.listen
-                ))
-            })?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| CommandError::new(format!("cannot read the bound address: {e}")))?;
-        if let Some(worker) = alert_worker {
-            tokio::spawn(worker.run());
-        }
-        let upkeep = maintenance.spawn(kms);
-        eprintln!("listening on {local}");
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        tracing::info!(address = %local, scheme, db = %config.db.display(), "kms is serving");
-        let gate = ConnectionGate::new(serve_config.connection_limits.clone(), metrics);
-        let serving = ServeOptions {
-            header_read_timeout: serve_config.header_read_timeout,
-            shutdown_timeout: serve_config.shutdown_timeout,
-        };
-        match tls {
-            Some(tls) => {
-                // The handshake gets as long as the headers will.
-                let listener = TlsListener::new(listener, tls, gate, serving.header_read_timeout)
-                    .map_err(|e| {
-                    CommandError::new(format!("cannot read the bound address: {e}"))
-                })?;
-                server::serve(listener, app, serving).await;
-            }
-            None => server::serve(TcpIncoming::new(listener, gate), app, serving).await,
-        }
-        upkeep.abort();
-        tracing::info!("kms stopped");
-        Ok(())
-    })
 }
 
 fn keys(config: &Config, cmd: KeysCommand) -> Result<(), CommandError> {
