@@ -3,6 +3,7 @@
 //! ([`middleware`]), how requests are read ([`extract`]) and answered ([`error`],
 //! [`wire`]), and the OpenAPI document ([`openapi`]).
 
+pub mod blocking;
 pub mod connections;
 pub mod error;
 pub mod extract;

@@ -14,9 +14,9 @@ use tower::{Layer, Service, ServiceExt};
 
 pub use crate::http::middleware::client_addr::client_ip;
 
+use crate::http::blocking::cached_else_blocking;
 use crate::http::error::ApiError;
 use crate::http::middleware::request_id::RequestId;
-use crate::http::routes::blocking;
 
 /// Longest credential looked at; kms tokens are at most 64 characters.
 const MAX_CREDENTIAL_LEN: usize = 1024;
@@ -59,13 +59,13 @@ pub async fn authenticate(kms: &Kms, request: &mut Request) -> Result<(), ApiErr
         .extensions()
         .get::<RequestId>()
         .map(|id| id.as_str().to_owned());
-    let caller: Caller = match kms.try_authenticate_cached(token, ip) {
-        Some(result) => result?,
-        None => {
-            let (kms, token) = (kms.clone(), token.to_owned());
-            blocking(move || kms.authenticate(&token, ip)).await?
-        }
-    };
+    let caller: Caller = cached_else_blocking(
+        kms,
+        token,
+        |kms, token| kms.try_authenticate_cached(token, ip),
+        move |kms, token| kms.authenticate(&token, ip),
+    )
+    .await?;
     // The address and request id go into the audit events of the call.
     request
         .extensions_mut()

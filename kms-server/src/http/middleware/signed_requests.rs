@@ -31,9 +31,9 @@ use kms_core::request_signing::{SignatureError, SignedRequest};
 use kms_core::{Caller, Kms};
 use tower::{Layer, Service, ServiceExt};
 
+use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::middleware::body_limit::BodyLimit;
-use crate::http::routes::blocking;
 use crate::ops::metrics::Metrics;
 
 /// Unix seconds at which the client signed.

@@ -4,7 +4,7 @@
 //! A `503` must mean "nothing happened": a write that commits after its request was
 //! answered `503` would be applied twice by the client's retry (and a refresh token
 //! exchanged that way would look reused, revoking its family). So handlers run their store
-//! calls through [`crate::http::routes::run_blocking`], which marks the request's [`StoreWork`]
+//! calls through [`crate::http::blocking::run_blocking`], which marks the request's [`StoreWork`]
 //! as started; a request whose store work has started is answered when that work ends
 //! (store calls are bounded: SQLite's busy wait is 5 s), and one whose work has not
 //! started yet is answered `503` and its work never runs. The limit thus bounds the wait

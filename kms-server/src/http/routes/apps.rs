@@ -6,9 +6,9 @@ use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use kms_core::{AppUpdate, Application, Caller, Kms, NewApp, Page, PageRequest};
 
+use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, QueryParams};
-use crate::http::routes::blocking;
 use crate::http::wire;
 
 /// `POST /v1/apps`.

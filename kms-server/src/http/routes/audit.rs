@@ -6,9 +6,9 @@ use kms_core::{AuditEvent, AuditFilter, AuditVerification, Caller, Kms, Page, Pa
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::QueryParams;
-use crate::http::routes::blocking;
 use crate::http::wire;
 
 /// `?limit=&cursor=&action=&actor=&since=` of the audit listing.

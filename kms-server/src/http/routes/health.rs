@@ -9,9 +9,9 @@ use axum::Json;
 use kms_core::Kms;
 use serde_json::json;
 
+use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::middleware::RequestId;
-use crate::http::routes::blocking;
 use crate::http::wire;
 use crate::ops::metrics::Metrics;
 

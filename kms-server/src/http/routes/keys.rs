@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use kms_core::{Caller, KeyInfo, Kms, Page};
 
+use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
-use crate::http::routes::blocking;
 use crate::http::wire;
 
 /// `GET /v1/keys`: key ids, algorithms, states and dates, newest first; never private

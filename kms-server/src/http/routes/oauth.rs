@@ -22,12 +22,13 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::http::blocking::{blocking, cached_else_blocking, run_blocking};
 use crate::http::error::ApiError;
 use crate::http::extract::{is_json_content_type, JsonBody};
 use crate::http::middleware::auth::{bearer_token, client_ip};
 use crate::http::middleware::signed_requests::{self, SignedParts, Signer};
 use crate::http::middleware::RequestId;
-use crate::http::routes::{blocking, run_blocking, AppState};
+use crate::http::routes::AppState;
 use crate::http::wire;
 
 /// An error in the OAuth 2.0 shape.
@@ -307,13 +308,13 @@ impl CallerParts {
     async fn authenticate(self, kms: &Kms) -> Result<Caller, OAuthFailure> {
         let token = self.token?;
         let ip = self.ip;
-        let caller = match kms.try_authenticate_cached(&token, ip) {
-            Some(result) => result?,
-            None => {
-                let kms = kms.clone();
-                blocking(move || kms.authenticate(&token, ip)).await?
-            }
-        };
+        let caller = cached_else_blocking(
+            kms,
+            token.as_str(),
+            |kms, token| kms.try_authenticate_cached(token, ip),
+            move |kms, token| kms.authenticate(&token, ip),
+        )
+        .await?;
         Ok(caller.with_request(ip, self.request_id))
     }
 }

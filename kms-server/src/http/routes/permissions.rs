@@ -6,9 +6,9 @@ use axum::{Extension, Json};
 use kms_core::{Caller, Kms, NewPermission, Page, Permission};
 use serde::{Deserialize, Serialize};
 
+use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
-use crate::http::routes::blocking;
 use crate::http::wire;
 
 /// The body of `POST /v1/permissions/bulk`.

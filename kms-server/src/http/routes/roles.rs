@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use kms_core::{Caller, Kms, NewRole, Page, RoleUpdate, RoleView};
 
+use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
-use crate::http::routes::blocking;
 use crate::http::wire;
 
 /// `POST /v1/roles`.

@@ -9,9 +9,9 @@ use kms_core::{
     Caller, CreatedToken, Kms, NewToken, Page, PageRequest, RotateToken, TokenInfo, TokenUpdate,
 };
 
+use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, OptionalJsonBody, QueryParams};
-use crate::http::routes::blocking;
 use crate::http::wire;
 
 /// `201 Created` with a freshly issued secret, never to be cached.

@@ -7,9 +7,9 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use kms_core::{Caller, Kms, VerifyRequest, VerifyResponse};
 
+use crate::http::blocking::cached_else_blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
-use crate::http::routes::blocking;
 use crate::http::wire;
 use crate::ops::metrics::Metrics;
 
@@ -28,10 +28,13 @@ pub async fn verify(
     JsonBody(req): JsonBody<VerifyRequest>,
 ) -> Result<Json<VerifyResponse>, ApiError> {
     // A cached key is answered inline; the store and argon2id run on the blocking pool.
-    let verification = match kms.try_verify_cached(&caller, &req) {
-        Some(result) => result?,
-        None => blocking(move || kms.verify(&caller, &req)).await?,
-    };
+    let verification = cached_else_blocking(
+        &kms,
+        &(caller, req),
+        |kms, (caller, req)| kms.try_verify_cached(caller, req),
+        |kms, (caller, req)| kms.verify(&caller, &req),
+    )
+    .await?;
     metrics.record_verification(verification.code().as_str());
     Ok(Json(verification.to_response()))
 }
