@@ -7,6 +7,16 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::settings::{
+    config_help, Setting, ACCESS_TOKEN_TTL, ALERT_WEBHOOK, ALERT_WEBHOOK_SECRET, AUDIT_RETENTION,
+    BODY_LIMIT, CACHE_CAPACITY, CACHE_TTL, DB, DENY_NETWORKS, EXPIRED_TOKEN_RETENTION,
+    HEADER_READ_TIMEOUT, INSECURE_FAST_HASH, JWT_AUDIENCE, JWT_ISSUER, JWT_LEEWAY,
+    KEY_ROTATION_INTERVAL, LISTEN, LOCKOUT_DURATION, LOCKOUT_THRESHOLD, LOCKOUT_WINDOW, LOG_FORMAT,
+    LOG_LEVEL, MASTER_KEY_FILE, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, RATE_LIMIT_BURST,
+    RATE_LIMIT_PER_IP, REFRESH_OVERLAP, REFRESH_TOKEN_TTL, REQUEST_TIMEOUT, SHUTDOWN_TIMEOUT,
+    TLS_CERT, TLS_KEY, TRUSTED_PROXIES,
+};
+
 /// `kms`: API keys and authorization, as a server and an operator tool.
 #[derive(Debug, Parser)]
 #[command(
@@ -33,30 +43,23 @@ pub struct Cli {
 /// Settings shared by every command.
 #[derive(Debug, Clone, Default, Args)]
 pub struct GlobalArgs {
-    /// SQLite database file [env: KMS_DB] [default: ./kms.db]
-    #[arg(long, global = true, value_name = "PATH")]
+    /// The database path (setting `db`; see [`crate::config`]).
+    #[arg(long = DB.long(), help = DB.help_text(), global = true, value_name = "PATH")]
     pub db: Option<String>,
-    /// TOML configuration file with any of the settings (keys as in the flags, with `_`)
-    /// [env: KMS_CONFIG]
-    #[arg(long, global = true, value_name = "FILE")]
+    /// The configuration file (TOML, keys as in the settings table of [`crate::config`]).
+    #[arg(long, help = config_help(), global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Log format: `text` or `json` (logs go to stderr) [env: KMS_LOG_FORMAT]
-    /// [default: text]
-    #[arg(long, global = true, value_name = "FORMAT")]
+    /// The log format (setting `log_format`; see [`crate::config`]).
+    #[arg(long = LOG_FORMAT.long(), help = LOG_FORMAT.help_text(), global = true, value_name = "FORMAT")]
     pub log_format: Option<String>,
-    /// Log filter such as `info` or `kms_server=debug,info` [env: KMS_LOG_LEVEL]
-    /// [default: info]
-    #[arg(long, global = true, value_name = "FILTER")]
+    /// The log level (setting `log_level`; see [`crate::config`]).
+    #[arg(long = LOG_LEVEL.long(), help = LOG_LEVEL.help_text(), global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
-    /// File holding the base64 master key that seals access-token signing keys; created
-    /// (mode 0600) by `init` and `serve` when missing. The key itself may instead come from
-    /// KMS_MASTER_KEY (base64 of 32 bytes), never both [env: KMS_MASTER_KEY_FILE]
-    /// [default: the database path + `.key`]
-    #[arg(long, global = true, value_name = "FILE")]
+    /// The master key file (setting `master_key_file`; see [`crate::config`]).
+    #[arg(long = MASTER_KEY_FILE.long(), help = MASTER_KEY_FILE.help_text(), global = true, value_name = "FILE")]
     pub master_key_file: Option<String>,
-    /// TEST ONLY: deliberately cheap argon2id parameters so test suites run fast. Never
-    /// use where real secrets are issued [env: KMS_INSECURE_FAST_HASH]
-    #[arg(long, global = true, hide = true)]
+    /// The insecure fast hash switch (setting `insecure_fast_hash`; see [`crate::config`]).
+    #[arg(long = INSECURE_FAST_HASH.long(), help = INSECURE_FAST_HASH.help_text(), global = true, hide = true)]
     pub insecure_fast_hash: bool,
 }
 
@@ -107,126 +110,100 @@ pub enum AuditCommand {
 /// Settings of `kms serve`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
-    /// Address to listen on, IP:PORT (port 0 picks a free port; the bound address is
-    /// printed on stderr as `listening on ADDR`) [env: KMS_LISTEN]
-    /// [default: 127.0.0.1:8080]
-    #[arg(long, value_name = "ADDR")]
+    /// The listen address (setting `listen`; see [`crate::config`]).
+    #[arg(long = LISTEN.long(), help = LISTEN.help_text(), value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Largest request body, e.g. 1048576, 512KiB, 1MiB [env: KMS_BODY_LIMIT]
-    /// [default: 1MiB]
-    #[arg(long, value_name = "SIZE")]
+    /// The body limit (setting `body_limit`; see [`crate::config`]).
+    #[arg(long = BODY_LIMIT.long(), help = BODY_LIMIT.help_text(), value_name = "SIZE")]
     pub body_limit: Option<String>,
-    /// Longest a request may run, e.g. 30s, 500ms [env: KMS_REQUEST_TIMEOUT]
-    /// [default: 30s]
-    #[arg(long, value_name = "DURATION")]
+    /// The request timeout (setting `request_timeout`; see [`crate::config`]).
+    #[arg(long = REQUEST_TIMEOUT.long(), help = REQUEST_TIMEOUT.help_text(), value_name = "DURATION")]
     pub request_timeout: Option<String>,
-    /// Longest in-flight requests may take to finish after a shutdown signal
-    /// [env: KMS_SHUTDOWN_TIMEOUT] [default: 30s]
-    #[arg(long, value_name = "DURATION")]
+    /// The shutdown timeout (setting `shutdown_timeout`; see [`crate::config`]).
+    #[arg(long = SHUTDOWN_TIMEOUT.long(), help = SHUTDOWN_TIMEOUT.help_text(), value_name = "DURATION")]
     pub shutdown_timeout: Option<String>,
-    /// Longest a client may take to send a request's headers, on a new connection and on
-    /// a kept-alive one after each answer; a TLS handshake has as long again. Over it the
-    /// connection is closed [env: KMS_HEADER_READ_TIMEOUT] [default: 10s]
-    #[arg(long, value_name = "DURATION")]
+    /// The header read timeout (setting `header_read_timeout`; see [`crate::config`]).
+    #[arg(long = HEADER_READ_TIMEOUT.long(), help = HEADER_READ_TIMEOUT.help_text(), value_name = "DURATION")]
     pub header_read_timeout: Option<String>,
-    /// Connections open at once; one more is closed unread; 0: no limit
-    /// [env: KMS_MAX_CONNECTIONS] [default: 10000]
-    #[arg(long, value_name = "N")]
+    /// The connection limit (setting `max_connections`; see [`crate::config`]).
+    #[arg(long = MAX_CONNECTIONS.long(), help = MAX_CONNECTIONS.help_text(), value_name = "N")]
     pub max_connections: Option<String>,
-    /// Connections open at once from one client address (IPv6 per /64; trusted proxies
-    /// are exempt); one more is closed unread; 0: no limit
-    /// [env: KMS_MAX_CONNECTIONS_PER_IP] [default: 256]
-    #[arg(long, value_name = "N")]
+    /// The connection limit per client address (setting `max_connections_per_ip`; see [`crate::config`]).
+    #[arg(long = MAX_CONNECTIONS_PER_IP.long(), help = MAX_CONNECTIONS_PER_IP.help_text(), value_name = "N")]
     pub max_connections_per_ip: Option<String>,
-    /// How long a verified key stays cached [env: KMS_CACHE_TTL] [default: 60s]
-    #[arg(long, value_name = "DURATION")]
+    /// The cache ttl (setting `cache_ttl`; see [`crate::config`]).
+    #[arg(long = CACHE_TTL.long(), help = CACHE_TTL.help_text(), value_name = "DURATION")]
     pub cache_ttl: Option<String>,
-    /// Most verified keys cached; 0 disables the cache [env: KMS_CACHE_CAPACITY]
-    /// [default: 100000]
-    #[arg(long, value_name = "N")]
+    /// The cache capacity (setting `cache_capacity`; see [`crate::config`]).
+    #[arg(long = CACHE_CAPACITY.long(), help = CACHE_CAPACITY.help_text(), value_name = "N")]
     pub cache_capacity: Option<String>,
-    /// Failed authentications or verifications from one source, within the lockout
-    /// window, that lock it out; 0 disables lockouts [env: KMS_LOCKOUT_THRESHOLD]
-    /// [default: 10]
-    #[arg(long, value_name = "N")]
+    /// The lockout threshold (setting `lockout_threshold`; see [`crate::config`]).
+    #[arg(long = LOCKOUT_THRESHOLD.long(), help = LOCKOUT_THRESHOLD.help_text(), value_name = "N")]
     pub lockout_threshold: Option<String>,
-    /// The window in which failures are counted [env: KMS_LOCKOUT_WINDOW] [default: 60s]
-    #[arg(long, value_name = "DURATION")]
+    /// The lockout window (setting `lockout_window`; see [`crate::config`]).
+    #[arg(long = LOCKOUT_WINDOW.long(), help = LOCKOUT_WINDOW.help_text(), value_name = "DURATION")]
     pub lockout_window: Option<String>,
-    /// How long a locked-out source is refused (429) [env: KMS_LOCKOUT_DURATION]
-    /// [default: 300s]
-    #[arg(long, value_name = "DURATION")]
+    /// The lockout duration (setting `lockout_duration`; see [`crate::config`]).
+    #[arg(long = LOCKOUT_DURATION.long(), help = LOCKOUT_DURATION.help_text(), value_name = "DURATION")]
     pub lockout_duration: Option<String>,
-    /// Rotate the signing key of access tokens once the active one is this old, e.g. 30d;
-    /// 0 never rotates on a schedule [env: KMS_KEY_ROTATION_INTERVAL] [default: 0]
-    #[arg(long, value_name = "DURATION")]
+    /// The key rotation interval (setting `key_rotation_interval`; see [`crate::config`]).
+    #[arg(long = KEY_ROTATION_INTERVAL.long(), help = KEY_ROTATION_INTERVAL.help_text(), value_name = "DURATION")]
     pub key_rotation_interval: Option<String>,
-    /// Delete audit events older than this, e.g. 365d, keeping the chain verifiable from
-    /// the first kept event; 0 keeps every event [env: KMS_AUDIT_RETENTION] [default: 0]
-    #[arg(long, value_name = "DURATION")]
+    /// The audit retention (setting `audit_retention`; see [`crate::config`]).
+    #[arg(long = AUDIT_RETENTION.long(), help = AUDIT_RETENTION.help_text(), value_name = "DURATION")]
     pub audit_retention: Option<String>,
-    /// Delete tokens that expired longer ago than this, e.g. 30d; 0 keeps them
-    /// [env: KMS_EXPIRED_TOKEN_RETENTION] [default: 0]
-    #[arg(long, value_name = "DURATION")]
+    /// The expired token retention (setting `expired_token_retention`; see [`crate::config`]).
+    #[arg(long = EXPIRED_TOKEN_RETENTION.long(), help = EXPIRED_TOKEN_RETENTION.help_text(), value_name = "DURATION")]
     pub expired_token_retention: Option<String>,
     /// Settings of access tokens.
     #[command(flatten)]
     pub jwt: JwtArgs,
-    /// PEM certificate chain: serve HTTPS (with --tls-key) [env: KMS_TLS_CERT]
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    /// The TLS certificate file (setting `tls_cert`; see [`crate::config`]).
+    #[arg(long = TLS_CERT.long(), help = TLS_CERT.help_text(), value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<String>,
-    /// PEM private key of the certificate [env: KMS_TLS_KEY]
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    /// The TLS private key file (setting `tls_key`; see [`crate::config`]).
+    #[arg(long = TLS_KEY.long(), help = TLS_KEY.help_text(), value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<String>,
-    /// Refuse every request from these networks with 403, CIDR (repeat or separate with
-    /// commas) [env: KMS_DENY_NETWORKS]
-    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    /// The denied networks (setting `deny_networks`; see [`crate::config`]).
+    #[arg(long = DENY_NETWORKS.long(), help = DENY_NETWORKS.help_text(), value_name = "CIDR", value_delimiter = ',')]
     pub deny_network: Vec<String>,
-    /// Networks of reverse proxies whose X-Forwarded-For is believed, CIDR (repeat or
-    /// separate with commas); by default none [env: KMS_TRUSTED_PROXIES]
-    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    /// The trusted proxies (setting `trusted_proxies`; see [`crate::config`]).
+    #[arg(long = TRUSTED_PROXIES.long(), help = TRUSTED_PROXIES.help_text(), value_name = "CIDR", value_delimiter = ',')]
     pub trusted_proxy: Vec<String>,
-    /// Management calls per second allowed from one client address; 0 disables the
-    /// limit [env: KMS_RATE_LIMIT_PER_IP] [default: 100]
-    #[arg(long, value_name = "N")]
+    /// The rate limit per client address (setting `rate_limit_per_ip`; see [`crate::config`]).
+    #[arg(long = RATE_LIMIT_PER_IP.long(), help = RATE_LIMIT_PER_IP.help_text(), value_name = "N")]
     pub rate_limit_per_ip: Option<String>,
-    /// Management calls one client address may make at once before the rate applies
-    /// [env: KMS_RATE_LIMIT_BURST] [default: twice the rate]
-    #[arg(long, value_name = "N")]
+    /// The rate limit burst (setting `rate_limit_burst`; see [`crate::config`]).
+    #[arg(long = RATE_LIMIT_BURST.long(), help = RATE_LIMIT_BURST.help_text(), value_name = "N")]
     pub rate_limit_burst: Option<String>,
-    /// POST security events (lockouts, refresh-token reuse, a broken audit chain) to this
-    /// URL as signed JSON [env: KMS_ALERT_WEBHOOK]
-    #[arg(long, value_name = "URL")]
+    /// The alert webhook URL (setting `alert_webhook`; see [`crate::config`]).
+    #[arg(long = ALERT_WEBHOOK.long(), help = ALERT_WEBHOOK.help_text(), value_name = "URL")]
     pub alert_webhook: Option<String>,
-    /// HMAC-SHA256 key of the webhook's X-KMS-Signature header, at least 16 characters;
-    /// prefer the environment variable [env: KMS_ALERT_WEBHOOK_SECRET]
-    #[arg(long, value_name = "SECRET")]
+    /// The alert webhook secret (setting `alert_webhook_secret`; see [`crate::config`]).
+    #[arg(long = ALERT_WEBHOOK_SECRET.long(), help = ALERT_WEBHOOK_SECRET.help_text(), value_name = "SECRET")]
     pub alert_webhook_secret: Option<String>,
 }
 
 /// Settings of access tokens (`kms serve`, `kms keys rotate`).
 #[derive(Debug, Clone, Default, Args)]
 pub struct JwtArgs {
-    /// `iss` of access tokens [env: KMS_JWT_ISSUER] [default: kms]
-    #[arg(long, value_name = "ISSUER")]
+    /// The access-token issuer (setting `jwt_issuer`; see [`crate::config`]).
+    #[arg(long = JWT_ISSUER.long(), help = JWT_ISSUER.help_text(), value_name = "ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// `aud` of access tokens when the client asks for none [env: KMS_JWT_AUDIENCE]
-    /// [default: kms]
-    #[arg(long, value_name = "AUDIENCE")]
+    /// The access-token audience (setting `jwt_audience`; see [`crate::config`]).
+    #[arg(long = JWT_AUDIENCE.long(), help = JWT_AUDIENCE.help_text(), value_name = "AUDIENCE")]
     pub jwt_audience: Option<String>,
-    /// Lifetime of access tokens; a rotated key verifies this long (plus leeway) before it
-    /// retires [env: KMS_ACCESS_TOKEN_TTL] [default: 900s]
-    #[arg(long, value_name = "DURATION")]
+    /// The access-token lifetime (setting `access_token_ttl`; see [`crate::config`]).
+    #[arg(long = ACCESS_TOKEN_TTL.long(), help = ACCESS_TOKEN_TTL.help_text(), value_name = "DURATION")]
     pub access_token_ttl: Option<String>,
-    /// Lifetime of refresh tokens [env: KMS_REFRESH_TOKEN_TTL] [default: 30d]
-    #[arg(long, value_name = "DURATION")]
+    /// The refresh-token lifetime (setting `refresh_token_ttl`; see [`crate::config`]).
+    #[arg(long = REFRESH_TOKEN_TTL.long(), help = REFRESH_TOKEN_TTL.help_text(), value_name = "DURATION")]
     pub refresh_token_ttl: Option<String>,
-    /// How long an exchanged refresh token may be exchanged again (client retries) before
-    /// it counts as reuse [env: KMS_REFRESH_OVERLAP] [default: 0]
-    #[arg(long, value_name = "DURATION")]
+    /// The refresh overlap (setting `refresh_overlap`; see [`crate::config`]).
+    #[arg(long = REFRESH_OVERLAP.long(), help = REFRESH_OVERLAP.help_text(), value_name = "DURATION")]
     pub refresh_overlap: Option<String>,
-    /// Clock skew allowed on `exp` and `nbf` [env: KMS_JWT_LEEWAY] [default: 30s]
-    #[arg(long, value_name = "DURATION")]
+    /// The access-token leeway (setting `jwt_leeway`; see [`crate::config`]).
+    #[arg(long = JWT_LEEWAY.long(), help = JWT_LEEWAY.help_text(), value_name = "DURATION")]
     pub jwt_leeway: Option<String>,
 }
 
@@ -465,40 +442,40 @@ impl Cli {
     pub fn flag_settings(&self) -> BTreeMap<&'static str, String> {
         let mut flags = BTreeMap::new();
         let g = &self.global;
-        let mut put = |key: &'static str, value: &Option<String>| {
+        let mut put = |setting: Setting, value: &Option<String>| {
             if let Some(v) = value {
-                flags.insert(key, v.clone());
+                flags.insert(setting.key, v.clone());
             }
         };
-        put("db", &g.db);
-        put("log_format", &g.log_format);
-        put("log_level", &g.log_level);
-        put("master_key_file", &g.master_key_file);
+        put(DB, &g.db);
+        put(LOG_FORMAT, &g.log_format);
+        put(LOG_LEVEL, &g.log_level);
+        put(MASTER_KEY_FILE, &g.master_key_file);
         if let Command::Serve(s) = &self.command {
-            put("listen", &s.listen);
-            put("body_limit", &s.body_limit);
-            put("request_timeout", &s.request_timeout);
-            put("shutdown_timeout", &s.shutdown_timeout);
-            put("header_read_timeout", &s.header_read_timeout);
-            put("max_connections", &s.max_connections);
-            put("max_connections_per_ip", &s.max_connections_per_ip);
-            put("cache_ttl", &s.cache_ttl);
-            put("cache_capacity", &s.cache_capacity);
-            put("lockout_threshold", &s.lockout_threshold);
-            put("lockout_window", &s.lockout_window);
-            put("lockout_duration", &s.lockout_duration);
-            put("key_rotation_interval", &s.key_rotation_interval);
-            put("tls_cert", &s.tls_cert);
-            put("tls_key", &s.tls_key);
-            put("rate_limit_per_ip", &s.rate_limit_per_ip);
-            put("rate_limit_burst", &s.rate_limit_burst);
-            put("audit_retention", &s.audit_retention);
-            put("expired_token_retention", &s.expired_token_retention);
-            put("alert_webhook", &s.alert_webhook);
-            put("alert_webhook_secret", &s.alert_webhook_secret);
+            put(LISTEN, &s.listen);
+            put(BODY_LIMIT, &s.body_limit);
+            put(REQUEST_TIMEOUT, &s.request_timeout);
+            put(SHUTDOWN_TIMEOUT, &s.shutdown_timeout);
+            put(HEADER_READ_TIMEOUT, &s.header_read_timeout);
+            put(MAX_CONNECTIONS, &s.max_connections);
+            put(MAX_CONNECTIONS_PER_IP, &s.max_connections_per_ip);
+            put(CACHE_TTL, &s.cache_ttl);
+            put(CACHE_CAPACITY, &s.cache_capacity);
+            put(LOCKOUT_THRESHOLD, &s.lockout_threshold);
+            put(LOCKOUT_WINDOW, &s.lockout_window);
+            put(LOCKOUT_DURATION, &s.lockout_duration);
+            put(KEY_ROTATION_INTERVAL, &s.key_rotation_interval);
+            put(TLS_CERT, &s.tls_cert);
+            put(TLS_KEY, &s.tls_key);
+            put(RATE_LIMIT_PER_IP, &s.rate_limit_per_ip);
+            put(RATE_LIMIT_BURST, &s.rate_limit_burst);
+            put(AUDIT_RETENTION, &s.audit_retention);
+            put(EXPIRED_TOKEN_RETENTION, &s.expired_token_retention);
+            put(ALERT_WEBHOOK, &s.alert_webhook);
+            put(ALERT_WEBHOOK_SECRET, &s.alert_webhook_secret);
             let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));
-            put("deny_networks", &list(&s.deny_network));
-            put("trusted_proxies", &list(&s.trusted_proxy));
+            put(DENY_NETWORKS, &list(&s.deny_network));
+            put(TRUSTED_PROXIES, &list(&s.trusted_proxy));
         }
         let jwt = match &self.command {
             Command::Serve(s) => Some(&s.jwt),
@@ -506,15 +483,15 @@ impl Cli {
             _ => None,
         };
         if let Some(j) = jwt {
-            put("jwt_issuer", &j.jwt_issuer);
-            put("jwt_audience", &j.jwt_audience);
-            put("access_token_ttl", &j.access_token_ttl);
-            put("refresh_token_ttl", &j.refresh_token_ttl);
-            put("refresh_overlap", &j.refresh_overlap);
-            put("jwt_leeway", &j.jwt_leeway);
+            put(JWT_ISSUER, &j.jwt_issuer);
+            put(JWT_AUDIENCE, &j.jwt_audience);
+            put(ACCESS_TOKEN_TTL, &j.access_token_ttl);
+            put(REFRESH_TOKEN_TTL, &j.refresh_token_ttl);
+            put(REFRESH_OVERLAP, &j.refresh_overlap);
+            put(JWT_LEEWAY, &j.jwt_leeway);
         }
         if g.insecure_fast_hash {
-            flags.insert("insecure_fast_hash", "true".to_owned());
+            flags.insert(INSECURE_FAST_HASH.key, "true".to_owned());
         }
         flags
     }
@@ -529,11 +506,105 @@ impl Cli {
 )]
 mod tests {
     use super::*;
+    use crate::config::settings::{ALL, CONFIG_ENV};
     use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// The flags of `kms serve` (the global ones included), by long name.
+    fn serve_flags() -> BTreeMap<String, clap::Arg> {
+        let mut cli = Cli::command();
+        cli.build();
+        let serve = cli.find_subcommand("serve").unwrap();
+        serve
+            .get_arguments()
+            .filter_map(|a| Some((a.get_long()?.to_owned(), a.clone())))
+            .collect()
+    }
+
+    #[test]
+    fn every_flag_of_a_setting_is_the_settings_table_entry() {
+        let flags = serve_flags();
+        for setting in &ALL {
+            let Some(long) = setting.flag else { continue };
+            let arg = flags
+                .get(long)
+                .unwrap_or_else(|| panic!("kms serve has no --{long} for `{}`", setting.key));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert_eq!(help, setting.help_text(), "the help of --{long}");
+            assert!(help.contains(&format!("[env: {}]", setting.env)), "{help}");
+            assert!(
+                help.contains(&format!("[default: {}]", setting.default_text())),
+                "{help}"
+            );
+            assert_eq!(arg.get_long_help(), None, "--{long} has a second help text");
+            // Environment variables are read by `config::Sources`, with the file between
+            // them and the defaults; clap must not read them too.
+            assert_eq!(arg.get_env(), None, "--{long} reads the environment itself");
+        }
+    }
+
+    #[test]
+    fn every_flag_of_kms_serve_is_a_setting() {
+        for (long, arg) in serve_flags() {
+            match long.as_str() {
+                "help" | "version" => {}
+                "config" => {
+                    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                    assert!(help.contains(&format!("[env: {CONFIG_ENV}]")), "{help}");
+                }
+                _ => assert!(
+                    ALL.iter().any(|s| s.flag == Some(long.as_str())),
+                    "--{long} is not in the settings table (config/settings.rs)"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn every_flag_of_a_setting_reaches_its_setting() {
+        for setting in &ALL {
+            let Some(long) = setting.flag else { continue };
+            let flag = format!("--{long}");
+            let (mut args, expected) = if setting.key == INSECURE_FAST_HASH.key {
+                (vec!["kms", "serve", flag.as_str()], "true")
+            } else {
+                (vec!["kms", "serve", flag.as_str(), "v1"], "v1")
+            };
+            // The TLS pair is required together.
+            match setting.key {
+                "tls_cert" => args.extend(["--tls-key", "v2"]),
+                "tls_key" => args.extend(["--tls-cert", "v2"]),
+                _ => {}
+            }
+            let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{flag}: {e}"));
+            assert_eq!(
+                cli.flag_settings().get(setting.key).map(String::as_str),
+                Some(expected),
+                "{flag} does not set `{}`",
+                setting.key
+            );
+        }
+        let jwt: Vec<_> = [
+            "jwt-issuer",
+            "jwt-audience",
+            "access-token-ttl",
+            "refresh-token-ttl",
+        ]
+        .iter()
+        .map(|l| ALL.iter().find(|s| s.flag == Some(l)).unwrap())
+        .collect();
+        for setting in jwt {
+            let flag = setting.flag_name();
+            let cli = Cli::try_parse_from(["kms", "keys", "rotate", flag.as_str(), "v1"]).unwrap();
+            assert_eq!(
+                cli.flag_settings().get(setting.key).map(String::as_str),
+                Some("v1")
+            );
+        }
     }
 
     #[test]
