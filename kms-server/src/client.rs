@@ -134,12 +134,13 @@ fn segment(s: &str) -> String {
     out
 }
 
+/// How long the client waits for one call's answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl KmsClient {
-    /// A client of the server at `base_url` (`http://127.0.0.1:8080`), with a 30 s timeout.
+    /// A client of the server at `base_url` (`http://127.0.0.1:8080`), with a 30 s timeout per call.
     pub fn new(base_url: impl Into<String>) -> Self {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(30))
-            .build();
+        let agent = ureq::AgentBuilder::new().timeout(CALL_TIMEOUT).build();
         KmsClient {
             agent,
             base: base_url.into().trim_end_matches('/').to_owned(),

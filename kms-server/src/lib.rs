@@ -15,6 +15,9 @@ pub mod http;
 pub mod ops;
 
 pub use http::error::ApiError;
-pub use http::server::{router, serve, HttpOptions, ServeOptions};
+pub use http::server::{
+    router, serve, HttpOptions, ServeOptions, DEFAULT_BODY_LIMIT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
+};
 pub use http::{openapi, wire};
 pub use ops::metrics::Metrics;

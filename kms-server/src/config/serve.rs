@@ -17,6 +17,7 @@ use super::settings::{
 };
 use super::{ConfigError, Secret, Sources};
 use crate::http::connections::ConnectionLimits;
+use crate::http::server;
 
 /// The server-wide rate limit per client address on management calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,10 +94,10 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            body_limit: 1024 * 1024,
-            request_timeout: Duration::from_secs(30),
-            shutdown_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(10),
+            body_limit: server::DEFAULT_BODY_LIMIT,
+            request_timeout: server::DEFAULT_REQUEST_TIMEOUT,
+            shutdown_timeout: server::DEFAULT_SHUTDOWN_TIMEOUT,
+            header_read_timeout: server::DEFAULT_HEADER_READ_TIMEOUT,
             connection_limits: ConnectionLimits::default(),
             key_rotation_interval: None,
             tls: None,

@@ -29,6 +29,15 @@ use crate::http::routes::{
 };
 use crate::ops::metrics::Metrics;
 
+/// The largest request body by default, in bytes: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// The longest a request may run by default before it is answered `503`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a client may take to send a request's headers, by default.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest in-flight requests may take to finish after a shutdown signal, by default.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpOptions {
@@ -48,8 +57,8 @@ pub struct HttpOptions {
 impl Default for HttpOptions {
     fn default() -> Self {
         HttpOptions {
-            body_limit: 1024 * 1024,
-            request_timeout: Duration::from_secs(30),
+            body_limit: DEFAULT_BODY_LIMIT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             network: NetworkPolicy::default(),
             rate_limit: Some(RateLimitSettings::default()),
             hsts: false,
@@ -190,8 +199,8 @@ pub struct ServeOptions {
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
-            header_read_timeout: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }

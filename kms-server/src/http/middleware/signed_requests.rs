@@ -45,7 +45,7 @@ pub const X_KMS_SIGNATURE: HeaderName = HeaderName::from_static("x-kms-signature
 
 /// Body limit used when the request carries none (it always does behind the server's
 /// layers).
-const FALLBACK_BODY_LIMIT: usize = 1024 * 1024;
+const FALLBACK_BODY_LIMIT: usize = crate::http::server::DEFAULT_BODY_LIMIT;
 
 /// The signature check as a route layer, after bearer authentication: a call by a caller
 /// whose application requires signed requests reaches the route only with a good
