@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::cli::exit;
+
 use crate::config::settings::{
     config_help, Setting, ACCESS_TOKEN_TTL, ALERT_WEBHOOK, ALERT_WEBHOOK_SECRET, AUDIT_RETENTION,
     BODY_LIMIT, CACHE_CAPACITY, CACHE_TTL, DB, DENY_NETWORKS, EXPIRED_TOKEN_RETENTION,
@@ -29,7 +31,8 @@ use crate::config::settings::{
         Start with `kms init --db kms.db` (prints the root token once), then \
         `kms serve --db kms.db`. Operator commands (app, permission, role, token, verify) \
         work directly on a local database with full power and print JSON.",
-    propagate_version = true
+    propagate_version = true,
+    after_help = exit::statuses_help()
 )]
 pub struct Cli {
     /// Settings shared by every command.
@@ -101,9 +104,9 @@ pub enum Command {
 /// `kms audit ...`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the whole hash chain of the audit log (from its retention anchor, if events
-    /// were pruned); prints the verdict as `GET /v1/audit/verify` does and exits with
-    /// status 3 when the chain is broken.
+    /// Check the whole hash chain of the audit log; exits with
+    /// [`exit::AUDIT_CHAIN_BROKEN`] when it is broken.
+    #[command(about = exit::audit_verify_about())]
     Verify,
 }
 
@@ -400,8 +403,8 @@ pub struct VerifyArgs {
     /// The address the token is used from, checked against its allow-list.
     #[arg(long)]
     pub ip: Option<String>,
-    /// Exit with status 3 when the token is not valid (the verdict is printed either way).
-    #[arg(long)]
+    /// Exit with [`exit::INVALID_TOKEN`] when the token is not valid.
+    #[arg(long, help = exit::fail_invalid_help())]
     pub fail_invalid: bool,
 }
 
@@ -605,6 +608,31 @@ mod tests {
                 Some("v1")
             );
         }
+    }
+
+    #[test]
+    fn each_exit_status_has_one_meaning() {
+        let statuses = [
+            exit::SUCCESS,
+            exit::FAILURE,
+            exit::USAGE,
+            exit::INVALID_TOKEN,
+            exit::AUDIT_CHAIN_BROKEN,
+        ];
+        for (i, a) in statuses.iter().enumerate() {
+            assert!(
+                !statuses[i + 1..].contains(a),
+                "exit status {a} has two meanings"
+            );
+        }
+        let usage = Cli::try_parse_from(["kms", "no-such-command"]).unwrap_err();
+        assert_eq!(
+            usage.exit_code(),
+            i32::from(exit::USAGE),
+            "clap's usage status"
+        );
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains(&exit::statuses_help()), "{help}");
     }
 
     #[test]

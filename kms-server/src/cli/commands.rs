@@ -16,6 +16,7 @@ use crate::cli::args::{
     AppCommand, AuditCommand, Cli, Command, KeysCommand, MigrateCommand, PageArgs,
     PermissionCommand, RoleCommand, TokenCommand, TokenCreateArgs, VerifyArgs,
 };
+use crate::cli::exit;
 use crate::config::{Config, MasterKeySource, ServeConfig, Sources};
 
 /// A command failed; the message is for the person at the terminal.
@@ -53,16 +54,13 @@ impl From<crate::config::ConfigError> for CommandError {
     }
 }
 
-/// Exit status of `kms verify --fail-invalid` for a token that is not valid.
-const EXIT_INVALID_TOKEN: u8 = 3;
-
 /// Runs the parsed command line and returns the process's exit status.
 pub fn run(cli: Cli) -> ExitCode {
     match run_inner(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("kms: error: {err}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::FAILURE)
         }
     }
 }
@@ -119,7 +117,9 @@ fn run_inner(cli: Cli) -> Result<ExitCode, CommandError> {
             print_json(&verdict)?;
             Ok(match verdict {
                 kms_core::AuditVerification::Intact { .. } => ExitCode::SUCCESS,
-                kms_core::AuditVerification::Broken { .. } => ExitCode::from(3),
+                kms_core::AuditVerification::Broken { .. } => {
+                    ExitCode::from(exit::AUDIT_CHAIN_BROKEN)
+                }
             })
         }
     }
@@ -419,7 +419,7 @@ fn verify(kms: &Kms, args: VerifyArgs) -> Result<ExitCode, CommandError> {
     let verification = kms.verify(&kms.operator(), &req)?;
     print_json(&verification.to_response())?;
     if args.fail_invalid && !verification.is_valid() {
-        return Ok(ExitCode::from(EXIT_INVALID_TOKEN));
+        return Ok(ExitCode::from(exit::INVALID_TOKEN));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -334,7 +334,11 @@ mod tests {
         assert_eq!(unset.alerts, None);
         assert!(unset.deny_networks.is_empty() && unset.trusted_proxies.is_empty());
         let rate = unset.rate_limit.unwrap();
-        assert_eq!(rate.burst, 2 * rate.per_second, "the burst is twice the rate");
+        assert_eq!(
+            rate.burst,
+            2 * rate.per_second,
+            "the burst is twice the rate"
+        );
     }
 
     #[test]
