@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::wire::{
+use crate::http::wire::{
     AccessTokenResponse, App, AppPage, AppPatchBody, AuditCheck, AuditPage, AuditQueryParams,
     CreatedTokenView, ErrorInfo, Health, IntrospectionBody, KeyPage, KeyView, NewAppBody,
     NewPermissionBody, NewRoleBody, NewTokenBody, PageQuery, PermissionPage, PermissionView,
@@ -62,7 +62,7 @@ pub enum ClientError {
         /// The HTTP status.
         status: u16,
         /// The decoded error.
-        error: crate::wire::OAuthErrorBody,
+        error: crate::http::wire::OAuthErrorBody,
     },
     /// The server answered an error status without the API's error body.
     #[error("unexpected HTTP status {status}")]
@@ -134,12 +134,13 @@ fn segment(s: &str) -> String {
     out
 }
 
+/// How long the client waits for one call's answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl KmsClient {
-    /// A client of the server at `base_url` (`http://127.0.0.1:8080`), with a 30 s timeout.
+    /// A client of the server at `base_url` (`http://127.0.0.1:8080`), with a 30 s timeout per call.
     pub fn new(base_url: impl Into<String>) -> Self {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(30))
-            .build();
+        let agent = ureq::AgentBuilder::new().timeout(CALL_TIMEOUT).build();
         KmsClient {
             agent,
             base: base_url.into().trim_end_matches('/').to_owned(),
@@ -192,7 +193,7 @@ impl KmsClient {
             let timestamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            let nonce = crate::middleware::RequestId::generate()
+            let nonce = crate::http::middleware::RequestId::generate()
                 .as_str()
                 .replacen("req_", "n", 1);
             let signature = kms_core::request_signing::sign_request(
@@ -235,14 +236,14 @@ impl KmsClient {
                     .header("retry-after")
                     .and_then(|v| v.trim().parse().ok());
                 let text = response.into_string().unwrap_or_default();
-                if let Ok(body) = serde_json::from_str::<crate::wire::ErrorBody>(&text) {
+                if let Ok(body) = serde_json::from_str::<crate::http::wire::ErrorBody>(&text) {
                     return Err(ClientError::Api {
                         status,
                         error: body.error,
                         retry_after,
                     });
                 }
-                match serde_json::from_str::<crate::wire::OAuthErrorBody>(&text) {
+                match serde_json::from_str::<crate::http::wire::OAuthErrorBody>(&text) {
                     Ok(error) => Err(ClientError::OAuth { status, error }),
                     Err(_) => Err(ClientError::Status { status }),
                 }
@@ -361,10 +362,10 @@ impl KmsClient {
         &self,
         reqs: &[NewPermissionBody],
     ) -> Result<Vec<PermissionView>, ClientError> {
-        let body = crate::wire::BulkPermissionsBody {
+        let body = crate::http::wire::BulkPermissionsBody {
             permissions: reqs.to_vec(),
         };
-        let created: crate::wire::BulkPermissionsCreated =
+        let created: crate::http::wire::BulkPermissionsCreated =
             self.call("POST", "/v1/permissions/bulk", Some(&body))?;
         Ok(created.items)
     }

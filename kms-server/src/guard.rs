@@ -42,10 +42,10 @@ use axum::response::{IntoResponse, Response};
 use kms_core::{Kms, PermissionQuery, Verification, VerifyCode};
 use tower::{Layer, Service};
 
-use crate::error::ApiError;
-use crate::middleware::auth::{bearer_token, client_ip};
-use crate::middleware::request_id::{RequestId, X_REQUEST_ID};
-use crate::routes::run_blocking;
+use crate::http::blocking::cached_else_blocking;
+use crate::http::error::ApiError;
+use crate::http::middleware::auth::{bearer_token, client_ip};
+use crate::http::middleware::request_id::{RequestId, X_REQUEST_ID};
 
 /// A layer that admits only requests whose bearer token satisfies a permission query.
 #[derive(Clone)]
@@ -132,16 +132,13 @@ where
             };
             let ip = client_ip(&request);
             // A cached key is checked inline; only a cold one goes to the blocking pool.
-            let verified = match layer
-                .kms
-                .try_verify_token_cached(&token, Some(&layer.query), ip)
-            {
-                Some(result) => result,
-                None => {
-                    let (kms, query) = (layer.kms.clone(), layer.query.clone());
-                    run_blocking(move || kms.verify_token(&token, Some(&query), ip)).await
-                }
-            };
+            let verified = cached_else_blocking(
+                &layer.kms,
+                &(token, Arc::clone(&layer.query)),
+                |kms, (token, query)| kms.try_verify_token_cached(token, Some(query), ip),
+                move |kms, (token, query)| kms.verify_token(&token, Some(&query), ip),
+            )
+            .await;
             let verification = match verified {
                 Ok(v) => v,
                 Err(err) => return refuse(ApiError::from(err)),

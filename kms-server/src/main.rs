@@ -12,5 +12,5 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    kms_server::commands::run(kms_server::cli::Cli::parse())
+    kms_server::cli::run(kms_server::cli::Cli::parse())
 }

@@ -1,0 +1,151 @@
+//! Opening the database as a [`Kms`]: the store (metered when serving), the master key
+//! (from `KMS_MASTER_KEY` or its file, created when missing) and the builder settings.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use kms_core::store::Store;
+use kms_core::{Kms, MasterKey, OsRandom, SecurityEventSink};
+use kms_store::SqliteStore;
+
+use crate::bootstrap::StartError;
+use crate::config::{Config, MasterKeySource};
+use crate::ops::metrics::{MeteredStore, Metrics};
+use crate::ops::security_events::LoggedSecurityEvents;
+
+/// Whether a missing master key file is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterKeyFile {
+    /// Create it when missing (`init`, `serve`).
+    CreateIfMissing,
+    /// Use it only if it exists (operator commands).
+    UseIfPresent,
+}
+
+/// The master key: from `KMS_MASTER_KEY`, or read from its file. A missing file is created
+/// (mode 0600, with a warning) when `mode` says so and `store` holds no signing key yet;
+/// when it does, those keys were sealed under a key that is now missing, and the start
+/// stops without creating anything.
+fn master_key(
+    config: &Config,
+    mode: MasterKeyFile,
+    store: &dyn Store,
+) -> Result<Option<MasterKey>, StartError> {
+    let path = match &config.master_key {
+        MasterKeySource::Env(secret) => {
+            return MasterKey::from_base64(secret.expose())
+                .map(Some)
+                .map_err(|_| {
+                    StartError::new("KMS_MASTER_KEY is not the base64 encoding of 32 bytes")
+                });
+        }
+        MasterKeySource::File(path) => path,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => MasterKey::from_base64(text.trim()).map(Some).map_err(|_| {
+            StartError::new(format!(
+                "the master key file {} does not hold a base64 key of 32 bytes",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if mode == MasterKeyFile::UseIfPresent {
+                return Ok(None);
+            }
+            if !store.list_signing_keys()?.is_empty() {
+                return Err(StartError::new(format!(
+                    "the database {} holds signing keys sealed under a master key, but the \
+                     master key file {} does not exist; restore it, point --master-key-file \
+                     at it, or set KMS_MASTER_KEY. Nothing was changed",
+                    config.db.display(),
+                    path.display()
+                )));
+            }
+            let key = MasterKey::generate(&OsRandom)?;
+            write_private_file(path, &key.to_base64()).map_err(|e| {
+                StartError::new(format!(
+                    "cannot create the master key file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            tracing::warn!(
+                file = %path.display(),
+                "no master key was given (KMS_MASTER_KEY or --master-key-file): created a new \
+                 one in this file, readable by its owner only; back it up apart from the \
+                 database, which cannot issue access tokens without it"
+            );
+            Ok(Some(key))
+        }
+        Err(e) => Err(StartError::new(format!(
+            "cannot read the master key file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes a new file readable by its owner only; fails if it exists.
+fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// Opens the database of `config` as a [`Kms`], recording store latency into `metrics` and
+/// telling security events to `alerts` as well as the log.
+pub fn open_kms(
+    config: &Config,
+    metrics: Option<Arc<Metrics>>,
+    key_file: MasterKeyFile,
+    alerts: Option<Arc<dyn SecurityEventSink>>,
+) -> Result<Kms, StartError> {
+    let sqlite = SqliteStore::open(&config.db).map_err(|e| {
+        StartError::new(format!(
+            "cannot open the database {}: {}",
+            config.db.display(),
+            crate::http::error::error_chain(&e)
+        ))
+    })?;
+    let mut store: Arc<dyn Store> = Arc::new(sqlite);
+    let metrics_for_events = metrics.clone();
+    if let Some(metrics) = metrics {
+        store = Arc::new(MeteredStore::new(store, metrics));
+    }
+    let master = master_key(config, key_file, store.as_ref())?;
+    let mut builder = Kms::builder(store)
+        .cache_ttl(config.cache_ttl)
+        .cache_capacity(config.cache_capacity)
+        .lockout_policy(config.lockout)
+        .jwt_settings(config.jwt.clone())
+        .security_event_sink(Arc::new(LoggedSecurityEvents::new(metrics_for_events)));
+    if let Some(alerts) = alerts {
+        builder = builder.security_event_sink(alerts);
+    }
+    if config.insecure_fast_hash {
+        builder = builder.hash_params(kms_core::dangerous::insecure_hash_params());
+    }
+    let from = match &config.master_key {
+        MasterKeySource::Env(_) => "KMS_MASTER_KEY".to_owned(),
+        MasterKeySource::File(path) => format!("the file {}", path.display()),
+    };
+    let has_master = master.is_some();
+    if let Some(key) = master {
+        builder = builder.master_key(key);
+    }
+    builder.build().map_err(|e| match e {
+        kms_core::Error::Internal { message, .. } if has_master => StartError::new(format!(
+            "cannot open the signing keys of {} with the master key from {from}: {message}. \
+             Use the master key the database was created with; nothing was changed",
+            config.db.display()
+        )),
+        other => StartError::from(other),
+    })
+}

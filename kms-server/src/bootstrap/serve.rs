@@ -1,0 +1,122 @@
+//! `kms serve`: the runtime, the router over an opened [`Kms`](kms_core::Kms), the
+//! listener (plain or TLS, behind the connection gate), the upkeep task and the alert
+//! worker, until a shutdown signal.
+
+use std::sync::Arc;
+
+use kms_core::SecurityEventSink;
+use serde_json::json;
+
+use crate::bootstrap::open::{open_kms, MasterKeyFile};
+use crate::bootstrap::StartError;
+use crate::config::{Config, ServeConfig};
+use crate::http::connections::{ConnectionGate, TcpIncoming};
+use crate::http::middleware::client_addr::NetworkPolicy;
+use crate::http::server::{self, HttpOptions, ServeOptions};
+use crate::http::tls::TlsListener;
+use crate::ops::alerts::{self, RetryPolicy};
+use crate::ops::maintenance::Maintenance;
+use crate::ops::metrics::Metrics;
+
+/// Serves the API on the database of `config` with the settings of `serve_config` until
+/// SIGINT or SIGTERM; an empty database is initialised first (its root token printed once
+/// on stderr).
+pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartError> {
+    // Settings that can fail are checked before the database is touched.
+    let tls = serve_config
+        .tls
+        .as_ref()
+        .map(crate::http::tls::server_config)
+        .transpose()
+        .map_err(StartError::new)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::new(format!("cannot start the async runtime: {e}")))?;
+    let metrics = Arc::new(Metrics::new());
+    let (alerts, alert_worker) = match &serve_config.alerts {
+        Some(settings) => {
+            let (sink, worker) =
+                alerts::webhook(settings, RetryPolicy::default(), Some(metrics.clone()));
+            (
+                Some(Arc::new(sink) as Arc<dyn SecurityEventSink>),
+                Some(worker),
+            )
+        }
+        None => (None, None),
+    };
+    let kms = open_kms(
+        config,
+        Some(metrics.clone()),
+        MasterKeyFile::CreateIfMissing,
+        alerts,
+    )?;
+    if !kms.is_initialized()? {
+        let root = kms.initialize()?;
+        // Printed once, here, and nowhere else: it is never logged. The second line is the
+        // same JSON object `kms init` prints, for scripts.
+        eprintln!(
+            "kms: initialised {}; the root token below is shown once, store it now:",
+            config.db.display()
+        );
+        eprintln!(
+            "{}",
+            json!({"root_token": root.token, "token_id": root.info.id})
+        );
+    }
+    let options = HttpOptions {
+        body_limit: serve_config.body_limit,
+        request_timeout: serve_config.request_timeout,
+        network: NetworkPolicy {
+            deny: serve_config.deny_networks.clone(),
+            trusted_proxies: serve_config.trusted_proxies.clone(),
+        },
+        rate_limit: serve_config.rate_limit,
+        hsts: tls.is_some(),
+    };
+    let app = server::router(kms.clone(), metrics.clone(), &options);
+    let maintenance = Maintenance {
+        key_rotation_interval: serve_config.key_rotation_interval,
+        audit_retention: serve_config.audit_retention,
+        expired_token_retention: serve_config.expired_token_retention,
+    };
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(serve_config.listen)
+            .await
+            .map_err(|e| {
+                StartError::new(format!(
+                    "cannot listen on {} (from the listen setting): {e}",
+                    serve_config.listen
+                ))
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| StartError::new(format!("cannot read the bound address: {e}")))?;
+        if let Some(worker) = alert_worker {
+            tokio::spawn(worker.run());
+        }
+        let upkeep = maintenance.spawn(kms);
+        eprintln!("listening on {local}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(address = %local, scheme, db = %config.db.display(), "kms is serving");
+        let gate = ConnectionGate::new(serve_config.connection_limits.clone(), metrics);
+        let serving = ServeOptions {
+            header_read_timeout: serve_config.header_read_timeout,
+            shutdown_timeout: serve_config.shutdown_timeout,
+        };
+        match tls {
+            Some(tls) => {
+                // The handshake gets as long as the headers will.
+                let listener = TlsListener::new(listener, tls, gate, serving.header_read_timeout)
+                    .map_err(|e| {
+                    StartError::new(format!("cannot read the bound address: {e}"))
+                })?;
+                server::serve(listener, app, serving).await;
+            }
+            None => server::serve(TcpIncoming::new(listener, gate), app, serving).await,
+        }
+        upkeep.abort();
+        tracing::info!("kms stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,222 @@
+//! The settings of `kms serve` only: the listener, limits and timeouts, TLS, networks,
+//! the rate limit, alerts, key rotation and retention.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::parse::{
+    parse_count, parse_duration, parse_networks, parse_path, parse_size, parse_socket_addr,
+    parse_u32, parse_webhook_url, parse_whole_seconds_or_zero,
+};
+use super::settings::{
+    Setting, ALERT_WEBHOOK, ALERT_WEBHOOK_SECRET, AUDIT_RETENTION, BODY_LIMIT, DENY_NETWORKS,
+    EXPIRED_TOKEN_RETENTION, HEADER_READ_TIMEOUT, KEY_ROTATION_INTERVAL, LISTEN, MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_IP, RATE_LIMIT_BURST, RATE_LIMIT_PER_IP, REQUEST_TIMEOUT, SHUTDOWN_TIMEOUT,
+    TLS_CERT, TLS_KEY, TRUSTED_PROXIES,
+};
+use super::{ConfigError, Secret, Sources};
+use crate::http::connections::ConnectionLimits;
+use crate::http::server;
+
+/// The server-wide rate limit per client address on management calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// Requests per second, sustained.
+    pub per_second: u32,
+    /// Requests allowed at once before the rate applies.
+    pub burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            per_second: 100,
+            burst: 200,
+        }
+    }
+}
+
+/// Where security alerts are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertSettings {
+    /// The webhook URL (`http` or `https`).
+    pub url: String,
+    /// The HMAC-SHA256 key of `X-KMS-Signature`.
+    pub secret: Secret,
+}
+
+/// The certificate chain and key `kms serve` answers HTTPS with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// The settings of `kms serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// Longest a request may run.
+    pub request_timeout: Duration,
+    /// Longest in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_timeout: Duration,
+    /// Longest a client may take to send a request's headers (and, again, to complete a
+    /// TLS handshake); also the idle limit of kept-alive connections.
+    pub header_read_timeout: Duration,
+    /// Connections open at once, and from one client address; a connection over either is
+    /// closed unread.
+    pub connection_limits: ConnectionLimits,
+    /// Rotate the signing key once the active one is this old; `None`: never on a schedule.
+    pub key_rotation_interval: Option<Duration>,
+    /// Serve HTTPS with these files; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Networks whose requests are refused.
+    pub deny_networks: Vec<ipnet::IpNet>,
+    /// Networks of proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The rate limit per client address on management calls; `None`: unlimited.
+    pub rate_limit: Option<RateLimitSettings>,
+    /// Where security alerts go; `None`: logs and metrics only.
+    pub alerts: Option<AlertSettings>,
+    /// Delete audit events older than this; `None`: keep them all.
+    pub audit_retention: Option<Duration>,
+    /// Delete tokens that expired longer ago than this; `None`: keep them.
+    pub expired_token_retention: Option<Duration>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit: server::DEFAULT_BODY_LIMIT,
+            request_timeout: server::DEFAULT_REQUEST_TIMEOUT,
+            shutdown_timeout: server::DEFAULT_SHUTDOWN_TIMEOUT,
+            header_read_timeout: server::DEFAULT_HEADER_READ_TIMEOUT,
+            connection_limits: ConnectionLimits::default(),
+            key_rotation_interval: None,
+            tls: None,
+            deny_networks: Vec::new(),
+            trusted_proxies: Vec::new(),
+            rate_limit: Some(RateLimitSettings::default()),
+            alerts: None,
+            audit_retention: None,
+            expired_token_retention: None,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Resolves the settings of the server.
+    pub fn resolve(sources: &Sources) -> Result<Self, ConfigError> {
+        let d = ServeConfig::default();
+        let trusted_proxies = sources.get(TRUSTED_PROXIES, parse_networks, Vec::new())?;
+        Ok(ServeConfig {
+            listen: sources.get(LISTEN, parse_socket_addr, d.listen)?,
+            body_limit: sources.get(BODY_LIMIT, parse_size, d.body_limit)?,
+            request_timeout: sources.get(REQUEST_TIMEOUT, parse_duration, d.request_timeout)?,
+            shutdown_timeout: sources.get(SHUTDOWN_TIMEOUT, parse_duration, d.shutdown_timeout)?,
+            header_read_timeout: sources.get(
+                HEADER_READ_TIMEOUT,
+                parse_duration,
+                d.header_read_timeout,
+            )?,
+            connection_limits: resolve_connection_limits(sources, &trusted_proxies)?,
+            key_rotation_interval: optional_interval(sources, KEY_ROTATION_INTERVAL)?,
+            tls: resolve_tls(sources)?,
+            deny_networks: sources.get(DENY_NETWORKS, parse_networks, Vec::new())?,
+            trusted_proxies,
+            rate_limit: resolve_rate_limit(sources)?,
+            alerts: resolve_alerts(sources)?,
+            audit_retention: optional_interval(sources, AUDIT_RETENTION)?,
+            expired_token_retention: optional_interval(sources, EXPIRED_TOKEN_RETENTION)?,
+        })
+    }
+}
+
+/// A whole-seconds interval where `0` (or no value) means never.
+fn optional_interval(sources: &Sources, setting: Setting) -> Result<Option<Duration>, ConfigError> {
+    Ok(
+        Some(sources.get(setting, parse_whole_seconds_or_zero, Duration::ZERO)?)
+            .filter(|d| !d.is_zero()),
+    )
+}
+
+fn resolve_tls(sources: &Sources) -> Result<Option<TlsFiles>, ConfigError> {
+    let cert = sources.get(TLS_CERT, parse_path, PathBuf::new())?;
+    let key = sources.get(TLS_KEY, parse_path, PathBuf::new())?;
+    match (cert.as_os_str().is_empty(), key.as_os_str().is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => Ok(Some(TlsFiles { cert, key })),
+        _ => Err(ConfigError(
+            "TLS needs both --tls-cert and --tls-key (or KMS_TLS_CERT and KMS_TLS_KEY); \
+             only one is set"
+                .to_owned(),
+        )),
+    }
+}
+
+fn resolve_connection_limits(
+    sources: &Sources,
+    trusted_proxies: &[ipnet::IpNet],
+) -> Result<ConnectionLimits, ConfigError> {
+    let d = ConnectionLimits::default();
+    Ok(ConnectionLimits {
+        max_connections: sources.get(MAX_CONNECTIONS, parse_count, d.max_connections)?,
+        max_connections_per_ip: sources.get(
+            MAX_CONNECTIONS_PER_IP,
+            parse_count,
+            d.max_connections_per_ip,
+        )?,
+        exempt: trusted_proxies.to_vec(),
+    })
+}
+
+fn resolve_rate_limit(sources: &Sources) -> Result<Option<RateLimitSettings>, ConfigError> {
+    let d = RateLimitSettings::default();
+    let per_second = sources.get(RATE_LIMIT_PER_IP, parse_u32, d.per_second)?;
+    if per_second == 0 {
+        return Ok(None);
+    }
+    let burst = sources.get(RATE_LIMIT_BURST, parse_u32, per_second.saturating_mul(2))?;
+    if burst == 0 {
+        return Err(ConfigError(
+            "invalid rate limit burst: must be at least 1 (set rate_limit_per_ip to 0 to \
+             disable the limit)"
+                .to_owned(),
+        ));
+    }
+    Ok(Some(RateLimitSettings { per_second, burst }))
+}
+
+fn resolve_alerts(sources: &Sources) -> Result<Option<AlertSettings>, ConfigError> {
+    let url = sources.get(ALERT_WEBHOOK, parse_webhook_url, String::new())?;
+    let secret = sources.get(
+        ALERT_WEBHOOK_SECRET,
+        |v| {
+            if v.len() < 16 {
+                Err("must be at least 16 characters".to_owned())
+            } else {
+                Ok(v.to_owned())
+            }
+        },
+        String::new(),
+    )?;
+    match (url.is_empty(), secret.is_empty()) {
+        (true, _) => Ok(None),
+        (false, false) => Ok(Some(AlertSettings {
+            url,
+            secret: Secret(secret),
+        })),
+        (false, true) => Err(ConfigError(
+            "an alert webhook needs a signing secret: set --alert-webhook-secret or \
+             KMS_ALERT_WEBHOOK_SECRET"
+                .to_owned(),
+        )),
+    }
+}

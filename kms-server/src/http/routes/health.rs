@@ -1,0 +1,74 @@
+//! Liveness, readiness and metrics; none needs a token.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kms_core::Kms;
+use serde_json::json;
+
+use crate::http::blocking::blocking;
+use crate::http::error::ApiError;
+use crate::http::middleware::RequestId;
+use crate::http::wire;
+use crate::ops::metrics::Metrics;
+
+/// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up", body = wire::Health)))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The store answers", body = wire::Health),
+        (status = 503, description = "The store cannot be reached", body = wire::ErrorBody),
+    ))]
+pub async fn readyz(
+    State(kms): State<Kms>,
+    request_id: Option<axum::Extension<RequestId>>,
+) -> Response {
+    match blocking(move || kms.ping()).await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness check failed");
+            let unavailable = ApiError::unavailable();
+            let id = request_id.map(|r| r.0.to_string()).unwrap_or_default();
+            let mut body = unavailable.body(&id);
+            body["status"] = json!("unavailable");
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text format (OpenMetrics when the scraper asks for it).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics in the Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(metrics): State<Arc<Metrics>>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    match metrics.encode() {
+        Ok(text) => {
+            let content_type = if openmetrics {
+                crate::ops::metrics::CONTENT_TYPE
+            } else {
+                "text/plain; version=0.0.4; charset=utf-8"
+            };
+            ([(header::CONTENT_TYPE, content_type)], text).into_response()
+        }
+        Err(_) => {
+            tracing::error!("metrics could not be encoded");
+            ApiError::internal().into_response()
+        }
+    }
+}

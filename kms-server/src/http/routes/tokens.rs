@@ -1,0 +1,157 @@
+//! Tokens (API keys): `/v1/apps/{app_id}/tokens` and `/v1/tokens/{id}`
+//! (`token.read`, `token.create`, `token.revoke`).
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use kms_core::{
+    Caller, CreatedToken, Kms, NewToken, Page, PageRequest, RotateToken, TokenInfo, TokenUpdate,
+};
+
+use crate::http::blocking::blocking;
+use crate::http::error::ApiError;
+use crate::http::extract::{JsonBody, OptionalJsonBody, QueryParams};
+use crate::http::wire;
+
+/// `201 Created` with a freshly issued secret, never to be cached.
+fn secret_response(created: CreatedToken) -> Response {
+    let mut response = (StatusCode::CREATED, Json(created)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `POST /v1/apps/{app_id}/tokens`: the plaintext token is in this answer only.
+#[utoipa::path(post, path = "/v1/apps/{app_id}/tokens", tag = "tokens",
+    params(("app_id" = String, Path, description = "Application id")),
+    request_body = wire::NewTokenBody,
+    responses(
+        (status = 201, description = "The token, with its plaintext shown this once", body = wire::CreatedTokenView),
+        (status = "4XX", description = "See the error code (403 when asking for more than the caller holds)", body = wire::ErrorBody),
+    ),
+    security(("bearer" = ["token.create"])))]
+pub async fn create_token(
+    State(kms): State<Kms>,
+    Extension(caller): Extension<Caller>,
+    Path(app_id): Path<String>,
+    JsonBody(req): JsonBody<NewToken>,
+) -> Result<Response, ApiError> {
+    let created = blocking(move || kms.create_token(&caller, &app_id, req)).await?;
+    Ok(secret_response(created))
+}
+
+/// `GET /v1/apps/{app_id}/tokens`.
+#[utoipa::path(get, path = "/v1/apps/{app_id}/tokens", tag = "tokens",
+    params(("app_id" = String, Path, description = "Application id"), wire::PageQuery),
+    responses(
+        (status = 200, description = "A page of the application's tokens", body = wire::TokenPage),
+        (status = "4XX", description = "See the error code", body = wire::ErrorBody),
+    ),
+    security(("bearer" = ["token.read"])))]
+pub async fn list_tokens(
+    State(kms): State<Kms>,
+    Extension(caller): Extension<Caller>,
+    Path(app_id): Path<String>,
+    QueryParams(page): QueryParams<wire::PageQuery>,
+) -> Result<Json<Page<TokenInfo>>, ApiError> {
+    let page = PageRequest::from(page);
+    Ok(Json(
+        blocking(move || kms.list_tokens(&caller, &app_id, page)).await?,
+    ))
+}
+
+/// `GET /v1/tokens/{id}`.
+#[utoipa::path(get, path = "/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Token id (tok_...)")),
+    responses(
+        (status = 200, description = "The token (never its secret)", body = wire::TokenView),
+        (status = "4XX", description = "See the error code", body = wire::ErrorBody),
+    ),
+    security(("bearer" = ["token.read"])))]
+pub async fn get_token(
+    State(kms): State<Kms>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<TokenInfo>, ApiError> {
+    Ok(Json(blocking(move || kms.get_token(&caller, &id)).await?))
+}
+
+/// `PATCH /v1/tokens/{id}`: name, metadata and limits.
+#[utoipa::path(patch, path = "/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Token id (tok_...)")),
+    request_body = wire::TokenPatchBody,
+    responses(
+        (status = 200, description = "The changed token", body = wire::TokenView),
+        (status = "4XX", description = "See the error code", body = wire::ErrorBody),
+    ),
+    security(("bearer" = ["token.create"])))]
+pub async fn update_token(
+    State(kms): State<Kms>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<TokenUpdate>,
+) -> Result<Json<TokenInfo>, ApiError> {
+    Ok(Json(
+        blocking(move || kms.update_token(&caller, &id, req)).await?,
+    ))
+}
+
+/// `POST /v1/tokens/{id}/revoke`: idempotent.
+#[utoipa::path(post, path = "/v1/tokens/{id}/revoke", tag = "tokens",
+    params(("id" = String, Path, description = "Token id (tok_...)")),
+    responses(
+        (status = 200, description = "The token, revoked", body = wire::TokenView),
+        (status = "4XX", description = "See the error code", body = wire::ErrorBody),
+    ),
+    security(("bearer" = ["token.revoke"])))]
+pub async fn revoke_token(
+    State(kms): State<Kms>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<TokenInfo>, ApiError> {
+    Ok(Json(
+        blocking(move || kms.revoke_token(&caller, &id)).await?,
+    ))
+}
+
+/// `POST /v1/tokens/{id}/rotate`: a new token with the same grants; the old one works
+/// until the grace period ends. The body is optional.
+#[utoipa::path(post, path = "/v1/tokens/{id}/rotate", tag = "tokens",
+    params(("id" = String, Path, description = "Token id (tok_...)")),
+    request_body(content = Option<wire::RotateBody>, description = "Optional"),
+    responses(
+        (status = 201, description = "The new token, with its plaintext shown this once", body = wire::CreatedTokenView),
+        (status = "4XX", description = "See the error code", body = wire::ErrorBody),
+    ),
+    security(("bearer" = ["token.create"])))]
+pub async fn rotate_token(
+    State(kms): State<Kms>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    OptionalJsonBody(req): OptionalJsonBody<RotateToken>,
+) -> Result<Response, ApiError> {
+    let created = blocking(move || kms.rotate_token(&caller, &id, req)).await?;
+    Ok(secret_response(created))
+}
+
+/// `DELETE /v1/tokens/{id}`.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Token id (tok_...)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = "4XX", description = "See the error code", body = wire::ErrorBody),
+    ),
+    security(("bearer" = ["token.revoke"])))]
+pub async fn delete_token(
+    State(kms): State<Kms>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || kms.delete_token(&caller, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
