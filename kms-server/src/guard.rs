@@ -2,10 +2,11 @@
 //!
 //! [`RequireScopeLayer`] wraps a [`Kms`]: for each request it reads the bearer token,
 //! verifies it against a permission query, and either passes the request on, with the
-//! [`Verification`] in its extensions, or answers in the API's error shape:
+//! [`Verification`](kms_core::Verification) in its extensions, or answers in the API's error shape:
 //! `401 unauthenticated` (missing, malformed, unknown, revoked, expired, disabled),
-//! `403 forbidden` (valid but lacking the query, or used from a network it may not use),
-//! `429 rate_limited` (its rate limit is spent).
+//! `403 forbidden` (valid but lacking the query); a network outside the allow-list is a
+//! `401` as in bearer authentication (one mapping, `Verification::refusal`);
+//! `429 rate_limited` with the real wait (its rate limit is spent, or its source is locked out).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -39,7 +40,7 @@ use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use kms_core::{Kms, PermissionQuery, Verification, VerifyCode};
+use kms_core::{Kms, PermissionQuery};
 use tower::{Layer, Service};
 
 use crate::http::blocking::cached_else_blocking;
@@ -143,7 +144,10 @@ where
                 Ok(v) => v,
                 Err(err) => return refuse(ApiError::from(err)),
             };
-            match refusal(&verification, &layer.shown) {
+            match verification
+                .refusal("the bearer token", Some(&layer.shown))
+                .map(ApiError::from)
+            {
                 Some(err) => refuse(err),
                 None => {
                     request.extensions_mut().insert(verification);
@@ -151,28 +155,5 @@ where
                 }
             }
         })
-    }
-}
-
-/// The error for a verdict other than `VALID`.
-fn refusal(v: &Verification, query: &str) -> Option<ApiError> {
-    let unauthenticated =
-        |why: &str| Some(ApiError::unauthenticated(format!("the bearer token {why}")));
-    match v.code() {
-        VerifyCode::Valid => None,
-        VerifyCode::InsufficientPermissions => Some(ApiError::forbidden(query)),
-        VerifyCode::Forbidden => Some(
-            ApiError::forbidden(query)
-                .with_message("the bearer token may not be used from this network"),
-        ),
-        VerifyCode::RateLimited => Some(ApiError::from(kms_core::Error::RateLimited {
-            retry_after_secs: 1,
-        })),
-        VerifyCode::Malformed => unauthenticated("is malformed"),
-        VerifyCode::Expired => unauthenticated("has expired"),
-        VerifyCode::Revoked => unauthenticated("was revoked"),
-        VerifyCode::Disabled => unauthenticated("belongs to a disabled application"),
-        VerifyCode::UsageExceeded => unauthenticated("has no uses left"),
-        _ => unauthenticated("is not valid"),
     }
 }

@@ -506,7 +506,10 @@ fn lockouts_are_alerted_to_a_signed_webhook_with_retries() {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(&r.body);
         let expected = base16ct::lower::encode_string(&mac.finalize().into_bytes());
-        assert_eq!(r.headers["x-kms-signature"], format!("sha256={expected}"));
+        assert_eq!(
+            r.headers["x-kms-webhook-signature"],
+            format!("sha256={expected}")
+        );
     }
     assert_eq!(first.body, retry.body, "a retry resends the same alert");
     let alert: Value = serde_json::from_slice(&first.body).unwrap();

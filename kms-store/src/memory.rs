@@ -14,8 +14,8 @@ use kms_core::store::{
 };
 use kms_core::{Application, AuditEvent, Permission, Role, RoleName, Scope, Timestamp};
 
-use crate::batch::{self, Tx};
 use crate::listeners::Listeners;
+use kms_core::store::{apply_batch, Transaction};
 
 /// A store that keeps everything in memory and loses it on drop.
 ///
@@ -242,7 +242,7 @@ impl MemoryTx<'_> {
     }
 }
 
-impl Tx for MemoryTx<'_> {
+impl Transaction for MemoryTx<'_> {
     fn meta_exists(&mut self, key: &str) -> Result<bool, StoreError> {
         Ok(self.state.meta.contains_key(key))
     }
@@ -593,7 +593,7 @@ impl Store for MemoryStore {
                 state: &mut state,
                 undo: Vec::new(),
             };
-            if let Err(e) = batch::apply_all(&mut tx, batch) {
+            if let Err(e) = apply_batch(&mut tx, batch) {
                 tx.rollback();
                 return Err(e);
             }

@@ -98,6 +98,11 @@ impl<'a> ParsedToken<'a> {
         self.id
     }
 
+    /// The id of the token record this token names (`tok_<lookup id>`).
+    pub fn token_id(&self) -> String {
+        token_id(self.id)
+    }
+
     /// The secret part; the only part that is hashed.
     pub fn secret(&self) -> &'a str {
         self.secret
@@ -121,6 +126,14 @@ pub enum ParseError {
     Format,
     /// The layout is right but the checksum does not match.
     Checksum,
+}
+
+/// What every token record's id starts with.
+pub const TOKEN_ID_PREFIX: &str = "tok_";
+
+/// The record id for a lookup id: the one place the id format is written.
+fn token_id(lookup_id: &str) -> String {
+    format!("{TOKEN_ID_PREFIX}{lookup_id}")
 }
 
 /// Parses and checks a presented token. Never panics, whatever the input.
@@ -172,6 +185,11 @@ impl GeneratedToken {
     /// The public lookup id.
     pub fn lookup_id(&self) -> &str {
         &self.plaintext[self.id_start..self.id_start + ID_LEN]
+    }
+
+    /// The id of the token record (`tok_<lookup id>`).
+    pub fn token_id(&self) -> String {
+        token_id(self.lookup_id())
     }
 
     /// The secret part.

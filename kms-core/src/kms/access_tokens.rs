@@ -114,19 +114,6 @@ fn refreshed_scope(
         .join(" "))
 }
 
-/// Why a key that was found is refused, completing "the API key ...".
-fn refused_because(code: VerifyCode) -> &'static str {
-    match code {
-        VerifyCode::Revoked => "was revoked",
-        VerifyCode::Expired => "has expired",
-        VerifyCode::Disabled => "belongs to a disabled application",
-        VerifyCode::Forbidden => "may not be used from this address",
-        VerifyCode::UsageExceeded => "has no uses left",
-        VerifyCode::RateLimited => "is rate limited",
-        _ => "is not valid",
-    }
-}
-
 fn sha256_hex(s: &str) -> String {
     crate::hex::encode(&Sha256::digest(s.as_bytes()))
 }
@@ -156,7 +143,7 @@ impl Kms {
         let (Some(key), Some(snap)) = (v.key.as_ref(), v.snapshot.as_ref()) else {
             return Ok(Err(OAuthError::InvalidClient(format!(
                 "the API key {}",
-                refused_because(v.code())
+                v.code().refusal_reason()
             ))));
         };
         self.issue_for_key(key, &key.effective, snap, scope, audience)
@@ -231,7 +218,7 @@ impl Kms {
         if let Err(r) = self.spend_use(key)? {
             return Ok(Err(OAuthError::InvalidClient(format!(
                 "the API key {}",
-                refused_because(r.code)
+                r.code.refusal_reason()
             ))));
         }
         let family = self.new_id("fam_", 16)?;
@@ -351,10 +338,10 @@ impl Kms {
         let Some(key) = self.current_key(&record.token_id, &snap)? else {
             return invalid("the API key of this refresh token no longer exists");
         };
-        let refused = |code| {
+        let refused = |code: VerifyCode| {
             invalid(&format!(
                 "the API key of this refresh token {}",
-                refused_because(code)
+                code.refusal_reason()
             ))
         };
         if let Some(code) = self.refusal(&key, &snap, ip, None, now) {

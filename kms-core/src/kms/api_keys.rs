@@ -157,7 +157,7 @@ impl Kms {
             .hasher
             .hash(generated.secret(), self.inner.random.as_ref())?;
         let record = TokenRecord {
-            id: format!("tok_{}", generated.lookup_id()),
+            id: generated.token_id(),
             app_id: app.id.clone(),
             name: spec.name.clone(),
             secret_hash,

@@ -63,6 +63,23 @@ impl VerifyCode {
         VerifyCode::UsageExceeded,
     ];
 
+    /// Why a credential with this verdict is refused, to follow its name ("the bearer token
+    /// has expired"). Unknown ids and wrong secrets read alike.
+    pub fn refusal_reason(self) -> &'static str {
+        match self {
+            VerifyCode::Valid => "is valid",
+            VerifyCode::Malformed => "is malformed",
+            VerifyCode::NotFound => "is not valid",
+            VerifyCode::Expired => "has expired",
+            VerifyCode::Revoked => "was revoked",
+            VerifyCode::Disabled => "belongs to a disabled application",
+            VerifyCode::Forbidden => "may not be used from this address",
+            VerifyCode::InsufficientPermissions => "lacks the permission",
+            VerifyCode::RateLimited => "is rate limited",
+            VerifyCode::UsageExceeded => "has no uses left",
+        }
+    }
+
     /// The wire name (`NOT_FOUND`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -178,6 +195,35 @@ impl Verification {
     /// For `RATE_LIMITED` caused by a brute-force lockout: seconds until a retry may succeed.
     pub fn retry_after_secs(&self) -> Option<u64> {
         self.retry_after
+    }
+
+    /// The error for whoever presented this token as its own credential (bearer
+    /// authentication, the guard layer, the token endpoint), or `None` when it is valid.
+    /// The one mapping from a verdict to a refusal: a lockout or an exhausted rate limit is
+    /// `RateLimited` with the real wait; a missing permission is `Forbidden` naming
+    /// `required`; everything else (malformed, unknown, expired, revoked, disabled, a
+    /// network outside the allow-list, no uses left) is `Unauthenticated`, saying why
+    /// without saying whether an id exists. `credential` names it in the message ("the
+    /// bearer token", "the API key").
+    pub fn refusal(&self, credential: &str, required: Option<&str>) -> Option<Error> {
+        if let Some(secs) = self.retry_after.or(self.rate_limited_for) {
+            return Some(Error::RateLimited {
+                retry_after_secs: secs,
+            });
+        }
+        match self.code {
+            VerifyCode::Valid => None,
+            VerifyCode::RateLimited => Some(Error::RateLimited {
+                retry_after_secs: 1,
+            }),
+            VerifyCode::InsufficientPermissions => Some(Error::Forbidden {
+                required: required.unwrap_or(crate::policy::ADMIN).to_owned(),
+            }),
+            code => Some(Error::Unauthenticated(format!(
+                "{credential} {}",
+                code.refusal_reason()
+            ))),
+        }
     }
 
     /// The outcome code.
@@ -488,7 +534,7 @@ impl Kms {
                         k.0
                     }
                     None => {
-                        let target = format!("tok_{}", parsed.lookup_id());
+                        let target = parsed.token_id();
                         self.count_failure(&p, source_key.as_deref(), Some(&target), now);
                         return Ok(Some(Verification::fail(VerifyCode::NotFound, None)));
                     }
@@ -729,7 +775,7 @@ impl Kms {
         snap: &PermissionSnapshot,
     ) -> Result<ColdOutcome> {
         let epoch = self.inner.cache.epoch();
-        let id = format!("tok_{}", parsed.lookup_id());
+        let id = parsed.token_id();
         let Some(record) = self.inner.store.get_token(&id)? else {
             let _ = self
                 .inner
@@ -757,30 +803,13 @@ impl Kms {
 
 /// The caller of a management call, from the verdict on its bearer token.
 fn caller_from(v: Verification) -> Result<Caller> {
-    if let Some(secs) = v.retry_after {
-        return Err(Error::RateLimited {
-            retry_after_secs: secs,
-        });
+    if let Some(refused) = v.refusal("the bearer token", None) {
+        return Err(refused);
     }
-    let message = match v.code {
-        VerifyCode::Valid => {
-            let Some(k) = &v.key else {
-                return Err(Error::internal("a valid verification without its key"));
-            };
-            return Ok(Caller::for_key(Arc::clone(k)));
-        }
-        VerifyCode::Malformed => "the bearer token is malformed",
-        VerifyCode::NotFound => "the bearer token is not valid",
-        VerifyCode::Expired => "the bearer token has expired",
-        VerifyCode::Revoked => "the bearer token was revoked",
-        VerifyCode::Disabled => "the bearer token's application is disabled",
-        VerifyCode::Forbidden => "the bearer token may not be used from this address",
-        VerifyCode::UsageExceeded => "the bearer token has no uses left",
-        VerifyCode::RateLimited | VerifyCode::InsufficientPermissions => {
-            "the bearer token was refused"
-        }
-    };
-    Err(Error::Unauthenticated(message.to_owned()))
+    match &v.key {
+        Some(k) => Ok(Caller::for_key(Arc::clone(k))),
+        None => Err(Error::internal("a valid verification without its key")),
+    }
 }
 
 /// Whether an allow-list admits `ip`. An empty list admits everything; an unknown address

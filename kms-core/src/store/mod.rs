@@ -6,10 +6,12 @@
 //! Traits are synchronous: stores are synchronous (rusqlite), the core has no runtime, and
 //! servers run store calls off their async executor.
 
+mod batch;
 mod mutation;
 mod records;
 mod traits;
 
+pub use batch::{apply_batch, Transaction, MAX_COUNTER};
 pub use mutation::{Change, Mutation};
 pub use records::{
     KeyAlgorithm, KeyState, RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, TokenRecord,

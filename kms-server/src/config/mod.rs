@@ -55,7 +55,7 @@
 //! with `Strict-Transport-Security` on every response.
 //!
 //! Alerts: with `alert_webhook`, security events (lockouts, refresh-token reuse, a broken
-//! audit chain) are POSTed there as JSON, signed in `X-KMS-Signature: sha256=<hex>` with
+//! audit chain) are POSTed there as JSON, signed in `X-KMS-Webhook-Signature: sha256=<hex>` with
 //! HMAC-SHA256 under `alert_webhook_secret` (see [`crate::ops::alerts`]).
 //!
 //! `insecure_fast_hash` makes argon2id deliberately cheap. It exists for test suites only;

@@ -42,7 +42,7 @@ impl Default for RateLimitSettings {
 pub struct AlertSettings {
     /// The webhook URL (`http` or `https`).
     pub url: String,
-    /// The HMAC-SHA256 key of `X-KMS-Signature`.
+    /// The HMAC-SHA256 key of `X-KMS-Webhook-Signature`.
     pub secret: Secret,
 }
 

@@ -460,7 +460,7 @@ pub(crate) const ALERT_WEBHOOK_SECRET: Setting = Setting {
     in_file: true,
     default: Shown::Unset("none (required with a webhook)"),
     what: "alert webhook secret",
-    help: "HMAC-SHA256 key of the webhook's X-KMS-Signature header, at least 16 characters; prefer the environment variable",
+    help: "HMAC-SHA256 key of the webhook's X-KMS-Webhook-Signature header, at least 16 characters; prefer the environment variable",
 };
 
 /// Every setting, in the order they are documented.

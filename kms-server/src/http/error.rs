@@ -205,6 +205,11 @@ impl ApiError {
         &self.message
     }
 
+    /// Seconds the client should wait before retrying (the `Retry-After` header), if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after_secs
+    }
+
     /// Whether retrying the same call may succeed.
     pub fn retryable(&self) -> bool {
         matches!(self.code, "unavailable" | "rate_limited")

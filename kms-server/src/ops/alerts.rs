@@ -3,7 +3,7 @@
 //!
 //! The body is the event with its time and a delivery id, e.g.
 //! `{"event": "lockout", "source": "ip:203.0.113.9", "at": "2030-01-01T00:00:00Z",
-//! "id": "alert_..."}`. The header `X-KMS-Signature: sha256=<hex>` carries the
+//! "id": "alert_..."}`. The header `X-KMS-Webhook-Signature: sha256=<hex>` carries the
 //! HMAC-SHA256 of the exact body bytes under the shared secret; receivers should compare it
 //! in constant time and may drop repeated ids (a retried delivery keeps its id).
 //!
@@ -24,7 +24,7 @@ use crate::config::AlertSettings;
 use crate::ops::metrics::Metrics;
 
 /// The header carrying the body's signature.
-pub const SIGNATURE_HEADER: &str = "x-kms-signature";
+pub const SIGNATURE_HEADER: &str = "x-kms-webhook-signature";
 
 /// Events waiting for delivery before new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 1024;

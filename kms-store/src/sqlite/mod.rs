@@ -21,9 +21,9 @@ use rusqlite::{params, Connection, OptionalExtension, Params, Row, TransactionBe
 use self::error::{corrupt, db_error};
 use self::rows::{app_columns, audit_columns, refresh_columns, signing_key_columns, token_columns};
 use self::tx::sql_int;
-use crate::batch::{self, MAX_COUNTER};
 use crate::listeners::Listeners;
 use crate::migrations::{self, MigrationStatus};
+use kms_core::store::{apply_batch, MAX_COUNTER};
 
 /// A store in one SQLite database file.
 ///
@@ -383,7 +383,7 @@ impl Store for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_error)?;
             // On error the transaction is dropped, which rolls it back.
-            batch::apply_all(&mut tx::SqliteTx(&tx), batch)?;
+            apply_batch(&mut tx::SqliteTx(&tx), batch)?;
             tx.commit().map_err(db_error)?;
         }
         self.listeners.notify(batch);

@@ -12,9 +12,9 @@ use super::rows::{
     app_columns, audit_columns, refresh_columns, signing_key_columns, to_json, token_columns,
     TokenColumns,
 };
-use crate::batch::Tx;
+use kms_core::store::Transaction;
 
-/// [`Tx`] over an open transaction (a `rusqlite::Transaction` derefs to its connection).
+/// [`Transaction`] over an open transaction (a `rusqlite::Transaction` derefs to its connection).
 pub(crate) struct SqliteTx<'a>(pub(crate) &'a Connection);
 
 impl SqliteTx<'_> {
@@ -29,7 +29,7 @@ impl SqliteTx<'_> {
     }
 }
 
-impl Tx for SqliteTx<'_> {
+impl Transaction for SqliteTx<'_> {
     fn meta_exists(&mut self, key: &str) -> Result<bool, StoreError> {
         self.exists("SELECT 1 FROM meta WHERE key = ?1", &key)
     }

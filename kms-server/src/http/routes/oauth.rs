@@ -57,25 +57,20 @@ impl From<OAuthError> for OAuthFailure {
 
 impl From<ApiError> for OAuthFailure {
     fn from(e: ApiError) -> Self {
-        let error = match e.status().as_u16() {
-            401 => "invalid_client",
-            403 => "insufficient_scope",
-            429 => "rate_limited",
-            503 => "temporarily_unavailable",
-            500..=599 => "server_error",
+        // From the API's own error code, not from the HTTP status number.
+        let error = match e.code() {
+            "unauthenticated" => "invalid_client",
+            "forbidden" => "insufficient_scope",
+            "rate_limited" => "rate_limited",
+            "unavailable" => "temporarily_unavailable",
+            "internal" => "server_error",
             _ => "invalid_request",
         };
-        let retry_after = e
-            .to_response("")
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
         OAuthFailure {
             status: e.status(),
             error,
             description: e.message().to_owned(),
-            retry_after,
+            retry_after: e.retry_after_secs().map(|s| s.max(1).to_string()),
         }
     }
 }

@@ -1,23 +1,32 @@
-//! The meaning of a [`Mutation`], shared by every store: which preconditions each one
-//! checks and what the conflict says. A store supplies the primitive reads and writes of
-//! one open transaction ([`Tx`]); [`apply_all`] turns a batch into those primitives, so the
-//! stores cannot drift apart on semantics.
+//! The meaning of each [`Mutation`], written once for every store: which preconditions it
+//! checks, what its conflict says, what it changes. A store supplies only the primitive
+//! reads and writes of one open transaction ([`Transaction`]); [`apply_batch`] turns a
+//! batch into those primitives, so no two stores can drift apart on semantics, and a new
+//! store (PostgreSQL, say) copies no rule.
+//!
+//! A store's `Store::apply` opens a transaction, calls [`apply_batch`], and commits on
+//! `Ok` (rolling back on `Err`); the transaction must serialise writers (SQLite's
+//! `BEGIN IMMEDIATE`, a lock on a network database), since the preconditions read what
+//! they check inside it.
 
-use kms_core::store::Mutation;
-use kms_core::store::{anchor_value, AUDIT_ANCHOR_KEY, POLICY_VERSION_KEY};
-use kms_core::store::{
-    RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreError, TokenRecord,
-};
-use kms_core::{Application, AuditEvent, Permission, Role, RoleName, Scope, Timestamp};
+use super::{Mutation, POLICY_VERSION_KEY};
+use super::{RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreError, TokenRecord};
+use crate::application::Application;
+use crate::audit::{anchor_value, parse_anchor, AuditEvent, AUDIT_ANCHOR_KEY, GENESIS_HASH};
+use crate::clock::Timestamp;
+use crate::policy::{Permission, Role, RoleName, Scope};
 
-/// Primitive reads and writes inside one transaction. Writes do not check preconditions:
-/// [`apply_all`] has, before calling them.
-pub(crate) trait Tx {
+/// Primitive reads and writes inside one open transaction. Writes do not check
+/// preconditions: [`apply_batch`] has, before calling them.
+pub trait Transaction {
+    /// Whether the metadata key is set.
     fn meta_exists(&mut self, key: &str) -> Result<bool, StoreError>;
     /// A metadata value.
     fn meta(&mut self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a metadata key that is not set yet.
     fn insert_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
 
+    /// Whether an application with this id exists.
     fn app_exists(&mut self, id: &str) -> Result<bool, StoreError>;
     /// The id of the application called `name`, if any.
     fn app_named(&mut self, name: &str) -> Result<Option<String>, StoreError>;
@@ -26,17 +35,22 @@ pub(crate) trait Tx {
     /// Deletes the application and every token it owns; a missing one is a no-op.
     fn delete_app(&mut self, id: &str) -> Result<(), StoreError>;
 
+    /// Whether the permission is defined.
     fn permission_exists(&mut self, scope: &Scope) -> Result<bool, StoreError>;
     /// Inserts or replaces the permission with this scope.
     fn put_permission(&mut self, permission: &Permission) -> Result<(), StoreError>;
+    /// Deletes the permission; a missing one is a no-op.
     fn delete_permission(&mut self, scope: &Scope) -> Result<(), StoreError>;
     /// Inserts or replaces the role with this name.
     fn put_role(&mut self, role: &Role) -> Result<(), StoreError>;
+    /// Deletes the role; a missing one is a no-op.
     fn delete_role(&mut self, name: &RoleName) -> Result<(), StoreError>;
 
+    /// Whether a token with this id exists.
     fn token_exists(&mut self, id: &str) -> Result<bool, StoreError>;
     /// Inserts or replaces the token with this id, with its grants.
     fn put_token(&mut self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Deletes the token and its grants; a missing one is a no-op.
     fn delete_token(&mut self, id: &str) -> Result<(), StoreError>;
 
     /// Inserts or replaces the signing key with this kid.
@@ -44,6 +58,7 @@ pub(crate) trait Tx {
 
     /// The status of the refresh token with `id`, if it exists.
     fn refresh_status(&mut self, id: &str) -> Result<Option<RefreshStatus>, StoreError>;
+    /// Inserts a refresh token whose id is free.
     fn insert_refresh_token(&mut self, record: &RefreshRecord) -> Result<(), StoreError>;
     /// Marks the refresh token spent at `at`.
     fn spend_refresh_token(&mut self, id: &str, at: Timestamp) -> Result<(), StoreError>;
@@ -54,9 +69,11 @@ pub(crate) trait Tx {
     /// Deletes deny-list entries and refresh tokens with `expires_at < before`.
     fn purge_expired(&mut self, before: Timestamp) -> Result<(), StoreError>;
 
+    /// Whether an audit event with this sequence number exists.
     fn audit_exists(&mut self, seq: u64) -> Result<bool, StoreError>;
     /// `seq` and `hash` of the newest audit event, if any.
     fn audit_head(&mut self) -> Result<Option<(u64, String)>, StoreError>;
+    /// Stores the audit event as given.
     fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError>;
     /// Deletes audit events with `seq <= through_seq`.
     fn prune_audit(&mut self, through_seq: u64) -> Result<(), StoreError>;
@@ -66,15 +83,15 @@ pub(crate) trait Tx {
 
 /// The largest counter (use count, audit sequence number) a store keeps: SQLite integers
 /// are signed 64-bit.
-pub(crate) const MAX_COUNTER: u64 = i64::MAX as u64;
+pub const MAX_COUNTER: u64 = i64::MAX as u64;
 
 /// Applies every mutation of `batch` to `tx`, stopping at the first conflict. The caller
 /// commits on `Ok` and rolls back on `Err`.
-pub(crate) fn apply_all(tx: &mut impl Tx, batch: &[Mutation]) -> Result<(), StoreError> {
+pub fn apply_batch(tx: &mut impl Transaction, batch: &[Mutation]) -> Result<(), StoreError> {
     batch.iter().try_for_each(|m| apply_one(tx, m))
 }
 
-fn apply_one(tx: &mut impl Tx, mutation: &Mutation) -> Result<(), StoreError> {
+fn apply_one(tx: &mut impl Transaction, mutation: &Mutation) -> Result<(), StoreError> {
     if matches!(
         mutation,
         Mutation::InsertPermission(_)
@@ -190,8 +207,14 @@ fn apply_one(tx: &mut impl Tx, mutation: &Mutation) -> Result<(), StoreError> {
             let (seq, prev_hash) = match tx.audit_head()? {
                 Some(head) => head,
                 None => match tx.meta(AUDIT_ANCHOR_KEY)? {
-                    Some(anchor) => parse_anchor(&anchor)?,
-                    None => (0, kms_core::store::GENESIS_HASH.to_owned()),
+                    Some(anchor) => parse_anchor(&anchor)
+                        .map(|(seq, hash)| (seq, hash.to_owned()))
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "the audit anchor {anchor:?} is not <seq>:<hash>"
+                            ))
+                        })?,
+                    None => (0, GENESIS_HASH.to_owned()),
                 },
             };
             let mut event = event.clone();
@@ -216,17 +239,11 @@ fn apply_one(tx: &mut impl Tx, mutation: &Mutation) -> Result<(), StoreError> {
                 )))
             }
         }
-        // A kind of change newer than this store cannot be applied faithfully; refusing it
-        // keeps the batch all-or-nothing.
-        _ => Err(conflict(
-            "this store does not know one of the changes in the batch; upgrade kms-store"
-                .to_owned(),
-        )),
     }
 }
 
 /// The stored policy version (0 before the first permission or role change).
-fn policy_version(tx: &mut impl Tx) -> Result<u64, StoreError> {
+fn policy_version(tx: &mut impl Transaction) -> Result<u64, StoreError> {
     match tx.meta(POLICY_VERSION_KEY)? {
         None => Ok(0),
         Some(v) => v
@@ -235,18 +252,8 @@ fn policy_version(tx: &mut impl Tx) -> Result<u64, StoreError> {
     }
 }
 
-/// `<seq>:<hash>` as [`Mutation::PruneAudit`] records it.
-fn parse_anchor(anchor: &str) -> Result<(u64, String), StoreError> {
-    anchor
-        .split_once(':')
-        .and_then(|(seq, hash)| Some((seq.parse().ok()?, hash.to_owned())))
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!("the audit anchor {anchor:?} is not <seq>:<hash>"))
-        })
-}
-
 /// Preconditions every stored token meets: its application exists and its use counter fits.
-fn check_token(tx: &mut impl Tx, token: &TokenRecord) -> Result<(), StoreError> {
+fn check_token(tx: &mut impl Transaction, token: &TokenRecord) -> Result<(), StoreError> {
     require_app(tx, &token.app_id)?;
     match token.limits.uses {
         Some(uses) if uses > MAX_COUNTER => Err(conflict(format!(
@@ -256,7 +263,7 @@ fn check_token(tx: &mut impl Tx, token: &TokenRecord) -> Result<(), StoreError> 
     }
 }
 
-fn require_app(tx: &mut impl Tx, id: &str) -> Result<(), StoreError> {
+fn require_app(tx: &mut impl Transaction, id: &str) -> Result<(), StoreError> {
     if tx.app_exists(id)? {
         Ok(())
     } else {
