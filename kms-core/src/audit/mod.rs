@@ -5,8 +5,8 @@ mod anchor;
 mod chain;
 mod event;
 
-pub(crate) use anchor::parse_anchor;
-pub use anchor::{anchor_value, AUDIT_ANCHOR_KEY};
+pub(crate) use anchor::AuditAnchor;
+pub use anchor::AUDIT_ANCHOR_KEY;
 pub(crate) use chain::ChainChecker;
 pub use chain::{verify_chain, AuditVerification, GENESIS_HASH};
 pub use event::{AuditEvent, AuditQuery};

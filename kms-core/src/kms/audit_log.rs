@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{Caller, Kms};
 use crate::audit::{
-    parse_anchor, AuditEvent, AuditQuery, AuditVerification, ChainChecker, AUDIT_ANCHOR_KEY,
+    AuditAnchor, AuditEvent, AuditQuery, AuditVerification, ChainChecker, AUDIT_ANCHOR_KEY,
 };
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
@@ -203,8 +203,8 @@ impl Kms {
         caller.require_global(&*self.snapshot()?, "audit.read")?;
         let (mut checker, mut after) = match self.inner.store.get_meta(AUDIT_ANCHOR_KEY)? {
             None => (ChainChecker::new(), 0),
-            Some(anchor) => match parse_anchor(&anchor) {
-                Some((seq, hash)) => (ChainChecker::after_anchor(seq, hash.to_owned()), seq),
+            Some(anchor) => match AuditAnchor::from_meta_value(&anchor) {
+                Some(a) => (ChainChecker::after_anchor(a.seq, a.hash), a.seq),
                 None => {
                     return Ok(AuditVerification::Broken {
                         ok: false,
@@ -250,7 +250,7 @@ impl Kms {
         if let Some(age) = audit_max_age_secs {
             let cutoff = now.plus_secs(-age);
             let after = match self.inner.store.get_meta(AUDIT_ANCHOR_KEY)? {
-                Some(a) => parse_anchor(&a).map_or(0, |(seq, _)| seq),
+                Some(a) => AuditAnchor::from_meta_value(&a).map_or(0, |a| a.seq),
                 None => 0,
             };
             let old: Vec<AuditEvent> = self

@@ -12,7 +12,7 @@
 use super::{Mutation, POLICY_VERSION_KEY};
 use super::{RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreError, TokenRecord};
 use crate::application::Application;
-use crate::audit::{anchor_value, parse_anchor, AuditEvent, AUDIT_ANCHOR_KEY, GENESIS_HASH};
+use crate::audit::{AuditAnchor, AuditEvent, AUDIT_ANCHOR_KEY, GENESIS_HASH};
 use crate::clock::Timestamp;
 use crate::policy::{Permission, Role, RoleName, Scope};
 
@@ -187,7 +187,11 @@ fn apply_one(tx: &mut impl Transaction, mutation: &Mutation) -> Result<(), Store
             anchor_hash,
         } => {
             tx.prune_audit(*through_seq)?;
-            tx.set_meta(AUDIT_ANCHOR_KEY, &anchor_value(*through_seq, anchor_hash))
+            let anchor = AuditAnchor {
+                seq: *through_seq,
+                hash: anchor_hash.clone(),
+            };
+            tx.set_meta(AUDIT_ANCHOR_KEY, &anchor.to_meta_value())
         }
         Mutation::AppendAudit(event) => {
             if event.seq > MAX_COUNTER {
@@ -207,8 +211,8 @@ fn apply_one(tx: &mut impl Transaction, mutation: &Mutation) -> Result<(), Store
             let (seq, prev_hash) = match tx.audit_head()? {
                 Some(head) => head,
                 None => match tx.meta(AUDIT_ANCHOR_KEY)? {
-                    Some(anchor) => parse_anchor(&anchor)
-                        .map(|(seq, hash)| (seq, hash.to_owned()))
+                    Some(anchor) => AuditAnchor::from_meta_value(&anchor)
+                        .map(|a| (a.seq, a.hash))
                         .ok_or_else(|| {
                             StoreError::Corrupt(format!(
                                 "the audit anchor {anchor:?} is not <seq>:<hash>"

@@ -21,7 +21,7 @@ pub use traits::{
     UseOutcome,
 };
 
-pub use crate::audit::{anchor_value, verify_chain, AuditQuery, AUDIT_ANCHOR_KEY, GENESIS_HASH};
+pub use crate::audit::{verify_chain, AuditQuery, AUDIT_ANCHOR_KEY, GENESIS_HASH};
 pub use crate::error::StoreError;
 
 /// The metadata key holding the policy version: a counter every permission and role change
