@@ -1,11 +1,11 @@
 //! The OpenAPI 3.1 document of the HTTP API, generated from the handlers' annotations and
-//! the [`crate::http::wire`] types. A test keeps the committed `docs/openapi.json` equal to it.
+//! the [`crate::wire`] types. A test keeps the committed `docs/openapi.json` equal to it.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::http::routes;
-use crate::http::wire;
+use crate::wire;
 
 /// The OpenAPI description of the API.
 #[derive(OpenApi)]

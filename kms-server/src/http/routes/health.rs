@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::middleware::RequestId;
-use crate::http::wire;
+use crate::wire;
 use crate::ops::metrics::Metrics;
 
 /// `GET /healthz`: the process is up.

@@ -10,7 +10,7 @@ use kms_core::{Caller, Kms, VerifyRequest, VerifyResponse};
 use crate::http::blocking::cached_else_blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
-use crate::http::wire;
+use crate::wire;
 use crate::ops::metrics::Metrics;
 
 /// `POST /v1/verify`.
