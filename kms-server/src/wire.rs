@@ -1,8 +1,16 @@
 //! The shapes of the HTTP API's bodies, as API.md states them: the OpenAPI document is
 //! generated from these types, and [`crate::client::KmsClient`] decodes answers into them.
 //!
-//! The server itself answers with kms-core's own types; the end-to-end tests decode those
-//! answers into these types, which keeps the two in step.
+//! The server itself answers with kms-core's own types. What keeps the two in step: the
+//! test `openapi_responses` drives the real binary through every documented operation and
+//! validates each answer against the committed `docs/openapi.json` (a JSON Schema
+//! validator), where response bodies are closed (`additionalProperties: false`) and every
+//! field the server always sends is required; the other end-to-end tests decode the
+//! answers into these types through the client.
+//!
+//! Deserialization stays tolerant (unknown fields ignored, `#[serde(default)]` on fields
+//! added later), so a client built from these types reads a newer server's answers. The
+//! `ToSchema` derives and `schema(...)` attributes exist with the `server` feature only.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -144,9 +152,11 @@ pub struct App {
     pub created_at: String,
     /// Networks its tokens may be used from; empty: anywhere.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub ip_allow: Vec<String>,
     /// Whether management calls by its tokens must be signed.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub require_signed_requests: bool,
 }
 
@@ -157,6 +167,7 @@ pub struct AppPage {
     /// The applications.
     pub items: Vec<App>,
     /// Cursor of the next page, null at the end.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub next_cursor: Option<String>,
 }
 
@@ -190,6 +201,7 @@ pub struct BulkPermissionsCreated {
     pub items: Vec<PermissionView>,
     /// The same list, under the request's key.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub permissions: Vec<PermissionView>,
 }
 
@@ -212,6 +224,7 @@ pub struct PermissionPage {
     /// The permissions.
     pub items: Vec<PermissionView>,
     /// Always null: permissions come in one page.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub next_cursor: Option<String>,
 }
 
@@ -256,6 +269,7 @@ pub struct RoleInfo {
     pub name: String,
     /// What it is for.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub description: String,
     /// Scopes granted directly.
     pub permissions: Vec<String>,
@@ -272,6 +286,7 @@ pub struct RolePage {
     /// The roles.
     pub items: Vec<RoleInfo>,
     /// Always null: roles come in one page.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub next_cursor: Option<String>,
 }
 
@@ -392,30 +407,38 @@ pub struct TokenView {
     /// Metadata.
     #[serde(default)]
     #[cfg_attr(feature = "server", schema(value_type = Object))]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub metadata: Metadata,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339 or null.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub expires_at: Option<String>,
     /// RFC 3339 or null.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub revoked_at: Option<String>,
     /// The first characters of the token, for display.
     pub start: String,
     /// Rate limit, if any.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub ratelimit: Option<RateLimitBody>,
     /// Verifications left, if limited.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub uses: Option<u64>,
     /// Allowed networks.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub ip_allow: Vec<String>,
     /// The token this one replaced.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub rotated_from: Option<String>,
     /// The token that replaced this one.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub rotated_to: Option<String>,
 }
 
@@ -446,6 +469,7 @@ pub struct TokenPage {
     /// The tokens.
     pub items: Vec<TokenView>,
     /// Cursor of the next page, null at the end.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub next_cursor: Option<String>,
 }
 
@@ -598,8 +622,9 @@ pub struct OAuthErrorBody {
     /// `invalid_request`, `invalid_grant`, `invalid_scope`, `invalid_client`,
     /// `unsupported_grant_type`, ...
     pub error: String,
-    /// For humans.
+    /// For humans; always sent by this server.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true, value_type = String))]
     pub error_description: Option<String>,
 }
 
@@ -644,6 +669,9 @@ pub struct IntrospectionBody {
     /// Issued at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+    /// Not before, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     /// Token id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
@@ -669,9 +697,11 @@ pub struct KeyView {
     pub created_at: String,
     /// When a verify-only key retires.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub verify_until: Option<String>,
     /// When it retired.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub retired_at: Option<String>,
 }
 
@@ -682,6 +712,7 @@ pub struct KeyPage {
     /// The keys.
     pub items: Vec<KeyView>,
     /// Always null.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub next_cursor: Option<String>,
 }
 
@@ -702,12 +733,26 @@ pub struct AuditEventView {
     /// `success` or `failure`.
     pub outcome: String,
     /// The client address, when known.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub ip: Option<String>,
     /// The request id, when known.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub request_id: Option<String>,
+    /// The application the object belongs to, when it belongs to one.
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub app_id: Option<String>,
     /// Further facts.
     #[cfg_attr(feature = "server", schema(value_type = Object))]
     pub details: Value,
+    /// The previous event's hash (hex SHA-256), linking the chain.
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub prev_hash: String,
+    /// This event's hash (hex SHA-256).
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub hash: String,
 }
 
 /// A page of audit events.
@@ -717,6 +762,7 @@ pub struct AuditPage {
     /// Events, newest first.
     pub items: Vec<AuditEventView>,
     /// Cursor of the next (older) page, null at the end.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub next_cursor: Option<String>,
 }
 

@@ -193,8 +193,22 @@ fn every_documented_operation_answers_what_the_document_describes() {
         400,
     );
     api.json("GET", "/v1/roles", "/v1/roles", root, None, 200);
-    api.json("GET", "/v1/roles/{name}", "/v1/roles/clerk", root, None, 200);
-    api.json("GET", "/v1/roles/{name}", "/v1/roles/ghost", root, None, 404);
+    api.json(
+        "GET",
+        "/v1/roles/{name}",
+        "/v1/roles/clerk",
+        root,
+        None,
+        200,
+    );
+    api.json(
+        "GET",
+        "/v1/roles/{name}",
+        "/v1/roles/ghost",
+        root,
+        None,
+        404,
+    );
     api.json(
         "PATCH",
         "/v1/roles/{name}",
@@ -211,8 +225,10 @@ fn every_documented_operation_answers_what_the_document_describes() {
         "/v1/apps/{app_id}/tokens",
         &tokens,
         root,
-        Some(&json!({"name": "ci", "scopes": ["billing.read"], "roles": ["clerk"],
-                     "expires_in": 3600, "metadata": {"team": "books"}})),
+        Some(
+            &json!({"name": "ci", "scopes": ["billing.read"], "roles": ["clerk"],
+                     "expires_in": 3600, "metadata": {"team": "books"}}),
+        ),
         201,
     );
     let token = created["token"].as_str().unwrap().to_owned();
@@ -246,7 +262,14 @@ fn every_documented_operation_answers_what_the_document_describes() {
         Some(&json!({"name": "bad", "scopes": ["no.such.scope"]})),
         400,
     );
-    api.json("GET", "/v1/apps/{app_id}/tokens", &tokens, Some(&verifier), None, 403);
+    api.json(
+        "GET",
+        "/v1/apps/{app_id}/tokens",
+        &tokens,
+        Some(&verifier),
+        None,
+        403,
+    );
     let page = api.json(
         "GET",
         "/v1/apps/{app_id}/tokens",
@@ -268,7 +291,14 @@ fn every_documented_operation_answers_what_the_document_describes() {
     let limited_path = format!("/v1/tokens/{limited_id}");
     api.json("GET", "/v1/tokens/{id}", &token_path, root, None, 200);
     api.json("GET", "/v1/tokens/{id}", &limited_path, root, None, 200);
-    api.json("GET", "/v1/tokens/{id}", "/v1/tokens/tok_nope", root, None, 404);
+    api.json(
+        "GET",
+        "/v1/tokens/{id}",
+        "/v1/tokens/tok_nope",
+        root,
+        None,
+        404,
+    );
     api.json(
         "PATCH",
         "/v1/tokens/{id}",
@@ -288,7 +318,14 @@ fn every_documented_operation_answers_what_the_document_describes() {
 
     // Verification: valid (with and without limits), invalid, and refused.
     let verify = |body: Value, bearer: &str, status: u16| {
-        api.json("POST", "/v1/verify", "/v1/verify", Some(bearer), Some(&body), status)
+        api.json(
+            "POST",
+            "/v1/verify",
+            "/v1/verify",
+            Some(bearer),
+            Some(&body),
+            status,
+        )
     };
     let valid = verify(
         json!({"token": token, "permissions": "billing.read"}),
@@ -361,7 +398,14 @@ fn every_documented_operation_answers_what_the_document_describes() {
         None,
         200,
     );
-    api.json("POST", "/v1/keys/rotate", "/v1/keys/rotate", root, None, 201);
+    api.json(
+        "POST",
+        "/v1/keys/rotate",
+        "/v1/keys/rotate",
+        root,
+        None,
+        201,
+    );
     api.json("GET", "/v1/keys", "/v1/keys", root, None, 200);
     api.json("GET", "/v1/keys", "/v1/keys", Some(&verifier), None, 403);
 
@@ -414,7 +458,14 @@ fn every_documented_operation_answers_what_the_document_describes() {
         Some(&json!({"name": "spare"})),
         201,
     );
-    api.json("DELETE", "/v1/roles/{name}", "/v1/roles/spare", root, None, 204);
+    api.json(
+        "DELETE",
+        "/v1/roles/{name}",
+        "/v1/roles/spare",
+        root,
+        None,
+        204,
+    );
 
     // The audit log.
     let events = api.json("GET", "/v1/audit", "/v1/audit?limit=2", root, None, 200);
@@ -428,7 +479,14 @@ fn every_documented_operation_answers_what_the_document_describes() {
         200,
     );
     api.json("GET", "/v1/audit", "/v1/audit", Some(&verifier), None, 403);
-    let check = api.json("GET", "/v1/audit/verify", "/v1/audit/verify", root, None, 200);
+    let check = api.json(
+        "GET",
+        "/v1/audit/verify",
+        "/v1/audit/verify",
+        root,
+        None,
+        200,
+    );
     assert_eq!(check["ok"], true);
 
     // Last, the application.
@@ -439,5 +497,34 @@ fn every_documented_operation_answers_what_the_document_describes() {
     assert!(
         unchecked.is_empty(),
         "documented operations this test never called: {unchecked:?}"
+    );
+}
+
+#[test]
+fn the_validation_refuses_an_undocumented_field_a_missing_one_and_a_wrong_type() {
+    let schema = ApiSchema::committed();
+    let app = json!({"id": "app_1", "name": "billing", "token_prefix": "bill",
+                     "status": "active", "created_at": "2026-01-01T00:00:00Z",
+                     "ip_allow": [], "require_signed_requests": false});
+    schema.validate("GET", "/v1/apps/{id}", 200, &app.to_string());
+    let refused = |body: Value| {
+        std::panic::catch_unwind(|| schema.validate("GET", "/v1/apps/{id}", 200, &body.to_string()))
+            .is_err()
+    };
+    let mut extra = app.clone();
+    extra["secret"] = json!("leaked");
+    assert!(refused(extra), "an undocumented field passed");
+    let mut missing = app.clone();
+    missing
+        .as_object_mut()
+        .unwrap()
+        .remove("require_signed_requests");
+    assert!(refused(missing), "a missing required field passed");
+    let mut wrong = app;
+    wrong["ip_allow"] = json!("10.0.0.0/8");
+    assert!(refused(wrong), "a field of the wrong type passed");
+    assert!(
+        std::panic::catch_unwind(|| schema.validate("DELETE", "/v1/apps/{id}", 204, "{}")).is_err(),
+        "a body where none is documented passed"
     );
 }

@@ -33,7 +33,10 @@ impl ApiSchema {
     /// `status`: the exact status, else its class (`4XX`), else `default`.
     pub(crate) fn response(&self, method: &str, path: &str, status: u16) -> &Value {
         let op = &self.doc["paths"][path][method.to_ascii_lowercase()];
-        assert!(op.is_object(), "{method} {path} is not in docs/openapi.json");
+        assert!(
+            op.is_object(),
+            "{method} {path} is not in docs/openapi.json"
+        );
         let responses = &op["responses"];
         let class = format!("{}XX", status / 100);
         [status.to_string(), class, "default".to_owned()]

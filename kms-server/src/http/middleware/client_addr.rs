@@ -13,9 +13,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::HeaderName;
 #[cfg(feature = "server")]
 use axum::http::HeaderMap;
+use axum::http::HeaderName;
 #[cfg(feature = "server")]
 use ipnet::IpNet;
 
