@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::http::wire::{
+use crate::wire::{
     AccessTokenResponse, App, AppPage, AppPatchBody, AuditCheck, AuditPage, AuditQueryParams,
     CreatedTokenView, ErrorInfo, Health, IntrospectionBody, KeyPage, KeyView, NewAppBody,
     NewPermissionBody, NewRoleBody, NewTokenBody, PageQuery, PermissionPage, PermissionView,
@@ -62,7 +62,7 @@ pub enum ClientError {
         /// The HTTP status.
         status: u16,
         /// The decoded error.
-        error: crate::http::wire::OAuthErrorBody,
+        error: crate::wire::OAuthErrorBody,
     },
     /// The server answered an error status without the API's error body.
     #[error("unexpected HTTP status {status}")]
@@ -134,6 +134,22 @@ fn segment(s: &str) -> String {
     out
 }
 
+/// A request-signing nonce: `n` and 24 hex digits of fresh randomness (the server takes
+/// 8–128 of `[A-Za-z0-9_-]`, each once).
+fn fresh_nonce() -> Result<String, ClientError> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = [0u8; 12];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| ClientError::Transport(format!("no randomness for a request nonce: {e}")))?;
+    let mut nonce = String::with_capacity(1 + 2 * bytes.len());
+    nonce.push('n');
+    for b in bytes {
+        nonce.push(char::from(HEX[usize::from(b >> 4)]));
+        nonce.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    Ok(nonce)
+}
+
 /// How long the client waits for one call's answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -193,9 +209,7 @@ impl KmsClient {
             let timestamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            let nonce = crate::http::middleware::RequestId::generate()
-                .as_str()
-                .replacen("req_", "n", 1);
+            let nonce = fresh_nonce()?;
             let signature = kms_core::request_signing::sign_request(
                 secret.as_bytes(),
                 &kms_core::request_signing::SignedRequest {
@@ -236,14 +250,14 @@ impl KmsClient {
                     .header("retry-after")
                     .and_then(|v| v.trim().parse().ok());
                 let text = response.into_string().unwrap_or_default();
-                if let Ok(body) = serde_json::from_str::<crate::http::wire::ErrorBody>(&text) {
+                if let Ok(body) = serde_json::from_str::<crate::wire::ErrorBody>(&text) {
                     return Err(ClientError::Api {
                         status,
                         error: body.error,
                         retry_after,
                     });
                 }
-                match serde_json::from_str::<crate::http::wire::OAuthErrorBody>(&text) {
+                match serde_json::from_str::<crate::wire::OAuthErrorBody>(&text) {
                     Ok(error) => Err(ClientError::OAuth { status, error }),
                     Err(_) => Err(ClientError::Status { status }),
                 }
@@ -362,10 +376,10 @@ impl KmsClient {
         &self,
         reqs: &[NewPermissionBody],
     ) -> Result<Vec<PermissionView>, ClientError> {
-        let body = crate::http::wire::BulkPermissionsBody {
+        let body = crate::wire::BulkPermissionsBody {
             permissions: reqs.to_vec(),
         };
-        let created: crate::http::wire::BulkPermissionsCreated =
+        let created: crate::wire::BulkPermissionsCreated =
             self.call("POST", "/v1/permissions/bulk", Some(&body))?;
         Ok(created.items)
     }

@@ -109,6 +109,7 @@ fn api_keys_exchange_for_access_tokens_that_introspect_and_revoke() {
             iss: None,
             exp: None,
             iat: None,
+            nbf: None,
             jti: None,
             token_type: None,
             app_id: None,

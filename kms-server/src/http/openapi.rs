@@ -1,11 +1,16 @@
 //! The OpenAPI 3.1 document of the HTTP API, generated from the handlers' annotations and
-//! the [`crate::http::wire`] types. A test keeps the committed `docs/openapi.json` equal to it.
+//! the [`crate::wire`] types. A test keeps the committed `docs/openapi.json` equal to it.
 
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use utoipa::openapi::schema::{AdditionalProperties, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ObjectBuilder, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::http::routes;
-use crate::http::wire;
+use crate::wire;
 
 /// The OpenAPI description of the API.
 #[derive(OpenApi)]
@@ -53,7 +58,7 @@ use crate::http::wire;
         routes::audit::verify_audit,
     ),
     components(schemas(wire::FieldProblem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ClosedResponses),
     tags(
         (name = "operations", description = "Health, readiness, metrics and this document; no token needed"),
         (name = "applications", description = "Applications, the tenant unit (`app.read`, `app.write`)"),
@@ -85,6 +90,102 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Response bodies are closed: the server sends no field its schema does not name, so the
+/// schemas of response bodies (and of the objects they contain) say
+/// `additionalProperties: false`, and the end-to-end tests that validate real responses
+/// against the document catch a field sent but not documented. The wire types' serde
+/// stays open, so an older client still reads a newer server's answers.
+///
+/// `CreatedTokenView` is `TokenView` flattened with `token`; closing `TokenView` would
+/// refuse `token` inside an `allOf`, so its schema is written out as `TokenView`'s
+/// properties plus `token`.
+struct ClosedResponses;
+
+impl Modify for ClosedResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let referenced = response_schemas(openapi);
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        if let Some(RefOr::T(Schema::Object(view))) = components.schemas.get("TokenView") {
+            let token = ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .description(Some(
+                    "The plaintext token. Store it now; it cannot be shown again.",
+                ))
+                .build();
+            let mut created = view.clone();
+            created.description = Some(
+                "A token just created or rotated, with its plaintext (shown this once).".to_owned(),
+            );
+            created.properties.insert("token".to_owned(), token.into());
+            created.required.insert(0, "token".to_owned());
+            components.schemas.insert(
+                "CreatedTokenView".to_owned(),
+                Schema::Object(created).into(),
+            );
+        }
+        for name in referenced {
+            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(&name) {
+                object.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
+}
+
+/// The component schemas that response bodies use, directly or inside one another.
+fn response_schemas(openapi: &utoipa::openapi::OpenApi) -> BTreeSet<String> {
+    const PREFIX: &str = "#/components/schemas/";
+    fn refs(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v.as_str()) {
+                        ("$ref", Some(r)) => {
+                            if let Some(name) = r.strip_prefix(PREFIX) {
+                                out.push(name.to_owned());
+                            }
+                        }
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut todo = Vec::new();
+    for item in openapi.paths.paths.values() {
+        let ops = [
+            &item.get,
+            &item.put,
+            &item.post,
+            &item.delete,
+            &item.patch,
+            &item.head,
+        ];
+        for op in ops.into_iter().flatten() {
+            if let Ok(responses) = serde_json::to_value(&op.responses) {
+                refs(&responses, &mut todo);
+            }
+        }
+    }
+    let schemas = openapi.components.as_ref().map(|c| &c.schemas);
+    let mut seen = BTreeSet::new();
+    while let Some(name) = todo.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if let Some(schema) = schemas.and_then(|s| s.get(&name)) {
+            if let Ok(value) = serde_json::to_value(schema) {
+                refs(&value, &mut todo);
+            }
+        }
+    }
+    seen
+}
+
 /// The document, with the crate's version.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
@@ -95,6 +196,16 @@ pub fn document() -> utoipa::openapi::OpenApi {
 /// The document as JSON.
 pub fn document_value() -> Result<serde_json::Value, serde_json::Error> {
     serde_json::to_value(document())
+}
+
+/// The document as compact JSON (the bytes of [`document_value`]), built once:
+/// `GET /openapi.json` serves them.
+pub fn document_bytes() -> Result<&'static [u8], &'static serde_json::Error> {
+    static BYTES: OnceLock<Result<Vec<u8>, serde_json::Error>> = OnceLock::new();
+    BYTES
+        .get_or_init(|| document_value().and_then(|doc| serde_json::to_vec(&doc)))
+        .as_ref()
+        .map(Vec::as_slice)
 }
 
 /// The document as pretty-printed JSON with a final newline, as committed in

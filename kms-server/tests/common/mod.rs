@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub(crate) mod schema;
+
 use kms_server::client::KmsClient;
 use serde_json::Value;
 

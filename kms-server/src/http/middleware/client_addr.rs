@@ -4,20 +4,30 @@
 //! is the right-most address of `X-Forwarded-For` that is not itself a trusted proxy. By
 //! default no proxy is trusted, so a client cannot choose its own address by sending the
 //! header. Audit events, lockouts, rate limits and the deny-list all use this address.
+//!
+//! [`client_ip`] is shared with [`crate::guard`]; the policy and the deny-list are the
+//! server's (`server` feature).
 
 use std::net::{IpAddr, SocketAddr};
+#[cfg(feature = "server")]
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderMap, HeaderName};
+#[cfg(feature = "server")]
+use axum::http::HeaderMap;
+use axum::http::HeaderName;
+#[cfg(feature = "server")]
 use ipnet::IpNet;
 
+#[cfg(feature = "server")]
 use crate::http::error::ApiError;
+#[cfg(feature = "server")]
 use crate::ops::metrics::Metrics;
 
 /// The `X-Forwarded-For` header.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+#[cfg(feature = "server")]
 /// Most `X-Forwarded-For` entries looked at, from the right.
 const MAX_FORWARDED_HOPS: usize = 32;
 
@@ -25,6 +35,8 @@ const MAX_FORWARDED_HOPS: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 /// Which networks are refused and which proxies are believed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkPolicy {
@@ -34,6 +46,7 @@ pub struct NetworkPolicy {
     pub trusted_proxies: Vec<IpNet>,
 }
 
+#[cfg(feature = "server")]
 impl NetworkPolicy {
     /// Whether `ip` lies in a denied network.
     pub fn is_denied(&self, ip: IpAddr) -> bool {
@@ -71,6 +84,7 @@ impl NetworkPolicy {
     }
 }
 
+#[cfg(feature = "server")]
 /// One `X-Forwarded-For` entry: an address, optionally with a port (`[::1]:80`, `1.2.3.4:5`).
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     let hop = hop.trim();
@@ -80,6 +94,8 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 /// The deny-list in force, and where its refusals are counted.
 #[derive(Debug, Clone)]
 pub struct NetworkGate {
@@ -89,6 +105,7 @@ pub struct NetworkGate {
     pub metrics: Arc<Metrics>,
 }
 
+#[cfg(feature = "server")]
 impl NetworkGate {
     /// Stores the [`ClientAddr`] of a request that arrived over a connection, or refuses it
     /// with `403 forbidden` when it comes from a denied network.
@@ -121,7 +138,7 @@ pub fn client_ip(request: &Request) -> Option<IpAddr> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "server"))]
 #[allow(
     clippy::unwrap_used,
     clippy::expect_used,

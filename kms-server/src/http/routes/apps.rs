@@ -9,7 +9,7 @@ use kms_core::{AppUpdate, Application, Caller, Kms, NewApp, Page, PageRequest};
 use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, QueryParams};
-use crate::http::wire;
+use crate::wire;
 
 /// `POST /v1/apps`.
 #[utoipa::path(post, path = "/v1/apps", tag = "applications",

@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::QueryParams;
-use crate::http::wire;
+use crate::wire;
 
 /// `?limit=&cursor=&action=&actor=&since=` of the audit listing.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]

@@ -1,7 +1,7 @@
 //! The OpenAPI document.
 
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 use crate::http::error::ApiError;
 
@@ -9,8 +9,16 @@ use crate::http::error::ApiError;
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
 pub async fn openapi_json() -> Response {
-    match crate::http::openapi::document_value() {
-        Ok(doc) => Json(doc).into_response(),
+    // Built once per process; the document cannot change while it runs.
+    match crate::http::openapi::document_bytes() {
+        Ok(bytes) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
         Err(err) => {
             tracing::error!(error = %err, "the OpenAPI document could not be built");
             ApiError::internal().into_response()

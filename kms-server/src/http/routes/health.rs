@@ -12,8 +12,8 @@ use serde_json::json;
 use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::middleware::RequestId;
-use crate::http::wire;
 use crate::ops::metrics::Metrics;
+use crate::wire;
 
 /// `GET /healthz`: the process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations",

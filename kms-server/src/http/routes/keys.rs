@@ -7,7 +7,7 @@ use kms_core::{Caller, KeyInfo, Kms, Page};
 
 use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
-use crate::http::wire;
+use crate::wire;
 
 /// `GET /v1/keys`: key ids, algorithms, states and dates, newest first; never private
 /// material.

@@ -29,7 +29,7 @@ use crate::http::middleware::auth::{bearer_token, client_ip};
 use crate::http::middleware::signed_requests::{self, SignedParts, Signer};
 use crate::http::middleware::RequestId;
 use crate::http::routes::AppState;
-use crate::http::wire;
+use crate::wire;
 
 /// An error in the OAuth 2.0 shape.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
-use crate::http::wire;
+use crate::wire;
 
 /// The body of `POST /v1/permissions/bulk`.
 #[derive(Debug, Deserialize)]

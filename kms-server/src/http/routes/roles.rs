@@ -8,7 +8,7 @@ use kms_core::{Caller, Kms, NewRole, Page, RoleUpdate, RoleView};
 use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
-use crate::http::wire;
+use crate::wire;
 
 /// `POST /v1/roles`.
 #[utoipa::path(post, path = "/v1/roles", tag = "roles",

@@ -12,7 +12,7 @@ use kms_core::{
 use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, OptionalJsonBody, QueryParams};
-use crate::http::wire;
+use crate::wire;
 
 /// `201 Created` with a freshly issued secret, never to be cached.
 fn secret_response(created: CreatedToken) -> Response {

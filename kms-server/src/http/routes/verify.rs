@@ -10,8 +10,8 @@ use kms_core::{Caller, Kms, VerifyRequest, VerifyResponse};
 use crate::http::blocking::cached_else_blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
-use crate::http::wire;
 use crate::ops::metrics::Metrics;
+use crate::wire;
 
 /// `POST /v1/verify`.
 #[utoipa::path(post, path = "/v1/verify", tag = "verification",

@@ -1,32 +1,44 @@
 //! The shapes of the HTTP API's bodies, as API.md states them: the OpenAPI document is
 //! generated from these types, and [`crate::client::KmsClient`] decodes answers into them.
 //!
-//! The server itself answers with kms-core's own types; the end-to-end tests decode those
-//! answers into these types, which keeps the two in step.
+//! The server itself answers with kms-core's own types. What keeps the two in step: the
+//! test `openapi_responses` drives the real binary through every documented operation and
+//! validates each answer against the committed `docs/openapi.json` (a JSON Schema
+//! validator), where response bodies are closed (`additionalProperties: false`) and every
+//! field the server always sends is required; the other end-to-end tests decode the
+//! answers into these types through the client.
+//!
+//! Deserialization stays tolerant (unknown fields ignored, `#[serde(default)]` on fields
+//! added later), so a client built from these types reads a newer server's answers. The
+//! `ToSchema` derives and `schema(...)` attributes exist with the `server` feature only.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+#[cfg(feature = "server")]
 use utoipa::{IntoParams, ToSchema};
 
 /// JSON object of free-form metadata.
 pub type Metadata = Map<String, Value>;
 
 /// `{"status": "ok"}` or `{"status": "ready"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct Health {
     /// `ok` (healthz) or `ready` (readyz).
     pub status: String,
 }
 
 /// The error body of every failed call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorInfo,
 }
 
 /// What went wrong.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct ErrorInfo {
     /// `invalid_request`, `unauthenticated`, `forbidden`, `not_found`, `conflict`,
     /// `payload_too_large`, `unsupported_media_type`, `rate_limited`, `unavailable`,
@@ -43,12 +55,13 @@ pub struct ErrorInfo {
     /// `signature` (`signature_missing`, `signature_malformed`, `signature_stale`,
     /// `signature_replayed`, `signature_invalid`) for a refused signed request;
     /// `retry_after_secs` for `rate_limited`; empty otherwise.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "server", schema(value_type = Object))]
     pub details: Map<String, Value>,
 }
 
 /// One bad field of an `invalid_request`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct FieldProblem {
     /// The field as named in the request (`scopes[2]`).
     pub field: String,
@@ -57,8 +70,9 @@ pub struct FieldProblem {
 }
 
 /// `?limit=&cursor=` of a listing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema, IntoParams))]
+#[cfg_attr(feature = "server", into_params(parameter_in = Query))]
 pub struct PageQuery {
     /// Items per page, 1–1000 (default 50).
     pub limit: Option<u32>,
@@ -76,7 +90,8 @@ impl From<PageQuery> for kms_core::PageRequest {
 }
 
 /// Body of `POST /v1/apps`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct NewAppBody {
     /// Display name, unique.
     pub name: String,
@@ -94,7 +109,8 @@ pub struct NewAppBody {
 }
 
 /// Body of `PATCH /v1/apps/{id}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AppPatchBody {
     /// New name.
@@ -112,7 +128,8 @@ pub struct AppPatchBody {
 }
 
 /// The answer of `POST /v1/apps/{id}/signing-secret`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct SigningSecret {
     /// The application's request-signing secret, shown this once. Sign with
     /// HMAC-SHA256 keyed with this string's bytes.
@@ -120,7 +137,8 @@ pub struct SigningSecret {
 }
 
 /// An application.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct App {
     /// Opaque id.
     pub id: String,
@@ -134,23 +152,28 @@ pub struct App {
     pub created_at: String,
     /// Networks its tokens may be used from; empty: anywhere.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub ip_allow: Vec<String>,
     /// Whether management calls by its tokens must be signed.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub require_signed_requests: bool,
 }
 
 /// A page of applications.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct AppPage {
     /// The applications.
     pub items: Vec<App>,
     /// Cursor of the next page, null at the end.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub next_cursor: Option<String>,
 }
 
 /// Body of `POST /v1/permissions` (and an item of the bulk call).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct NewPermissionBody {
     /// 1–8 segments of `[a-z0-9_-]{1,32}` joined by `.`.
     pub scope: String,
@@ -163,24 +186,28 @@ pub struct NewPermissionBody {
 }
 
 /// Body of `POST /v1/permissions/bulk`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct BulkPermissionsBody {
     /// Created all or none.
     pub permissions: Vec<NewPermissionBody>,
 }
 
 /// Answer of `POST /v1/permissions/bulk`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct BulkPermissionsCreated {
     /// The created permissions.
     pub items: Vec<PermissionView>,
     /// The same list, under the request's key.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub permissions: Vec<PermissionView>,
 }
 
 /// A permission.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct PermissionView {
     /// The scope.
     pub scope: String,
@@ -191,16 +218,19 @@ pub struct PermissionView {
 }
 
 /// Every permission.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct PermissionPage {
     /// The permissions.
     pub items: Vec<PermissionView>,
     /// Always null: permissions come in one page.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub next_cursor: Option<String>,
 }
 
 /// Body of `POST /v1/roles`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct NewRoleBody {
     /// The role's name.
     pub name: String,
@@ -216,7 +246,8 @@ pub struct NewRoleBody {
 }
 
 /// Body of `PATCH /v1/roles/{name}`: given lists replace the old ones.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RolePatchBody {
     /// New description.
@@ -231,12 +262,14 @@ pub struct RolePatchBody {
 }
 
 /// A role.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct RoleInfo {
     /// The role's name.
     pub name: String,
     /// What it is for.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub description: String,
     /// Scopes granted directly.
     pub permissions: Vec<String>,
@@ -247,16 +280,19 @@ pub struct RoleInfo {
 }
 
 /// Every role.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct RolePage {
     /// The roles.
     pub items: Vec<RoleInfo>,
     /// Always null: roles come in one page.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub next_cursor: Option<String>,
 }
 
 /// A token's rate limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct RateLimitBody {
     /// Verifications allowed per window.
     pub limit: i64,
@@ -265,7 +301,8 @@ pub struct RateLimitBody {
 }
 
 /// Body of `POST /v1/apps/{app_id}/tokens`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct NewTokenBody {
     /// Display name.
     pub name: String,
@@ -283,7 +320,7 @@ pub struct NewTokenBody {
     pub expires_at: Option<String>,
     /// Returned on verification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "server", schema(value_type = Option<Object>))]
     pub metadata: Option<Metadata>,
     /// Rate limit of verifications.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -298,7 +335,8 @@ pub struct NewTokenBody {
 
 /// Body of `PATCH /v1/tokens/{id}`: for the limits, `null` removes the limit and an absent
 /// field leaves it unchanged (in Rust: `Some(None)` and `None`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenPatchBody {
     /// New name.
@@ -306,7 +344,7 @@ pub struct TokenPatchBody {
     pub name: Option<String>,
     /// New metadata (replaces the old object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "server", schema(value_type = Option<Object>))]
     pub metadata: Option<Metadata>,
     /// New rate limit, or null to remove it.
     #[serde(
@@ -314,7 +352,7 @@ pub struct TokenPatchBody {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    #[schema(value_type = Option<RateLimitBody>)]
+    #[cfg_attr(feature = "server", schema(value_type = Option<RateLimitBody>))]
     pub ratelimit: Option<Option<RateLimitBody>>,
     /// New use count, or null for unlimited.
     #[serde(
@@ -322,7 +360,7 @@ pub struct TokenPatchBody {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    #[schema(value_type = Option<i64>)]
+    #[cfg_attr(feature = "server", schema(value_type = Option<i64>))]
     pub uses: Option<Option<i64>>,
     /// New allow-list, or null for anywhere.
     #[serde(
@@ -330,7 +368,7 @@ pub struct TokenPatchBody {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[cfg_attr(feature = "server", schema(value_type = Option<Vec<String>>))]
     pub ip_allow: Option<Option<Vec<String>>>,
 }
 
@@ -342,7 +380,8 @@ fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
 }
 
 /// Body of `POST /v1/tokens/{id}/rotate` (optional).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct RotateBody {
     /// How long the old token keeps working, in seconds (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -350,7 +389,8 @@ pub struct RotateBody {
 }
 
 /// A token as shown: never its secret or hash.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct TokenView {
     /// `tok_...`.
     pub id: String,
@@ -366,36 +406,45 @@ pub struct TokenView {
     pub roles: Vec<String>,
     /// Metadata.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "server", schema(value_type = Object))]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub metadata: Metadata,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339 or null.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub expires_at: Option<String>,
     /// RFC 3339 or null.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub revoked_at: Option<String>,
     /// The first characters of the token, for display.
     pub start: String,
     /// Rate limit, if any.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub ratelimit: Option<RateLimitBody>,
     /// Verifications left, if limited.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub uses: Option<u64>,
     /// Allowed networks.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub ip_allow: Vec<String>,
     /// The token this one replaced.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub rotated_from: Option<String>,
     /// The token that replaced this one.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub rotated_to: Option<String>,
 }
 
 /// A token just created or rotated, with its plaintext (shown this once).
-#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct CreatedTokenView {
     /// The plaintext token. Store it now; it cannot be shown again.
     pub token: String,
@@ -414,16 +463,19 @@ impl std::fmt::Debug for CreatedTokenView {
 }
 
 /// A page of tokens.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct TokenPage {
     /// The tokens.
     pub items: Vec<TokenView>,
     /// Cursor of the next page, null at the end.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub next_cursor: Option<String>,
 }
 
 /// Body of `POST /v1/verify`.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct VerifyBody {
     /// The presented token.
     pub token: String,
@@ -451,7 +503,8 @@ impl std::fmt::Debug for VerifyBody {
 
 /// The verdict of `POST /v1/verify`. When `valid` is false only `valid`, `code` and,
 /// where the token was found, `token_id` are present.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct VerifyResult {
     /// Whether the token is valid for the query.
     pub valid: bool,
@@ -478,7 +531,7 @@ pub struct VerifyResult {
     pub expires_at: Option<String>,
     /// Metadata (valid only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "server", schema(value_type = Option<Object>))]
     pub metadata: Option<Metadata>,
     /// Uses left, for tokens with a use limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -486,7 +539,8 @@ pub struct VerifyResult {
 }
 
 /// Output of `kms init`: the root token, shown this once.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct InitOutput {
     /// The plaintext root token (holds `admin`).
     pub root_token: String,
@@ -504,7 +558,8 @@ impl std::fmt::Debug for InitOutput {
 }
 
 /// Parameters of `POST /v1/auth/token`, form-encoded or JSON.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct TokenGrantBody {
     /// `api_key` (the API key is the bearer credential) or `refresh_token`.
     pub grant_type: String,
@@ -534,7 +589,8 @@ impl std::fmt::Debug for TokenGrantBody {
 }
 
 /// A successful answer of `POST /v1/auth/token` (RFC 6749 §5.1).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct AccessTokenResponse {
     /// The access token, an EdDSA JWT.
     pub access_token: String,
@@ -560,18 +616,21 @@ impl std::fmt::Debug for AccessTokenResponse {
 }
 
 /// The OAuth 2.0 error body of the token, introspection and revocation endpoints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct OAuthErrorBody {
     /// `invalid_request`, `invalid_grant`, `invalid_scope`, `invalid_client`,
     /// `unsupported_grant_type`, ...
     pub error: String,
-    /// For humans.
+    /// For humans; always sent by this server.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true, value_type = String))]
     pub error_description: Option<String>,
 }
 
 /// Parameters of introspection and revocation, form-encoded or JSON.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct TokenParamBody {
     /// The access or refresh token.
     pub token: String,
@@ -584,7 +643,8 @@ impl std::fmt::Debug for TokenParamBody {
 }
 
 /// An introspection answer (RFC 7662); inactive is exactly `{"active": false}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct IntrospectionBody {
     /// Whether the token is active.
     pub active: bool,
@@ -609,6 +669,9 @@ pub struct IntrospectionBody {
     /// Issued at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+    /// Not before, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     /// Token id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
@@ -621,7 +684,8 @@ pub struct IntrospectionBody {
 }
 
 /// A signing key, without private material.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct KeyView {
     /// Key id.
     pub kid: String,
@@ -633,23 +697,28 @@ pub struct KeyView {
     pub created_at: String,
     /// When a verify-only key retires.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub verify_until: Option<String>,
     /// When it retired.
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub retired_at: Option<String>,
 }
 
 /// Every signing key, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct KeyPage {
     /// The keys.
     pub items: Vec<KeyView>,
     /// Always null.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub next_cursor: Option<String>,
 }
 
 /// One audit event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct AuditEventView {
     /// Position in the chain, from 1.
     pub seq: u64,
@@ -664,25 +733,42 @@ pub struct AuditEventView {
     /// `success` or `failure`.
     pub outcome: String,
     /// The client address, when known.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub ip: Option<String>,
     /// The request id, when known.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub request_id: Option<String>,
+    /// The application the object belongs to, when it belongs to one.
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub app_id: Option<String>,
     /// Further facts.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "server", schema(value_type = Object))]
     pub details: Value,
+    /// The previous event's hash (hex SHA-256), linking the chain.
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub prev_hash: String,
+    /// This event's hash (hex SHA-256).
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub hash: String,
 }
 
 /// A page of audit events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct AuditPage {
     /// Events, newest first.
     pub items: Vec<AuditEventView>,
     /// Cursor of the next (older) page, null at the end.
+    #[cfg_attr(feature = "server", schema(required = true))]
     pub next_cursor: Option<String>,
 }
 
 /// The result of checking the audit chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct AuditCheck {
     /// Whether the chain is intact.
     pub ok: bool,
