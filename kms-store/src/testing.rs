@@ -29,11 +29,11 @@ pub fn postgres_test_url() -> Result<String, NoPostgres> {
         Ok(url) if !url.trim().is_empty() => Ok(url),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => Err(NoPostgres::Fail(format!(
             "{POSTGRES_TEST_URL_VAR} is not set, so the PostgreSQL tests cannot run; under \
-             CI=true that is a failure (start a server with `.ci/postgres.sh start`)"
+             CI=true that is a failure (start a server with `.ci/postgres.sh start DIR`)"
         ))),
         _ => Err(NoPostgres::Skip(format!(
             "notice: {POSTGRES_TEST_URL_VAR} is not set; skipping a PostgreSQL test \
-             (`.ci/postgres.sh start` starts a private server)"
+             (`.ci/postgres.sh start DIR` starts a private server)"
         ))),
     }
 }
