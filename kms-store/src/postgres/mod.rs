@@ -102,6 +102,43 @@ pub fn is_postgres_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
+/// `url` with its password (in the user part or a `password=` parameter) replaced by
+/// `***`, for messages and logs.
+pub fn redacted_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let authority = &base[scheme_end..authority_end];
+    let mut out = base[..scheme_end].to_owned();
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            match user_info.split_once(':') {
+                Some((user, _password)) => out.push_str(&format!("{user}:***@{host}")),
+                None => out.push_str(&format!("{user_info}@{host}")),
+            };
+        }
+        None => out.push_str(authority),
+    }
+    out.push_str(&base[authority_end..]);
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/dbname`) and
     /// migrates it to the latest schema version; several nodes may do so at once.
@@ -459,5 +496,23 @@ impl Store for PostgresStore {
                 source: None,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(
+            redacted_url("postgres://kms:s3cr%40t@db.internal:5432/kms?password=x&sslmode=disable"),
+            "postgres://kms:***@db.internal:5432/kms?password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redacted_url("postgresql://postgres@127.0.0.1:5/postgres"),
+            "postgresql://postgres@127.0.0.1:5/postgres"
+        );
+        assert!(is_postgres_url("postgresql://h/d") && !is_postgres_url("./kms.db"));
     }
 }
