@@ -18,7 +18,9 @@
 //! The master key seals the signing keys of access tokens. It comes from `KMS_MASTER_KEY`
 //! (base64 of 32 bytes; never a flag, so it stays out of process listings) or from the
 //! master key file; setting both is refused. With neither, `kms init` and `kms serve` create
-//! the file beside the database (mode 0600) and warn. A key that cannot open the database's
+//! the file beside the database (mode 0600) and warn — except on a PostgreSQL database
+//! (`--db postgres://...`), where every node needs the same key, so one must be given and
+//! start-up stops saying so otherwise. A key that cannot open the database's
 //! signing keys stops the start and changes nothing. Keep the key out of backups of the
 //! database: the two together open every signing key.
 //!
