@@ -1,4 +1,5 @@
-//! The `Kms` facade, driven through its public API over the memory and SQLite stores.
+//! The `Kms` facade, driven through its public API over the memory, SQLite and PostgreSQL
+//! stores (PostgreSQL: a fresh database of the test server, `KMS_TEST_POSTGRES_URL`).
 
 #![allow(
     clippy::unwrap_used,
@@ -15,7 +16,8 @@ use kms_core::{
     NewToken, PageRequest, PermissionQuery, RoleUpdate, RotateToken, Timestamp, TokenUpdate,
     VerifyCode, VerifyRequest,
 };
-use kms_store::{MemoryStore, SqliteStore};
+use kms_store::testing::{NoPostgres, ScratchDatabase};
+use kms_store::{MemoryStore, PostgresOptions, PostgresStore, SqliteStore};
 
 struct Env {
     kms: Kms,
@@ -24,6 +26,8 @@ struct Env {
     root_token: String,
     _dir: tempfile::TempDir,
     db: std::path::PathBuf,
+    /// Dropped after `kms` (fields drop in order), which holds the store.
+    _database: Option<ScratchDatabase>,
 }
 
 fn env_with(store: Arc<dyn Store>, dir: tempfile::TempDir, db: std::path::PathBuf) -> Env {
@@ -42,6 +46,7 @@ fn env_with(store: Arc<dyn Store>, dir: tempfile::TempDir, db: std::path::PathBu
         root_token: created.token,
         _dir: dir,
         db,
+        _database: None,
     }
 }
 
@@ -58,15 +63,41 @@ fn sqlite() -> Env {
     env_with(Arc::new(store), dir, db)
 }
 
-/// Runs each behaviour against both stores.
-macro_rules! on_both_stores {
+/// An environment on a fresh PostgreSQL database; `None`, with a notice, when there is no
+/// test server outside CI.
+fn postgres() -> Option<Env> {
+    let database = match ScratchDatabase::create() {
+        Ok(database) => database,
+        Err(NoPostgres::Skip(notice)) => {
+            eprintln!("{notice}");
+            return None;
+        }
+        Err(NoPostgres::Fail(message)) => panic!("{message}"),
+    };
+    let options = PostgresOptions {
+        pool_size: 4,
+        ..PostgresOptions::default()
+    };
+    let store = PostgresStore::open(database.url(), options).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("unused.db");
+    let mut env = env_with(Arc::new(store), dir, db);
+    env._database = Some(database);
+    Some(env)
+}
+
+/// Runs each behaviour against every store.
+macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {
         mod memory_store { $( #[test] fn $name() { super::$name(super::memory()); } )* }
         mod sqlite_store { $( #[test] fn $name() { super::$name(super::sqlite()); } )* }
+        mod postgres_store {
+            $( #[test] fn $name() { if let Some(env) = super::postgres() { super::$name(env); } } )*
+        }
     };
 }
 
-on_both_stores!(
+on_every_store!(
     second_initialisation_is_refused_and_changes_nothing,
     valid_token_verifies_with_its_permissions,
     unknown_id_and_wrong_secret_give_the_same_code,

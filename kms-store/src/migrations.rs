@@ -265,6 +265,30 @@ pub fn status(path: impl AsRef<Path>) -> Result<Vec<MigrationStatus>, StoreError
 
 const UNKNOWN_NAME: &str = "unknown to this build";
 
+/// The status of a known migration.
+pub(crate) fn status_of(
+    version: u32,
+    name: &'static str,
+    applied_at: Option<Timestamp>,
+) -> MigrationStatus {
+    MigrationStatus {
+        version,
+        name,
+        applied: applied_at.is_some(),
+        applied_at,
+    }
+}
+
+/// The status of an applied migration this build does not know.
+pub(crate) fn unknown_status(version: u32, applied_at: Timestamp) -> MigrationStatus {
+    MigrationStatus {
+        version,
+        name: UNKNOWN_NAME,
+        applied: true,
+        applied_at: Some(applied_at),
+    }
+}
+
 pub(crate) fn run_up(conn: &mut Connection, target: Option<u32>) -> Result<Vec<u32>, StoreError> {
     let target = match target {
         Some(t) => check_target(t)?,
@@ -338,26 +362,13 @@ pub(crate) fn read_status(conn: &Connection) -> Result<Vec<MigrationStatus>, Sto
     };
     let mut status: Vec<MigrationStatus> = MIGRATIONS
         .iter()
-        .map(|m| {
-            let applied_at = applied.get(&m.version).copied();
-            MigrationStatus {
-                version: m.version,
-                name: m.name,
-                applied: applied_at.is_some(),
-                applied_at,
-            }
-        })
+        .map(|m| status_of(m.version, m.name, applied.get(&m.version).copied()))
         .collect();
     status.extend(
         applied
             .iter()
             .filter(|(v, _)| !MIGRATIONS.iter().any(|m| m.version == **v))
-            .map(|(v, at)| MigrationStatus {
-                version: *v,
-                name: UNKNOWN_NAME,
-                applied: true,
-                applied_at: Some(*at),
-            }),
+            .map(|(v, at)| unknown_status(*v, *at)),
     );
     Ok(status)
 }

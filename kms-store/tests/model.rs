@@ -1,8 +1,9 @@
 //! Model-based test of the stores: random sequences of batches, use-spending and reopening
 //! are applied to the memory store, the SQLite store (a real file in a temporary directory,
-//! reopened from disk now and then) and a trivial model written here (maps under a mutex,
+//! reopened from disk now and then), the PostgreSQL store (a fresh database of the test
+//! server, `KMS_TEST_POSTGRES_URL`, reconnected now and then) and a trivial model written here (maps under a mutex,
 //! each batch applied to a copy that replaces the state only when every mutation
-//! succeeded). After every step the three agree on the outcome and on everything the read
+//! succeeded). After every step they all agree on the outcome and on everything the read
 //! side of `Store` shows.
 //!
 //! Unlike the memory-vs-SQLite differential test, this one catches a mistake the two stores
@@ -34,7 +35,8 @@ use kms_core::{
     AppSecurity, AppStatus, Application, AuditEvent, IpNetwork, Permission, RateLimit, Role,
     RoleName, Scope, Timestamp, TokenLimits, TokenStatus,
 };
-use kms_store::{MemoryStore, SqliteStore};
+use kms_store::testing::{NoPostgres, ScratchDatabase};
+use kms_store::{MemoryStore, PostgresOptions, PostgresStore, SqliteStore};
 use proptest::prelude::*;
 
 const APPS: &[&str] = &["app_0", "app_1", "app_2"];
@@ -716,16 +718,39 @@ fn diff(a: &[String], b: &[String]) -> Option<(String, String)> {
         .or_else(|| (a.len() != b.len()).then(|| (a.len().to_string(), b.len().to_string())))
 }
 
+/// A PostgreSQL store in a fresh database of the test server; `None`, with a notice, when
+/// there is none outside CI.
+fn postgres() -> Option<(PostgresStore, ScratchDatabase)> {
+    let database = match ScratchDatabase::create() {
+        Ok(database) => database,
+        Err(NoPostgres::Skip(notice)) => {
+            eprintln!("{notice}");
+            return None;
+        }
+        Err(NoPostgres::Fail(message)) => panic!("{message}"),
+    };
+    Some((open_postgres(&database), database))
+}
+
+fn open_postgres(database: &ScratchDatabase) -> PostgresStore {
+    let options = PostgresOptions {
+        pool_size: 2,
+        ..PostgresOptions::default()
+    };
+    PostgresStore::open(database.url(), options).unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn memory_sqlite_file_and_model_agree(ops in proptest::collection::vec(op(), 1..24)) {
+    fn memory_sqlite_file_postgres_and_model_agree(ops in proptest::collection::vec(op(), 1..24)) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kms.db");
         let model = Model::default();
         let memory = MemoryStore::new();
         let mut sqlite = SqliteStore::open(&path).unwrap();
+        let mut postgres = postgres();
         // Two applications to start with, so that token batches often succeed.
         let setup: Vec<Mutation> = ["app_0", "app_1"]
             .iter()
@@ -743,31 +768,49 @@ proptest! {
         for store in [&model as &dyn Store, &memory, &sqlite] {
             store.apply(&setup).unwrap();
         }
+        if let Some((pg, _)) = &postgres {
+            pg.apply(&setup).unwrap();
+        }
         for op in &ops {
-            let (want, m, s) = match op {
+            let pg = postgres.as_ref().map(|(pg, _)| pg as &dyn Store);
+            let (want, m, s, p) = match op {
                 Op::Apply(batch) => (
                     outcome(model.apply(batch)),
                     outcome(memory.apply(batch)),
                     outcome(sqlite.apply(batch)),
+                    pg.map(|pg| outcome(pg.apply(batch))),
                 ),
                 Op::ConsumeUse(id) => (
                     outcome(model.consume_use(id)),
                     outcome(memory.consume_use(id)),
                     outcome(sqlite.consume_use(id)),
+                    pg.map(|pg| outcome(pg.consume_use(id))),
                 ),
                 Op::Reopen => {
                     drop(sqlite);
                     sqlite = SqliteStore::open(&path).unwrap();
-                    (Ok(String::new()), Ok(String::new()), Ok(String::new()))
+                    if let Some((pg, database)) = &mut postgres {
+                        *pg = open_postgres(database);
+                    }
+                    let none = Ok(String::new());
+                    let p = postgres.is_some().then(|| none.clone());
+                    (none.clone(), none.clone(), none, p)
                 }
             };
             prop_assert_eq!(&m, &want, "memory store, after {:?}", op);
             prop_assert_eq!(&s, &want, "sqlite store, after {:?}", op);
+            if let Some(p) = &p {
+                prop_assert_eq!(p, &want, "postgres store, after {:?}", op);
+            }
             let expected = observe(&model);
             let mem = observe(&memory);
             let sql = observe(&sqlite);
             prop_assert!(diff(&expected, &mem).is_none(), "memory store after {:?}: {:?}", op, diff(&expected, &mem));
             prop_assert!(diff(&expected, &sql).is_none(), "sqlite store after {:?}: {:?}", op, diff(&expected, &sql));
+            if let Some((pg, _)) = &postgres {
+                let pgs = observe(pg);
+                prop_assert!(diff(&expected, &pgs).is_none(), "postgres store after {:?}: {:?}", op, diff(&expected, &pgs));
+            }
         }
     }
 }

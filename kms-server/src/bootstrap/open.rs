@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kms_core::store::Store;
 use kms_core::{Kms, MasterKey, OsRandom, SecurityEventSink};
-use kms_store::SqliteStore;
+use kms_store::{PostgresOptions, PostgresStore, SqliteStore};
 
 use crate::bootstrap::StartError;
 use crate::config::{Config, MasterKeySource};
@@ -58,7 +58,7 @@ fn master_key(
                     "the database {} holds signing keys sealed under a master key, but the \
                      master key file {} does not exist; restore it, point --master-key-file \
                      at it, or set KMS_MASTER_KEY. Nothing was changed",
-                    config.db.display(),
+                    config.db_shown(),
                     path.display()
                 )));
             }
@@ -99,6 +99,25 @@ fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// The store `config.db` names: a PostgreSQL database for a `postgres://` or
+/// `postgresql://` URL (migrated once, however many nodes start together), else a SQLite
+/// file. The PostgreSQL client blocks: like every store call, this runs off the async
+/// executor.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let opened: Result<Arc<dyn Store>, _> = match config.postgres_url() {
+        Some(url) => PostgresStore::open(url, PostgresOptions::default())
+            .map(|s| Arc::new(s) as Arc<dyn Store>),
+        None => SqliteStore::open(&config.db).map(|s| Arc::new(s) as Arc<dyn Store>),
+    };
+    opened.map_err(|e| {
+        StartError::new(format!(
+            "cannot open the database {}: {}",
+            config.db_shown(),
+            crate::http::error::error_chain(&e)
+        ))
+    })
+}
+
 /// Opens the database of `config` as a [`Kms`], recording store latency into `metrics` and
 /// telling security events to `alerts` as well as the log.
 pub fn open_kms(
@@ -107,14 +126,7 @@ pub fn open_kms(
     key_file: MasterKeyFile,
     alerts: Option<Arc<dyn SecurityEventSink>>,
 ) -> Result<Kms, StartError> {
-    let sqlite = SqliteStore::open(&config.db).map_err(|e| {
-        StartError::new(format!(
-            "cannot open the database {}: {}",
-            config.db.display(),
-            crate::http::error::error_chain(&e)
-        ))
-    })?;
-    let mut store: Arc<dyn Store> = Arc::new(sqlite);
+    let mut store = open_store(config)?;
     let metrics_for_events = metrics.clone();
     if let Some(metrics) = metrics {
         store = Arc::new(MeteredStore::new(store, metrics));
@@ -144,7 +156,7 @@ pub fn open_kms(
         kms_core::Error::Internal { message, .. } if has_master => StartError::new(format!(
             "cannot open the signing keys of {} with the master key from {from}: {message}. \
              Use the master key the database was created with; nothing was changed",
-            config.db.display()
+            config.db_shown()
         )),
         other => StartError::from(other),
     })

@@ -51,13 +51,22 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         MasterKeyFile::CreateIfMissing,
         alerts,
     )?;
-    if !kms.is_initialized()? {
-        let root = kms.initialize()?;
+    let initialised = if kms.is_initialized()? {
+        None
+    } else {
+        match kms.initialize() {
+            Ok(root) => Some(root),
+            // Another node sharing the database initialised it at the same moment.
+            Err(e) if e.code() == kms_core::ErrorCode::Conflict && kms.is_initialized()? => None,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if let Some(root) = initialised {
         // Printed once, here, and nowhere else: it is never logged. The second line is the
         // same JSON object `kms init` prints, for scripts.
         eprintln!(
             "kms: initialised {}; the root token below is shown once, store it now:",
-            config.db.display()
+            config.db_shown()
         );
         eprintln!(
             "{}",
@@ -98,7 +107,7 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         let upkeep = maintenance.spawn(kms);
         eprintln!("listening on {local}");
         let scheme = if tls.is_some() { "https" } else { "http" };
-        tracing::info!(address = %local, scheme, db = %config.db.display(), "kms is serving");
+        tracing::info!(address = %local, scheme, db = %config.db_shown(), "kms is serving");
         let gate = ConnectionGate::new(serve_config.connection_limits.clone(), metrics);
         let serving = ServeOptions {
             header_read_timeout: serve_config.header_read_timeout,

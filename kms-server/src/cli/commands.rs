@@ -127,7 +127,7 @@ fn run_inner(cli: Cli) -> Result<ExitCode, CommandError> {
 
 /// Opens an existing, initialised database for an operator command.
 fn open_existing(config: &Config) -> Result<Kms, CommandError> {
-    if !config.db.exists() {
+    if config.postgres_url().is_none() && !config.db.exists() {
         return Err(CommandError::new(format!(
             "no database at {}; create one with `kms init --db {}`",
             config.db.display(),
@@ -138,8 +138,8 @@ fn open_existing(config: &Config) -> Result<Kms, CommandError> {
     if !kms.is_initialized()? {
         return Err(CommandError::new(format!(
             "the database at {} is not initialised; run `kms init --db {}` first",
-            config.db.display(),
-            config.db.display()
+            config.db_shown(),
+            config.db_shown()
         )));
     }
     Ok(kms)
@@ -159,7 +159,7 @@ fn init(config: &Config) -> Result<(), CommandError> {
     if kms.is_initialized()? {
         return Err(CommandError::new(format!(
             "the database at {} is already initialised; nothing was changed",
-            config.db.display()
+            config.db_shown()
         )));
     }
     // The master key is created with the database; reopen so the first signing key is made.
@@ -192,6 +192,9 @@ fn keys(config: &Config, cmd: KeysCommand) -> Result<(), CommandError> {
 }
 
 fn migrate(config: &Config, cmd: MigrateCommand) -> Result<(), CommandError> {
+    if let Some(url) = config.postgres_url() {
+        return migrate_postgres(url, cmd);
+    }
     use kms_store::migrations;
     let path = config.db.as_path();
     match cmd {
@@ -225,6 +228,53 @@ fn migrate(config: &Config, cmd: MigrateCommand) -> Result<(), CommandError> {
             print_json(&json!({
                 "version": current_version(path)?,
                 "latest": migrations::latest_version(),
+                "migrations": items,
+            }))
+        }
+    }
+}
+
+/// `kms migrate` on a PostgreSQL database: the same steps and output as on SQLite.
+fn migrate_postgres(url: &str, cmd: MigrateCommand) -> Result<(), CommandError> {
+    let store = kms_store::PostgresStore::open_unmigrated(url, Default::default())?;
+    let version = |store: &kms_store::PostgresStore| -> Result<u32, CommandError> {
+        Ok(store
+            .migration_status()?
+            .iter()
+            .filter(|m| m.applied)
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0))
+    };
+    match cmd {
+        MigrateCommand::Up { to } => {
+            let applied = store.migrate_up(to)?;
+            print_json(&json!({"applied": applied, "version": version(&store)?}))
+        }
+        MigrateCommand::Down { to } => {
+            let target = match to {
+                Some(t) => t,
+                None => version(&store)?.saturating_sub(1),
+            };
+            let reverted = store.migrate_down(target)?;
+            print_json(&json!({"reverted": reverted, "version": version(&store)?}))
+        }
+        MigrateCommand::Status => {
+            let items: Vec<_> = store
+                .migration_status()?
+                .iter()
+                .map(|m| {
+                    json!({
+                        "version": m.version,
+                        "name": m.name,
+                        "applied": m.applied,
+                        "applied_at": m.applied_at,
+                    })
+                })
+                .collect();
+            print_json(&json!({
+                "version": version(&store)?,
+                "latest": kms_store::postgres::migrations::latest_version(),
                 "migrations": items,
             }))
         }

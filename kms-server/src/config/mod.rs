@@ -18,7 +18,9 @@
 //! The master key seals the signing keys of access tokens. It comes from `KMS_MASTER_KEY`
 //! (base64 of 32 bytes; never a flag, so it stays out of process listings) or from the
 //! master key file; setting both is refused. With neither, `kms init` and `kms serve` create
-//! the file beside the database (mode 0600) and warn. A key that cannot open the database's
+//! the file beside the database (mode 0600) and warn — except on a PostgreSQL database
+//! (`--db postgres://...`), where every node needs the same key, so one must be given and
+//! start-up stops saying so otherwise. A key that cannot open the database's
 //! signing keys stops the start and changes nothing. Keep the key out of backups of the
 //! database: the two together open every signing key.
 //!
@@ -132,7 +134,7 @@ impl std::fmt::Debug for Secret {
 /// The settings every command uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// The SQLite database file.
+    /// The SQLite database file, or a `postgres://` / `postgresql://` URL.
     pub db: PathBuf,
     /// Log format.
     pub log_format: LogFormat,
@@ -153,6 +155,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// The PostgreSQL URL, when `db` is one rather than a SQLite file.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.db
+            .to_str()
+            .filter(|db| kms_store::postgres::is_postgres_url(db))
+    }
+
+    /// The database as shown in messages: a URL's password replaced by `***`.
+    pub fn db_shown(&self) -> String {
+        match self.postgres_url() {
+            Some(url) => kms_store::postgres::redacted_url(url),
+            None => self.db.display().to_string(),
+        }
+    }
+
     /// Resolves the common settings.
     pub fn resolve(sources: &Sources) -> Result<Self, ConfigError> {
         let db = sources.get(DB, parse_path, PathBuf::from("./kms.db"))?;
@@ -189,6 +206,18 @@ fn resolve_master_key(sources: &Sources, db: &Path) -> Result<MasterKeySource, C
             Secret(String::new()),
         )?;
         return Ok(MasterKeySource::Env(key));
+    }
+    let on_postgres = db
+        .to_str()
+        .is_some_and(kms_store::postgres::is_postgres_url);
+    if on_postgres && file.is_none() {
+        // There is no "beside the database" for a URL, and a key created by one node
+        // would not be the others'.
+        return Err(ConfigError(
+            "with a PostgreSQL database every node needs the same master key: set \
+             KMS_MASTER_KEY or --master-key-file (the same key on every node)"
+                .to_owned(),
+        ));
     }
     let mut default_key = db.to_path_buf().into_os_string();
     default_key.push(".key");

@@ -119,7 +119,7 @@ pub(crate) const DB: Setting = Setting {
     in_file: true,
     default: Shown::Value("./kms.db"),
     what: "database path",
-    help: "SQLite database file",
+    help: "SQLite database file, or a PostgreSQL URL (`postgres://user:password@host:port/dbname`, `postgresql://` too) that several nodes may share",
 };
 
 pub(crate) const LISTEN: Setting = Setting {

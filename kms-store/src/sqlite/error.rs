@@ -31,10 +31,7 @@ pub(crate) fn db_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// A stored value that does not decode.
-pub(crate) fn corrupt(what: &str, problem: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {problem}"))
-}
+pub(crate) use crate::columns::corrupt;
 
 #[cfg(test)]
 mod tests {

@@ -19,8 +19,10 @@ use kms_core::{Application, AuditEvent, RoleName, Scope};
 use rusqlite::{params, Connection, OptionalExtension, Params, Row, TransactionBehavior};
 
 use self::error::{corrupt, db_error};
-use self::rows::{app_columns, audit_columns, refresh_columns, signing_key_columns, token_columns};
-use self::tx::sql_int;
+use crate::columns::{
+    app_columns, audit_columns, refresh_columns, signing_key_columns, sql_int, sql_limit,
+    token_columns,
+};
 use crate::listeners::Listeners;
 use crate::migrations::{self, MigrationStatus};
 use kms_core::store::{apply_batch, MAX_COUNTER};
@@ -124,11 +126,6 @@ impl SqliteStore {
 /// How often [`SqliteStore::consume_use`] tries to spend a use that other processes keep
 /// changing under it.
 const CONSUME_ATTEMPTS: usize = 3;
-
-/// SQLite's integer type, for a page size.
-fn sql_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
 
 impl AppStore for SqliteStore {
     fn get_app(&self, id: &str) -> Result<Option<Application>, StoreError> {

@@ -8,9 +8,9 @@ use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
 use super::error::corrupt;
 use super::error::db_error;
-use super::rows::{
-    app_columns, audit_columns, refresh_columns, signing_key_columns, to_json, token_columns,
-    TokenColumns,
+use crate::columns::{
+    self, app_columns, audit_columns, refresh_columns, signing_key_columns, sql_int, to_json,
+    token_columns, TokenColumns,
 };
 use kms_core::store::Transaction;
 
@@ -182,12 +182,7 @@ impl Transaction for SqliteTx<'_> {
             "DELETE FROM token_grants WHERE token_id = ?1",
             params![token.id],
         )?;
-        let grants = token
-            .scopes
-            .iter()
-            .map(|s| ("scope", s.as_str()))
-            .chain(token.roles.iter().map(|r| ("role", r.as_str())));
-        for (kind, name) in grants {
+        for (kind, name) in columns::grants(token) {
             self.execute(
                 "INSERT OR IGNORE INTO token_grants (token_id, kind, name) VALUES (?1, ?2, ?3)",
                 params![token.id, kind, name],
@@ -235,12 +230,7 @@ impl Transaction for SqliteTx<'_> {
             .query_row([id], |row| row.get(0))
             .optional()
             .map_err(db_error)?;
-        status
-            .map(|s| {
-                RefreshStatus::parse(&s)
-                    .ok_or_else(|| corrupt("refresh token status", format!("unknown status {s:?}")))
-            })
-            .transpose()
+        status.map(|s| columns::refresh_status(&s)).transpose()
     }
 
     fn insert_refresh_token(&mut self, r: &RefreshRecord) -> Result<(), StoreError> {
@@ -359,9 +349,4 @@ impl Transaction for SqliteTx<'_> {
             ],
         )
     }
-}
-
-/// A counter as an SQLite integer; the batch logic has refused values that do not fit.
-pub(crate) fn sql_int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }

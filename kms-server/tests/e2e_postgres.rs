@@ -1,0 +1,209 @@
+//! `kms` on PostgreSQL, with real processes: `init` and `serve` on a `postgres://` URL
+//! behave as on SQLite, and several `kms serve` nodes on one database share its tokens and
+//! extend one audit chain. The server comes from `KMS_TEST_POSTGRES_URL`; each test makes
+//! its own database (see `kms_store::testing`). Without it the tests fail under `CI=true`
+//! and are skipped with a notice elsewhere.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::thread;
+
+use common::{call, kms, Output, Server};
+use kms_store::testing::{NoPostgres, ScratchDatabase};
+use serde_json::json;
+
+/// The master key every node is given (base64 of 32 bytes).
+const MASTER_KEY: &str = "a21zLXRlc3QtbWFzdGVyLWtleS0zMi1ieXRlcy0hISE=";
+
+fn database() -> Option<ScratchDatabase> {
+    match ScratchDatabase::create() {
+        Ok(database) => Some(database),
+        Err(NoPostgres::Skip(notice)) => {
+            eprintln!("{notice}");
+            None
+        }
+        Err(NoPostgres::Fail(message)) => panic!("{message}"),
+    }
+}
+
+/// `kms ARGS --db URL`, with the shared master key unless `with_key` is false.
+fn run(url: &str, args: &[&str], with_key: bool) -> Output {
+    let mut cmd = kms();
+    cmd.args(args).arg("--db").arg(url).stdin(Stdio::null());
+    if with_key {
+        cmd.env("KMS_MASTER_KEY", MASTER_KEY);
+    }
+    let out = cmd.output().expect("run kms");
+    Output {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn serve(url: &str) -> Server {
+    Server::start_with(
+        Path::new(url),
+        &["--rate-limit-per-ip", "100000"],
+        &[("KMS_MASTER_KEY", MASTER_KEY)],
+    )
+}
+
+fn init(url: &str) -> String {
+    let out = run(url, &["init"], true);
+    assert!(out.status.success(), "kms init failed: {}", out.stderr);
+    let v = out.json();
+    assert!(v["token_id"].as_str().unwrap().starts_with("tok_"), "{v}");
+    v["root_token"].as_str().unwrap().to_owned()
+}
+
+fn create_app(base: &str, root: &str, name: &str) -> String {
+    let r = call(
+        base,
+        "POST",
+        "/v1/apps",
+        Some(root),
+        Some(&json!({ "name": name })),
+    );
+    assert_eq!(r.status, 201, "create {name}: {}", r.body);
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// Creates a token in `app`: (id, plaintext).
+fn create_token(base: &str, root: &str, app: &str) -> (String, String) {
+    let r = call(
+        base,
+        "POST",
+        &format!("/v1/apps/{app}/tokens"),
+        Some(root),
+        Some(&json!({"name": "ci", "scopes": ["app.read"], "roles": []})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v = r.json();
+    (
+        v["id"].as_str().unwrap().to_owned(),
+        v["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn verify(base: &str, root: &str, token: &str) -> String {
+    let r = call(
+        base,
+        "POST",
+        "/v1/verify",
+        Some(root),
+        Some(&json!({ "token": token })),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["code"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn init_and_serve_on_a_postgresql_url_create_verify_and_revoke() {
+    let Some(db) = database() else { return };
+    let root = init(db.url());
+    let again = run(db.url(), &["init"], true);
+    assert!(!again.status.success(), "a second init must be refused");
+
+    let server = serve(db.url());
+    let app = create_app(&server.base, &root, "billing");
+    let (id, token) = create_token(&server.base, &root, &app);
+    assert_eq!(verify(&server.base, &root, &token), "VALID");
+    let r = call(
+        &server.base,
+        "POST",
+        &format!("/v1/tokens/{id}/revoke"),
+        Some(&root),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(verify(&server.base, &root, &token), "REVOKED");
+    let ready = call(&server.base, "GET", "/readyz", None, None);
+    assert_eq!(ready.status, 200, "{}", ready.body);
+
+    let status = run(db.url(), &["migrate", "status"], true);
+    assert!(status.status.success(), "{}", status.stderr);
+    let v = status.json();
+    assert_eq!(v["version"], v["latest"], "{v}");
+}
+
+#[test]
+fn a_postgresql_node_without_a_master_key_stops_saying_so() {
+    let Some(db) = database() else { return };
+    for command in ["init", "serve"] {
+        let out = run(db.url(), &[command], false);
+        assert!(!out.status.success(), "kms {command} started without a key");
+        assert!(
+            out.stderr.contains("KMS_MASTER_KEY") && out.stderr.contains("every node"),
+            "kms {command}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn two_nodes_starting_together_on_an_empty_database_initialise_it_once() {
+    let Some(db) = database() else { return };
+    let (a, b) = thread::scope(|s| {
+        let a = s.spawn(|| serve(db.url()));
+        let b = s.spawn(|| serve(db.url()));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let shown = [a.logs(), b.logs()]
+        .iter()
+        .filter(|logs| logs.contains("\"root_token\""))
+        .count();
+    assert_eq!(shown, 1, "A:\n{}\nB:\n{}", a.logs(), b.logs());
+}
+
+#[test]
+fn two_nodes_on_one_database_share_tokens_and_extend_one_audit_chain() {
+    let Some(db) = database() else { return };
+    let root = init(db.url());
+    let a = serve(db.url());
+    let b = serve(db.url());
+
+    // A token created through A verifies on B, which has never seen it (cold).
+    let app = create_app(&a.base, &root, "shared");
+    let (_, token) = create_token(&a.base, &root, &app);
+    assert_eq!(verify(&b.base, &root, &token), "VALID");
+
+    // Concurrent writes through both nodes: every one acknowledged, one chain.
+    const EACH: usize = 40;
+    thread::scope(|s| {
+        for (node, server) in [("a", &a), ("b", &b)] {
+            let root = &root;
+            s.spawn(move || {
+                for i in 0..EACH {
+                    create_app(&server.base, root, &format!("{node}-{i}"));
+                }
+            });
+        }
+    });
+    for server in [&a, &b] {
+        let verdict = call(&server.base, "GET", "/v1/audit/verify", Some(&root), None).json();
+        assert_eq!(verdict["ok"], true, "{verdict}");
+        assert!(
+            verdict["events"].as_u64().unwrap() >= (2 * EACH + 2) as u64,
+            "{verdict}"
+        );
+    }
+    let apps = call(&b.base, "GET", "/v1/apps?limit=200", Some(&root), None).json();
+    // The system application, "shared" and every created one.
+    assert_eq!(
+        apps["items"].as_array().unwrap().len(),
+        2 * EACH + 2,
+        "{apps}"
+    );
+    let audit = run(db.url(), &["audit", "verify"], true);
+    assert!(audit.status.success(), "{}{}", audit.stdout, audit.stderr);
+}

@@ -1,0 +1,291 @@
+//! The mapping between domain types and table rows, shared by the SQL stores: which columns
+//! hold what, in which order, and how values are encoded (times as unix seconds, lists and
+//! maps as JSON text, the use counter as its own integer column so it can be decremented in
+//! place). Each store reads a row through [`ColumnRead`], so a record is decoded by one
+//! piece of code whatever the database.
+
+use kms_core::store::{
+    KeyAlgorithm, KeyState, RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreError,
+    TokenRecord,
+};
+use kms_core::token_format::TokenPrefix;
+use kms_core::{
+    AppSecurity, AppStatus, Application, AuditEvent, Permission, Role, RoleName, Scope, Timestamp,
+    TokenLimits, TokenStatus,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Columns of `apps`, in the order [`app`] reads them and writes bind them.
+/// A macro, so statements can be built with `concat!` at compile time.
+macro_rules! app_columns {
+    () => {
+        "id, name, token_prefix, status, created_at, ip_allow, require_signed_requests, signing_secret"
+    };
+}
+pub(crate) use app_columns;
+
+/// Columns of `tokens`, in the order [`token`] reads them and writes bind them (`1` to
+/// `16`).
+macro_rules! token_columns {
+    () => {
+        "id, app_id, name, secret_hash, start, status, created_at, expires_at, revoked_at, \
+         scopes, roles, metadata, limits, uses, rotated_from, rotated_to"
+    };
+}
+pub(crate) use token_columns;
+
+/// Columns of `signing_keys`, in the order [`signing_key`] reads them and writes bind them.
+macro_rules! signing_key_columns {
+    () => {
+        "kid, algorithm, state, created_at, verify_until, retired_at, public_key, sealed_private"
+    };
+}
+pub(crate) use signing_key_columns;
+
+/// Columns of `refresh_tokens`, in the order [`refresh`] reads them and writes bind them.
+macro_rules! refresh_columns {
+    () => {
+        "id, family_id, token_id, app_id, secret_hash, scope, audience, status, created_at, \
+         expires_at, spent_at"
+    };
+}
+pub(crate) use refresh_columns;
+
+/// Columns of `audit_events`, in the order [`audit`] reads them and writes bind them.
+macro_rules! audit_columns {
+    () => {
+        "seq, at, actor, action, target, outcome, ip, request_id, app_id, details, prev_hash, hash"
+    };
+}
+pub(crate) use audit_columns;
+
+/// Typed access to the columns of one result row, by position.
+pub(crate) trait ColumnRead {
+    fn text(&self, idx: usize) -> Result<String, StoreError>;
+    fn opt_text(&self, idx: usize) -> Result<Option<String>, StoreError>;
+    fn int(&self, idx: usize) -> Result<i64, StoreError>;
+    fn opt_int(&self, idx: usize) -> Result<Option<i64>, StoreError>;
+    fn bytes(&self, idx: usize) -> Result<Vec<u8>, StoreError>;
+    fn opt_bytes(&self, idx: usize) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A yes/no column (an integer in SQLite, a boolean in PostgreSQL).
+    fn flag(&self, idx: usize) -> Result<bool, StoreError>;
+}
+
+/// A stored value that does not decode.
+pub(crate) fn corrupt(what: &str, problem: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {problem}"))
+}
+
+/// Encodes a list or map as JSON text.
+pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| corrupt(what, e))
+}
+
+fn json<T: DeserializeOwned>(
+    row: &(impl ColumnRead + ?Sized),
+    idx: usize,
+    what: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(&row.text(idx)?).map_err(|e| corrupt(what, e))
+}
+
+fn time(row: &(impl ColumnRead + ?Sized), idx: usize) -> Result<Timestamp, StoreError> {
+    Ok(Timestamp::from_unix(row.int(idx)?))
+}
+
+fn opt_time(row: &(impl ColumnRead + ?Sized), idx: usize) -> Result<Option<Timestamp>, StoreError> {
+    Ok(row.opt_int(idx)?.map(Timestamp::from_unix))
+}
+
+/// A stored counter, which is never negative.
+pub(crate) fn counter(n: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| corrupt(what, format!("{n} is negative")))
+}
+
+/// A counter as a signed 64-bit database integer; the batch logic has refused values that
+/// do not fit.
+pub(crate) fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A page size as a database integer.
+pub(crate) fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn app(row: &(impl ColumnRead + ?Sized)) -> Result<Application, StoreError> {
+    let prefix = row.text(2)?;
+    let status = row.text(3)?;
+    Ok(Application {
+        id: row.text(0)?,
+        name: row.text(1)?,
+        token_prefix: TokenPrefix::parse(&prefix)
+            .map_err(|e| corrupt("application token prefix", e))?,
+        status: AppStatus::parse(&status)
+            .ok_or_else(|| corrupt("application status", format!("unknown status {status:?}")))?,
+        created_at: time(row, 4)?,
+        security: AppSecurity {
+            ip_allow: json(row, 5, "application allow-list")?,
+            require_signed_requests: row.flag(6)?,
+            signing_secret: row.opt_bytes(7)?,
+        },
+    })
+}
+
+pub(crate) fn token(row: &(impl ColumnRead + ?Sized)) -> Result<TokenRecord, StoreError> {
+    let status = row.text(5)?;
+    let mut limits: TokenLimits = json(row, 12, "token limits")?;
+    limits.uses = row
+        .opt_int(13)?
+        .map(|n| counter(n, "token uses"))
+        .transpose()?;
+    Ok(TokenRecord {
+        id: row.text(0)?,
+        app_id: row.text(1)?,
+        name: row.text(2)?,
+        secret_hash: row.text(3)?,
+        start: row.text(4)?,
+        status: TokenStatus::parse(&status)
+            .ok_or_else(|| corrupt("token status", format!("unknown status {status:?}")))?,
+        created_at: time(row, 6)?,
+        expires_at: opt_time(row, 7)?,
+        revoked_at: opt_time(row, 8)?,
+        scopes: json(row, 9, "token scopes")?,
+        roles: json(row, 10, "token roles")?,
+        metadata: json(row, 11, "token metadata")?,
+        limits,
+        rotated_from: row.opt_text(14)?,
+        rotated_to: row.opt_text(15)?,
+    })
+}
+
+/// A permission from `scope, description, implies`.
+pub(crate) fn permission(row: &(impl ColumnRead + ?Sized)) -> Result<Permission, StoreError> {
+    let scope = row.text(0)?;
+    Ok(Permission {
+        scope: Scope::parse(&scope).map_err(|e| corrupt("permission scope", e))?,
+        description: row.text(1)?,
+        implies: json(row, 2, "permission implies")?,
+    })
+}
+
+/// A role from `name, description, permissions, inherits`.
+pub(crate) fn role(row: &(impl ColumnRead + ?Sized)) -> Result<Role, StoreError> {
+    let name = row.text(0)?;
+    Ok(Role {
+        name: RoleName::parse(&name).map_err(|e| corrupt("role name", e))?,
+        description: row.text(1)?,
+        permissions: json(row, 2, "role permissions")?,
+        inherits: json(row, 3, "role inherits")?,
+    })
+}
+
+pub(crate) fn signing_key(
+    row: &(impl ColumnRead + ?Sized),
+) -> Result<SigningKeyRecord, StoreError> {
+    let algorithm = row.text(1)?;
+    let state = row.text(2)?;
+    Ok(SigningKeyRecord {
+        kid: row.text(0)?,
+        algorithm: KeyAlgorithm::parse(&algorithm).ok_or_else(|| {
+            corrupt(
+                "signing key algorithm",
+                format!("unknown algorithm {algorithm:?}"),
+            )
+        })?,
+        state: KeyState::parse(&state)
+            .ok_or_else(|| corrupt("signing key state", format!("unknown state {state:?}")))?,
+        created_at: time(row, 3)?,
+        verify_until: opt_time(row, 4)?,
+        retired_at: opt_time(row, 5)?,
+        public_key: row.bytes(6)?,
+        sealed_private: row.bytes(7)?,
+    })
+}
+
+/// A refresh token's status as stored.
+pub(crate) fn refresh_status(status: &str) -> Result<RefreshStatus, StoreError> {
+    RefreshStatus::parse(status)
+        .ok_or_else(|| corrupt("refresh token status", format!("unknown status {status:?}")))
+}
+
+pub(crate) fn refresh(row: &(impl ColumnRead + ?Sized)) -> Result<RefreshRecord, StoreError> {
+    Ok(RefreshRecord {
+        id: row.text(0)?,
+        family_id: row.text(1)?,
+        token_id: row.text(2)?,
+        app_id: row.text(3)?,
+        secret_hash: row.text(4)?,
+        scope: row.text(5)?,
+        audience: row.text(6)?,
+        status: refresh_status(&row.text(7)?)?,
+        created_at: time(row, 8)?,
+        expires_at: time(row, 9)?,
+        spent_at: opt_time(row, 10)?,
+    })
+}
+
+pub(crate) fn audit(row: &(impl ColumnRead + ?Sized)) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        seq: counter(row.int(0)?, "audit sequence number")?,
+        at: time(row, 1)?,
+        actor: row.text(2)?,
+        action: row.text(3)?,
+        target: row.text(4)?,
+        outcome: row.text(5)?,
+        ip: row.opt_text(6)?,
+        request_id: row.opt_text(7)?,
+        app_id: row.opt_text(8)?,
+        details: json(row, 9, "audit details")?,
+        prev_hash: row.text(10)?,
+        hash: row.text(11)?,
+    })
+}
+
+/// A deny-list entry from `id, expires_at`.
+pub(crate) fn revocation(row: &(impl ColumnRead + ?Sized)) -> Result<Revocation, StoreError> {
+    Ok(Revocation {
+        id: row.text(0)?,
+        expires_at: time(row, 1)?,
+    })
+}
+
+/// The encoded columns of a token that are not stored as they are.
+pub(crate) struct TokenColumns {
+    pub(crate) scopes: String,
+    pub(crate) roles: String,
+    pub(crate) metadata: String,
+    /// Every limit but `uses`, which has its own column.
+    pub(crate) limits: String,
+    pub(crate) uses: Option<i64>,
+}
+
+impl TokenColumns {
+    pub(crate) fn encode(token: &TokenRecord) -> Result<Self, StoreError> {
+        let limits = TokenLimits {
+            uses: None,
+            ..token.limits.clone()
+        };
+        Ok(TokenColumns {
+            scopes: to_json(&token.scopes, "token scopes")?,
+            roles: to_json(&token.roles, "token roles")?,
+            metadata: to_json(&token.metadata, "token metadata")?,
+            limits: to_json(&limits, "token limits")?,
+            uses: token
+                .limits
+                .uses
+                .map(|n| i64::try_from(n).map_err(|_| corrupt("token uses", "counter too large")))
+                .transpose()?,
+        })
+    }
+}
+
+/// The grant index rows of a token: `(kind, name)` per direct scope and role.
+pub(crate) fn grants(token: &TokenRecord) -> impl Iterator<Item = (&'static str, &str)> {
+    token
+        .scopes
+        .iter()
+        .map(|s| ("scope", s.as_str()))
+        .chain(token.roles.iter().map(|r| ("role", r.as_str())))
+}

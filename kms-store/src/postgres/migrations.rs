@@ -1,0 +1,405 @@
+//! The PostgreSQL schema: the same versioned migrations as SQLite's
+//! ([`crate::migrations::MIGRATIONS`]: same versions, names, tables and meaning), written in
+//! PostgreSQL's types (`BIGINT`, `TEXT`, `BOOLEAN`, `BYTEA`), each with an `up` and a `down`
+//! step, recorded in `schema_migrations`.
+//!
+//! JSON columns stay `TEXT`, not `JSONB`: a record must read back byte for byte as written
+//! (`JSONB` reorders keys and rewrites numbers), and no query looks inside them.
+//! Identifiers that listings order or page by use the `"C"` collation, so the order is the
+//! bytes' order whatever the database's locale (as in SQLite and the memory store).
+//!
+//! Several nodes may start at the same moment: the runner holds a session advisory lock
+//! ([`MIGRATION_LOCK`]) while it migrates, and each step runs in its own transaction with
+//! its bookkeeping row, so every step is applied exactly once.
+
+use std::collections::BTreeMap;
+
+use ::postgres::Client;
+use kms_core::store::StoreError;
+use kms_core::{Clock, SystemClock, Timestamp};
+
+use super::error::db_error;
+use crate::migrations::{Migration, MigrationStatus};
+
+/// The session advisory lock held while migrating ("kms_migr" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6b6d_735f_6d69_6772;
+
+/// Every migration, oldest first; versions and names match SQLite's.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "applications and tokens",
+        up: r#"
+            CREATE TABLE meta (
+                key   TEXT COLLATE "C" PRIMARY KEY,
+                value TEXT NOT NULL
+            );
+            CREATE TABLE apps (
+                id           TEXT COLLATE "C" PRIMARY KEY,
+                name         TEXT NOT NULL UNIQUE,
+                token_prefix TEXT NOT NULL,
+                status       TEXT NOT NULL,
+                created_at   BIGINT NOT NULL
+            );
+            CREATE TABLE tokens (
+                id           TEXT COLLATE "C" PRIMARY KEY,
+                app_id       TEXT COLLATE "C" NOT NULL REFERENCES apps (id),
+                name         TEXT NOT NULL,
+                secret_hash  TEXT NOT NULL,
+                start        TEXT NOT NULL,
+                status       TEXT NOT NULL,
+                created_at   BIGINT NOT NULL,
+                expires_at   BIGINT,
+                revoked_at   BIGINT,
+                scopes       TEXT NOT NULL,
+                roles        TEXT NOT NULL,
+                metadata     TEXT NOT NULL,
+                limits       TEXT NOT NULL,
+                uses         BIGINT CHECK (uses >= 0),
+                rotated_from TEXT,
+                rotated_to   TEXT
+            );
+            CREATE INDEX tokens_by_app ON tokens (app_id, id);
+        "#,
+        down: "
+            DROP INDEX tokens_by_app;
+            DROP TABLE tokens;
+            DROP TABLE apps;
+            DROP TABLE meta;
+        ",
+    },
+    Migration {
+        version: 2,
+        name: "permissions and roles",
+        up: r#"
+            CREATE TABLE permissions (
+                scope       TEXT COLLATE "C" PRIMARY KEY,
+                description TEXT NOT NULL,
+                implies     TEXT NOT NULL
+            );
+            CREATE TABLE roles (
+                name        TEXT COLLATE "C" PRIMARY KEY,
+                description TEXT NOT NULL,
+                permissions TEXT NOT NULL,
+                inherits    TEXT NOT NULL
+            );
+        "#,
+        down: "
+            DROP TABLE roles;
+            DROP TABLE permissions;
+        ",
+    },
+    Migration {
+        version: 3,
+        name: "token grants index",
+        up: r#"
+            CREATE TABLE token_grants (
+                token_id TEXT COLLATE "C" NOT NULL REFERENCES tokens (id),
+                kind     TEXT NOT NULL CHECK (kind IN ('scope', 'role')),
+                name     TEXT NOT NULL,
+                PRIMARY KEY (kind, name, token_id)
+            );
+            CREATE INDEX token_grants_by_token ON token_grants (token_id);
+            INSERT INTO token_grants (token_id, kind, name)
+                SELECT tokens.id, 'scope', s FROM tokens, json_array_elements_text(tokens.scopes::json) AS s
+                UNION ALL
+                SELECT tokens.id, 'role', r FROM tokens, json_array_elements_text(tokens.roles::json) AS r
+                ON CONFLICT DO NOTHING;
+        "#,
+        down: "
+            DROP INDEX token_grants_by_token;
+            DROP TABLE token_grants;
+        ",
+    },
+    Migration {
+        version: 4,
+        name: "signing keys, refresh tokens and revocations",
+        up: r#"
+            CREATE TABLE signing_keys (
+                kid            TEXT COLLATE "C" PRIMARY KEY,
+                algorithm      TEXT NOT NULL,
+                state          TEXT NOT NULL,
+                created_at     BIGINT NOT NULL,
+                verify_until   BIGINT,
+                retired_at     BIGINT,
+                public_key     BYTEA NOT NULL,
+                sealed_private BYTEA NOT NULL,
+                -- Insertion order, to list keys created in the same second as added.
+                position       BIGINT NOT NULL UNIQUE
+            );
+            CREATE TABLE refresh_tokens (
+                id          TEXT COLLATE "C" PRIMARY KEY,
+                family_id   TEXT NOT NULL,
+                token_id    TEXT NOT NULL,
+                app_id      TEXT NOT NULL,
+                secret_hash TEXT NOT NULL,
+                scope       TEXT NOT NULL,
+                audience    TEXT NOT NULL,
+                status      TEXT NOT NULL,
+                created_at  BIGINT NOT NULL,
+                expires_at  BIGINT NOT NULL,
+                spent_at    BIGINT
+            );
+            CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family_id);
+            CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_at);
+            CREATE TABLE revocations (
+                id         TEXT COLLATE "C" PRIMARY KEY,
+                expires_at BIGINT NOT NULL
+            );
+            CREATE INDEX revocations_by_expiry ON revocations (expires_at);
+        "#,
+        down: "
+            DROP INDEX revocations_by_expiry;
+            DROP TABLE revocations;
+            DROP INDEX refresh_tokens_by_expiry;
+            DROP INDEX refresh_tokens_by_family;
+            DROP TABLE refresh_tokens;
+            DROP TABLE signing_keys;
+        ",
+    },
+    Migration {
+        version: 5,
+        name: "audit log",
+        up: "
+            CREATE TABLE audit_events (
+                seq        BIGINT PRIMARY KEY,
+                at         BIGINT NOT NULL,
+                actor      TEXT NOT NULL,
+                action     TEXT NOT NULL,
+                target     TEXT NOT NULL,
+                outcome    TEXT NOT NULL,
+                ip         TEXT,
+                request_id TEXT,
+                app_id     TEXT,
+                details    TEXT NOT NULL,
+                prev_hash  TEXT NOT NULL,
+                hash       TEXT NOT NULL
+            );
+            CREATE INDEX audit_events_by_action ON audit_events (action, seq);
+            CREATE INDEX audit_events_by_actor ON audit_events (actor, seq);
+            CREATE INDEX audit_events_by_app ON audit_events (app_id, seq);
+        ",
+        down: "
+            DROP INDEX audit_events_by_app;
+            DROP INDEX audit_events_by_actor;
+            DROP INDEX audit_events_by_action;
+            DROP TABLE audit_events;
+        ",
+    },
+    Migration {
+        version: 6,
+        name: "application allow-lists and request signing",
+        up: "
+            ALTER TABLE apps ADD COLUMN ip_allow TEXT NOT NULL DEFAULT '[]';
+            ALTER TABLE apps ADD COLUMN require_signed_requests BOOLEAN NOT NULL DEFAULT FALSE;
+            ALTER TABLE apps ADD COLUMN signing_secret BYTEA;
+        ",
+        down: "
+            ALTER TABLE apps DROP COLUMN signing_secret;
+            ALTER TABLE apps DROP COLUMN require_signed_requests;
+            ALTER TABLE apps DROP COLUMN ip_allow;
+        ",
+    },
+];
+
+/// The version of the newest migration.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Runs `work` holding the migration lock, releasing it whatever `work` returns (the
+/// connection goes back to a pool, where a held session lock would outlive the call).
+fn locked<T>(
+    client: &mut Client,
+    work: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(db_error)?;
+    let result = ensure_version_table(client).and_then(|()| work(client));
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .map_err(db_error);
+    let value = result?;
+    unlocked?;
+    Ok(value)
+}
+
+/// Migrates up to `target` (the latest when `None`); returns the versions applied.
+pub(crate) fn run_up(client: &mut Client, target: Option<u32>) -> Result<Vec<u32>, StoreError> {
+    let target = match target {
+        Some(t) => check_target(t)?,
+        None => latest_version(),
+    };
+    locked(client, |client| {
+        let applied = applied_versions(client)?;
+        check_known(&applied)?;
+        let mut done = Vec::new();
+        let pending = MIGRATIONS
+            .iter()
+            .filter(|m| m.version <= target && !applied.contains_key(&m.version));
+        for m in pending {
+            let mut tx = client.transaction().map_err(db_error)?;
+            tx.batch_execute(m.up)
+                .map_err(|e| step_failed("apply", m, e))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                &[&i64::from(m.version), &SystemClock.now().unix()],
+            )
+            .map_err(db_error)?;
+            tx.commit().map_err(db_error)?;
+            done.push(m.version);
+        }
+        Ok(done)
+    })
+}
+
+/// Reverts migrations newer than `target`, newest first; returns the versions reverted.
+pub(crate) fn run_down(client: &mut Client, target: u32) -> Result<Vec<u32>, StoreError> {
+    check_target(target)?;
+    locked(client, |client| {
+        let applied = applied_versions(client)?;
+        check_known(&applied)?;
+        let mut done = Vec::new();
+        let applied_above = MIGRATIONS
+            .iter()
+            .rev()
+            .filter(|m| m.version > target && applied.contains_key(&m.version));
+        for m in applied_above {
+            let mut tx = client.transaction().map_err(db_error)?;
+            tx.batch_execute(m.down)
+                .map_err(|e| step_failed("revert", m, e))?;
+            tx.execute(
+                "DELETE FROM schema_migrations WHERE version = $1",
+                &[&i64::from(m.version)],
+            )
+            .map_err(db_error)?;
+            tx.commit().map_err(db_error)?;
+            done.push(m.version);
+        }
+        Ok(done)
+    })
+}
+
+/// Every known migration, and any unknown applied one, with whether it is applied.
+pub(crate) fn read_status(client: &mut Client) -> Result<Vec<MigrationStatus>, StoreError> {
+    let applied = if has_version_table(client)? {
+        applied_versions(client)?
+    } else {
+        BTreeMap::new()
+    };
+    let mut status: Vec<MigrationStatus> = MIGRATIONS
+        .iter()
+        .map(|m| crate::migrations::status_of(m.version, m.name, applied.get(&m.version).copied()))
+        .collect();
+    status.extend(
+        applied
+            .iter()
+            .filter(|(v, _)| !MIGRATIONS.iter().any(|m| m.version == **v))
+            .map(|(v, at)| crate::migrations::unknown_status(*v, *at)),
+    );
+    Ok(status)
+}
+
+/// The highest applied version, `0` for a database never migrated.
+pub(crate) fn current_version(client: &mut Client) -> Result<u32, StoreError> {
+    if !has_version_table(client)? {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0)::BIGINT FROM schema_migrations",
+            &[],
+        )
+        .map_err(db_error)?;
+    let version: i64 = row.try_get(0).map_err(db_error)?;
+    u32::try_from(version)
+        .map_err(|_| StoreError::Corrupt(format!("schema version {version} is out of range")))
+}
+
+fn check_target(target: u32) -> Result<u32, StoreError> {
+    let latest = latest_version();
+    if target > latest {
+        return Err(StoreError::Conflict(format!(
+            "there is no migration {target}; the latest is {latest}"
+        )));
+    }
+    Ok(target)
+}
+
+/// Refuses to touch a database migrated by a newer build: its `down` steps are unknown here.
+fn check_known(applied: &BTreeMap<u32, Timestamp>) -> Result<(), StoreError> {
+    match applied.keys().next_back() {
+        Some(&v) if v > latest_version() => Err(StoreError::Conflict(format!(
+            "the database is at schema version {v}, newer than this build of kms knows ({}); \
+             upgrade kms",
+            latest_version()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn ensure_version_table(client: &mut Client) -> Result<(), StoreError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    BIGINT PRIMARY KEY,
+                applied_at BIGINT
+            )",
+        )
+        .map_err(db_error)
+}
+
+fn has_version_table(client: &mut Client) -> Result<bool, StoreError> {
+    let row = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .map_err(db_error)?;
+    row.try_get(0).map_err(db_error)
+}
+
+fn applied_versions(client: &mut Client) -> Result<BTreeMap<u32, Timestamp>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT version, coalesce(applied_at, 0) FROM schema_migrations",
+            &[],
+        )
+        .map_err(db_error)?;
+    rows.iter()
+        .map(|row| {
+            let version: i64 = row.try_get(0).map_err(db_error)?;
+            let at: i64 = row.try_get(1).map_err(db_error)?;
+            let version = u32::try_from(version).map_err(|_| {
+                StoreError::Corrupt(format!("schema version {version} is out of range"))
+            })?;
+            Ok((version, Timestamp::from_unix(at)))
+        })
+        .collect()
+}
+
+fn step_failed(action: &str, m: &Migration, e: ::postgres::Error) -> StoreError {
+    match db_error(e) {
+        StoreError::Corrupt(detail) => StoreError::Corrupt(format!(
+            "could not {action} migration {} ({}): {detail}",
+            m.version, m.name
+        )),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_names_match_the_sqlite_schema() {
+        let sqlite: Vec<_> = crate::migrations::MIGRATIONS
+            .iter()
+            .map(|m| (m.version, m.name))
+            .collect();
+        let postgres: Vec<_> = MIGRATIONS.iter().map(|m| (m.version, m.name)).collect();
+        assert_eq!(postgres, sqlite);
+        assert!(MIGRATIONS
+            .iter()
+            .all(|m| !m.up.trim().is_empty() && !m.down.trim().is_empty()));
+    }
+}
