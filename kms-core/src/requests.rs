@@ -243,6 +243,16 @@ pub(crate) fn validate_description(errs: &mut FieldErrors, d: Option<&str>) -> S
             format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
         );
     }
+    // Line breaks and tabs are text; other control characters (U+0000 among them, which a
+    // PostgreSQL `text` column cannot hold) are refused on every store alike.
+    if d.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        errs.push(
+            "description",
+            "must not contain control characters other than line breaks and tabs",
+        );
+    }
     d.to_owned()
 }
 

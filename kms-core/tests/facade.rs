@@ -1742,3 +1742,35 @@ fn policy_changes_by_two_writers_on_one_file_are_validated_against_each_other() 
         kms_core::AuditVerification::Intact { ok: true, .. }
     ));
 }
+
+#[test]
+fn descriptions_keep_line_breaks_and_refuse_other_control_characters_on_every_store() {
+    let kms = Kms::builder(Arc::new(MemoryStore::new()))
+        .hash_params(kms_core::dangerous::insecure_hash_params())
+        .build()
+        .unwrap();
+    kms.initialize().unwrap();
+    let op = kms.operator();
+    let permission = |scope: &str, description: &str| {
+        kms.create_permission(
+            &op,
+            NewPermission {
+                scope: scope.into(),
+                description: Some(description.into()),
+                implies: vec![],
+            },
+        )
+    };
+    let kept = permission("notes.read", "first line\nsecond\tline").unwrap();
+    assert_eq!(kept.description, "first line\nsecond\tline");
+    // U+0000 cannot be stored in a PostgreSQL text column: refused alike everywhere.
+    for bad in ["nul \u{0} inside", "bell \u{7}", "escape \u{1b}[31m"] {
+        let err = permission("notes.write", bad).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidRequest, "{bad:?}");
+    }
+    assert!(kms
+        .list_permissions(&op)
+        .unwrap()
+        .iter()
+        .all(|p| p.scope.as_str() != "notes.write"));
+}
