@@ -207,3 +207,98 @@ fn two_nodes_on_one_database_share_tokens_and_extend_one_audit_chain() {
     let audit = run(db.url(), &["audit", "verify"], true);
     assert!(audit.status.success(), "{}{}", audit.stdout, audit.stderr);
 }
+
+/// Every node hears every change: a key cached on node B is refused there within a second
+/// of its revocation, deletion or its application being disabled through node A, though
+/// B's cache would keep it for ten minutes; a permission created through A is usable on B.
+#[test]
+fn a_change_through_one_node_reaches_another_nodes_cache_within_a_second() {
+    let Some(db) = database() else { return };
+    let root = init(db.url());
+    let serve_cached = || {
+        Server::start_with(
+            Path::new(db.url()),
+            &["--rate-limit-per-ip", "100000", "--cache-ttl", "600s"],
+            &[("KMS_MASTER_KEY", MASTER_KEY)],
+        )
+    };
+    let (a, b) = (serve_cached(), serve_cached());
+    let within_a_second = |token: &str, want: &str, what: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            let got = verify(&b.base, &root, token);
+            if got == want {
+                return;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(1),
+                "{what}: node B still answers {got} after a second"
+            );
+            thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let app = create_app(&a.base, &root, "propagated");
+    let cases: [(&str, &str); 3] = [
+        ("revoke", "REVOKED"),
+        ("delete", "NOT_FOUND"),
+        ("disable", "DISABLED"),
+    ];
+    for (change, want) in cases {
+        let (id, token) = create_token(&a.base, &root, &app);
+        assert_eq!(verify(&b.base, &root, &token), "VALID"); // cached on B
+        let r = match change {
+            "revoke" => call(
+                &a.base,
+                "POST",
+                &format!("/v1/tokens/{id}/revoke"),
+                Some(&root),
+                None,
+            ),
+            "delete" => call(
+                &a.base,
+                "DELETE",
+                &format!("/v1/tokens/{id}"),
+                Some(&root),
+                None,
+            ),
+            _ => call(
+                &a.base,
+                "PATCH",
+                &format!("/v1/apps/{app}"),
+                Some(&root),
+                Some(&json!({"status": "disabled"})),
+            ),
+        };
+        assert!(r.status < 300, "{change}: {}", r.body);
+        within_a_second(&token, want, change);
+    }
+    // A policy change through A: B compiles the new permission and can grant it.
+    let r = call(
+        &a.base,
+        "POST",
+        "/v1/permissions",
+        Some(&root),
+        Some(&json!({"scope": "reports.read"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let other = create_app(&b.base, &root, "second");
+    let start = std::time::Instant::now();
+    loop {
+        let r = call(
+            &b.base,
+            "POST",
+            &format!("/v1/apps/{other}/tokens"),
+            Some(&root),
+            Some(&json!({"name": "r", "scopes": ["reports.read"]})),
+        );
+        if r.status == 201 {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(1),
+            "node B does not know reports.read after a second: {}",
+            r.body
+        );
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

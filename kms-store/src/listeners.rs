@@ -20,12 +20,12 @@ impl Listeners {
     /// duplicates folded. Callers must hold no store lock: listeners may call back into the
     /// store (to reload the policy, say).
     pub(crate) fn notify(&self, batch: &[Mutation]) {
-        let mut changes: Vec<Change> = Vec::new();
-        for change in batch.iter().filter_map(Mutation::change) {
-            if changes.last() != Some(&change) {
-                changes.push(change);
-            }
-        }
+        self.notify_changes(&changes_of(batch));
+    }
+
+    /// Tells every live listener about `changes` (another node's, heard from the
+    /// database). Callers must hold no store lock.
+    pub(crate) fn notify_changes(&self, changes: &[Change]) {
         if changes.is_empty() {
             return;
         }
@@ -36,11 +36,22 @@ impl Listeners {
             list.iter().filter_map(Weak::upgrade).collect()
         };
         for listener in &live {
-            for change in &changes {
+            for change in changes {
                 listener.on_change(change);
             }
         }
     }
+}
+
+/// The changes a committed `batch` makes, consecutive duplicates folded.
+pub(crate) fn changes_of(batch: &[Mutation]) -> Vec<Change> {
+    let mut changes: Vec<Change> = Vec::new();
+    for change in batch.iter().filter_map(Mutation::change) {
+        if changes.last() != Some(&change) {
+            changes.push(change);
+        }
+    }
+    changes
 }
 
 impl std::fmt::Debug for Listeners {

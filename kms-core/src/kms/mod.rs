@@ -153,6 +153,7 @@ impl KmsBuilder {
             generation: AtomicU64::new(1),
             policy_stale: AtomicBool::new(false),
             policy_lock: Mutex::new(()),
+            reload_lock: Mutex::new(()),
             hook: Arc::new(InvalidationHook(weak.clone())),
             master_key: self.master_key,
             jwt: self.jwt,
@@ -200,6 +201,9 @@ pub(crate) struct Inner {
     generation: AtomicU64,
     policy_stale: AtomicBool,
     policy_lock: Mutex<()>,
+    /// Serialises policy reloads, so a slow reload cannot install an older snapshot over
+    /// a newer one.
+    reload_lock: Mutex<()>,
     hook: Arc<InvalidationHook>,
     master_key: Option<MasterKey>,
     jwt: JwtSettings,
@@ -271,6 +275,13 @@ impl Inner {
     }
 
     fn reload_policy(&self) -> Result<()> {
+        // One reload at a time: each reads the store after the previous one stored its
+        // snapshot, so snapshots only move forward (a verification that saw the policy
+        // stale and a listener reloading after a commit may both reload at once).
+        let _one_at_a_time = self
+            .reload_lock
+            .lock()
+            .map_err(|_| Error::internal("the policy reload lock is poisoned"))?;
         // The version first: a policy read after it is at least that new, so a change
         // validated against it can only be refused as stale, never applied over a newer one.
         let version = stored_policy_version(self.store.as_ref())?;

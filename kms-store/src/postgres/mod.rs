@@ -8,10 +8,11 @@
 
 mod error;
 pub mod migrations;
+mod notify;
 mod rows;
 mod tx;
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ::postgres::types::ToSql;
@@ -78,11 +79,17 @@ type Manager = PostgresConnectionManager<NoTls>;
 /// rows as [`StoreError::Corrupt`]. Connections are plain TCP (meant for loopback or a
 /// private network); the URL's password never appears in an error.
 ///
-/// Listeners subscribed to this store hear the changes written through it; changes other
-/// processes write reach this process's caches when their entries expire.
+/// Listeners subscribed to this store hear the changes written through it at once, and
+/// those other nodes write through a listener connection (`LISTEN`/`NOTIFY`, typically
+/// within milliseconds); after the listener reconnects they hear "flush everything".
 pub struct PostgresStore {
     pool: Pool<Manager>,
-    listeners: Listeners,
+    listeners: Arc<Listeners>,
+    /// This store's name in its notifications.
+    origin: String,
+    /// The listener connection feeding other nodes' changes to `listeners`; none for a
+    /// store opened only to migrate.
+    _feed: Option<notify::ChangeFeed>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -143,8 +150,13 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/dbname`) and
     /// migrates it to the latest schema version; several nodes may do so at once.
     pub fn open(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
-        let store = Self::connect(url, &options)?;
+        let mut store = Self::connect(url, &options)?;
         migrations::run_up(&mut *store.conn()?, None)?;
+        let config = Self::config(url, &options)?;
+        let feed =
+            notify::ChangeFeed::start(config, Arc::clone(&store.listeners), store.origin.clone())
+                .map_err(|e| StoreError::unavailable("cannot start the change listener", e))?;
+        store._feed = Some(feed);
         Ok(store)
     }
 
@@ -153,7 +165,7 @@ impl PostgresStore {
         Self::connect(url, &options)
     }
 
-    fn connect(url: &str, options: &PostgresOptions) -> Result<Self, StoreError> {
+    fn config(url: &str, options: &PostgresOptions) -> Result<Config, StoreError> {
         let mut config: Config = url.parse().map_err(|e: ::postgres::Error| {
             StoreError::unavailable(format!("the PostgreSQL URL is not valid: {e}"), e)
         })?;
@@ -162,6 +174,11 @@ impl PostgresStore {
             .connect_timeout(options.connect_timeout)
             .application_name("kms")
             .options(&format!("-c statement_timeout={statement_ms}"));
+        Ok(config)
+    }
+
+    fn connect(url: &str, options: &PostgresOptions) -> Result<Self, StoreError> {
+        let config = Self::config(url, options)?;
         let pool = Pool::builder()
             .max_size(options.pool_size.max(1))
             .min_idle(Some(1))
@@ -170,7 +187,9 @@ impl PostgresStore {
             .map_err(pool_error)?;
         Ok(PostgresStore {
             pool,
-            listeners: Listeners::default(),
+            listeners: Arc::default(),
+            origin: notify::origin(),
+            _feed: None,
         })
     }
 
@@ -467,6 +486,15 @@ impl Store for PostgresStore {
             // On error the transaction is dropped, which rolls it back (and releases the
             // lock).
             apply_batch(&mut tx::PgTx(&mut tx), batch)?;
+            // Announced on commit only: a rolled-back batch tells no node anything.
+            let changes = crate::listeners::changes_of(batch);
+            if !changes.is_empty() {
+                tx.execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[&notify::CHANNEL, &notify::encode(&self.origin, &changes)],
+                )
+                .map_err(db_error)?;
+            }
             tx.commit().map_err(db_error)?;
         }
         self.listeners.notify(batch);
