@@ -61,17 +61,13 @@ fn token(id: &str) -> TokenRecord {
     }
 }
 
-/// The child's side, not a test of its own: the parent runs it (`--ignored --exact`) in a
-/// child process with the database path in its environment.
+/// The writer's side, run in the child process the test starts (the same test binary,
+/// the same test, with the database path in its environment).
 ///
 /// Each batch writes a token and a metadata key in one transaction, then reports the
 /// token id on stdout.
-#[test]
-#[ignore = "the writer half of the SIGKILL test; the parent test runs it in a child process"]
-fn durability_writer_process() {
-    let path = std::env::var_os(WRITER_DB_ENV)
-        .unwrap_or_else(|| panic!("run by the parent test, with {WRITER_DB_ENV} set"));
-    let store = SqliteStore::open(&path).unwrap();
+fn write_until_killed(path: &std::ffi::OsStr) {
+    let store = SqliteStore::open(path).unwrap();
     // Written straight to the process's stdout, past the test harness's capture.
     let mut out = std::io::stdout();
     let deadline = Instant::now() + WRITER_LIFETIME;
@@ -101,6 +97,10 @@ fn integrity_check(path: &Path) -> String {
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
+    // In the child this test started, it is the writer.
+    if let Some(path) = std::env::var_os(WRITER_DB_ENV) {
+        return write_until_killed(&path);
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kms.db");
     SqliteStore::open(&path)
@@ -110,8 +110,7 @@ fn acknowledged_writes_survive_sigkill() {
 
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "durability_writer_process",
-            "--ignored",
+            "acknowledged_writes_survive_sigkill",
             "--exact",
             "--nocapture",
             "--test-threads=1",
