@@ -291,12 +291,12 @@ pub(crate) fn unknown_status(version: u32, applied_at: Timestamp) -> MigrationSt
 
 pub(crate) fn run_up(conn: &mut Connection, target: Option<u32>) -> Result<Vec<u32>, StoreError> {
     let target = match target {
-        Some(t) => check_target(t)?,
+        Some(t) => check_target(t, latest_version())?,
         None => latest_version(),
     };
     ensure_version_table(conn)?;
     let applied = applied_versions(conn)?;
-    check_known(&applied)?;
+    check_known(&applied, latest_version())?;
     let mut done = Vec::new();
     let pending = MIGRATIONS
         .iter()
@@ -325,10 +325,10 @@ pub(crate) fn run_up(conn: &mut Connection, target: Option<u32>) -> Result<Vec<u
 }
 
 pub(crate) fn run_down(conn: &mut Connection, target: u32) -> Result<Vec<u32>, StoreError> {
-    check_target(target)?;
+    check_target(target, latest_version())?;
     ensure_version_table(conn)?;
     let applied = applied_versions(conn)?;
-    check_known(&applied)?;
+    check_known(&applied, latest_version())?;
     let mut done = Vec::new();
     let applied_above = MIGRATIONS
         .iter()
@@ -386,8 +386,9 @@ pub(crate) fn current_version(conn: &Connection) -> Result<u32, StoreError> {
     .map_err(db_error)
 }
 
-fn check_target(target: u32) -> Result<u32, StoreError> {
-    let latest = latest_version();
+/// `target` if a store whose newest migration is `latest` has a migration `target`.
+/// Shared by the SQLite and PostgreSQL migrations.
+pub(crate) fn check_target(target: u32, latest: u32) -> Result<u32, StoreError> {
     if target > latest {
         return Err(StoreError::Conflict(format!(
             "there is no migration {target}; the latest is {latest}"
@@ -396,13 +397,16 @@ fn check_target(target: u32) -> Result<u32, StoreError> {
     Ok(target)
 }
 
-/// Refuses to touch a database migrated by a newer build: its `down` steps are unknown here.
-fn check_known(applied: &BTreeMap<u32, Timestamp>) -> Result<(), StoreError> {
+/// Refuses to touch a database migrated by a newer build (its `down` steps are unknown
+/// here); `latest` is this build's newest migration.
+pub(crate) fn check_known(
+    applied: &BTreeMap<u32, Timestamp>,
+    latest: u32,
+) -> Result<(), StoreError> {
     match applied.keys().next_back() {
-        Some(&v) if v > latest_version() => Err(StoreError::Conflict(format!(
-            "the database is at schema version {v}, newer than this build of kms knows ({}); \
-             upgrade kms",
-            latest_version()
+        Some(&v) if v > latest => Err(StoreError::Conflict(format!(
+            "the database is at schema version {v}, newer than this build of kms knows \
+             ({latest}); upgrade kms"
         ))),
         _ => Ok(()),
     }

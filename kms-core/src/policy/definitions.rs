@@ -86,6 +86,20 @@ pub(crate) fn default_permissions() -> Vec<Permission> {
 }
 
 impl Policy {
+    /// The policy holding `permissions` and `roles` (as a store reads them, in any order).
+    pub fn from_definitions(
+        permissions: impl IntoIterator<Item = Permission>,
+        roles: impl IntoIterator<Item = Role>,
+    ) -> Self {
+        Policy {
+            permissions: permissions
+                .into_iter()
+                .map(|p| (p.scope.clone(), p))
+                .collect(),
+            roles: roles.into_iter().map(|r| (r.name.clone(), r)).collect(),
+        }
+    }
+
     /// Checks that every reference resolves and that there are no cycles. The error names
     /// the offending field and, for a cycle, the cycle itself (`a -> b -> a`).
     pub fn validate(&self) -> Result<()> {

@@ -134,9 +134,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// The most unknown fields one refusal names.
+const MAX_UNKNOWN_FIELDS_NAMED: usize = 16;
+
 /// Every top-level field of `value` that `T` refuses as unknown (bodies that change an
 /// object refuse fields they cannot change instead of ignoring them), each with serde's
-/// problem; found by removing them one at a time, at most once per field.
+/// problem; found by removing them one at a time, at most [`MAX_UNKNOWN_FIELDS_NAMED`] of
+/// them (each try parses the body again, so a body of many unknown keys costs a bounded
+/// number of parses).
 fn strip_unknown_fields<T: DeserializeOwned>(
     value: &mut serde_json::Value,
 ) -> Vec<(String, String)> {
@@ -144,7 +149,7 @@ fn strip_unknown_fields<T: DeserializeOwned>(
     let Some(len) = value.as_object().map(serde_json::Map::len) else {
         return unknown;
     };
-    for _ in 0..len {
+    for _ in 0..len.min(MAX_UNKNOWN_FIELDS_NAMED) {
         let Err(err) = serde_json::from_value::<T>(value.clone()) else {
             break;
         };

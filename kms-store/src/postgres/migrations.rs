@@ -19,7 +19,7 @@ use kms_core::store::StoreError;
 use kms_core::{Clock, SystemClock, Timestamp};
 
 use super::error::db_error;
-use crate::migrations::{Migration, MigrationStatus};
+use crate::migrations::{check_known, check_target, Migration, MigrationStatus};
 
 /// The session advisory lock held while migrating ("kms_migr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6b6d_735f_6d69_6772;
@@ -228,12 +228,12 @@ fn locked<T>(
 /// Migrates up to `target` (the latest when `None`); returns the versions applied.
 pub(crate) fn run_up(client: &mut Client, target: Option<u32>) -> Result<Vec<u32>, StoreError> {
     let target = match target {
-        Some(t) => check_target(t)?,
+        Some(t) => check_target(t, latest_version())?,
         None => latest_version(),
     };
     locked(client, |client| {
         let applied = applied_versions(client)?;
-        check_known(&applied)?;
+        check_known(&applied, latest_version())?;
         let mut done = Vec::new();
         let pending = MIGRATIONS
             .iter()
@@ -256,10 +256,10 @@ pub(crate) fn run_up(client: &mut Client, target: Option<u32>) -> Result<Vec<u32
 
 /// Reverts migrations newer than `target`, newest first; returns the versions reverted.
 pub(crate) fn run_down(client: &mut Client, target: u32) -> Result<Vec<u32>, StoreError> {
-    check_target(target)?;
+    check_target(target, latest_version())?;
     locked(client, |client| {
         let applied = applied_versions(client)?;
-        check_known(&applied)?;
+        check_known(&applied, latest_version())?;
         let mut done = Vec::new();
         let applied_above = MIGRATIONS
             .iter()
@@ -315,28 +315,6 @@ pub(crate) fn current_version(client: &mut Client) -> Result<u32, StoreError> {
     let version: i64 = row.try_get(0).map_err(db_error)?;
     u32::try_from(version)
         .map_err(|_| StoreError::Corrupt(format!("schema version {version} is out of range")))
-}
-
-fn check_target(target: u32) -> Result<u32, StoreError> {
-    let latest = latest_version();
-    if target > latest {
-        return Err(StoreError::Conflict(format!(
-            "there is no migration {target}; the latest is {latest}"
-        )));
-    }
-    Ok(target)
-}
-
-/// Refuses to touch a database migrated by a newer build: its `down` steps are unknown here.
-fn check_known(applied: &BTreeMap<u32, Timestamp>) -> Result<(), StoreError> {
-    match applied.keys().next_back() {
-        Some(&v) if v > latest_version() => Err(StoreError::Conflict(format!(
-            "the database is at schema version {v}, newer than this build of kms knows ({}); \
-             upgrade kms",
-            latest_version()
-        ))),
-        _ => Ok(()),
-    }
 }
 
 fn ensure_version_table(client: &mut Client) -> Result<(), StoreError> {

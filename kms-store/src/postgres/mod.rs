@@ -374,13 +374,7 @@ impl PolicyStore for PostgresStore {
             .map(columns::role)
             .collect::<Result<Vec<_>, _>>()?;
         tx.commit().map_err(db_error)?;
-        Ok(Policy {
-            permissions: permissions
-                .into_iter()
-                .map(|p| (p.scope.clone(), p))
-                .collect(),
-            roles: roles.into_iter().map(|r| (r.name.clone(), r)).collect(),
-        })
+        Ok(Policy::from_definitions(permissions, roles))
     }
 }
 

@@ -272,13 +272,7 @@ impl PolicyStore for SqliteStore {
             [],
             rows::role_from_row,
         )?;
-        Ok(Policy {
-            permissions: permissions
-                .into_iter()
-                .map(|p| (p.scope.clone(), p))
-                .collect(),
-            roles: roles.into_iter().map(|r| (r.name.clone(), r)).collect(),
-        })
+        Ok(Policy::from_definitions(permissions, roles))
     }
 }
 
