@@ -36,6 +36,7 @@ pub use api_key::{
 pub use application::{AppSecurity, AppStatus, Application, SYSTEM_APP_ID};
 pub use audit::{AuditEvent, AuditVerification};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use defence::counters;
 pub use defence::request_signing;
 pub use defence::LockoutPolicy;
 pub use error::{Error, ErrorCode, FieldError, Result};

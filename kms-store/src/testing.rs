@@ -38,6 +38,30 @@ pub fn postgres_test_url() -> Result<String, NoPostgres> {
     }
 }
 
+/// The environment variable naming the Redis server for tests.
+pub const REDIS_TEST_URL_VAR: &str = "KMS_TEST_REDIS_URL";
+
+/// The test Redis server's URL, from [`REDIS_TEST_URL_VAR`] (same rules as
+/// [`postgres_test_url`]; tests keep apart by key prefix, see [`unique_prefix`]).
+pub fn redis_test_url() -> Result<String, NoPostgres> {
+    match std::env::var(REDIS_TEST_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => Ok(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => Err(NoPostgres::Fail(format!(
+            "{REDIS_TEST_URL_VAR} is not set, so the Redis tests cannot run; under CI=true \
+             that is a failure (start a server with `.ci/redis.sh start DIR`)"
+        ))),
+        _ => Err(NoPostgres::Skip(format!(
+            "notice: {REDIS_TEST_URL_VAR} is not set; skipping a Redis test \
+             (`.ci/redis.sh start DIR` starts a private server)"
+        ))),
+    }
+}
+
+/// A key prefix no other test uses (`kms_test_<random>:`).
+pub fn unique_prefix() -> String {
+    format!("kms_test_{:016x}:", random_u64())
+}
+
 /// A freshly created database, dropped (with any connections still open) when this is.
 #[derive(Debug)]
 pub struct ScratchDatabase {

@@ -39,18 +39,7 @@ struct Window {
 /// Most sources tracked before expired ones are swept.
 const SWEEP_AT: usize = 100_000;
 
-/// What counting one failure led to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Failure {
-    /// Lockouts are off; nothing is counted.
-    Uncounted,
-    /// The first failure of the source in a new window (audited, once per window).
-    FirstInWindow,
-    /// Another failure within the window.
-    Counted,
-    /// The source just got locked out.
-    LockedOut,
-}
+pub(crate) use super::counters::FailureCount as Failure;
 
 pub(crate) struct FailureGate {
     policy: LockoutPolicy,

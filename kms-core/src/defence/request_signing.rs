@@ -164,6 +164,28 @@ impl RequestVerifier {
         signature: &str,
         now: Timestamp,
     ) -> Result<(), SignatureError> {
+        self.verify_with(key_id, secret, r, signature, now, |nonce| {
+            self.nonces.entry(nonce.to_owned()).or_insert(()).is_fresh()
+        })
+    }
+
+    /// How long a nonce must be remembered to refuse every replay inside the window.
+    pub(crate) fn nonce_ttl(&self) -> Duration {
+        Duration::from_secs(self.window_secs.max(1) as u64 * 2)
+    }
+
+    /// [`RequestVerifier::verify`] with the nonce claimed by `claim` (given
+    /// `<key_id>:<nonce>`, `true` when it was not seen before), e.g. in counters that
+    /// several nodes share.
+    pub(crate) fn verify_with(
+        &self,
+        key_id: &str,
+        secret: &[u8],
+        r: &SignedRequest<'_>,
+        signature: &str,
+        now: Timestamp,
+        claim: impl FnOnce(&str) -> bool,
+    ) -> Result<(), SignatureError> {
         if r.nonce.is_empty() || signature.is_empty() {
             return Err(SignatureError::Missing);
         }
@@ -186,11 +208,7 @@ impl RequestVerifier {
         mac(secret, r)
             .verify_slice(&sig)
             .map_err(|_| SignatureError::BadSignature)?;
-        let entry = self
-            .nonces
-            .entry(format!("{key_id}:{}", r.nonce))
-            .or_insert(());
-        if entry.is_fresh() {
+        if claim(&format!("{key_id}:{}", r.nonce)) {
             Ok(())
         } else {
             Err(SignatureError::Replayed)

@@ -33,7 +33,8 @@ use crate::api_key::token_format::TokenPrefix;
 use crate::api_key::{CreatedToken, TokenInfo, TokenLimits};
 use crate::application::{AppStatus, Application, SYSTEM_APP_ID};
 use crate::clock::{Clock, SystemClock};
-use crate::defence::failure_gate::{FailureGate, LockoutPolicy};
+use crate::defence::counters::{CounterStatus, Counters, SharedCounters};
+use crate::defence::failure_gate::LockoutPolicy;
 use crate::error::{Error, Result};
 use crate::policy::default_permissions;
 use crate::policy::scope::{Scope, ADMIN};
@@ -57,6 +58,7 @@ pub struct KmsBuilder {
     jwt: JwtSettings,
     lockout: LockoutPolicy,
     sinks: Vec<Arc<dyn SecurityEventSink>>,
+    shared_counters: Option<Arc<dyn SharedCounters>>,
 }
 
 impl std::fmt::Debug for KmsBuilder {
@@ -74,6 +76,15 @@ impl std::fmt::Debug for KmsBuilder {
 }
 
 impl KmsBuilder {
+    /// Keeps rate limits, lockout counters and request-signing nonces in `counters`,
+    /// which every node of a deployment shares (Redis or PostgreSQL, from `kms-store`),
+    /// instead of in this process. While they fail, this process counts on its own (see
+    /// [`Kms::counter_status`]); no call fails because of them.
+    pub fn shared_counters(mut self, counters: Arc<dyn SharedCounters>) -> Self {
+        self.shared_counters = Some(counters);
+        self
+    }
+
     /// When repeated failures lock a source out (default: 10 within 60 s, for 300 s).
     pub fn lockout_policy(mut self, policy: LockoutPolicy) -> Self {
         self.lockout = policy;
@@ -159,9 +170,13 @@ impl KmsBuilder {
             jwt: self.jwt,
             keyring: ArcSwap::from_pointee(KeyRing::default()),
             revoked: RwLock::new(HashSet::new()),
-            rate_limits: Default::default(),
             audit_lock: Mutex::new(()),
-            failure_gate: FailureGate::new(self.lockout),
+            counters: Counters::new(
+                self.lockout,
+                crate::defence::request_signing::DEFAULT_MAX_NONCES,
+                crate::defence::request_signing::RequestVerifier::default().nonce_ttl(),
+                self.shared_counters,
+            ),
             sinks: self.sinks,
             request_verifier: crate::defence::request_signing::RequestVerifier::default(),
         });
@@ -209,9 +224,9 @@ pub(crate) struct Inner {
     jwt: JwtSettings,
     keyring: ArcSwap<KeyRing>,
     revoked: RwLock<HashSet<String>>,
-    rate_limits: crate::defence::rate_limit::TokenRateLimits,
     audit_lock: Mutex<()>,
-    failure_gate: FailureGate,
+    /// Rate limits, lockout counters and request-signing nonces.
+    counters: Counters,
     sinks: Vec<Arc<dyn SecurityEventSink>>,
     request_verifier: crate::defence::request_signing::RequestVerifier,
 }
@@ -310,6 +325,7 @@ impl Kms {
             jwt: JwtSettings::default(),
             lockout: LockoutPolicy::default(),
             sinks: Vec::new(),
+            shared_counters: None,
         }
     }
 
@@ -324,6 +340,18 @@ impl Kms {
     /// Verified-key cache statistics.
     pub fn cache_stats(&self) -> CacheStats {
         self.inner.cache.stats()
+    }
+
+    /// Where rate limits, lockout counters and nonces are counted now, without asking the
+    /// shared counters (see [`KmsBuilder::shared_counters`]).
+    pub fn counter_status(&self) -> CounterStatus {
+        self.inner.counters.status()
+    }
+
+    /// Asks the shared counters whether they answer, opening or closing the breaker at
+    /// once by the answer, and reports where counting happens. Blocks (it talks to them).
+    pub fn probe_counters(&self) -> CounterStatus {
+        self.inner.counters.probe()
     }
 
     /// Checks that the store can serve requests.

@@ -91,9 +91,12 @@ impl Kms {
             return Ok(Err(SignatureError::BadSignature));
         };
         let now = self.inner.clock.now();
-        Ok(self
-            .inner
-            .request_verifier
-            .verify(&app.id, &secret, request, signature, now))
+        let verifier = &self.inner.request_verifier;
+        let ttl = verifier.nonce_ttl();
+        Ok(
+            verifier.verify_with(&app.id, &secret, request, signature, now, |nonce| {
+                self.inner.counters.claim_nonce(nonce, ttl)
+            }),
+        )
     }
 }

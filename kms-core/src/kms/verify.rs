@@ -493,7 +493,7 @@ impl Kms {
     /// store or argon2.
     pub(crate) fn run_pipeline(&self, p: Presented<'_>) -> Result<Option<Verification>> {
         let now = self.inner.clock.now();
-        let gate = &self.inner.failure_gate;
+        let gate = &self.inner.counters;
         // 1. Format and checksum, offline.
         let Ok(parsed) = token_format::parse(p.token) else {
             let source = p.failure_source();
@@ -549,7 +549,11 @@ impl Kms {
         if let Some(code) = self.refusal(&key, &snap, p.ip, p.query, now) {
             return Ok(Some(Verification::fail(code, Some(&key))));
         }
-        if p.cached_only && key.record.limits.uses.is_some() {
+        // Spending a use, or a rate-limit cell kept by another server, blocks.
+        if p.cached_only
+            && (key.record.limits.uses.is_some()
+                || (key.record.limits.ratelimit.is_some() && self.inner.counters.is_remote()))
+        {
             return Ok(None);
         }
         // 6. Rate limit; 7. uses, spent last.
@@ -613,7 +617,7 @@ impl Kms {
         purpose: Purpose,
     ) -> Result<std::result::Result<Option<u64>, Refused>> {
         if let Some(limit) = key.record.limits.ratelimit {
-            if let Err(secs) = self.inner.rate_limits.check(&key.record.id, limit) {
+            if let Err(secs) = self.inner.counters.take(&key.record.id, limit) {
                 return Ok(Err(Refused {
                     code: VerifyCode::RateLimited,
                     retry_after: Some(secs),
@@ -703,7 +707,7 @@ impl Kms {
     ) {
         use super::audit_log::Audit;
         use crate::defence::failure_gate::Failure;
-        let gate = &self.inner.failure_gate;
+        let gate = &self.inner.counters;
         let policy = gate.policy();
         // Whoever sent it: the verifying service (with the address it reported), or the
         // bearer's client address.

@@ -6,6 +6,7 @@
 //! runtime's worker thread panics (the client starts a runtime of its own), so servers run
 //! store calls on a blocking pool (`spawn_blocking`), as `kms-server` does for every store.
 
+mod counters;
 mod error;
 pub mod migrations;
 mod notify;
@@ -26,6 +27,7 @@ use kms_core::{Application, AuditEvent, RoleName, Scope, Timestamp};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
+pub use self::counters::PostgresCounters;
 use self::error::{db_error, pool_error};
 use crate::columns::{
     self, app_columns, audit_columns, counter, refresh_columns, signing_key_columns, sql_int,
