@@ -5,13 +5,15 @@
 #                               starts it, and writes DIR/env, which exports
 #                               KMS_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:PORT/postgres
 #   .ci/postgres.sh stop DIR    stops it and deletes DIR
+#   .ci/postgres.sh halt DIR    stops the server, keeping DIR (an outage, for tests)
+#   .ci/postgres.sh resume DIR  starts it again on the same port
 #
 # Installs PostgreSQL from Debian's packages when initdb is missing. The cluster runs as
 # the `postgres` user when started by root (initdb refuses root), with trust
 # authentication on loopback only, fsync off (test data), and its unix socket in DIR.
 set -euo pipefail
 
-usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start|stop|halt|resume DIR" >&2; exit 2; }
 [[ $# -eq 2 ]] || usage
 action=$1
 dir=$2
@@ -66,6 +68,7 @@ start() {
     if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
         -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
         start >/dev/null; then
+      echo "$port" >"$dir/port"
       local url="postgres://postgres@127.0.0.1:$port/postgres"
       printf 'export KMS_TEST_POSTGRES_URL=%s\n' "$url" >"$dir/env"
       echo "$bin" >"$dir/bin"
@@ -89,8 +92,22 @@ stop() {
   rm -rf "$dir"
 }
 
+halt() {
+  as_owner "$(cat "$dir/bin")/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null
+}
+
+resume() {
+  local port
+  port=$(cat "$dir/port")
+  as_owner "$(cat "$dir/bin")/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+    start >/dev/null
+}
+
 case "$action" in
   start) start ;;
   stop) stop ;;
+  halt) halt ;;
+  resume) resume ;;
   *) usage ;;
 esac

@@ -74,7 +74,7 @@ impl Rbac {
         let n = 2 * depth;
         let mut roles: Vec<RbacRole> = (0..n)
             .map(|r| {
-                let chain = if r % 2 == 0 { "held" } else { "other" };
+                let chain = if r.is_multiple_of(2) { "held" } else { "other" };
                 RbacRole {
                     name: format!("{chain}-l{}", r / 2),
                     inherits: (r >= 2).then(|| r - 2),

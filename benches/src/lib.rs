@@ -37,7 +37,7 @@ pub fn full_run() -> bool {
 /// The `k`-th granted scope: `svc<k/200>.res<(k/2)%100>.read` for even `k`, `.write` for
 /// odd `k`; three segments, and every `write` implies the `read` beside it.
 pub fn granted_scope(k: usize) -> String {
-    let verb = if k % 2 == 0 { "read" } else { "write" };
+    let verb = if k.is_multiple_of(2) { "read" } else { "write" };
     format!("svc{}.res{}.{verb}", k / 200, (k / 2) % 100)
 }
 

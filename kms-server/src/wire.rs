@@ -24,8 +24,21 @@ pub type Metadata = Map<String, Value>;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(ToSchema))]
 pub struct Health {
-    /// `ok` (healthz) or `ready` (readyz).
+    /// `ok` (healthz); `ready`, or `degraded` while the shared counters do not answer
+    /// (readyz).
     pub status: String,
+    /// readyz: `ok` (the database answers and, on PostgreSQL, the change listener is
+    /// connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// readyz: where rate limits, lockouts and nonces are counted: `local` (one node),
+    /// `shared`, or `fallback` (shared counters configured but failing: each node counts
+    /// on its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<String>,
+    /// readyz: the shared counters' kind, `redis` or `postgres`, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter_backend: Option<String>,
 }
 
 /// The error body of every failed call.

@@ -519,7 +519,7 @@ fn writer(
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let scope = format!("burst.{tag}.n{i}");
-        let (url, body) = if i % 2 == 0 {
+        let (url, body) = if i.is_multiple_of(2) {
             (
                 format!("{base}/v1/permissions"),
                 json!({"scope": scope, "description": "burst"}),
@@ -538,7 +538,7 @@ fn writer(
             Ok(r) if r.status() == 201 => {
                 // Acknowledged only once the whole body arrived.
                 let Ok(v) = r.into_json::<Value>() else { break };
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     assert_eq!(v["scope"], scope.as_str());
                     out.scopes.push(scope);
                 } else {

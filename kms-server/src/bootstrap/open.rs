@@ -5,12 +5,13 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
+use kms_core::counters::SharedCounters;
 use kms_core::store::Store;
 use kms_core::{Kms, MasterKey, OsRandom, SecurityEventSink};
-use kms_store::{PostgresOptions, PostgresStore, SqliteStore};
+use kms_store::{PostgresCounters, PostgresStore, RedisCounters, RedisOptions, SqliteStore};
 
 use crate::bootstrap::StartError;
-use crate::config::{Config, MasterKeySource};
+use crate::config::{Config, MasterKeySource, ServeConfig};
 use crate::ops::metrics::{MeteredStore, Metrics};
 use crate::ops::security_events::LoggedSecurityEvents;
 
@@ -103,12 +104,20 @@ fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
 /// `postgresql://` URL (migrated once, however many nodes start together), else a SQLite
 /// file. The PostgreSQL client blocks: like every store call, this runs off the async
 /// executor.
-pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    let opened: Result<Arc<dyn Store>, _> = match config.postgres_url() {
-        Some(url) => PostgresStore::open(url, PostgresOptions::default())
-            .map(|s| Arc::new(s) as Arc<dyn Store>),
-        None => SqliteStore::open(&config.db).map(|s| Arc::new(s) as Arc<dyn Store>),
-    };
+pub fn open_store(config: &Config, replica: Option<&str>) -> Result<Arc<dyn Store>, StartError> {
+    let opened: Result<Arc<dyn Store>, _> =
+        match config.postgres_url() {
+            Some(url) => PostgresStore::open(url, config.db_pool.clone())
+                .and_then(|s| match replica {
+                    Some(replica) => s.with_replica(replica, &config.db_pool),
+                    None => Ok(s),
+                })
+                .map(|s| Arc::new(s) as Arc<dyn Store>),
+            None if replica.is_some() => return Err(StartError::new(
+                "--db-replica (KMS_DB_REPLICA) needs a PostgreSQL database (--db postgres://...)",
+            )),
+            None => SqliteStore::open(&config.db).map(|s| Arc::new(s) as Arc<dyn Store>),
+        };
     opened.map_err(|e| {
         StartError::new(format!(
             "cannot open the database {}: {}",
@@ -126,7 +135,47 @@ pub fn open_kms(
     key_file: MasterKeyFile,
     alerts: Option<Arc<dyn SecurityEventSink>>,
 ) -> Result<Kms, StartError> {
-    let mut store = open_store(config)?;
+    open_kms_with(config, None, metrics, key_file, alerts)
+}
+
+/// The counters the nodes of this deployment share: Redis when configured, else the
+/// PostgreSQL database when it is one; none (each node on its own) for SQLite.
+fn shared_counters(
+    config: &Config,
+    serve: &ServeConfig,
+) -> Result<Option<Arc<dyn SharedCounters>>, StartError> {
+    if let Some(redis) = &serve.redis {
+        let options = RedisOptions {
+            timeout: redis.timeout,
+            pool_size: config.db_pool.pool_size,
+            ..RedisOptions::default()
+        };
+        let counters = RedisCounters::open(redis.url.expose(), options)
+            .map_err(|e| StartError::new(format!("invalid Redis setting: {e}")))?;
+        return Ok(Some(Arc::new(counters)));
+    }
+    let Some(url) = config.postgres_url() else {
+        return Ok(None);
+    };
+    let timeout = serve.redis_timeout_or_default();
+    let counters = PostgresCounters::open(url, config.db_pool.pool_size, timeout)
+        .map_err(|e| StartError::new(e.to_string()))?;
+    Ok(Some(Arc::new(counters)))
+}
+
+/// [`open_kms`] for `kms serve`: with the read replica and the shared counters of
+/// `serve`, when it is given.
+pub fn open_kms_with(
+    config: &Config,
+    serve: Option<&ServeConfig>,
+    metrics: Option<Arc<Metrics>>,
+    key_file: MasterKeyFile,
+    alerts: Option<Arc<dyn SecurityEventSink>>,
+) -> Result<Kms, StartError> {
+    let replica = serve
+        .and_then(|s| s.db_replica.as_ref())
+        .map(|r| r.expose());
+    let mut store = open_store(config, replica)?;
     let metrics_for_events = metrics.clone();
     if let Some(metrics) = metrics {
         store = Arc::new(MeteredStore::new(store, metrics));
@@ -143,6 +192,11 @@ pub fn open_kms(
     }
     if config.insecure_fast_hash {
         builder = builder.hash_params(kms_core::dangerous::insecure_hash_params());
+    }
+    if let Some(serve) = serve {
+        if let Some(counters) = shared_counters(config, serve)? {
+            builder = builder.shared_counters(counters);
+        }
     }
     let from = match &config.master_key {
         MasterKeySource::Env(_) => "KMS_MASTER_KEY".to_owned(),

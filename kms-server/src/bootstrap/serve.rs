@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kms_core::SecurityEventSink;
 use serde_json::json;
 
-use crate::bootstrap::open::{open_kms, MasterKeyFile};
+use crate::bootstrap::open::{open_kms_with, MasterKeyFile};
 use crate::bootstrap::StartError;
 use crate::config::{Config, ServeConfig};
 use crate::http::connections::{ConnectionGate, TcpIncoming};
@@ -45,8 +45,9 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         }
         None => (None, None),
     };
-    let kms = open_kms(
+    let kms = open_kms_with(
         config,
+        Some(serve_config),
         Some(metrics.clone()),
         MasterKeyFile::CreateIfMissing,
         alerts,
@@ -104,6 +105,7 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         if let Some(worker) = alert_worker {
             tokio::spawn(worker.run());
         }
+        let watcher = crate::ops::counters::spawn(kms.clone());
         let upkeep = maintenance.spawn(kms);
         eprintln!("listening on {local}");
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -125,6 +127,7 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
             None => server::serve(TcpIncoming::new(listener, gate), app, serving).await,
         }
         upkeep.abort();
+        watcher.abort();
         tracing::info!("kms stopped");
         Ok(())
     })

@@ -11,12 +11,13 @@ use crate::cli::exit;
 
 use crate::config::settings::{
     config_help, Setting, ACCESS_TOKEN_TTL, ALERT_WEBHOOK, ALERT_WEBHOOK_SECRET, AUDIT_RETENTION,
-    BODY_LIMIT, CACHE_CAPACITY, CACHE_TTL, DB, DENY_NETWORKS, EXPIRED_TOKEN_RETENTION,
-    HEADER_READ_TIMEOUT, INSECURE_FAST_HASH, JWT_AUDIENCE, JWT_ISSUER, JWT_LEEWAY,
-    KEY_ROTATION_INTERVAL, LISTEN, LOCKOUT_DURATION, LOCKOUT_THRESHOLD, LOCKOUT_WINDOW, LOG_FORMAT,
-    LOG_LEVEL, MASTER_KEY_FILE, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, RATE_LIMIT_BURST,
-    RATE_LIMIT_PER_IP, REFRESH_OVERLAP, REFRESH_TOKEN_TTL, REQUEST_TIMEOUT, SHUTDOWN_TIMEOUT,
-    TLS_CERT, TLS_KEY, TRUSTED_PROXIES,
+    BODY_LIMIT, CACHE_CAPACITY, CACHE_TTL, DB, DB_CONNECT_TIMEOUT, DB_POOL_SIZE, DB_REPLICA,
+    DB_STATEMENT_TIMEOUT, DENY_NETWORKS, EXPIRED_TOKEN_RETENTION, HEADER_READ_TIMEOUT,
+    INSECURE_FAST_HASH, JWT_AUDIENCE, JWT_ISSUER, JWT_LEEWAY, KEY_ROTATION_INTERVAL, LISTEN,
+    LOCKOUT_DURATION, LOCKOUT_THRESHOLD, LOCKOUT_WINDOW, LOG_FORMAT, LOG_LEVEL, MASTER_KEY_FILE,
+    MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, RATE_LIMIT_BURST, RATE_LIMIT_PER_IP, REDIS,
+    REDIS_TIMEOUT, REFRESH_OVERLAP, REFRESH_TOKEN_TTL, REQUEST_TIMEOUT, SHUTDOWN_TIMEOUT, TLS_CERT,
+    TLS_KEY, TRUSTED_PROXIES,
 };
 
 /// `kms`: API keys and authorization, as a server and an operator tool.
@@ -61,6 +62,15 @@ pub struct GlobalArgs {
     /// The master key file (setting `master_key_file`; see [`crate::config`]).
     #[arg(long = MASTER_KEY_FILE.long(), help = MASTER_KEY_FILE.help_text(), global = true, value_name = "FILE")]
     pub master_key_file: Option<String>,
+    /// The database pool size (setting `db_pool_size`; see [`crate::config`]).
+    #[arg(long = DB_POOL_SIZE.long(), help = DB_POOL_SIZE.help_text(), global = true, value_name = "N")]
+    pub db_pool_size: Option<String>,
+    /// The database connect timeout (setting `db_connect_timeout`; see [`crate::config`]).
+    #[arg(long = DB_CONNECT_TIMEOUT.long(), help = DB_CONNECT_TIMEOUT.help_text(), global = true, value_name = "DURATION")]
+    pub db_connect_timeout: Option<String>,
+    /// The database statement timeout (setting `db_statement_timeout`; see [`crate::config`]).
+    #[arg(long = DB_STATEMENT_TIMEOUT.long(), help = DB_STATEMENT_TIMEOUT.help_text(), global = true, value_name = "DURATION")]
+    pub db_statement_timeout: Option<String>,
     /// The insecure fast hash switch (setting `insecure_fast_hash`; see [`crate::config`]).
     #[arg(long = INSECURE_FAST_HASH.long(), help = INSECURE_FAST_HASH.help_text(), global = true, hide = true)]
     pub insecure_fast_hash: bool,
@@ -158,6 +168,15 @@ pub struct ServeArgs {
     /// The expired token retention (setting `expired_token_retention`; see [`crate::config`]).
     #[arg(long = EXPIRED_TOKEN_RETENTION.long(), help = EXPIRED_TOKEN_RETENTION.help_text(), value_name = "DURATION")]
     pub expired_token_retention: Option<String>,
+    /// The database replica URL (setting `db_replica`; see [`crate::config`]).
+    #[arg(long = DB_REPLICA.long(), help = DB_REPLICA.help_text(), value_name = "URL")]
+    pub db_replica: Option<String>,
+    /// The Redis URL (setting `redis`; see [`crate::config`]).
+    #[arg(long = REDIS.long(), help = REDIS.help_text(), value_name = "URL")]
+    pub redis: Option<String>,
+    /// The Redis timeout (setting `redis_timeout`; see [`crate::config`]).
+    #[arg(long = REDIS_TIMEOUT.long(), help = REDIS_TIMEOUT.help_text(), value_name = "DURATION")]
+    pub redis_timeout: Option<String>,
     /// Settings of access tokens.
     #[command(flatten)]
     pub jwt: JwtArgs,
@@ -454,6 +473,9 @@ impl Cli {
         put(LOG_FORMAT, &g.log_format);
         put(LOG_LEVEL, &g.log_level);
         put(MASTER_KEY_FILE, &g.master_key_file);
+        put(DB_POOL_SIZE, &g.db_pool_size);
+        put(DB_CONNECT_TIMEOUT, &g.db_connect_timeout);
+        put(DB_STATEMENT_TIMEOUT, &g.db_statement_timeout);
         if let Command::Serve(s) = &self.command {
             put(LISTEN, &s.listen);
             put(BODY_LIMIT, &s.body_limit);
@@ -476,6 +498,9 @@ impl Cli {
             put(EXPIRED_TOKEN_RETENTION, &s.expired_token_retention);
             put(ALERT_WEBHOOK, &s.alert_webhook);
             put(ALERT_WEBHOOK_SECRET, &s.alert_webhook_secret);
+            put(DB_REPLICA, &s.db_replica);
+            put(REDIS, &s.redis);
+            put(REDIS_TIMEOUT, &s.redis_timeout);
             let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));
             put(DENY_NETWORKS, &list(&s.deny_network));
             put(TRUSTED_PROXIES, &list(&s.trusted_proxy));

@@ -73,14 +73,15 @@ use std::time::Duration;
 
 use self::parse::{
     parse_bool, parse_claim, parse_duration, parse_duration_or_zero, parse_log_format,
-    parse_log_level, parse_path, parse_u32, parse_u64, parse_whole_seconds,
+    parse_log_level, parse_path, parse_positive_u32, parse_u32, parse_u64, parse_whole_seconds,
 };
-pub use self::serve::{AlertSettings, RateLimitSettings, ServeConfig, TlsFiles};
+pub use self::serve::{AlertSettings, RateLimitSettings, RedisSettings, ServeConfig, TlsFiles};
 pub use self::settings::CONFIG_ENV;
 use self::settings::{
-    ACCESS_TOKEN_TTL, CACHE_CAPACITY, CACHE_TTL, DB, INSECURE_FAST_HASH, JWT_AUDIENCE, JWT_ISSUER,
-    JWT_LEEWAY, LOCKOUT_DURATION, LOCKOUT_THRESHOLD, LOCKOUT_WINDOW, LOG_FORMAT, LOG_LEVEL,
-    MASTER_KEY, MASTER_KEY_FILE, REFRESH_OVERLAP, REFRESH_TOKEN_TTL,
+    ACCESS_TOKEN_TTL, CACHE_CAPACITY, CACHE_TTL, DB, DB_CONNECT_TIMEOUT, DB_POOL_SIZE,
+    DB_STATEMENT_TIMEOUT, INSECURE_FAST_HASH, JWT_AUDIENCE, JWT_ISSUER, JWT_LEEWAY,
+    LOCKOUT_DURATION, LOCKOUT_THRESHOLD, LOCKOUT_WINDOW, LOG_FORMAT, LOG_LEVEL, MASTER_KEY,
+    MASTER_KEY_FILE, REFRESH_OVERLAP, REFRESH_TOKEN_TTL,
 };
 pub use self::sources::Sources;
 
@@ -152,6 +153,8 @@ pub struct Config {
     pub master_key: MasterKeySource,
     /// Issuer, audience, lifetimes and leeway of access tokens.
     pub jwt: kms_core::JwtSettings,
+    /// Pool size and timeouts of a PostgreSQL database.
+    pub db_pool: kms_store::PostgresOptions,
 }
 
 impl Config {
@@ -183,6 +186,7 @@ impl Config {
             cache_capacity: sources.get(CACHE_CAPACITY, parse_u64, 100_000)?,
             lockout: resolve_lockout(sources)?,
             jwt: resolve_jwt(sources)?,
+            db_pool: resolve_db_pool(sources)?,
         })
     }
 }
@@ -226,6 +230,19 @@ fn resolve_master_key(sources: &Sources, db: &Path) -> Result<MasterKeySource, C
         parse_path,
         PathBuf::from(default_key),
     )?))
+}
+
+fn resolve_db_pool(sources: &Sources) -> Result<kms_store::PostgresOptions, ConfigError> {
+    let d = kms_store::PostgresOptions::default();
+    Ok(kms_store::PostgresOptions {
+        pool_size: sources.get(DB_POOL_SIZE, parse_positive_u32, d.pool_size)?,
+        connect_timeout: sources.get(DB_CONNECT_TIMEOUT, parse_duration, d.connect_timeout)?,
+        statement_timeout: sources.get(
+            DB_STATEMENT_TIMEOUT,
+            parse_duration,
+            d.statement_timeout,
+        )?,
+    })
 }
 
 fn resolve_jwt(sources: &Sources) -> Result<kms_core::JwtSettings, ConfigError> {

@@ -2,6 +2,7 @@
 //! answers a problem without naming the setting; [`super::sources`] adds the name and the
 //! source.
 
+use super::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -174,6 +175,36 @@ pub(super) fn parse_size(s: &str) -> Result<usize, String> {
         return Err(format!("must be larger than zero, got {s:?}"));
     }
     Ok(bytes)
+}
+
+/// A Redis URL (`redis://[user:password@]host:port[/db]`); the value is never echoed, as
+/// it may hold a password.
+pub(super) fn parse_redis_url(s: &str) -> Result<Secret, String> {
+    let ok = s
+        .strip_prefix("redis://")
+        .is_some_and(|rest| !rest.is_empty() && !s.contains(char::is_whitespace));
+    if ok {
+        Ok(Secret::new(s))
+    } else {
+        Err("expected a redis://host:port/db URL".to_owned())
+    }
+}
+
+/// A PostgreSQL URL (`postgres://` or `postgresql://`); never echoed.
+pub(super) fn parse_postgres_url(s: &str) -> Result<Secret, String> {
+    if kms_store::postgres::is_postgres_url(s) && !s.contains(char::is_whitespace) {
+        Ok(Secret::new(s))
+    } else {
+        Err("expected a postgres://user:password@host:port/dbname URL".to_owned())
+    }
+}
+
+/// A count of at least 1.
+pub(super) fn parse_positive_u32(s: &str) -> Result<u32, String> {
+    match parse_u32(s)? {
+        0 => Err("expected at least 1".to_owned()),
+        n => Ok(n),
+    }
 }
 
 #[cfg(test)]

@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::parse::{
-    parse_count, parse_duration, parse_networks, parse_path, parse_size, parse_socket_addr,
-    parse_u32, parse_webhook_url, parse_whole_seconds_or_zero,
+    parse_count, parse_duration, parse_networks, parse_path, parse_postgres_url, parse_redis_url,
+    parse_size, parse_socket_addr, parse_u32, parse_webhook_url, parse_whole_seconds_or_zero,
 };
 use super::settings::{
-    Setting, ALERT_WEBHOOK, ALERT_WEBHOOK_SECRET, AUDIT_RETENTION, BODY_LIMIT, DENY_NETWORKS,
-    EXPIRED_TOKEN_RETENTION, HEADER_READ_TIMEOUT, KEY_ROTATION_INTERVAL, LISTEN, MAX_CONNECTIONS,
-    MAX_CONNECTIONS_PER_IP, RATE_LIMIT_BURST, RATE_LIMIT_PER_IP, REQUEST_TIMEOUT, SHUTDOWN_TIMEOUT,
-    TLS_CERT, TLS_KEY, TRUSTED_PROXIES,
+    Setting, ALERT_WEBHOOK, ALERT_WEBHOOK_SECRET, AUDIT_RETENTION, BODY_LIMIT, DB_REPLICA,
+    DENY_NETWORKS, EXPIRED_TOKEN_RETENTION, HEADER_READ_TIMEOUT, KEY_ROTATION_INTERVAL, LISTEN,
+    MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, RATE_LIMIT_BURST, RATE_LIMIT_PER_IP, REDIS,
+    REDIS_TIMEOUT, REQUEST_TIMEOUT, SHUTDOWN_TIMEOUT, TLS_CERT, TLS_KEY, TRUSTED_PROXIES,
 };
 use super::{ConfigError, Secret, Sources};
 use crate::http::connections::ConnectionLimits;
@@ -88,6 +88,19 @@ pub struct ServeConfig {
     pub audit_retention: Option<Duration>,
     /// Delete tokens that expired longer ago than this; `None`: keep them.
     pub expired_token_retention: Option<Duration>,
+    /// A read replica of the PostgreSQL database, for listings and audit reads.
+    pub db_replica: Option<Secret>,
+    /// Redis for the counters several nodes share; `None`: per node (or PostgreSQL).
+    pub redis: Option<RedisSettings>,
+}
+
+/// Where and how to reach Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port/db` (may hold a password, so never shown).
+    pub url: Secret,
+    /// Longest connecting or one command may take.
+    pub timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -107,6 +120,8 @@ impl Default for ServeConfig {
             alerts: None,
             audit_retention: None,
             expired_token_retention: None,
+            db_replica: None,
+            redis: None,
         }
     }
 }
@@ -135,8 +150,29 @@ impl ServeConfig {
             alerts: resolve_alerts(sources)?,
             audit_retention: optional_interval(sources, AUDIT_RETENTION)?,
             expired_token_retention: optional_interval(sources, EXPIRED_TOKEN_RETENTION)?,
+            db_replica: sources.get(DB_REPLICA, |v| parse_postgres_url(v).map(Some), None)?,
+            redis: resolve_redis(sources)?,
         })
     }
+}
+
+impl ServeConfig {
+    /// The timeout of the shared counters: Redis's, or its default for the PostgreSQL
+    /// counters.
+    pub fn redis_timeout_or_default(&self) -> Duration {
+        self.redis
+            .as_ref()
+            .map_or(DEFAULT_REDIS_TIMEOUT, |r| r.timeout)
+    }
+}
+
+/// The default of `redis_timeout`.
+pub(super) const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+fn resolve_redis(sources: &Sources) -> Result<Option<RedisSettings>, ConfigError> {
+    let url = sources.get(REDIS, |v| parse_redis_url(v).map(Some), None)?;
+    let timeout = sources.get(REDIS_TIMEOUT, parse_duration, DEFAULT_REDIS_TIMEOUT)?;
+    Ok(url.map(|url| RedisSettings { url, timeout }))
 }
 
 /// A whole-seconds interval where `0` (or no value) means never.

@@ -463,8 +463,68 @@ pub(crate) const ALERT_WEBHOOK_SECRET: Setting = Setting {
     help: "HMAC-SHA256 key of the webhook's X-KMS-Webhook-Signature header, at least 16 characters; prefer the environment variable",
 };
 
+pub(crate) const DB_POOL_SIZE: Setting = Setting {
+    key: "db_pool_size",
+    flag: Some("db-pool-size"),
+    env: "KMS_DB_POOL_SIZE",
+    in_file: true,
+    default: Shown::Value("8"),
+    what: "database pool size",
+    help: "PostgreSQL only: most connections a node keeps open to the database (and as many again to a replica)",
+};
+
+pub(crate) const DB_CONNECT_TIMEOUT: Setting = Setting {
+    key: "db_connect_timeout",
+    flag: Some("db-connect-timeout"),
+    env: "KMS_DB_CONNECT_TIMEOUT",
+    in_file: true,
+    default: Shown::Value("5s"),
+    what: "database connect timeout",
+    help: "PostgreSQL only: longest opening a connection, or waiting for a free one, may take; over it the call fails as unavailable (503)",
+};
+
+pub(crate) const DB_STATEMENT_TIMEOUT: Setting = Setting {
+    key: "db_statement_timeout",
+    flag: Some("db-statement-timeout"),
+    env: "KMS_DB_STATEMENT_TIMEOUT",
+    in_file: true,
+    default: Shown::Value("10s"),
+    what: "database statement timeout",
+    help: "PostgreSQL only: longest one statement may run, waiting for the write lock included; over it the server cancels it and the call fails as unavailable (503)",
+};
+
+pub(crate) const DB_REPLICA: Setting = Setting {
+    key: "db_replica",
+    flag: Some("db-replica"),
+    env: "KMS_DB_REPLICA",
+    in_file: true,
+    default: Shown::Unset("none"),
+    what: "database replica URL",
+    help: "PostgreSQL only: a read replica's URL; listings and audit reads go to it, verification, revocation and every write to the primary",
+};
+
+pub(crate) const REDIS: Setting = Setting {
+    key: "redis",
+    flag: Some("redis"),
+    env: "KMS_REDIS",
+    in_file: true,
+    default: Shown::Unset("none (per node; shared through PostgreSQL when the database is one)"),
+    what: "Redis URL",
+    help: "Share rate limits, lockout counters and request-signing nonces between nodes through this Redis, redis://host:port/db; while it does not answer each node counts on its own and /readyz says degraded",
+};
+
+pub(crate) const REDIS_TIMEOUT: Setting = Setting {
+    key: "redis_timeout",
+    flag: Some("redis-timeout"),
+    env: "KMS_REDIS_TIMEOUT",
+    in_file: true,
+    default: Shown::Value("250ms"),
+    what: "Redis timeout",
+    help: "Longest connecting to Redis, or one command, may take before the node counts on its own for a while",
+};
+
 /// Every setting, in the order they are documented.
-pub(crate) const ALL: [Setting; 35] = [
+pub(crate) const ALL: [Setting; 41] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -500,6 +560,12 @@ pub(crate) const ALL: [Setting; 35] = [
     EXPIRED_TOKEN_RETENTION,
     ALERT_WEBHOOK,
     ALERT_WEBHOOK_SECRET,
+    DB_POOL_SIZE,
+    DB_CONNECT_TIMEOUT,
+    DB_STATEMENT_TIMEOUT,
+    DB_REPLICA,
+    REDIS,
+    REDIS_TIMEOUT,
 ];
 
 #[cfg(test)]

@@ -304,6 +304,30 @@ impl Collector for SharedCollector {
             None,
             entries.metric_type(),
         )?)?;
+        let counters = kms.counter_status();
+        let fallbacks = ConstCounter::new(counters.fallbacks);
+        fallbacks.encode(encoder.encode_descriptor(
+            "counter_fallbacks",
+            "Rate-limit, lockout and nonce decisions answered by this node alone because the shared counters (Redis or PostgreSQL) failed",
+            None,
+            fallbacks.metric_type(),
+        )?)?;
+        let trips = ConstCounter::new(counters.trips);
+        trips.encode(encoder.encode_descriptor(
+            "counter_breaker_trips",
+            "Times the shared counters failed and this node started counting on its own",
+            None,
+            trips.metric_type(),
+        )?)?;
+        let shared = ConstGauge::new(i64::from(
+            counters.state == kms_core::counters::CounterState::Shared,
+        ));
+        shared.encode(encoder.encode_descriptor(
+            "counters_shared",
+            "1 while rate limits, lockouts and nonces are counted in the shared counters, 0 while this node counts on its own",
+            None,
+            shared.metric_type(),
+        )?)?;
         Ok(())
     }
 }

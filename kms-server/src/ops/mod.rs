@@ -1,8 +1,9 @@
-//! Running the service: scheduled upkeep ([`maintenance`]), security events told to the
+//! Running the service: the shared counters watched ([`counters`]), scheduled upkeep ([`maintenance`]), security events told to the
 //! log ([`security_events`]) and to a webhook ([`alerts`]), Prometheus [`metrics`] and the
 //! log output ([`logging`]).
 
 pub mod alerts;
+pub mod counters;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;

@@ -86,6 +86,8 @@ type Manager = PostgresConnectionManager<NoTls>;
 /// within milliseconds); after the listener reconnects they hear "flush everything".
 pub struct PostgresStore {
     pool: Pool<Manager>,
+    /// A read replica for listings and audit reads, if one was given.
+    replica: Option<Pool<Manager>>,
     listeners: Arc<Listeners>,
     /// This store's name in its notifications.
     origin: String,
@@ -162,6 +164,33 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// Sends listings (applications, tokens) and audit searches to the read replica at
+    /// `url` from now on; everything else (verification, revocation, every write, the
+    /// audit chain's head) stays on the primary. A listing the replica cannot answer is
+    /// asked of the primary. Listings may lag the primary by the replication delay.
+    pub fn with_replica(
+        mut self,
+        url: &str,
+        options: &PostgresOptions,
+    ) -> Result<Self, StoreError> {
+        let config = Self::config(url, options)?;
+        let pool = Pool::builder()
+            .max_size(options.pool_size.max(1))
+            .min_idle(Some(0))
+            .connection_timeout(options.connect_timeout)
+            .build_unchecked(PostgresConnectionManager::new(config, NoTls));
+        self.replica = Some(pool);
+        Ok(self)
+    }
+
+    /// Whether the change listener is connected now (other nodes' changes reach this
+    /// node); `true` for a store opened without one.
+    pub fn is_listening(&self) -> bool {
+        self._feed
+            .as_ref()
+            .is_none_or(notify::ChangeFeed::is_connected)
+    }
+
     /// Connects without migrating, for `kms migrate` on a database of any version.
     pub fn open_unmigrated(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
         Self::connect(url, &options)
@@ -189,6 +218,7 @@ impl PostgresStore {
             .map_err(pool_error)?;
         Ok(PostgresStore {
             pool,
+            replica: None,
             listeners: Arc::default(),
             origin: notify::origin(),
             _feed: None,
@@ -227,6 +257,28 @@ impl PostgresStore {
         rows.iter().map(decode).collect()
     }
 
+    /// [`Self::query`] on the replica when there is one (on the primary when the replica
+    /// is unavailable).
+    fn query_read<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        decode: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        if let Some(replica) = &self.replica {
+            let rows = replica
+                .get()
+                .map_err(pool_error)
+                .and_then(|mut conn| conn.query(sql, params).map_err(db_error));
+            match rows {
+                Ok(rows) => return rows.iter().map(decode).collect(),
+                Err(StoreError::Unavailable { .. }) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        self.query(sql, params, decode)
+    }
+
     fn query_one<T>(
         &self,
         sql: &str,
@@ -249,7 +301,7 @@ impl AppStore for PostgresStore {
     }
 
     fn list_apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<Application>, StoreError> {
-        self.query(
+        self.query_read(
             concat!(
                 "SELECT ",
                 app_columns!(),
@@ -273,7 +325,7 @@ impl TokenStore for PostgresStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<TokenRecord>, StoreError> {
-        self.query(
+        self.query_read(
             concat!(
                 "SELECT ",
                 token_columns!(),
@@ -432,7 +484,7 @@ impl AuditStore for PostgresStore {
     fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         // Every stored seq is below a cursor too large for a BIGINT.
         let before = query.before_seq.filter(|&s| s <= MAX_COUNTER).map(sql_int);
-        self.query(
+        self.query_read(
             concat!(
                 "SELECT ",
                 audit_columns!(),
@@ -485,9 +537,18 @@ impl Store for PostgresStore {
             // Announced on commit only: a rolled-back batch tells no node anything.
             let changes = crate::listeners::changes_of(batch);
             if !changes.is_empty() {
+                // The change counter lets a node notice a notification it missed.
+                let seq: String = tx
+                    .query_one(notify::ADVANCE_SEQ, &[])
+                    .map_err(db_error)?
+                    .get(0);
+                let seq = seq.parse::<i64>().unwrap_or(0);
                 tx.execute(
                     "SELECT pg_notify($1, $2)",
-                    &[&notify::CHANNEL, &notify::encode(&self.origin, &changes)],
+                    &[
+                        &notify::CHANNEL,
+                        &notify::encode(&self.origin, seq, &changes),
+                    ],
                 )
                 .map_err(db_error)?;
             }
@@ -509,6 +570,14 @@ impl Store for PostgresStore {
 
     fn ping(&self) -> Result<(), StoreError> {
         let version = migrations::current_version(&mut *self.conn()?)?;
+        if !self.is_listening() {
+            // Serving now could answer from caches that other nodes' changes no longer
+            // reach; the listener reconnects by itself (and then flushes them).
+            return Err(StoreError::Unavailable {
+                message: "the change listener is not connected to the database yet".to_owned(),
+                source: None,
+            });
+        }
         let latest = migrations::latest_version();
         if version == latest {
             Ok(())

@@ -28,6 +28,10 @@ const FLUSH: &str = "flush";
 /// before reconnecting after a failure.
 const POLL: Duration = Duration::from_millis(500);
 
+/// How often the listener compares the change counter with the notifications it heard; a
+/// batch counted but not heard by the next check means a missed notification: flush.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// A name for one store instance, carried in its notifications so that its own listener
 /// skips what the store already told its listeners at commit: process id, start time and a
 /// counter.
@@ -44,10 +48,12 @@ pub(crate) fn origin() -> String {
     )
 }
 
-/// The notification payload for `changes` from `origin`: the origin, then one line per
-/// change; [`FLUSH`] when too large.
-pub(crate) fn encode(origin: &str, changes: &[Change]) -> String {
-    let mut out = format!("from {origin}\n");
+/// The notification payload for `changes` from `origin`, the batch that made the change
+/// counter `seq`: a first line `from <origin> <seq>`, then one line per change; a single
+/// `flush` line when they would not fit.
+pub(crate) fn encode(origin: &str, seq: i64, changes: &[Change]) -> String {
+    let head = format!("from {origin} {seq}\n");
+    let mut out = head.clone();
     for change in changes {
         let line = match change {
             Change::Token(id) => format!("token {id}"),
@@ -56,13 +62,13 @@ pub(crate) fn encode(origin: &str, changes: &[Change]) -> String {
             Change::Keys => "keys".to_owned(),
             Change::Revocation(id) => format!("revocation {id}"),
             // A kind of change this version does not know: the receivers flush.
-            _ => return FLUSH.to_owned(),
+            _ => return format!("{head}{FLUSH}"),
         };
         out.push_str(&line);
         out.push('\n');
     }
     if out.len() > MAX_PAYLOAD {
-        return FLUSH.to_owned();
+        return format!("{head}{FLUSH}");
     }
     out
 }
@@ -71,19 +77,33 @@ pub(crate) fn encode(origin: &str, changes: &[Change]) -> String {
 /// change (which drops every cached key and recompiles) and a key change (which reloads
 /// the signing keys).
 pub(crate) fn decode(payload: &str) -> Vec<Change> {
-    decode_from(payload).1
+    decode_from(payload).changes
 }
 
-/// The origin (when the payload names one) and the changes of a payload.
-fn decode_from(payload: &str) -> (Option<&str>, Vec<Change>) {
+/// A decoded notification.
+#[derive(Debug, PartialEq, Eq)]
+struct Heard<'a> {
+    /// The store that sent it, when it says.
+    origin: Option<&'a str>,
+    /// The change counter its batch made, when it says.
+    seq: Option<i64>,
+    changes: Vec<Change>,
+}
+
+/// The origin and counter (when the payload names them) and the changes of a payload.
+fn decode_from(payload: &str) -> Heard<'_> {
     let flush = || vec![Change::Policy, Change::Keys];
     let mut lines = payload.lines().peekable();
-    let origin = lines
-        .peek()
-        .and_then(|l| l.strip_prefix("from "))
-        .inspect(|_| {
+    let (origin, seq) = match lines.peek().and_then(|l| l.strip_prefix("from ")) {
+        Some(rest) => {
             lines.next();
-        });
+            match rest.split_once(' ') {
+                Some((origin, seq)) => (Some(origin), seq.parse().ok()),
+                None => (Some(rest), None),
+            }
+        }
+        None => (None, None),
+    };
     let mut changes = Vec::new();
     for line in lines {
         let change = match line.split_once(' ') {
@@ -92,16 +112,39 @@ fn decode_from(payload: &str) -> (Option<&str>, Vec<Change>) {
             Some(("revocation", id)) => Change::Revocation(id.to_owned()),
             None if line == "policy" => Change::Policy,
             None if line == "keys" => Change::Keys,
-            _ => return (origin, flush()),
+            _ => {
+                changes = flush();
+                break;
+            }
         };
         changes.push(change);
     }
-    (origin, changes)
+    Heard {
+        origin,
+        seq,
+        changes,
+    }
 }
+
+/// Reads the change counter (0 before the first change).
+pub(crate) fn read_seq(client: &mut Client) -> Result<i64, ::postgres::Error> {
+    let row = client.query_opt("SELECT value FROM meta WHERE key = $1", &[&SEQ_KEY])?;
+    Ok(row
+        .and_then(|r| r.get::<_, String>(0).parse().ok())
+        .unwrap_or(0))
+}
+
+/// The `meta` row every batch with changes advances, in its transaction.
+pub(crate) const SEQ_KEY: &str = "change_seq";
+
+/// The statement that advances it and gives the new value.
+pub(crate) const ADVANCE_SEQ: &str = "INSERT INTO meta (key, value) VALUES ('change_seq', '1') \
+     ON CONFLICT (key) DO UPDATE SET value = (meta.value::BIGINT + 1)::TEXT RETURNING value";
 
 /// The listener thread of one store; stops when the store is dropped.
 pub(crate) struct ChangeFeed {
     stop: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
 }
 
 impl ChangeFeed {
@@ -113,11 +156,17 @@ impl ChangeFeed {
         own: String,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let connected = Arc::new(AtomicBool::new(false));
+        let (flag, up) = (Arc::clone(&stop), Arc::clone(&connected));
         std::thread::Builder::new()
             .name("kms-pg-changes".to_owned())
-            .spawn(move || listen(&config, &listeners, &own, &flag))?;
-        Ok(ChangeFeed { stop })
+            .spawn(move || listen(&config, &listeners, &own, &flag, &up))?;
+        Ok(ChangeFeed { stop, connected })
+    }
+
+    /// Whether the listener connection is up now.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
     }
 }
 
@@ -127,19 +176,32 @@ impl Drop for ChangeFeed {
     }
 }
 
-fn listen(config: &Config, listeners: &Listeners, own: &str, stop: &AtomicBool) {
+fn listen(
+    config: &Config,
+    listeners: &Listeners,
+    own: &str,
+    stop: &AtomicBool,
+    connected: &AtomicBool,
+) {
     let mut connected_before = false;
     while !stop.load(Ordering::SeqCst) {
+        connected.store(false, Ordering::SeqCst);
         let Ok(mut client) = connect(config) else {
             std::thread::sleep(POLL);
             continue;
         };
+        connected.store(true, Ordering::SeqCst);
         // Changes made while this node was not listening are unknown: flush. (The first
         // connection needs none: the store has just been opened and nothing is cached.)
         if connected_before {
             listeners.notify_changes(&decode(FLUSH));
         }
         connected_before = true;
+        let Ok(mut heard_seq) = read_seq(&mut client) else {
+            continue; // reconnect
+        };
+        let mut missing_since: Option<i64> = None;
+        let mut last_check = std::time::Instant::now();
         loop {
             if stop.load(Ordering::SeqCst) {
                 return;
@@ -147,13 +209,34 @@ fn listen(config: &Config, listeners: &Listeners, own: &str, stop: &AtomicBool) 
             // A fresh iterator each time: one whose wait has run out answers at once.
             let heard = client.notifications().timeout_iter(POLL).next();
             match heard {
-                Ok(Some(n)) => match decode_from(n.payload()) {
-                    (Some(origin), _) if origin == own => {}
-                    (_, changes) => listeners.notify_changes(&changes),
-                },
+                Ok(Some(n)) => {
+                    let heard = decode_from(n.payload());
+                    if let Some(seq) = heard.seq {
+                        heard_seq = heard_seq.max(seq);
+                    }
+                    if heard.origin != Some(own) {
+                        listeners.notify_changes(&heard.changes);
+                    }
+                }
                 Ok(None) if client.is_closed() => break, // reconnect
                 Ok(None) => {}
                 Err(_) => break, // the connection failed: reconnect
+            }
+            if last_check.elapsed() >= CHECK_EVERY {
+                last_check = std::time::Instant::now();
+                let Ok(stored) = read_seq(&mut client) else {
+                    break;
+                };
+                // A batch counted before the previous check and still not heard was
+                // missed (a notification in flight gets one interval to arrive).
+                match missing_since {
+                    Some(seen) if heard_seq < seen => {
+                        listeners.notify_changes(&decode(FLUSH));
+                        heard_seq = stored;
+                        missing_since = None;
+                    }
+                    _ => missing_since = (stored > heard_seq).then_some(stored),
+                }
             }
         }
     }
@@ -178,9 +261,10 @@ mod tests {
             Change::Keys,
             Change::Revocation("family:fam_1".into()),
         ];
-        let payload = encode("node-a", &changes);
+        let payload = encode("node-a", 42, &changes);
         assert_eq!(decode(&payload), changes);
-        assert_eq!(decode_from(&payload).0, Some("node-a"));
+        let heard = decode_from(&payload);
+        assert_eq!((heard.origin, heard.seq), (Some("node-a"), Some(42)));
     }
 
     #[test]
@@ -188,7 +272,9 @@ mod tests {
         let many: Vec<Change> = (0..1000)
             .map(|i| Change::Token(format!("tok_{i:010}")))
             .collect();
-        assert_eq!(encode("node-a", &many), FLUSH);
+        let flush = encode("node-a", 7, &many);
+        assert_eq!(decode(&flush), vec![Change::Policy, Change::Keys]);
+        assert_eq!(decode_from(&flush).seq, Some(7));
         assert_eq!(decode(FLUSH), vec![Change::Policy, Change::Keys]);
         assert_eq!(decode("gibberish"), vec![Change::Policy, Change::Keys]);
     }

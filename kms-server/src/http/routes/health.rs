@@ -22,18 +22,38 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the store answers.
+/// `GET /readyz`: the database answers (and, on PostgreSQL, this node hears other nodes'
+/// changes); `degraded` (still 200) while the shared counters do not answer.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "The store answers", body = wire::Health),
-        (status = 503, description = "The store cannot be reached", body = wire::ErrorBody),
+        (status = 200, description = "The database answers: `ready`, or `degraded` while the shared counters (Redis) do not answer and each node counts limits on its own", body = wire::Health),
+        (status = 503, description = "The database cannot be reached (or, on PostgreSQL, the change listener is not connected)", body = wire::ErrorBody),
     ))]
 pub async fn readyz(
     State(kms): State<Kms>,
     request_id: Option<axum::Extension<RequestId>>,
 ) -> Response {
-    match blocking(move || kms.ping()).await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+    let checked = blocking(move || {
+        kms.ping()?;
+        Ok(kms.probe_counters())
+    })
+    .await;
+    match checked {
+        Ok(counters) => {
+            use kms_core::counters::CounterState;
+            let status = if counters.state == CounterState::Fallback {
+                "degraded"
+            } else {
+                "ready"
+            };
+            Json(wire::Health {
+                status: status.to_owned(),
+                database: Some("ok".to_owned()),
+                counters: Some(counters.state.as_str().to_owned()),
+                counter_backend: counters.backend.map(str::to_owned),
+            })
+            .into_response()
+        }
         Err(err) => {
             tracing::warn!(error = %err, "readiness check failed");
             let unavailable = ApiError::unavailable();
