@@ -160,6 +160,7 @@ impl PostgresStore {
         let feed =
             notify::ChangeFeed::start(config, Arc::clone(&store.listeners), store.origin.clone())
                 .map_err(|e| StoreError::unavailable("cannot start the change listener", e))?;
+        feed.wait_connected(options.connect_timeout);
         store._feed = Some(feed);
         Ok(store)
     }

@@ -164,6 +164,16 @@ impl ChangeFeed {
         Ok(ChangeFeed { stop, connected })
     }
 
+    /// Waits up to `limit` for the first connection of the listener (the store has just
+    /// reached the database, so normally milliseconds); after that the store reports not
+    /// ready until it connects.
+    pub(crate) fn wait_connected(&self, limit: Duration) {
+        let start = std::time::Instant::now();
+        while !self.is_connected() && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Whether the listener connection is up now.
     pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::SeqCst)
