@@ -11,7 +11,9 @@
 #    for DURATION seconds against each in turn, so machine noise falls on both;
 # 2. propagation: two PostgreSQL nodes A and B; N revocations through A, each timed until
 #    B answers REVOKED for a key it had cached (`cluster propagation`);
-# 3. limiter decisions: `cluster counters` against the same Redis and PostgreSQL.
+# 3. limiter decisions: `cluster counters` against the same Redis and PostgreSQL;
+# 4. creation, cold verification and a list page through the facade on SQLite and
+#    PostgreSQL, interleaved (`cluster stores`, cheap argon2id, no cache).
 # Prints JSON lines (also in $OUT/results.jsonl).
 set -euo pipefail
 
@@ -40,7 +42,9 @@ cleanup() {
 trap cleanup EXIT
 bash .ci/postgres.sh start "$PG_DIR" >&2
 bash .ci/redis.sh start "$REDIS_DIR" >&2
+psql_bin=$(cat "$PG_DIR/bin")/psql
 PG=$(sed 's/^export KMS_TEST_POSTGRES_URL=//' "$PG_DIR/env")
+"$psql_bin" "$PG" -qc 'CREATE DATABASE stores' >&2
 REDIS=$(sed 's/^export KMS_TEST_REDIS_URL=//' "$REDIS_DIR/env")
 
 start() {
@@ -94,6 +98,9 @@ PB_ADDR=$ADDR
 "$BIN/cluster" propagation --a "$PA_ADDR" --b "$PB_ADDR" --auth "$PG_ROOT" --app "$APP" --n "$N" \
     | tee -a "$OUT/results.jsonl"
 
-# 3. Limiter decisions.
+# 3. Limiter decisions (node B stays up: its counters pool is idle).
 "$BIN/cluster" counters --redis "$REDIS" --postgres "$PGDB" --n 20000 | tee -a "$OUT/results.jsonl"
+# 4. The store's share of creation, cold verification and a list page, through the facade.
+"$BIN/cluster" stores --sqlite "$OUT/stores.db" --postgres "${PG%/postgres}/stores" --n 500 \
+    | tee -a "$OUT/results.jsonl"
 echo "results: $OUT/results.jsonl" >&2

@@ -581,7 +581,7 @@ fn outages_of_redis_and_postgresql_are_survived_without_a_restart() {
         assert_eq!(ready(node).json()["counters"], "fallback");
     }
     let metrics = call(&n[0].base, "GET", "/metrics", None, None).body;
-    assert!(metrics.contains("kms_counters_shared 0"), "{metrics}");
+    assert!(metrics.contains("kms_limits_shared 0"), "{metrics}");
     within(Duration::from_secs(2), "logged", || {
         n[0].logs().contains("the shared counters do not answer")
     });

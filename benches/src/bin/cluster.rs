@@ -1,6 +1,7 @@
 //! Measurements for several nodes (see `benches/cluster.sh` and docs/PERFORMANCE.md):
 //!
 //! cluster propagation --a 127.0.0.1:8081 --b 127.0.0.1:8082 --auth <root> --app <app id> --n 1000
+//! cluster stores --sqlite /tmp/x.db --postgres postgres://... --n 500
 //! cluster counters --redis redis://127.0.0.1:6379/0 --postgres postgres://... --n 20000
 //!
 //! `propagation` creates `--n` tokens through node A, verifies each once through node B (so
@@ -35,6 +36,16 @@ enum Cmd {
         #[arg(long)]
         app: String,
         #[arg(long, default_value_t = 1000)]
+        n: usize,
+    },
+    /// Cold verification, token creation and a list page through the facade, on a SQLite
+    /// file and on PostgreSQL, interleaved (cheap argon2id, no cache: the store's share).
+    Stores {
+        #[arg(long)]
+        sqlite: std::path::PathBuf,
+        #[arg(long)]
+        postgres: String,
+        #[arg(long, default_value_t = 500)]
         n: usize,
     },
     /// Latency of one limiter decision.
@@ -169,6 +180,93 @@ fn time_local(n: usize) -> Value {
     v
 }
 
+/// One store's timings: creations, cold verifications, list pages.
+struct StoreRun {
+    kms: kms_core::Kms,
+    app: String,
+    tokens: Vec<String>,
+    create: Vec<u64>,
+    verify: Vec<u64>,
+    list: Vec<u64>,
+}
+
+impl StoreRun {
+    fn new(store: std::sync::Arc<dyn kms_core::store::Store>) -> BoxResult<Self> {
+        let kms = kms_core::Kms::builder(store)
+            .hash_params(kms_core::dangerous::insecure_hash_params())
+            .cache_capacity(0)
+            .lockout_policy(kms_core::LockoutPolicy {
+                threshold: 0,
+                ..Default::default()
+            })
+            .build()?;
+        kms.initialize()?;
+        let app: kms_core::NewApp = serde_json::from_value(json!({"name": "bench"}))?;
+        let app = kms.create_app(&kms.operator(), app)?.id;
+        Ok(StoreRun {
+            kms,
+            app,
+            tokens: Vec::new(),
+            create: Vec::new(),
+            verify: Vec::new(),
+            list: Vec::new(),
+        })
+    }
+
+    fn step(&mut self, i: usize) -> BoxResult<()> {
+        let op = self.kms.operator();
+        let req: kms_core::NewToken =
+            serde_json::from_value(json!({"name": format!("t{i}"), "scopes": ["app.read"]}))?;
+        let start = Instant::now();
+        let created = self.kms.create_token(&op, &self.app, req)?;
+        self.create.push(start.elapsed().as_micros() as u64);
+        self.tokens.push(created.token);
+        let token = &self.tokens[i / 2];
+        let start = Instant::now();
+        let v = self.kms.verify_token(token, None, None)?;
+        self.verify.push(start.elapsed().as_micros() as u64);
+        if v.code() != kms_core::VerifyCode::Valid {
+            return Err(format!("{:?}", v.code()).into());
+        }
+        let start = Instant::now();
+        let page = self.kms.list_tokens(
+            &op,
+            &self.app,
+            kms_core::PageRequest {
+                limit: Some(50),
+                cursor: None,
+            },
+        )?;
+        self.list.push(start.elapsed().as_micros() as u64);
+        black_box_len(page.items.len());
+        Ok(())
+    }
+
+    fn report(self) -> Value {
+        json!({"create_token": percentiles(self.create), "cold_verify": percentiles(self.verify), "list_page_50": percentiles(self.list)})
+    }
+}
+
+fn black_box_len(n: usize) {
+    std::hint::black_box(n);
+}
+
+fn stores(sqlite: &std::path::Path, postgres: &str, n: usize) -> BoxResult<Value> {
+    let sq = kms_store::SqliteStore::open(sqlite)?;
+    let pg = kms_store::PostgresStore::open(postgres, kms_store::PostgresOptions::default())?;
+    let mut runs = [
+        StoreRun::new(std::sync::Arc::new(sq))?,
+        StoreRun::new(std::sync::Arc::new(pg))?,
+    ];
+    for i in 0..n {
+        for run in &mut runs {
+            run.step(i)?;
+        }
+    }
+    let [sq, pg] = runs;
+    Ok(json!({"sqlite": sq.report(), "postgres": pg.report()}))
+}
+
 fn main() -> BoxResult<()> {
     match Args::parse().command {
         Cmd::Propagation { a, b, auth, app, n } => {
@@ -176,6 +274,13 @@ fn main() -> BoxResult<()> {
                 "{}",
                 json!({"propagation_a_to_b": propagation(&a, &b, &auth, &app, n)?})
             );
+        }
+        Cmd::Stores {
+            sqlite,
+            postgres,
+            n,
+        } => {
+            println!("{}", json!({"stores": stores(&sqlite, &postgres, n)?}));
         }
         Cmd::Counters { redis, postgres, n } => {
             let redis = kms_store::RedisCounters::open(&redis, kms_store::RedisOptions::default())?;

@@ -1,7 +1,7 @@
 //! Watching the shared counters: a line in the log whenever a node starts counting rate
 //! limits, lockouts and nonces on its own because the shared counters (Redis, or
 //! PostgreSQL without Redis) failed, and when it is back on them. The metrics
-//! (`kms_counter_fallbacks_total`, `kms_counters_shared`) and `/readyz` say the same.
+//! (`kms_limit_fallbacks_total`, `kms_limits_shared`) and `/readyz` say the same.
 
 use std::time::Duration;
 

@@ -260,6 +260,46 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
     }
+
+    /// Every metric in the Prometheus text format 0.0.4 ([`TEXT_CONTENT_TYPE`]), for
+    /// scrapers that do not ask for OpenMetrics.
+    pub fn encode_text(&self) -> Result<String, std::fmt::Error> {
+        Ok(openmetrics_to_text(&self.encode()?))
+    }
+}
+
+/// The content type of the Prometheus text format 0.0.4.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The Prometheus text format of an OpenMetrics exposition. They differ, for what this
+/// registry exports, in three ways: a counter's `# HELP` and `# TYPE` name the family
+/// (`kms_http_requests`) in OpenMetrics but the sample (`kms_http_requests_total`) in the
+/// text format; `# UNIT` lines exist only in OpenMetrics; and so does the final `# EOF`.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Reads the cache statistics of the observed service at scrape time.
@@ -307,14 +347,14 @@ impl Collector for SharedCollector {
         let counters = kms.counter_status();
         let fallbacks = ConstCounter::new(counters.fallbacks);
         fallbacks.encode(encoder.encode_descriptor(
-            "counter_fallbacks",
+            "limit_fallbacks",
             "Rate-limit, lockout and nonce decisions answered by this node alone because the shared counters (Redis or PostgreSQL) failed",
             None,
             fallbacks.metric_type(),
         )?)?;
         let trips = ConstCounter::new(counters.trips);
         trips.encode(encoder.encode_descriptor(
-            "counter_breaker_trips",
+            "limit_breaker_trips",
             "Times the shared counters failed and this node started counting on its own",
             None,
             trips.metric_type(),
@@ -323,7 +363,7 @@ impl Collector for SharedCollector {
             counters.state == kms_core::counters::CounterState::Shared,
         ));
         shared.encode(encoder.encode_descriptor(
-            "counters_shared",
+            "limits_shared",
             "1 while rate limits, lockouts and nonces are counted in the shared counters, 0 while this node counts on its own",
             None,
             shared.metric_type(),

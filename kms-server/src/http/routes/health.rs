@@ -77,15 +77,19 @@ pub async fn metrics(State(metrics): State<Arc<Metrics>>, headers: HeaderMap) ->
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/openmetrics-text"));
-    match metrics.encode() {
-        Ok(text) => {
-            let content_type = if openmetrics {
-                crate::ops::metrics::CONTENT_TYPE
-            } else {
-                "text/plain; version=0.0.4; charset=utf-8"
-            };
-            ([(header::CONTENT_TYPE, content_type)], text).into_response()
-        }
+    // Each format under its own content type: OpenMetrics when asked for (as Prometheus
+    // asks), else the Prometheus text format.
+    let encoded = if openmetrics {
+        metrics
+            .encode()
+            .map(|text| (crate::ops::metrics::CONTENT_TYPE, text))
+    } else {
+        metrics
+            .encode_text()
+            .map(|text| (crate::ops::metrics::TEXT_CONTENT_TYPE, text))
+    };
+    match encoded {
+        Ok((content_type, text)) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
         Err(_) => {
             tracing::error!("metrics could not be encoded");
             ApiError::internal().into_response()
