@@ -9,7 +9,7 @@ output "database_port" {
 }
 
 output "database_url" {
-  description = "The URL kms uses (postgres://kms:PASSWORD@HOST:5432/kms), for operator commands such as `kms migrate status --db URL`."
+  description = "The PostgreSQL URL kms uses (password included), for operator commands such as `kms migrate status --db URL`."
   value       = local.database_url
   sensitive   = true
 }
