@@ -92,10 +92,18 @@ for round in $(seq "$ROUNDS"); do
 done
 kill "$SQ_PID"
 
-# 2. Propagation A -> B.
-start pg-b "$BIN/kms" --db "$PGDB" serve --listen 127.0.0.1:0 --redis "$REDIS" "${FLAGS[@]}"
-PB_ADDR=$ADDR
-"$BIN/cluster" propagation --a "$PA_ADDR" --b "$PB_ADDR" --auth "$PG_ROOT" --app "$APP" --n "$N" \
+# 2. Propagation A -> B. B's first answer after the change is a cold verification (store
+#    lookup and argon2id), so the nodes of this step use the cheapest argon2id cost to
+#    measure the propagation itself; the production-cost figure adds one hash (~12 ms).
+"$psql_bin" "$PG" -qc 'CREATE DATABASE propagation' >&2
+PROPDB=${PG%/postgres}/propagation
+ROOT_TOKEN=$(KMS_INSECURE_FAST_HASH=1 "$BIN/kms" --db "$PROPDB" init 2>/dev/null | jq -r .root_token)
+KMS_INSECURE_FAST_HASH=1 start prop-a "$BIN/kms" --db "$PROPDB" serve --listen 127.0.0.1:0 --redis "$REDIS" "${FLAGS[@]}"
+PROP_A=$ADDR
+KMS_INSECURE_FAST_HASH=1 start prop-b "$BIN/kms" --db "$PROPDB" serve --listen 127.0.0.1:0 --redis "$REDIS" "${FLAGS[@]}"
+PROP_B=$ADDR
+PROP_APP=$(api "$PROP_A" POST /v1/apps '{"name":"propagation"}' | jq -r .id)
+"$BIN/cluster" propagation --a "$PROP_A" --b "$PROP_B" --auth "$ROOT_TOKEN" --app "$PROP_APP" --n "$N" \
     | tee -a "$OUT/results.jsonl"
 
 # 3. Limiter decisions (node B stays up: its counters pool is idle).

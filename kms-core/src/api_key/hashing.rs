@@ -144,6 +144,7 @@ impl SecretHasher {
         let salt = SaltString::encode_b64(&salt)
             .map_err(|e| Error::internal(format!("salt encoding failed: {e}")))?;
         let _permit = self.permits.acquire();
+        let _span = tracing::debug_span!("argon2id", operation = "hash").entered();
         self.argon2
             .hash_password(secret.as_bytes(), &salt)
             .map(|h| h.to_string())
@@ -167,6 +168,7 @@ impl SecretHasher {
         // The parameters come from the PHC string, so older hashes keep verifying after
         // the configured parameters change.
         let _permit = self.permits.acquire();
+        let _span = tracing::debug_span!("argon2id", operation = "verify").entered();
         Ok(self
             .argon2
             .verify_password(secret.as_bytes(), &parsed)

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::cli::exit;
+use crate::config::settings::{OTLP_ENDPOINT, TRACE_SAMPLE_RATIO};
 
 use crate::config::settings::{
     config_help, Setting, ACCESS_TOKEN_TTL, ALERT_WEBHOOK, ALERT_WEBHOOK_SECRET, AUDIT_RETENTION,
@@ -177,6 +178,12 @@ pub struct ServeArgs {
     /// The Redis timeout (setting `redis_timeout`; see [`crate::config`]).
     #[arg(long = REDIS_TIMEOUT.long(), help = REDIS_TIMEOUT.help_text(), value_name = "DURATION")]
     pub redis_timeout: Option<String>,
+    /// The OTLP endpoint (setting `otlp_endpoint`; see [`crate::config`]).
+    #[arg(long = OTLP_ENDPOINT.long(), help = OTLP_ENDPOINT.help_text(), value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// The trace sample ratio (setting `trace_sample_ratio`; see [`crate::config`]).
+    #[arg(long = TRACE_SAMPLE_RATIO.long(), help = TRACE_SAMPLE_RATIO.help_text(), value_name = "RATIO")]
+    pub trace_sample_ratio: Option<String>,
     /// Settings of access tokens.
     #[command(flatten)]
     pub jwt: JwtArgs,
@@ -501,6 +508,8 @@ impl Cli {
             put(DB_REPLICA, &s.db_replica);
             put(REDIS, &s.redis);
             put(REDIS_TIMEOUT, &s.redis_timeout);
+            put(OTLP_ENDPOINT, &s.otlp_endpoint);
+            put(TRACE_SAMPLE_RATIO, &s.trace_sample_ratio);
             let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));
             put(DENY_NETWORKS, &list(&s.deny_network));
             put(TRUSTED_PROXIES, &list(&s.trusted_proxy));

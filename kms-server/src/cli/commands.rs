@@ -76,7 +76,22 @@ fn run_inner(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Serve(_) => Some(ServeConfig::resolve(&sources)?),
         _ => None,
     };
-    crate::ops::logging::init(config.log_format, &config.log_level).map_err(CommandError::new)?;
+    let tracing = serve_config.as_ref().and_then(|s| s.tracing.as_ref());
+    let telemetry = crate::ops::logging::init(config.log_format, &config.log_level, tracing)
+        .map_err(CommandError::new)?;
+    let outcome = run_command(cli, &config, serve_config);
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    outcome
+}
+
+fn run_command(
+    cli: Cli,
+    config: &Config,
+    serve_config: Option<ServeConfig>,
+) -> Result<ExitCode, CommandError> {
+    let config = config.clone();
     if config.insecure_fast_hash {
         tracing::warn!("insecure fast hashing is on: for tests only, never for real secrets");
     }

@@ -15,6 +15,7 @@ use super::settings::{
     MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, RATE_LIMIT_BURST, RATE_LIMIT_PER_IP, REDIS,
     REDIS_TIMEOUT, REQUEST_TIMEOUT, SHUTDOWN_TIMEOUT, TLS_CERT, TLS_KEY, TRUSTED_PROXIES,
 };
+use super::settings::{OTLP_ENDPOINT, TRACE_SAMPLE_RATIO};
 use super::{ConfigError, Secret, Sources};
 use crate::http::connections::ConnectionLimits;
 use crate::http::server;
@@ -92,6 +93,8 @@ pub struct ServeConfig {
     pub db_replica: Option<Secret>,
     /// Redis for the counters several nodes share; `None`: per node (or PostgreSQL).
     pub redis: Option<RedisSettings>,
+    /// Where spans are exported; `None`: no tracing.
+    pub tracing: Option<crate::ops::telemetry::TracingSettings>,
 }
 
 /// Where and how to reach Redis.
@@ -122,6 +125,7 @@ impl Default for ServeConfig {
             expired_token_retention: None,
             db_replica: None,
             redis: None,
+            tracing: None,
         }
     }
 }
@@ -152,6 +156,7 @@ impl ServeConfig {
             expired_token_retention: optional_interval(sources, EXPIRED_TOKEN_RETENTION)?,
             db_replica: sources.get(DB_REPLICA, |v| parse_postgres_url(v).map(Some), None)?,
             redis: resolve_redis(sources)?,
+            tracing: resolve_tracing(sources)?,
         })
     }
 }
@@ -168,6 +173,49 @@ impl ServeConfig {
 
 /// The default of `redis_timeout`.
 pub(super) const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+fn resolve_tracing(
+    sources: &Sources,
+) -> Result<Option<crate::ops::telemetry::TracingSettings>, ConfigError> {
+    let standard = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let endpoint = sources.get(OTLP_ENDPOINT, |v| parse_otlp_endpoint(v).map(Some), None)?;
+    let endpoint = match (endpoint, standard) {
+        (Some(e), _) => e,
+        (None, Some(e)) => parse_otlp_endpoint(&e)
+            .map_err(|why| ConfigError(format!("invalid OTEL_EXPORTER_OTLP_ENDPOINT: {why}")))?,
+        (None, None) => return Ok(None),
+    };
+    let sample_per_million = sources.get(TRACE_SAMPLE_RATIO, parse_ratio, 1_000_000)?;
+    Ok(Some(crate::ops::telemetry::TracingSettings {
+        endpoint,
+        sample_per_million,
+    }))
+}
+
+fn parse_otlp_endpoint(v: &str) -> Result<String, String> {
+    let lower = v.to_ascii_lowercase();
+    let ok = (lower.starts_with("http://") || lower.starts_with("https://"))
+        && !v.contains(char::is_whitespace)
+        && v.len() > "http://".len();
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("expected an http:// or https:// URL of an OTLP collector".to_owned())
+    }
+}
+
+/// A ratio from 0.0 to 1.0, in millionths.
+fn parse_ratio(v: &str) -> Result<u32, String> {
+    match v.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok((r * 1_000_000.0).round() as u32),
+        _ => Err(format!(
+            "expected a number from 0.0 to 1.0, got {}",
+            crate::http::error::printable(v, 40)
+        )),
+    }
+}
 
 fn resolve_redis(sources: &Sources) -> Result<Option<RedisSettings>, ConfigError> {
     let url = sources.get(REDIS, |v| parse_redis_url(v).map(Some), None)?;

@@ -523,8 +523,28 @@ pub(crate) const REDIS_TIMEOUT: Setting = Setting {
     help: "Longest connecting to Redis, or one command, may take before the node counts on its own for a while",
 };
 
+pub(crate) const OTLP_ENDPOINT: Setting = Setting {
+    key: "otlp_endpoint",
+    flag: Some("otlp-endpoint"),
+    env: "KMS_OTLP_ENDPOINT",
+    in_file: true,
+    default: Shown::Unset("none (no traces; OTEL_EXPORTER_OTLP_ENDPOINT is used when set)"),
+    what: "OTLP endpoint",
+    help: "Export a span per request (with store calls and argon2id as children) to this OpenTelemetry collector over OTLP/HTTP protobuf, e.g. http://127.0.0.1:4318 (spans go to /v1/traces)",
+};
+
+pub(crate) const TRACE_SAMPLE_RATIO: Setting = Setting {
+    key: "trace_sample_ratio",
+    flag: Some("trace-sample-ratio"),
+    env: "KMS_TRACE_SAMPLE_RATIO",
+    in_file: true,
+    default: Shown::Value("1.0"),
+    what: "trace sample ratio",
+    help: "Share of traces sampled, 0.0 to 1.0, when the caller's traceparent does not decide",
+};
+
 /// Every setting, in the order they are documented.
-pub(crate) const ALL: [Setting; 41] = [
+pub(crate) const ALL: [Setting; 43] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -566,6 +586,8 @@ pub(crate) const ALL: [Setting; 41] = [
     DB_REPLICA,
     REDIS,
     REDIS_TIMEOUT,
+    OTLP_ENDPOINT,
+    TRACE_SAMPLE_RATIO,
 ];
 
 #[cfg(test)]

@@ -55,13 +55,16 @@ where
     F: FnOnce() -> kms_core::Result<T> + Send + 'static,
 {
     let work = timeout::current_store_work();
+    // The request's span goes along, so the store calls and hashing inside are its
+    // children in the logs and in traces.
+    let span = tracing::Span::current();
     let task = tokio::task::spawn_blocking(move || {
         if work.as_deref().is_some_and(|w| !w.start()) {
             return Err(kms_core::Error::internal(
                 "not run: the request timed out before it started",
             ));
         }
-        call()
+        span.in_scope(call)
     });
     match task.await {
         Ok(result) => result,

@@ -395,6 +395,9 @@ impl MeteredStore {
         operation: &'static str,
         call: impl FnOnce(&dyn Store) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        // A child span of the request (exported when tracing is on; free otherwise).
+        let span = tracing::debug_span!("store", operation, otel.name = operation);
+        let _entered = span.enter();
         let started = Instant::now();
         let result = call(self.inner.as_ref());
         self.metrics

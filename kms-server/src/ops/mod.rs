@@ -1,6 +1,6 @@
 //! Running the service: the shared counters watched ([`counters`]), scheduled upkeep ([`maintenance`]), security events told to the
 //! log ([`security_events`]) and to a webhook ([`alerts`]), Prometheus [`metrics`] and the
-//! log output ([`logging`]).
+//! log output ([`logging`]) and distributed tracing ([`telemetry`]).
 
 pub mod alerts;
 pub mod counters;
@@ -8,3 +8,4 @@ pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod security_events;
+pub mod telemetry;

@@ -128,6 +128,8 @@ impl EdgeSettings {
             request_id: id.as_str(),
         };
         let span = log.span();
+        #[cfg(feature = "server")]
+        crate::ops::telemetry::continue_trace(&span, request.headers());
 
         let response = async {
             self.network.admit(&mut request)?;

@@ -48,10 +48,19 @@ impl RequestLog<'_> {
             route,
             request_id,
         } = *self;
-        if self.is_quiet() {
-            tracing::debug_span!("request", method = %method, path, route, request_id)
+        // `otel.name` and `otel.kind` name the span when it is exported as a trace;
+        // `trace_id` is recorded once the caller's trace context is known.
+        let name = if route.is_empty() {
+            format!("{method} unmatched")
         } else {
-            tracing::info_span!("request", method = %method, path, route, request_id)
+            format!("{method} {route}")
+        };
+        if self.is_quiet() {
+            tracing::debug_span!("request", method = %method, path, route, request_id,
+                otel.name = %name, otel.kind = "server", trace_id = tracing::field::Empty)
+        } else {
+            tracing::info_span!("request", method = %method, path, route, request_id,
+                otel.name = %name, otel.kind = "server", trace_id = tracing::field::Empty)
         }
     }
 
