@@ -89,6 +89,29 @@ fn promtool_accepts_both_formats_of_metrics() {
         text.body
     );
     assert!(!text.body.contains("# EOF"));
+    // Process metrics under their standard names, the blocking pool, business counters.
+    for family in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "kms_blocking_queued",
+        "kms_blocking_running",
+        "kms_signing_key_age_seconds",
+    ] {
+        assert!(
+            text.body.contains(&format!("\n{family} ")),
+            "{family} missing:\n{}",
+            text.body
+        );
+    }
+    assert!(
+        text.body
+            .contains(r#"kms_audit_events_total{action="app.create",outcome="success"} 1"#),
+        "{}",
+        text.body
+    );
     let (ok, said) = promtool_check(&text.body);
     assert!(
         ok,

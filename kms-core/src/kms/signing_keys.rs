@@ -46,6 +46,16 @@ impl Kms {
         Ok(())
     }
 
+    /// When the active signing key was created, from the key ring in memory (no store
+    /// read, so it may be called anywhere, e.g. by a metrics scrape); `None` without one.
+    pub fn active_signing_key_created_at(&self) -> Option<crate::clock::Timestamp> {
+        self.inner
+            .keyring
+            .load()
+            .active()
+            .map(|k| k.record.created_at)
+    }
+
     /// Every signing key, newest first, without private material (`key.read`).
     pub fn list_keys(&self, caller: &Caller) -> Result<Vec<KeyInfo>> {
         caller.require(&*self.snapshot()?, "key.read")?;

@@ -3,6 +3,8 @@
 //! A key already in kms-core's verified-key cache needs neither, so the calls that have a
 //! cached fast path try it inline first ([`cached_else_blocking`]).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use kms_core::Kms;
 
 use crate::http::error::ApiError;
@@ -55,10 +57,12 @@ where
     F: FnOnce() -> kms_core::Result<T> + Send + 'static,
 {
     let work = timeout::current_store_work();
+    let load = PoolLoad::queued();
     // The request's span goes along, so the store calls and hashing inside are its
     // children in the logs and in traces.
     let span = tracing::Span::current();
     let task = tokio::task::spawn_blocking(move || {
+        let _running = load.running();
         if work.as_deref().is_some_and(|w| !w.start()) {
             return Err(kms_core::Error::internal(
                 "not run: the request timed out before it started",
@@ -72,6 +76,53 @@ where
             tracing::error!(error = %join_error, "a blocking kms call panicked or was cancelled");
             Err(kms_core::Error::internal("a blocking kms call failed"))
         }
+    }
+}
+
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Calls waiting for a thread of the blocking pool, and calls running on it.
+pub fn pool_load() -> (usize, usize) {
+    (
+        QUEUED.load(Ordering::Relaxed),
+        RUNNING.load(Ordering::Relaxed),
+    )
+}
+
+/// One call's place in [`pool_load`]: queued from creation until [`PoolLoad::running`],
+/// then running until that guard drops (a call dropped unrun leaves the queue too).
+struct PoolLoad {
+    queued: bool,
+}
+
+impl PoolLoad {
+    fn queued() -> Self {
+        QUEUED.fetch_add(1, Ordering::Relaxed);
+        PoolLoad { queued: true }
+    }
+
+    fn running(mut self) -> Running {
+        QUEUED.fetch_sub(1, Ordering::Relaxed);
+        self.queued = false;
+        RUNNING.fetch_add(1, Ordering::Relaxed);
+        Running
+    }
+}
+
+impl Drop for PoolLoad {
+    fn drop(&mut self) {
+        if self.queued {
+            QUEUED.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Running;
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -17,7 +17,7 @@ use kms_core::store::{
 use kms_core::store::{
     AuditQuery, Policy, RefreshRecord, Revocation, SigningKeyRecord, StoreError, TokenRecord,
 };
-use kms_core::{Application, AuditEvent, Kms, RoleName, Scope};
+use kms_core::{Application, AuditEvent, Clock as _, Kms, RoleName, Scope};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -109,8 +109,19 @@ pub struct Metrics {
     security_events: Family<EventLabels, Counter>,
     alerts: Family<OutcomeLabels, Counter>,
     refused: Family<ReasonLabels, Counter>,
+    audit_events: Family<AuditLabels, Counter>,
     cache: Arc<CacheCollector>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditLabels {
+    action: String,
+    outcome: String,
+}
+
+/// Longest action name counted as itself; actions are the code's constants, so this only
+/// guards the label set against a future bug.
+const MAX_ACTION_LABEL: usize = 48;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -119,9 +130,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// An empty set of metrics, registered under the `kms` prefix.
+    /// An empty set of metrics: kms's own under the `kms` prefix, and the standard
+    /// process metrics (`process_resident_memory_bytes`, ...) without one.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("kms");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector::new()));
+        let registry = root.sub_registry_with_prefix("kms");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -173,10 +187,19 @@ impl Metrics {
              rate_limited, bad_signature, too_many_connections)",
             refused.clone(),
         );
+        let audit_events = Family::<AuditLabels, Counter>::default();
+        registry.register(
+            "audit_events",
+            "Changes and security-relevant events recorded in the audit log, by action \
+             (token.create, token.revoke, app.update, ...) and outcome",
+            audit_events.clone(),
+        );
+        registry.register_collector(Box::new(BlockingCollector));
         let cache = Arc::new(CacheCollector::default());
         registry.register_collector(Box::new(SharedCollector(cache.clone())));
         Metrics {
-            registry,
+            registry: root,
+            audit_events,
             requests,
             request_latency,
             verifications,
@@ -187,6 +210,26 @@ impl Metrics {
             refused,
             cache,
         }
+    }
+
+    /// Counts one committed audit event.
+    fn record_audit(&self, action: &str, outcome: &str) {
+        let bounded = |v: &str| {
+            if v.len() <= MAX_ACTION_LABEL
+                && v.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+            {
+                v.to_owned()
+            } else {
+                "other".to_owned()
+            }
+        };
+        self.audit_events
+            .get_or_create(&AuditLabels {
+                action: bounded(action),
+                outcome: bounded(outcome),
+            })
+            .inc();
     }
 
     /// Reports the verified-key cache statistics of `kms` on each scrape.
@@ -344,6 +387,19 @@ impl Collector for SharedCollector {
             None,
             entries.metric_type(),
         )?)?;
+        if let Some(created) = kms.active_signing_key_created_at() {
+            let age = kms_core::SystemClock
+                .now()
+                .unix()
+                .saturating_sub(created.unix());
+            let age = ConstGauge::new(age.max(0));
+            age.encode(encoder.encode_descriptor(
+                "signing_key_age_seconds",
+                "Age of the active access-token signing key (rotate before it grows old)",
+                None,
+                age.metric_type(),
+            )?)?;
+        }
         let counters = kms.counter_status();
         let fallbacks = ConstCounter::new(counters.fallbacks);
         fallbacks.encode(encoder.encode_descriptor(
@@ -368,6 +424,146 @@ impl Collector for SharedCollector {
             None,
             shared.metric_type(),
         )?)?;
+        Ok(())
+    }
+}
+
+/// The blocking pool's calls at scrape time (see [`crate::http::blocking`]).
+#[derive(Debug)]
+struct BlockingCollector;
+
+impl Collector for BlockingCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (queued, running) = crate::http::blocking::pool_load();
+        let queued = ConstGauge::new(i64::try_from(queued).unwrap_or(i64::MAX));
+        queued.encode(encoder.encode_descriptor(
+            "blocking_queued",
+            "Store and hashing calls waiting for a thread of the blocking pool",
+            None,
+            queued.metric_type(),
+        )?)?;
+        let running = ConstGauge::new(i64::try_from(running).unwrap_or(i64::MAX));
+        running.encode(encoder.encode_descriptor(
+            "blocking_running",
+            "Store and hashing calls running on the blocking pool",
+            None,
+            running.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+/// The standard process metrics, read from `/proc/self` at scrape time (Linux; elsewhere
+/// nothing is reported).
+#[derive(Debug)]
+struct ProcessCollector {
+    /// Clock ticks per second of `/proc/self/stat` (USER_HZ, 100 on Linux).
+    ticks: f64,
+}
+
+impl ProcessCollector {
+    fn new() -> Self {
+        ProcessCollector { ticks: 100.0 }
+    }
+}
+
+/// What `/proc/self` says, or `None` where it cannot be read.
+#[derive(Debug, Default)]
+struct ProcessSample {
+    cpu_seconds: Option<f64>,
+    start_time_seconds: Option<f64>,
+    resident_bytes: Option<i64>,
+    virtual_bytes: Option<i64>,
+    open_fds: Option<i64>,
+    max_fds: Option<i64>,
+}
+
+fn read_process(ticks: f64) -> ProcessSample {
+    let mut sample = ProcessSample::default();
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which may hold spaces), from field 3 on.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+            // utime (14), stime (15), starttime (22), vsize (23), rss pages (24).
+            if let (Some(u), Some(s)) = (num(11), num(12)) {
+                sample.cpu_seconds = Some((u + s) / ticks);
+            }
+            let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            });
+            if let (Some(start), Some(boot)) = (num(19), boot) {
+                sample.start_time_seconds = Some(boot + start / ticks);
+            }
+            sample.virtual_bytes = num(20).map(|v| v as i64);
+            sample.resident_bytes = num(21).map(|pages| pages as i64 * 4096);
+        }
+    }
+    sample.open_fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|d| d.count() as i64);
+    sample.max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse().ok())
+        });
+    sample
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let p = read_process(self.ticks);
+        if let Some(cpu) = p.cpu_seconds {
+            let c = ConstCounter::new(cpu);
+            c.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                c.metric_type(),
+            )?)?;
+        }
+        let gauges: [(&str, &str, Option<i64>); 4] = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                p.resident_bytes,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                p.virtual_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                p.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                p.max_fds,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(v) = value {
+                let g = ConstGauge::new(v);
+                g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+            }
+        }
+        if let Some(start) = p.start_time_seconds {
+            let g = ConstGauge::new(start);
+            g.encode(encoder.encode_descriptor(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                None,
+                g.metric_type(),
+            )?)?;
+        }
         Ok(())
     }
 }
@@ -489,7 +685,14 @@ impl AuditStore for MeteredStore {
 
 impl Store for MeteredStore {
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
-        self.timed("apply", |s| s.apply(batch))
+        self.timed("apply", |s| s.apply(batch))?;
+        // Business metrics from what was committed: every change carries its audit event.
+        for m in batch {
+            if let Mutation::AppendAudit(e) | Mutation::ChainAudit(e) = m {
+                self.metrics.record_audit(&e.action, &e.outcome);
+            }
+        }
+        Ok(())
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
