@@ -1,6 +1,7 @@
 //! Permissions and roles: scopes and role names, the definitions and their consistency
 //! rules, permission queries, and the compiled snapshot every check runs against.
 
+pub mod condition;
 pub(crate) mod definitions;
 pub(crate) mod query;
 pub(crate) mod scope;
