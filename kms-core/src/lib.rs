@@ -45,7 +45,10 @@ pub use kms::{
     VerifyResponse,
 };
 pub use page::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
-pub use policy::{Permission, PermissionQuery, Role, RoleName, Scope, ADMIN};
+pub use policy::{
+    Condition, ConditionError, ConditionLimits, ConditionalGrant, GrantInput, GrantTarget,
+    Permission, PermissionQuery, Role, RoleName, Scope, ADMIN,
+};
 pub use random::{OsRandom, SecureRandom};
 pub use requests::{
     AppUpdate, NewApp, NewPermission, NewRole, NewToken, RateLimitInput, RoleUpdate, RotateToken,

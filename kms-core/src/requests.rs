@@ -139,6 +139,9 @@ pub struct NewToken {
     /// Networks the token may be used from.
     #[serde(default)]
     pub ip_allow: Option<Vec<String>>,
+    /// Scopes and roles, each optionally held only while a condition holds.
+    #[serde(default)]
+    pub grants: Vec<crate::policy::GrantInput>,
 }
 
 /// Change a token's name, metadata or limits. For the limits, JSON `null` removes the limit
@@ -203,6 +206,10 @@ pub struct VerifyRequest {
     /// The address the token is used from, checked against its allow-list.
     #[serde(default)]
     pub ip: Option<String>,
+    /// What conditions on grants see as `context.NAME`: strings, numbers, booleans and
+    /// lists of them.
+    #[serde(default)]
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl std::fmt::Debug for VerifyRequest {
@@ -212,6 +219,7 @@ impl std::fmt::Debug for VerifyRequest {
             .field("permissions", &self.permissions)
             .field("scopes", &self.scopes)
             .field("ip", &self.ip)
+            .field("context", &self.context)
             .finish()
     }
 }
@@ -416,4 +424,50 @@ pub(crate) fn parse_ip(raw: Option<&str>) -> Result<Option<IpAddr>> {
         })
     })
     .transpose()
+}
+
+/// Most names in a verification's `context`.
+pub const MAX_CONTEXT_KEYS: usize = 64;
+/// Longest string in a verification's `context` (bytes), and most items in one list.
+pub const MAX_CONTEXT_VALUE: usize = 1024;
+
+/// Checks a verification's `context`: at most [`MAX_CONTEXT_KEYS`] names of 1–64
+/// characters `[A-Za-z0-9_]`, each a string, number, boolean or list of them.
+pub(crate) fn validate_context(
+    context: &serde_json::Map<String, serde_json::Value>,
+) -> crate::error::Result<()> {
+    use serde_json::Value;
+    let mut errs = FieldErrors::default();
+    if context.len() > MAX_CONTEXT_KEYS {
+        errs.push(
+            "context",
+            format!("must have at most {MAX_CONTEXT_KEYS} names"),
+        );
+        return errs.finish();
+    }
+    let scalar = |v: &Value| match v {
+        Value::String(s) => s.len() <= MAX_CONTEXT_VALUE,
+        Value::Number(_) | Value::Bool(_) => true,
+        _ => false,
+    };
+    for (name, value) in context {
+        let field = format!("context.{}", crate::policy::scope::shown(name));
+        let name_ok = (1..=64).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !name_ok {
+            errs.push(field, "names are 1 to 64 of A-Z, a-z, 0-9 and _");
+            continue;
+        }
+        let ok = match value {
+            Value::Array(items) => items.len() <= MAX_CONTEXT_VALUE && items.iter().all(scalar),
+            v => scalar(v),
+        };
+        if !ok {
+            errs.push(
+                field,
+                "must be a string, number or boolean, or a list of them (strings up to 1024 bytes)",
+            );
+        }
+    }
+    errs.finish()
 }

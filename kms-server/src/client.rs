@@ -17,6 +17,7 @@
 //!     ratelimit: None,
 //!     uses: None,
 //!     ip_allow: None,
+//!     grants: Vec::new(),
 //! })?;
 //! let verdict = kms.verify(&VerifyBody {
 //!     token: created.token.clone(),

@@ -344,6 +344,25 @@ pub struct NewTokenBody {
     /// Networks (CIDR) the token may be used from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_allow: Option<Vec<String>>,
+    /// Scopes and roles held only while a condition holds (a grant without `when` is the
+    /// same as listing it in `scopes` or `roles`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<GrantBody>,
+}
+
+/// A grant: exactly one of `scope` and `role`, and optionally a condition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct GrantBody {
+    /// A scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// A role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The condition, e.g. `context.region in ["eu", "us"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
 }
 
 /// Body of `PATCH /v1/tokens/{id}`: for the limits, `null` removes the limit and an absent
@@ -453,6 +472,9 @@ pub struct TokenView {
     #[serde(default)]
     #[cfg_attr(feature = "server", schema(required = true))]
     pub rotated_to: Option<String>,
+    /// Conditional grants (absent when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<GrantBody>,
 }
 
 /// A token just created or rotated, with its plaintext (shown this once).
@@ -501,6 +523,11 @@ pub struct VerifyBody {
     /// The address the token is used from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// What conditions on grants see as `context.NAME`: strings, numbers, booleans and
+    /// lists of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "server", schema(value_type = Option<Object>))]
+    pub context: Option<Metadata>,
 }
 
 impl std::fmt::Debug for VerifyBody {
@@ -510,6 +537,7 @@ impl std::fmt::Debug for VerifyBody {
             .field("permissions", &self.permissions)
             .field("scopes", &self.scopes)
             .field("ip", &self.ip)
+            .field("context", &self.context)
             .finish()
     }
 }

@@ -56,6 +56,7 @@ fn env_with(args: &[&str]) -> Env {
                 ratelimit: None,
                 uses: None,
                 ip_allow: None,
+                grants: Vec::new(),
             },
         )
         .unwrap()

@@ -84,6 +84,7 @@ fn token_body(name: &str, scopes: &[&str]) -> NewTokenBody {
         ratelimit: None,
         uses: None,
         ip_allow: None,
+        grants: Vec::new(),
     }
 }
 

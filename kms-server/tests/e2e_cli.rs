@@ -116,6 +116,7 @@ fn data_survives_a_restart_and_shutdown_is_graceful() {
                 ratelimit: None,
                 uses: None,
                 ip_allow: None,
+                grants: Vec::new(),
             },
         )
         .unwrap();

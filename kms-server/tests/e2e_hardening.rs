@@ -576,6 +576,7 @@ fn retention_deletes_old_audit_events_and_expired_tokens_keeping_the_chain_verif
                 ratelimit: None,
                 uses: None,
                 ip_allow: None,
+                grants: Vec::new(),
             },
         )
         .unwrap();
@@ -632,6 +633,7 @@ fn an_application_allow_list_limits_where_its_tokens_work_v4_and_v6() {
                 ratelimit: None,
                 uses: None,
                 ip_allow: None,
+                grants: Vec::new(),
             },
         )
         .unwrap()

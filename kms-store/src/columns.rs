@@ -26,11 +26,11 @@ macro_rules! app_columns {
 pub(crate) use app_columns;
 
 /// Columns of `tokens`, in the order [`token`] reads them and writes bind them (`1` to
-/// `16`).
+/// `17`).
 macro_rules! token_columns {
     () => {
         "id, app_id, name, secret_hash, start, status, created_at, expires_at, revoked_at, \
-         scopes, roles, metadata, limits, uses, rotated_from, rotated_to"
+         scopes, roles, metadata, limits, uses, rotated_from, rotated_to, grants"
     };
 }
 pub(crate) use token_columns;
@@ -157,6 +157,7 @@ pub(crate) fn token(row: &(impl ColumnRead + ?Sized)) -> Result<TokenRecord, Sto
         limits,
         rotated_from: row.opt_text(14)?,
         rotated_to: row.opt_text(15)?,
+        grants: json(row, 16, "token grants")?,
     })
 }
 
@@ -259,6 +260,8 @@ pub(crate) struct TokenColumns {
     /// Every limit but `uses`, which has its own column.
     pub(crate) limits: String,
     pub(crate) uses: Option<i64>,
+    /// The conditional grants.
+    pub(crate) grants: String,
 }
 
 impl TokenColumns {
@@ -272,6 +275,7 @@ impl TokenColumns {
             roles: to_json(&token.roles, "token roles")?,
             metadata: to_json(&token.metadata, "token metadata")?,
             limits: to_json(&limits, "token limits")?,
+            grants: to_json(&token.grants, "token grants")?,
             uses: token
                 .limits
                 .uses
@@ -281,11 +285,17 @@ impl TokenColumns {
     }
 }
 
-/// The grant index rows of a token: `(kind, name)` per direct scope and role.
+/// The grant index rows of a token: `(kind, name)` per scope and role it names, directly
+/// or in a conditional grant (so neither can be deleted while a token names it).
 pub(crate) fn grants(token: &TokenRecord) -> impl Iterator<Item = (&'static str, &str)> {
+    use kms_core::GrantTarget;
     token
         .scopes
         .iter()
         .map(|s| ("scope", s.as_str()))
         .chain(token.roles.iter().map(|r| ("role", r.as_str())))
+        .chain(token.grants.iter().map(|g| match &g.target {
+            GrantTarget::Scope(s) => ("scope", s.as_str()),
+            GrantTarget::Role(r) => ("role", r.as_str()),
+        }))
 }

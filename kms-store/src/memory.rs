@@ -116,6 +116,22 @@ impl State {
             let holders = self.role_grants.entry(role.clone()).or_default();
             holders.insert(token.id.clone());
         }
+        for grant in &token.grants {
+            match &grant.target {
+                kms_core::GrantTarget::Scope(s) => {
+                    self.scope_grants
+                        .entry(s.clone())
+                        .or_default()
+                        .insert(token.id.clone());
+                }
+                kms_core::GrantTarget::Role(r) => {
+                    self.role_grants
+                        .entry(r.clone())
+                        .or_default()
+                        .insert(token.id.clone());
+                }
+            }
+        }
         self.tokens.insert(token.id.clone(), token);
         old
     }
@@ -129,6 +145,12 @@ impl State {
         }
         for role in &old.roles {
             forget_holder(&mut self.role_grants, role, id);
+        }
+        for grant in &old.grants {
+            match &grant.target {
+                kms_core::GrantTarget::Scope(s) => forget_holder(&mut self.scope_grants, s, id),
+                kms_core::GrantTarget::Role(r) => forget_holder(&mut self.role_grants, r, id),
+            }
         }
         Some(old)
     }

@@ -220,6 +220,16 @@ pub const MIGRATIONS: &[Migration] = &[
             ALTER TABLE apps DROP COLUMN ip_allow;
         ",
     },
+    Migration {
+        version: 7,
+        name: "conditional grants",
+        up: "
+            ALTER TABLE tokens ADD COLUMN grants TEXT NOT NULL DEFAULT '[]';
+        ",
+        down: "
+            ALTER TABLE tokens DROP COLUMN grants;
+        ",
+    },
 ];
 
 /// The version of the newest migration.

@@ -43,6 +43,16 @@ pub(crate) struct CachedKey {
     pub(crate) record: TokenRecord,
     pub(crate) app: Arc<Application>,
     pub(crate) effective: Arc<EffectiveSet>,
+    /// The conditional grants, each with what it adds when its condition holds (same
+    /// generation as `effective`); empty for most keys, which then cost nothing more.
+    pub(crate) conditional: Arc<[Branch]>,
+}
+
+/// One conditional grant, compiled.
+#[derive(Debug)]
+pub(crate) struct Branch {
+    pub(crate) when: Arc<crate::policy::Condition>,
+    pub(crate) set: Arc<EffectiveSet>,
 }
 
 /// Hit and miss counts of the verified-key cache.
@@ -458,6 +468,7 @@ mod tests {
                 revoked_at: None,
                 scopes: Vec::new(),
                 roles: Vec::new(),
+                grants: Vec::new(),
                 metadata: serde_json::Map::new(),
                 limits: TokenLimits::default(),
                 rotated_from: None,
@@ -472,6 +483,7 @@ mod tests {
                 security: AppSecurity::default(),
             }),
             effective: Arc::new(snap.effective(empty.iter(), no_roles.iter())),
+            conditional: Arc::new([]),
         })
     }
 

@@ -146,6 +146,9 @@ pub struct TokenInfo {
     pub rotated_from: Option<String>,
     /// The token that replaced this one.
     pub rotated_to: Option<String>,
+    /// Scopes and roles held only while a condition holds (absent when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<crate::policy::GrantInput>,
 }
 
 impl TokenInfo {
@@ -173,6 +176,7 @@ impl TokenInfo {
             ip_allow: r.limits.ip_allow.clone(),
             rotated_from: r.rotated_from.clone(),
             rotated_to: r.rotated_to.clone(),
+            grants: r.grants.iter().map(|g| g.to_input()).collect(),
         }
     }
 }

@@ -344,7 +344,7 @@ impl Kms {
                 code.refusal_reason()
             ))
         };
-        if let Some(code) = self.refusal(&key, &snap, ip, None, now) {
+        if let Some(code) = self.refusal(&key, None, &snap, ip, None, now) {
             return refused(code);
         }
         match self.take_limits(&key, Purpose::Authenticate)? {

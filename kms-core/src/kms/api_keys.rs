@@ -23,13 +23,103 @@ pub(crate) struct TokenSpec {
     pub(crate) name: String,
     pub(crate) scopes: Vec<Scope>,
     pub(crate) roles: Vec<RoleName>,
+    pub(crate) grants: Vec<crate::policy::ConditionalGrant>,
     pub(crate) expires_at: Option<Timestamp>,
     pub(crate) metadata: serde_json::Map<String, serde_json::Value>,
     pub(crate) limits: TokenLimits,
     pub(crate) rotated_from: Option<String>,
 }
 
+/// Everything a token's grants can ever give: its scopes and roles, and the targets of its
+/// conditional grants as if every condition held.
+pub(crate) fn reach(
+    snap: &crate::policy::snapshot::PermissionSnapshot,
+    scopes: &[Scope],
+    roles: &[RoleName],
+    grants: &[crate::policy::ConditionalGrant],
+) -> crate::policy::snapshot::EffectiveSet {
+    use crate::policy::GrantTarget;
+    let mut all_scopes = scopes.to_vec();
+    let mut all_roles = roles.to_vec();
+    for g in grants {
+        match &g.target {
+            GrantTarget::Scope(s) => all_scopes.push(s.clone()),
+            GrantTarget::Role(r) => all_roles.push(r.clone()),
+        }
+    }
+    snap.effective(all_scopes.iter(), all_roles.iter())
+}
+
 impl Kms {
+    /// Validates the `grants` of a request: each names exactly one known scope or role;
+    /// one without `when` joins `scopes` or `roles`, one with it becomes a conditional
+    /// grant (its condition parsed under the configured limits; errors name the position).
+    pub(crate) fn validate_grants(
+        &self,
+        errs: &mut FieldErrors,
+        snap: &crate::policy::snapshot::PermissionSnapshot,
+        raw: &[crate::policy::GrantInput],
+        scopes: &mut Vec<Scope>,
+        roles: &mut Vec<RoleName>,
+    ) -> Vec<crate::policy::ConditionalGrant> {
+        use crate::policy::{Condition, ConditionalGrant, GrantTarget};
+        let mut out = Vec::new();
+        if raw.len() > crate::requests::MAX_GRANTS {
+            errs.push(
+                "grants",
+                format!("must list at most {} entries", crate::requests::MAX_GRANTS),
+            );
+            return out;
+        }
+        for (i, g) in raw.iter().enumerate() {
+            let field = format!("grants[{i}]");
+            let target = match (&g.scope, &g.role) {
+                (Some(s), None) => match Scope::parse(s) {
+                    Ok(s) if snap.policy().permissions.contains_key(&s) => GrantTarget::Scope(s),
+                    Ok(s) => {
+                        errs.push(format!("{field}.scope"), format!("unknown permission {s}"));
+                        continue;
+                    }
+                    Err(e) => {
+                        errs.push(format!("{field}.scope"), e.to_string());
+                        continue;
+                    }
+                },
+                (None, Some(r)) => match RoleName::parse(r) {
+                    Ok(r) if snap.policy().roles.contains_key(&r) => GrantTarget::Role(r),
+                    Ok(r) => {
+                        errs.push(format!("{field}.role"), format!("unknown role {r}"));
+                        continue;
+                    }
+                    Err(e) => {
+                        errs.push(format!("{field}.role"), e.to_string());
+                        continue;
+                    }
+                },
+                _ => {
+                    errs.push(field, "give exactly one of scope and role");
+                    continue;
+                }
+            };
+            let Some(when) = &g.when else {
+                match target {
+                    GrantTarget::Scope(s) if !scopes.contains(&s) => scopes.push(s),
+                    GrantTarget::Role(r) if !roles.contains(&r) => roles.push(r),
+                    _ => {}
+                }
+                continue;
+            };
+            match Condition::parse(when, &self.inner.condition_limits) {
+                Ok(c) => out.push(ConditionalGrant {
+                    target,
+                    when: std::sync::Arc::new(c),
+                }),
+                Err(e) => errs.push(format!("{field}.when"), e.to_string()),
+            }
+        }
+        out
+    }
+
     /// Creates a token in `app_id` (`token.create`). The caller must hold every scope and
     /// role it grants. The plaintext is in the result and nowhere else, ever.
     pub fn create_token(
@@ -45,8 +135,9 @@ impl Kms {
         let now = self.inner.clock.now();
         let mut errs = FieldErrors::default();
         let name = validate_name(&mut errs, "name", &req.name);
-        let scopes = validate_scopes(&mut errs, "scopes", &req.scopes);
-        let roles = validate_roles(&mut errs, "roles", &req.roles);
+        let mut scopes = validate_scopes(&mut errs, "scopes", &req.scopes);
+        let mut roles = validate_roles(&mut errs, "roles", &req.roles);
+        let grants = self.validate_grants(&mut errs, &snap, &req.grants, &mut scopes, &mut roles);
         // Indexes refer to the request's lists, as given.
         for (i, s) in req.scopes.iter().enumerate() {
             if Scope::parse(s).is_ok_and(|s| !snap.policy().permissions.contains_key(&s)) {
@@ -69,7 +160,9 @@ impl Kms {
         let Some(name) = name else {
             return Err(Error::internal("validation passed without a name"));
         };
-        let wanted = snap.effective(scopes.iter(), roles.iter());
+        // A conditional grant is checked as if it always held: no caller may hand out what it
+        // does not hold itself, under any condition.
+        let wanted = reach(&snap, &scopes, &roles, &grants);
         caller.require_superset(&snap, &wanted)?;
         self.require_no_looser(
             caller,
@@ -84,6 +177,7 @@ impl Kms {
             name,
             scopes,
             roles,
+            grants,
             expires_at,
             metadata,
             limits,
@@ -172,6 +266,7 @@ impl Kms {
             revoked_at: None,
             scopes: spec.scopes.clone(),
             roles: spec.roles.clone(),
+            grants: spec.grants.clone(),
             metadata: spec.metadata.clone(),
             limits: spec.limits.clone(),
             rotated_from: spec.rotated_from.clone(),
@@ -297,7 +392,7 @@ impl Kms {
         caller.require(&snap, "token.create")?;
         let old = self.visible_token(caller, id)?;
         // Rotation hands the caller a new plaintext with the old token's power.
-        caller.require_superset(&snap, &snap.effective(old.scopes.iter(), old.roles.iter()))?;
+        caller.require_superset(&snap, &reach(&snap, &old.scopes, &old.roles, &old.grants))?;
         let grace = req.grace_seconds.unwrap_or(0);
         if !(0..=MAX_LIFETIME_SECS).contains(&grace) {
             return Err(Error::invalid(
@@ -344,6 +439,7 @@ impl Kms {
             name: old.name.clone(),
             scopes: old.scopes.clone(),
             roles: old.roles.clone(),
+            grants: old.grants.clone(),
             expires_at,
             metadata: old.metadata.clone(),
             limits: old.limits.clone(),

@@ -59,6 +59,7 @@ pub struct KmsBuilder {
     lockout: LockoutPolicy,
     sinks: Vec<Arc<dyn SecurityEventSink>>,
     shared_counters: Option<Arc<dyn SharedCounters>>,
+    condition_limits: crate::policy::ConditionLimits,
 }
 
 impl std::fmt::Debug for KmsBuilder {
@@ -82,6 +83,13 @@ impl KmsBuilder {
     /// [`Kms::counter_status`]); no call fails because of them.
     pub fn shared_counters(mut self, counters: Arc<dyn SharedCounters>) -> Self {
         self.shared_counters = Some(counters);
+        self
+    }
+
+    /// Bounds on the conditions of conditional grants (length, nesting, list size); longer
+    /// or deeper ones are refused when a grant is made.
+    pub fn condition_limits(mut self, limits: crate::policy::ConditionLimits) -> Self {
+        self.condition_limits = limits;
         self
     }
 
@@ -178,6 +186,7 @@ impl KmsBuilder {
                 self.shared_counters,
             ),
             sinks: self.sinks,
+            condition_limits: self.condition_limits,
             request_verifier: crate::defence::request_signing::RequestVerifier::default(),
         });
         let hook: Arc<dyn ChangeListener> = inner.hook.clone();
@@ -228,6 +237,7 @@ pub(crate) struct Inner {
     /// Rate limits, lockout counters and request-signing nonces.
     counters: Counters,
     sinks: Vec<Arc<dyn SecurityEventSink>>,
+    condition_limits: crate::policy::ConditionLimits,
     request_verifier: crate::defence::request_signing::RequestVerifier,
 }
 
@@ -326,6 +336,7 @@ impl Kms {
             lockout: LockoutPolicy::default(),
             sinks: Vec::new(),
             shared_counters: None,
+            condition_limits: crate::policy::ConditionLimits::default(),
         }
     }
 
@@ -402,6 +413,7 @@ impl Kms {
             name: "root".to_owned(),
             scopes: vec![admin],
             roles: Vec::new(),
+            grants: Vec::new(),
             expires_at: None,
             metadata: serde_json::Map::new(),
             limits: TokenLimits::default(),

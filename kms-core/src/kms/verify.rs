@@ -108,6 +108,9 @@ pub struct Verification {
     retry_after: Option<u64>,
     /// For `RATE_LIMITED` by the key's own rate limit: seconds until a cell is free.
     pub(crate) rate_limited_for: Option<u64>,
+    /// For a key with conditional grants: what it holds for this request (its grants
+    /// plus those whose condition held); `None`: the key's own set.
+    pub(crate) effective: Option<Arc<crate::policy::snapshot::EffectiveSet>>,
 }
 
 /// Why a key that was found is refused by its limits.
@@ -182,6 +185,7 @@ impl Verification {
             remaining: None,
             retry_after: None,
             rate_limited_for: None,
+            effective: None,
         }
     }
 
@@ -258,7 +262,7 @@ impl Verification {
     /// in-process checks after one verification.
     pub fn allows(&self, scope: &str) -> bool {
         match (&self.key, &self.snapshot) {
-            (Some(k), Some(s)) => s.check(&k.effective, scope),
+            (Some(k), Some(s)) => s.check(self.effective.as_ref().unwrap_or(&k.effective), scope),
             _ => false,
         }
     }
@@ -272,7 +276,7 @@ impl Verification {
                 token_id: k.record.id.clone(),
                 app_id: k.record.app_id.clone(),
                 name: k.record.name.clone(),
-                scopes: snap.scopes_of(&k.effective),
+                scopes: snap.scopes_of(self.effective.as_ref().unwrap_or(&k.effective)),
                 roles: k.record.roles.clone(),
                 expires_at: k.record.expires_at,
                 metadata: k.record.metadata.clone(),
@@ -314,6 +318,8 @@ pub(crate) struct Presented<'a> {
     pub(crate) purpose: Purpose,
     /// Answer only what needs neither the store nor argon2; `None` otherwise.
     pub(crate) cached_only: bool,
+    /// What conditions on grants see as `context.NAME`.
+    pub(crate) context: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl<'a> Presented<'a> {
@@ -342,6 +348,7 @@ impl<'a> Presented<'a> {
             caller: None,
             purpose,
             cached_only: false,
+            context: None,
         }
     }
 }
@@ -422,6 +429,7 @@ impl Kms {
             owner: (!caller.is_system()).then(|| caller.app_id()),
             lockout_scope: Some(caller.app_id()),
             caller: Some(caller),
+            context: req.context.as_ref(),
             ..Presented::new(&req.token, Purpose::Verify)
         }
     }
@@ -448,6 +456,9 @@ impl Kms {
             }
             (None, None) => None,
         };
+        if let Some(context) = &req.context {
+            crate::requests::validate_context(context)?;
+        }
         Ok((query, parse_ip(req.ip.as_deref())?))
     }
 
@@ -546,7 +557,8 @@ impl Kms {
             return Ok(Some(Verification::fail(VerifyCode::NotFound, None)));
         }
         // 5. Status, network allow-lists, permissions.
-        if let Some(code) = self.refusal(&key, &snap, p.ip, p.query, now) {
+        let effective = self.effective_now(&key, &snap, p.context, p.ip, now);
+        if let Some(code) = self.refusal(&key, effective.as_ref(), &snap, p.ip, p.query, now) {
             return Ok(Some(Verification::fail(code, Some(&key))));
         }
         // Spending a use, or a rate-limit cell kept by another server, blocks.
@@ -578,6 +590,7 @@ impl Kms {
             remaining,
             retry_after: None,
             rate_limited_for: None,
+            effective: effective.map(Arc::new),
         }))
     }
 
@@ -587,6 +600,7 @@ impl Kms {
     pub(crate) fn refusal(
         &self,
         key: &CachedKey,
+        effective: Option<&crate::policy::snapshot::EffectiveSet>,
         snap: &PermissionSnapshot,
         ip: Option<IpAddr>,
         query: Option<&PermissionQuery>,
@@ -602,11 +616,40 @@ impl Kms {
             || !allowed_from(&key.app.security.ip_allow, ip)
         {
             Some(VerifyCode::Forbidden)
-        } else if query.is_some_and(|q| !snap.evaluate(&key.effective, q)) {
+        } else if query.is_some_and(|q| !snap.evaluate(effective.unwrap_or(&key.effective), q)) {
             Some(VerifyCode::InsufficientPermissions)
         } else {
             None
         }
+    }
+
+    /// For a key with conditional grants, what it holds for this request: its own set plus
+    /// every conditional grant whose condition holds for `context`, the key's metadata,
+    /// `ip` and `now`. `None` for a key without any (the common case costs one check).
+    pub(crate) fn effective_now(
+        &self,
+        key: &CachedKey,
+        snap: &PermissionSnapshot,
+        context: Option<&serde_json::Map<String, serde_json::Value>>,
+        ip: Option<IpAddr>,
+        now: Timestamp,
+    ) -> Option<crate::policy::snapshot::EffectiveSet> {
+        if key.conditional.is_empty() {
+            return None;
+        }
+        let empty = serde_json::Map::new();
+        let input = crate::policy::ConditionInput {
+            context: context.unwrap_or(&empty),
+            metadata: &key.record.metadata,
+            ip,
+            now,
+        };
+        let holding = key
+            .conditional
+            .iter()
+            .filter(|b| b.when.holds(&input))
+            .map(|b| &*b.set);
+        Some(snap.union(&key.effective, holding))
     }
 
     /// Steps 6 and 7: takes a rate-limit cell, then, for a verification, spends a use (for
@@ -685,11 +728,29 @@ impl Kms {
         let effective = shared.effective(snap.generation(), &record.scopes, &record.roles, || {
             snap.effective(record.scopes.iter(), record.roles.iter())
         });
+        let conditional: Arc<[crate::api_key::cache::Branch]> = record
+            .grants
+            .iter()
+            .map(|g| {
+                let (scopes, roles) = match &g.target {
+                    crate::policy::GrantTarget::Scope(s) => (vec![s.clone()], Vec::new()),
+                    crate::policy::GrantTarget::Role(r) => (Vec::new(), vec![r.clone()]),
+                };
+                let set = shared.effective(snap.generation(), &scopes, &roles, || {
+                    snap.effective(scopes.iter(), roles.iter())
+                });
+                crate::api_key::cache::Branch {
+                    when: Arc::clone(&g.when),
+                    set,
+                }
+            })
+            .collect();
         record.secret_hash = String::new();
         CachedKey {
             record,
             app: shared.app(app),
             effective,
+            conditional,
         }
     }
 

@@ -54,8 +54,8 @@ pub struct ConditionError {
     pub message: String,
 }
 
-/// A parsed condition.
-#[derive(Debug, Clone, PartialEq)]
+/// A parsed condition. Two conditions are equal when their texts are.
+#[derive(Debug, Clone)]
 pub struct Condition {
     source: String,
     expr: Expr,
@@ -108,6 +108,14 @@ impl Condition {
         keys
     }
 }
+
+impl PartialEq for Condition {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Condition {}
 
 impl fmt::Display for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -3,12 +3,15 @@
 
 pub mod condition;
 pub(crate) mod definitions;
+pub mod grant;
 pub(crate) mod query;
 pub(crate) mod scope;
 pub(crate) mod snapshot;
 
+pub use condition::{Condition, ConditionError, ConditionInput, ConditionLimits};
 pub(crate) use definitions::default_permissions;
 pub use definitions::{Permission, Policy, Role};
+pub use grant::{ConditionalGrant, GrantInput, GrantTarget};
 pub use query::PermissionQuery;
 pub use scope::{RoleName, Scope, ADMIN};
 pub use snapshot::{EffectiveSet, PermissionSnapshot};

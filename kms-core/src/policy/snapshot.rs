@@ -248,6 +248,22 @@ impl PermissionSnapshot {
             .collect()
     }
 
+    /// `base` with every set of `extra` added (the conditional grants that hold).
+    pub fn union<'a>(
+        &self,
+        base: &EffectiveSet,
+        extra: impl IntoIterator<Item = &'a EffectiveSet>,
+    ) -> EffectiveSet {
+        let mut out = base.clone();
+        for set in extra {
+            out.all |= set.all;
+            for (o, b) in out.bits.iter_mut().zip(set.bits.iter()) {
+                *o |= *b;
+            }
+        }
+        out
+    }
+
     /// Whether every scope of `inner` is also held by `outer`: the test against privilege
     /// escalation.
     pub fn is_subset(&self, inner: &EffectiveSet, outer: &EffectiveSet) -> bool {

@@ -33,6 +33,9 @@ pub struct TokenRecord {
     pub scopes: Vec<Scope>,
     /// Roles granted.
     pub roles: Vec<RoleName>,
+    /// Scopes and roles held only while their condition holds.
+    #[serde(default)]
+    pub grants: Vec<crate::policy::ConditionalGrant>,
     /// Free-form metadata returned on verification.
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Limits.

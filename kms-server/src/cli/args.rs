@@ -412,6 +412,10 @@ pub struct TokenCreateArgs {
     /// commas).
     #[arg(long, value_delimiter = ',')]
     pub ip_allow: Vec<String>,
+    /// Conditional grants as a JSON list, e.g.
+    /// '[{"scope": "billing.read", "when": "context.region == \"eu\""}]'.
+    #[arg(long, value_name = "JSON")]
+    pub grants: Option<String>,
 }
 
 /// `kms verify`.
@@ -429,6 +433,9 @@ pub struct VerifyArgs {
     /// The address the token is used from, checked against its allow-list.
     #[arg(long)]
     pub ip: Option<String>,
+    /// The context conditions on grants see, as a JSON object, e.g. '{"region": "eu"}'.
+    #[arg(long, value_name = "JSON")]
+    pub context: Option<String>,
     /// Exit with [`exit::INVALID_TOKEN`] when the token is not valid.
     #[arg(long, help = exit::fail_invalid_help())]
     pub fail_invalid: bool,

@@ -441,6 +441,14 @@ fn new_token(args: TokenCreateArgs) -> Result<(String, NewToken), CommandError> 
         ratelimit,
         uses: args.uses,
         ip_allow: (!args.ip_allow.is_empty()).then_some(args.ip_allow),
+        grants: match args.grants {
+            None => Vec::new(),
+            Some(text) => serde_json::from_str(&text).map_err(|e| {
+                CommandError::new(format!(
+                    "--grants must be a JSON list of {{\"scope\" or \"role\", \"when\"}} objects: {e}"
+                ))
+            })?,
+        },
     };
     Ok((args.app, req))
 }
@@ -480,6 +488,17 @@ fn verify(kms: &Kms, args: VerifyArgs) -> Result<ExitCode, CommandError> {
         permissions: args.permissions,
         scopes: (!args.scopes.is_empty()).then_some(args.scopes),
         ip: args.ip,
+        context: match args.context {
+            None => None,
+            Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(serde_json::Value::Object(map)) => Some(map),
+                _ => {
+                    return Err(CommandError::new(
+                        "--context must be a JSON object, e.g. '{\"region\":\"eu\"}'",
+                    ))
+                }
+            },
+        },
     };
     let verification = kms.verify(&kms.operator(), &req)?;
     print_json(&verification.to_response())?;

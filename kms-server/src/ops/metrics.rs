@@ -415,15 +415,19 @@ impl Collector for SharedCollector {
             None,
             trips.metric_type(),
         )?)?;
-        let shared = ConstGauge::new(i64::from(
-            counters.state == kms_core::counters::CounterState::Shared,
-        ));
-        shared.encode(encoder.encode_descriptor(
-            "limits_shared",
-            "1 while rate limits, lockouts and nonces are counted in the shared counters, 0 while this node counts on its own",
-            None,
-            shared.metric_type(),
-        )?)?;
+        // Only nodes with shared counters export it: 0 then always means "counting alone
+        // because they fail", never "a single node".
+        if counters.backend.is_some() {
+            let shared = ConstGauge::new(i64::from(
+                counters.state == kms_core::counters::CounterState::Shared,
+            ));
+            shared.encode(encoder.encode_descriptor(
+                "limits_shared",
+                "1 while rate limits, lockouts and nonces are counted in the shared counters, 0 while this node counts on its own",
+                None,
+                shared.metric_type(),
+            )?)?;
+        }
         Ok(())
     }
 }

@@ -156,14 +156,15 @@ impl Transaction for PgTx<'_, '_> {
             "INSERT INTO tokens (",
             token_columns!(),
             ") \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, name = excluded.name, \
              secret_hash = excluded.secret_hash, start = excluded.start, \
              status = excluded.status, created_at = excluded.created_at, \
              expires_at = excluded.expires_at, revoked_at = excluded.revoked_at, \
              scopes = excluded.scopes, roles = excluded.roles, metadata = excluded.metadata, \
              limits = excluded.limits, uses = excluded.uses, \
-             rotated_from = excluded.rotated_from, rotated_to = excluded.rotated_to"
+             rotated_from = excluded.rotated_from, rotated_to = excluded.rotated_to, \
+             grants = excluded.grants"
         );
         self.execute(
             PUT,
@@ -184,6 +185,7 @@ impl Transaction for PgTx<'_, '_> {
                 &c.uses,
                 &token.rotated_from,
                 &token.rotated_to,
+                &c.grants,
             ],
         )?;
         self.execute("DELETE FROM token_grants WHERE token_id = $1", &[&token.id])?;
