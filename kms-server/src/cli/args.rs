@@ -110,6 +110,52 @@ pub enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Take a consistent copy of a SQLite database, running or not (SQLite's online
+    /// backup API; writers go on meanwhile). The copy is written to a temporary file
+    /// beside FILE, checked, synced and renamed into place; prints {"file", "bytes",
+    /// "pages", "audit_events", "schema_version", "seconds"}. PostgreSQL: use pg_dump
+    /// (docs/runbooks/backup-and-restore.md).
+    Backup(BackupArgs),
+    /// Restore a copy made by `kms backup` into --db PATH: checks that it is a sound kms
+    /// database (integrity_check, schema version, audit chain), then writes it beside PATH
+    /// and renames it into place. Refuses a PATH that holds data without --force, and one
+    /// a running process has open even with it. PostgreSQL: use pg_restore.
+    Restore(RestoreArgs),
+    /// Maintenance checks of the database.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+/// `kms backup`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The file to write the copy to.
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `kms restore`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The copy to restore, made by `kms backup` (or SQLite's `.backup`).
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    /// Replace a database that holds data at --db (stop every server on it first).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `kms db ...`.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Check the database for a maintenance window: integrity (SQLite's integrity_check),
+    /// migration status and the audit chain; prints the report and exits with
+    /// [`exit::DB_CHECK_FAILED`] when a check fails.
+    #[command(about = exit::db_check_about())]
+    Check,
 }
 
 /// `kms audit ...`.
@@ -659,6 +705,7 @@ mod tests {
             exit::USAGE,
             exit::INVALID_TOKEN,
             exit::AUDIT_CHAIN_BROKEN,
+            exit::DB_CHECK_FAILED,
         ];
         for (i, a) in statuses.iter().enumerate() {
             assert!(

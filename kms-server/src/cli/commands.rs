@@ -13,10 +13,10 @@ use serde_json::json;
 
 use crate::bootstrap::{self, open_kms, MasterKeyFile, StartError};
 use crate::cli::args::{
-    AppCommand, AuditCommand, Cli, Command, KeysCommand, MigrateCommand, PageArgs,
+    AppCommand, AuditCommand, Cli, Command, DbCommand, KeysCommand, MigrateCommand, PageArgs,
     PermissionCommand, RoleCommand, TokenCommand, TokenCreateArgs, VerifyArgs,
 };
-use crate::cli::exit;
+use crate::cli::{exit, maintenance};
 use crate::config::{Config, MasterKeySource, ServeConfig, Sources};
 
 /// A command failed; the message is for the person at the terminal.
@@ -25,7 +25,7 @@ use crate::config::{Config, MasterKeySource, ServeConfig, Sources};
 pub struct CommandError(String);
 
 impl CommandError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         CommandError(message.into())
     }
 }
@@ -71,6 +71,18 @@ fn run_inner(cli: Cli) -> Result<ExitCode, CommandError> {
         |name| std::env::var(name).ok(),
         cli.global.config.as_deref(),
     )?;
+    // Before the rest of the settings, which on PostgreSQL demand a master key that a
+    // refused copy does not need.
+    if crate::config::resolve_db(&sources)?
+        .to_str()
+        .is_some_and(kms_store::postgres::is_postgres_url)
+    {
+        match &cli.command {
+            Command::Backup(_) => return Err(maintenance::postgres_refusal("backup")),
+            Command::Restore(_) => return Err(maintenance::postgres_refusal("restore")),
+            _ => {}
+        }
+    }
     let config = Config::resolve(&sources)?;
     let serve_config = match &cli.command {
         Command::Serve(_) => Some(ServeConfig::resolve(&sources)?),
@@ -126,6 +138,9 @@ fn run_command(
             verify(&kms, args)
         }
         Command::Keys(cmd) => keys(&config, cmd).map(|()| ExitCode::SUCCESS),
+        Command::Backup(args) => maintenance::backup(&config, &args).map(|()| ExitCode::SUCCESS),
+        Command::Restore(args) => maintenance::restore(&config, &args).map(|()| ExitCode::SUCCESS),
+        Command::Db(DbCommand::Check) => maintenance::db_check(&config),
         Command::Audit(AuditCommand::Verify) => {
             let kms = open_existing(&config)?;
             let verdict = kms.verify_audit(&kms.operator())?;
@@ -160,7 +175,7 @@ fn open_existing(config: &Config) -> Result<Kms, CommandError> {
     Ok(kms)
 }
 
-fn print_json(value: &impl Serialize) -> Result<(), CommandError> {
+pub(crate) fn print_json(value: &impl Serialize) -> Result<(), CommandError> {
     let text = serde_json::to_string(value)
         .map_err(|e| CommandError::new(format!("cannot encode the output: {e}")))?;
     let mut out = std::io::stdout().lock();

@@ -11,6 +11,9 @@ pub const USAGE: u8 = 2;
 pub const INVALID_TOKEN: u8 = 3;
 /// `kms audit verify`: the audit chain is broken (the verdict is printed either way).
 pub const AUDIT_CHAIN_BROKEN: u8 = 4;
+/// `kms db check`: a check failed — integrity, migrations or the audit chain (the report
+/// is printed either way, the failures named on stderr).
+pub const DB_CHECK_FAILED: u8 = 5;
 
 /// The list of exit statuses shown after `kms --help`.
 pub(crate) fn statuses_help() -> String {
@@ -18,7 +21,7 @@ pub(crate) fn statuses_help() -> String {
         "Exit status: {SUCCESS} done; {FAILURE} failed (the reason is on stderr); {USAGE} the \
          command line was not understood; {INVALID_TOKEN} `kms verify --fail-invalid`: the \
          token is not valid; {AUDIT_CHAIN_BROKEN} `kms audit verify`: the audit chain is \
-         broken."
+         broken; {DB_CHECK_FAILED} `kms db check`: a check failed."
     )
 }
 
@@ -33,5 +36,14 @@ pub(crate) fn audit_verify_about() -> String {
         "Check the whole hash chain of the audit log (from its retention anchor, if events \
          were pruned); prints the verdict as `GET /v1/audit/verify` does and exits with \
          status {AUDIT_CHAIN_BROKEN} when the chain is broken"
+    )
+}
+
+/// The description of `kms db check`.
+pub(crate) fn db_check_about() -> String {
+    format!(
+        "Check the database for a maintenance window: integrity (SQLite's integrity_check), \
+         migration status and the audit chain; prints the report and exits with status \
+         {DB_CHECK_FAILED} when a check fails"
     )
 }

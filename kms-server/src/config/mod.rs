@@ -175,7 +175,7 @@ impl Config {
 
     /// Resolves the common settings.
     pub fn resolve(sources: &Sources) -> Result<Self, ConfigError> {
-        let db = sources.get(DB, parse_path, PathBuf::from("./kms.db"))?;
+        let db = resolve_db(sources)?;
         Ok(Config {
             master_key: resolve_master_key(sources, &db)?,
             db,
@@ -189,6 +189,11 @@ impl Config {
             db_pool: resolve_db_pool(sources)?,
         })
     }
+}
+
+/// The `db` setting alone: a SQLite path (`./kms.db` by default) or a PostgreSQL URL.
+pub fn resolve_db(sources: &Sources) -> Result<PathBuf, ConfigError> {
+    sources.get(DB, parse_path, PathBuf::from("./kms.db"))
 }
 
 fn resolve_master_key(sources: &Sources, db: &Path) -> Result<MasterKeySource, ConfigError> {
