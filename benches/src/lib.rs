@@ -385,6 +385,7 @@ pub fn new_token_record(
         revoked_at: None,
         scopes: scopes.to_vec(),
         roles: Vec::new(),
+        grants: Vec::new(),
         metadata: serde_json::Map::new(),
         limits: TokenLimits::default(),
         rotated_from: None,

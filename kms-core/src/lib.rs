@@ -46,7 +46,8 @@ pub use kms::{
 };
 pub use page::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use policy::{
-    Condition, ConditionError, ConditionLimits, ConditionalGrant, GrantInput, GrantTarget,
+    Condition, ConditionError, ConditionInput, ConditionLimits, ConditionalGrant, GrantInput,
+    GrantTarget,
     Permission, PermissionQuery, Role, RoleName, Scope, ADMIN,
 };
 pub use random::{OsRandom, SecureRandom};

@@ -427,9 +427,9 @@ pub(crate) fn parse_ip(raw: Option<&str>) -> Result<Option<IpAddr>> {
 }
 
 /// Most names in a verification's `context`.
-pub const MAX_CONTEXT_KEYS: usize = 64;
+pub(crate) const MAX_CONTEXT_KEYS: usize = 64;
 /// Longest string in a verification's `context` (bytes), and most items in one list.
-pub const MAX_CONTEXT_VALUE: usize = 1024;
+pub(crate) const MAX_CONTEXT_VALUE: usize = 1024;
 
 /// Checks a verification's `context`: at most [`MAX_CONTEXT_KEYS`] names of 1–64
 /// characters `[A-Za-z0-9_]`, each a string, number, boolean or list of them.

@@ -102,6 +102,7 @@ fn token(id: &str, app_id: &str) -> TokenRecord {
         revoked_at: None,
         scopes: Vec::new(),
         roles: Vec::new(),
+        grants: Vec::new(),
         metadata: serde_json::Map::new(),
         limits: TokenLimits::default(),
         rotated_from: None,
@@ -833,6 +834,7 @@ fn every_token_field_round_trips_unchanged(store: &Arc<dyn Store>) {
             scope("admin"),
         ],
         roles: vec![role_name("support"), role_name("team.a-1")],
+        grants: Vec::new(),
         metadata,
         limits: TokenLimits {
             ratelimit: Some(RateLimit {

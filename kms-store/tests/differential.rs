@@ -71,6 +71,7 @@ fn token() -> impl Strategy<Value = TokenRecord> {
             revoked_at: None,
             scopes: scopes.iter().map(|s| Scope::parse(s).unwrap()).collect(),
             roles: roles.iter().map(|r| RoleName::parse(r).unwrap()).collect(),
+            grants: Vec::new(),
             metadata: serde_json::Map::new(),
             limits: TokenLimits {
                 uses,

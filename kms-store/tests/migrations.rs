@@ -41,6 +41,7 @@ fn token() -> TokenRecord {
         revoked_at: None,
         scopes: vec![Scope::parse("billing.read").unwrap()],
         roles: vec![kms_core::RoleName::parse("support").unwrap()],
+        grants: Vec::new(),
         metadata: serde_json::Map::new(),
         limits: TokenLimits::default(),
         rotated_from: None,

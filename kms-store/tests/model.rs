@@ -180,6 +180,7 @@ fn token() -> impl Strategy<Value = TokenRecord> {
                 revoked_at,
                 scopes: scopes.iter().map(|s| Scope::parse(s).unwrap()).collect(),
                 roles: roles.iter().map(|r| RoleName::parse(r).unwrap()).collect(),
+                grants: Vec::new(),
                 metadata: metadata.into_iter().collect(),
                 limits: TokenLimits {
                     ratelimit: ratelimit

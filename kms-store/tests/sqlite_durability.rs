@@ -54,6 +54,7 @@ fn token(id: &str) -> TokenRecord {
         revoked_at: None,
         scopes: vec![Scope::parse("billing.read").unwrap()],
         roles: Vec::new(),
+        grants: Vec::new(),
         metadata: serde_json::Map::new(),
         limits: TokenLimits::default(),
         rotated_from: None,

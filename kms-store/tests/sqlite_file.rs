@@ -39,6 +39,7 @@ fn token() -> TokenRecord {
         revoked_at: None,
         scopes: Vec::new(),
         roles: Vec::new(),
+        grants: Vec::new(),
         metadata: serde_json::Map::new(),
         limits: TokenLimits {
             uses: Some(5),

@@ -1,5 +1,5 @@
 //! Grants with a condition: a scope or role that a token holds only while its condition
-//! holds for the request (see [`crate::policy::condition`]).
+//! holds for the request (see [`Condition`](crate::Condition)).
 
 use std::sync::Arc;
 
@@ -59,7 +59,7 @@ impl ConditionalGrant {
 
 /// Limits for conditions read back from a store: they were checked against the
 /// configured limits when written, so reading only guards against a corrupt row.
-pub const STORED_CONDITION_LIMITS: ConditionLimits = ConditionLimits {
+pub(crate) const STORED_CONDITION_LIMITS: ConditionLimits = ConditionLimits {
     max_length: 1 << 16,
     max_depth: 256,
     max_list: 1 << 14,

@@ -1,9 +1,9 @@
 //! Permissions and roles: scopes and role names, the definitions and their consistency
 //! rules, permission queries, and the compiled snapshot every check runs against.
 
-pub mod condition;
+pub(crate) mod condition;
 pub(crate) mod definitions;
-pub mod grant;
+pub(crate) mod grant;
 pub(crate) mod query;
 pub(crate) mod scope;
 pub(crate) mod snapshot;

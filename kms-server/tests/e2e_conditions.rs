@@ -1,0 +1,304 @@
+//! Conditions on grants over HTTP against the real binary, as "Conditions on grants" of
+//! API.md states them: grants with `when` on token creation, `context` on verify, missing
+//! data never granting, positioned errors, the views showing the grants, and nothing
+//! changed for tokens and requests without them.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod common;
+
+use common::{call, init, Server};
+use serde_json::{json, Value};
+
+fn verify(base: &str, root: &str, body: Value) -> Value {
+    let r = call(base, "POST", "/v1/verify", Some(root), Some(&body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+#[test]
+fn conditional_grants_hold_only_while_their_condition_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let (root, _) = init(&db);
+    let server = Server::start(&db);
+    let base = &server.base;
+    for scope in ["billing.read", "billing.write"] {
+        let r = call(
+            base,
+            "POST",
+            "/v1/permissions",
+            Some(&root),
+            Some(&json!({"scope": scope})),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = call(
+        base,
+        "POST",
+        "/v1/roles",
+        Some(&root),
+        Some(&json!({"name": "support", "permissions": ["billing.write"]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let app = call(
+        base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some(&json!({"name": "c"})),
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = call(
+        base,
+        "POST",
+        &format!("/v1/apps/{app}/tokens"),
+        Some(&root),
+        Some(&json!({
+            "name": "conditional",
+            "scopes": ["app.read"],
+            "metadata": {"customer": "acme"},
+            "grants": [
+                {"scope": "billing.read", "when": "context.region in [\"eu\", \"us\"]"},
+                {"role": "support", "when": "principal.metadata.customer == context.owner AND request.ip within \"10.0.0.0/8\""},
+                {"scope": "token.read"}
+            ]
+        })),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let created = r.json();
+    let (id, token) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["token"].as_str().unwrap().to_owned(),
+    );
+    // A grant without `when` is the same as listing it in scopes.
+    assert!(
+        created["scopes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("token.read")),
+        "{created}"
+    );
+    assert_eq!(created["grants"].as_array().unwrap().len(), 2, "{created}");
+    let shown = call(base, "GET", &format!("/v1/tokens/{id}"), Some(&root), None).json();
+    assert_eq!(shown["grants"], created["grants"]);
+    assert_eq!(
+        shown["grants"][0]["when"],
+        "context.region in [\"eu\", \"us\"]"
+    );
+
+    // The context decides.
+    let eu = verify(
+        base,
+        &root,
+        json!({"token": token, "permissions": "billing.read", "context": {"region": "eu"}}),
+    );
+    assert_eq!(eu["code"], "VALID", "{eu}");
+    assert!(eu["scopes"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("billing.read")));
+    let asia = verify(
+        base,
+        &root,
+        json!({"token": token, "permissions": "billing.read", "context": {"region": "asia"}}),
+    );
+    assert_eq!(asia["code"], "INSUFFICIENT_PERMISSIONS", "{asia}");
+    // Missing data never grants; without a query the token is valid, without the scope.
+    let none = verify(
+        base,
+        &root,
+        json!({"token": token, "permissions": "billing.read"}),
+    );
+    assert_eq!(none["code"], "INSUFFICIENT_PERMISSIONS", "{none}");
+    let plain = verify(base, &root, json!({"token": token}));
+    assert_eq!(plain["code"], "VALID");
+    assert!(
+        !plain["scopes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("billing.read")),
+        "{plain}"
+    );
+    // The role's grant needs the metadata to match the context and the address.
+    let ok = verify(
+        base,
+        &root,
+        json!({"token": token, "permissions": "billing.write", "ip": "10.1.2.3", "context": {"owner": "acme"}}),
+    );
+    assert_eq!(ok["code"], "VALID", "{ok}");
+    for (ip, owner) in [("10.1.2.3", "other"), ("192.0.2.1", "acme")] {
+        let v = verify(
+            base,
+            &root,
+            json!({"token": token, "permissions": "billing.write", "ip": ip, "context": {"owner": owner}}),
+        );
+        assert_eq!(v["code"], "INSUFFICIENT_PERMISSIONS", "{ip} {owner}: {v}");
+    }
+    let no_ip = verify(
+        base,
+        &root,
+        json!({"token": token, "permissions": "billing.write", "context": {"owner": "acme"}}),
+    );
+    assert_eq!(no_ip["code"], "INSUFFICIENT_PERMISSIONS");
+
+    // Bad conditions and contexts: 400 naming the field and the position; nothing made.
+    let before = call(
+        base,
+        "GET",
+        &format!("/v1/apps/{app}/tokens"),
+        Some(&root),
+        None,
+    )
+    .json();
+    let r = call(
+        base,
+        "POST",
+        &format!("/v1/apps/{app}/tokens"),
+        Some(&root),
+        Some(
+            &json!({"name": "bad", "grants": [{"scope": "billing.read", "when": "context.region = \"eu\""}]}),
+        ),
+    );
+    let v = r.assert_error(400, "invalid_request");
+    let detail = v["error"]["details"].to_string();
+    assert!(
+        detail.contains("grants[0].when") && detail.contains("position 15"),
+        "{v}"
+    );
+    for bad in [
+        json!([{"scope": "billing.read", "role": "support", "when": "time.hour > 1"}]),
+        json!([{"scope": "nope.unknown", "when": "time.hour > 1"}]),
+        json!([{"role": "nobody", "when": "time.hour > 1"}]),
+        json!([{"scope": "billing.read", "when": "local(\"Mars/Base\").hour == 1"}]),
+        json!([{"scope": "billing.read", "extra": 1}]),
+    ] {
+        let r = call(
+            base,
+            "POST",
+            &format!("/v1/apps/{app}/tokens"),
+            Some(&root),
+            Some(&json!({"name": "bad", "grants": bad})),
+        );
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    for context in [
+        json!({"bad-name": 1}),
+        json!({"x": {"nested": 1}}),
+        json!({"x": null}),
+    ] {
+        let r = call(
+            base,
+            "POST",
+            "/v1/verify",
+            Some(&root),
+            Some(&json!({"token": token, "context": context})),
+        );
+        assert_eq!(r.status, 400, "{context}: {}", r.body);
+    }
+    let after = call(
+        base,
+        "GET",
+        &format!("/v1/apps/{app}/tokens"),
+        Some(&root),
+        None,
+    )
+    .json();
+    assert_eq!(
+        before["items"].as_array().unwrap().len(),
+        after["items"].as_array().unwrap().len()
+    );
+
+    // No one hands out what it does not hold, under any condition: a token holding only
+    // app.read and token.create cannot grant billing.read conditionally.
+    let r = call(
+        base,
+        "POST",
+        &format!("/v1/apps/{app}/tokens"),
+        Some(&root),
+        Some(&json!({"name": "creator", "scopes": ["token.create", "token.read"]})),
+    );
+    let creator = r.json()["token"].as_str().unwrap().to_owned();
+    let r = call(
+        base,
+        "POST",
+        &format!("/v1/apps/{app}/tokens"),
+        Some(&creator),
+        Some(
+            &json!({"name": "escalate", "grants": [{"scope": "billing.read", "when": "time.hour >= 0"}]}),
+        ),
+    );
+    r.assert_error(403, "forbidden");
+    // A permission a conditional grant names cannot be deleted.
+    let r = call(
+        base,
+        "DELETE",
+        "/v1/permissions/billing.read",
+        Some(&root),
+        None,
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    // Rotation keeps the grants.
+    let r = call(
+        base,
+        "POST",
+        &format!("/v1/tokens/{id}/rotate"),
+        Some(&root),
+        Some(&json!({"grace_seconds": 0})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["grants"], created["grants"]);
+}
+
+#[test]
+fn time_conditions_and_named_zones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let (root, _) = init(&db);
+    let server = Server::start(&db);
+    let base = &server.base;
+    let app = call(
+        base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some(&json!({"name": "t"})),
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Conditions that always / never hold, whatever the hour.
+    let r = call(
+        base,
+        "POST",
+        &format!("/v1/apps/{app}/tokens"),
+        Some(&root),
+        Some(&json!({"name": "t", "grants": [
+            {"scope": "app.read", "when": "time.hour >= 0 AND local(\"Europe/Berlin\").hour < 24 AND time.date >= \"2000-01-01\""},
+            {"scope": "token.read", "when": "time.weekday in [\"none\"] OR NOT time.hour >= 0"}
+        ]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let v = verify(
+        base,
+        &root,
+        json!({"token": token, "permissions": "app.read"}),
+    );
+    assert_eq!(v["code"], "VALID", "{v}");
+    let v = verify(
+        base,
+        &root,
+        json!({"token": token, "permissions": "token.read"}),
+    );
+    assert_eq!(v["code"], "INSUFFICIENT_PERMISSIONS", "{v}");
+}
