@@ -25,6 +25,7 @@ fn every_target_has_a_replay_test() {
         "token_parse",
         "scope_parse",
         "query_parse",
+        "condition_parse",
         "permission_check",
         "jwt_validate",
         "request_bodies",
@@ -47,6 +48,11 @@ fn scope_parse_corpus_replays_cleanly() {
 #[test]
 fn query_parse_corpus_replays_cleanly() {
     replay("query_parse");
+}
+
+#[test]
+fn condition_parse_corpus_replays_cleanly() {
+    replay("condition_parse");
 }
 
 #[test]

@@ -11,6 +11,7 @@
     reason = "harness code: a broken fixture must stop the fuzzer loudly"
 )]
 
+pub(crate) mod condition_parse;
 pub(crate) mod jwt_validate;
 pub(crate) mod permission_check;
 pub(crate) mod query_parse;
@@ -27,6 +28,7 @@ pub(crate) const TARGETS: &[Target] = &[
     ("token_parse", token_parse::run),
     ("scope_parse", scope_parse::run),
     ("query_parse", query_parse::run),
+    ("condition_parse", condition_parse::run),
     ("permission_check", permission_check::run),
     ("jwt_validate", jwt_validate::run),
     ("request_bodies", request_bodies::run),
