@@ -47,8 +47,7 @@ pub use kms::{
 pub use page::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use policy::{
     Condition, ConditionError, ConditionInput, ConditionLimits, ConditionalGrant, GrantInput,
-    GrantTarget,
-    Permission, PermissionQuery, Role, RoleName, Scope, ADMIN,
+    GrantTarget, Permission, PermissionQuery, Role, RoleName, Scope, ADMIN,
 };
 pub use random::{OsRandom, SecureRandom};
 pub use requests::{

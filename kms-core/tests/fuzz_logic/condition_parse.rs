@@ -34,7 +34,10 @@ pub(crate) fn run(data: &[u8]) {
         now: Timestamp::from_unix(1_796_121_000),
     };
     if !condition.context_keys().is_empty() {
-        assert!(!condition.holds(&none), "granted on missing context: {text}");
+        assert!(
+            !condition.holds(&none),
+            "granted on missing context: {text}"
+        );
     }
     let _ = condition.holds(&ConditionInput {
         context: &full,
