@@ -302,3 +302,72 @@ fn time_conditions_and_named_zones() {
     );
     assert_eq!(v["code"], "INSUFFICIENT_PERMISSIONS", "{v}");
 }
+
+/// Decision logs: one JSON line per decision with the query, the context names (not their
+/// values unless asked), the decision and the code; never the token.
+#[test]
+fn decisions_are_logged_without_secrets_or_context_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let (root, _) = init(&db);
+    let server = Server::start_with(
+        &db,
+        &["--decision-log", "true", "--log-format", "json"],
+        &[],
+    );
+    let base = &server.base;
+    let app = call(
+        base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some(&json!({"name": "d"})),
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = call(
+        base,
+        "POST",
+        &format!("/v1/apps/{app}/tokens"),
+        Some(&root),
+        Some(
+            &json!({"name": "t", "grants": [{"scope": "app.read", "when": "context.region == \"eu-secret-value\""}]}),
+        ),
+    );
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    for region in ["eu-secret-value", "elsewhere"] {
+        verify(
+            base,
+            &root,
+            json!({"token": token, "permissions": "app.read", "context": {"region": region}}),
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let decisions = loop {
+        let logs = server.logs();
+        let lines: Vec<Value> = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["target"] == "kms::decision")
+            .collect();
+        if lines.len() >= 2 || std::time::Instant::now() > deadline {
+            assert!(!logs.contains(&token), "the token is in the logs");
+            assert!(
+                !logs.contains("eu-secret-value\""),
+                "a context value is in the logs"
+            );
+            break lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    let fields = &decisions[0]["fields"];
+    assert_eq!(fields["query"], "app.read", "{fields}");
+    assert_eq!(fields["context_keys"], "region");
+    assert_eq!(fields["decision"], "allow");
+    assert_eq!(fields["code"], "VALID");
+    assert_eq!(fields["app_id"], app.as_str());
+    assert_eq!(decisions[1]["fields"]["code"], "INSUFFICIENT_PERMISSIONS");
+}

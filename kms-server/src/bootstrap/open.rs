@@ -197,6 +197,10 @@ pub fn open_kms_with(
         if let Some(counters) = shared_counters(config, serve)? {
             builder = builder.shared_counters(counters);
         }
+        builder = builder.condition_limits(serve.condition_limits);
+        if let Some(decisions) = serve.decision_log {
+            crate::ops::decision_log::install(decisions);
+        }
     }
     let from = match &config.master_key {
         MasterKeySource::Env(_) => "KMS_MASTER_KEY".to_owned(),

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::cli::exit;
-use crate::config::settings::{OTLP_ENDPOINT, TRACE_SAMPLE_RATIO};
+use crate::config::settings::{
+    CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH, DECISION_LOG, DECISION_LOG_SAMPLE,
+    DECISION_LOG_VALUES, OTLP_ENDPOINT, TRACE_SAMPLE_RATIO,
+};
 
 use crate::config::settings::{
     config_help, Setting, ACCESS_TOKEN_TTL, ALERT_WEBHOOK, ALERT_WEBHOOK_SECRET, AUDIT_RETENTION,
@@ -227,6 +230,21 @@ pub struct ServeArgs {
     /// The OTLP endpoint (setting `otlp_endpoint`; see [`crate::config`]).
     #[arg(long = OTLP_ENDPOINT.long(), help = OTLP_ENDPOINT.help_text(), value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// The decision log switch (setting `decision_log`; see [`crate::config`]).
+    #[arg(long = DECISION_LOG.long(), help = DECISION_LOG.help_text(), value_name = "BOOL")]
+    pub decision_log: Option<String>,
+    /// The decision log sample ratio (setting `decision_log_sample`; see [`crate::config`]).
+    #[arg(long = DECISION_LOG_SAMPLE.long(), help = DECISION_LOG_SAMPLE.help_text(), value_name = "RATIO")]
+    pub decision_log_sample: Option<String>,
+    /// The decision log values switch (setting `decision_log_values`; see [`crate::config`]).
+    #[arg(long = DECISION_LOG_VALUES.long(), help = DECISION_LOG_VALUES.help_text(), value_name = "BOOL")]
+    pub decision_log_values: Option<String>,
+    /// The condition length limit (setting `condition_max_length`; see [`crate::config`]).
+    #[arg(long = CONDITION_MAX_LENGTH.long(), help = CONDITION_MAX_LENGTH.help_text(), value_name = "BYTES")]
+    pub condition_max_length: Option<String>,
+    /// The condition depth limit (setting `condition_max_depth`; see [`crate::config`]).
+    #[arg(long = CONDITION_MAX_DEPTH.long(), help = CONDITION_MAX_DEPTH.help_text(), value_name = "N")]
+    pub condition_max_depth: Option<String>,
     /// The trace sample ratio (setting `trace_sample_ratio`; see [`crate::config`]).
     #[arg(long = TRACE_SAMPLE_RATIO.long(), help = TRACE_SAMPLE_RATIO.help_text(), value_name = "RATIO")]
     pub trace_sample_ratio: Option<String>,
@@ -563,6 +581,11 @@ impl Cli {
             put(REDIS_TIMEOUT, &s.redis_timeout);
             put(OTLP_ENDPOINT, &s.otlp_endpoint);
             put(TRACE_SAMPLE_RATIO, &s.trace_sample_ratio);
+            put(DECISION_LOG, &s.decision_log);
+            put(DECISION_LOG_SAMPLE, &s.decision_log_sample);
+            put(DECISION_LOG_VALUES, &s.decision_log_values);
+            put(CONDITION_MAX_LENGTH, &s.condition_max_length);
+            put(CONDITION_MAX_DEPTH, &s.condition_max_depth);
             let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));
             put(DENY_NETWORKS, &list(&s.deny_network));
             put(TRUSTED_PROXIES, &list(&s.trusted_proxy));

@@ -15,7 +15,10 @@ use super::settings::{
     MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, RATE_LIMIT_BURST, RATE_LIMIT_PER_IP, REDIS,
     REDIS_TIMEOUT, REQUEST_TIMEOUT, SHUTDOWN_TIMEOUT, TLS_CERT, TLS_KEY, TRUSTED_PROXIES,
 };
-use super::settings::{OTLP_ENDPOINT, TRACE_SAMPLE_RATIO};
+use super::settings::{
+    CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH, DECISION_LOG, DECISION_LOG_SAMPLE,
+    DECISION_LOG_VALUES, OTLP_ENDPOINT, TRACE_SAMPLE_RATIO,
+};
 use super::{ConfigError, Secret, Sources};
 use crate::http::connections::ConnectionLimits;
 use crate::http::server;
@@ -95,6 +98,10 @@ pub struct ServeConfig {
     pub redis: Option<RedisSettings>,
     /// Where spans are exported; `None`: no tracing.
     pub tracing: Option<crate::ops::telemetry::TracingSettings>,
+    /// How verification decisions are logged; `None`: not at all.
+    pub decision_log: Option<crate::ops::decision_log::DecisionLogSettings>,
+    /// Bounds on conditions of conditional grants.
+    pub condition_limits: kms_core::ConditionLimits,
 }
 
 /// Where and how to reach Redis.
@@ -126,6 +133,8 @@ impl Default for ServeConfig {
             db_replica: None,
             redis: None,
             tracing: None,
+            decision_log: None,
+            condition_limits: kms_core::ConditionLimits::default(),
         }
     }
 }
@@ -157,6 +166,8 @@ impl ServeConfig {
             db_replica: sources.get(DB_REPLICA, |v| parse_postgres_url(v).map(Some), None)?,
             redis: resolve_redis(sources)?,
             tracing: resolve_tracing(sources)?,
+            decision_log: resolve_decision_log(sources)?,
+            condition_limits: resolve_condition_limits(sources)?,
         })
     }
 }
@@ -173,6 +184,33 @@ impl ServeConfig {
 
 /// The default of `redis_timeout`.
 pub(super) const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+fn resolve_decision_log(
+    sources: &Sources,
+) -> Result<Option<crate::ops::decision_log::DecisionLogSettings>, ConfigError> {
+    if !sources.get(DECISION_LOG, super::parse::parse_bool, false)? {
+        return Ok(None);
+    }
+    Ok(Some(crate::ops::decision_log::DecisionLogSettings {
+        sample_per_million: sources.get(DECISION_LOG_SAMPLE, parse_ratio, 1_000_000)?,
+        with_values: sources.get(DECISION_LOG_VALUES, super::parse::parse_bool, false)?,
+    }))
+}
+
+fn resolve_condition_limits(sources: &Sources) -> Result<kms_core::ConditionLimits, ConfigError> {
+    let d = kms_core::ConditionLimits::default();
+    let bounded = |max: usize| {
+        move |v: &str| match parse_count(v)? {
+            n if (1..=max).contains(&n) => Ok(n),
+            _ => Err(format!("expected a number from 1 to {max}")),
+        }
+    };
+    Ok(kms_core::ConditionLimits {
+        max_length: sources.get(CONDITION_MAX_LENGTH, bounded(65_536), d.max_length)?,
+        max_depth: sources.get(CONDITION_MAX_DEPTH, bounded(128), d.max_depth)?,
+        ..d
+    })
+}
 
 fn resolve_tracing(
     sources: &Sources,

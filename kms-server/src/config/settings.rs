@@ -543,8 +543,58 @@ pub(crate) const TRACE_SAMPLE_RATIO: Setting = Setting {
     help: "Share of traces sampled, 0.0 to 1.0, when the caller's traceparent does not decide",
 };
 
+pub(crate) const DECISION_LOG: Setting = Setting {
+    key: "decision_log",
+    flag: Some("decision-log"),
+    env: "KMS_DECISION_LOG",
+    in_file: true,
+    default: Shown::Value("false"),
+    what: "decision log switch",
+    help: "Log a line per verification decision (target kms::decision): token id, application, query, context names, decision and code; never a secret",
+};
+
+pub(crate) const DECISION_LOG_SAMPLE: Setting = Setting {
+    key: "decision_log_sample",
+    flag: Some("decision-log-sample"),
+    env: "KMS_DECISION_LOG_SAMPLE",
+    in_file: true,
+    default: Shown::Value("1.0"),
+    what: "decision log sample ratio",
+    help: "Share of decisions logged, 0.0 to 1.0",
+};
+
+pub(crate) const DECISION_LOG_VALUES: Setting = Setting {
+    key: "decision_log_values",
+    flag: Some("decision-log-values"),
+    env: "KMS_DECISION_LOG_VALUES",
+    in_file: true,
+    default: Shown::Value("false"),
+    what: "decision log values switch",
+    help: "Also log the values of the verification context (only their names otherwise)",
+};
+
+pub(crate) const CONDITION_MAX_LENGTH: Setting = Setting {
+    key: "condition_max_length",
+    flag: Some("condition-max-length"),
+    env: "KMS_CONDITION_MAX_LENGTH",
+    in_file: true,
+    default: Shown::Value("2048"),
+    what: "condition length limit",
+    help: "Longest condition on a grant, in bytes; longer ones are refused (400)",
+};
+
+pub(crate) const CONDITION_MAX_DEPTH: Setting = Setting {
+    key: "condition_max_depth",
+    flag: Some("condition-max-depth"),
+    env: "KMS_CONDITION_MAX_DEPTH",
+    in_file: true,
+    default: Shown::Value("16"),
+    what: "condition depth limit",
+    help: "Deepest nesting of AND, OR, NOT and parentheses in a condition; deeper ones are refused (400)",
+};
+
 /// Every setting, in the order they are documented.
-pub(crate) const ALL: [Setting; 43] = [
+pub(crate) const ALL: [Setting; 48] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -588,6 +638,11 @@ pub(crate) const ALL: [Setting; 43] = [
     REDIS_TIMEOUT,
     OTLP_ENDPOINT,
     TRACE_SAMPLE_RATIO,
+    DECISION_LOG,
+    DECISION_LOG_SAMPLE,
+    DECISION_LOG_VALUES,
+    CONDITION_MAX_LENGTH,
+    CONDITION_MAX_DEPTH,
 ];
 
 #[cfg(test)]

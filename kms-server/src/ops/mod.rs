@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod counters;
+pub mod decision_log;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;

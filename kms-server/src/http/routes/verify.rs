@@ -27,6 +27,8 @@ pub async fn verify(
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<VerifyRequest>,
 ) -> Result<Json<VerifyResponse>, ApiError> {
+    let decision = crate::ops::decision_log::start(&req);
+    let logged_caller = decision.as_ref().map(|_| caller.clone());
     // A cached key is answered inline; the store and argon2id run on the blocking pool.
     let verification = cached_else_blocking(
         &kms,
@@ -36,5 +38,8 @@ pub async fn verify(
     )
     .await?;
     metrics.record_verification(verification.code().as_str());
+    if let (Some(pending), Some(caller)) = (decision, logged_caller) {
+        crate::ops::decision_log::finish(pending, &caller, &verification);
+    }
     Ok(Json(verification.to_response()))
 }
