@@ -174,6 +174,7 @@ fn define_policy(kms: &Kms, admin: &Caller) -> Result<(), Box<dyn Error>> {
             description: Some("reads invoices".to_owned()),
             permissions: vec!["billing.invoices.read".to_owned()],
             inherits: Vec::new(),
+            grants: Vec::new(),
         },
     ) {
         Ok(role) => {

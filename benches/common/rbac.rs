@@ -148,6 +148,7 @@ impl Rbac {
             policy.roles.insert(
                 name.clone(),
                 Role {
+                    grants: Vec::new(),
                     name,
                     description: String::new(),
                     permissions,

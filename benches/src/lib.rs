@@ -102,6 +102,7 @@ impl PermissionFixture {
             roles.insert(
                 name.clone(),
                 Role {
+                    grants: Vec::new(),
                     name,
                     description: String::new(),
                     permissions: Vec::new(),

@@ -84,6 +84,9 @@ pub struct NewRole {
     /// Roles it inherits.
     #[serde(default)]
     pub inherits: Vec<String>,
+    /// Scopes it grants only while a condition holds.
+    #[serde(default)]
+    pub grants: Vec<crate::policy::GrantInput>,
 }
 
 /// Change a role; absent fields stay as they are, given lists replace the old ones.
@@ -99,6 +102,9 @@ pub struct RoleUpdate {
     /// New inheritance list.
     #[serde(default)]
     pub inherits: Option<Vec<String>>,
+    /// New conditional grants (scopes only), replacing the old ones.
+    #[serde(default)]
+    pub grants: Option<Vec<crate::policy::GrantInput>>,
 }
 
 /// A rate limit as requested.
@@ -176,6 +182,10 @@ pub struct TokenUpdate {
         skip_serializing_if = "Option::is_none"
     )]
     pub ip_allow: Option<Option<Vec<String>>>,
+    /// New conditional grants (replacing the old ones); an entry without `when` is added to
+    /// the scopes or roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Vec<crate::policy::GrantInput>>,
 }
 
 fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(

@@ -1720,6 +1720,7 @@ fn policy_changes_by_two_writers_on_one_file_are_validated_against_each_other() 
             description: None,
             permissions: vec!["reports.read".into()],
             inherits: vec![],
+            grants: Vec::new(),
         },
     )
     .unwrap();

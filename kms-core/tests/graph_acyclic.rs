@@ -422,6 +422,7 @@ impl Env {
                     description: None,
                     permissions: raw(&PERMS, perms),
                     inherits: raw(&ROLES, inherits),
+                    grants: Vec::new(),
                 };
                 (self.kms.create_role(&self.op, req).map(drop), want)
             }
@@ -447,6 +448,7 @@ impl Env {
                     description: None,
                     permissions: perms.as_deref().map(|p| raw(&PERMS, p)),
                     inherits: inherits.as_deref().map(|i| raw(&ROLES, i)),
+                    grants: None,
                 };
                 (self.kms.update_role(&self.op, role, req).map(drop), want)
             }

@@ -123,6 +123,7 @@ fn case() -> impl Strategy<Value = Case> {
                 policy.roles.insert(
                     role_names[i].clone(),
                     Role {
+                        grants: Vec::new(),
                         name: role_names[i].clone(),
                         description: String::new(),
                         permissions,

@@ -256,6 +256,9 @@ pub struct NewRoleBody {
     /// Roles it inherits (no cycles).
     #[serde(default)]
     pub inherits: Vec<String>,
+    /// Scopes granted only while a condition holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<GrantBody>,
 }
 
 /// Body of `PATCH /v1/roles/{name}`: given lists replace the old ones.
@@ -272,6 +275,9 @@ pub struct RolePatchBody {
     /// New inheritance list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inherits: Option<Vec<String>>,
+    /// New conditional grants (scopes only), replacing the old ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Vec<GrantBody>>,
 }
 
 /// A role.
@@ -290,6 +296,9 @@ pub struct RoleInfo {
     pub inherits: Vec<String>,
     /// Every scope the role grants.
     pub effective: Vec<String>,
+    /// Scopes granted only while a condition holds (absent when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<GrantBody>,
 }
 
 /// Every role.
@@ -402,6 +411,10 @@ pub struct TokenPatchBody {
     )]
     #[cfg_attr(feature = "server", schema(value_type = Option<Vec<String>>))]
     pub ip_allow: Option<Option<Vec<String>>>,
+    /// New conditional grants, replacing the old ones (an entry without `when` is added to
+    /// the scopes or roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Vec<GrantBody>>,
 }
 
 /// A field that is present, possibly as `null`.

@@ -576,6 +576,7 @@ fn roles_are_managed_and_cycles_refused() {
             description: None,
             permissions: vec!["app.read".into()],
             inherits: vec![],
+            grants: vec![],
         })
         .unwrap();
     assert!(viewer.effective.contains(&"app.read".to_owned()));
@@ -616,6 +617,7 @@ fn roles_are_managed_and_cycles_refused() {
                 description: None,
                 permissions: None,
                 inherits: Some(vec!["support".into()]),
+                grants: None,
             },
         )
         .unwrap_err();
@@ -632,6 +634,7 @@ fn roles_are_managed_and_cycles_refused() {
                 description: Some("helpdesk".into()),
                 permissions: None,
                 inherits: None,
+                grants: None,
             },
         )
         .unwrap();

@@ -371,3 +371,200 @@ fn decisions_are_logged_without_secrets_or_context_values() {
     assert_eq!(fields["app_id"], app.as_str());
     assert_eq!(decisions[1]["fields"]["code"], "INSUFFICIENT_PERMISSIONS");
 }
+
+/// A role's own conditional grants (`grants` on role creation): they hold for every token
+/// with the role, through inheritance, and through a conditional grant of the role (both
+/// conditions must hold); the views show them.
+#[test]
+fn roles_carry_conditional_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let (root, _) = init(&db);
+    let server = Server::start(&db);
+    let base = &server.base;
+    let r = call(
+        base,
+        "POST",
+        "/v1/permissions",
+        Some(&root),
+        Some(&json!({"scope": "reports.read"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = call(
+        base,
+        "POST",
+        "/v1/roles",
+        Some(&root),
+        Some(&json!({"name": "analyst", "permissions": ["app.read"],
+            "grants": [{"scope": "reports.read", "when": "context.region == \"eu\""}]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["grants"][0]["scope"], "reports.read", "{}", r.body);
+    let r = call(
+        base,
+        "POST",
+        "/v1/roles",
+        Some(&root),
+        Some(&json!({"name": "lead", "inherits": ["analyst"]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let shown = call(base, "GET", "/v1/roles/analyst", Some(&root), None).json();
+    assert_eq!(
+        shown["grants"][0]["when"], "context.region == \"eu\"",
+        "{shown}"
+    );
+    // A role's grant must name a scope, with a condition.
+    for bad in [
+        json!([{"role": "lead", "when": "time.hour > 0"}]),
+        json!([{"scope": "reports.read"}]),
+    ] {
+        let r = call(
+            base,
+            "POST",
+            "/v1/roles",
+            Some(&root),
+            Some(&json!({"name": "bad", "grants": bad})),
+        );
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    let app = call(
+        base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some(&json!({"name": "r"})),
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let make = |body: Value| {
+        let r = call(
+            base,
+            "POST",
+            &format!("/v1/apps/{app}/tokens"),
+            Some(&root),
+            Some(&body),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()["token"].as_str().unwrap().to_owned()
+    };
+    let held = make(json!({"name": "held", "roles": ["lead"]}));
+    let conditional = make(
+        json!({"name": "cond", "grants": [{"role": "analyst", "when": "context.team == \"data\""}]}),
+    );
+    let check = |token: &str, context: Value| {
+        verify(
+            base,
+            &root,
+            json!({"token": token, "permissions": "reports.read", "context": context}),
+        )["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(check(&held, json!({"region": "eu"})), "VALID");
+    assert_eq!(
+        check(&held, json!({"region": "us"})),
+        "INSUFFICIENT_PERMISSIONS"
+    );
+    assert_eq!(
+        check(&conditional, json!({"region": "eu", "team": "data"})),
+        "VALID"
+    );
+    assert_eq!(
+        check(&conditional, json!({"region": "eu", "team": "ops"})),
+        "INSUFFICIENT_PERMISSIONS"
+    );
+    assert_eq!(
+        check(&conditional, json!({"team": "data"})),
+        "INSUFFICIENT_PERMISSIONS"
+    );
+    // A change of the role's grants reaches cached keys at once.
+    let r = call(
+        base,
+        "PATCH",
+        "/v1/roles/analyst",
+        Some(&root),
+        Some(&json!({"grants": []})),
+    );
+    assert!(r.status < 300, "{}", r.body);
+    assert_eq!(
+        check(&held, json!({"region": "eu"})),
+        "INSUFFICIENT_PERMISSIONS"
+    );
+    // The scope a role's grant named can be deleted only once no role names it.
+    let r = call(
+        base,
+        "DELETE",
+        "/v1/permissions/reports.read",
+        Some(&root),
+        None,
+    );
+    assert!(r.status == 204, "{}", r.body);
+}
+
+/// PATCH replaces a token's conditional grants.
+#[test]
+fn patch_replaces_the_conditional_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let (root, _) = init(&db);
+    let server = Server::start(&db);
+    let base = &server.base;
+    let app = call(
+        base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some(&json!({"name": "p"})),
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = call(
+        base,
+        "POST",
+        &format!("/v1/apps/{app}/tokens"),
+        Some(&root),
+        Some(&json!({"name": "t"})),
+    );
+    let v = r.json();
+    let (id, token) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["token"].as_str().unwrap().to_owned(),
+    );
+    let code = |ctx: Value| {
+        verify(
+            base,
+            &root,
+            json!({"token": token, "permissions": "app.read", "context": ctx}),
+        )["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(code(json!({"tier": "gold"})), "INSUFFICIENT_PERMISSIONS"); // cached now
+    let r = call(
+        base,
+        "PATCH",
+        &format!("/v1/tokens/{id}"),
+        Some(&root),
+        Some(&json!({"grants": [{"scope": "app.read", "when": "context.tier == \"gold\""}]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["grants"][0]["scope"], "app.read");
+    assert_eq!(code(json!({"tier": "gold"})), "VALID");
+    assert_eq!(code(json!({"tier": "tin"})), "INSUFFICIENT_PERMISSIONS");
+    let r = call(
+        base,
+        "PATCH",
+        &format!("/v1/tokens/{id}"),
+        Some(&root),
+        Some(&json!({"grants": []})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json().get("grants").is_none());
+    assert_eq!(code(json!({"tier": "gold"})), "INSUFFICIENT_PERMISSIONS");
+}

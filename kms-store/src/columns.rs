@@ -171,7 +171,7 @@ pub(crate) fn permission(row: &(impl ColumnRead + ?Sized)) -> Result<Permission,
     })
 }
 
-/// A role from `name, description, permissions, inherits`.
+/// A role from `name, description, permissions, inherits, grants`.
 pub(crate) fn role(row: &(impl ColumnRead + ?Sized)) -> Result<Role, StoreError> {
     let name = row.text(0)?;
     Ok(Role {
@@ -179,6 +179,7 @@ pub(crate) fn role(row: &(impl ColumnRead + ?Sized)) -> Result<Role, StoreError>
         description: row.text(1)?,
         permissions: json(row, 2, "role permissions")?,
         inherits: json(row, 3, "role inherits")?,
+        grants: json(row, 4, "role grants")?,
     })
 }
 

@@ -225,8 +225,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "conditional grants",
         up: "
             ALTER TABLE tokens ADD COLUMN grants TEXT NOT NULL DEFAULT '[]';
+            ALTER TABLE roles ADD COLUMN grants TEXT NOT NULL DEFAULT '[]';
         ",
         down: "
+            ALTER TABLE roles DROP COLUMN grants;
             ALTER TABLE tokens DROP COLUMN grants;
         ",
     },

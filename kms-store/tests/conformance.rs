@@ -139,6 +139,7 @@ fn permission(s: &str, implies: &[&str]) -> Permission {
 
 fn role(name: &str, permissions: &[&str], inherits: &[&str]) -> Role {
     Role {
+        grants: Vec::new(),
         name: role_name(name),
         description: format!("the {name} role"),
         permissions: permissions.iter().map(|s| scope(s)).collect(),

@@ -121,6 +121,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         scope().prop_map(Mutation::DeletePermission),
         (role_name(), proptest::sample::subsequence(SCOPES, 0..=2)).prop_map(|(name, perms)| {
             Mutation::PutRole(Role {
+                grants: Vec::new(),
                 name,
                 description: String::new(),
                 permissions: perms.iter().map(|s| Scope::parse(s).unwrap()).collect(),

@@ -282,6 +282,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         )
             .prop_map(|(name, description, perms, inherits)| {
                 Mutation::PutRole(Role {
+                    grants: Vec::new(),
                     name,
                     description,
                     permissions: perms.iter().map(|s| Scope::parse(s).unwrap()).collect(),

@@ -48,10 +48,12 @@ pub(crate) struct CachedKey {
     pub(crate) conditional: Arc<[Branch]>,
 }
 
-/// One conditional grant, compiled.
+/// One conditional grant, compiled: `set` is added while every condition of `when` holds
+/// (one for a token's grant or a held role's grant, two for a role's grant reached through
+/// a conditional grant of that role).
 #[derive(Debug)]
 pub(crate) struct Branch {
-    pub(crate) when: Arc<crate::policy::Condition>,
+    pub(crate) when: Vec<Arc<crate::policy::Condition>>,
     pub(crate) set: Arc<EffectiveSet>,
 }
 

@@ -319,8 +319,13 @@ impl Kms {
             req.ip_allow.is_some(),
         );
         // Loosening a token's limits is handing out its power: only for holders of it all.
-        caller.require_superset(&snap, &snap.effective(r.scopes.iter(), r.roles.iter()))?;
+        caller.require_superset(&snap, &reach(&snap, &r.scopes, &r.roles, &r.grants))?;
         let mut errs = FieldErrors::default();
+        if let Some(grants) = &req.grants {
+            // Replaces the conditional grants; an entry without `when` joins the scopes or
+            // roles. What the new grants reach must be the caller's too.
+            r.grants = self.validate_grants(&mut errs, &snap, grants, &mut r.scopes, &mut r.roles);
+        }
         if let Some(n) = req.name.as_deref() {
             if let Some(n) = validate_name(&mut errs, "name", n) {
                 r.name = n;
@@ -339,6 +344,9 @@ impl Kms {
             r.limits.ip_allow = validate_networks(&mut errs, nets.as_deref().unwrap_or_default());
         }
         errs.finish()?;
+        if req.grants.is_some() {
+            caller.require_superset(&snap, &reach(&snap, &r.scopes, &r.roles, &r.grants))?;
+        }
         // A limit the caller sets (on itself or another key) is no looser than its own.
         self.require_no_looser(
             caller,
@@ -356,6 +364,7 @@ impl Kms {
         }
         let audit = Audit::success("token.update", r.id.clone()).app(r.app_id.clone()).details(serde_json::json!({
             "name": r.name, "ratelimit": r.limits.ratelimit, "uses": r.limits.uses, "ip_allow": r.limits.ip_allow,
+            "scopes": r.scopes, "roles": r.roles, "grants": r.grants,
         }));
         self.commit(Some(caller), audit, vec![Mutation::UpdateToken(r.clone())])?;
         Ok(TokenInfo::from_record(&r, now))

@@ -29,6 +29,9 @@ pub struct RoleView {
     pub inherits: Vec<RoleName>,
     /// Every scope the role grants, through inheritance, implication and the hierarchy.
     pub effective: Vec<Scope>,
+    /// Scopes it grants only while a condition holds (absent when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<crate::policy::GrantInput>,
 }
 
 impl Kms {
@@ -156,11 +159,12 @@ impl Kms {
                 "the admin permission cannot be deleted".into(),
             ));
         }
-        if let Some(r) = policy
-            .roles
-            .values()
-            .find(|r| r.permissions.contains(&scope))
-        {
+        if let Some(r) = policy.roles.values().find(|r| {
+            r.permissions.contains(&scope)
+                || r.grants
+                    .iter()
+                    .any(|g| g.target == crate::policy::GrantTarget::Scope(scope.clone()))
+        }) {
             return Err(Error::Conflict(format!(
                 "permission {scope} is granted by role {}",
                 r.name
@@ -204,6 +208,7 @@ impl Kms {
         let description = validate_description(&mut errs, req.description.as_deref());
         let permissions = validate_scopes(&mut errs, "permissions", &req.permissions);
         let inherits = validate_roles(&mut errs, "inherits", &req.inherits);
+        let grants = self.validate_role_grants(&mut errs, &snap, &req.grants);
         errs.finish()?;
         let Some(name) = name else {
             return Err(Error::internal("validation passed without a name"));
@@ -219,8 +224,35 @@ impl Kms {
                 description,
                 permissions,
                 inherits,
+                grants,
             },
         )
+    }
+
+    /// The `grants` of a role: scopes only, each with a condition (one without is a
+    /// permission like the others and joins them).
+    fn validate_role_grants(
+        &self,
+        errs: &mut FieldErrors,
+        snap: &PermissionSnapshot,
+        raw: &[crate::policy::GrantInput],
+    ) -> Vec<crate::policy::ConditionalGrant> {
+        for (i, g) in raw.iter().enumerate() {
+            if g.role.is_some() {
+                errs.push(
+                    format!("grants[{i}].role"),
+                    "a role's grants name scopes; roles are inherited with `inherits`",
+                );
+            }
+            if g.when.is_none() {
+                errs.push(
+                    format!("grants[{i}].when"),
+                    "a role's grant without a condition belongs in `permissions`",
+                );
+            }
+        }
+        let (mut scopes, mut roles) = (Vec::new(), Vec::new());
+        self.validate_grants(errs, snap, raw, &mut scopes, &mut roles)
     }
 
     /// Changes a role's description, permissions or inheritance (`role.write`; system
@@ -249,6 +281,9 @@ impl Kms {
         if let Some(i) = &req.inherits {
             role.inherits = validate_roles(&mut errs, "inherits", i);
         }
+        if let Some(g) = &req.grants {
+            role.grants = self.validate_role_grants(&mut errs, &snap, g);
+        }
         errs.finish()?;
         if role == *stored {
             // Nothing changes, so nothing is written or audited.
@@ -263,10 +298,20 @@ impl Kms {
         policy.validate()?;
         let candidate =
             PermissionSnapshot::compile(std::sync::Arc::new(policy.clone()), snap.generation());
-        let wanted = candidate.effective([], [&role.name]);
+        // Its conditional scopes count as if they always held: no one hands them out
+        // without holding them.
+        let conditional: Vec<Scope> = role
+            .grants
+            .iter()
+            .filter_map(|g| match &g.target {
+                crate::policy::GrantTarget::Scope(s) => Some(s.clone()),
+                crate::policy::GrantTarget::Role(_) => None,
+            })
+            .collect();
+        let wanted = candidate.effective(conditional.iter(), [&role.name]);
         caller.require_superset(&candidate, &wanted)?;
         let audit = Audit::success("role.put", role.name.to_string()).details(
-            serde_json::json!({"permissions": role.permissions, "inherits": role.inherits}),
+            serde_json::json!({"permissions": role.permissions, "inherits": role.inherits, "grants": role.grants}),
         );
         self.commit(
             Some(caller),
@@ -384,6 +429,7 @@ fn role_view(policy: &Policy, role: &Role) -> RoleView {
         permissions: role.permissions.clone(),
         inherits: role.inherits.clone(),
         effective: policy.role_effective_scopes(&role.name),
+        grants: role.grants.iter().map(|g| g.to_input()).collect(),
     }
 }
 

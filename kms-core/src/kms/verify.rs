@@ -121,6 +121,31 @@ pub(crate) struct Refused {
     pub(crate) retry_after: Option<u64>,
 }
 
+/// The conditional grants of `role` and of every role it inherits: (scope, condition).
+fn role_conditionals(
+    policy: &crate::policy::Policy,
+    role: &RoleName,
+) -> Vec<(Scope, Arc<crate::policy::Condition>)> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![role.clone()];
+    while let Some(r) = stack.pop() {
+        if !seen.insert(r.clone()) {
+            continue;
+        }
+        let Some(def) = policy.roles.get(&r) else {
+            continue;
+        };
+        for g in &def.grants {
+            if let crate::policy::GrantTarget::Scope(s) = &g.target {
+                out.push((s.clone(), Arc::clone(&g.when)));
+            }
+        }
+        stack.extend(def.inherits.iter().cloned());
+    }
+    out
+}
+
 /// The verdict on a key's uses.
 fn use_verdict(outcome: UseOutcome) -> std::result::Result<Option<u64>, Refused> {
     let code = match outcome {
@@ -647,7 +672,7 @@ impl Kms {
         let holding = key
             .conditional
             .iter()
-            .filter(|b| b.when.holds(&input))
+            .filter(|b| b.when.iter().all(|c| c.holds(&input)))
             .map(|b| &*b.set);
         Some(snap.union(&key.effective, holding))
     }
@@ -728,23 +753,45 @@ impl Kms {
         let effective = shared.effective(snap.generation(), &record.scopes, &record.roles, || {
             snap.effective(record.scopes.iter(), record.roles.iter())
         });
-        let conditional: Arc<[crate::api_key::cache::Branch]> = record
-            .grants
-            .iter()
-            .map(|g| {
-                let (scopes, roles) = match &g.target {
-                    crate::policy::GrantTarget::Scope(s) => (vec![s.clone()], Vec::new()),
-                    crate::policy::GrantTarget::Role(r) => (Vec::new(), vec![r.clone()]),
-                };
-                let set = shared.effective(snap.generation(), &scopes, &roles, || {
-                    snap.effective(scopes.iter(), roles.iter())
-                });
-                crate::api_key::cache::Branch {
-                    when: Arc::clone(&g.when),
-                    set,
-                }
+        use crate::api_key::cache::Branch;
+        use crate::policy::GrantTarget;
+        let policy = snap.policy();
+        let set_of = |scopes: Vec<Scope>, roles: Vec<RoleName>| {
+            shared.effective(snap.generation(), &scopes, &roles, || {
+                snap.effective(scopes.iter(), roles.iter())
             })
-            .collect();
+        };
+        let mut branches: Vec<Branch> = Vec::new();
+        // The conditional grants of the roles held outright.
+        for role in &record.roles {
+            for (scope, when) in role_conditionals(policy, role) {
+                branches.push(Branch {
+                    when: vec![when],
+                    set: set_of(vec![scope], Vec::new()),
+                });
+            }
+        }
+        for g in &record.grants {
+            match &g.target {
+                GrantTarget::Scope(s) => branches.push(Branch {
+                    when: vec![Arc::clone(&g.when)],
+                    set: set_of(vec![s.clone()], Vec::new()),
+                }),
+                GrantTarget::Role(r) => {
+                    branches.push(Branch {
+                        when: vec![Arc::clone(&g.when)],
+                        set: set_of(Vec::new(), vec![r.clone()]),
+                    });
+                    for (scope, when) in role_conditionals(policy, r) {
+                        branches.push(Branch {
+                            when: vec![Arc::clone(&g.when), when],
+                            set: set_of(vec![scope], Vec::new()),
+                        });
+                    }
+                }
+            }
+        }
+        let conditional: Arc<[Branch]> = branches.into();
         record.secret_hash = String::new();
         CachedKey {
             record,

@@ -35,6 +35,9 @@ pub struct Role {
     /// Roles whose permissions this one also grants.
     #[serde(default)]
     pub inherits: Vec<RoleName>,
+    /// Scopes the role grants only while a condition holds (each a scope grant).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<crate::policy::ConditionalGrant>,
 }
 
 /// Every permission and role definition, as stored: the input the compiled permission
@@ -114,6 +117,23 @@ impl Policy {
             }
         }
         for role in self.roles.values() {
+            for (i, g) in role.grants.iter().enumerate() {
+                match &g.target {
+                    crate::policy::GrantTarget::Scope(s) if self.permissions.contains_key(s) => {}
+                    crate::policy::GrantTarget::Scope(s) => {
+                        return Err(Error::invalid(
+                            format!("grants[{i}].scope"),
+                            format!("unknown permission {s}"),
+                        ))
+                    }
+                    crate::policy::GrantTarget::Role(_) => {
+                        return Err(Error::invalid(
+                            format!("grants[{i}].role"),
+                            "a role's grants name scopes; roles are inherited with `inherits`",
+                        ))
+                    }
+                }
+            }
             for (i, s) in role.permissions.iter().enumerate() {
                 if !self.permissions.contains_key(s) {
                     return Err(Error::invalid(
@@ -279,6 +299,7 @@ mod tests {
 
     fn role(name: &str, perms: &[&str], inherits: &[&str]) -> Role {
         Role {
+            grants: Vec::new(),
             name: RoleName::parse(name).unwrap(),
             description: String::new(),
             permissions: perms.iter().map(|s| Scope::parse(s).unwrap()).collect(),

@@ -110,6 +110,7 @@ fn check(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
         policy.roles.insert(
             name.clone(),
             Role {
+                grants: Vec::new(),
                 name: name.clone(),
                 description: String::new(),
                 permissions,

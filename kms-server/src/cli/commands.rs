@@ -407,6 +407,7 @@ fn role(kms: &Kms, cmd: RoleCommand) -> Result<(), CommandError> {
                 description,
                 permissions,
                 inherits,
+                grants: Vec::new(),
             },
         )?),
         RoleCommand::List => {

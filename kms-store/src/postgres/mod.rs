@@ -421,7 +421,7 @@ impl PolicyStore for PostgresStore {
             .collect::<Result<Vec<_>, _>>()?;
         let roles = tx
             .query(
-                "SELECT name, description, permissions, inherits FROM roles",
+                "SELECT name, description, permissions, inherits, grants FROM roles",
                 &[],
             )
             .map_err(db_error)?

@@ -268,7 +268,7 @@ impl PolicyStore for SqliteStore {
             rows::permission_from_row,
         )?;
         let roles = self.query(
-            "SELECT name, description, permissions, inherits FROM roles",
+            "SELECT name, description, permissions, inherits, grants FROM roles",
             [],
             rows::role_from_row,
         )?;

@@ -126,11 +126,20 @@ impl Transaction for SqliteTx<'_> {
     fn put_role(&mut self, role: &Role) -> Result<(), StoreError> {
         let permissions = to_json(&role.permissions, "role permissions")?;
         let inherits = to_json(&role.inherits, "role inherits")?;
+        let grants = to_json(&role.grants, "role grants")?;
         self.execute(
-            "INSERT INTO roles (name, description, permissions, inherits) VALUES (?1, ?2, ?3, ?4) \
+            "INSERT INTO roles (name, description, permissions, inherits, grants) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
              ON CONFLICT (name) DO UPDATE SET description = excluded.description, \
-             permissions = excluded.permissions, inherits = excluded.inherits",
-            params![role.name.as_str(), role.description, permissions, inherits],
+             permissions = excluded.permissions, inherits = excluded.inherits, \
+             grants = excluded.grants",
+            params![
+                role.name.as_str(),
+                role.description,
+                permissions,
+                inherits,
+                grants
+            ],
         )
     }
 
