@@ -1,5 +1,5 @@
 //! Conditional grants against a naive reference: random policies (flat scopes, roles that
-//! inherit roles), random tokens with unconditional and conditional grants, random
+//! inherit roles and carry conditional scopes of their own), random tokens with unconditional and conditional grants, random
 //! conditions over the context (`==`, `!=`, `in`, `AND`, `OR`, `NOT`) and random request
 //! contexts. The compiled path (`Kms::verify` through the cache and the snapshot) must
 //! answer exactly what the reference computes: a scope is held when an unconditional grant
@@ -111,8 +111,8 @@ enum Target {
 
 #[derive(Debug, Clone)]
 struct Case {
-    /// Per role: its scopes, and the earlier roles it inherits.
-    roles: Vec<(Vec<usize>, Vec<usize>)>,
+    /// Per role: its scopes, the earlier roles it inherits, and its conditional scopes.
+    roles: Vec<(Vec<usize>, Vec<usize>, Vec<(usize, Cond)>)>,
     scopes: Vec<usize>,
     token_roles: Vec<usize>,
     grants: Vec<(Target, Cond)>,
@@ -124,6 +124,7 @@ fn case() -> impl Strategy<Value = Case> {
         (
             proptest::collection::vec(0..4usize, 0..3),
             proptest::collection::vec(0..3usize, 0..2),
+            proptest::collection::vec((0..4usize, cond()), 0..2),
         ),
         3,
     );
@@ -144,7 +145,7 @@ fn case() -> impl Strategy<Value = Case> {
             roles: roles
                 .into_iter()
                 .enumerate()
-                .map(|(i, (s, inh))| (s, inh.into_iter().filter(|&r| r < i).collect()))
+                .map(|(i, (s, inh, g))| (s, inh.into_iter().filter(|&r| r < i).collect(), g))
                 .collect(),
             scopes,
             token_roles,
@@ -153,19 +154,24 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-/// The scopes a role reaches, with inheritance.
-fn role_scopes(case: &Case, role: usize, out: &mut BTreeSet<usize>) {
-    let (scopes, inherits) = &case.roles[role];
+/// The scopes a role reaches in `ctx`, with inheritance and its conditional scopes.
+fn role_scopes(case: &Case, ctx: &BTreeMap<usize, usize>, role: usize, out: &mut BTreeSet<usize>) {
+    let (scopes, inherits, grants) = &case.roles[role];
     out.extend(scopes.iter().copied());
+    for (s, when) in grants {
+        if when.holds(ctx) {
+            out.insert(*s);
+        }
+    }
     for &r in inherits {
-        role_scopes(case, r, out);
+        role_scopes(case, ctx, r, out);
     }
 }
 
 fn reference(case: &Case, ctx: &BTreeMap<usize, usize>, scope: usize) -> bool {
     let mut held: BTreeSet<usize> = case.scopes.iter().copied().collect();
     for &r in &case.token_roles {
-        role_scopes(case, r, &mut held);
+        role_scopes(case, ctx, r, &mut held);
     }
     for (target, when) in &case.grants {
         if when.holds(ctx) {
@@ -173,7 +179,7 @@ fn reference(case: &Case, ctx: &BTreeMap<usize, usize>, scope: usize) -> bool {
                 Target::Scope(s) => {
                     held.insert(*s);
                 }
-                Target::Role(r) => role_scopes(case, *r, &mut held),
+                Target::Role(r) => role_scopes(case, ctx, *r, &mut held),
             }
         }
     }
@@ -191,11 +197,12 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         let p: NewPermission = serde_json::from_value(json!({"scope": s})).unwrap();
         kms.create_permission(&op, p).unwrap();
     }
-    for (i, (scopes, inherits)) in case.roles.iter().enumerate() {
+    for (i, (scopes, inherits, grants)) in case.roles.iter().enumerate() {
         let role: NewRole = serde_json::from_value(json!({
             "name": format!("r{i}"),
             "permissions": scopes.iter().map(|&s| SCOPES[s]).collect::<Vec<_>>(),
             "inherits": inherits.iter().map(|r| format!("r{r}")).collect::<Vec<_>>(),
+            "grants": grants.iter().map(|(s, c)| json!({"scope": SCOPES[*s], "when": c.text()})).collect::<Vec<_>>(),
         }))
         .unwrap();
         kms.create_role(&op, role).unwrap();
