@@ -109,10 +109,12 @@ enum Target {
     Role(usize),
 }
 
+/// A role: its scopes, the earlier roles it inherits, and its conditional scopes.
+type RoleDef = (Vec<usize>, Vec<usize>, Vec<(usize, Cond)>);
+
 #[derive(Debug, Clone)]
 struct Case {
-    /// Per role: its scopes, the earlier roles it inherits, and its conditional scopes.
-    roles: Vec<(Vec<usize>, Vec<usize>, Vec<(usize, Cond)>)>,
+    roles: Vec<RoleDef>,
     scopes: Vec<usize>,
     token_roles: Vec<usize>,
     grants: Vec<(Target, Cond)>,
