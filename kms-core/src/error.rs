@@ -137,6 +137,23 @@ fn summarize(fields: &[FieldError]) -> String {
 }
 
 impl Error {
+    /// A validation error with every field name put under `list` (`tokens[3].scopes[0]`),
+    /// for calls that take many requests at once; other errors as they are.
+    pub(crate) fn prefixed(self, list: &str) -> Error {
+        match self {
+            Error::InvalidRequest { fields } if !list.is_empty() => Error::InvalidRequest {
+                fields: fields
+                    .into_iter()
+                    .map(|mut f| {
+                        f.field = format!("{list}.{}", f.field);
+                        f
+                    })
+                    .collect(),
+            },
+            other => other,
+        }
+    }
+
     /// An invalid-request error about a single field.
     pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
         Error::InvalidRequest {

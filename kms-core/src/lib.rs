@@ -51,8 +51,8 @@ pub use policy::{
 };
 pub use random::{OsRandom, SecureRandom};
 pub use requests::{
-    AppUpdate, NewApp, NewPermission, NewRole, NewToken, RateLimitInput, RoleUpdate, RotateToken,
-    TokenUpdate, VerifyRequest,
+    AppUpdate, BulkNewTokens, BulkRevoke, BulkRevoked, NewApp, NewPermission, NewRole, NewToken,
+    RateLimitInput, RoleUpdate, RotateToken, TokenFilter, TokenUpdate, VerifyRequest,
 };
 pub use sealing::MasterKey;
 pub use security_event::{SecurityEvent, SecurityEventSink};

@@ -481,3 +481,49 @@ pub(crate) fn validate_context(
     }
     errs.finish()
 }
+
+/// Revoke many tokens: `ids`, or a `filter` (give one).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRevoke {
+    /// The tokens to revoke.
+    #[serde(default)]
+    pub ids: Option<Vec<String>>,
+    /// Or: the tokens of an application that match.
+    #[serde(default)]
+    pub filter: Option<TokenFilter>,
+}
+
+/// Which of an application's tokens a bulk call means; every given criterion must match.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFilter {
+    /// The application.
+    pub app_id: String,
+    /// Names starting with this.
+    #[serde(default)]
+    pub name_prefix: Option<String>,
+    /// Metadata holding each of these values.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Created before this time (RFC 3339).
+    #[serde(default)]
+    pub created_before: Option<String>,
+}
+
+/// What a bulk revocation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkRevoked {
+    /// How many tokens it revoked (those already revoked are not counted).
+    pub revoked: usize,
+    /// Their ids.
+    pub ids: Vec<String>,
+}
+
+/// Create many tokens in one application.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkNewTokens {
+    /// The tokens, each as `POST /v1/apps/{app_id}/tokens` takes it.
+    pub tokens: Vec<NewToken>,
+}

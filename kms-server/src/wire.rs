@@ -848,3 +848,67 @@ pub struct AuditQueryParams {
     /// Only events at or after this RFC 3339 time.
     pub since: Option<String>,
 }
+
+/// Body of `POST /v1/apps/{app_id}/tokens/bulk`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct BulkTokensBody {
+    /// 1 to 1,000 tokens, each as `POST /v1/apps/{app_id}/tokens` takes it.
+    pub tokens: Vec<NewTokenBody>,
+}
+
+/// Answer of `POST /v1/apps/{app_id}/tokens/bulk`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct CreatedTokens {
+    /// The tokens with their plaintexts, in the order asked.
+    pub items: Vec<CreatedTokenView>,
+}
+
+impl std::fmt::Debug for CreatedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedTokens")
+            .field("items", &self.items.len())
+            .finish()
+    }
+}
+
+/// Body of `POST /v1/tokens/revoke`: `ids`, or a `filter`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct BulkRevokeBody {
+    /// 1 to 1,000 token ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<String>>,
+    /// Or the tokens of one application that match (at most 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<TokenFilterBody>,
+}
+
+/// Which of an application's tokens; every given criterion must match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct TokenFilterBody {
+    /// The application.
+    pub app_id: String,
+    /// Names starting with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_prefix: Option<String>,
+    /// Metadata holding each of these values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "server", schema(value_type = Option<Object>))]
+    pub metadata: Option<Metadata>,
+    /// Created before this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_before: Option<String>,
+}
+
+/// Answer of `POST /v1/tokens/revoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct BulkRevokedView {
+    /// How many were revoked (those already revoked are not counted).
+    pub revoked: usize,
+    /// Their ids.
+    pub ids: Vec<String>,
+}

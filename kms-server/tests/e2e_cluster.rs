@@ -380,14 +380,21 @@ fn uses_and_rate_limits_hold_for_the_token_across_three_nodes() {
     assert!((20..=22).contains(&valid), "through Redis: {valid} VALID");
     for node in &n {
         let ready = call(&node.base, "GET", "/readyz", None, None).json();
-        assert_eq!(ready["counters"], "shared", "{ready}");
-        assert_eq!(ready["counter_backend"], "redis", "{ready}");
+        assert_eq!(ready, json!({"status": "ready"}));
+        let metrics = call(&node.base, "GET", "/metrics", None, None).body;
+        assert!(
+            metrics.contains(r#"kms_limits_shared{backend="redis"} 1"#),
+            "{metrics}"
+        );
     }
     drop(n);
     // No Redis: the same through PostgreSQL.
     let n = nodes(db.url(), None, 3, &[]);
-    let ready = call(&n[0].base, "GET", "/readyz", None, None).json();
-    assert_eq!(ready["counter_backend"], "postgres", "{ready}");
+    let metrics = call(&n[0].base, "GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains(r#"kms_limits_shared{backend="postgres"} 1"#),
+        "{metrics}"
+    );
     let (_, token) = create_token(&n[0].base, &root, &app, limited);
     let valid = hammer(&n, &token, 90);
     assert!(
@@ -581,7 +588,10 @@ fn outages_of_redis_and_postgresql_are_survived_without_a_restart() {
         assert_eq!(ready(node).json()["counters"], "fallback");
     }
     let metrics = call(&n[0].base, "GET", "/metrics", None, None).body;
-    assert!(metrics.contains("kms_limits_shared 0"), "{metrics}");
+    assert!(
+        metrics.contains(r#"kms_limits_shared{backend="redis"} 0"#),
+        "{metrics}"
+    );
     within(Duration::from_secs(2), "logged", || {
         n[0].logs().contains("the shared counters do not answer")
     });

@@ -245,6 +245,36 @@ fn every_documented_operation_answers_what_the_document_describes() {
     );
     let limited_token = limited["token"].as_str().unwrap().to_owned();
     let limited_id = limited["id"].as_str().unwrap().to_owned();
+    // Bulk creation (with a conditional grant, so the views carry `grants`) and bulk
+    // revocation by filter and by ids.
+    let bulk = api.json(
+        "POST",
+        "/v1/apps/{app_id}/tokens/bulk",
+        &format!("{tokens}/bulk"),
+        root,
+        Some(&json!({"tokens": [
+            {"name": "bulk-1", "scopes": ["billing.read"]},
+            {"name": "bulk-2", "grants": [{"scope": "billing.read", "when": "context.region == \"eu\""}]}
+        ]})),
+        201,
+    );
+    let bulk_id = bulk["items"][0]["id"].as_str().unwrap().to_owned();
+    api.json(
+        "POST",
+        "/v1/tokens/revoke",
+        "/v1/tokens/revoke",
+        root,
+        Some(&json!({"filter": {"app_id": app_id, "name_prefix": "bulk-2"}})),
+        200,
+    );
+    api.json(
+        "POST",
+        "/v1/tokens/revoke",
+        "/v1/tokens/revoke",
+        root,
+        Some(&json!({"ids": [bulk_id]})),
+        200,
+    );
     let verifier = api.json(
         "POST",
         "/v1/apps/{app_id}/tokens",

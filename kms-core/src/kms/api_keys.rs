@@ -50,6 +50,9 @@ pub(crate) fn reach(
     snap.effective(all_scopes.iter(), all_roles.iter())
 }
 
+/// Most tokens one bulk call creates or revokes.
+pub(crate) const MAX_BULK: usize = 1000;
+
 impl Kms {
     /// Validates the `grants` of a request: each names exactly one known scope or role;
     /// one without `when` joins `scopes` or `roles`, one with it becomes a conditional
@@ -132,12 +135,194 @@ impl Kms {
         caller.require(&snap, "token.create")?;
         let app = self.visible_app(caller, app_id)?;
         refuse_if_disabled(&app)?;
+        let spec = self.token_spec(caller, &snap, req)?;
+        self.insert_new_token(caller, &app, spec, "token.create", |_| Vec::new())
+    }
+
+    /// Creates up to [`MAX_BULK`] tokens in `app_id` at once (`token.create`), all or
+    /// nothing: one transaction and one audit event (`token.bulk_create`, naming every
+    /// id). Each request is checked as [`create_token`](Self::create_token) checks it;
+    /// errors name the request (`tokens[3].scopes[0]`). The plaintexts are in the result
+    /// and nowhere else.
+    pub fn create_tokens(
+        &self,
+        caller: &Caller,
+        app_id: &str,
+        reqs: Vec<NewToken>,
+    ) -> Result<Vec<CreatedToken>> {
+        let snap = self.snapshot()?;
+        caller.require(&snap, "token.create")?;
+        let app = self.visible_app(caller, app_id)?;
+        refuse_if_disabled(&app)?;
+        if reqs.is_empty() || reqs.len() > MAX_BULK {
+            return Err(Error::invalid(
+                "tokens",
+                format!("must list from 1 to {MAX_BULK} tokens"),
+            ));
+        }
+        let mut specs = Vec::with_capacity(reqs.len());
+        for (i, req) in reqs.into_iter().enumerate() {
+            specs.push(
+                self.token_spec(caller, &snap, req)
+                    .map_err(|e| e.prefixed(&format!("tokens[{i}]")))?,
+            );
+        }
+        for _ in 0..3 {
+            let mut made = Vec::with_capacity(specs.len());
+            for spec in &specs {
+                made.push(self.new_token_record(&app, spec)?);
+            }
+            let ids: Vec<&str> = made.iter().map(|(r, _)| r.id.as_str()).collect();
+            let audit = Audit::success("token.bulk_create", app.id.clone())
+                .app(app.id.clone())
+                .details(serde_json::json!({"count": ids.len(), "ids": ids}));
+            let batch = made
+                .iter()
+                .map(|(r, _)| Mutation::InsertToken(r.clone()))
+                .collect();
+            match self.commit(Some(caller), audit, batch) {
+                Ok(()) => {
+                    let now = self.inner.clock.now();
+                    return Ok(made
+                        .into_iter()
+                        .map(|(record, token)| CreatedToken {
+                            token,
+                            info: TokenInfo::from_record(&record, now),
+                        })
+                        .collect());
+                }
+                Err(Error::Conflict(_)) => continue, // an id collision: make new ones
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::internal("could not allocate unique token ids"))
+    }
+
+    /// Revokes many tokens at once (`token.revoke`), all or nothing: those named by `ids`,
+    /// or those of `filter`'s application matching it; at most [`MAX_BULK`]. One
+    /// transaction and one audit event (`token.bulk_revoke`, naming every id). Tokens
+    /// already revoked are left as they are and not counted.
+    pub fn revoke_tokens(
+        &self,
+        caller: &Caller,
+        req: crate::requests::BulkRevoke,
+    ) -> Result<crate::requests::BulkRevoked> {
+        let snap = self.snapshot()?;
+        caller.require(&snap, "token.revoke")?;
+        let targets: Vec<TokenRecord> = match (&req.ids, &req.filter) {
+            (Some(ids), None) => {
+                if ids.is_empty() || ids.len() > MAX_BULK {
+                    return Err(Error::invalid(
+                        "ids",
+                        format!("must list from 1 to {MAX_BULK} ids"),
+                    ));
+                }
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    out.push(self.visible_token(caller, id)?);
+                }
+                out
+            }
+            (None, Some(filter)) => self.matching_tokens(caller, filter)?,
+            _ => {
+                return Err(Error::invalid(
+                    "ids",
+                    "give either ids or filter, not both and not neither",
+                ))
+            }
+        };
+        let now = self.inner.clock.now();
+        let mut batch = Vec::new();
+        let mut ids = Vec::new();
+        for mut r in targets {
+            if r.status == TokenStatus::Revoked {
+                continue;
+            }
+            self.inner.cache.invalidate_token(&r.id);
+            r.status = TokenStatus::Revoked;
+            r.revoked_at = Some(now);
+            ids.push(r.id.clone());
+            batch.push(Mutation::UpdateToken(r));
+        }
+        if !batch.is_empty() {
+            let audit = Audit::success("token.bulk_revoke", caller.app_id().to_owned())
+                .app(caller.app_id().to_owned())
+                .details(serde_json::json!({"count": ids.len(), "ids": ids}));
+            self.commit(Some(caller), audit, batch)?;
+        }
+        Ok(crate::requests::BulkRevoked {
+            revoked: ids.len(),
+            ids,
+        })
+    }
+
+    /// The tokens of `filter.app_id` (visible to `caller`) that match it; more than
+    /// [`MAX_BULK`] is refused.
+    fn matching_tokens(
+        &self,
+        caller: &Caller,
+        filter: &crate::requests::TokenFilter,
+    ) -> Result<Vec<TokenRecord>> {
+        let app = self.visible_app(caller, &filter.app_id)?;
+        let before = filter
+            .created_before
+            .as_deref()
+            .map(|t| {
+                Timestamp::parse_rfc3339(t).map_err(|_| {
+                    Error::invalid("filter.created_before", "must be an RFC 3339 date-time")
+                })
+            })
+            .transpose()?;
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .inner
+                .store
+                .list_tokens(&app.id, after.as_deref(), 500)?;
+            let Some(last) = page.last().map(|r| r.id.clone()) else {
+                break;
+            };
+            for r in page {
+                let name_ok = filter
+                    .name_prefix
+                    .as_deref()
+                    .is_none_or(|p| r.name.starts_with(p));
+                let meta_ok = filter
+                    .metadata
+                    .as_ref()
+                    .is_none_or(|m| m.iter().all(|(k, v)| r.metadata.get(k) == Some(v)));
+                let time_ok = before.is_none_or(|b| r.created_at < b);
+                if name_ok && meta_ok && time_ok {
+                    if out.len() == MAX_BULK {
+                        return Err(Error::invalid(
+                            "filter",
+                            format!("matches more than {MAX_BULK} tokens; narrow it"),
+                        ));
+                    }
+                    out.push(r);
+                }
+            }
+            after = Some(last);
+        }
+        Ok(out)
+    }
+
+    /// Validates a token request into what the token will be made of, with the checks
+    /// every creation makes: known scopes and roles, grants, expiry, metadata, limits, and
+    /// that the caller holds everything it grants and sets no looser limits than its own.
+    fn token_spec(
+        &self,
+        caller: &Caller,
+        snap: &crate::policy::snapshot::PermissionSnapshot,
+        req: NewToken,
+    ) -> Result<TokenSpec> {
         let now = self.inner.clock.now();
         let mut errs = FieldErrors::default();
         let name = validate_name(&mut errs, "name", &req.name);
         let mut scopes = validate_scopes(&mut errs, "scopes", &req.scopes);
         let mut roles = validate_roles(&mut errs, "roles", &req.roles);
-        let grants = self.validate_grants(&mut errs, &snap, &req.grants, &mut scopes, &mut roles);
+        let grants = self.validate_grants(&mut errs, snap, &req.grants, &mut scopes, &mut roles);
         // Indexes refer to the request's lists, as given.
         for (i, s) in req.scopes.iter().enumerate() {
             if Scope::parse(s).is_ok_and(|s| !snap.policy().permissions.contains_key(&s)) {
@@ -162,8 +347,8 @@ impl Kms {
         };
         // A conditional grant is checked as if it always held: no caller may hand out what it
         // does not hold itself, under any condition.
-        let wanted = reach(&snap, &scopes, &roles, &grants);
-        caller.require_superset(&snap, &wanted)?;
+        let wanted = reach(snap, &scopes, &roles, &grants);
+        caller.require_superset(snap, &wanted)?;
         self.require_no_looser(
             caller,
             &ProposedLimits {
@@ -183,7 +368,7 @@ impl Kms {
             limits,
             rotated_from: None,
         };
-        self.insert_new_token(caller, &app, spec, "token.create", |_| Vec::new())
+        Ok(spec)
     }
 
     /// [`Caller::require_no_looser`] with the caller's current uses left.

@@ -435,16 +435,5 @@ fn role_view(policy: &Policy, role: &Role) -> RoleView {
 
 /// Prefixes field names of a validation error with the list they belong to (bulk calls).
 fn prefix_fields(e: Error, list: &str) -> Error {
-    match e {
-        Error::InvalidRequest { fields } if !list.is_empty() => Error::InvalidRequest {
-            fields: fields
-                .into_iter()
-                .map(|mut f| {
-                    f.field = format!("{list}.{}", f.field);
-                    f
-                })
-                .collect(),
-        },
-        other => other,
-    }
+    e.prefixed(list)
 }

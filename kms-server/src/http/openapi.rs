@@ -41,6 +41,8 @@ use crate::wire;
         routes::roles::update_role,
         routes::roles::delete_role,
         routes::tokens::create_token,
+        routes::tokens::create_tokens,
+        routes::tokens::revoke_tokens,
         routes::tokens::list_tokens,
         routes::tokens::get_token,
         routes::tokens::update_token,

@@ -133,6 +133,8 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
                 .delete(tokens::delete_token),
         )
         .route("/v1/tokens/{id}/revoke", post(tokens::revoke_token))
+        .route("/v1/tokens/revoke", post(tokens::revoke_tokens))
+        .route("/v1/apps/{app_id}/tokens/bulk", post(tokens::create_tokens))
         .route("/v1/tokens/{id}/rotate", post(tokens::rotate_token))
         .route("/v1/keys", get(keys::list_keys))
         .route("/v1/keys/rotate", post(keys::rotate_keys))

@@ -114,6 +114,11 @@ pub struct Metrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AuditLabels {
     action: String,
     outcome: String,
@@ -421,12 +426,19 @@ impl Collector for SharedCollector {
             let shared = ConstGauge::new(i64::from(
                 counters.state == kms_core::counters::CounterState::Shared,
             ));
-            shared.encode(encoder.encode_descriptor(
-                "limits_shared",
-                "1 while rate limits, lockouts and nonces are counted in the shared counters, 0 while this node counts on its own",
-                None,
-                shared.metric_type(),
-            )?)?;
+            let labels = BackendLabels {
+                backend: counters.backend.unwrap_or("none"),
+            };
+            shared.encode(
+                encoder
+                    .encode_descriptor(
+                        "limits_shared",
+                        "1 while rate limits, lockouts and nonces are counted in the shared counters (by backend: redis or postgres), 0 while this node counts on its own",
+                        None,
+                        shared.metric_type(),
+                    )?
+                    .encode_family(&labels)?,
+            )?;
         }
         Ok(())
     }

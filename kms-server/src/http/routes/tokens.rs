@@ -45,6 +45,55 @@ pub async fn create_token(
     Ok(secret_response(created))
 }
 
+/// `POST /v1/apps/{app_id}/tokens/bulk`: up to 1,000 tokens, all or nothing; the
+/// plaintexts are in this answer only.
+#[utoipa::path(post, path = "/v1/apps/{app_id}/tokens/bulk", tag = "tokens",
+    params(("app_id" = String, Path, description = "Application id")),
+    request_body = wire::BulkTokensBody,
+    responses(
+        (status = 201, description = "Every token, with its plaintext shown this once, in the order asked", body = wire::CreatedTokens),
+        (status = "4XX", description = "Nothing was created; errors name the request (`tokens[3].scopes[0]`)", body = wire::ErrorBody),
+    ),
+    security(("bearer" = ["token.create"])))]
+pub async fn create_tokens(
+    State(kms): State<Kms>,
+    Extension(caller): Extension<Caller>,
+    Path(app_id): Path<String>,
+    JsonBody(req): JsonBody<kms_core::BulkNewTokens>,
+) -> Result<Response, ApiError> {
+    let created = blocking(move || kms.create_tokens(&caller, &app_id, req.tokens)).await?;
+    let mut response = (
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "items": created })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// `POST /v1/tokens/revoke`: many tokens by `ids` or by a `filter`, all or nothing.
+#[utoipa::path(post, path = "/v1/tokens/revoke", tag = "tokens",
+    request_body = wire::BulkRevokeBody,
+    responses(
+        (status = 200, description = "How many were revoked, and which", body = wire::BulkRevokedView),
+        (status = "4XX", description = "Nothing was revoked", body = wire::ErrorBody),
+    ),
+    security(("bearer" = ["token.revoke"])))]
+pub async fn revoke_tokens(
+    State(kms): State<Kms>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<kms_core::BulkRevoke>,
+) -> Result<Json<kms_core::BulkRevoked>, ApiError> {
+    Ok(Json(
+        blocking(move || kms.revoke_tokens(&caller, req)).await?,
+    ))
+}
+
 /// `GET /v1/apps/{app_id}/tokens`.
 #[utoipa::path(get, path = "/v1/apps/{app_id}/tokens", tag = "tokens",
     params(("app_id" = String, Path, description = "Application id"), wire::PageQuery),

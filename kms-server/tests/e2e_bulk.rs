@@ -1,0 +1,173 @@
+//! Bulk operations over HTTP against the real binary: many tokens created in one call, all
+//! or nothing, and revoked by ids or by a filter, each audited as one change.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod common;
+
+use common::{call, init, Server};
+use serde_json::{json, Value};
+
+fn code(base: &str, root: &str, token: &str) -> String {
+    let r = call(
+        base,
+        "POST",
+        "/v1/verify",
+        Some(root),
+        Some(&json!({ "token": token })),
+    );
+    r.json()["code"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn tokens_are_created_and_revoked_in_bulk_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let (root, _) = init(&db);
+    let server = Server::start(&db);
+    let base = &server.base;
+    let app = call(
+        base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some(&json!({"name": "bulk"})),
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tokens_path = format!("/v1/apps/{app}/tokens");
+    let bulk_path = format!("{tokens_path}/bulk");
+    let count = |base: &str| {
+        call(
+            base,
+            "GET",
+            &format!("{tokens_path}?limit=1000"),
+            Some(&root),
+            None,
+        )
+        .json()["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    // One bad request in the batch: nothing is created, and the error names it.
+    let bad = json!({"tokens": [
+        {"name": "ci-1", "scopes": ["app.read"]},
+        {"name": "ci-2", "scopes": ["app.read"]},
+        {"name": "ci-3", "scopes": ["no.such.scope"]},
+    ]});
+    let r = call(base, "POST", &bulk_path, Some(&root), Some(&bad));
+    let v = r.assert_error(400, "invalid_request");
+    assert!(
+        v["error"]["details"]
+            .to_string()
+            .contains("tokens[2].scopes[0]"),
+        "{v}"
+    );
+    assert_eq!(count(base), 0);
+    for body in [
+        json!({"tokens": []}),
+        json!({"tokens": [{"name": "x"}], "extra": 1}),
+    ] {
+        let r = call(base, "POST", &bulk_path, Some(&root), Some(&body));
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+    }
+    // Twenty tokens at once.
+    let many: Vec<Value> = (0..20)
+        .map(|i| {
+            let team = if i % 2 == 0 { "red" } else { "blue" };
+            json!({"name": format!("ci-{i}"), "scopes": ["app.read"], "metadata": {"team": team}})
+        })
+        .collect();
+    let r = call(
+        base,
+        "POST",
+        &bulk_path,
+        Some(&root),
+        Some(&json!({"tokens": many})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let items = r.json()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 20);
+    let plaintexts: Vec<String> = items
+        .iter()
+        .map(|t| t["token"].as_str().unwrap().to_owned())
+        .collect();
+    let ids: Vec<String> = items
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(items[3]["name"], "ci-3");
+    for t in &plaintexts {
+        assert_eq!(code(base, &root, t), "VALID");
+    }
+    assert_eq!(count(base), 20);
+    // Revoke by filter: the red team (10 tokens).
+    let r = call(
+        base,
+        "POST",
+        "/v1/tokens/revoke",
+        Some(&root),
+        Some(
+            &json!({"filter": {"app_id": app, "name_prefix": "ci-", "metadata": {"team": "red"}}}),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["revoked"], 10);
+    for (i, t) in plaintexts.iter().enumerate() {
+        let want = if i % 2 == 0 { "REVOKED" } else { "VALID" };
+        assert_eq!(code(base, &root, t), want, "token {i}");
+    }
+    // Revoke by ids: one already revoked is not counted again; an unknown id refuses all.
+    let r = call(
+        base,
+        "POST",
+        "/v1/tokens/revoke",
+        Some(&root),
+        Some(&json!({"ids": [ids[1], ids[3], "tok_doesnotexist00000"]})),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(code(base, &root, &plaintexts[1]), "VALID");
+    let r = call(
+        base,
+        "POST",
+        "/v1/tokens/revoke",
+        Some(&root),
+        Some(&json!({"ids": [ids[0], ids[1], ids[3]]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["revoked"], 2);
+    assert_eq!(code(base, &root, &plaintexts[3]), "REVOKED");
+    let r = call(
+        base,
+        "POST",
+        "/v1/tokens/revoke",
+        Some(&root),
+        Some(&json!({"ids": [ids[5]], "filter": {"app_id": app}})),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Each bulk call is one audit event naming every token.
+    let audit = call(base, "GET", "/v1/audit?limit=50", Some(&root), None).json();
+    let events = audit["items"].as_array().unwrap();
+    let created = events
+        .iter()
+        .filter(|e| e["action"] == "token.bulk_create")
+        .count();
+    let revoked = events
+        .iter()
+        .filter(|e| e["action"] == "token.bulk_revoke")
+        .count();
+    assert_eq!((created, revoked), (1, 2), "{audit}");
+    assert!(!events.iter().any(|e| e["action"] == "token.create"));
+    assert!(!audit.to_string().contains(&plaintexts[0]));
+    let chain = call(base, "GET", "/v1/audit/verify", Some(&root), None).json();
+    assert_eq!(chain["ok"], true);
+}
