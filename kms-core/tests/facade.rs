@@ -1775,3 +1775,51 @@ fn descriptions_keep_line_breaks_and_refuse_other_control_characters_on_every_st
         .iter()
         .all(|p| p.scope.as_str() != "notes.write"));
 }
+
+/// In process: a conditional grant holds only in a context that satisfies it, and a bad
+/// context is refused as the HTTP API refuses it.
+#[test]
+fn in_process_verification_takes_a_context() {
+    let kms = Kms::builder(Arc::new(kms_store::MemoryStore::new()))
+        .hash_params(kms_core::dangerous::insecure_hash_params())
+        .build()
+        .unwrap();
+    kms.initialize().unwrap();
+    let op = kms.operator();
+    let req: kms_core::NewToken = serde_json::from_value(serde_json::json!({
+        "name": "c",
+        "grants": [{"scope": "app.read", "when": "context.region == \"eu\""}]
+    }))
+    .unwrap();
+    let token = kms
+        .create_token(&op, kms_core::SYSTEM_APP_ID, req)
+        .unwrap()
+        .token;
+    let query = kms_core::PermissionQuery::parse("app.read").unwrap();
+    let ctx = |v: serde_json::Value| v.as_object().unwrap().clone();
+    let eu = kms
+        .verify_token_in_context(
+            &token,
+            Some(&query),
+            None,
+            &ctx(serde_json::json!({"region": "eu"})),
+        )
+        .unwrap();
+    assert!(eu.is_valid() && eu.allows("app.read"));
+    let us = kms
+        .verify_token_in_context(
+            &token,
+            Some(&query),
+            None,
+            &ctx(serde_json::json!({"region": "us"})),
+        )
+        .unwrap();
+    assert_eq!(us.code(), kms_core::VerifyCode::InsufficientPermissions);
+    assert!(!kms
+        .verify_token(&token, None, None)
+        .unwrap()
+        .allows("app.read"));
+    assert!(kms
+        .verify_token_in_context(&token, None, None, &ctx(serde_json::json!({"bad name": 1})))
+        .is_err());
+}

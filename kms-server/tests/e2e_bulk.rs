@@ -171,3 +171,56 @@ fn tokens_are_created_and_revoked_in_bulk_all_or_nothing() {
     let chain = call(base, "GET", "/v1/audit/verify", Some(&root), None).json();
     assert_eq!(chain["ok"], true);
 }
+
+/// The CLI counterparts read CSV or JSON and refuse a bad file whole.
+#[test]
+fn the_cli_creates_from_csv_and_json_and_revokes_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    init(&db);
+    let csv = dir.path().join("tokens.csv");
+    std::fs::write(
+        &csv,
+        "name,scopes,roles\nci-a,app.read token.read,\nci-b,app.read,\n",
+    )
+    .unwrap();
+    let out = common::run(
+        &db,
+        &[
+            "token",
+            "create-many",
+            "--app",
+            "app_system",
+            "--file",
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let v = out.json();
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["scopes"], json!(["app.read", "token.read"]));
+    let ids: Vec<&str> = items.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    let bad = dir.path().join("tokens.json");
+    std::fs::write(
+        &bad,
+        r#"[{"name": "ok"}, {"name": "bad", "scopes": ["nope.nope"]}]"#,
+    )
+    .unwrap();
+    let out = common::run(
+        &db,
+        &[
+            "token",
+            "create-many",
+            "--app",
+            "app_system",
+            "--file",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("tokens[1].scopes[0]"), "{}", out.stderr);
+    let out = common::run(&db, &["token", "revoke-many", "--ids", &ids.join(",")]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.json()["revoked"], 2);
+}

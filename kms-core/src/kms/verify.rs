@@ -395,6 +395,26 @@ impl Kms {
         self.run_pipeline_full(p)
     }
 
+    /// [`verify_token`](Self::verify_token) with the `context` that conditions on grants
+    /// read as `context.NAME` (see [`Condition`](crate::Condition)); checked as
+    /// `POST /v1/verify` checks it.
+    pub fn verify_token_in_context(
+        &self,
+        token: &str,
+        query: Option<&PermissionQuery>,
+        ip: Option<IpAddr>,
+        context: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Verification> {
+        crate::requests::validate_context(context)?;
+        let p = Presented {
+            query,
+            ip,
+            context: Some(context),
+            ..Presented::new(token, Purpose::Verify)
+        };
+        self.run_pipeline_full(p)
+    }
+
     /// [`verify_token`](Self::verify_token) when it can be answered without the store or
     /// argon2; `None` otherwise (then call `verify_token` off the async executor).
     pub fn try_verify_token_cached(

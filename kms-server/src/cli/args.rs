@@ -440,6 +440,27 @@ pub enum TokenCommand {
         /// Token id (tok_...).
         id: String,
     },
+    /// Create up to 1,000 tokens at once, all or nothing, from a JSON list of token bodies
+    /// (as `POST /v1/apps/{app_id}/tokens` takes them) or a CSV file with a header
+    /// `name,scopes,roles` (scopes and roles separated by spaces); prints the plaintexts
+    /// this once.
+    CreateMany {
+        /// Application id.
+        #[arg(long)]
+        app: String,
+        /// The file (`-`: stdin); `.csv` files are read as CSV, anything else as JSON.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Revoke many tokens at once, all or nothing: by ids, or by a filter.
+    RevokeMany {
+        /// Token ids (repeat or separate with commas).
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<String>,
+        /// A filter as JSON: {"app_id": ..., "name_prefix"?, "metadata"?, "created_before"?}.
+        #[arg(long, value_name = "JSON")]
+        filter: Option<String>,
+    },
 }
 
 /// `kms token create`.

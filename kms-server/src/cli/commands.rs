@@ -486,7 +486,79 @@ fn token(kms: &Kms, cmd: TokenCommand) -> Result<(), CommandError> {
             kms.delete_token(&op, &id)?;
             print_json(&json!({"deleted": true, "id": id}))
         }
+        TokenCommand::CreateMany { app, file } => {
+            let reqs = read_token_list(&file)?;
+            print_json(&json!({"items": kms.create_tokens(&op, &app, reqs)?}))
+        }
+        TokenCommand::RevokeMany { ids, filter } => {
+            let filter = filter
+                .map(|text| {
+                    serde_json::from_str::<kms_core::TokenFilter>(&text).map_err(|e| {
+                        CommandError::new(format!("--filter must be a JSON filter object: {e}"))
+                    })
+                })
+                .transpose()?;
+            let req = kms_core::BulkRevoke {
+                ids: (!ids.is_empty()).then_some(ids),
+                filter,
+            };
+            print_json(&kms.revoke_tokens(&op, req)?)
+        }
     }
+}
+
+/// The token bodies of `kms token create-many`: a JSON list, or CSV with the header
+/// `name,scopes,roles` (lists separated by spaces).
+fn read_token_list(file: &std::path::Path) -> Result<Vec<NewToken>, CommandError> {
+    let text = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| CommandError::new(format!("cannot read stdin: {e}")))?;
+        text
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| CommandError::new(format!("cannot read {}: {e}", file.display())))?
+    };
+    if file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .collect();
+        if header != ["name", "scopes", "roles"] {
+            return Err(CommandError::new(
+                "a CSV token list starts with the header name,scopes,roles",
+            ));
+        }
+        return lines
+            .enumerate()
+            .map(|(i, line)| {
+                let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+                let [name, scopes, roles] = cells[..] else {
+                    return Err(CommandError::new(format!(
+                        "line {} of the CSV does not have 3 cells",
+                        i + 2
+                    )));
+                };
+                let list = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+                serde_json::from_value(
+                    json!({"name": name, "scopes": list(scopes), "roles": list(roles)}),
+                )
+                .map_err(|e| CommandError::new(format!("line {}: {e}", i + 2)))
+            })
+            .collect();
+    }
+    serde_json::from_str(&text).map_err(|e| {
+        CommandError::new(format!(
+            "the token list must be a JSON list of token bodies: {e}"
+        ))
+    })
 }
 
 fn verify(kms: &Kms, args: VerifyArgs) -> Result<ExitCode, CommandError> {
