@@ -171,6 +171,16 @@ fn tls_serves_https_with_hsts_and_refuses_plain_http() {
     let denied = send(&agent, &https, "GET", "/v1/apps", &[], None);
     denied.assert_error(401, "unauthenticated");
     assert_security_headers(&denied, true);
+    // The certificate's expiry is in the metrics (rcgen's default: the year 4096).
+    let metrics = send(&agent, &https, "GET", "/metrics", &[], None).body;
+    let expiry: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kms_tls_certificate_expiry_timestamp_seconds "))
+        .unwrap_or_else(|| panic!("no certificate expiry in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(expiry, 67_090_118_400, "4096-01-01T00:00:00Z");
 
     // Plain HTTP on the TLS port gets no answer.
     let plain = ureq::get(&format!("{}/healthz", server.base))

@@ -34,6 +34,12 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         .build()
         .map_err(|e| StartError::new(format!("cannot start the async runtime: {e}")))?;
     let metrics = Arc::new(Metrics::new());
+    if let Some(files) = &serve_config.tls {
+        match crate::http::tls::certificate_expiry(files) {
+            Ok(at) => metrics.observe_tls_expiry(at),
+            Err(e) => tracing::warn!(error = %e, "the TLS certificate's expiry is not known"),
+        }
+    }
     let (alerts, alert_worker) = match &serve_config.alerts {
         Some(settings) => {
             let (sink, worker) =

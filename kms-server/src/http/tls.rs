@@ -46,6 +46,21 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// When the (first) certificate of `files` expires, in Unix seconds, for the metrics.
+pub fn certificate_expiry(files: &TlsFiles) -> Result<i64, String> {
+    use x509_cert::der::Decode;
+    let certs = read_certs(&files.cert)?;
+    let first = certs.first().ok_or_else(|| "no certificate".to_owned())?;
+    let cert = x509_cert::Certificate::from_der(first.as_ref()).map_err(|e| {
+        format!(
+            "cannot read the TLS certificate {}: {e}",
+            files.cert.display()
+        )
+    })?;
+    let not_after = cert.tbs_certificate.validity.not_after.to_unix_duration();
+    i64::try_from(not_after.as_secs()).map_err(|_| "the certificate expires too late".to_owned())
+}
+
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let bad = |e: &dyn std::fmt::Display| {
         format!("cannot read the TLS certificate {}: {e}", path.display())

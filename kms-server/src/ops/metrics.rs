@@ -111,6 +111,7 @@ pub struct Metrics {
     refused: Family<ReasonLabels, Counter>,
     audit_events: Family<AuditLabels, Counter>,
     cache: Arc<CacheCollector>,
+    tls_expiry: Arc<OnceLock<i64>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -200,11 +201,14 @@ impl Metrics {
             audit_events.clone(),
         );
         registry.register_collector(Box::new(BlockingCollector));
+        let tls_expiry = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(TlsCollector(tls_expiry.clone())));
         let cache = Arc::new(CacheCollector::default());
         registry.register_collector(Box::new(SharedCollector(cache.clone())));
         Metrics {
             registry: root,
             audit_events,
+            tls_expiry,
             requests,
             request_latency,
             verifications,
@@ -215,6 +219,11 @@ impl Metrics {
             refused,
             cache,
         }
+    }
+
+    /// Reports when the served TLS certificate expires (Unix seconds).
+    pub fn observe_tls_expiry(&self, not_after: i64) {
+        let _ = self.tls_expiry.set(not_after);
     }
 
     /// Counts one committed audit event.
@@ -439,6 +448,25 @@ impl Collector for SharedCollector {
                     )?
                     .encode_family(&labels)?,
             )?;
+        }
+        Ok(())
+    }
+}
+
+/// The TLS certificate's expiry, once known (servers without TLS export nothing).
+#[derive(Debug)]
+struct TlsCollector(Arc<OnceLock<i64>>);
+
+impl Collector for TlsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(&at) = self.0.get() {
+            let g = ConstGauge::new(at);
+            g.encode(encoder.encode_descriptor(
+                "tls_certificate_expiry_timestamp_seconds",
+                "When the served TLS certificate expires, in Unix seconds",
+                None,
+                g.metric_type(),
+            )?)?;
         }
         Ok(())
     }
