@@ -51,8 +51,9 @@ pub use policy::{
 };
 pub use random::{OsRandom, SecureRandom};
 pub use requests::{
-    AppUpdate, BulkNewTokens, BulkRevoke, BulkRevoked, NewApp, NewPermission, NewRole, NewToken,
-    RateLimitInput, RoleUpdate, RotateToken, TokenFilter, TokenUpdate, VerifyRequest,
+    AppUpdate, BulkChanged, BulkDeletePermissions, BulkNewTokens, BulkRevoke, BulkRevoked,
+    BulkRoles, NewApp, NewPermission, NewRole, NewToken, RateLimitInput, RoleUpdate, RotateToken,
+    TokenFilter, TokenUpdate, VerifyRequest,
 };
 pub use sealing::MasterKey;
 pub use security_event::{SecurityEvent, SecurityEventSink};

@@ -527,3 +527,38 @@ pub struct BulkNewTokens {
     /// The tokens, each as `POST /v1/apps/{app_id}/tokens` takes it.
     pub tokens: Vec<NewToken>,
 }
+
+/// Grant and withdraw roles on many tokens: `ids`, or a `filter` (give one).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRoles {
+    /// The tokens.
+    #[serde(default)]
+    pub ids: Option<Vec<String>>,
+    /// Or: the tokens of an application that match.
+    #[serde(default)]
+    pub filter: Option<TokenFilter>,
+    /// Roles to grant.
+    #[serde(default)]
+    pub grant: Vec<String>,
+    /// Roles to withdraw.
+    #[serde(default)]
+    pub withdraw: Vec<String>,
+}
+
+/// Delete several permissions.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkDeletePermissions {
+    /// The scopes.
+    pub scopes: Vec<String>,
+}
+
+/// What a bulk change of roles did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkChanged {
+    /// How many tokens changed (those that already had the roles asked for are not counted).
+    pub changed: usize,
+    /// Their ids.
+    pub ids: Vec<String>,
+}

@@ -912,3 +912,48 @@ pub struct BulkRevokedView {
     /// Their ids.
     pub ids: Vec<String>,
 }
+
+/// Body of `POST /v1/tokens/roles`: `ids` or a `filter`, and the roles to grant and
+/// withdraw.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct BulkRolesBody {
+    /// 1 to 1,000 token ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<String>>,
+    /// Or the tokens of one application that match (at most 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<TokenFilterBody>,
+    /// Roles to grant (the caller must hold them).
+    #[serde(default)]
+    pub grant: Vec<String>,
+    /// Roles to withdraw.
+    #[serde(default)]
+    pub withdraw: Vec<String>,
+}
+
+/// Answer of `POST /v1/tokens/roles`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct BulkChangedView {
+    /// How many tokens changed.
+    pub changed: usize,
+    /// Their ids.
+    pub ids: Vec<String>,
+}
+
+/// Body of `POST /v1/permissions/bulk-delete`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct BulkDeletePermissionsBody {
+    /// 1 to 10,000 scopes; those deleted together may imply each other.
+    pub scopes: Vec<String>,
+}
+
+/// Answer of `POST /v1/permissions/bulk-delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct BulkDeletedView {
+    /// How many were deleted.
+    pub deleted: usize,
+}

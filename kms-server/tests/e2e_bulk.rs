@@ -224,3 +224,157 @@ fn the_cli_creates_from_csv_and_json_and_revokes_many() {
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(out.json()["revoked"], 2);
 }
+
+/// Roles granted and withdrawn on many tokens, and permissions deleted together, each all
+/// or nothing and one audit event.
+#[test]
+fn roles_change_on_many_tokens_and_permissions_go_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let (root, _) = init(&db);
+    let server = Server::start(&db);
+    let base = &server.base;
+    for body in [
+        json!({"scope": "docs.read"}),
+        json!({"scope": "docs.write", "implies": ["docs.read"]}),
+    ] {
+        let r = call(base, "POST", "/v1/permissions", Some(&root), Some(&body));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = call(
+        base,
+        "POST",
+        "/v1/roles",
+        Some(&root),
+        Some(&json!({"name": "reader", "permissions": ["docs.read"]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let app = call(
+        base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some(&json!({"name": "roles"})),
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tokens: Vec<Value> = (0..4)
+        .map(|i| json!({"name": format!("svc-{i}")}))
+        .collect();
+    let made = call(
+        base,
+        "POST",
+        &format!("/v1/apps/{app}/tokens/bulk"),
+        Some(&root),
+        Some(&json!({"tokens": tokens})),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let plaintexts: Vec<String> = made.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["token"].as_str().unwrap().to_owned())
+        .collect();
+    let can_read = |t: &str| {
+        call(
+            base,
+            "POST",
+            "/v1/verify",
+            Some(&root),
+            Some(&json!({"token": t, "permissions": "docs.read"})),
+        )
+        .json()["code"]
+            == "VALID"
+    };
+    assert!(!can_read(&plaintexts[0]));
+    // Unknown role: nothing changes.
+    let r = call(
+        base,
+        "POST",
+        "/v1/tokens/roles",
+        Some(&root),
+        Some(&json!({"filter": {"app_id": app}, "grant": ["nobody"]})),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = call(
+        base,
+        "POST",
+        "/v1/tokens/roles",
+        Some(&root),
+        Some(&json!({"filter": {"app_id": app, "name_prefix": "svc-"}, "grant": ["reader"]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["changed"], 4);
+    assert!(
+        plaintexts.iter().all(|t| can_read(t)),
+        "granted, and cached keys heard it"
+    );
+    // While tokens hold the role, its permission cannot go; withdraw it first.
+    let r = call(
+        base,
+        "POST",
+        "/v1/permissions/bulk-delete",
+        Some(&root),
+        Some(&json!({"scopes": ["docs.read", "docs.write"]})),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = call(
+        base,
+        "POST",
+        "/v1/tokens/roles",
+        Some(&root),
+        Some(&json!({"filter": {"app_id": app}, "withdraw": ["reader"]})),
+    );
+    assert_eq!(r.json()["changed"], 4, "{}", r.body);
+    assert!(!can_read(&plaintexts[2]));
+    let r = call(base, "DELETE", "/v1/roles/reader", Some(&root), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    // docs.write implies docs.read: alone, docs.read cannot go; together they can.
+    let r = call(
+        base,
+        "POST",
+        "/v1/permissions/bulk-delete",
+        Some(&root),
+        Some(&json!({"scopes": ["docs.read"]})),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = call(
+        base,
+        "POST",
+        "/v1/permissions/bulk-delete",
+        Some(&root),
+        Some(&json!({"scopes": ["docs.read", "nope.nope"]})),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = call(
+        base,
+        "POST",
+        "/v1/permissions/bulk-delete",
+        Some(&root),
+        Some(&json!({"scopes": ["docs.read", "docs.write"]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["deleted"], 2);
+    let left = call(base, "GET", "/v1/permissions?limit=1000", Some(&root), None).body;
+    assert!(!left.contains("docs."), "{left}");
+    let audit = call(base, "GET", "/v1/audit?limit=50", Some(&root), None).json();
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| **a == "token.bulk_roles").count(),
+        2
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "permission.bulk_delete")
+            .count(),
+        1
+    );
+}

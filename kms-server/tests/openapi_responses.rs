@@ -275,6 +275,30 @@ fn every_documented_operation_answers_what_the_document_describes() {
         Some(&json!({"ids": [bulk_id]})),
         200,
     );
+    api.json(
+        "POST",
+        "/v1/tokens/roles",
+        "/v1/tokens/roles",
+        root,
+        Some(&json!({"ids": [bulk_id], "grant": ["clerk"]})),
+        200,
+    );
+    api.json(
+        "POST",
+        "/v1/permissions",
+        "/v1/permissions",
+        root,
+        Some(&json!({"scope": "scratch.unused"})),
+        201,
+    );
+    api.json(
+        "POST",
+        "/v1/permissions/bulk-delete",
+        "/v1/permissions/bulk-delete",
+        root,
+        Some(&json!({"scopes": ["scratch.unused"]})),
+        200,
+    );
     let verifier = api.json(
         "POST",
         "/v1/apps/{app_id}/tokens",

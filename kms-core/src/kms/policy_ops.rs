@@ -154,6 +154,25 @@ impl Kms {
         if !policy.permissions.contains_key(&scope) {
             return Err(not_found());
         }
+        self.deletion_refusal(policy, &scope, &std::collections::BTreeSet::new())?;
+        self.commit(
+            Some(caller),
+            Audit::success("permission.delete", scope.to_string()),
+            expecting(&snap, vec![Mutation::DeletePermission(scope)]),
+        )?;
+        Ok(())
+    }
+
+    /// Why `scope` cannot be deleted together with `deleting` (the other scopes of a bulk
+    /// deletion, which may imply it): `admin`, a role granting it, a permission implying
+    /// it, a token granted it.
+    fn deletion_refusal(
+        &self,
+        policy: &Policy,
+        scope: &Scope,
+        deleting: &std::collections::BTreeSet<Scope>,
+    ) -> Result<()> {
+        let scope = scope.clone();
         if scope.as_str() == crate::policy::scope::ADMIN {
             return Err(Error::Conflict(
                 "the admin permission cannot be deleted".into(),
@@ -173,7 +192,7 @@ impl Kms {
         if let Some(p) = policy
             .permissions
             .values()
-            .find(|p| p.implies.contains(&scope))
+            .find(|p| p.implies.contains(&scope) && !deleting.contains(&p.scope))
         {
             return Err(Error::Conflict(format!(
                 "permission {scope} is implied by {}",
@@ -185,12 +204,52 @@ impl Kms {
                 "permission {scope} is granted to a token"
             )));
         }
-        self.commit(
-            Some(caller),
-            Audit::success("permission.delete", scope.to_string()),
-            expecting(&snap, vec![Mutation::DeletePermission(scope)]),
-        )?;
         Ok(())
+    }
+
+    /// Deletes several permissions at once (`permission.write`; system callers only), all
+    /// or nothing: each is checked as [`delete_permission`](Self::delete_permission) checks
+    /// it, except that permissions deleted together may imply each other. One audit event
+    /// (`permission.bulk_delete`).
+    pub fn delete_permissions(&self, caller: &Caller, scopes: &[String]) -> Result<usize> {
+        if scopes.is_empty() || scopes.len() > MAX_PERMISSIONS_PER_CALL {
+            return Err(Error::invalid(
+                "scopes",
+                format!("must list 1 to {MAX_PERMISSIONS_PER_CALL} permissions"),
+            ));
+        }
+        self.retrying_stale_policy(|| {
+            let _guard = self.policy_guard()?;
+            let snap = self.snapshot()?;
+            caller.require_global(&snap, "permission.write")?;
+            let policy = snap.policy();
+            let mut set = std::collections::BTreeSet::new();
+            for (i, raw) in scopes.iter().enumerate() {
+                let scope = Scope::parse(raw)
+                    .ok()
+                    .filter(|s| policy.permissions.contains_key(s))
+                    .ok_or_else(|| {
+                        Error::NotFound(format!(
+                            "permission {} (scopes[{i}]) does not exist",
+                            shown(raw)
+                        ))
+                    })?;
+                set.insert(scope);
+            }
+            for scope in &set {
+                self.deletion_refusal(policy, scope, &set)?;
+            }
+            let names: Vec<&str> = set.iter().map(Scope::as_str).collect();
+            let audit = Audit::success("permission.bulk_delete", names.join(","))
+                .details(serde_json::json!({"count": set.len(), "scopes": names}));
+            let batch = set
+                .iter()
+                .cloned()
+                .map(Mutation::DeletePermission)
+                .collect();
+            self.commit(Some(caller), audit, expecting(&snap, batch))?;
+            Ok(set.len())
+        })
     }
 
     /// Defines a role (`role.write`; system callers only). The caller must hold everything

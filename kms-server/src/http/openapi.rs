@@ -43,6 +43,8 @@ use crate::wire;
         routes::tokens::create_token,
         routes::tokens::create_tokens,
         routes::tokens::revoke_tokens,
+        routes::tokens::change_token_roles,
+        routes::permissions::delete_permissions,
         routes::tokens::list_tokens,
         routes::tokens::get_token,
         routes::tokens::update_token,

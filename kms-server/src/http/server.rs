@@ -134,6 +134,11 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
         )
         .route("/v1/tokens/{id}/revoke", post(tokens::revoke_token))
         .route("/v1/tokens/revoke", post(tokens::revoke_tokens))
+        .route("/v1/tokens/roles", post(tokens::change_token_roles))
+        .route(
+            "/v1/permissions/bulk-delete",
+            post(permissions::delete_permissions),
+        )
         .route("/v1/apps/{app_id}/tokens/bulk", post(tokens::create_tokens))
         .route("/v1/tokens/{id}/rotate", post(tokens::rotate_token))
         .route("/v1/keys", get(keys::list_keys))

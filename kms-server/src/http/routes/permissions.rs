@@ -101,3 +101,20 @@ pub async fn delete_permission(
     blocking(move || kms.delete_permission(&caller, &scope)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `POST /v1/permissions/bulk-delete`: several permissions, all or nothing.
+#[utoipa::path(post, path = "/v1/permissions/bulk-delete", tag = "permissions",
+    request_body = wire::BulkDeletePermissionsBody,
+    responses(
+        (status = 200, description = "How many were deleted", body = wire::BulkDeletedView),
+        (status = "4XX", description = "Nothing was deleted (404 for an unknown one, 409 for one still in use)", body = wire::ErrorBody),
+    ),
+    security(("bearer" = ["permission.write"])))]
+pub async fn delete_permissions(
+    State(kms): State<Kms>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<kms_core::BulkDeletePermissions>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let deleted = blocking(move || kms.delete_permissions(&caller, &req.scopes)).await?;
+    Ok(Json(serde_json::json!({ "deleted": deleted })))
+}

@@ -94,6 +94,24 @@ pub async fn revoke_tokens(
     ))
 }
 
+/// `POST /v1/tokens/roles`: grant and withdraw roles on many tokens, all or nothing.
+#[utoipa::path(post, path = "/v1/tokens/roles", tag = "tokens",
+    request_body = wire::BulkRolesBody,
+    responses(
+        (status = 200, description = "How many tokens changed, and which", body = wire::BulkChangedView),
+        (status = "4XX", description = "Nothing was changed", body = wire::ErrorBody),
+    ),
+    security(("bearer" = ["token.create"])))]
+pub async fn change_token_roles(
+    State(kms): State<Kms>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<kms_core::BulkRoles>,
+) -> Result<Json<kms_core::BulkChanged>, ApiError> {
+    Ok(Json(
+        blocking(move || kms.change_token_roles(&caller, req)).await?,
+    ))
+}
+
 /// `GET /v1/apps/{app_id}/tokens`.
 #[utoipa::path(get, path = "/v1/apps/{app_id}/tokens", tag = "tokens",
     params(("app_id" = String, Path, description = "Application id"), wire::PageQuery),
