@@ -602,10 +602,20 @@ impl Kms {
             return Ok(Some(Verification::fail(VerifyCode::NotFound, None)));
         }
         // 5. Status, network allow-lists, permissions.
-        let effective = self.effective_now(&key, &snap, p.context, p.ip, now);
-        if let Some(code) = self.refusal(&key, effective.as_ref(), &snap, p.ip, p.query, now) {
+        // The query is decided first on the key's own grants, then, only if that fails,
+        // with just the conditional grants that could supply a scope it asks for.
+        let for_query = match p.query {
+            Some(q) if !key.conditional.is_empty() && !snap.evaluate(&key.effective, q) => {
+                Some(self.effective_for(&key, &snap, p.context, p.ip, now, Some(q)))
+            }
+            _ => None,
+        };
+        if let Some(code) = self.refusal(&key, for_query.as_ref(), &snap, p.ip, p.query, now) {
             return Ok(Some(Verification::fail(code, Some(&key))));
         }
+        // What the answer lists (and `allows` checks): every conditional grant that holds.
+        let effective = (!key.conditional.is_empty())
+            .then(|| self.effective_for(&key, &snap, p.context, p.ip, now, None));
         // Spending a use, or a rate-limit cell kept by another server, blocks.
         if p.cached_only
             && (key.record.limits.uses.is_some()
@@ -670,18 +680,22 @@ impl Kms {
 
     /// For a key with conditional grants, what it holds for this request: its own set plus
     /// every conditional grant whose condition holds for `context`, the key's metadata,
-    /// `ip` and `now`. `None` for a key without any (the common case costs one check).
-    pub(crate) fn effective_now(
+    /// `ip` and `now`.
+    /// With `query`, only the conditional grants that supply one of its scopes are
+    /// evaluated.
+    pub(crate) fn effective_for(
         &self,
         key: &CachedKey,
         snap: &PermissionSnapshot,
         context: Option<&serde_json::Map<String, serde_json::Value>>,
         ip: Option<IpAddr>,
         now: Timestamp,
-    ) -> Option<crate::policy::snapshot::EffectiveSet> {
-        if key.conditional.is_empty() {
-            return None;
-        }
+        query: Option<&PermissionQuery>,
+    ) -> crate::policy::snapshot::EffectiveSet {
+        let asked: Vec<&Scope> = query.map(PermissionQuery::scopes).unwrap_or_default();
+        let relevant = |b: &&crate::api_key::cache::Branch| {
+            query.is_none() || asked.iter().any(|s| snap.check(&b.set, s.as_str()))
+        };
         let empty = serde_json::Map::new();
         let input = crate::policy::ConditionInput {
             context: context.unwrap_or(&empty),
@@ -692,9 +706,10 @@ impl Kms {
         let holding = key
             .conditional
             .iter()
+            .filter(relevant)
             .filter(|b| b.when.iter().all(|c| c.holds(&input)))
             .map(|b| &*b.set);
-        Some(snap.union(&key.effective, holding))
+        snap.union(&key.effective, holding)
     }
 
     /// Steps 6 and 7: takes a rate-limit cell, then, for a verification, spends a use (for
