@@ -11,6 +11,8 @@
 //! - `token_parse`: the offline format and checksum check.
 //! - `verify_cached`: in-process verification answered by the verified-key cache, and
 //!   `verify_cached_parts`: the pieces of that path measured alone.
+//! - `verify_conditional`: cached verification of a key with conditional grants, beside a
+//!   plain key (issue 18).
 //! - `verify_cold`: verification with the cache disabled at OWASP argon2id parameters,
 //!   beside a bare argon2id verify of the same secret; `verify_cold_overhead`: the same
 //!   at the cheapest argon2id parameters, so the work around the hash is visible.
@@ -43,6 +45,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     permission_check(&mut c)?;
     token_parse(&mut c)?;
     verify_cached(&mut c)?;
+    verify_conditional(&mut c)?;
     verify_cached_parts(&mut c)?;
     verify_cold(&mut c)?;
     jwt_validate(&mut c)?;
@@ -180,6 +183,70 @@ fn verify_cached(c: &mut Criterion) -> SetupResult<()> {
 
     if kms.cache_stats().misses != misses {
         return Err("verify_cached missed the cache: its numbers measured the cold path".into());
+    }
+    Ok(())
+}
+
+/// Cached verification with conditional grants (issue 18), in process: a plain key, a key
+/// with 10 conditional grants whose query its own scopes answer (no condition evaluated),
+/// and the same key with a query only a conditional grant answers (its one relevant
+/// condition evaluated); `--full` adds the interleaved ratio plain / conditional.
+fn verify_conditional(c: &mut Criterion) -> SetupResult<()> {
+    let env = PopulatedKms::new(kms_core::dangerous::insecure_hash_params(), 100_000, 1)?;
+    env.warm()?;
+    let kms = &env.kms;
+    let op = &env.operator;
+    for i in 0..10 {
+        let p: kms_core::NewPermission =
+            serde_json::from_value(serde_json::json!({"scope": format!("cond.s{i}")}))?;
+        kms.create_permission(op, p)?;
+    }
+    let grants: Vec<serde_json::Value> = (0..10)
+        .map(|i| serde_json::json!({"scope": format!("cond.s{i}"), "when": format!("context.region == \"r{i}\"")}))
+        .collect();
+    let req: kms_core::NewToken = serde_json::from_value(serde_json::json!({
+        "name": "conditional", "scopes": ["app.read"], "grants": grants
+    }))?;
+    let conditional = kms.create_token(op, &env.app_id, req)?.token;
+    let plain = env.tokens.first().ok_or("no fixture token")?;
+    let own = PermissionQuery::parse("app.read")?;
+    let needs = PermissionQuery::parse("cond.s7")?;
+    let mut ctx = serde_json::Map::new();
+    ctx.insert("region".into(), serde_json::json!("r7"));
+    for (t, q) in [
+        (plain.as_str(), &own),
+        (conditional.as_str(), &own),
+        (conditional.as_str(), &needs),
+    ] {
+        if kms.verify_token_in_context(t, Some(q), None, &ctx)?.code() != VerifyCode::Valid {
+            return Err("a conditional fixture does not verify".into());
+        }
+    }
+    let misses = kms.cache_stats().misses;
+    let mut group = c.benchmark_group("verify_conditional");
+    group.bench_function("plain_key", |b| {
+        b.iter(|| kms.verify_token_in_context(black_box(plain), Some(&own), None, &ctx))
+    });
+    group.bench_function("conditional_key_own_scope", |b| {
+        b.iter(|| kms.verify_token_in_context(black_box(&conditional), Some(&own), None, &ctx))
+    });
+    group.bench_function("conditional_key_conditional_scope", |b| {
+        b.iter(|| kms.verify_token_in_context(black_box(&conditional), Some(&needs), None, &ctx))
+    });
+    group.finish();
+    if full_run() {
+        report(
+            "verify_conditional: plain_key / conditional_key_conditional_scope",
+            interleaved(
+                2_000,
+                100,
+                || kms.verify_token_in_context(black_box(plain), Some(&own), None, &ctx),
+                || kms.verify_token_in_context(black_box(&conditional), Some(&needs), None, &ctx),
+            ),
+        );
+    }
+    if kms.cache_stats().misses != misses {
+        return Err("verify_conditional missed the cache".into());
     }
     Ok(())
 }
