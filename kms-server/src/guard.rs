@@ -48,18 +48,24 @@ use crate::http::error::ApiError;
 use crate::http::middleware::auth::{bearer_token, client_ip};
 use crate::http::middleware::request_id::{RequestId, X_REQUEST_ID};
 
+/// What conditions on grants see as `context.NAME`, taken from each request.
+pub type ContextFn =
+    Arc<dyn Fn(&Request) -> serde_json::Map<String, serde_json::Value> + Send + Sync>;
+
 /// A layer that admits only requests whose bearer token satisfies a permission query.
 #[derive(Clone)]
 pub struct RequireScopeLayer {
     kms: Kms,
     query: Arc<PermissionQuery>,
     shown: Arc<str>,
+    context: Option<ContextFn>,
 }
 
 impl std::fmt::Debug for RequireScopeLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequireScopeLayer")
             .field("query", &self.shown)
+            .field("context", &self.context.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -72,7 +78,18 @@ impl RequireScopeLayer {
             kms,
             query: Arc::new(PermissionQuery::parse(query)?),
             shown: Arc::from(query),
+            context: None,
         })
+    }
+
+    /// Gives conditional grants a context built from each request (a header, the path,
+    /// anything the request carries): `context.NAME` in their conditions reads it.
+    pub fn with_context(
+        mut self,
+        context: impl Fn(&Request) -> serde_json::Map<String, serde_json::Value> + Send + Sync + 'static,
+    ) -> Self {
+        self.context = Some(Arc::new(context));
+        self
     }
 }
 
@@ -132,12 +149,19 @@ where
                 Err(err) => return refuse(err),
             };
             let ip = client_ip(&request);
+            let context = layer.context.as_ref().map(|f| f(&request));
             // A cached key is checked inline; only a cold one goes to the blocking pool.
             let verified = cached_else_blocking(
                 &layer.kms,
-                &(token, Arc::clone(&layer.query)),
-                |kms, (token, query)| kms.try_verify_token_cached(token, Some(query), ip),
-                move |kms, (token, query)| kms.verify_token(&token, Some(&query), ip),
+                &(token, Arc::clone(&layer.query), context),
+                |kms, (token, query, context)| match context {
+                    Some(c) => kms.try_verify_token_in_context_cached(token, Some(query), ip, c),
+                    None => kms.try_verify_token_cached(token, Some(query), ip),
+                },
+                move |kms, (token, query, context)| match &context {
+                    Some(c) => kms.verify_token_in_context(&token, Some(&query), ip, c),
+                    None => kms.verify_token(&token, Some(&query), ip),
+                },
             )
             .await;
             let verification = match verified {

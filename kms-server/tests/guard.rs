@@ -138,3 +138,59 @@ fn a_bad_query_is_refused_when_the_guard_is_built() {
     let w = world();
     assert!(RequireScopeLayer::new(w.kms, "billing.read AND (").is_err());
 }
+
+/// A guard with a context built from the request: a conditional grant holds only for
+/// requests whose header satisfies it, answered from the cache after the first.
+#[tokio::test]
+async fn the_guard_gives_conditional_grants_a_context_from_the_request() {
+    let w = world();
+    let op = w.kms.operator();
+    let req: NewToken = serde_json::from_value(serde_json::json!({
+        "name": "eu-only",
+        "grants": [{"scope": "billing.read", "when": "context.region == \"eu\""}]
+    }))
+    .unwrap();
+    let token = w
+        .kms
+        .create_token(&op, kms_core::SYSTEM_APP_ID, req)
+        .unwrap()
+        .token;
+    let app = Router::new()
+        .route("/invoices", get(|| async { "ok" }))
+        .route_layer(
+            RequireScopeLayer::new(w.kms.clone(), "billing.read")
+                .unwrap()
+                .with_context(|req| {
+                    let mut ctx = serde_json::Map::new();
+                    if let Some(region) =
+                        req.headers().get("x-region").and_then(|v| v.to_str().ok())
+                    {
+                        ctx.insert("region".into(), serde_json::json!(region));
+                    }
+                    ctx
+                }),
+        );
+    let call = |region: Option<&'static str>| {
+        let app = app.clone();
+        let token = token.clone();
+        async move {
+            let mut req =
+                Request::get("/invoices").header("authorization", format!("Bearer {token}"));
+            if let Some(r) = region {
+                req = req.header("x-region", r);
+            }
+            app.oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(call(Some("eu")).await, StatusCode::OK);
+        assert_eq!(call(Some("us")).await, StatusCode::FORBIDDEN);
+        assert_eq!(call(None).await, StatusCode::FORBIDDEN);
+    }
+    // Without a context extractor, conditional grants never hold.
+    let plain = get_with(self::app(w.kms.clone()), Some(&token)).await;
+    assert_eq!(plain.status(), StatusCode::FORBIDDEN);
+}

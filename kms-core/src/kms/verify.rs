@@ -415,6 +415,28 @@ impl Kms {
         self.run_pipeline_full(p)
     }
 
+    /// [`verify_token_in_context`](Self::verify_token_in_context) when it can be answered
+    /// without the store or argon2; `None` otherwise.
+    pub fn try_verify_token_in_context_cached(
+        &self,
+        token: &str,
+        query: Option<&PermissionQuery>,
+        ip: Option<IpAddr>,
+        context: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Result<Verification>> {
+        if let Err(e) = crate::requests::validate_context(context) {
+            return Some(Err(e));
+        }
+        let p = Presented {
+            query,
+            ip,
+            context: Some(context),
+            cached_only: true,
+            ..Presented::new(token, Purpose::Verify)
+        };
+        self.run_pipeline(p).transpose()
+    }
+
     /// [`verify_token`](Self::verify_token) when it can be answered without the store or
     /// argon2; `None` otherwise (then call `verify_token` off the async executor).
     pub fn try_verify_token_cached(
