@@ -37,4 +37,19 @@ pub mod adr {
 
     #[doc = include_str!("../../docs/adr/0007-kms-core-layout-and-public-surface.md")]
     pub mod adr_0007_kms_core_layout_and_public_surface {}
+
+    #[doc = include_str!("../../docs/adr/0008-kms-server-layout-and-settings-table.md")]
+    pub mod adr_0008_kms_server_layout_and_settings_table {}
+
+    #[doc = include_str!("../../docs/adr/0009-several-writers-chain-head-and-policy-version.md")]
+    pub mod adr_0009_several_writers_chain_head_and_policy_version {}
+
+    #[doc = include_str!("../../docs/adr/0010-postgresql-store.md")]
+    pub mod adr_0010_postgresql_store {}
+
+    #[doc = include_str!("../../docs/adr/0011-shared-counters-redis-and-postgresql.md")]
+    pub mod adr_0011_shared_counters_redis_and_postgresql {}
+
+    #[doc = include_str!("../../docs/adr/0012-opentelemetry-over-otlp-http.md")]
+    pub mod adr_0012_opentelemetry_over_otlp_http {}
 }

@@ -139,7 +139,7 @@ impl Kms {
         self.insert_new_token(caller, &app, spec, "token.create", |_| Vec::new())
     }
 
-    /// Creates up to [`MAX_BULK`] tokens in `app_id` at once (`token.create`), all or
+    /// Creates up to 1,000 tokens in `app_id` at once (`token.create`), all or
     /// nothing: one transaction and one audit event (`token.bulk_create`, naming every
     /// id). Each request is checked as [`create_token`](Self::create_token) checks it;
     /// errors name the request (`tokens[3].scopes[0]`). The plaintexts are in the result
@@ -199,7 +199,7 @@ impl Kms {
     }
 
     /// Revokes many tokens at once (`token.revoke`), all or nothing: those named by `ids`,
-    /// or those of `filter`'s application matching it; at most [`MAX_BULK`]. One
+    /// or those of `filter`'s application matching it; at most 1,000. One
     /// transaction and one audit event (`token.bulk_revoke`, naming every id). Tokens
     /// already revoked are left as they are and not counted.
     pub fn revoke_tokens(
@@ -257,7 +257,7 @@ impl Kms {
     }
 
     /// Grants and withdraws roles on many tokens at once (`token.create`), all or nothing:
-    /// those named by `ids`, or those matching `filter`; at most [`MAX_BULK`]. The caller
+    /// those named by `ids`, or those matching `filter`; at most 1,000. The caller
     /// must hold every role it grants and everything each changed token can reach, as for
     /// `PATCH`. One transaction and one audit event (`token.bulk_roles`).
     pub fn change_token_roles(
@@ -335,7 +335,7 @@ impl Kms {
     }
 
     /// The tokens of `filter.app_id` (visible to `caller`) that match it; more than
-    /// [`MAX_BULK`] is refused.
+    /// 1,000 is refused.
     fn matching_tokens(
         &self,
         caller: &Caller,

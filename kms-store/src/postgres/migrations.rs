@@ -9,7 +9,7 @@
 //! bytes' order whatever the database's locale (as in SQLite and the memory store).
 //!
 //! Several nodes may start at the same moment: the runner holds a session advisory lock
-//! ([`MIGRATION_LOCK`]) while it migrates, and each step runs in its own transaction with
+//! (`MIGRATION_LOCK`) while it migrates, and each step runs in its own transaction with
 //! its bookkeeping row, so every step is applied exactly once.
 
 use std::collections::BTreeMap;
