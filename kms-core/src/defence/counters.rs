@@ -197,17 +197,22 @@ impl Breaker {
         }
         match result {
             Ok(value) => {
-                if self.open_until_ms.swap(-1, Ordering::AcqRel) >= 0 {
-                    if let Ok(mut last) = self.last_error.lock() {
-                        *last = None;
-                    }
-                }
+                self.close();
                 Some(value)
             }
             Err(e) => {
                 self.trip(e);
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 None
+            }
+        }
+    }
+
+    /// The shared side answered: close the breaker and forget the last failure.
+    fn close(&self) {
+        if self.open_until_ms.swap(-1, Ordering::AcqRel) >= 0 {
+            if let Ok(mut last) = self.last_error.lock() {
+                *last = None;
             }
         }
     }
@@ -320,13 +325,7 @@ impl Counters {
     pub(crate) fn probe(&self) -> CounterStatus {
         if let Some(b) = &self.shared {
             match b.shared.ping() {
-                Ok(()) => {
-                    if b.open_until_ms.swap(-1, Ordering::AcqRel) >= 0 {
-                        if let Ok(mut last) = b.last_error.lock() {
-                            *last = None;
-                        }
-                    }
-                }
+                Ok(()) => b.close(),
                 Err(e) => b.trip(e),
             }
         }

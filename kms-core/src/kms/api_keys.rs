@@ -209,28 +209,7 @@ impl Kms {
     ) -> Result<crate::requests::BulkRevoked> {
         let snap = self.snapshot()?;
         caller.require(&snap, "token.revoke")?;
-        let targets: Vec<TokenRecord> = match (&req.ids, &req.filter) {
-            (Some(ids), None) => {
-                if ids.is_empty() || ids.len() > MAX_BULK {
-                    return Err(Error::invalid(
-                        "ids",
-                        format!("must list from 1 to {MAX_BULK} ids"),
-                    ));
-                }
-                let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
-                    out.push(self.visible_token(caller, id)?);
-                }
-                out
-            }
-            (None, Some(filter)) => self.matching_tokens(caller, filter)?,
-            _ => {
-                return Err(Error::invalid(
-                    "ids",
-                    "give either ids or filter, not both and not neither",
-                ))
-            }
-        };
+        let targets = self.bulk_targets(caller, req.ids.as_deref(), req.filter.as_ref())?;
         let now = self.inner.clock.now();
         let mut batch = Vec::new();
         let mut ids = Vec::new();
@@ -282,28 +261,7 @@ impl Kms {
         }
         errs.finish()?;
         caller.require_superset(&snap, &snap.effective([], grant.iter()))?;
-        let targets: Vec<TokenRecord> = match (&req.ids, &req.filter) {
-            (Some(ids), None) if !ids.is_empty() && ids.len() <= MAX_BULK => {
-                let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
-                    out.push(self.visible_token(caller, id)?);
-                }
-                out
-            }
-            (Some(_), None) => {
-                return Err(Error::invalid(
-                    "ids",
-                    format!("must list from 1 to {MAX_BULK} ids"),
-                ))
-            }
-            (None, Some(filter)) => self.matching_tokens(caller, filter)?,
-            _ => {
-                return Err(Error::invalid(
-                    "ids",
-                    "give either ids or filter, not both and not neither",
-                ))
-            }
-        };
+        let targets = self.bulk_targets(caller, req.ids.as_deref(), req.filter.as_ref())?;
         let mut batch = Vec::new();
         let mut ids = Vec::new();
         for mut r in targets {
@@ -332,6 +290,34 @@ impl Kms {
             changed: ids.len(),
             ids,
         })
+    }
+
+    /// The tokens a bulk call names: `ids` (1 to 1,000, each visible to `caller`), or those
+    /// matching `filter`; exactly one of the two.
+    fn bulk_targets(
+        &self,
+        caller: &Caller,
+        ids: Option<&[String]>,
+        filter: Option<&crate::requests::TokenFilter>,
+    ) -> Result<Vec<TokenRecord>> {
+        match (ids, filter) {
+            (Some(ids), None) => {
+                if ids.is_empty() || ids.len() > MAX_BULK {
+                    return Err(Error::invalid(
+                        "ids",
+                        format!("must list from 1 to {MAX_BULK} ids"),
+                    ));
+                }
+                ids.iter()
+                    .map(|id| self.visible_token(caller, id))
+                    .collect()
+            }
+            (None, Some(filter)) => self.matching_tokens(caller, filter),
+            _ => Err(Error::invalid(
+                "ids",
+                "give either ids or filter, not both and not neither",
+            )),
+        }
     }
 
     /// The tokens of `filter.app_id` (visible to `caller`) that match it; more than

@@ -5,17 +5,15 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use kms_core::{
-    Caller, CreatedToken, Kms, NewToken, Page, PageRequest, RotateToken, TokenInfo, TokenUpdate,
-};
+use kms_core::{Caller, Kms, NewToken, Page, PageRequest, RotateToken, TokenInfo, TokenUpdate};
 
 use crate::http::blocking::blocking;
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, OptionalJsonBody, QueryParams};
 use crate::wire;
 
-/// `201 Created` with a freshly issued secret, never to be cached.
-fn secret_response(created: CreatedToken) -> Response {
+/// `201 Created` with freshly issued secrets, never to be cached.
+fn secret_response(created: impl serde::Serialize) -> Response {
     let mut response = (StatusCode::CREATED, Json(created)).into_response();
     response
         .headers_mut()
@@ -62,18 +60,7 @@ pub async fn create_tokens(
     JsonBody(req): JsonBody<kms_core::BulkNewTokens>,
 ) -> Result<Response, ApiError> {
     let created = blocking(move || kms.create_tokens(&caller, &app_id, req.tokens)).await?;
-    let mut response = (
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "items": created })),
-    )
-        .into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-        .headers_mut()
-        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    Ok(secret_response(serde_json::json!({ "items": created })))
 }
 
 /// `POST /v1/tokens/revoke`: many tokens by `ids` or by a `filter`, all or nothing.
