@@ -11,6 +11,7 @@ mod clock;
 mod defence;
 mod error;
 mod hex;
+mod identity;
 mod kms;
 mod page;
 mod policy;
@@ -18,6 +19,8 @@ mod random;
 mod requests;
 mod sealing;
 mod security_event;
+#[cfg(feature = "sso")]
+pub mod sso;
 
 pub mod dangerous;
 #[doc(hidden)]

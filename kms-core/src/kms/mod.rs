@@ -267,6 +267,9 @@ impl ChangeListener for InvalidationHook {
                     set.insert(id.clone());
                 }
             }
+            Change::User(id) | Change::Idp(id) | Change::Session(id) => {
+                inner.cache.invalidate_token(id);
+            }
         }
     }
 }

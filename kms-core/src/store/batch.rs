@@ -14,6 +14,7 @@ use super::{RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreErr
 use crate::application::Application;
 use crate::audit::{AuditAnchor, AuditEvent, AUDIT_ANCHOR_KEY, GENESIS_HASH};
 use crate::clock::Timestamp;
+use crate::identity::{IdpRecord, LoginAttempt, SessionRecord, SessionSelector, UserRecord};
 use crate::policy::{Permission, Role, RoleName, Scope};
 
 /// Primitive reads and writes inside one open transaction. Writes do not check
@@ -66,7 +67,8 @@ pub trait Transaction {
     fn revoke_refresh_family(&mut self, family_id: &str) -> Result<(), StoreError>;
     /// Inserts or replaces the deny-list entry with this id.
     fn put_revocation(&mut self, revocation: &Revocation) -> Result<(), StoreError>;
-    /// Deletes deny-list entries and refresh tokens with `expires_at < before`.
+    /// Deletes deny-list entries, refresh tokens, login attempts and replay-cache entries
+    /// with `expires_at < before`.
     fn purge_expired(&mut self, before: Timestamp) -> Result<(), StoreError>;
 
     /// Whether an audit event with this sequence number exists.
@@ -79,6 +81,50 @@ pub trait Transaction {
     fn prune_audit(&mut self, through_seq: u64) -> Result<(), StoreError>;
     /// Sets a metadata value, replacing any.
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Whether a user with this id exists.
+    fn user_exists(&mut self, id: &str) -> Result<bool, StoreError>;
+    /// The id of the user linked to `(idp_id, subject)`, if any.
+    fn user_with_identity(
+        &mut self,
+        idp_id: &str,
+        subject: &str,
+    ) -> Result<Option<String>, StoreError>;
+    /// Inserts or replaces the user with this id, replacing their identities.
+    fn put_user(&mut self, user: &UserRecord) -> Result<(), StoreError>;
+    /// Deletes the user, their identities and their sessions; a missing one is a no-op.
+    fn delete_user(&mut self, id: &str) -> Result<(), StoreError>;
+    /// The id of the provider connection with `slug`, if any.
+    fn idp_with_slug(&mut self, slug: &str) -> Result<Option<String>, StoreError>;
+    /// Inserts or replaces the provider connection with this id.
+    fn put_idp(&mut self, idp: &IdpRecord) -> Result<(), StoreError>;
+    /// Deletes the connection, every identity linked through it (users keep their other
+    /// identities) and its login attempts; a missing one is a no-op.
+    fn delete_idp(&mut self, id: &str) -> Result<(), StoreError>;
+    /// Whether a login attempt with this id exists.
+    fn login_attempt_exists(&mut self, id: &str) -> Result<bool, StoreError>;
+    /// Inserts a login attempt whose id is free.
+    fn insert_login_attempt(&mut self, attempt: &LoginAttempt) -> Result<(), StoreError>;
+    /// Deletes a login attempt; a missing one is a no-op.
+    fn delete_login_attempt(&mut self, id: &str) -> Result<(), StoreError>;
+    /// Whether a session with this id exists.
+    fn session_exists(&mut self, id: &str) -> Result<bool, StoreError>;
+    /// Inserts or replaces the session with this id.
+    fn put_session(&mut self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// Sets `last_used_at` to `at` if the session exists, is not revoked and was last
+    /// used before `at`.
+    fn touch_session(&mut self, id: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Sets `revoked_at` and `revoke_reason` on every selected session not revoked yet.
+    fn revoke_sessions(
+        &mut self,
+        selector: &SessionSelector,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+    /// Whether the replay-cache id is remembered.
+    fn replay_exists(&mut self, id: &str) -> Result<bool, StoreError>;
+    /// Remembers a replay-cache id until `expires_at` (purged by `purge_expired`).
+    fn insert_replay(&mut self, id: &str, expires_at: Timestamp) -> Result<(), StoreError>;
 }
 
 /// The largest counter (use count, audit sequence number) a store keeps: SQLite integers
@@ -231,6 +277,83 @@ fn apply_one(tx: &mut impl Transaction, mutation: &Mutation) -> Result<(), Store
             event.prev_hash = prev_hash;
             event.hash = event.compute_hash();
             tx.append_audit(&event)
+        }
+        Mutation::PutUser(user) => {
+            require_app(tx, &user.app_id)?;
+            for identity in &user.identities {
+                match tx.user_with_identity(&identity.idp_id, &identity.subject)? {
+                    Some(owner) if owner != user.id => {
+                        return Err(conflict(format!(
+                            "the account {:?} at {} is linked to another user",
+                            identity.subject, identity.idp_id
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+            tx.put_user(user)
+        }
+        Mutation::DeleteUser(id) => tx.delete_user(id),
+        Mutation::PutIdp(idp) => {
+            require_app(tx, &idp.app_id)?;
+            match tx.idp_with_slug(&idp.slug)? {
+                Some(owner) if owner != idp.id => Err(conflict(format!(
+                    "an identity provider with slug {:?} already exists",
+                    idp.slug
+                ))),
+                _ => tx.put_idp(idp),
+            }
+        }
+        Mutation::DeleteIdp(id) => tx.delete_idp(id),
+        Mutation::InsertLoginAttempt(attempt) => {
+            if tx.login_attempt_exists(&attempt.id)? {
+                return Err(conflict("the login attempt already exists".to_owned()));
+            }
+            tx.insert_login_attempt(attempt)
+        }
+        Mutation::ConsumeLoginAttempt(id) => {
+            if !tx.login_attempt_exists(id)? {
+                return Err(conflict(
+                    "the login attempt was already used or has expired".to_owned(),
+                ));
+            }
+            tx.delete_login_attempt(id)
+        }
+        Mutation::InsertSession(session) => {
+            if !tx.user_exists(&session.user_id)? {
+                return Err(conflict(format!(
+                    "the user {:?} does not exist",
+                    session.user_id
+                )));
+            }
+            if tx.session_exists(&session.id)? {
+                return Err(conflict(format!(
+                    "a session with id {:?} already exists",
+                    session.id
+                )));
+            }
+            tx.put_session(session)
+        }
+        Mutation::UpdateSession(session) => {
+            if !tx.session_exists(&session.id)? {
+                return Err(conflict(format!(
+                    "the session {:?} does not exist",
+                    session.id
+                )));
+            }
+            tx.put_session(session)
+        }
+        Mutation::TouchSession { id, at } => tx.touch_session(id, *at),
+        Mutation::RevokeSessions {
+            selector,
+            at,
+            reason,
+        } => tx.revoke_sessions(selector, *at, reason),
+        Mutation::ClaimReplay { id, expires_at } => {
+            if tx.replay_exists(id)? {
+                return Err(conflict(format!("{id:?} was already used")));
+            }
+            tx.insert_replay(id, *expires_at)
         }
         Mutation::ExpectPolicyVersion(expected) => {
             let current = policy_version(tx)?;

@@ -17,12 +17,16 @@ pub use records::{
     KeyAlgorithm, KeyState, RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, TokenRecord,
 };
 pub use traits::{
-    AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, PolicyStore, Store, TokenStore,
-    UseOutcome,
+    AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, PolicyStore, Store,
+    TokenStore, UseOutcome,
 };
 
 pub use crate::audit::{verify_chain, AuditQuery, AUDIT_ANCHOR_KEY, GENESIS_HASH};
 pub use crate::error::StoreError;
+pub use crate::identity::{
+    Identity, IdpKind, IdpProtocol, IdpRecord, IdpStatus, LoginAttempt, OidcSettings, SamlSettings,
+    SessionRecord, SessionSelector, UserRecord, UserStatus,
+};
 
 /// The metadata key holding the policy version: a counter every permission and role change
 /// increments in its own transaction (absent means 0).

@@ -5,6 +5,7 @@ use crate::application::Application;
 use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
 use crate::policy::{Permission, Role, RoleName, Scope};
+use crate::identity::{IdpRecord, LoginAttempt, SessionRecord, SessionSelector, UserRecord};
 use crate::store::{RefreshRecord, Revocation, SigningKeyRecord, TokenRecord};
 
 /// One change in a [`Store::apply`](crate::store::Store::apply) batch.
@@ -77,10 +78,56 @@ pub enum Mutation {
         /// That event's hash.
         anchor_hash: String,
     },
-    /// Deletes deny-list entries and refresh tokens that expired before `before`.
+    /// Deletes deny-list entries and refresh tokens that expired before `before`, and
+    /// login attempts and replay-cache entries that expired before it.
     PurgeExpired {
         /// The cut-off.
         before: Timestamp,
+    },
+    /// Inserts or replaces a user (matched by id) with their identities; `Conflict` when
+    /// one of its `(idp_id, subject)` identities belongs to another user.
+    PutUser(UserRecord),
+    /// Deletes a user, their identities and their sessions.
+    DeleteUser(String),
+    /// Inserts or replaces a provider connection (matched by id); `Conflict` when its slug
+    /// is taken by another connection.
+    PutIdp(IdpRecord),
+    /// Deletes a provider connection, the identities linked through it and its login
+    /// attempts (its sessions are revoked by a [`Mutation::RevokeSessions`] in the same
+    /// batch).
+    DeleteIdp(String),
+    /// Inserts a login attempt; `Conflict` when the id exists.
+    InsertLoginAttempt(LoginAttempt),
+    /// Deletes a login attempt; `Conflict` unless it existed, so a callback replayed or
+    /// raced uses it at most once.
+    ConsumeLoginAttempt(String),
+    /// Inserts a session; `Conflict` when the id exists.
+    InsertSession(SessionRecord),
+    /// Replaces an existing session (matched by id).
+    UpdateSession(SessionRecord),
+    /// Records a use of a session: `last_used_at` becomes `at` when later, unless revoked.
+    TouchSession {
+        /// The session's id.
+        id: String,
+        /// When it was used.
+        at: Timestamp,
+    },
+    /// Marks the selected sessions that are not revoked yet revoked at `at` for `reason`.
+    RevokeSessions {
+        /// Which sessions.
+        selector: SessionSelector,
+        /// When.
+        at: Timestamp,
+        /// Why (`logout`, `revoked`, `user_disabled`, `idp_deleted`, ...).
+        reason: String,
+    },
+    /// Remembers a single-use id (a SAML assertion id) until `expires_at`; `Conflict` when
+    /// it is remembered and not expired.
+    ClaimReplay {
+        /// The id, namespaced by the caller (`saml:<idp>:<assertion id>`).
+        id: String,
+        /// When it may be forgotten.
+        expires_at: Timestamp,
     },
 }
 
@@ -106,7 +153,22 @@ impl Mutation {
             | Mutation::ChainAudit(_)
             | Mutation::ExpectPolicyVersion(_)
             | Mutation::PruneAudit { .. }
-            | Mutation::PurgeExpired { .. } => None,
+            | Mutation::PurgeExpired { .. }
+            | Mutation::InsertLoginAttempt(_)
+            | Mutation::ConsumeLoginAttempt(_)
+            | Mutation::InsertSession(_)
+            | Mutation::TouchSession { .. }
+            | Mutation::ClaimReplay { .. } => None,
+            Mutation::PutUser(u) => Some(Change::User(u.id.clone())),
+            Mutation::DeleteUser(id) => Some(Change::User(id.clone())),
+            Mutation::PutIdp(i) => Some(Change::Idp(i.id.clone())),
+            Mutation::DeleteIdp(id) => Some(Change::Idp(id.clone())),
+            Mutation::UpdateSession(s) => Some(Change::Session(s.id.clone())),
+            Mutation::RevokeSessions { selector, .. } => Some(match selector {
+                SessionSelector::Id(id) => Change::Session(id.clone()),
+                SessionSelector::User(id) => Change::User(id.clone()),
+                SessionSelector::Idp(id) => Change::Idp(id.clone()),
+            }),
         }
     }
 }
@@ -125,4 +187,10 @@ pub enum Change {
     Keys,
     /// A deny-list entry was added (its id).
     Revocation(String),
+    /// A user was changed or deleted, or every session of theirs revoked.
+    User(String),
+    /// A provider connection was changed or deleted, or every session through it revoked.
+    Idp(String),
+    /// A session was changed or revoked.
+    Session(String),
 }

@@ -11,6 +11,7 @@ use crate::audit::{AuditEvent, AuditQuery};
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::policy::{Policy, RoleName, Scope};
+use crate::identity::{IdpRecord, LoginAttempt, SessionRecord, UserRecord};
 use crate::store::{Change, Mutation, RefreshRecord, Revocation, SigningKeyRecord, TokenRecord};
 
 /// Receives [`Change`]s from a store.
@@ -95,9 +96,53 @@ pub trait AuditStore {
     fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
+/// Users, identity-provider connections, login attempts and sessions.
+pub trait IdentityStore {
+    /// The user with `id` (`usr_...`).
+    fn get_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Up to `limit` users of `app_id` with ids greater than `after`, by id.
+    fn list_users(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError>;
+    /// The user linked to the account `subject` at provider `idp_id`.
+    fn user_by_identity(&self, idp_id: &str, subject: &str)
+        -> Result<Option<UserRecord>, StoreError>;
+    /// Whether any user holds the role (given or mapped), or any provider maps to it.
+    fn role_is_held_by_users(&self, role: &RoleName) -> Result<bool, StoreError>;
+    /// The provider connection with `id` (`idp_...`).
+    fn get_idp(&self, id: &str) -> Result<Option<IdpRecord>, StoreError>;
+    /// The provider connection with `slug`.
+    fn idp_by_slug(&self, slug: &str) -> Result<Option<IdpRecord>, StoreError>;
+    /// The provider connections of `app_id`, or of every application when `None`, by id.
+    fn list_idps(&self, app_id: Option<&str>) -> Result<Vec<IdpRecord>, StoreError>;
+    /// The login attempt with `id` (a hash of its state).
+    fn get_login_attempt(&self, id: &str) -> Result<Option<LoginAttempt>, StoreError>;
+    /// The session with `id` (`ses_...`), ended or not.
+    fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Every session of `user_id` that is not revoked and not past its absolute expiry at
+    /// `now`, newest first.
+    fn list_sessions(
+        &self,
+        user_id: &str,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+}
+
 /// A complete store: every entity trait, atomic batches, metadata and the change hook.
 pub trait Store:
-    AppStore + TokenStore + PolicyStore + KeyStore + GrantStore + AuditStore + Send + Sync + 'static
+    AppStore
+    + TokenStore
+    + PolicyStore
+    + KeyStore
+    + GrantStore
+    + AuditStore
+    + IdentityStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Applies every mutation in one transaction: all of them or none. Listeners hear the
     /// resulting [`Change`]s after the commit.
