@@ -20,7 +20,7 @@
 //! costs one argon2id run, not one per waiting request.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
@@ -46,6 +46,37 @@ pub(crate) struct CachedKey {
     /// The conditional grants, each with what it adds when its condition holds (same
     /// generation as `effective`); empty for most keys, which then cost nothing more.
     pub(crate) conditional: Arc<[Branch]>,
+    /// For a user's session: who and which session; `None` for an API key.
+    pub(crate) session: Option<SessionPrincipal>,
+}
+
+/// The user behind a session credential, as the verified-key cache keeps it. The record of
+/// a session's [`CachedKey`] is built from the user: its id is the session id, its roles
+/// the user's, its expiry the session's absolute one.
+#[derive(Debug)]
+pub(crate) struct SessionPrincipal {
+    pub(crate) user_id: String,
+    pub(crate) idp_id: String,
+    /// The last use written to the store (unix seconds).
+    pub(crate) recorded_use: AtomicI64,
+    /// The last use seen by this process (unix seconds); idle expiry counts from it.
+    pub(crate) seen_use: AtomicI64,
+    /// When the user was last re-checked at the provider (unix seconds; 0: never).
+    pub(crate) revalidated_at: AtomicI64,
+    /// Whether the session holds an upstream refresh token to re-check the user with.
+    pub(crate) revalidates: bool,
+}
+
+impl CachedKey {
+    /// The ids the cache index files this entry under: the token (or session) id, and for
+    /// a session also its user and provider, so a change to either drops it.
+    fn index_ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.record.id.as_str()).chain(
+            self.session
+                .iter()
+                .flat_map(|s| [s.user_id.as_str(), s.idp_id.as_str()]),
+        )
+    }
 }
 
 /// One conditional grant, compiled: `set` is added while every condition of `when` holds
@@ -225,7 +256,11 @@ impl VerifiedKeyCache {
     pub(crate) fn insert(&self, digest: Digest, key: Arc<CachedKey>, epoch: u64) {
         let id = key.record.id.clone();
         match self.by_token.lock() {
-            Ok(mut idx) => idx.link(&id, digest, &key),
+            Ok(mut idx) => {
+                for indexed in key.index_ids() {
+                    idx.link(indexed, digest, &key);
+                }
+            }
             // Without the index the entry could not be invalidated: don't cache it.
             Err(_) => return,
         }
@@ -330,13 +365,14 @@ impl TokenIndex {
     /// Forgets `digest` for `key`'s token, if the index still names that very value there;
     /// a later value cached under the same digest stays linked.
     fn unlink(&mut self, digest: &Digest, key: &Arc<CachedKey>) {
-        let id = &key.record.id;
-        let Some(list) = self.0.get_mut(id) else {
-            return;
-        };
-        list.retain(|(d, v)| !(d == digest && std::ptr::eq(v.as_ptr(), Arc::as_ptr(key))));
-        if list.is_empty() {
-            self.0.remove(id);
+        for id in key.index_ids() {
+            let Some(list) = self.0.get_mut(id) else {
+                continue;
+            };
+            list.retain(|(d, v)| !(d == digest && std::ptr::eq(v.as_ptr(), Arc::as_ptr(key))));
+            if list.is_empty() {
+                self.0.remove(id);
+            }
         }
     }
 

@@ -11,11 +11,11 @@ use crate::clock::Timestamp;
 use crate::policy::{ConditionalGrant, RoleName};
 
 /// Prefix of user ids.
-pub const USER_ID_PREFIX: &str = "usr_";
+pub(crate) const USER_ID_PREFIX: &str = "usr_";
 /// Prefix of identity-provider ids.
-pub const IDP_ID_PREFIX: &str = "idp_";
+pub(crate) const IDP_ID_PREFIX: &str = "idp_";
 /// Prefix of session ids.
-pub const SESSION_ID_PREFIX: &str = "ses_";
+pub(crate) const SESSION_ID_PREFIX: &str = "ses_";
 
 /// Whether a user may sign in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

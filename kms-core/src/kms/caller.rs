@@ -51,9 +51,28 @@ impl Caller {
         self
     }
 
-    /// Who the audit log names: the token id, or `operator`.
+    /// Who the audit log names: the token id, the user of a session, or `operator`.
     pub fn actor(&self) -> &str {
-        self.token_id().unwrap_or("operator")
+        match self.key.as_ref().and_then(|k| k.session.as_ref()) {
+            Some(s) => &s.user_id,
+            None => self.token_id().unwrap_or("operator"),
+        }
+    }
+
+    /// For a user's session: the session's id.
+    pub fn session_id(&self) -> Option<&str> {
+        self.key
+            .as_ref()
+            .filter(|k| k.session.is_some())
+            .map(|k| k.record.id.as_str())
+    }
+
+    /// For a user's session: the user's id.
+    pub fn user_id(&self) -> Option<&str> {
+        self.key
+            .as_ref()
+            .and_then(|k| k.session.as_ref())
+            .map(|s| s.user_id.as_str())
     }
 
     /// The client address, when known.
@@ -178,9 +197,13 @@ pub(crate) struct ProposedLimits<'a> {
 }
 
 impl Caller {
-    /// The caller's own expiry, if it has one (the operator has none).
+    /// The caller's own expiry, if it has one (the operator has none). A session's end
+    /// is the end of a login, not a limit on the user's authority: none.
     pub(crate) fn expires_at(&self) -> Option<Timestamp> {
-        self.key.as_ref().and_then(|k| k.record.expires_at)
+        self.key
+            .as_ref()
+            .filter(|k| k.session.is_none())
+            .and_then(|k| k.record.expires_at)
     }
 
     /// Whether the caller is a key with a use limit (then its current count is needed).
@@ -205,7 +228,7 @@ impl Caller {
         };
         let own = &key.record.limits;
         let looser = |limit: &'static str, own: String| Err(Error::LooserLimit { limit, own });
-        if let (Some(mine), Some(wanted)) = (key.record.expires_at, proposed.expires_at) {
+        if let (Some(mine), Some(wanted)) = (self.expires_at(), proposed.expires_at) {
             if wanted.is_none_or(|w| w > mine) {
                 return looser("expires_at", format!("expires at {}", mine.to_rfc3339()));
             }

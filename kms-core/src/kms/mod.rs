@@ -8,7 +8,10 @@ mod audit_log;
 mod caller;
 mod policy_ops;
 mod request_signing;
+mod sessions;
 mod signing_keys;
+#[cfg(feature = "sso")]
+mod sso;
 mod verify;
 
 use std::collections::HashSet;
@@ -21,6 +24,14 @@ use arc_swap::ArcSwap;
 pub use audit_log::{AuditFilter, RetentionReport};
 pub use caller::Caller;
 pub use policy_ops::RoleView;
+pub use sessions::{
+    Me, SessionInfo, SessionSettings, StartedSession, UserInfo, UserUpdate, SESSION_TOKEN_PREFIX,
+};
+#[cfg(feature = "sso")]
+pub use sso::{
+    validate_return_to, BrowserContext, IdpInfo, IdpUpdate, LoginDone, LoginRedirect, NewIdp,
+    OidcCallback, SsoConfig, LOGIN_ATTEMPT_SECS,
+};
 pub use verify::{Verification, VerifyCode, VerifyResponse};
 
 use crate::access_token::keyring::KeyRing;
@@ -60,6 +71,9 @@ pub struct KmsBuilder {
     sinks: Vec<Arc<dyn SecurityEventSink>>,
     shared_counters: Option<Arc<dyn SharedCounters>>,
     condition_limits: crate::policy::ConditionLimits,
+    sessions: SessionSettings,
+    #[cfg(feature = "sso")]
+    sso: Option<sso::SsoConfig>,
 }
 
 impl std::fmt::Debug for KmsBuilder {
@@ -83,6 +97,22 @@ impl KmsBuilder {
     /// [`Kms::counter_status`]); no call fails because of them.
     pub fn shared_counters(mut self, counters: Arc<dyn SharedCounters>) -> Self {
         self.shared_counters = Some(counters);
+        self
+    }
+
+    /// How long users' sessions live (absolute, idle) and how often a session re-checks its
+    /// user at the provider.
+    pub fn session_settings(mut self, settings: SessionSettings) -> Self {
+        self.sessions = settings;
+        self
+    }
+
+    /// Enables single sign-on: logins through the application's identity providers, with
+    /// every request to a provider sent through `config.transport`, and every SSO URL built
+    /// from `config.public_url`.
+    #[cfg(feature = "sso")]
+    pub fn sso(mut self, config: sso::SsoConfig) -> Self {
+        self.sso = Some(config);
         self
     }
 
@@ -188,6 +218,9 @@ impl KmsBuilder {
             sinks: self.sinks,
             condition_limits: self.condition_limits,
             request_verifier: crate::defence::request_signing::RequestVerifier::default(),
+            sessions: self.sessions,
+            #[cfg(feature = "sso")]
+            sso: self.sso.map(sso::SsoState::new),
         });
         let hook: Arc<dyn ChangeListener> = inner.hook.clone();
         inner.store.subscribe(Arc::downgrade(&hook));
@@ -239,6 +272,9 @@ pub(crate) struct Inner {
     sinks: Vec<Arc<dyn SecurityEventSink>>,
     condition_limits: crate::policy::ConditionLimits,
     request_verifier: crate::defence::request_signing::RequestVerifier,
+    sessions: SessionSettings,
+    #[cfg(feature = "sso")]
+    sso: Option<sso::SsoState>,
 }
 
 struct InvalidationHook(Weak<Inner>);
@@ -340,6 +376,9 @@ impl Kms {
             sinks: Vec::new(),
             shared_counters: None,
             condition_limits: crate::policy::ConditionLimits::default(),
+            sessions: SessionSettings::default(),
+            #[cfg(feature = "sso")]
+            sso: None,
         }
     }
 

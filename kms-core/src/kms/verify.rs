@@ -170,6 +170,14 @@ pub enum VerifyResponse {
         valid: bool,
         /// `VALID`.
         code: VerifyCode,
+        /// `api_key`, or `session` for a user's session token.
+        kind: &'static str,
+        /// For a session: the user.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_id: Option<String>,
+        /// For a session: its id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<String>,
         /// The token's id.
         token_id: String,
         /// Its application.
@@ -273,6 +281,14 @@ impl Verification {
         }
     }
 
+    /// For a valid session token: the user's id.
+    pub fn user_id(&self) -> Option<&str> {
+        self.key
+            .as_ref()
+            .and_then(|k| k.session.as_ref())
+            .map(|s| s.user_id.as_str())
+    }
+
     /// The token's application, when valid.
     pub fn app_id(&self) -> Option<&str> {
         self.key.as_ref().map(|k| k.record.app_id.as_str())
@@ -298,6 +314,13 @@ impl Verification {
             (Some(k), Some(snap)) if self.is_valid() => VerifyResponse::Valid {
                 valid: true,
                 code: self.code,
+                kind: if k.session.is_some() {
+                    "session"
+                } else {
+                    "api_key"
+                },
+                user_id: k.session.as_ref().map(|s| s.user_id.clone()),
+                session_id: k.session.as_ref().map(|_| k.record.id.clone()),
                 token_id: k.record.id.clone(),
                 app_id: k.record.app_id.clone(),
                 name: k.record.name.clone(),
@@ -572,14 +595,20 @@ impl Kms {
     pub(crate) fn run_pipeline(&self, p: Presented<'_>) -> Result<Option<Verification>> {
         let now = self.inner.clock.now();
         let gate = &self.inner.counters;
-        // 1. Format and checksum, offline.
-        let Ok(parsed) = token_format::parse(p.token) else {
-            let source = p.failure_source();
-            if p.cached_only && source.is_some() {
-                return Ok(None); // counting the failure takes a lock and may audit
-            }
-            self.count_failure(&p, source.as_deref(), None, now);
-            return Ok(Some(Verification::fail(VerifyCode::Malformed, None)));
+        // 1. Format and checksum, offline: an API key, or a user's session.
+        let credential = match token_format::parse(p.token) {
+            Ok(parsed) => Credential::Key(parsed),
+            Err(_) => match super::sessions::parse_session_token(p.token) {
+                Some(parsed) => Credential::Session(parsed),
+                None => {
+                    let source = p.failure_source();
+                    if p.cached_only && source.is_some() {
+                        return Ok(None); // counting the failure takes a lock and may audit
+                    }
+                    self.count_failure(&p, source.as_deref(), None, now);
+                    return Ok(Some(Verification::fail(VerifyCode::Malformed, None)));
+                }
+            },
         };
         if p.cached_only
             && self
@@ -606,13 +635,17 @@ impl Kms {
                     return Ok(Some(Verification::locked_out(secs)));
                 }
                 // 4. Store lookup and constant-time argon2id.
-                match cache.single_flight(digest, || self.load_and_check(&parsed, &snap))? {
+                let cold = || match &credential {
+                    Credential::Key(parsed) => self.load_and_check(parsed, &snap),
+                    Credential::Session(parsed) => self.load_session(parsed, &snap),
+                };
+                match cache.single_flight(digest, cold)? {
                     Some(k) => {
                         cache.insert(digest, Arc::clone(&k.0), k.1);
                         k.0
                     }
                     None => {
-                        let target = parsed.token_id();
+                        let target = credential.id();
                         self.count_failure(&p, source_key.as_deref(), Some(&target), now);
                         return Ok(Some(Verification::fail(VerifyCode::NotFound, None)));
                     }
@@ -634,6 +667,19 @@ impl Kms {
         };
         if let Some(code) = self.refusal(&key, for_query.as_ref(), &snap, p.ip, p.query, now) {
             return Ok(Some(Verification::fail(code, Some(&key))));
+        }
+        // A session: idle expiry, and its use recorded about once a minute.
+        match self.session_use_due(&key, now) {
+            super::sessions::SessionUse::Fine => {}
+            super::sessions::SessionUse::Idle => {
+                return Ok(Some(Verification::fail(VerifyCode::Expired, Some(&key))));
+            }
+            super::sessions::SessionUse::Due { .. } if p.cached_only => return Ok(None),
+            super::sessions::SessionUse::Due { revalidate } => {
+                if !self.record_session_use(&key, revalidate, now)? {
+                    return Ok(Some(Verification::fail(VerifyCode::Revoked, Some(&key))));
+                }
+            }
         }
         // What the answer lists (and `allows` checks): every conditional grant that holds.
         let effective = (!key.conditional.is_empty())
@@ -800,7 +846,7 @@ impl Kms {
 
     /// A verified key as the pipeline keeps it: the effective set computed from `snap`,
     /// and no copy of the secret's hash.
-    fn key_of(
+    pub(crate) fn key_of(
         &self,
         mut record: crate::store::TokenRecord,
         app: crate::application::Application,
@@ -855,6 +901,7 @@ impl Kms {
             app: shared.app(app),
             effective,
             conditional,
+            session: None,
         }
     }
 
@@ -967,6 +1014,24 @@ impl Kms {
         }
         // The hash is not needed once verified; the key kept holds no copy of it.
         Ok(Some((Arc::new(self.key_of(record, app, snap)), epoch)))
+    }
+}
+
+/// A presented credential, parsed offline.
+enum Credential<'a> {
+    /// An API key.
+    Key(token_format::ParsedToken<'a>),
+    /// A user's session token.
+    Session(super::sessions::ParsedSession<'a>),
+}
+
+impl Credential<'_> {
+    /// The id the credential names (`tok_...` or `ses_...`).
+    fn id(&self) -> String {
+        match self {
+            Credential::Key(p) => p.token_id(),
+            Credential::Session(p) => p.session_id(),
+        }
     }
 }
 

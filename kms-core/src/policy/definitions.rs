@@ -85,6 +85,20 @@ pub(crate) fn default_permissions() -> Vec<Permission> {
         p("audit.read", "read the audit log", &[]),
         p("key.read", "read signing keys", &[]),
         p("key.rotate", "rotate signing keys", &[]),
+        p("user.read", "read users", &[]),
+        p(
+            "user.write",
+            "change, disable and delete users",
+            &["user.read"],
+        ),
+        p("idp.read", "read identity-provider connections", &[]),
+        p(
+            "idp.write",
+            "create, change and delete identity-provider connections",
+            &["idp.read"],
+        ),
+        p("session.read", "read users' sessions", &[]),
+        p("session.revoke", "end users' sessions", &[]),
     ]
 }
 
