@@ -957,3 +957,311 @@ pub struct BulkDeletedView {
     /// How many were deleted.
     pub deleted: usize,
 }
+
+/// Body of `POST /v1/apps/{app_id}/idps`: OpenID Connect (`kind: "oidc"`, with `issuer`,
+/// `client_id`, ...) or SAML (`kind: "saml"`, with `idp_metadata_xml`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct NewIdpBody {
+    /// 2–32 of `[a-z0-9-]`, unique across the server.
+    pub slug: String,
+    /// `oidc` or `saml`.
+    pub kind: String,
+    /// OIDC: the issuer; its discovery document is fetched at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// OIDC: the client id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// OIDC: the client secret (sealed at rest, never shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// OIDC: scopes asked for (default `openid`, `email`, `profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// OIDC: the claim holding group names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+    /// OIDC: accepted ID-token algorithms (`RS256`, `ES256`, `EdDSA`; default all three).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Vec<String>>,
+    /// SAML: the identity provider's metadata XML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_metadata_xml: Option<String>,
+    /// SAML: the attribute holding group names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_attribute: Option<String>,
+    /// SAML: accept responses that answer no request (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_idp_initiated: Option<bool>,
+    /// Group → roles (each must exist and be held by the caller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_map: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// Roles every user of the provider gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_roles: Option<Vec<String>>,
+    /// Email domains `GET /v1/sso/discover` sends here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_domains: Option<Vec<String>>,
+}
+
+/// Body of `PATCH /v1/idps/{id}`; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct IdpPatchBody {
+    /// `active` or `disabled` (disabling ends the sessions started through it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// OIDC: a new client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// OIDC: scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// OIDC: the groups claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+    /// OIDC: accepted algorithms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Vec<String>>,
+    /// SAML: new metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_metadata_xml: Option<String>,
+    /// SAML: the groups attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_attribute: Option<String>,
+    /// SAML: accept IdP-initiated responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_idp_initiated: Option<bool>,
+    /// Group → roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_map: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// Roles every user gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_roles: Option<Vec<String>>,
+    /// Email domains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_domains: Option<Vec<String>>,
+}
+
+/// An identity-provider connection (never its client secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct Idp {
+    /// `idp_...`.
+    pub id: String,
+    /// The application.
+    pub app_id: String,
+    /// The slug in its URLs.
+    pub slug: String,
+    /// `oidc` or `saml`.
+    pub kind: String,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// `{public_url}/v1/sso/{slug}/login`.
+    pub login_url: String,
+    /// OIDC: `{public_url}/v1/sso/{slug}/callback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+    /// SAML: `{public_url}/v1/sso/{slug}/acs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acs_url: Option<String>,
+    /// SAML: `{public_url}/v1/sso/{slug}/metadata`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sp_entity_id: Option<String>,
+    /// SAML: where the SP metadata is served (the entity id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_url: Option<String>,
+    /// OIDC: the issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// OIDC: the client id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// OIDC: whether a client secret is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_client_secret: Option<bool>,
+    /// OIDC: scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// OIDC: the groups claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+    /// OIDC: accepted algorithms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Vec<String>>,
+    /// SAML: the identity provider's metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_metadata_xml: Option<String>,
+    /// SAML: the identity provider's entity id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_entity_id: Option<String>,
+    /// SAML: the groups attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_attribute: Option<String>,
+    /// SAML: whether IdP-initiated logins are accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_idp_initiated: Option<bool>,
+    /// Group → roles.
+    pub role_map: std::collections::BTreeMap<String, Vec<String>>,
+    /// Roles every user gets.
+    pub default_roles: Vec<String>,
+    /// Email domains for discovery.
+    pub email_domains: Vec<String>,
+}
+
+/// The connections of an application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct IdpList {
+    /// The connections.
+    pub items: Vec<Idp>,
+    /// Always null (one page).
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub next_cursor: Option<String>,
+}
+
+/// Answer of `GET /v1/sso/discover`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct LoginUrl {
+    /// Where the browser starts the login.
+    pub login_url: String,
+}
+
+/// An account at an identity provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UserIdentity {
+    /// The connection.
+    pub idp_id: String,
+    /// The provider's id of the account.
+    pub subject: String,
+}
+
+/// A user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct User {
+    /// `usr_...`.
+    pub id: String,
+    /// The application.
+    pub app_id: String,
+    /// Email, if the provider gave one.
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub email: Option<String>,
+    /// Name, if the provider gave one.
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub name: Option<String>,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Every role held (given and mapped).
+    pub roles: Vec<String>,
+    /// Roles given by an administrator.
+    pub given_roles: Vec<String>,
+    /// Roles mapped from the provider's groups.
+    pub mapped_roles: Vec<String>,
+    /// Accounts at identity providers.
+    pub identities: Vec<UserIdentity>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339 or null.
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub last_login_at: Option<String>,
+}
+
+/// A page of users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UserPage {
+    /// The users.
+    pub items: Vec<User>,
+    /// Cursor of the next page, null at the end.
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub next_cursor: Option<String>,
+}
+
+/// Body of `PATCH /v1/users/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UserPatchBody {
+    /// `active` or `disabled` (disabling ends every session of the user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The roles an administrator gives (mapped roles stay apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+}
+
+/// A session (never its token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct Session {
+    /// `ses_...`.
+    pub id: String,
+    /// The user.
+    pub user_id: String,
+    /// The provider signed in through.
+    pub idp_id: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339: the absolute expiry.
+    pub expires_at: String,
+    /// RFC 3339 (kept to about a minute).
+    pub last_used_at: String,
+    /// The address of the login.
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub ip: Option<String>,
+    /// The browser of the login.
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub user_agent: Option<String>,
+    /// When it was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// Why it was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_reason: Option<String>,
+}
+
+/// Sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct SessionList {
+    /// Live sessions, newest first.
+    pub items: Vec<Session>,
+    /// Always null (one page).
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub next_cursor: Option<String>,
+}
+
+/// Answer of `POST /v1/users/{id}/sessions/revoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct RevokedCount {
+    /// How many live sessions ended.
+    pub revoked: usize,
+}
+
+/// Answer of `GET /v1/me`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct MeBody {
+    /// The caller's user.
+    pub user: User,
+    /// This session.
+    pub session: Session,
+}
+
+/// Answer of a finished login without `return_to`: the only time the token is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct LoginBody {
+    /// The session token (also set as the `kms_session` cookie).
+    pub session_token: String,
+    /// The user.
+    pub user: User,
+    /// The session.
+    pub session: Session,
+}

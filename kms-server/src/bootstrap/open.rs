@@ -138,6 +138,9 @@ pub fn open_kms(
     open_kms_with(config, None, metrics, key_file, alerts)
 }
 
+/// Longest one request to an identity provider may take.
+const SSO_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The counters the nodes of this deployment share: Redis when configured, else the
 /// PostgreSQL database when it is one; none (each node on its own) for SQLite.
 fn shared_counters(
@@ -198,6 +201,14 @@ pub fn open_kms_with(
             builder = builder.shared_counters(counters);
         }
         builder = builder.condition_limits(serve.condition_limits);
+        builder = builder
+            .session_settings(serve.sessions)
+            .sso(kms_core::SsoConfig {
+                transport: Arc::new(crate::ops::sso_transport::UreqTransport::new(
+                    SSO_CALL_TIMEOUT,
+                )),
+                public_url: serve.public_url_or_default(),
+            });
         if let Some(decisions) = serve.decision_log {
             crate::ops::decision_log::install(decisions);
         }

@@ -29,6 +29,23 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         .map(crate::http::tls::server_config)
         .transpose()
         .map_err(StartError::new)?;
+    // Bound first, so the public URL's default can name the port actually bound.
+    let bound = std::net::TcpListener::bind(serve_config.listen).map_err(|e| {
+        StartError::new(format!(
+            "cannot listen on {} (from the listen setting): {e}",
+            serve_config.listen
+        ))
+    })?;
+    let local = bound
+        .local_addr()
+        .and_then(|a| bound.set_nonblocking(true).map(|()| a))
+        .map_err(|e| StartError::new(format!("cannot read the bound address: {e}")))?;
+    let mut serve_config = serve_config.clone();
+    if serve_config.public_url.is_none() {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        serve_config.public_url = Some(format!("{scheme}://{local}"));
+    }
+    let serve_config = &serve_config;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,6 +106,8 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         },
         rate_limit: serve_config.rate_limit,
         hsts: tls.is_some(),
+        public_url: serve_config.public_url_or_default(),
+        secure_cookies: tls.is_some(),
     };
     let app = server::router(kms.clone(), metrics.clone(), &options);
     let maintenance = Maintenance {
@@ -97,17 +116,12 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         expired_token_retention: serve_config.expired_token_retention,
     };
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(serve_config.listen)
-            .await
-            .map_err(|e| {
-                StartError::new(format!(
-                    "cannot listen on {} (from the listen setting): {e}",
-                    serve_config.listen
-                ))
-            })?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| StartError::new(format!("cannot read the bound address: {e}")))?;
+        let listener = tokio::net::TcpListener::from_std(bound).map_err(|e| {
+            StartError::new(format!(
+                "cannot listen on {} (from the listen setting): {e}",
+                serve_config.listen
+            ))
+        })?;
         if let Some(worker) = alert_worker {
             tokio::spawn(worker.run());
         }

@@ -20,7 +20,7 @@ use crate::config::settings::{
     INSECURE_FAST_HASH, JWT_AUDIENCE, JWT_ISSUER, JWT_LEEWAY, KEY_ROTATION_INTERVAL, LISTEN,
     LOCKOUT_DURATION, LOCKOUT_THRESHOLD, LOCKOUT_WINDOW, LOG_FORMAT, LOG_LEVEL, MASTER_KEY_FILE,
     MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, RATE_LIMIT_BURST, RATE_LIMIT_PER_IP, REDIS,
-    REDIS_TIMEOUT, REFRESH_OVERLAP, REFRESH_TOKEN_TTL, REQUEST_TIMEOUT, SHUTDOWN_TIMEOUT, TLS_CERT,
+    REDIS_TIMEOUT, PUBLIC_URL, SESSION_IDLE_TIMEOUT, SESSION_TTL, SSO_REVALIDATE, REFRESH_OVERLAP, REFRESH_TOKEN_TTL, REQUEST_TIMEOUT, SHUTDOWN_TIMEOUT, TLS_CERT,
     TLS_KEY, TRUSTED_PROXIES,
 };
 
@@ -245,6 +245,18 @@ pub struct ServeArgs {
     /// The condition depth limit (setting `condition_max_depth`; see [`crate::config`]).
     #[arg(long = CONDITION_MAX_DEPTH.long(), help = CONDITION_MAX_DEPTH.help_text(), value_name = "N")]
     pub condition_max_depth: Option<String>,
+    /// The public URL (setting `public_url`; see [`crate::config`]).
+    #[arg(long = PUBLIC_URL.long(), help = PUBLIC_URL.help_text(), value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The session lifetime (setting `session_ttl`; see [`crate::config`]).
+    #[arg(long = SESSION_TTL.long(), help = SESSION_TTL.help_text(), value_name = "DURATION")]
+    pub session_ttl: Option<String>,
+    /// The session idle timeout (setting `session_idle_timeout`; see [`crate::config`]).
+    #[arg(long = SESSION_IDLE_TIMEOUT.long(), help = SESSION_IDLE_TIMEOUT.help_text(), value_name = "DURATION")]
+    pub session_idle_timeout: Option<String>,
+    /// The SSO revalidation interval (setting `sso_revalidate`; see [`crate::config`]).
+    #[arg(long = SSO_REVALIDATE.long(), help = SSO_REVALIDATE.help_text(), value_name = "DURATION")]
+    pub sso_revalidate: Option<String>,
     /// The trace sample ratio (setting `trace_sample_ratio`; see [`crate::config`]).
     #[arg(long = TRACE_SAMPLE_RATIO.long(), help = TRACE_SAMPLE_RATIO.help_text(), value_name = "RATIO")]
     pub trace_sample_ratio: Option<String>,
@@ -607,6 +619,10 @@ impl Cli {
             put(DECISION_LOG_VALUES, &s.decision_log_values);
             put(CONDITION_MAX_LENGTH, &s.condition_max_length);
             put(CONDITION_MAX_DEPTH, &s.condition_max_depth);
+            put(PUBLIC_URL, &s.public_url);
+            put(SESSION_TTL, &s.session_ttl);
+            put(SESSION_IDLE_TIMEOUT, &s.session_idle_timeout);
+            put(SSO_REVALIDATE, &s.sso_revalidate);
             let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));
             put(DENY_NETWORKS, &list(&s.deny_network));
             put(TRUSTED_PROXIES, &list(&s.trusted_proxy));

@@ -17,7 +17,8 @@ use super::settings::{
 };
 use super::settings::{
     CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH, DECISION_LOG, DECISION_LOG_SAMPLE,
-    DECISION_LOG_VALUES, OTLP_ENDPOINT, TRACE_SAMPLE_RATIO,
+    DECISION_LOG_VALUES, OTLP_ENDPOINT, PUBLIC_URL, SESSION_IDLE_TIMEOUT, SESSION_TTL,
+    SSO_REVALIDATE, TRACE_SAMPLE_RATIO,
 };
 use super::{ConfigError, Secret, Sources};
 use crate::http::connections::ConnectionLimits;
@@ -102,6 +103,11 @@ pub struct ServeConfig {
     pub decision_log: Option<crate::ops::decision_log::DecisionLogSettings>,
     /// Bounds on conditions of conditional grants.
     pub condition_limits: kms_core::ConditionLimits,
+    /// The address browsers and identity providers reach kms at (no trailing slash);
+    /// `None`: from the listen address.
+    pub public_url: Option<String>,
+    /// Sessions' absolute lifetime, idle timeout and revalidation interval.
+    pub sessions: kms_core::SessionSettings,
 }
 
 /// Where and how to reach Redis.
@@ -135,6 +141,8 @@ impl Default for ServeConfig {
             tracing: None,
             decision_log: None,
             condition_limits: kms_core::ConditionLimits::default(),
+            public_url: None,
+            sessions: kms_core::SessionSettings::default(),
         }
     }
 }
@@ -168,8 +176,63 @@ impl ServeConfig {
             tracing: resolve_tracing(sources)?,
             decision_log: resolve_decision_log(sources)?,
             condition_limits: resolve_condition_limits(sources)?,
+            public_url: sources.get(PUBLIC_URL, parse_public_url, None)?,
+            sessions: resolve_sessions(sources)?,
         })
     }
+}
+
+impl ServeConfig {
+    /// The public URL: as set, or `http://` (`https://` under TLS) and the listen address.
+    pub fn public_url_or_default(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.clone(),
+            None => {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", self.listen)
+            }
+        }
+    }
+}
+
+/// A public URL: `http(s)://host[:port][/path]`, without query, fragment or a trailing
+/// slash.
+fn parse_public_url(v: &str) -> Result<Option<String>, String> {
+    let bad = || format!("expected an http:// or https:// URL without query or fragment, got {v:?}");
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    if rest.is_empty()
+        || rest.starts_with('/')
+        || v.contains(['?', '#', ' ', '"', '<', '>', '\\'])
+        || v.chars().any(char::is_control)
+    {
+        return Err(bad());
+    }
+    Ok(Some(v.trim_end_matches('/').to_owned()))
+}
+
+fn resolve_sessions(sources: &Sources) -> Result<kms_core::SessionSettings, ConfigError> {
+    let d = kms_core::SessionSettings::default();
+    let secs = |v: Duration| i64::try_from(v.as_secs()).unwrap_or(i64::MAX).max(1);
+    Ok(kms_core::SessionSettings {
+        ttl_secs: secs(sources.get(
+            SESSION_TTL,
+            parse_duration,
+            Duration::from_secs(d.ttl_secs.unsigned_abs()),
+        )?),
+        idle_secs: secs(sources.get(
+            SESSION_IDLE_TIMEOUT,
+            parse_duration,
+            Duration::from_secs(d.idle_secs.unsigned_abs()),
+        )?),
+        revalidate_secs: secs(sources.get(
+            SSO_REVALIDATE,
+            parse_duration,
+            Duration::from_secs(d.revalidate_secs.unsigned_abs()),
+        )?),
+    })
 }
 
 impl ServeConfig {

@@ -513,6 +513,46 @@ pub(crate) const REDIS: Setting = Setting {
     help: "Share rate limits, lockout counters and request-signing nonces between nodes through this Redis, redis://host:port/db; while it does not answer each node counts on its own and /readyz says degraded",
 };
 
+pub(crate) const PUBLIC_URL: Setting = Setting {
+    key: "public_url",
+    flag: Some("public-url"),
+    env: "KMS_PUBLIC_URL",
+    in_file: true,
+    default: Shown::Unset("http:// or https:// (under TLS) + the listen address"),
+    what: "public URL",
+    help: "The address browsers and identity providers reach kms at; every single sign-on URL (login, callback, acs, metadata) is built from it, and cookie-authenticated changes must carry it as Origin",
+};
+
+pub(crate) const SESSION_TTL: Setting = Setting {
+    key: "session_ttl",
+    flag: Some("session-ttl"),
+    env: "KMS_SESSION_TTL",
+    in_file: true,
+    default: Shown::Value("8h"),
+    what: "session lifetime",
+    help: "How long a user's session lives after login, however much it is used",
+};
+
+pub(crate) const SESSION_IDLE_TIMEOUT: Setting = Setting {
+    key: "session_idle_timeout",
+    flag: Some("session-idle-timeout"),
+    env: "KMS_SESSION_IDLE_TIMEOUT",
+    in_file: true,
+    default: Shown::Value("30m"),
+    what: "session idle timeout",
+    help: "A session unused for this long ends",
+};
+
+pub(crate) const SSO_REVALIDATE: Setting = Setting {
+    key: "sso_revalidate",
+    flag: Some("sso-revalidate"),
+    env: "KMS_SSO_REVALIDATE",
+    in_file: true,
+    default: Shown::Value("15m"),
+    what: "SSO revalidation interval",
+    help: "How often a session holding the provider's refresh token (OIDC offline_access) re-checks its user at the provider while it is used; a refusal ends the session",
+};
+
 pub(crate) const REDIS_TIMEOUT: Setting = Setting {
     key: "redis_timeout",
     flag: Some("redis-timeout"),
@@ -643,6 +683,10 @@ pub(crate) const ALL: [Setting; 48] = [
     DECISION_LOG_VALUES,
     CONDITION_MAX_LENGTH,
     CONDITION_MAX_DEPTH,
+    PUBLIC_URL,
+    SESSION_TTL,
+    SESSION_IDLE_TIMEOUT,
+    SSO_REVALIDATE,
 ];
 
 #[cfg(test)]

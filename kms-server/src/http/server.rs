@@ -18,14 +18,14 @@ use tower::{ServiceBuilder, ServiceExt};
 use crate::config::RateLimitSettings;
 use crate::http::connections::{Admitted, Incoming};
 use crate::http::error::ApiError;
-use crate::http::middleware::auth::AuthLayer;
+use crate::http::middleware::auth::{AuthLayer, CookieAuth};
 use crate::http::middleware::client_addr::{NetworkGate, NetworkPolicy};
 use crate::http::middleware::edge::{EdgeLayer, EdgeSettings};
 use crate::http::middleware::rate_limit;
 use crate::http::middleware::rate_limit::ClientRateLimit;
 use crate::http::middleware::signed_requests::SignatureLayer;
 use crate::http::routes::{
-    apps, audit, docs, health, keys, oauth, permissions, roles, tokens, verify, AppState,
+    apps, audit, docs, health, keys, oauth, people, permissions, roles, tokens, verify, AppState,
 };
 use crate::ops::metrics::Metrics;
 
@@ -52,6 +52,8 @@ pub struct HttpOptions {
     pub rate_limit: Option<RateLimitSettings>,
     /// Whether responses carry `Strict-Transport-Security` (set when serving TLS).
     pub hsts: bool,
+    pub public_url: String,
+    pub secure_cookies: bool,
 }
 
 impl Default for HttpOptions {
@@ -62,6 +64,8 @@ impl Default for HttpOptions {
             network: NetworkPolicy::default(),
             rate_limit: Some(RateLimitSettings::default()),
             hsts: false,
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            secure_cookies: false,
         }
     }
 }
@@ -80,6 +84,7 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
         .route("/v1/auth/introspect", post(oauth::introspect))
         .route("/v1/auth/revoke", post(oauth::revoke))
         .merge(management_routes(kms.clone(), &metrics, options))
+        .merge(sso_routes(&metrics, options))
         // Verification is the services' hot path: authenticated, never rate limited per
         // address (a service verifies for many end users), signed when the caller's
         // application requires it.
@@ -87,7 +92,9 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
             Router::new()
                 .route("/v1/verify", post(verify::verify))
                 .route_layer(SignatureLayer::new(kms.clone(), metrics.clone()))
-                .route_layer(AuthLayer::new(kms.clone())),
+                .route_layer(AuthLayer::new(kms.clone()).with_session_cookie(
+                    CookieAuth::for_public_url(&options.public_url),
+                )),
         );
     with_layers(routes, kms, metrics, options)
 }
@@ -149,8 +156,60 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
             "/v1/apps/{id}/signing-secret",
             post(apps::rotate_signing_secret),
         )
+        .route(
+            "/v1/apps/{app_id}/idps",
+            post(people::create_idp).get(people::list_idps),
+        )
+        .route(
+            "/v1/idps/{id}",
+            get(people::get_idp)
+                .patch(people::update_idp)
+                .delete(people::delete_idp),
+        )
+        .route("/v1/apps/{app_id}/users", get(people::list_users))
+        .route(
+            "/v1/users/{id}",
+            get(people::get_user)
+                .patch(people::update_user)
+                .delete(people::delete_user),
+        )
+        .route("/v1/users/{id}/sessions", get(people::list_user_sessions))
+        .route(
+            "/v1/users/{id}/sessions/revoke",
+            post(people::revoke_user_sessions),
+        )
+        .route("/v1/sessions/{id}/revoke", post(people::revoke_session))
+        .route("/v1/me", get(people::me))
+        .route("/v1/me/sessions", get(people::my_sessions))
+        .route(
+            "/v1/auth/logout",
+            post(people::logout).layer(axum::Extension(people::CookieSettings::new(options))),
+        )
         .route_layer(SignatureLayer::new(kms.clone(), metrics.clone()))
-        .route_layer(AuthLayer::new(kms));
+        .route_layer(
+            AuthLayer::new(kms).with_session_cookie(CookieAuth::for_public_url(&options.public_url)),
+        );
+    with_client_rate_limit(routes, metrics, options)
+}
+
+/// The single sign-on endpoints browsers and providers call without a bearer token,
+/// rate limited per client address like the management calls.
+fn sso_routes(metrics: &Arc<Metrics>, options: &HttpOptions) -> Router<AppState> {
+    let routes = Router::new()
+        .route("/v1/sso/discover", get(people::discover))
+        .route("/v1/sso/{slug}/login", get(people::login))
+        .route("/v1/sso/{slug}/callback", get(people::oidc_callback))
+        .route("/v1/sso/{slug}/acs", post(people::saml_acs))
+        .route("/v1/sso/{slug}/metadata", get(people::saml_metadata))
+        .layer(axum::Extension(people::CookieSettings::new(options)));
+    with_client_rate_limit(routes, metrics, options)
+}
+
+fn with_client_rate_limit(
+    routes: Router<AppState>,
+    metrics: &Arc<Metrics>,
+    options: &HttpOptions,
+) -> Router<AppState> {
     match options.rate_limit {
         Some(settings) => routes.route_layer(from_fn_with_state(
             Arc::new(ClientRateLimit::new(settings, metrics.clone())),

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use kms_core::store::{
-    AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
-    TokenStore, UseOutcome,
+    AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, IdpRecord, KeyStore,
+    LoginAttempt, Mutation, PolicyStore, SessionRecord, Store, TokenStore, UseOutcome, UserRecord,
 };
 use kms_core::store::{
     AuditQuery, Policy, RefreshRecord, Revocation, SigningKeyRecord, StoreError, TokenRecord,
@@ -724,6 +724,61 @@ impl AuditStore for MeteredStore {
 
     fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         self.timed("audit_after", |s| s.audit_after(after_seq, limit))
+    }
+}
+
+impl IdentityStore for MeteredStore {
+    fn get_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.timed("get_user", |s| s.get_user(id))
+    }
+
+    fn list_users(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        self.timed("list_users", |s| s.list_users(app_id, after, limit))
+    }
+
+    fn user_by_identity(
+        &self,
+        idp_id: &str,
+        subject: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        self.timed("user_by_identity", |s| s.user_by_identity(idp_id, subject))
+    }
+
+    fn role_is_held_by_users(&self, role: &RoleName) -> Result<bool, StoreError> {
+        self.timed("role_is_held_by_users", |s| s.role_is_held_by_users(role))
+    }
+
+    fn get_idp(&self, id: &str) -> Result<Option<IdpRecord>, StoreError> {
+        self.timed("get_idp", |s| s.get_idp(id))
+    }
+
+    fn idp_by_slug(&self, slug: &str) -> Result<Option<IdpRecord>, StoreError> {
+        self.timed("idp_by_slug", |s| s.idp_by_slug(slug))
+    }
+
+    fn list_idps(&self, app_id: Option<&str>) -> Result<Vec<IdpRecord>, StoreError> {
+        self.timed("list_idps", |s| s.list_idps(app_id))
+    }
+
+    fn get_login_attempt(&self, id: &str) -> Result<Option<LoginAttempt>, StoreError> {
+        self.timed("get_login_attempt", |s| s.get_login_attempt(id))
+    }
+
+    fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.timed("get_session", |s| s.get_session(id))
+    }
+
+    fn list_sessions(
+        &self,
+        user_id: &str,
+        now: kms_core::Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.timed("list_sessions", |s| s.list_sessions(user_id, now))
     }
 }
 

@@ -9,4 +9,5 @@ pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod security_events;
+pub mod sso_transport;
 pub mod telemetry;

@@ -49,11 +49,93 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     Ok(token)
 }
 
+/// The name of the session cookie a login sets.
+pub const SESSION_COOKIE: &str = "kms_session";
+
+/// How browsers authenticate with the session cookie: accepted only when there is no
+/// `Authorization` header, and for a change (`POST`, `PUT`, `PATCH`, `DELETE`) only with an
+/// `Origin` equal to the public URL's (the CSRF defence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieAuth {
+    /// `scheme://host[:port]` of the public URL.
+    pub origin: String,
+}
+
+impl CookieAuth {
+    /// The cookie policy for a server reached at `public_url`.
+    pub fn for_public_url(public_url: &str) -> Self {
+        let (scheme, rest) = public_url.split_once("://").unwrap_or(("http", public_url));
+        let host = rest.split('/').next().unwrap_or(rest);
+        CookieAuth {
+            origin: format!("{}://{}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// The value of cookie `name` in `headers`, if sent (the first one).
+pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
+        .filter(|v| !v.is_empty() && v.len() <= MAX_CREDENTIAL_LEN)
+}
+
+/// The credential of `request`: its bearer token, or, without an `Authorization` header,
+/// the session cookie (checked against CSRF for changes).
+fn credential<'r>(request: &'r Request, cookies: Option<&CookieAuth>) -> Result<&'r str, ApiError> {
+    let headers = request.headers();
+    let Some(policy) = cookies else {
+        return bearer_token(headers);
+    };
+    if headers.contains_key(header::AUTHORIZATION) {
+        return bearer_token(headers);
+    }
+    let Some(cookie) = cookie_value(headers, SESSION_COOKIE) else {
+        return bearer_token(headers);
+    };
+    if !cookie.starts_with(kms_core::SESSION_TOKEN_PREFIX) {
+        return Err(ApiError::unauthenticated(
+            "malformed credentials: the session cookie holds no session token",
+        ));
+    }
+    let safe = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !safe {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        if origin.as_deref() != Some(policy.origin.as_str()) {
+            return Err(ApiError::forbidden("a matching Origin").with_message(format!(
+                "a change authenticated by the session cookie must carry Origin: {}",
+                policy.origin
+            )));
+        }
+    }
+    Ok(cookie)
+}
+
 /// Authenticates the bearer token of `request` and stores the [`Caller`] in its
 /// extensions. A key in the verified-key cache is checked inline; only a cold key (store
 /// lookup and argon2id) goes to the blocking pool.
 pub async fn authenticate(kms: &Kms, request: &mut Request) -> Result<(), ApiError> {
-    let token = bearer_token(request.headers())?;
+    authenticate_with(kms, request, None).await
+}
+
+/// [`authenticate`], also accepting the session cookie under `cookies`.
+pub async fn authenticate_with(
+    kms: &Kms,
+    request: &mut Request,
+    cookies: Option<&CookieAuth>,
+) -> Result<(), ApiError> {
+    let token = credential(request, cookies)?;
     let ip = client_ip(request);
     let request_id = request
         .extensions()
@@ -78,12 +160,19 @@ pub async fn authenticate(kms: &Kms, request: &mut Request) -> Result<(), ApiErr
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     kms: Kms,
+    cookies: Option<std::sync::Arc<CookieAuth>>,
 }
 
 impl AuthLayer {
     /// Authenticates against `kms`.
     pub fn new(kms: Kms) -> Self {
-        AuthLayer { kms }
+        AuthLayer { kms, cookies: None }
+    }
+
+    /// Also accepts the session cookie, under `cookies`.
+    pub fn with_session_cookie(mut self, cookies: CookieAuth) -> Self {
+        self.cookies = Some(std::sync::Arc::new(cookies));
+        self
     }
 }
 
@@ -94,6 +183,7 @@ impl<S> Layer<S> for AuthLayer {
         Authenticated {
             inner,
             kms: self.kms.clone(),
+            cookies: self.cookies.clone(),
         }
     }
 }
@@ -103,6 +193,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Authenticated<S> {
     inner: S,
     kms: Kms,
+    cookies: Option<std::sync::Arc<CookieAuth>>,
 }
 
 impl<S> Service<Request> for Authenticated<S>
@@ -122,8 +213,9 @@ where
         let fresh = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, fresh);
         let kms = self.kms.clone();
+        let cookies = self.cookies.clone();
         Box::pin(async move {
-            match authenticate(&kms, &mut request).await {
+            match authenticate_with(&kms, &mut request, cookies.as_deref()).await {
                 Ok(()) => inner.oneshot(request).await,
                 Err(err) => Ok(err.into_response()),
             }

@@ -7,6 +7,7 @@ pub mod docs;
 pub mod health;
 pub mod keys;
 pub mod oauth;
+pub mod people;
 pub mod permissions;
 pub mod roles;
 pub mod tokens;

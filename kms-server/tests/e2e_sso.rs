@@ -1,0 +1,452 @@
+//! Single sign-on against real identity providers on loopback: panva's `oidc-provider` and
+//! a SAML IdP built on `samlify` (both under `tests/idp/`), through the real `kms` binary.
+//! The whole flow (login, callback or ACS, the session as bearer and as cookie, `/v1/me`,
+//! verification, logout, disabling a user) and the attack list of the issue: replayed and
+//! tampered state, a callback without the browser cookie, a wrong `iss`, tampered ID
+//! tokens (`alg: none`, HS256, wrong nonce, wrong audience, expired), a key rotation at the
+//! provider, replayed, unsigned, altered, wrapped, expired, misaddressed and unsolicited
+//! SAML responses, an open redirect. Then the database, its WAL and the logs are scanned
+//! for session tokens, client secrets and upstream tokens.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod common;
+
+use common::idp::{query_param, saml_form, Browser, OidcIdp, SamlIdp};
+use common::{call, init, Server};
+use serde_json::{json, Value};
+
+const CLIENT_SECRET: &str = "oidc-client-secret-9f3b2c71d8e4";
+
+/// An application with a `support` role, and the server.
+fn setup() -> (tempfile::TempDir, Server, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let (root, _) = init(&db);
+    let server = Server::start(&db);
+    let base = server.base.clone();
+    let app = call(
+        &base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some(&json!({"name": "corp"})),
+    );
+    assert_eq!(app.status, 201, "{}", app.body);
+    let app_id = app.json()["id"].as_str().unwrap().to_owned();
+    let role = call(
+        &base,
+        "POST",
+        "/v1/roles",
+        Some(&root),
+        Some(&json!({"name": "support", "permissions": ["token.read", "user.read", "app.read"]})),
+    );
+    assert_eq!(role.status, 201, "{}", role.body);
+    (dir, server, root, app_id)
+}
+
+/// Runs a login from `login_url` up to the callback, which is returned unvisited.
+fn oidc_until_callback(browser: &mut Browser, login_url: &str, callback_prefix: &str) -> String {
+    let (_, visited) = browser.follow(login_url, 12, &[callback_prefix]);
+    let last = visited.last().unwrap().clone();
+    assert!(
+        last.starts_with(callback_prefix),
+        "the login did not reach the callback: {visited:?}"
+    );
+    last
+}
+
+fn status_of(base: &str, root: &str, token: &str) -> Value {
+    call(
+        base,
+        "POST",
+        "/v1/verify",
+        Some(root),
+        Some(&json!({ "token": token })),
+    )
+    .json()
+}
+
+#[test]
+fn openid_connect_login_sessions_and_the_attacks_on_it() {
+    let (dir, server, root, app_id) = setup();
+    let base = server.base.clone();
+    let callback = format!("{base}/v1/sso/corp/callback");
+    let Some(provider) = OidcIdp::start(&[json!({
+        "client_id": "kms",
+        "client_secret": CLIENT_SECRET,
+        "redirect_uris": [callback],
+    })]) else {
+        return;
+    };
+    // The connection: discovery fetched, URLs built from the public URL.
+    let created = call(
+        &base,
+        "POST",
+        &format!("/v1/apps/{app_id}/idps"),
+        Some(&root),
+        Some(&json!({
+            "slug": "corp", "kind": "oidc", "issuer": provider.issuer(),
+            "client_id": "kms", "client_secret": CLIENT_SECRET,
+            "scopes": ["openid", "email", "profile", "groups"],
+            "groups_claim": "groups", "role_map": {"admins": ["support"]},
+            "default_roles": [], "email_domains": ["example.com"],
+        })),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let idp = created.json();
+    assert_eq!(idp["redirect_uri"], callback.as_str());
+    assert_eq!(idp["login_url"], format!("{base}/v1/sso/corp/login").as_str());
+    assert_eq!(idp["status"], "active");
+    assert!(idp.get("client_secret").is_none());
+    assert!(!created.body.contains(CLIENT_SECRET));
+    // A wrong issuer, an unknown role, a role map beyond the caller: refused.
+    let bad = call(
+        &base,
+        "POST",
+        &format!("/v1/apps/{app_id}/idps"),
+        Some(&root),
+        Some(&json!({"slug": "other", "kind": "oidc", "issuer": "http://127.0.0.1:9/none",
+                     "client_id": "x"})),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let bad = call(
+        &base,
+        "POST",
+        &format!("/v1/apps/{app_id}/idps"),
+        Some(&root),
+        Some(&json!({"slug": "other", "kind": "oidc", "issuer": provider.issuer(),
+                     "client_id": "x", "role_map": {"g": ["no-such-role"]}})),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    // Discovery by email domain.
+    let found = call(
+        &base,
+        "GET",
+        "/v1/sso/discover?email=alice@example.com",
+        None,
+        None,
+    );
+    assert_eq!(found.status, 200, "{}", found.body);
+    let login_url = found.json()["login_url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(&base, "GET", "/v1/sso/discover?email=bob@else.org", None, None).status,
+        404
+    );
+
+    // The flow: authorization request with PKCE S256, state, nonce.
+    let mut browser = Browser::new();
+    let first = browser.get(&login_url);
+    assert_eq!(first.status, 302, "{}", first.body);
+    let to_provider = first.location().unwrap();
+    assert!(to_provider.starts_with(provider.issuer()));
+    assert_eq!(query_param(&to_provider, "code_challenge_method").as_deref(), Some("S256"));
+    assert_eq!(query_param(&to_provider, "response_type").as_deref(), Some("code"));
+    assert!(query_param(&to_provider, "nonce").is_some());
+    assert!(query_param(&to_provider, "state").is_some());
+    let binding = first.set_cookies().join(" ");
+    assert!(binding.contains("kms_login=") && binding.contains("HttpOnly"), "{binding}");
+    let (_, visited) = browser.follow(&to_provider, 12, &[&callback]);
+    let back = visited.last().unwrap().clone();
+    assert!(back.starts_with(&callback), "{visited:?}");
+    assert!(query_param(&back, "iss").is_some(), "RFC 9207 iss expected: {back}");
+    let done = browser.get(&back);
+    assert_eq!(done.status, 200, "{}", done.body);
+    let login = done.json();
+    let session_token = login["session_token"].as_str().unwrap().to_owned();
+    assert!(session_token.len() <= 64);
+    assert!(session_token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    assert_eq!(login["user"]["email"], "alice@example.com");
+    assert!(login["user"]["roles"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("support")));
+    let cookies = done.set_cookies().join(" | ");
+    assert!(
+        cookies.contains("kms_session=") && cookies.contains("HttpOnly") && cookies.contains("SameSite=Lax"),
+        "{cookies}"
+    );
+    let user_id = login["user"]["id"].as_str().unwrap().to_owned();
+    assert!(user_id.starts_with("usr_"));
+
+    // The session as a bearer, and as the cookie.
+    let me = call(&base, "GET", "/v1/me", Some(&session_token), None);
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.json()["user"]["id"], user_id.as_str());
+    assert!(!me.body.contains(&session_token));
+    let me_cookie = browser.get(&format!("{base}/v1/me"));
+    assert_eq!(me_cookie.status, 200, "{}", me_cookie.body);
+    // It holds the mapped role's scopes, inside its own application only.
+    let apps = call(&base, "GET", &format!("/v1/apps/{app_id}"), Some(&session_token), None);
+    assert_eq!(apps.status, 200, "{}", apps.body);
+    let denied = call(&base, "GET", "/v1/audit", Some(&session_token), None);
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    // A cookie-authenticated change needs a matching Origin (CSRF).
+    let csrf = browser.post_form(&format!("{base}/v1/auth/logout"), &[]);
+    assert_eq!(csrf.status, 403, "{}", csrf.body);
+    // Verification answers for sessions as for keys.
+    let v = status_of(&base, &root, &session_token);
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["kind"], "session");
+    assert_eq!(v["user_id"], user_id.as_str());
+    assert_eq!(v["app_id"], app_id.as_str());
+    assert!(v["session_id"].as_str().unwrap().starts_with("ses_"));
+    assert_eq!(status_of(&base, &root, &root)["kind"], "api_key");
+
+    // A replayed callback: the attempt was used.
+    let replay = browser.get(&back);
+    assert_eq!(replay.status, 400, "{}", replay.body);
+
+    // A callback from another browser (no login cookie), a tampered state.
+    let mut other = Browser::new();
+    let back2 = oidc_until_callback(&mut other, &login_url, &callback);
+    let mut thief = Browser::new();
+    assert_eq!(thief.get(&back2).status, 400);
+    let state = query_param(&back2, "state").unwrap();
+    let tampered = back2.replace(&state, &format!("{state}x"));
+    assert_eq!(other.get(&tampered).status, 400);
+    // The thief's try did not use up the attempt: its owner still signs in with it.
+    assert_eq!(other.get(&back2).status, 200);
+    // A wrong iss (mix-up attack).
+    let mut mixed = Browser::new();
+    let back3 = oidc_until_callback(&mut mixed, &login_url, &callback);
+    let wrong = with_param(&back3, "iss", "http://127.0.0.1:1/evil");
+    assert_ne!(wrong, back3);
+    assert_eq!(mixed.get(&wrong).status, 400);
+
+    // Tampered ID tokens: refused with 401, no session.
+    for mode in ["alg_none", "hs256", "wrong_nonce", "wrong_aud", "expired", "bad_signature", "wrong_iss"] {
+        provider.mode(mode);
+        let mut b = Browser::new();
+        let back = oidc_until_callback(&mut b, &login_url, &callback);
+        let r = b.get(&back);
+        assert_eq!(r.status, 401, "{mode}: {}", r.body);
+        assert!(r.set_cookies().iter().all(|c| !c.starts_with("kms_session=Ses_")), "{mode}");
+    }
+    provider.mode("normal");
+
+    // A key rotation at the provider: the unknown kid makes kms fetch the key set again.
+    provider.rotate_keys();
+    let mut b = Browser::new();
+    let back = oidc_until_callback(&mut b, &login_url, &callback);
+    let r = b.get(&back);
+    assert_eq!(r.status, 200, "after a key rotation: {}", r.body);
+
+    // return_to: relative paths only, and the login then redirects there.
+    for evil in ["https://evil.example/", "//evil.example/", "/\\evil.example"] {
+        let r = Browser::new().get(&format!("{login_url}?return_to={}", urlencode(evil)));
+        assert_eq!(r.status, 400, "{evil}: {}", r.body);
+    }
+    let mut b = Browser::new();
+    let back = oidc_until_callback(&mut b, &format!("{login_url}?return_to=%2Fconsole%2Fhome"), &callback);
+    let r = b.get(&back);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/console/home"));
+
+    // Sessions of the user, revoking one, groups absent leave mapped roles alone.
+    let sessions = call(&base, "GET", &format!("/v1/users/{user_id}/sessions"), Some(&root), None);
+    assert_eq!(sessions.status, 200, "{}", sessions.body);
+    assert!(sessions.json()["items"].as_array().unwrap().len() >= 2);
+    assert!(!sessions.body.contains("Ses_"));
+    let session_id = v["session_id"].as_str().unwrap().to_owned();
+    let revoked = call(&base, "POST", &format!("/v1/sessions/{session_id}/revoke"), Some(&root), None);
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    assert_eq!(call(&base, "GET", "/v1/me", Some(&session_token), None).status, 401);
+    assert_eq!(status_of(&base, &root, &session_token)["valid"], false);
+
+    // Logout through the cookie with the right Origin.
+    let mut b = Browser::new();
+    let back = oidc_until_callback(&mut b, &login_url, &callback);
+    let token2 = b.get(&back).json()["session_token"].as_str().unwrap().to_owned();
+    let out = call_with_origin(&base, "/v1/auth/logout", &token2, &base);
+    assert_eq!(out, 204);
+    assert_eq!(call(&base, "GET", "/v1/me", Some(&token2), None).status, 401);
+
+    // Disabling the user ends every session and refuses logins (403).
+    let mut b = Browser::new();
+    let back = oidc_until_callback(&mut b, &login_url, &callback);
+    let token3 = b.get(&back).json()["session_token"].as_str().unwrap().to_owned();
+    let patched = call(
+        &base,
+        "PATCH",
+        &format!("/v1/users/{user_id}"),
+        Some(&root),
+        Some(&json!({"status": "disabled"})),
+    );
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(call(&base, "GET", "/v1/me", Some(&token3), None).status, 401);
+    let mut b = Browser::new();
+    let back = oidc_until_callback(&mut b, &login_url, &callback);
+    assert_eq!(b.get(&back).status, 403);
+
+    // The audit log has the logins, failures with their reason.
+    let audit = call(&base, "GET", "/v1/audit?action=sso.login", Some(&root), None).json();
+    let events = audit["items"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["outcome"] == "success"));
+    assert!(events.iter().any(|e| e["outcome"] == "failure"));
+
+    // No secret at rest or in the logs.
+    let logs = server.logs();
+    scan_for_secrets(dir.path(), &logs, &[&session_token, &token2, &token3, CLIENT_SECRET]);
+}
+
+#[test]
+fn saml_login_and_the_attacks_on_it() {
+    let (dir, server, root, app_id) = setup();
+    let base = server.base.clone();
+    let Some(idp) = SamlIdp::start() else {
+        return;
+    };
+    let created = call(
+        &base,
+        "POST",
+        &format!("/v1/apps/{app_id}/idps"),
+        Some(&root),
+        Some(&json!({
+            "slug": "corp-saml", "kind": "saml", "idp_metadata_xml": idp.metadata_xml(),
+            "groups_attribute": "groups", "role_map": {"admins": ["support"]},
+            "default_roles": [], "email_domains": [],
+        })),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let info = created.json();
+    let acs = format!("{base}/v1/sso/corp-saml/acs");
+    assert_eq!(info["acs_url"], acs.as_str());
+    assert_eq!(info["sp_entity_id"], format!("{base}/v1/sso/corp-saml/metadata").as_str());
+    assert_eq!(info["metadata_url"], info["sp_entity_id"]);
+    let metadata = call(&base, "GET", "/v1/sso/corp-saml/metadata", None, None);
+    assert_eq!(metadata.status, 200);
+    assert!(metadata.body.contains("EntityDescriptor"), "{}", metadata.body);
+    idp.set_sp(&metadata.body);
+    let login_url = info["login_url"].as_str().unwrap().to_owned();
+
+    let saml_login = |browser: &mut Browser| -> (String, String, String) {
+        let (page, visited) = browser.follow(&login_url, 5, &[]);
+        assert_eq!(page.status, 200, "{visited:?}: {}", page.body);
+        saml_form(&page.body).expect("the IdP answers with a form")
+    };
+
+    let mut browser = Browser::new();
+    let (action, response, relay) = saml_login(&mut browser);
+    assert_eq!(action, acs);
+    let done = browser.post_form(&action, &[("SAMLResponse", &response), ("RelayState", &relay)]);
+    assert_eq!(done.status, 200, "{}", done.body);
+    let login = done.json();
+    let token = login["session_token"].as_str().unwrap().to_owned();
+    assert_eq!(login["user"]["email"], "alice@example.com");
+    assert!(login["user"]["roles"].as_array().unwrap().contains(&json!("support")));
+    assert_eq!(status_of(&base, &root, &token)["kind"], "session");
+
+    // The same response again: replayed.
+    let replay = browser.post_form(&action, &[("SAMLResponse", &response), ("RelayState", &relay)]);
+    assert_eq!(replay.status, 400, "{}", replay.body);
+    // A response to another request: the attempt and the response do not match.
+    let mut b1 = Browser::new();
+    let (_, _first_response, relay1) = saml_login(&mut b1);
+    let mut b2 = Browser::new();
+    let (_, second_response, _) = saml_login(&mut b2);
+    let crossed = b1.post_form(&acs, &[("SAMLResponse", &second_response), ("RelayState", &relay1)]);
+    assert!(crossed.status == 401 || crossed.status == 400, "{}", crossed.body);
+
+    for mode in [
+        "unsigned_assertion",
+        "altered_name_id",
+        "wrapped_signature",
+        "expired",
+        "wrong_audience",
+        "wrong_in_response_to",
+        "not_yet_valid",
+    ] {
+        idp.mode(mode);
+        let mut b = Browser::new();
+        let (action, response, relay) = saml_login(&mut b);
+        let r = b.post_form(&action, &[("SAMLResponse", &response), ("RelayState", &relay)]);
+        assert!(r.status == 401 || r.status == 400, "{mode}: {} {}", r.status, r.body);
+        assert!(r.set_cookies().iter().all(|c| !c.starts_with("kms_session=Ses_")), "{mode}");
+    }
+    idp.mode("normal");
+    // Unsolicited (IdP-initiated) responses are off unless the connection enables them.
+    let unsolicited = idp.idp_initiated(&acs);
+    let r = Browser::new().post_form(&acs, &[("SAMLResponse", &unsolicited)]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    // A missing login cookie.
+    let mut b = Browser::new();
+    let (action, response, relay) = saml_login(&mut b);
+    b.clear_cookies();
+    let r = b.post_form(&action, &[("SAMLResponse", &response), ("RelayState", &relay)]);
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // Deleting the provider ends its sessions.
+    let idp_id = info["id"].as_str().unwrap();
+    assert_eq!(call(&base, "DELETE", &format!("/v1/idps/{idp_id}"), Some(&root), None).status, 204);
+    assert_eq!(call(&base, "GET", "/v1/me", Some(&token), None).status, 401);
+
+    scan_for_secrets(dir.path(), &server.logs(), &[&token]);
+}
+
+/// `POST path` with a bearer token sent as the session cookie and an `Origin`.
+fn call_with_origin(base: &str, path: &str, session: &str, origin: &str) -> u16 {
+    let r = ureq::post(&format!("{base}{path}"))
+        .set("Cookie", &format!("kms_session={session}"))
+        .set("Origin", origin)
+        .call();
+    match r {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// `url` with the query parameter `name` set to `value` (others kept).
+fn with_param(url: &str, name: &str, value: &str) -> String {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut parts: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+        .collect();
+    parts.push(format!("{name}={}", urlencode(value)));
+    format!("{path}?{}", parts.join("&"))
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// No secret in the database files (and WAL) or the logs.
+fn scan_for_secrets(dir: &std::path::Path, logs: &str, secrets: &[&str]) {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    assert!(files.iter().any(|f| f.to_string_lossy().ends_with("kms.db")));
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        for secret in secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "a secret is stored in plaintext in {}",
+                file.display()
+            );
+        }
+    }
+    for secret in secrets {
+        assert!(!logs.contains(secret), "a secret is in the logs");
+    }
+}
