@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub(crate) mod idp;
 pub(crate) mod schema;
 
 use kms_server::client::KmsClient;
