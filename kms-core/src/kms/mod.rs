@@ -442,6 +442,10 @@ impl Kms {
                 key: INITIALIZED_KEY.to_owned(),
                 value: now.to_rfc3339(),
             },
+            Mutation::CreateMeta {
+                key: "default_permissions_v2".to_owned(),
+                value: now.to_rfc3339(),
+            },
             Mutation::InsertApp(app.clone()),
         ];
         batch.extend(
@@ -472,6 +476,49 @@ impl Kms {
             token: plaintext,
             info: TokenInfo::from_record(&record, now),
         })
+    }
+
+    /// Adds the default permissions a newer release introduced (`user.*`, `idp.*`,
+    /// `session.*`) to a database initialised before them, audited once; those already
+    /// there, or deleted on purpose before, are left alone. Returns the scopes added.
+    pub fn add_new_default_permissions(&self) -> Result<Vec<Scope>> {
+        const ADDED_LATER: [&str; 6] = [
+            "user.read",
+            "user.write",
+            "idp.read",
+            "idp.write",
+            "session.read",
+            "session.revoke",
+        ];
+        if !self.is_initialized()? {
+            return Ok(Vec::new());
+        }
+        let marker = "default_permissions_v2";
+        if self.inner.store.get_meta(marker)?.is_some() {
+            return Ok(Vec::new());
+        }
+        let existing = self.inner.store.load_policy()?;
+        let missing: Vec<_> = default_permissions()
+            .into_iter()
+            .filter(|p| ADDED_LATER.contains(&p.scope.as_str()))
+            .filter(|p| !existing.permissions.contains_key(&p.scope))
+            .collect();
+        let added: Vec<Scope> = missing.iter().map(|p| p.scope.clone()).collect();
+        let mut batch = vec![Mutation::CreateMeta {
+            key: marker.to_owned(),
+            value: self.inner.clock.now().to_rfc3339(),
+        }];
+        batch.extend(missing.into_iter().map(Mutation::InsertPermission));
+        let audit = audit_log::Audit::success("system.upgrade", "permissions")
+            .app(SYSTEM_APP_ID)
+            .actor("system")
+            .details(serde_json::json!({ "added": added }));
+        match self.commit(None, audit, batch) {
+            Ok(()) => Ok(added),
+            // Another node upgraded the database at the same moment.
+            Err(Error::Conflict(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Tells every security-event sink.

@@ -85,6 +85,10 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
             Err(e) => return Err(e.into()),
         }
     };
+    let added = kms.add_new_default_permissions()?;
+    if !added.is_empty() {
+        tracing::info!(?added, "added the default permissions of this release");
+    }
     if let Some(root) = initialised {
         // Printed once, here, and nowhere else: it is never logged. The second line is the
         // same JSON object `kms init` prints, for scripts.
