@@ -247,6 +247,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) struct FieldErrors(Vec<FieldError>);
 
 impl FieldErrors {
+    /// Whether no problem was recorded.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub(crate) fn push(&mut self, field: impl Into<String>, problem: impl Into<String>) {
         self.0.push(FieldError::new(field, problem));
     }

@@ -145,6 +145,15 @@ impl IdpStatus {
             IdpStatus::Disabled => "disabled",
         }
     }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(IdpStatus::Active),
+            "disabled" => Some(IdpStatus::Disabled),
+            _ => None,
+        }
+    }
 }
 
 /// The OpenID Connect side of a connection.

@@ -286,7 +286,7 @@ fn sso_error(e: SsoError) -> Error {
         SsoError::Unauthenticated(m) => Error::Unauthenticated(m),
         SsoError::Unavailable(m) => Error::Unavailable {
             message: m,
-            retry_after_secs: 5,
+            source: None,
         },
     }
 }
@@ -394,7 +394,7 @@ impl Kms {
     fn sso_state(&self) -> Result<&SsoState> {
         self.inner.sso.as_ref().ok_or_else(|| Error::Unavailable {
             message: "single sign-on is not configured on this server".to_owned(),
-            retry_after_secs: 60,
+            source: None,
         })
     }
 
@@ -462,7 +462,6 @@ impl Kms {
     /// it (403), so no one maps people to more than they hold themselves.
     fn checked_role_map(
         &self,
-        caller: &Caller,
         errs: &mut FieldErrors,
         role_map: &BTreeMap<String, Vec<String>>,
         default_roles: &[String],
@@ -537,7 +536,6 @@ impl Kms {
             errs.push("kind", "must be \"oidc\" or \"saml\"");
         }
         let (role_map, default_roles, every) = self.checked_role_map(
-            caller,
             &mut errs,
             &req.role_map.clone().unwrap_or_default(),
             req.default_roles.as_deref().unwrap_or_default(),
@@ -742,7 +740,7 @@ impl Kms {
                 None => stored.default_roles.iter().map(ToString::to_string).collect(),
             };
             let (map, defaults, all) =
-                self.checked_role_map(caller, &mut errs, &given_map, &given_defaults)?;
+                self.checked_role_map(&mut errs, &given_map, &given_defaults)?;
             idp.role_map = map;
             idp.default_roles = defaults;
             every = all;

@@ -33,7 +33,8 @@ pub trait Transaction {
     fn app_named(&mut self, name: &str) -> Result<Option<String>, StoreError>;
     /// Inserts or replaces the application with this id.
     fn put_app(&mut self, app: &Application) -> Result<(), StoreError>;
-    /// Deletes the application and every token it owns; a missing one is a no-op.
+    /// Deletes the application and every token, user (with identities and sessions) and
+    /// identity-provider connection (with login attempts) it owns; a missing one is a no-op.
     fn delete_app(&mut self, id: &str) -> Result<(), StoreError>;
 
     /// Whether the permission is defined.
@@ -314,7 +315,7 @@ fn apply_one(tx: &mut impl Transaction, mutation: &Mutation) -> Result<(), Store
         Mutation::ConsumeLoginAttempt(id) => {
             if !tx.login_attempt_exists(id)? {
                 return Err(conflict(
-                    "the login attempt was already used or has expired".to_owned(),
+                    "the login attempt was already used".to_owned(),
                 ));
             }
             tx.delete_login_attempt(id)

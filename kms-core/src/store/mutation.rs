@@ -24,7 +24,8 @@ pub enum Mutation {
     /// Replaces an existing application (matched by id); `Conflict` when the new name is
     /// taken by another application.
     UpdateApp(Application),
-    /// Deletes an application and every token it owns.
+    /// Deletes an application and every token, user (with their identities and sessions)
+    /// and identity-provider connection (with its login attempts) it owns.
     DeleteApp(String),
     /// Inserts a permission; `Conflict` when the scope exists.
     InsertPermission(Permission),
@@ -99,7 +100,8 @@ pub enum Mutation {
     /// Inserts a login attempt; `Conflict` when the id exists.
     InsertLoginAttempt(LoginAttempt),
     /// Deletes a login attempt; `Conflict` unless it existed, so a callback replayed or
-    /// raced uses it at most once.
+    /// raced uses it at most once. Expiry is not checked here: the caller compares
+    /// `expires_at` with its clock.
     ConsumeLoginAttempt(String),
     /// Inserts a session; `Conflict` when the id exists.
     InsertSession(SessionRecord),
@@ -121,8 +123,8 @@ pub enum Mutation {
         /// Why (`logout`, `revoked`, `user_disabled`, `idp_deleted`, ...).
         reason: String,
     },
-    /// Remembers a single-use id (a SAML assertion id) until `expires_at`; `Conflict` when
-    /// it is remembered and not expired.
+    /// Remembers a single-use id (a SAML assertion id) until `expires_at` (a later
+    /// [`Mutation::PurgeExpired`] forgets it); `Conflict` while it is remembered.
     ClaimReplay {
         /// The id, namespaced by the caller (`saml:<idp>:<assertion id>`).
         id: String,
