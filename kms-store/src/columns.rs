@@ -5,8 +5,9 @@
 //! piece of code whatever the database.
 
 use kms_core::store::{
-    KeyAlgorithm, KeyState, RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreError,
-    TokenRecord,
+    Identity, IdpRecord, IdpStatus, KeyAlgorithm, KeyState, LoginAttempt, RefreshRecord,
+    RefreshStatus, Revocation, SessionRecord, SigningKeyRecord, StoreError, TokenRecord,
+    UserRecord, UserStatus,
 };
 use kms_core::token_format::TokenPrefix;
 use kms_core::{
@@ -59,6 +60,44 @@ macro_rules! audit_columns {
     };
 }
 pub(crate) use audit_columns;
+
+/// Columns of `users`, in the order [`user`] reads them and writes bind them (`1` to `10`).
+/// Reads add one more, the user's identities as a JSON array of `{idp_id, subject}` objects
+/// built from `user_identities` (each store writes that subquery in its own SQL).
+macro_rules! user_columns {
+    () => {
+        "id, app_id, email, name, status, roles, mapped_roles, grants, created_at, last_login_at"
+    };
+}
+pub(crate) use user_columns;
+
+/// Columns of `idps`, in the order [`idp`] reads them and writes bind them.
+macro_rules! idp_columns {
+    () => {
+        "id, app_id, slug, status, created_at, role_map, default_roles, email_domains, protocol"
+    };
+}
+pub(crate) use idp_columns;
+
+/// Columns of `login_attempts`, in the order [`login_attempt`] reads them and writes bind
+/// them.
+macro_rules! login_attempt_columns {
+    () => {
+        "id, idp_id, browser_hash, nonce, sealed_pkce_verifier, saml_request_id, return_to, \
+         created_at, expires_at"
+    };
+}
+pub(crate) use login_attempt_columns;
+
+/// Columns of `sessions`, in the order [`session`] reads them and writes bind them (`1` to
+/// `14`).
+macro_rules! session_columns {
+    () => {
+        "id, user_id, app_id, idp_id, secret_hash, created_at, expires_at, last_used_at, ip, \
+         user_agent, revoked_at, revoke_reason, sealed_upstream_refresh, revalidated_at"
+    };
+}
+pub(crate) use session_columns;
 
 /// Typed access to the columns of one result row, by position.
 pub(crate) trait ColumnRead {
@@ -251,6 +290,122 @@ pub(crate) fn revocation(row: &(impl ColumnRead + ?Sized)) -> Result<Revocation,
         id: row.text(0)?,
         expires_at: time(row, 1)?,
     })
+}
+
+/// A user from [`user_columns`] followed by the identities column.
+pub(crate) fn user(row: &(impl ColumnRead + ?Sized)) -> Result<UserRecord, StoreError> {
+    let status = row.text(4)?;
+    let mut identities: Vec<Identity> = json(row, 10, "user identities")?;
+    identities.sort();
+    Ok(UserRecord {
+        id: row.text(0)?,
+        app_id: row.text(1)?,
+        email: row.opt_text(2)?,
+        name: row.opt_text(3)?,
+        status: UserStatus::parse(&status)
+            .ok_or_else(|| corrupt("user status", format!("unknown status {status:?}")))?,
+        roles: json(row, 5, "user roles")?,
+        mapped_roles: json(row, 6, "user mapped roles")?,
+        grants: json(row, 7, "user grants")?,
+        identities,
+        created_at: time(row, 8)?,
+        last_login_at: opt_time(row, 9)?,
+    })
+}
+
+/// An identity provider's status as stored.
+fn idp_status(status: &str) -> Result<IdpStatus, StoreError> {
+    match status {
+        "active" => Ok(IdpStatus::Active),
+        "disabled" => Ok(IdpStatus::Disabled),
+        _ => Err(corrupt(
+            "identity provider status",
+            format!("unknown status {status:?}"),
+        )),
+    }
+}
+
+pub(crate) fn idp(row: &(impl ColumnRead + ?Sized)) -> Result<IdpRecord, StoreError> {
+    Ok(IdpRecord {
+        id: row.text(0)?,
+        app_id: row.text(1)?,
+        slug: row.text(2)?,
+        status: idp_status(&row.text(3)?)?,
+        created_at: time(row, 4)?,
+        role_map: json(row, 5, "identity provider role map")?,
+        default_roles: json(row, 6, "identity provider default roles")?,
+        email_domains: json(row, 7, "identity provider email domains")?,
+        protocol: json(row, 8, "identity provider protocol")?,
+    })
+}
+
+pub(crate) fn login_attempt(row: &(impl ColumnRead + ?Sized)) -> Result<LoginAttempt, StoreError> {
+    Ok(LoginAttempt {
+        id: row.text(0)?,
+        idp_id: row.text(1)?,
+        browser_hash: row.text(2)?,
+        nonce: row.opt_text(3)?,
+        sealed_pkce_verifier: row.opt_text(4)?,
+        saml_request_id: row.opt_text(5)?,
+        return_to: row.opt_text(6)?,
+        created_at: time(row, 7)?,
+        expires_at: time(row, 8)?,
+    })
+}
+
+pub(crate) fn session(row: &(impl ColumnRead + ?Sized)) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id: row.text(0)?,
+        user_id: row.text(1)?,
+        app_id: row.text(2)?,
+        idp_id: row.text(3)?,
+        secret_hash: row.text(4)?,
+        created_at: time(row, 5)?,
+        expires_at: time(row, 6)?,
+        last_used_at: time(row, 7)?,
+        ip: row.opt_text(8)?,
+        user_agent: row.opt_text(9)?,
+        revoked_at: opt_time(row, 10)?,
+        revoke_reason: row.opt_text(11)?,
+        sealed_upstream_refresh: row.opt_text(12)?,
+        revalidated_at: opt_time(row, 13)?,
+    })
+}
+
+/// The encoded JSON columns of a user.
+pub(crate) struct UserColumns {
+    pub(crate) roles: String,
+    pub(crate) mapped_roles: String,
+    pub(crate) grants: String,
+}
+
+impl UserColumns {
+    pub(crate) fn encode(user: &UserRecord) -> Result<Self, StoreError> {
+        Ok(UserColumns {
+            roles: to_json(&user.roles, "user roles")?,
+            mapped_roles: to_json(&user.mapped_roles, "user mapped roles")?,
+            grants: to_json(&user.grants, "user grants")?,
+        })
+    }
+}
+
+/// The encoded JSON columns of an identity provider.
+pub(crate) struct IdpColumns {
+    pub(crate) role_map: String,
+    pub(crate) default_roles: String,
+    pub(crate) email_domains: String,
+    pub(crate) protocol: String,
+}
+
+impl IdpColumns {
+    pub(crate) fn encode(idp: &IdpRecord) -> Result<Self, StoreError> {
+        Ok(IdpColumns {
+            role_map: to_json(&idp.role_map, "identity provider role map")?,
+            default_roles: to_json(&idp.default_roles, "identity provider default roles")?,
+            email_domains: to_json(&idp.email_domains, "identity provider email domains")?,
+            protocol: to_json(&idp.protocol, "identity provider protocol")?,
+        })
+    }
 }
 
 /// The encoded columns of a token that are not stored as they are.

@@ -5,12 +5,12 @@ use std::ops::Bound;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use kms_core::store::{
-    AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
-    TokenStore, UseOutcome,
+    AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, Mutation,
+    PolicyStore, Store, TokenStore, UseOutcome,
 };
 use kms_core::store::{
-    AuditQuery, Policy, RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreError,
-    TokenRecord,
+    AuditQuery, IdpRecord, LoginAttempt, Policy, RefreshRecord, RefreshStatus, Revocation,
+    SessionRecord, SessionSelector, SigningKeyRecord, StoreError, TokenRecord, UserRecord,
 };
 use kms_core::{Application, AuditEvent, Permission, Role, RoleName, Scope, Timestamp};
 
@@ -40,6 +40,8 @@ impl std::fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("apps", &state.apps.len())
             .field("tokens", &state.tokens.len())
+            .field("users", &state.users.len())
+            .field("sessions", &state.sessions.len())
             .field("audit_events", &state.audit.len())
             .field("listeners", &self.listeners)
             .finish_non_exhaustive()
@@ -87,6 +89,19 @@ struct State {
     refresh_tokens: BTreeMap<String, RefreshRecord>,
     revocations: BTreeMap<String, Revocation>,
     audit: BTreeMap<u64, AuditEvent>,
+    /// Users, their identities sorted and each once.
+    users: BTreeMap<String, UserRecord>,
+    /// (application id, user id) for every user.
+    users_by_app: BTreeSet<(String, String)>,
+    /// (provider id, subject) → id of the user it is linked to.
+    identities: BTreeMap<(String, String), String>,
+    idps: BTreeMap<String, IdpRecord>,
+    /// Slug → provider id.
+    idp_slugs: BTreeMap<String, String>,
+    login_attempts: BTreeMap<String, LoginAttempt>,
+    sessions: BTreeMap<String, SessionRecord>,
+    /// Replay-cache id → when it may be forgotten.
+    replay: BTreeMap<String, Timestamp>,
 }
 
 impl State {
@@ -155,6 +170,58 @@ impl State {
         Some(old)
     }
 
+    /// Stores `user` (its identities sorted, each once) and indexes it, replacing any
+    /// user with its id.
+    fn put_user(&mut self, mut user: UserRecord) -> Option<UserRecord> {
+        let old = self.remove_user_row(&user.id);
+        user.identities.sort();
+        user.identities.dedup();
+        self.users_by_app
+            .insert((user.app_id.clone(), user.id.clone()));
+        for identity in &user.identities {
+            let key = (identity.idp_id.clone(), identity.subject.clone());
+            self.identities.insert(key, user.id.clone());
+        }
+        self.users.insert(user.id.clone(), user);
+        old
+    }
+
+    /// Removes the user with their identities; sessions are the caller's business.
+    fn remove_user_row(&mut self, id: &str) -> Option<UserRecord> {
+        let old = self.users.remove(id)?;
+        self.users_by_app
+            .remove(&(old.app_id.clone(), old.id.clone()));
+        for identity in &old.identities {
+            let key = (identity.idp_id.clone(), identity.subject.clone());
+            if self.identities.get(&key).is_some_and(|owner| owner == id) {
+                self.identities.remove(&key);
+            }
+        }
+        Some(old)
+    }
+
+    fn put_idp(&mut self, idp: IdpRecord) -> Option<IdpRecord> {
+        let old = self.remove_idp_row(&idp.id);
+        self.idp_slugs.insert(idp.slug.clone(), idp.id.clone());
+        self.idps.insert(idp.id.clone(), idp);
+        old
+    }
+
+    /// Removes the provider row only; identities and attempts are the caller's business.
+    fn remove_idp_row(&mut self, id: &str) -> Option<IdpRecord> {
+        let old = self.idps.remove(id)?;
+        self.idp_slugs.remove(&old.slug);
+        Some(old)
+    }
+
+    fn user_ids_of_app(&self, app_id: &str) -> Vec<String> {
+        self.users_by_app
+            .range((app_id.to_owned(), String::new())..)
+            .take_while(|(app, _)| app == app_id)
+            .map(|(_, user)| user.clone())
+            .collect()
+    }
+
     fn token_ids_of_app(&self, app_id: &str) -> Vec<String> {
         self.tokens_by_app
             .range((app_id.to_owned(), String::new())..)
@@ -187,6 +254,11 @@ enum Undo {
     Audit(u64),
     /// A pruned audit event, restored on rollback.
     AuditPruned(Box<AuditEvent>),
+    User(String, Option<Box<UserRecord>>),
+    Idp(String, Option<Box<IdpRecord>>),
+    LoginAttempt(String, Option<Box<LoginAttempt>>),
+    Session(String, Option<Box<SessionRecord>>),
+    Replay(String, Option<Timestamp>),
 }
 
 /// A transaction over [`State`]: writes apply at once and are logged, and
@@ -219,6 +291,16 @@ impl MemoryTx<'_> {
                 Undo::Revocation(k, None) => drop(s.revocations.remove(&k)),
                 Undo::Audit(seq) => drop(s.audit.remove(&seq)),
                 Undo::AuditPruned(e) => drop(s.audit.insert(e.seq, *e)),
+                Undo::User(_, Some(user)) => drop(s.put_user(*user)),
+                Undo::User(id, None) => drop(s.remove_user_row(&id)),
+                Undo::Idp(_, Some(idp)) => drop(s.put_idp(*idp)),
+                Undo::Idp(id, None) => drop(s.remove_idp_row(&id)),
+                Undo::LoginAttempt(k, Some(a)) => drop(s.login_attempts.insert(k, *a)),
+                Undo::LoginAttempt(k, None) => drop(s.login_attempts.remove(&k)),
+                Undo::Session(k, Some(r)) => drop(s.sessions.insert(k, *r)),
+                Undo::Session(k, None) => drop(s.sessions.remove(&k)),
+                Undo::Replay(k, Some(t)) => drop(s.replay.insert(k, t)),
+                Undo::Replay(k, None) => drop(s.replay.remove(&k)),
             }
         }
     }
@@ -227,6 +309,56 @@ impl MemoryTx<'_> {
         if let Some(old) = self.state.remove_token(id) {
             self.undo
                 .push(Undo::Token(id.to_owned(), Some(Box::new(old))));
+        }
+    }
+
+    /// Replaces (or with `None` removes) the user with `id`, logging the old one.
+    fn set_user(&mut self, id: &str, user: Option<UserRecord>) {
+        let old = match user {
+            Some(u) => self.state.put_user(u),
+            None => self.state.remove_user_row(id),
+        };
+        self.undo.push(Undo::User(id.to_owned(), old.map(Box::new)));
+    }
+
+    /// Replaces (or with `None` removes) the session with `id`, logging the old one.
+    fn set_session(&mut self, id: &str, session: Option<SessionRecord>) {
+        let old = match session {
+            Some(s) => self.state.sessions.insert(id.to_owned(), s),
+            None => self.state.sessions.remove(id),
+        };
+        self.undo
+            .push(Undo::Session(id.to_owned(), old.map(Box::new)));
+    }
+
+    /// Removes the login attempt with `id`, logging it.
+    fn remove_login_attempt(&mut self, id: &str) {
+        if let Some(old) = self.state.login_attempts.remove(id) {
+            self.undo
+                .push(Undo::LoginAttempt(id.to_owned(), Some(Box::new(old))));
+        }
+    }
+
+    /// The ids of the sessions that `matches`.
+    fn session_ids_where(&self, matches: impl Fn(&SessionRecord) -> bool) -> Vec<String> {
+        let sessions = self.state.sessions.values();
+        sessions
+            .filter(|s| matches(s))
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// Applies `change` to every session that `matches`.
+    fn update_sessions_where(
+        &mut self,
+        matches: impl Fn(&SessionRecord) -> bool,
+        change: impl Fn(&mut SessionRecord),
+    ) {
+        for id in self.session_ids_where(matches) {
+            if let Some(mut session) = self.state.sessions.get(&id).cloned() {
+                change(&mut session);
+                self.set_session(&id, Some(session));
+            }
         }
     }
 
@@ -294,6 +426,22 @@ impl Transaction for MemoryTx<'_> {
     }
 
     fn delete_app(&mut self, id: &str) -> Result<(), StoreError> {
+        let idps: Vec<String> = self
+            .state
+            .idps
+            .values()
+            .filter(|idp| idp.app_id == id)
+            .map(|idp| idp.id.clone())
+            .collect();
+        for idp in idps {
+            self.delete_idp(&idp)?;
+        }
+        for user in self.state.user_ids_of_app(id) {
+            self.delete_user(&user)?;
+        }
+        for session in self.session_ids_where(|s| s.app_id == id) {
+            self.set_session(&session, None);
+        }
         for token in self.state.token_ids_of_app(id) {
             self.remove_token(&token);
         }
@@ -423,6 +571,27 @@ impl Transaction for MemoryTx<'_> {
         for id in self.refresh_ids_where(|r| r.expires_at < before) {
             self.put_refresh(&id, None);
         }
+        let attempts: Vec<String> = self
+            .state
+            .login_attempts
+            .values()
+            .filter(|a| a.expires_at < before)
+            .map(|a| a.id.clone())
+            .collect();
+        for id in attempts {
+            self.remove_login_attempt(&id);
+        }
+        let forgotten: Vec<String> = self
+            .state
+            .replay
+            .iter()
+            .filter(|(_, expires_at)| **expires_at < before)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in forgotten {
+            let old = self.state.replay.remove(&id);
+            self.undo.push(Undo::Replay(id, old));
+        }
         Ok(())
     }
 
@@ -462,6 +631,142 @@ impl Transaction for MemoryTx<'_> {
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         let old = self.state.meta.insert(key.to_owned(), value.to_owned());
         self.undo.push(Undo::Meta(key.to_owned(), old));
+        Ok(())
+    }
+
+    fn user_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.state.users.contains_key(id))
+    }
+
+    fn user_with_identity(
+        &mut self,
+        idp_id: &str,
+        subject: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let key = (idp_id.to_owned(), subject.to_owned());
+        Ok(self.state.identities.get(&key).cloned())
+    }
+
+    fn put_user(&mut self, user: &UserRecord) -> Result<(), StoreError> {
+        self.set_user(&user.id, Some(user.clone()));
+        Ok(())
+    }
+
+    fn delete_user(&mut self, id: &str) -> Result<(), StoreError> {
+        for session in self.session_ids_where(|s| s.user_id == id) {
+            self.set_session(&session, None);
+        }
+        if self.state.users.contains_key(id) {
+            self.set_user(id, None);
+        }
+        Ok(())
+    }
+
+    fn idp_with_slug(&mut self, slug: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.state.idp_slugs.get(slug).cloned())
+    }
+
+    fn put_idp(&mut self, idp: &IdpRecord) -> Result<(), StoreError> {
+        let old = self.state.put_idp(idp.clone());
+        self.undo.push(Undo::Idp(idp.id.clone(), old.map(Box::new)));
+        Ok(())
+    }
+
+    fn delete_idp(&mut self, id: &str) -> Result<(), StoreError> {
+        let linked: BTreeSet<String> = self
+            .state
+            .identities
+            .iter()
+            .filter(|((idp, _), _)| idp == id)
+            .map(|(_, user)| user.clone())
+            .collect();
+        for user_id in linked {
+            if let Some(mut user) = self.state.users.get(&user_id).cloned() {
+                user.identities.retain(|i| i.idp_id != id);
+                self.set_user(&user_id, Some(user));
+            }
+        }
+        let attempts: Vec<String> = self
+            .state
+            .login_attempts
+            .values()
+            .filter(|a| a.idp_id == id)
+            .map(|a| a.id.clone())
+            .collect();
+        for attempt in attempts {
+            self.remove_login_attempt(&attempt);
+        }
+        if let Some(old) = self.state.remove_idp_row(id) {
+            self.undo
+                .push(Undo::Idp(id.to_owned(), Some(Box::new(old))));
+        }
+        Ok(())
+    }
+
+    fn login_attempt_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.state.login_attempts.contains_key(id))
+    }
+
+    fn insert_login_attempt(&mut self, attempt: &LoginAttempt) -> Result<(), StoreError> {
+        let old = self
+            .state
+            .login_attempts
+            .insert(attempt.id.clone(), attempt.clone());
+        self.undo
+            .push(Undo::LoginAttempt(attempt.id.clone(), old.map(Box::new)));
+        Ok(())
+    }
+
+    fn delete_login_attempt(&mut self, id: &str) -> Result<(), StoreError> {
+        self.remove_login_attempt(id);
+        Ok(())
+    }
+
+    fn session_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.state.sessions.contains_key(id))
+    }
+
+    fn put_session(&mut self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.set_session(&session.id, Some(session.clone()));
+        Ok(())
+    }
+
+    fn touch_session(&mut self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.update_sessions_where(
+            |s| s.id == id && s.revoked_at.is_none() && s.last_used_at < at,
+            |s| s.last_used_at = at,
+        );
+        Ok(())
+    }
+
+    fn revoke_sessions(
+        &mut self,
+        selector: &SessionSelector,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let selected = |s: &SessionRecord| match selector {
+            SessionSelector::Id(id) => s.id == *id,
+            SessionSelector::User(id) => s.user_id == *id,
+            SessionSelector::Idp(id) => s.idp_id == *id,
+        };
+        self.update_sessions_where(
+            |s| selected(s) && s.revoked_at.is_none(),
+            |s| {
+                s.revoked_at = Some(at);
+                s.revoke_reason = Some(reason.to_owned());
+            },
+        );
+        Ok(())
+    }
+
+    fn replay_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.state.replay.contains_key(id))
+    }
+
+    fn insert_replay(&mut self, id: &str, expires_at: Timestamp) -> Result<(), StoreError> {
+        let old = self.state.replay.insert(id.to_owned(), expires_at);
+        self.undo.push(Undo::Replay(id.to_owned(), old));
         Ok(())
     }
 }
@@ -604,6 +909,107 @@ impl AuditStore for MemoryStore {
             .audit
             .range((Bound::Excluded(after_seq), Bound::Unbounded));
         Ok(events.take(limit).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl IdentityStore for MemoryStore {
+    fn get_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.read().users.get(id).cloned())
+    }
+
+    fn list_users(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let state = self.read();
+        let start = (app_id.to_owned(), after.unwrap_or_default().to_owned());
+        let lower = match after {
+            Some(_) => Bound::Excluded(start),
+            None => Bound::Included(start),
+        };
+        Ok(state
+            .users_by_app
+            .range((lower, Bound::Unbounded))
+            .take_while(|(app, _)| app == app_id)
+            .filter_map(|(_, id)| state.users.get(id).cloned())
+            .take(limit)
+            .collect())
+    }
+
+    fn user_by_identity(
+        &self,
+        idp_id: &str,
+        subject: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let state = self.read();
+        let key = (idp_id.to_owned(), subject.to_owned());
+        Ok(state
+            .identities
+            .get(&key)
+            .and_then(|id| state.users.get(id))
+            .cloned())
+    }
+
+    fn role_is_held_by_users(&self, role: &RoleName) -> Result<bool, StoreError> {
+        let state = self.read();
+        let by_user = state
+            .users
+            .values()
+            .any(|u| u.roles.contains(role) || u.mapped_roles.contains(role));
+        let by_idp = state.idps.values().any(|idp| {
+            idp.default_roles.contains(role) || idp.role_map.values().any(|r| r.contains(role))
+        });
+        Ok(by_user || by_idp)
+    }
+
+    fn get_idp(&self, id: &str) -> Result<Option<IdpRecord>, StoreError> {
+        Ok(self.read().idps.get(id).cloned())
+    }
+
+    fn idp_by_slug(&self, slug: &str) -> Result<Option<IdpRecord>, StoreError> {
+        let state = self.read();
+        Ok(state
+            .idp_slugs
+            .get(slug)
+            .and_then(|id| state.idps.get(id))
+            .cloned())
+    }
+
+    fn list_idps(&self, app_id: Option<&str>) -> Result<Vec<IdpRecord>, StoreError> {
+        Ok(self
+            .read()
+            .idps
+            .values()
+            .filter(|idp| app_id.is_none_or(|app| idp.app_id == app))
+            .cloned()
+            .collect())
+    }
+
+    fn get_login_attempt(&self, id: &str) -> Result<Option<LoginAttempt>, StoreError> {
+        Ok(self.read().login_attempts.get(id).cloned())
+    }
+
+    fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.read().sessions.get(id).cloned())
+    }
+
+    fn list_sessions(
+        &self,
+        user_id: &str,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut sessions: Vec<SessionRecord> = self
+            .read()
+            .sessions
+            .values()
+            .filter(|s| s.user_id == user_id && s.revoked_at.is_none() && s.expires_at > now)
+            .cloned()
+            .collect();
+        // Newest first; the map's order (by id) breaks ties, as the SQL stores do.
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        Ok(sessions)
     }
 }
 

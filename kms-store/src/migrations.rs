@@ -232,6 +232,98 @@ pub const MIGRATIONS: &[Migration] = &[
             ALTER TABLE tokens DROP COLUMN grants;
         ",
     },
+    Migration {
+        version: 8,
+        name: "users, identity providers, login attempts and sessions",
+        up: "
+            CREATE TABLE users (
+                id            TEXT PRIMARY KEY NOT NULL,
+                app_id        TEXT NOT NULL REFERENCES apps (id),
+                email         TEXT,
+                name          TEXT,
+                status        TEXT NOT NULL,
+                roles         TEXT NOT NULL,
+                mapped_roles  TEXT NOT NULL,
+                grants        TEXT NOT NULL,
+                created_at    INTEGER NOT NULL,
+                last_login_at INTEGER
+            ) STRICT;
+            CREATE INDEX users_by_app ON users (app_id, id);
+            CREATE TABLE user_identities (
+                idp_id  TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                user_id TEXT NOT NULL REFERENCES users (id),
+                PRIMARY KEY (idp_id, subject)
+            ) STRICT, WITHOUT ROWID;
+            CREATE INDEX user_identities_by_user ON user_identities (user_id);
+            CREATE TABLE idps (
+                id            TEXT PRIMARY KEY NOT NULL,
+                app_id        TEXT NOT NULL REFERENCES apps (id),
+                slug          TEXT NOT NULL UNIQUE,
+                status        TEXT NOT NULL,
+                created_at    INTEGER NOT NULL,
+                role_map      TEXT NOT NULL,
+                default_roles TEXT NOT NULL,
+                email_domains TEXT NOT NULL,
+                protocol      TEXT NOT NULL
+            ) STRICT;
+            CREATE INDEX idps_by_app ON idps (app_id, id);
+            CREATE TABLE login_attempts (
+                id                   TEXT PRIMARY KEY NOT NULL,
+                idp_id               TEXT NOT NULL,
+                browser_hash         TEXT NOT NULL,
+                nonce                TEXT,
+                sealed_pkce_verifier TEXT,
+                saml_request_id      TEXT,
+                return_to            TEXT,
+                created_at           INTEGER NOT NULL,
+                expires_at           INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX login_attempts_by_idp ON login_attempts (idp_id);
+            CREATE INDEX login_attempts_by_expiry ON login_attempts (expires_at);
+            CREATE TABLE sessions (
+                id                      TEXT PRIMARY KEY NOT NULL,
+                user_id                 TEXT NOT NULL,
+                app_id                  TEXT NOT NULL,
+                idp_id                  TEXT NOT NULL,
+                secret_hash             TEXT NOT NULL,
+                created_at              INTEGER NOT NULL,
+                expires_at              INTEGER NOT NULL,
+                last_used_at            INTEGER NOT NULL,
+                ip                      TEXT,
+                user_agent              TEXT,
+                revoked_at              INTEGER,
+                revoke_reason           TEXT,
+                sealed_upstream_refresh TEXT,
+                revalidated_at          INTEGER
+            ) STRICT;
+            CREATE INDEX sessions_by_user ON sessions (user_id);
+            CREATE INDEX sessions_by_idp ON sessions (idp_id);
+            CREATE INDEX sessions_by_app ON sessions (app_id);
+            CREATE TABLE sso_replay (
+                id         TEXT PRIMARY KEY NOT NULL,
+                expires_at INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX sso_replay_by_expiry ON sso_replay (expires_at);
+        ",
+        down: "
+            DROP INDEX sso_replay_by_expiry;
+            DROP TABLE sso_replay;
+            DROP INDEX sessions_by_app;
+            DROP INDEX sessions_by_idp;
+            DROP INDEX sessions_by_user;
+            DROP TABLE sessions;
+            DROP INDEX login_attempts_by_expiry;
+            DROP INDEX login_attempts_by_idp;
+            DROP TABLE login_attempts;
+            DROP INDEX idps_by_app;
+            DROP TABLE idps;
+            DROP INDEX user_identities_by_user;
+            DROP TABLE user_identities;
+            DROP INDEX users_by_app;
+            DROP TABLE users;
+        ",
+    },
 ];
 
 /// The version of the newest migration.

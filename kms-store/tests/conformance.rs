@@ -12,8 +12,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use kms_core::store::{
-    AuditQuery, KeyAlgorithm, KeyState, Policy, RefreshRecord, RefreshStatus, Revocation,
-    SigningKeyRecord, StoreError, TokenRecord,
+    AuditQuery, Identity, IdpProtocol, IdpRecord, IdpStatus, KeyAlgorithm, KeyState, LoginAttempt,
+    OidcSettings, Policy, RefreshRecord, RefreshStatus, Revocation, SamlSettings, SessionRecord,
+    SessionSelector, SigningKeyRecord, StoreError, TokenRecord, UserRecord, UserStatus,
 };
 use kms_core::store::{Change, ChangeListener, Mutation, Store, UseOutcome};
 use kms_core::token_format::TokenPrefix;
@@ -1126,6 +1127,974 @@ fn listeners_hear_key_and_revocation_changes(store: &Arc<dyn Store>) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Users, identity providers, login attempts, sessions and the replay cache
+
+fn identity(idp_id: &str, subject: &str) -> Identity {
+    Identity {
+        idp_id: idp_id.to_owned(),
+        subject: subject.to_owned(),
+    }
+}
+
+fn user(id: &str, app_id: &str, identities: &[(&str, &str)]) -> UserRecord {
+    UserRecord {
+        id: id.to_owned(),
+        app_id: app_id.to_owned(),
+        email: Some(format!("{id}@example.com")),
+        name: None,
+        status: UserStatus::Active,
+        roles: Vec::new(),
+        mapped_roles: Vec::new(),
+        grants: Vec::new(),
+        identities: identities.iter().map(|(i, s)| identity(i, s)).collect(),
+        created_at: Timestamp::from_unix(1_800_000_000),
+        last_login_at: None,
+    }
+}
+
+fn oidc(issuer: &str) -> IdpProtocol {
+    IdpProtocol::Oidc(OidcSettings {
+        issuer: issuer.to_owned(),
+        client_id: "kms-client".to_owned(),
+        sealed_client_secret: None,
+        scopes: vec!["openid".to_owned(), "email".to_owned()],
+        groups_claim: None,
+        algorithms: vec!["RS256".to_owned()],
+        discovery: serde_json::json!({"issuer": issuer}),
+        discovered_at: Timestamp::from_unix(1_800_000_000),
+    })
+}
+
+fn idp(id: &str, app_id: &str, slug: &str) -> IdpRecord {
+    IdpRecord {
+        id: id.to_owned(),
+        app_id: app_id.to_owned(),
+        slug: slug.to_owned(),
+        status: IdpStatus::Active,
+        created_at: Timestamp::from_unix(1_800_000_000),
+        role_map: Default::default(),
+        default_roles: Vec::new(),
+        email_domains: Vec::new(),
+        protocol: oidc("https://accounts.example.com"),
+    }
+}
+
+fn attempt(id: &str, idp_id: &str, expires_at: i64) -> LoginAttempt {
+    LoginAttempt {
+        id: id.to_owned(),
+        idp_id: idp_id.to_owned(),
+        browser_hash: "b".repeat(64),
+        nonce: Some("n-0S6_WzA2Mj".to_owned()),
+        sealed_pkce_verifier: Some("sealed:pkce".to_owned()),
+        saml_request_id: None,
+        return_to: Some("/dashboard".to_owned()),
+        created_at: Timestamp::from_unix(expires_at - 600),
+        expires_at: Timestamp::from_unix(expires_at),
+    }
+}
+
+fn session(id: &str, user_id: &str, idp_id: &str, created_at: i64) -> SessionRecord {
+    SessionRecord {
+        id: id.to_owned(),
+        user_id: user_id.to_owned(),
+        app_id: "app_1".to_owned(),
+        idp_id: idp_id.to_owned(),
+        secret_hash: "5".repeat(64),
+        created_at: Timestamp::from_unix(created_at),
+        expires_at: Timestamp::from_unix(created_at + 1_000),
+        last_used_at: Timestamp::from_unix(created_at),
+        ip: Some("192.0.2.1".to_owned()),
+        user_agent: None,
+        revoked_at: None,
+        revoke_reason: None,
+        sealed_upstream_refresh: None,
+        revalidated_at: None,
+    }
+}
+
+fn revoke(selector: SessionSelector, at: i64, reason: &str) -> Mutation {
+    Mutation::RevokeSessions {
+        selector,
+        at: Timestamp::from_unix(at),
+        reason: reason.to_owned(),
+    }
+}
+
+fn touch(id: &str, at: i64) -> Mutation {
+    Mutation::TouchSession {
+        id: id.to_owned(),
+        at: Timestamp::from_unix(at),
+    }
+}
+
+fn claim(id: &str, expires_at: i64) -> Mutation {
+    Mutation::ClaimReplay {
+        id: id.to_owned(),
+        expires_at: Timestamp::from_unix(expires_at),
+    }
+}
+
+fn user_ids(store: &dyn Store, app_id: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+    let users = store.list_users(app_id, after, limit).unwrap();
+    users.into_iter().map(|u| u.id).collect()
+}
+
+fn session_ids(store: &dyn Store, user_id: &str, now: i64) -> Vec<String> {
+    let sessions = store
+        .list_sessions(user_id, Timestamp::from_unix(now))
+        .unwrap();
+    sessions.into_iter().map(|s| s.id).collect()
+}
+
+/// Two apps; in `app_1` two providers (`idp_1` "acme", `idp_2` "beta"), two users with
+/// identities at them, four sessions (two of `usr_1`, one of `usr_2`, one of `usr_1`
+/// through `idp_2`) and two login attempts; in `app_2` one provider, one user and a
+/// session.
+fn populate_people(store: &dyn Store) {
+    populate(store);
+    store
+        .apply(&[
+            Mutation::PutIdp(idp("idp_1", "app_1", "acme")),
+            Mutation::PutIdp(idp("idp_2", "app_1", "beta")),
+            Mutation::PutIdp(idp("idp_3", "app_2", "gamma")),
+            Mutation::PutUser(user(
+                "usr_1",
+                "app_1",
+                &[("idp_1", "alice"), ("idp_2", "a")],
+            )),
+            Mutation::PutUser(user("usr_2", "app_1", &[("idp_1", "bob")])),
+            Mutation::PutUser(user("usr_3", "app_2", &[("idp_3", "carol")])),
+            Mutation::InsertSession(session("ses_1", "usr_1", "idp_1", 1_000)),
+            Mutation::InsertSession(session("ses_2", "usr_1", "idp_1", 1_100)),
+            Mutation::InsertSession(session("ses_3", "usr_2", "idp_1", 1_000)),
+            Mutation::InsertSession(session("ses_4", "usr_1", "idp_2", 1_200)),
+            Mutation::InsertSession(SessionRecord {
+                app_id: "app_2".to_owned(),
+                ..session("ses_5", "usr_3", "idp_3", 1_000)
+            }),
+            Mutation::InsertLoginAttempt(attempt("la_1", "idp_1", 2_000)),
+            Mutation::InsertLoginAttempt(attempt("la_2", "idp_2", 3_000)),
+            Mutation::InsertLoginAttempt(attempt("la_3", "idp_3", 3_000)),
+            claim("saml:idp_3:a1", 2_000),
+        ])
+        .unwrap();
+}
+
+/// Everything observable about the people of [`populate_people`].
+#[derive(Debug, PartialEq)]
+struct People {
+    users: Vec<Vec<UserRecord>>,
+    by_identity: Vec<Option<String>>,
+    idps: Vec<IdpRecord>,
+    slugs: Vec<Option<String>>,
+    attempts: Vec<Option<LoginAttempt>>,
+    sessions: Vec<Option<SessionRecord>>,
+    live: Vec<Vec<String>>,
+    roles: Vec<bool>,
+}
+
+fn people(store: &dyn Store) -> People {
+    let identities = [
+        ("idp_1", "alice"),
+        ("idp_2", "a"),
+        ("idp_1", "bob"),
+        ("idp_3", "carol"),
+        ("idp_1", "dave"),
+    ];
+    People {
+        users: ["app_1", "app_2", "app_3"]
+            .iter()
+            .map(|a| store.list_users(a, None, 100).unwrap())
+            .collect(),
+        by_identity: identities
+            .iter()
+            .map(|(i, s)| store.user_by_identity(i, s).unwrap().map(|u| u.id))
+            .collect(),
+        idps: store.list_idps(None).unwrap(),
+        slugs: ["acme", "beta", "gamma", "delta"]
+            .iter()
+            .map(|s| store.idp_by_slug(s).unwrap().map(|i| i.id))
+            .collect(),
+        attempts: ["la_1", "la_2", "la_3", "la_9"]
+            .iter()
+            .map(|id| store.get_login_attempt(id).unwrap())
+            .collect(),
+        sessions: ["ses_1", "ses_2", "ses_3", "ses_4", "ses_5", "ses_9"]
+            .iter()
+            .map(|id| store.get_session(id).unwrap())
+            .collect(),
+        live: ["usr_1", "usr_2", "usr_3"]
+            .iter()
+            .map(|u| session_ids(store, u, 0))
+            .collect(),
+        roles: ["a", "viewer", "mapped", "default", "grouped"]
+            .iter()
+            .map(|r| store.role_is_held_by_users(&role_name(r)).unwrap())
+            .collect(),
+    }
+}
+
+fn users_round_trip_with_their_identities_sorted(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let hostile = "Robert'); DROP TABLE users;-- \"q\" 🔑 ключ";
+    let grant: kms_core::ConditionalGrant = serde_json::from_value(
+        serde_json::json!({"role": "support", "when": "context.region == \"eu\""}),
+    )
+    .unwrap();
+    let full = UserRecord {
+        id: format!("usr_{hostile}"),
+        app_id: "app_1".to_owned(),
+        email: Some(hostile.to_owned()),
+        name: Some("Zoë Ångström".to_owned()),
+        status: UserStatus::Disabled,
+        roles: vec![role_name("support"), role_name("team.a-1")],
+        mapped_roles: vec![role_name("viewer")],
+        grants: vec![grant],
+        identities: vec![
+            identity("idp_b", "z"),
+            identity("idp_a", hostile),
+            identity("idp_b", "a"),
+        ],
+        created_at: Timestamp::from_unix(-86_400),
+        last_login_at: Some(Timestamp::from_unix(i64::MAX)),
+    };
+    let minimal = UserRecord {
+        email: None,
+        ..user("usr_min", "app_1", &[])
+    };
+    store
+        .apply(&[
+            Mutation::PutUser(full.clone()),
+            Mutation::PutUser(minimal.clone()),
+        ])
+        .unwrap();
+    let mut sorted = full.clone();
+    sorted.identities.sort();
+    assert_eq!(store.get_user(&full.id).unwrap(), Some(sorted.clone()));
+    assert_eq!(store.get_user("usr_min").unwrap(), Some(minimal.clone()));
+    assert_eq!(store.get_user("usr_x").unwrap(), None);
+    assert_eq!(
+        store.user_by_identity("idp_a", hostile).unwrap(),
+        Some(sorted.clone())
+    );
+    // By id: "usr_R..." sorts before "usr_m...".
+    assert_eq!(
+        store.list_users("app_1", None, 10).unwrap(),
+        [sorted, minimal]
+    );
+    assert_eq!(store.user_by_identity("idp_a", "z").unwrap(), None);
+    assert_eq!(store.user_by_identity("idp_x", hostile).unwrap(), None);
+
+    // Putting a user again replaces their identities: the dropped one is free again.
+    let moved = UserRecord {
+        identities: vec![identity("idp_b", "a")],
+        ..full.clone()
+    };
+    store.apply(&[Mutation::PutUser(moved.clone())]).unwrap();
+    assert_eq!(store.get_user(&full.id).unwrap(), Some(moved));
+    assert_eq!(store.user_by_identity("idp_a", hostile).unwrap(), None);
+    store
+        .apply(&[Mutation::PutUser(user(
+            "usr_other",
+            "app_1",
+            &[("idp_a", hostile)],
+        ))])
+        .unwrap();
+    // The same identity twice in one record is kept once.
+    let twice = user("usr_twice", "app_1", &[("idp_c", "s"), ("idp_c", "s")]);
+    store.apply(&[Mutation::PutUser(twice)]).unwrap();
+    assert_eq!(
+        store.get_user("usr_twice").unwrap().unwrap().identities,
+        [identity("idp_c", "s")]
+    );
+}
+
+fn users_are_listed_per_app_by_id_after_the_cursor(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    store
+        .apply(&[
+            Mutation::PutUser(user("usr_c", "app_1", &[])),
+            Mutation::PutUser(user("usr_a", "app_1", &[])),
+            Mutation::PutUser(user("usr_b", "app_2", &[])),
+            Mutation::PutUser(user("usr_d", "app_1", &[])),
+        ])
+        .unwrap();
+    let s = store.as_ref();
+    assert_eq!(user_ids(s, "app_1", None, 10), ["usr_a", "usr_c", "usr_d"]);
+    assert_eq!(user_ids(s, "app_1", Some("usr_a"), 1), ["usr_c"]);
+    assert_eq!(user_ids(s, "app_1", Some("usr_b"), 10), ["usr_c", "usr_d"]);
+    assert_eq!(
+        user_ids(s, "app_1", Some("usr_d"), 10),
+        Vec::<String>::new()
+    );
+    assert_eq!(user_ids(s, "app_2", None, 10), ["usr_b"]);
+    assert_eq!(user_ids(s, "app_x", None, 10), Vec::<String>::new());
+    assert_eq!(user_ids(s, "app_1", None, 0), Vec::<String>::new());
+    // Moving a user to another application moves it in the listings.
+    store
+        .apply(&[Mutation::PutUser(user("usr_a", "app_2", &[]))])
+        .unwrap();
+    assert_eq!(user_ids(s, "app_1", None, 10), ["usr_c", "usr_d"]);
+    assert_eq!(user_ids(s, "app_2", None, 10), ["usr_a", "usr_b"]);
+}
+
+fn users_and_idps_must_belong_to_an_existing_app(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let message = conflict_message(store.apply(&[Mutation::PutUser(user("usr_1", "app_x", &[]))]));
+    assert_eq!(message, "the application \"app_x\" does not exist");
+    let message = conflict_message(store.apply(&[Mutation::PutIdp(idp("idp_1", "app_x", "s"))]));
+    assert_eq!(message, "the application \"app_x\" does not exist");
+    assert_eq!(store.get_user("usr_1").unwrap(), None);
+    assert_eq!(store.get_idp("idp_1").unwrap(), None);
+}
+
+fn an_identity_of_another_user_conflicts_and_the_batch_changes_nothing(store: &Arc<dyn Store>) {
+    populate_people(store.as_ref());
+    let before = (snapshot(store.as_ref()), people(store.as_ref()));
+    let message = conflict_message(store.apply(&[
+        Mutation::PutUser(user("usr_9", "app_1", &[("idp_1", "dave")])),
+        Mutation::PutUser(user("usr_2", "app_1", &[("idp_2", "b")])),
+        Mutation::PutUser(user("usr_8", "app_1", &[("idp_1", "alice")])),
+    ]));
+    assert!(message.contains("linked to another user"), "{message}");
+    assert_eq!((snapshot(store.as_ref()), people(store.as_ref())), before);
+    // Taking an identity that an earlier mutation of the same batch freed is fine.
+    store
+        .apply(&[
+            Mutation::PutUser(user("usr_2", "app_1", &[])),
+            Mutation::PutUser(user("usr_9", "app_1", &[("idp_1", "bob")])),
+        ])
+        .unwrap();
+    let owner = store.user_by_identity("idp_1", "bob").unwrap().unwrap();
+    assert_eq!(owner.id, "usr_9");
+    // A user keeping their own identity is no conflict.
+    store
+        .apply(&[Mutation::PutUser(UserRecord {
+            status: UserStatus::Disabled,
+            ..user("usr_9", "app_1", &[("idp_1", "bob")])
+        })])
+        .unwrap();
+}
+
+fn failed_batch_restores_every_kind_of_people_change(store: &Arc<dyn Store>) {
+    populate_people(store.as_ref());
+    let before = (snapshot(store.as_ref()), people(store.as_ref()));
+    let result = store.apply(&[
+        Mutation::PutUser(user("usr_1", "app_1", &[("idp_1", "dave")])),
+        Mutation::PutUser(user("usr_9", "app_1", &[("idp_1", "alice")])),
+        Mutation::DeleteUser("usr_2".to_owned()),
+        Mutation::PutIdp(idp("idp_1", "app_1", "delta")),
+        Mutation::PutIdp(idp("idp_9", "app_1", "acme")),
+        Mutation::DeleteIdp("idp_2".to_owned()),
+        Mutation::InsertLoginAttempt(attempt("la_9", "idp_1", 9_000)),
+        Mutation::ConsumeLoginAttempt("la_1".to_owned()),
+        Mutation::InsertSession(session("ses_9", "usr_1", "idp_1", 5_000)),
+        Mutation::UpdateSession(SessionRecord {
+            user_agent: Some("changed".to_owned()),
+            ..session("ses_1", "usr_1", "idp_1", 1_000)
+        }),
+        touch("ses_2", 1_900),
+        revoke(SessionSelector::User("usr_1".to_owned()), 1_500, "revoked"),
+        claim("saml:idp_1:x", 9_000),
+        Mutation::PurgeExpired {
+            before: Timestamp::from_unix(10_000),
+        },
+        Mutation::DeleteApp("app_2".to_owned()),
+        Mutation::PutRole(role("mapped", &[], &[])),
+        Mutation::ConsumeLoginAttempt("la_1".to_owned()),
+    ]);
+    assert!(matches!(result, Err(StoreError::Conflict(_))));
+    assert_eq!((snapshot(store.as_ref()), people(store.as_ref())), before);
+    // The indexes were restored too: the slug and the identity are still taken.
+    let slug = store.apply(&[Mutation::PutIdp(idp("idp_8", "app_1", "acme"))]);
+    assert!(matches!(slug, Err(StoreError::Conflict(_))));
+    let taken = store.apply(&[Mutation::PutUser(user("usr_8", "app_1", &[("idp_2", "a")]))]);
+    assert!(matches!(taken, Err(StoreError::Conflict(_))));
+    store
+        .apply(&[Mutation::PutIdp(idp("idp_8", "app_1", "delta"))])
+        .unwrap();
+}
+
+fn delete_user_removes_their_sessions_and_identities(store: &Arc<dyn Store>) {
+    populate_people(store.as_ref());
+    store
+        .apply(&[Mutation::DeleteUser("usr_1".to_owned())])
+        .unwrap();
+    assert_eq!(store.get_user("usr_1").unwrap(), None);
+    for id in ["ses_1", "ses_2", "ses_4"] {
+        assert_eq!(store.get_session(id).unwrap(), None, "{id}");
+    }
+    assert_eq!(store.user_by_identity("idp_1", "alice").unwrap(), None);
+    assert_eq!(store.user_by_identity("idp_2", "a").unwrap(), None);
+    // Others keep theirs, and the freed identity can be linked again.
+    assert!(store.get_session("ses_3").unwrap().is_some());
+    assert!(store.user_by_identity("idp_1", "bob").unwrap().is_some());
+    store
+        .apply(&[
+            Mutation::PutUser(user("usr_9", "app_1", &[("idp_1", "alice")])),
+            Mutation::DeleteUser("usr_x".to_owned()),
+        ])
+        .unwrap();
+    assert_eq!(
+        user_ids(store.as_ref(), "app_1", None, 10),
+        ["usr_2", "usr_9"]
+    );
+}
+
+fn idp_slugs_are_unique_and_idps_round_trip(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let saml = IdpRecord {
+        status: IdpStatus::Disabled,
+        role_map: [
+            (
+                "admins".to_owned(),
+                vec![role_name("admin"), role_name("support")],
+            ),
+            ("Ünïcødé 'group'".to_owned(), vec![]),
+        ]
+        .into_iter()
+        .collect(),
+        default_roles: vec![role_name("viewer")],
+        email_domains: vec!["example.com".to_owned(), "example.org".to_owned()],
+        protocol: IdpProtocol::Saml(SamlSettings {
+            idp_metadata_xml: "<EntityDescriptor entityID=\"x\">'🔑'</EntityDescriptor>".to_owned(),
+            groups_attribute: Some("memberOf".to_owned()),
+            allow_idp_initiated: true,
+        }),
+        ..idp("idp_b", "app_2", "saml-b")
+    };
+    let oidc_full = IdpRecord {
+        protocol: IdpProtocol::Oidc(OidcSettings {
+            issuer: "https://login.example.com/tenant/v2.0".to_owned(),
+            client_id: "c".to_owned(),
+            sealed_client_secret: Some("sealed:secret".to_owned()),
+            scopes: vec!["openid".to_owned(), "offline_access".to_owned()],
+            groups_claim: Some("groups".to_owned()),
+            algorithms: vec!["RS256".to_owned(), "ES256".to_owned(), "EdDSA".to_owned()],
+            discovery: serde_json::json!({
+                "issuer": "https://login.example.com/tenant/v2.0",
+                "jwks_uri": "https://login.example.com/keys",
+                "n": [1, -2, 2.5, null, true, u64::MAX],
+                "nested": {"z": {}, "a": "ключ"},
+            }),
+            discovered_at: Timestamp::from_unix(1_800_000_123),
+        }),
+        ..idp("idp_a", "app_1", "oidc-a")
+    };
+    store
+        .apply(&[
+            Mutation::PutIdp(saml.clone()),
+            Mutation::PutIdp(oidc_full.clone()),
+        ])
+        .unwrap();
+    assert_eq!(store.get_idp("idp_b").unwrap(), Some(saml.clone()));
+    assert_eq!(store.get_idp("idp_a").unwrap(), Some(oidc_full.clone()));
+    assert_eq!(store.get_idp("idp_x").unwrap(), None);
+    assert_eq!(store.idp_by_slug("saml-b").unwrap(), Some(saml.clone()));
+    assert_eq!(store.idp_by_slug("nope").unwrap(), None);
+    assert_eq!(
+        store.list_idps(None).unwrap(),
+        [oidc_full.clone(), saml.clone()]
+    );
+    assert_eq!(
+        store.list_idps(Some("app_2")).unwrap(),
+        std::slice::from_ref(&saml)
+    );
+    assert_eq!(store.list_idps(Some("app_x")).unwrap(), []);
+
+    // Another connection's slug is taken, across applications too.
+    let message =
+        conflict_message(store.apply(&[Mutation::PutIdp(idp("idp_c", "app_1", "saml-b"))]));
+    assert_eq!(
+        message,
+        "an identity provider with slug \"saml-b\" already exists"
+    );
+    let message =
+        conflict_message(store.apply(&[Mutation::PutIdp(idp("idp_a", "app_1", "saml-b"))]));
+    assert!(message.contains("saml-b"), "{message}");
+    assert_eq!(store.get_idp("idp_c").unwrap(), None);
+    assert_eq!(store.get_idp("idp_a").unwrap(), Some(oidc_full));
+    // Keeping its own slug is no conflict; a new slug frees the old one.
+    let renamed = idp("idp_a", "app_1", "renamed");
+    store
+        .apply(&[
+            Mutation::PutIdp(idp("idp_a", "app_1", "oidc-a")),
+            Mutation::PutIdp(renamed.clone()),
+            Mutation::PutIdp(idp("idp_c", "app_1", "oidc-a")),
+        ])
+        .unwrap();
+    assert_eq!(store.idp_by_slug("renamed").unwrap(), Some(renamed));
+    assert_eq!(
+        store
+            .idp_by_slug("oidc-a")
+            .unwrap()
+            .map(|i| i.id)
+            .as_deref(),
+        Some("idp_c")
+    );
+}
+
+fn delete_idp_removes_its_identities_and_attempts_but_keeps_users(store: &Arc<dyn Store>) {
+    populate_people(store.as_ref());
+    store
+        .apply(&[Mutation::DeleteIdp("idp_1".to_owned())])
+        .unwrap();
+    assert_eq!(store.get_idp("idp_1").unwrap(), None);
+    assert_eq!(store.idp_by_slug("acme").unwrap(), None);
+    assert_eq!(store.get_login_attempt("la_1").unwrap(), None);
+    assert!(store.get_login_attempt("la_2").unwrap().is_some());
+    // Users stay, with their other identities; their sessions stay (a RevokeSessions in
+    // the same batch ends them).
+    let usr_1 = store.get_user("usr_1").unwrap().unwrap();
+    assert_eq!(usr_1.identities, [identity("idp_2", "a")]);
+    let usr_2 = store.get_user("usr_2").unwrap().unwrap();
+    assert!(usr_2.identities.is_empty());
+    assert_eq!(store.user_by_identity("idp_1", "alice").unwrap(), None);
+    assert_eq!(store.user_by_identity("idp_2", "a").unwrap(), Some(usr_1));
+    assert!(store.get_session("ses_1").unwrap().is_some());
+    // The slug and the identities are free again.
+    store
+        .apply(&[
+            Mutation::PutIdp(idp("idp_9", "app_1", "acme")),
+            Mutation::PutUser(user("usr_9", "app_1", &[("idp_1", "alice")])),
+            Mutation::DeleteIdp("idp_x".to_owned()),
+        ])
+        .unwrap();
+}
+
+fn a_login_attempt_is_consumed_once(store: &Arc<dyn Store>) {
+    let full = LoginAttempt {
+        saml_request_id: Some("_a1b2 'x' 🔑".to_owned()),
+        ..attempt("la_1", "idp_1", 2_000)
+    };
+    let minimal = LoginAttempt {
+        nonce: None,
+        sealed_pkce_verifier: None,
+        return_to: None,
+        ..attempt("la_2", "idp_1", 2_000)
+    };
+    store
+        .apply(&[
+            Mutation::InsertLoginAttempt(full.clone()),
+            Mutation::InsertLoginAttempt(minimal.clone()),
+        ])
+        .unwrap();
+    assert_eq!(store.get_login_attempt("la_1").unwrap(), Some(full.clone()));
+    assert_eq!(store.get_login_attempt("la_2").unwrap(), Some(minimal));
+    let message = conflict_message(store.apply(&[Mutation::InsertLoginAttempt(attempt(
+        "la_1", "idp_2", 9_000,
+    ))]));
+    assert!(message.contains("already exists"), "{message}");
+    assert_eq!(store.get_login_attempt("la_1").unwrap(), Some(full));
+
+    store
+        .apply(&[Mutation::ConsumeLoginAttempt("la_1".to_owned())])
+        .unwrap();
+    assert_eq!(store.get_login_attempt("la_1").unwrap(), None);
+    let message =
+        conflict_message(store.apply(&[Mutation::ConsumeLoginAttempt("la_1".to_owned())]));
+    assert!(message.contains("already used"), "{message}");
+    // Twice in one batch: the second fails the batch, so the first is undone.
+    let message = conflict_message(store.apply(&[
+        Mutation::ConsumeLoginAttempt("la_2".to_owned()),
+        Mutation::ConsumeLoginAttempt("la_2".to_owned()),
+    ]));
+    assert!(message.contains("already used"), "{message}");
+    assert!(store.get_login_attempt("la_2").unwrap().is_some());
+}
+
+fn concurrent_callbacks_consume_a_login_attempt_once(store: &Arc<dyn Store>) {
+    store
+        .apply(&[Mutation::InsertLoginAttempt(attempt(
+            "la_1", "idp_1", 9_000,
+        ))])
+        .unwrap();
+    let successes = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(move || {
+                    store
+                        .apply(&[Mutation::ConsumeLoginAttempt("la_1".to_owned())])
+                        .is_ok()
+                })
+            })
+            .collect();
+        let outcomes: Vec<bool> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        outcomes.into_iter().filter(|ok| *ok).count()
+    });
+    assert_eq!(successes, 1);
+}
+
+fn sessions_need_their_user_and_round_trip(store: &Arc<dyn Store>) {
+    populate_people(store.as_ref());
+    let message = conflict_message(store.apply(&[Mutation::InsertSession(session(
+        "ses_9", "usr_x", "idp_1", 1_000,
+    ))]));
+    assert_eq!(message, "the user \"usr_x\" does not exist");
+    let message = conflict_message(store.apply(&[Mutation::InsertSession(session(
+        "ses_1", "usr_2", "idp_1", 5_000,
+    ))]));
+    assert_eq!(message, "a session with id \"ses_1\" already exists");
+    let message = conflict_message(store.apply(&[Mutation::UpdateSession(session(
+        "ses_9", "usr_1", "idp_1", 1_000,
+    ))]));
+    assert_eq!(message, "the session \"ses_9\" does not exist");
+    assert_eq!(store.get_session("ses_9").unwrap(), None);
+    assert_eq!(
+        store.get_session("ses_1").unwrap(),
+        Some(session("ses_1", "usr_1", "idp_1", 1_000))
+    );
+
+    let full = SessionRecord {
+        ip: Some("2001:db8::7".to_owned()),
+        user_agent: Some("Mozilla/5.0 'quoted' \"🔑\"".to_owned()),
+        revoked_at: Some(Timestamp::from_unix(1_500)),
+        revoke_reason: Some("logout".to_owned()),
+        sealed_upstream_refresh: Some("sealed:refresh".to_owned()),
+        revalidated_at: Some(Timestamp::from_unix(1_400)),
+        last_used_at: Timestamp::from_unix(1_450),
+        expires_at: Timestamp::from_unix(i64::MAX),
+        ..session("ses_1", "usr_1", "idp_1", -5)
+    };
+    store
+        .apply(&[Mutation::UpdateSession(full.clone())])
+        .unwrap();
+    assert_eq!(store.get_session("ses_1").unwrap(), Some(full));
+}
+
+fn touching_a_session_only_moves_forward_and_not_when_revoked(store: &Arc<dyn Store>) {
+    populate_people(store.as_ref());
+    let last_used = |id: &str| store.get_session(id).unwrap().unwrap().last_used_at.unix();
+    store.apply(&[touch("ses_1", 1_050)]).unwrap();
+    assert_eq!(last_used("ses_1"), 1_050);
+    store.apply(&[touch("ses_1", 1_020)]).unwrap();
+    assert_eq!(last_used("ses_1"), 1_050, "never backwards");
+    store.apply(&[touch("ses_1", 1_050)]).unwrap();
+    assert_eq!(last_used("ses_1"), 1_050);
+    store
+        .apply(&[revoke(
+            SessionSelector::Id("ses_1".to_owned()),
+            1_060,
+            "logout",
+        )])
+        .unwrap();
+    store.apply(&[touch("ses_1", 1_070)]).unwrap();
+    assert_eq!(last_used("ses_1"), 1_050, "not after revocation");
+    // A missing session is a no-op, and nothing else moves.
+    store.apply(&[touch("ses_x", 1_070)]).unwrap();
+    assert_eq!(last_used("ses_2"), 1_100);
+    assert_eq!(store.get_session("ses_x").unwrap(), None);
+}
+
+fn revoking_sessions_touches_only_the_selected_live_ones(store: &Arc<dyn Store>) {
+    populate_people(store.as_ref());
+    let get = |id: &str| store.get_session(id).unwrap().unwrap();
+    let ended = |id: &str| {
+        let s = get(id);
+        (s.revoked_at.map(|t| t.unix()), s.revoke_reason)
+    };
+    store
+        .apply(&[revoke(
+            SessionSelector::Id("ses_1".to_owned()),
+            1_500,
+            "logout",
+        )])
+        .unwrap();
+    assert_eq!(ended("ses_1"), (Some(1_500), Some("logout".to_owned())));
+    assert_eq!(ended("ses_2"), (None, None));
+
+    // By user: the one already ended keeps its time and reason.
+    store
+        .apply(&[revoke(
+            SessionSelector::User("usr_1".to_owned()),
+            1_600,
+            "user_disabled",
+        )])
+        .unwrap();
+    assert_eq!(ended("ses_1"), (Some(1_500), Some("logout".to_owned())));
+    assert_eq!(
+        ended("ses_2"),
+        (Some(1_600), Some("user_disabled".to_owned()))
+    );
+    assert_eq!(
+        ended("ses_4"),
+        (Some(1_600), Some("user_disabled".to_owned()))
+    );
+    assert_eq!(ended("ses_3"), (None, None));
+    assert_eq!(ended("ses_5"), (None, None));
+
+    // By provider.
+    store
+        .apply(&[revoke(
+            SessionSelector::Idp("idp_1".to_owned()),
+            1_700,
+            "idp_deleted",
+        )])
+        .unwrap();
+    assert_eq!(
+        ended("ses_3"),
+        (Some(1_700), Some("idp_deleted".to_owned()))
+    );
+    assert_eq!(
+        ended("ses_2"),
+        (Some(1_600), Some("user_disabled".to_owned()))
+    );
+    assert_eq!(ended("ses_5"), (None, None));
+    // Revoking leaves every other field alone; selecting nothing is a no-op.
+    assert_eq!(
+        SessionRecord {
+            revoked_at: None,
+            revoke_reason: None,
+            ..get("ses_3")
+        },
+        session("ses_3", "usr_2", "idp_1", 1_000)
+    );
+    store
+        .apply(&[revoke(SessionSelector::User("usr_x".to_owned()), 1, "x")])
+        .unwrap();
+}
+
+fn sessions_are_listed_live_and_newest_first(store: &Arc<dyn Store>) {
+    populate_people(store.as_ref());
+    store
+        .apply(&[
+            Mutation::InsertSession(session("ses_0", "usr_1", "idp_1", 1_100)),
+            Mutation::InsertSession(session("ses_6", "usr_1", "idp_1", 900)),
+        ])
+        .unwrap();
+    let s = store.as_ref();
+    // Ties on created_at by id.
+    assert_eq!(
+        session_ids(s, "usr_1", 0),
+        ["ses_4", "ses_0", "ses_2", "ses_1", "ses_6"]
+    );
+    assert_eq!(session_ids(s, "usr_2", 0), ["ses_3"]);
+    assert_eq!(session_ids(s, "usr_x", 0), Vec::<String>::new());
+    // Past their absolute expiry (expires_at = created_at + 1000; `now` equal is expired).
+    assert_eq!(session_ids(s, "usr_1", 2_000), ["ses_4", "ses_0", "ses_2"]);
+    assert_eq!(session_ids(s, "usr_1", 2_199), ["ses_4"]);
+    assert_eq!(session_ids(s, "usr_1", 2_200), Vec::<String>::new());
+    // Revoked ones are not listed, but can still be read.
+    s.apply(&[revoke(
+        SessionSelector::Id("ses_0".to_owned()),
+        1_150,
+        "logout",
+    )])
+    .unwrap();
+    assert_eq!(
+        session_ids(s, "usr_1", 0),
+        ["ses_4", "ses_2", "ses_1", "ses_6"]
+    );
+    assert!(s.get_session("ses_0").unwrap().is_some());
+    let listed = s.list_sessions("usr_2", Timestamp::from_unix(0)).unwrap();
+    assert_eq!(listed, [session("ses_3", "usr_2", "idp_1", 1_000)]);
+}
+
+fn a_replay_id_is_claimed_once(store: &Arc<dyn Store>) {
+    store.apply(&[claim("saml:idp_1:id-1", 2_000)]).unwrap();
+    let message = conflict_message(store.apply(&[claim("saml:idp_1:id-1", 3_000)]));
+    assert!(message.contains("already used"), "{message}");
+    let message = conflict_message(store.apply(&[
+        claim("saml:idp_1:id-2", 2_000),
+        claim("saml:idp_1:id-2", 2_000),
+    ]));
+    assert!(message.contains("already used"), "{message}");
+    // The failed batch remembered nothing.
+    store.apply(&[claim("saml:idp_1:id-2", 2_000)]).unwrap();
+    // Once purged, an id may be claimed again.
+    store
+        .apply(&[Mutation::PurgeExpired {
+            before: Timestamp::from_unix(2_001),
+        }])
+        .unwrap();
+    store
+        .apply(&[
+            claim("saml:idp_1:id-1", 9_000),
+            claim("saml:idp_1:id-2", 9_000),
+        ])
+        .unwrap();
+}
+
+fn purge_removes_expired_login_attempts_and_replay_entries(store: &Arc<dyn Store>) {
+    populate_people(store.as_ref());
+    store
+        .apply(&[
+            claim("r_old", 2_999),
+            claim("r_edge", 3_000),
+            Mutation::PurgeExpired {
+                before: Timestamp::from_unix(3_000),
+            },
+        ])
+        .unwrap();
+    assert_eq!(store.get_login_attempt("la_1").unwrap(), None);
+    assert!(store.get_login_attempt("la_2").unwrap().is_some());
+    assert!(store.get_login_attempt("la_3").unwrap().is_some());
+    // Replay entries have no read: their claims tell what is remembered.
+    store.apply(&[claim("r_old", 9_000)]).unwrap();
+    store.apply(&[claim("saml:idp_3:a1", 9_000)]).unwrap();
+    assert!(matches!(
+        store.apply(&[claim("r_edge", 9_000)]),
+        Err(StoreError::Conflict(_))
+    ));
+    // People are not touched, even sessions past their expiry.
+    assert_eq!(store.list_users("app_1", None, 10).unwrap().len(), 2);
+    assert!(store.get_session("ses_1").unwrap().is_some());
+    assert_eq!(store.list_idps(None).unwrap().len(), 3);
+}
+
+fn delete_app_deletes_its_people(store: &Arc<dyn Store>) {
+    populate_people(store.as_ref());
+    let other_app = (
+        store.list_users("app_2", None, 10).unwrap(),
+        store.list_idps(Some("app_2")).unwrap(),
+        store.get_session("ses_5").unwrap(),
+        store.get_login_attempt("la_3").unwrap(),
+    );
+    store
+        .apply(&[Mutation::DeleteApp("app_1".to_owned())])
+        .unwrap();
+    assert_eq!(store.list_users("app_1", None, 10).unwrap(), []);
+    for id in ["usr_1", "usr_2"] {
+        assert_eq!(store.get_user(id).unwrap(), None, "{id}");
+    }
+    assert_eq!(store.list_idps(Some("app_1")).unwrap(), []);
+    assert_eq!(store.idp_by_slug("acme").unwrap(), None);
+    for id in ["ses_1", "ses_2", "ses_3", "ses_4"] {
+        assert_eq!(store.get_session(id).unwrap(), None, "{id}");
+    }
+    for id in ["la_1", "la_2"] {
+        assert_eq!(store.get_login_attempt(id).unwrap(), None, "{id}");
+    }
+    assert_eq!(store.user_by_identity("idp_1", "alice").unwrap(), None);
+    // The other application's people are untouched.
+    assert_eq!(
+        (
+            store.list_users("app_2", None, 10).unwrap(),
+            store.list_idps(Some("app_2")).unwrap(),
+            store.get_session("ses_5").unwrap(),
+            store.get_login_attempt("la_3").unwrap(),
+        ),
+        other_app
+    );
+    // Everything can be made again: slugs and identities are free.
+    store
+        .apply(&[
+            Mutation::InsertApp(app("app_1", "one again")),
+            Mutation::PutIdp(idp("idp_1", "app_1", "acme")),
+            Mutation::PutUser(user(
+                "usr_1",
+                "app_1",
+                &[("idp_1", "alice"), ("idp_2", "a")],
+            )),
+            Mutation::InsertSession(session("ses_1", "usr_1", "idp_1", 1_000)),
+            Mutation::InsertLoginAttempt(attempt("la_1", "idp_1", 2_000)),
+        ])
+        .unwrap();
+}
+
+fn roles_held_by_users_or_mapped_by_idps_are_found(store: &Arc<dyn Store>) {
+    populate(store.as_ref());
+    let held = |r: &str| store.role_is_held_by_users(&role_name(r)).unwrap();
+    assert!(!held("given"));
+    store
+        .apply(&[
+            Mutation::PutUser(UserRecord {
+                roles: vec![role_name("given"), role_name("both")],
+                mapped_roles: vec![role_name("mapped"), role_name("both")],
+                ..user("usr_1", "app_1", &[])
+            }),
+            Mutation::PutIdp(IdpRecord {
+                role_map: [
+                    ("admins".to_owned(), vec![role_name("grouped")]),
+                    ("empty".to_owned(), vec![]),
+                    ("given".to_owned(), vec![role_name("other")]),
+                ]
+                .into_iter()
+                .collect(),
+                default_roles: vec![role_name("default")],
+                ..idp("idp_1", "app_1", "acme")
+            }),
+        ])
+        .unwrap();
+    for r in ["given", "mapped", "both", "grouped", "default", "other"] {
+        assert!(held(r), "{r}");
+    }
+    // A group name is not a role, nor is a role a token holds.
+    for r in ["admins", "empty", "a", "giv", "given.x"] {
+        assert!(!held(r), "{r}");
+    }
+    // Gone once the user and the provider no longer name them (a group called "given"
+    // does not hold the role "given").
+    store
+        .apply(&[Mutation::PutUser(user("usr_1", "app_1", &[]))])
+        .unwrap();
+    for r in ["given", "mapped", "both"] {
+        assert!(!held(r), "{r}");
+    }
+    for r in ["grouped", "default", "other"] {
+        assert!(held(r), "{r}");
+    }
+    store
+        .apply(&[Mutation::DeleteIdp("idp_1".to_owned())])
+        .unwrap();
+    for r in ["grouped", "default", "other"] {
+        assert!(!held(r), "{r}");
+    }
+}
+
+fn listeners_hear_user_idp_and_session_changes(store: &Arc<dyn Store>) {
+    populate_people(store.as_ref());
+    let recorder = Arc::new(Recorder {
+        store: store.clone(),
+        heard: Mutex::new(Vec::new()),
+    });
+    let as_listener: Arc<dyn ChangeListener> = recorder.clone();
+    store.subscribe(Arc::downgrade(&as_listener));
+    store
+        .apply(&[
+            Mutation::InsertLoginAttempt(attempt("la_9", "idp_1", 9_000)),
+            Mutation::ConsumeLoginAttempt("la_9".to_owned()),
+            Mutation::InsertSession(session("ses_9", "usr_1", "idp_1", 1_000)),
+            touch("ses_9", 1_100),
+            claim("saml:x", 9_000),
+            Mutation::PurgeExpired {
+                before: Timestamp::from_unix(0),
+            },
+        ])
+        .unwrap();
+    assert!(heard(&recorder).is_empty(), "nothing any cache can hold");
+    store
+        .apply(&[
+            Mutation::PutUser(user("usr_1", "app_1", &[("idp_1", "alice")])),
+            Mutation::DeleteUser("usr_2".to_owned()),
+            Mutation::PutIdp(idp("idp_2", "app_1", "beta2")),
+            Mutation::DeleteIdp("idp_2".to_owned()),
+            Mutation::UpdateSession(session("ses_1", "usr_1", "idp_1", 1_000)),
+            revoke(SessionSelector::Id("ses_2".to_owned()), 1_500, "logout"),
+            revoke(SessionSelector::User("usr_3".to_owned()), 1_500, "revoked"),
+            revoke(
+                SessionSelector::Idp("idp_1".to_owned()),
+                1_500,
+                "idp_deleted",
+            ),
+        ])
+        .unwrap();
+    let changes: Vec<Change> = heard(&recorder).into_iter().map(|(c, _)| c).collect();
+    assert_eq!(
+        changes,
+        [
+            Change::User("usr_1".to_owned()),
+            Change::User("usr_2".to_owned()),
+            Change::Idp("idp_2".to_owned()),
+            Change::Session("ses_1".to_owned()),
+            Change::Session("ses_2".to_owned()),
+            Change::User("usr_3".to_owned()),
+            Change::Idp("idp_1".to_owned()),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 
 // ---------------------------------------------------------------------------------------
 // Audit log
@@ -1422,4 +2391,23 @@ conformance!(
     audit_listings_filter_page_and_order,
     chained_audit_events_extend_the_head_of_the_chain,
     policy_changes_move_the_policy_version_and_stale_expectations_conflict,
+    users_round_trip_with_their_identities_sorted,
+    users_are_listed_per_app_by_id_after_the_cursor,
+    users_and_idps_must_belong_to_an_existing_app,
+    an_identity_of_another_user_conflicts_and_the_batch_changes_nothing,
+    failed_batch_restores_every_kind_of_people_change,
+    delete_user_removes_their_sessions_and_identities,
+    idp_slugs_are_unique_and_idps_round_trip,
+    delete_idp_removes_its_identities_and_attempts_but_keeps_users,
+    a_login_attempt_is_consumed_once,
+    concurrent_callbacks_consume_a_login_attempt_once,
+    sessions_need_their_user_and_round_trip,
+    touching_a_session_only_moves_forward_and_not_when_revoked,
+    revoking_sessions_touches_only_the_selected_live_ones,
+    sessions_are_listed_live_and_newest_first,
+    a_replay_id_is_claimed_once,
+    purge_removes_expired_login_attempts_and_replay_entries,
+    delete_app_deletes_its_people,
+    roles_held_by_users_or_mapped_by_idps_are_found,
+    listeners_hear_user_idp_and_session_changes,
 );

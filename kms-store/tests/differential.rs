@@ -10,8 +10,9 @@
 )]
 
 use kms_core::store::{
-    KeyAlgorithm, KeyState, RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreError,
-    TokenRecord,
+    Identity, IdpProtocol, IdpRecord, IdpStatus, KeyAlgorithm, KeyState, LoginAttempt,
+    RefreshRecord, RefreshStatus, Revocation, SamlSettings, SessionRecord, SessionSelector,
+    SigningKeyRecord, StoreError, TokenRecord, UserRecord, UserStatus,
 };
 use kms_core::store::{Mutation, Store};
 use kms_core::token_format::TokenPrefix;
@@ -31,6 +32,11 @@ const META_KEYS: &[&str] = &["k0", "k1"];
 const KEYS: &[&str] = &["kid_0", "kid_1", "kid_2"];
 const REFRESH: &[&str] = &["rt_0", "rt_1", "rt_2"];
 const FAMILIES: &[&str] = &["fam_0", "fam_1"];
+const USERS: &[&str] = &["usr_0", "usr_1"];
+const IDPS: &[&str] = &["idp_0", "idp_1"];
+const SLUGS: &[&str] = &["s0", "s1"];
+const SUBJECTS: &[&str] = &["alice", "bob"];
+const SESSIONS: &[&str] = &["ses_0", "ses_1"];
 
 fn pick(pool: &'static [&'static str]) -> impl Strategy<Value = String> {
     proptest::sample::select(pool).prop_map(str::to_owned)
@@ -96,6 +102,125 @@ fn refresh() -> impl Strategy<Value = RefreshRecord> {
         expires_at: Timestamp::from_unix(expires),
         spent_at: None,
     })
+}
+
+fn user() -> impl Strategy<Value = UserRecord> {
+    (
+        pick(USERS),
+        pick(APPS),
+        proptest::sample::subsequence(ROLES, 0..=2),
+        proptest::collection::vec((pick(IDPS), pick(SUBJECTS)), 0..3),
+    )
+        .prop_map(|(id, app_id, roles, identities)| UserRecord {
+            id,
+            app_id,
+            email: None,
+            name: None,
+            status: UserStatus::Active,
+            roles: roles.iter().map(|r| RoleName::parse(r).unwrap()).collect(),
+            mapped_roles: Vec::new(),
+            grants: Vec::new(),
+            identities: identities
+                .into_iter()
+                .map(|(idp_id, subject)| Identity { idp_id, subject })
+                .collect(),
+            created_at: Timestamp::from_unix(0),
+            last_login_at: None,
+        })
+}
+
+fn idp() -> impl Strategy<Value = IdpRecord> {
+    (
+        pick(IDPS),
+        pick(APPS),
+        pick(SLUGS),
+        proptest::sample::subsequence(ROLES, 0..=1),
+    )
+        .prop_map(|(id, app_id, slug, defaults)| IdpRecord {
+            id,
+            app_id,
+            slug,
+            status: IdpStatus::Active,
+            created_at: Timestamp::from_unix(0),
+            role_map: Default::default(),
+            default_roles: defaults
+                .iter()
+                .map(|r| RoleName::parse(r).unwrap())
+                .collect(),
+            email_domains: Vec::new(),
+            protocol: IdpProtocol::Saml(SamlSettings {
+                idp_metadata_xml: "<x/>".to_owned(),
+                groups_attribute: None,
+                allow_idp_initiated: false,
+            }),
+        })
+}
+
+fn session() -> impl Strategy<Value = SessionRecord> {
+    (pick(SESSIONS), pick(USERS), pick(APPS), pick(IDPS), 0i64..4).prop_map(
+        |(id, user_id, app_id, idp_id, created)| SessionRecord {
+            id,
+            user_id,
+            app_id,
+            idp_id,
+            secret_hash: "00".repeat(32),
+            created_at: Timestamp::from_unix(created),
+            expires_at: Timestamp::from_unix(created + 2),
+            last_used_at: Timestamp::from_unix(created),
+            ip: None,
+            user_agent: None,
+            revoked_at: None,
+            revoke_reason: None,
+            sealed_upstream_refresh: None,
+            revalidated_at: None,
+        },
+    )
+}
+
+fn people_mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        user().prop_map(Mutation::PutUser),
+        pick(USERS).prop_map(Mutation::DeleteUser),
+        idp().prop_map(Mutation::PutIdp),
+        pick(IDPS).prop_map(Mutation::DeleteIdp),
+        (pick(&["la_0", "la_1"]), pick(IDPS), 0i64..4).prop_map(|(id, idp_id, at)| {
+            Mutation::InsertLoginAttempt(LoginAttempt {
+                id,
+                idp_id,
+                browser_hash: "b".to_owned(),
+                nonce: None,
+                sealed_pkce_verifier: None,
+                saml_request_id: None,
+                return_to: None,
+                created_at: Timestamp::from_unix(0),
+                expires_at: Timestamp::from_unix(at),
+            })
+        }),
+        pick(&["la_0", "la_1"]).prop_map(Mutation::ConsumeLoginAttempt),
+        session().prop_map(Mutation::InsertSession),
+        session().prop_map(Mutation::UpdateSession),
+        (pick(SESSIONS), 0i64..4).prop_map(|(id, at)| Mutation::TouchSession {
+            id,
+            at: Timestamp::from_unix(at),
+        }),
+        (
+            prop_oneof![
+                pick(SESSIONS).prop_map(SessionSelector::Id),
+                pick(USERS).prop_map(SessionSelector::User),
+                pick(IDPS).prop_map(SessionSelector::Idp),
+            ],
+            0i64..4
+        )
+            .prop_map(|(selector, at)| Mutation::RevokeSessions {
+                selector,
+                at: Timestamp::from_unix(at),
+                reason: "revoked".to_owned(),
+            }),
+        (pick(&["r0", "r1"]), 0i64..4).prop_map(|(id, at)| Mutation::ClaimReplay {
+            id,
+            expires_at: Timestamp::from_unix(at),
+        }),
+    ]
 }
 
 fn scope() -> impl Strategy<Value = Scope> {
@@ -189,8 +314,9 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    let any_mutation = prop_oneof![2 => mutation(), 1 => people_mutation()];
     prop_oneof![
-        4 => proptest::collection::vec(mutation(), 1..5).prop_map(Op::Apply),
+        4 => proptest::collection::vec(any_mutation, 1..5).prop_map(Op::Apply),
         1 => pick(TOKENS).prop_map(Op::ConsumeUse),
     ]
 }
@@ -233,6 +359,33 @@ fn observe(store: &dyn Store) -> String {
     out += &format!("{:?}\n", store.list_signing_keys().unwrap());
     out += &format!("{:?}\n", store.audit_after(0, 100).unwrap());
     out += &format!("{:?}\n", store.last_audit_event().unwrap());
+    for app in APPS {
+        out += &format!("{:?}\n", store.list_users(app, None, 100).unwrap());
+    }
+    out += &format!("{:?}\n", store.list_idps(None).unwrap());
+    for slug in SLUGS {
+        out += &format!("{:?}\n", store.idp_by_slug(slug).unwrap());
+    }
+    for idp in IDPS {
+        for subject in SUBJECTS {
+            let owner = store.user_by_identity(idp, subject).unwrap();
+            out += &format!("{:?}\n", owner.map(|u| u.id));
+        }
+    }
+    for user in USERS {
+        let live = store.list_sessions(user, Timestamp::from_unix(2)).unwrap();
+        out += &format!("{live:?}\n");
+    }
+    for id in SESSIONS {
+        out += &format!("{:?}\n", store.get_session(id).unwrap());
+    }
+    for id in ["la_0", "la_1"] {
+        out += &format!("{:?}\n", store.get_login_attempt(id).unwrap());
+    }
+    for r in ROLES {
+        let held = store.role_is_held_by_users(&RoleName::parse(r).unwrap());
+        out += &format!("{:?}\n", held.unwrap());
+    }
     out
 }
 

@@ -9,13 +9,17 @@
 
 use std::path::Path;
 
-use kms_core::store::{AppStore, Mutation, Store, TokenStore};
-use kms_core::store::{StoreError, TokenRecord};
+use kms_core::store::{AppStore, IdentityStore, Mutation, Store, TokenStore};
+use kms_core::store::{
+    IdpProtocol, IdpRecord, IdpStatus, SamlSettings, SessionRecord, StoreError, TokenRecord,
+    UserRecord, UserStatus,
+};
 use kms_core::token_format::TokenPrefix;
 use kms_core::TokenStatus;
 use kms_core::{AppStatus, Application, Scope, Timestamp, TokenLimits};
 use kms_store::migrations::{self, MIGRATIONS};
-use kms_store::SqliteStore;
+use kms_store::testing::{NoPostgres, ScratchDatabase};
+use kms_store::{PostgresOptions, PostgresStore, SqliteStore};
 
 fn app() -> Application {
     Application {
@@ -265,4 +269,155 @@ fn status_of_a_fresh_file_lists_every_migration_unapplied() {
     let status = migrations::status(&path).unwrap();
     assert_eq!(status.len(), MIGRATIONS.len());
     assert!(status.iter().all(|m| !m.applied && m.applied_at.is_none()));
+}
+
+/// The migration that adds users, identity providers, login attempts, sessions and the
+/// replay cache, and the tables it makes.
+const PEOPLE: &str = "users, identity providers, login attempts and sessions";
+const PEOPLE_TABLES: &[&str] = &[
+    "users",
+    "user_identities",
+    "idps",
+    "login_attempts",
+    "sessions",
+    "sso_replay",
+];
+
+/// A user with an identity at a provider, and a session of theirs.
+fn people() -> Vec<Mutation> {
+    vec![
+        Mutation::PutIdp(IdpRecord {
+            id: "idp_1".to_owned(),
+            app_id: "app_1".to_owned(),
+            slug: "acme".to_owned(),
+            status: IdpStatus::Active,
+            created_at: Timestamp::from_unix(1_800_000_000),
+            role_map: Default::default(),
+            default_roles: Vec::new(),
+            email_domains: vec!["example.com".to_owned()],
+            protocol: IdpProtocol::Saml(SamlSettings {
+                idp_metadata_xml: "<EntityDescriptor/>".to_owned(),
+                groups_attribute: None,
+                allow_idp_initiated: false,
+            }),
+        }),
+        Mutation::PutUser(UserRecord {
+            id: "usr_1".to_owned(),
+            app_id: "app_1".to_owned(),
+            email: None,
+            name: None,
+            status: UserStatus::Active,
+            roles: Vec::new(),
+            mapped_roles: Vec::new(),
+            grants: Vec::new(),
+            identities: vec![kms_core::store::Identity {
+                idp_id: "idp_1".to_owned(),
+                subject: "alice".to_owned(),
+            }],
+            created_at: Timestamp::from_unix(1_800_000_000),
+            last_login_at: None,
+        }),
+        Mutation::InsertSession(SessionRecord {
+            id: "ses_1".to_owned(),
+            user_id: "usr_1".to_owned(),
+            app_id: "app_1".to_owned(),
+            idp_id: "idp_1".to_owned(),
+            secret_hash: "0".repeat(64),
+            created_at: Timestamp::from_unix(1_800_000_000),
+            expires_at: Timestamp::from_unix(1_800_086_400),
+            last_used_at: Timestamp::from_unix(1_800_000_000),
+            ip: None,
+            user_agent: None,
+            revoked_at: None,
+            revoke_reason: None,
+            sealed_upstream_refresh: None,
+            revalidated_at: None,
+        }),
+        Mutation::ClaimReplay {
+            id: "saml:idp_1:a".to_owned(),
+            expires_at: Timestamp::from_unix(1_800_000_600),
+        },
+    ]
+}
+
+#[test]
+fn the_people_migration_drops_only_its_tables_and_brings_them_back_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kms.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let mut batch = vec![Mutation::InsertApp(app()), Mutation::InsertToken(token())];
+    batch.extend(people());
+    store.apply(&batch).unwrap();
+    assert!(store.get_user("usr_1").unwrap().is_some());
+    let full_schema = schema_objects(&path);
+    for table in PEOPLE_TABLES {
+        assert!(full_schema.contains(&format!("table {table}")), "{table}");
+    }
+    let m = MIGRATIONS.iter().find(|m| m.name == PEOPLE).unwrap();
+
+    assert_eq!(store.migrate_down(m.version - 1).unwrap(), [m.version]);
+    let schema = schema_objects(&path);
+    for table in PEOPLE_TABLES {
+        assert!(!schema.contains(&format!("table {table}")), "{table}");
+    }
+    assert!(matches!(store.ping(), Err(StoreError::Unavailable { .. })));
+    // What came before is untouched.
+    assert!(store.get_token("tok_1").unwrap().is_some());
+
+    assert_eq!(store.migrate_up(None).unwrap(), [m.version]);
+    assert_eq!(schema_objects(&path), full_schema);
+    store.ping().unwrap();
+    assert!(store.get_user("usr_1").unwrap().is_none());
+    store.apply(&people()).unwrap();
+    assert_eq!(
+        store
+            .list_sessions("usr_1", Timestamp::from_unix(0))
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// The same on PostgreSQL, against the server of `KMS_TEST_POSTGRES_URL` (skipped without
+/// one outside CI).
+#[test]
+fn the_people_migration_goes_down_and_up_on_postgres() {
+    let database = match ScratchDatabase::create() {
+        Ok(database) => database,
+        Err(NoPostgres::Skip(notice)) => return eprintln!("{notice}"),
+        Err(NoPostgres::Fail(message)) => panic!("{message}"),
+    };
+    let store = PostgresStore::open(database.url(), PostgresOptions::default()).unwrap();
+    let mut batch = vec![Mutation::InsertApp(app()), Mutation::InsertToken(token())];
+    batch.extend(people());
+    store.apply(&batch).unwrap();
+    let mut client = postgres::Client::connect(database.url(), postgres::NoTls).unwrap();
+    let tables = |client: &mut postgres::Client| -> Vec<bool> {
+        PEOPLE_TABLES
+            .iter()
+            .map(|t| {
+                let row = client
+                    .query_one("SELECT to_regclass($1) IS NOT NULL", &[t])
+                    .unwrap();
+                row.get(0)
+            })
+            .collect()
+    };
+    assert!(tables(&mut client).iter().all(|t| *t));
+    let m = kms_store::postgres::migrations::MIGRATIONS
+        .iter()
+        .find(|m| m.name == PEOPLE)
+        .unwrap();
+
+    assert_eq!(store.migrate_down(m.version - 1).unwrap(), [m.version]);
+    assert!(tables(&mut client).iter().all(|t| !*t));
+    assert!(store.get_token("tok_1").unwrap().is_some());
+    assert!(matches!(store.ping(), Err(StoreError::Unavailable { .. })));
+
+    assert_eq!(store.migrate_up(None).unwrap(), [m.version]);
+    assert!(tables(&mut client).iter().all(|t| *t));
+    store.ping().unwrap();
+    assert!(store.get_user("usr_1").unwrap().is_none());
+    store.apply(&people()).unwrap();
+    assert!(store.get_user("usr_1").unwrap().is_some());
 }

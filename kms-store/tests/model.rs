@@ -23,12 +23,13 @@ use std::ops::Bound;
 use std::sync::{Mutex, Weak};
 
 use kms_core::store::{
-    AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
-    TokenStore, UseOutcome, AUDIT_ANCHOR_KEY,
+    AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, Mutation,
+    PolicyStore, Store, TokenStore, UseOutcome, AUDIT_ANCHOR_KEY,
 };
 use kms_core::store::{
-    AuditQuery, KeyAlgorithm, KeyState, Policy, RefreshRecord, RefreshStatus, Revocation,
-    SigningKeyRecord, StoreError, TokenRecord,
+    AuditQuery, Identity, IdpProtocol, IdpRecord, IdpStatus, KeyAlgorithm, KeyState, LoginAttempt,
+    OidcSettings, Policy, RefreshRecord, RefreshStatus, Revocation, SamlSettings, SessionRecord,
+    SessionSelector, SigningKeyRecord, StoreError, TokenRecord, UserRecord, UserStatus,
 };
 use kms_core::token_format::TokenPrefix;
 use kms_core::{
@@ -54,6 +55,14 @@ const KEYS: &[&str] = &["kid_0", "kid_1", "kid_2"];
 const REFRESH: &[&str] = &["rt_0", "rt_1", "rt_2"];
 const FAMILIES: &[&str] = &["fam_0", "fam_1"];
 const NETWORKS: &[&str] = &["10.0.0.0/8", "192.168.1.7", "::1", "2001:db8::/32"];
+const USERS: &[&str] = &["usr_0", "usr_1", "usr_2"];
+const IDPS: &[&str] = &["idp_0", "idp_1"];
+const SLUGS: &[&str] = &["s0", "s1", "s2"];
+const SUBJECTS: &[&str] = &["alice", "bob", "Ünï 'x'"];
+const GROUPS: &[&str] = &["admins", "staff"];
+const ATTEMPTS: &[&str] = &["la_0", "la_1"];
+const SESSIONS: &[&str] = &["ses_0", "ses_1", "ses_2"];
+const REPLAY: &[&str] = &["r0", "r1"];
 /// The largest counter a store keeps (SQLite integers are signed 64-bit).
 const MAX_COUNTER: u64 = i64::MAX as u64;
 
@@ -260,6 +269,218 @@ fn audit_event() -> impl Strategy<Value = AuditEvent> {
         )
 }
 
+fn roles() -> impl Strategy<Value = Vec<RoleName>> {
+    proptest::sample::subsequence(ROLES, 0..=2)
+        .prop_map(|v| v.iter().map(|r| RoleName::parse(r).unwrap()).collect())
+}
+
+fn user() -> impl Strategy<Value = UserRecord> {
+    (
+        (
+            pick(USERS),
+            pick(APPS),
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+            any::<bool>(),
+        ),
+        (
+            roles(),
+            roles(),
+            any::<bool>(),
+            proptest::collection::vec((pick(IDPS), pick(SUBJECTS)), 0..3),
+            time(),
+            proptest::option::of(time()),
+        ),
+    )
+        .prop_map(
+            |(
+                (id, app_id, email, name, active),
+                (roles, mapped_roles, conditional, identities, created_at, last_login_at),
+            )| UserRecord {
+                id,
+                app_id,
+                email,
+                name,
+                status: if active {
+                    UserStatus::Active
+                } else {
+                    UserStatus::Disabled
+                },
+                roles,
+                mapped_roles,
+                grants: if conditional {
+                    vec![serde_json::from_value(
+                        serde_json::json!({"scope": "a", "when": "context.region == \"eu\""}),
+                    )
+                    .unwrap()]
+                } else {
+                    Vec::new()
+                },
+                identities: identities
+                    .into_iter()
+                    .map(|(idp_id, subject)| Identity { idp_id, subject })
+                    .collect(),
+                created_at,
+                last_login_at,
+            },
+        )
+}
+
+fn protocol() -> impl Strategy<Value = IdpProtocol> {
+    prop_oneof![
+        (
+            text(),
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+            json(),
+            time()
+        )
+            .prop_map(|(issuer, secret, groups_claim, discovery, discovered_at)| {
+                IdpProtocol::Oidc(OidcSettings {
+                    issuer,
+                    client_id: "client".to_owned(),
+                    sealed_client_secret: secret,
+                    scopes: vec!["openid".to_owned()],
+                    groups_claim,
+                    algorithms: vec!["RS256".to_owned()],
+                    discovery,
+                    discovered_at,
+                })
+            }),
+        (text(), proptest::option::of(text()), any::<bool>()).prop_map(
+            |(idp_metadata_xml, groups_attribute, allow_idp_initiated)| {
+                IdpProtocol::Saml(SamlSettings {
+                    idp_metadata_xml,
+                    groups_attribute,
+                    allow_idp_initiated,
+                })
+            }
+        ),
+    ]
+}
+
+fn idp() -> impl Strategy<Value = IdpRecord> {
+    (
+        pick(IDPS),
+        pick(APPS),
+        pick(SLUGS),
+        any::<bool>(),
+        time(),
+        proptest::collection::btree_map(pick(GROUPS), roles(), 0..3),
+        roles(),
+        proptest::collection::vec("[a-z]{1,4}\\.com", 0..2),
+        protocol(),
+    )
+        .prop_map(
+            |(
+                id,
+                app_id,
+                slug,
+                active,
+                created_at,
+                role_map,
+                default_roles,
+                email_domains,
+                protocol,
+            )| {
+                IdpRecord {
+                    id,
+                    app_id,
+                    slug,
+                    status: if active {
+                        IdpStatus::Active
+                    } else {
+                        IdpStatus::Disabled
+                    },
+                    created_at,
+                    role_map,
+                    default_roles,
+                    email_domains,
+                    protocol,
+                }
+            },
+        )
+}
+
+fn attempt() -> impl Strategy<Value = LoginAttempt> {
+    (
+        pick(ATTEMPTS),
+        pick(IDPS),
+        proptest::option::of(text()),
+        proptest::option::of(text()),
+        proptest::option::of(text()),
+        proptest::option::of(text()),
+        time(),
+        time(),
+    )
+        .prop_map(
+            |(id, idp_id, nonce, verifier, request_id, return_to, created_at, expires_at)| {
+                LoginAttempt {
+                    id,
+                    idp_id,
+                    browser_hash: "cd".repeat(32),
+                    nonce,
+                    sealed_pkce_verifier: verifier,
+                    saml_request_id: request_id,
+                    return_to,
+                    created_at,
+                    expires_at,
+                }
+            },
+        )
+}
+
+fn session() -> impl Strategy<Value = SessionRecord> {
+    (
+        (
+            pick(SESSIONS),
+            pick(USERS),
+            pick(APPS),
+            pick(IDPS),
+            time(),
+            time(),
+            time(),
+        ),
+        (
+            proptest::option::of(pick(&["127.0.0.1", "::1"])),
+            proptest::option::of(text()),
+            proptest::option::of(time()),
+            proptest::option::of(pick(&["logout", "revoked"])),
+            proptest::option::of(text()),
+            proptest::option::of(time()),
+        ),
+    )
+        .prop_map(
+            |(
+                (id, user_id, app_id, idp_id, created_at, expires_at, last_used_at),
+                (ip, user_agent, revoked_at, reason, sealed, revalidated_at),
+            )| SessionRecord {
+                id,
+                user_id,
+                app_id,
+                idp_id,
+                secret_hash: "ef".repeat(32),
+                created_at,
+                expires_at,
+                last_used_at,
+                ip,
+                user_agent,
+                revoked_at,
+                revoke_reason: reason,
+                sealed_upstream_refresh: sealed,
+                revalidated_at,
+            },
+        )
+}
+
+fn selector() -> impl Strategy<Value = SessionSelector> {
+    prop_oneof![
+        pick(SESSIONS).prop_map(SessionSelector::Id),
+        pick(USERS).prop_map(SessionSelector::User),
+        pick(IDPS).prop_map(SessionSelector::Idp),
+    ]
+}
+
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         1 => (pick(META_KEYS), text()).prop_map(|(key, value)| Mutation::CreateMeta { key, value }),
@@ -325,6 +546,19 @@ fn mutation() -> impl Strategy<Value = Mutation> {
             through_seq,
             anchor_hash,
         }),
+        3 => user().prop_map(Mutation::PutUser),
+        1 => pick(USERS).prop_map(Mutation::DeleteUser),
+        2 => idp().prop_map(Mutation::PutIdp),
+        1 => pick(IDPS).prop_map(Mutation::DeleteIdp),
+        1 => attempt().prop_map(Mutation::InsertLoginAttempt),
+        1 => pick(ATTEMPTS).prop_map(Mutation::ConsumeLoginAttempt),
+        2 => session().prop_map(Mutation::InsertSession),
+        1 => session().prop_map(Mutation::UpdateSession),
+        1 => (pick(SESSIONS), time()).prop_map(|(id, at)| Mutation::TouchSession { id, at }),
+        1 => (selector(), time(), pick(&["logout", "idp_deleted"]))
+            .prop_map(|(selector, at, reason)| Mutation::RevokeSessions { selector, at, reason }),
+        1 => (pick(REPLAY), time())
+            .prop_map(|(id, expires_at)| Mutation::ClaimReplay { id, expires_at }),
     ]
 }
 
@@ -360,6 +594,12 @@ struct State {
     refresh: BTreeMap<String, RefreshRecord>,
     revocations: BTreeMap<String, Revocation>,
     audit: BTreeMap<u64, AuditEvent>,
+    /// Users, their identities sorted and each once.
+    users: BTreeMap<String, UserRecord>,
+    idps: BTreeMap<String, IdpRecord>,
+    attempts: BTreeMap<String, LoginAttempt>,
+    sessions: BTreeMap<String, SessionRecord>,
+    replay: BTreeMap<String, Timestamp>,
 }
 
 /// A `Conflict`, as the model cannot know the stores' wording.
@@ -397,6 +637,25 @@ impl State {
             Mutation::DeleteApp(id) => {
                 self.apps.remove(id);
                 self.tokens.retain(|_, t| t.app_id != *id);
+                let idps: Vec<String> = self
+                    .idps
+                    .values()
+                    .filter(|i| i.app_id == *id)
+                    .map(|i| i.id.clone())
+                    .collect();
+                for idp in idps {
+                    self.apply(&Mutation::DeleteIdp(idp))?;
+                }
+                let users: Vec<String> = self
+                    .users
+                    .values()
+                    .filter(|u| u.app_id == *id)
+                    .map(|u| u.id.clone())
+                    .collect();
+                for user in users {
+                    self.apply(&Mutation::DeleteUser(user))?;
+                }
+                self.sessions.retain(|_, s| s.app_id != *id);
             }
             Mutation::InsertPermission(p) => {
                 if self.permissions.contains_key(&p.scope) {
@@ -446,6 +705,94 @@ impl State {
             Mutation::PurgeExpired { before } => {
                 self.revocations.retain(|_, r| r.expires_at >= *before);
                 self.refresh.retain(|_, r| r.expires_at >= *before);
+                self.attempts.retain(|_, a| a.expires_at >= *before);
+                self.replay.retain(|_, expires_at| *expires_at >= *before);
+            }
+            Mutation::PutUser(u) => {
+                let taken = u.identities.iter().any(|i| {
+                    self.users
+                        .values()
+                        .any(|other| other.id != u.id && other.identities.contains(i))
+                });
+                if !self.apps.contains_key(&u.app_id) || taken {
+                    return Err(conflict());
+                }
+                let mut u = u.clone();
+                u.identities.sort();
+                u.identities.dedup();
+                self.users.insert(u.id.clone(), u);
+            }
+            Mutation::DeleteUser(id) => {
+                self.users.remove(id);
+                self.sessions.retain(|_, s| s.user_id != *id);
+            }
+            Mutation::PutIdp(i) => {
+                if !self.apps.contains_key(&i.app_id)
+                    || self.idps.values().any(|o| o.slug == i.slug && o.id != i.id)
+                {
+                    return Err(conflict());
+                }
+                self.idps.insert(i.id.clone(), i.clone());
+            }
+            Mutation::DeleteIdp(id) => {
+                self.idps.remove(id);
+                for u in self.users.values_mut() {
+                    u.identities.retain(|i| i.idp_id != *id);
+                }
+                self.attempts.retain(|_, a| a.idp_id != *id);
+            }
+            Mutation::InsertLoginAttempt(a) => {
+                if self.attempts.contains_key(&a.id) {
+                    return Err(conflict());
+                }
+                self.attempts.insert(a.id.clone(), a.clone());
+            }
+            Mutation::ConsumeLoginAttempt(id) => {
+                if self.attempts.remove(id).is_none() {
+                    return Err(conflict());
+                }
+            }
+            Mutation::InsertSession(ses) => {
+                if !self.users.contains_key(&ses.user_id) || self.sessions.contains_key(&ses.id) {
+                    return Err(conflict());
+                }
+                self.sessions.insert(ses.id.clone(), ses.clone());
+            }
+            Mutation::UpdateSession(ses) => {
+                if !self.sessions.contains_key(&ses.id) {
+                    return Err(conflict());
+                }
+                self.sessions.insert(ses.id.clone(), ses.clone());
+            }
+            Mutation::TouchSession { id, at } => {
+                if let Some(ses) = self.sessions.get_mut(id) {
+                    if ses.revoked_at.is_none() && ses.last_used_at < *at {
+                        ses.last_used_at = *at;
+                    }
+                }
+            }
+            Mutation::RevokeSessions {
+                selector,
+                at,
+                reason,
+            } => {
+                for ses in self.sessions.values_mut() {
+                    let selected = match selector {
+                        SessionSelector::Id(id) => ses.id == *id,
+                        SessionSelector::User(id) => ses.user_id == *id,
+                        SessionSelector::Idp(id) => ses.idp_id == *id,
+                    };
+                    if selected && ses.revoked_at.is_none() {
+                        ses.revoked_at = Some(*at);
+                        ses.revoke_reason = Some(reason.clone());
+                    }
+                }
+            }
+            Mutation::ClaimReplay { id, expires_at } => {
+                if self.replay.contains_key(id) {
+                    return Err(conflict());
+                }
+                self.replay.insert(id.clone(), *expires_at);
             }
             Mutation::AppendAudit(e) => {
                 if e.seq > MAX_COUNTER || self.audit.contains_key(&e.seq) {
@@ -607,6 +954,85 @@ impl AuditStore for Model {
     }
 }
 
+impl IdentityStore for Model {
+    fn get_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.state().users.get(id).cloned())
+    }
+    fn list_users(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let s = self.state();
+        Ok(s.users
+            .values()
+            .filter(|u| u.app_id == app_id && after.is_none_or(|after| u.id.as_str() > after))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+    fn user_by_identity(
+        &self,
+        idp_id: &str,
+        subject: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let wanted = Identity {
+            idp_id: idp_id.to_owned(),
+            subject: subject.to_owned(),
+        };
+        let s = self.state();
+        Ok(s.users
+            .values()
+            .find(|u| u.identities.contains(&wanted))
+            .cloned())
+    }
+    fn role_is_held_by_users(&self, role: &RoleName) -> Result<bool, StoreError> {
+        let s = self.state();
+        Ok(s.users
+            .values()
+            .any(|u| u.roles.contains(role) || u.mapped_roles.contains(role))
+            || s.idps.values().any(|i| {
+                i.default_roles.contains(role) || i.role_map.values().any(|r| r.contains(role))
+            }))
+    }
+    fn get_idp(&self, id: &str) -> Result<Option<IdpRecord>, StoreError> {
+        Ok(self.state().idps.get(id).cloned())
+    }
+    fn idp_by_slug(&self, slug: &str) -> Result<Option<IdpRecord>, StoreError> {
+        Ok(self.state().idps.values().find(|i| i.slug == slug).cloned())
+    }
+    fn list_idps(&self, app_id: Option<&str>) -> Result<Vec<IdpRecord>, StoreError> {
+        let s = self.state();
+        Ok(s.idps
+            .values()
+            .filter(|i| app_id.is_none_or(|a| i.app_id == a))
+            .cloned()
+            .collect())
+    }
+    fn get_login_attempt(&self, id: &str) -> Result<Option<LoginAttempt>, StoreError> {
+        Ok(self.state().attempts.get(id).cloned())
+    }
+    fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.state().sessions.get(id).cloned())
+    }
+    fn list_sessions(
+        &self,
+        user_id: &str,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let s = self.state();
+        let mut live: Vec<SessionRecord> = s
+            .sessions
+            .values()
+            .filter(|x| x.user_id == user_id && x.revoked_at.is_none() && x.expires_at > now)
+            .cloned()
+            .collect();
+        live.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(live)
+    }
+}
+
 impl Store for Model {
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
         let mut s = self.state();
@@ -708,6 +1134,42 @@ fn observe(store: &dyn Store) -> Vec<String> {
     for q in &queries {
         line("audit query", &store.list_audit(q).unwrap());
     }
+    for id in APPS {
+        line("users of", &store.list_users(id, None, 100).unwrap());
+        line(
+            "1 user after usr_0",
+            &store.list_users(id, Some("usr_0"), 1).unwrap(),
+        );
+        line("idps of", &store.list_idps(Some(id)).unwrap());
+    }
+    line("idps", &store.list_idps(None).unwrap());
+    for id in USERS {
+        line(id, &store.get_user(id).unwrap());
+        for now in [0, 3, 5_000_000_000] {
+            let now = Timestamp::from_unix(now);
+            line("live sessions", &store.list_sessions(id, now).unwrap());
+        }
+    }
+    for id in IDPS {
+        line(id, &store.get_idp(id).unwrap());
+        for subject in SUBJECTS {
+            let owner = store.user_by_identity(id, subject).unwrap();
+            line("owner", &owner.map(|u| u.id));
+        }
+    }
+    for slug in SLUGS {
+        line(slug, &store.idp_by_slug(slug).unwrap());
+    }
+    for r in ROLES {
+        let held = store.role_is_held_by_users(&RoleName::parse(r).unwrap());
+        line("held", &held.unwrap());
+    }
+    for id in ATTEMPTS {
+        line(id, &store.get_login_attempt(id).unwrap());
+    }
+    for id in SESSIONS {
+        line(id, &store.get_session(id).unwrap());
+    }
     out
 }
 
@@ -742,6 +1204,62 @@ fn open_postgres(database: &ScratchDatabase) -> PostgresStore {
     PostgresStore::open(database.url(), options).unwrap()
 }
 
+/// `idp_0` (slug `s0`) and `usr_0` (linked to it as `alice`) in `app_0`, and a live
+/// session `ses_0` of `usr_0`.
+fn starting_people() -> Vec<Mutation> {
+    vec![
+        Mutation::PutIdp(IdpRecord {
+            id: "idp_0".to_owned(),
+            app_id: "app_0".to_owned(),
+            slug: "s0".to_owned(),
+            status: IdpStatus::Active,
+            created_at: Timestamp::from_unix(1),
+            role_map: [("admins".to_owned(), vec![RoleName::parse("r0").unwrap()])]
+                .into_iter()
+                .collect(),
+            default_roles: Vec::new(),
+            email_domains: Vec::new(),
+            protocol: IdpProtocol::Saml(SamlSettings {
+                idp_metadata_xml: "<EntityDescriptor/>".to_owned(),
+                groups_attribute: None,
+                allow_idp_initiated: false,
+            }),
+        }),
+        Mutation::PutUser(UserRecord {
+            id: "usr_0".to_owned(),
+            app_id: "app_0".to_owned(),
+            email: None,
+            name: None,
+            status: UserStatus::Active,
+            roles: Vec::new(),
+            mapped_roles: Vec::new(),
+            grants: Vec::new(),
+            identities: vec![Identity {
+                idp_id: "idp_0".to_owned(),
+                subject: "alice".to_owned(),
+            }],
+            created_at: Timestamp::from_unix(1),
+            last_login_at: None,
+        }),
+        Mutation::InsertSession(SessionRecord {
+            id: "ses_0".to_owned(),
+            user_id: "usr_0".to_owned(),
+            app_id: "app_0".to_owned(),
+            idp_id: "idp_0".to_owned(),
+            secret_hash: "ef".repeat(32),
+            created_at: Timestamp::from_unix(1),
+            expires_at: Timestamp::from_unix(4),
+            last_used_at: Timestamp::from_unix(1),
+            ip: None,
+            user_agent: None,
+            revoked_at: None,
+            revoke_reason: None,
+            sealed_upstream_refresh: None,
+            revalidated_at: None,
+        }),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -753,8 +1271,9 @@ proptest! {
         let memory = MemoryStore::new();
         let mut sqlite = SqliteStore::open(&path).unwrap();
         let mut postgres = postgres();
-        // Two applications to start with, so that token batches often succeed.
-        let setup: Vec<Mutation> = ["app_0", "app_1"]
+        // Two applications, a provider, a user and a session to start with, so that
+        // token and session batches often succeed.
+        let mut setup: Vec<Mutation> = ["app_0", "app_1"]
             .iter()
             .map(|id| {
                 Mutation::InsertApp(Application {
@@ -767,6 +1286,7 @@ proptest! {
                 })
             })
             .collect();
+        setup.extend(starting_people());
         for store in [&model as &dyn Store, &memory, &sqlite] {
             store.apply(&setup).unwrap();
         }

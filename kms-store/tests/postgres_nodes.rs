@@ -12,7 +12,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kms_core::store::{AppStore, Change, ChangeListener, Store};
+use kms_core::store::{AppStore, Change, ChangeListener, Mutation, Store};
+use kms_core::store::{
+    IdpProtocol, IdpRecord, IdpStatus, SamlSettings, SessionRecord, SessionSelector, UserRecord,
+    UserStatus,
+};
+use kms_core::Timestamp;
 use kms_core::{Kms, NewApp};
 use kms_store::testing::{NoPostgres, ScratchDatabase};
 use kms_store::{PostgresOptions, PostgresStore};
@@ -150,4 +155,143 @@ fn listings_go_to_the_replica_and_everything_else_to_the_primary() {
         .map(|a| a.name)
         .collect();
     assert!(names.contains(&"on-primary".to_owned()), "{names:?}");
+}
+
+fn people_batch() -> Vec<Mutation> {
+    vec![
+        Mutation::PutIdp(IdpRecord {
+            id: "idp_1".to_owned(),
+            app_id: "app_1".to_owned(),
+            slug: "acme".to_owned(),
+            status: IdpStatus::Active,
+            created_at: Timestamp::from_unix(1_800_000_000),
+            role_map: Default::default(),
+            default_roles: Vec::new(),
+            email_domains: Vec::new(),
+            protocol: IdpProtocol::Saml(SamlSettings {
+                idp_metadata_xml: "<EntityDescriptor/>".to_owned(),
+                groups_attribute: None,
+                allow_idp_initiated: false,
+            }),
+        }),
+        Mutation::PutUser(UserRecord {
+            id: "usr_1".to_owned(),
+            app_id: "app_1".to_owned(),
+            email: None,
+            name: None,
+            status: UserStatus::Active,
+            roles: Vec::new(),
+            mapped_roles: Vec::new(),
+            grants: Vec::new(),
+            identities: Vec::new(),
+            created_at: Timestamp::from_unix(1_800_000_000),
+            last_login_at: None,
+        }),
+    ]
+}
+
+fn session(id: &str) -> SessionRecord {
+    SessionRecord {
+        id: id.to_owned(),
+        user_id: "usr_1".to_owned(),
+        app_id: "app_1".to_owned(),
+        idp_id: "idp_1".to_owned(),
+        secret_hash: "0".repeat(64),
+        created_at: Timestamp::from_unix(1_800_000_000),
+        expires_at: Timestamp::from_unix(1_800_086_400),
+        last_used_at: Timestamp::from_unix(1_800_000_000),
+        ip: None,
+        user_agent: None,
+        revoked_at: None,
+        revoke_reason: None,
+        sealed_upstream_refresh: None,
+        revalidated_at: None,
+    }
+}
+
+/// Waits until `heard` holds `expected` (in order, nothing else), or fails after a while.
+fn wait_for(heard: &Heard, expected: &[Change]) {
+    let start = Instant::now();
+    loop {
+        if heard.0.lock().unwrap().as_slice() == expected {
+            return;
+        }
+        let so_far = heard.0.lock().unwrap().clone();
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "heard {so_far:?}, expected {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Changes to users, providers and sessions written through one node reach the listeners
+/// of another node on the same database through its notifications.
+#[test]
+fn another_node_hears_user_idp_and_session_changes() {
+    let Some(db) = database() else { return };
+    let writer = PostgresStore::open(db.url(), PostgresOptions::default()).unwrap();
+    let reader = PostgresStore::open(db.url(), PostgresOptions::default()).unwrap();
+    let heard = Arc::new(Heard::default());
+    let listener: Arc<dyn ChangeListener> = heard.clone();
+    reader.subscribe(Arc::downgrade(&listener));
+
+    let mut setup = vec![Mutation::InsertApp(kms_core::Application {
+        id: "app_1".to_owned(),
+        name: "one".to_owned(),
+        token_prefix: kms_core::token_format::TokenPrefix::parse("kms").unwrap(),
+        status: kms_core::AppStatus::Active,
+        created_at: Timestamp::from_unix(1_800_000_000),
+        security: Default::default(),
+    })];
+    setup.extend(people_batch());
+    setup.push(Mutation::InsertSession(session("ses_1")));
+    setup.push(Mutation::InsertSession(session("ses_2")));
+    writer.apply(&setup).unwrap();
+    wait_for(
+        &heard,
+        &[
+            Change::Idp("idp_1".to_owned()),
+            Change::User("usr_1".to_owned()),
+        ],
+    );
+    heard.0.lock().unwrap().clear();
+
+    writer
+        .apply(&[
+            Mutation::UpdateSession(SessionRecord {
+                user_agent: Some("curl".to_owned()),
+                ..session("ses_1")
+            }),
+            Mutation::RevokeSessions {
+                selector: SessionSelector::Id("ses_2".to_owned()),
+                at: Timestamp::from_unix(1_800_000_100),
+                reason: "logout".to_owned(),
+            },
+            Mutation::RevokeSessions {
+                selector: SessionSelector::User("usr_1".to_owned()),
+                at: Timestamp::from_unix(1_800_000_200),
+                reason: "user_disabled".to_owned(),
+            },
+            Mutation::RevokeSessions {
+                selector: SessionSelector::Idp("idp_1".to_owned()),
+                at: Timestamp::from_unix(1_800_000_300),
+                reason: "idp_deleted".to_owned(),
+            },
+            Mutation::DeleteIdp("idp_1".to_owned()),
+            Mutation::DeleteUser("usr_1".to_owned()),
+        ])
+        .unwrap();
+    wait_for(
+        &heard,
+        &[
+            Change::Session("ses_1".to_owned()),
+            Change::Session("ses_2".to_owned()),
+            Change::User("usr_1".to_owned()),
+            Change::Idp("idp_1".to_owned()),
+            Change::User("usr_1".to_owned()),
+        ],
+    );
+    // The reader sees what the writer committed.
+    assert!(reader.get_app("app_1").unwrap().is_some());
 }

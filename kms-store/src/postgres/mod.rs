@@ -19,9 +19,10 @@ use std::time::Duration;
 use ::postgres::types::ToSql;
 use ::postgres::{Config, NoTls, Row};
 use kms_core::store::{
-    apply_batch, AppStore, AuditQuery, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation,
-    Policy, PolicyStore, RefreshRecord, Revocation, SigningKeyRecord, Store, StoreError,
-    TokenRecord, TokenStore, UseOutcome, MAX_COUNTER,
+    apply_batch, AppStore, AuditQuery, AuditStore, ChangeListener, GrantStore, IdentityStore,
+    IdpRecord, KeyStore, LoginAttempt, Mutation, Policy, PolicyStore, RefreshRecord, Revocation,
+    SessionRecord, SigningKeyRecord, Store, StoreError, TokenRecord, TokenStore, UseOutcome,
+    UserRecord, MAX_COUNTER,
 };
 use kms_core::{Application, AuditEvent, RoleName, Scope, Timestamp};
 use r2d2::{Pool, PooledConnection};
@@ -30,8 +31,9 @@ use r2d2_postgres::PostgresConnectionManager;
 pub use self::counters::PostgresCounters;
 use self::error::{db_error, pool_error};
 use crate::columns::{
-    self, app_columns, audit_columns, counter, refresh_columns, signing_key_columns, sql_int,
-    sql_limit, token_columns, ColumnRead,
+    self, app_columns, audit_columns, counter, idp_columns, login_attempt_columns, refresh_columns,
+    session_columns, signing_key_columns, sql_int, sql_limit, token_columns, user_columns,
+    ColumnRead,
 };
 use crate::listeners::Listeners;
 use crate::migrations::MigrationStatus;
@@ -40,6 +42,20 @@ use crate::migrations::MigrationStatus;
 /// on every node are serialised, so the preconditions a batch reads, the audit chain's
 /// head and the policy version cannot move before it commits.
 const WRITE_LOCK: i64 = 0x6b6d_735f_7772_6974;
+
+/// The columns of a user as [`columns::user`] reads them: the row's own, then its
+/// identities as one JSON array, so a user and their identities are read in one statement.
+macro_rules! user_select {
+    () => {
+        concat!(
+            "SELECT ",
+            user_columns!(),
+            ", (SELECT coalesce(json_agg(json_build_object('idp_id', i.idp_id, \
+             'subject', i.subject) ORDER BY i.idp_id, i.subject), '[]'::json)::TEXT \
+             FROM user_identities AS i WHERE i.user_id = users.id) FROM users"
+        )
+    };
+}
 
 /// How often [`PostgresStore::consume_use`] tries to spend a use that other writers keep
 /// changing under it.
@@ -518,6 +534,118 @@ impl AuditStore for PostgresStore {
             ),
             &[&sql_int(after_seq), &sql_limit(limit)],
             columns::audit,
+        )
+    }
+}
+
+impl IdentityStore for PostgresStore {
+    fn get_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.query_one(
+            concat!(user_select!(), " WHERE id = $1"),
+            &[&id],
+            columns::user,
+        )
+    }
+
+    fn list_users(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        self.query_read(
+            concat!(
+                user_select!(),
+                " WHERE app_id = $1 AND ($2::TEXT IS NULL OR id > $2) ORDER BY id LIMIT $3"
+            ),
+            &[&app_id, &after, &sql_limit(limit)],
+            columns::user,
+        )
+    }
+
+    fn user_by_identity(
+        &self,
+        idp_id: &str,
+        subject: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        self.query_one(
+            concat!(
+                user_select!(),
+                " WHERE id = (SELECT user_id FROM user_identities \
+                 WHERE idp_id = $1 AND subject = $2)"
+            ),
+            &[&idp_id, &subject],
+            columns::user,
+        )
+    }
+
+    fn role_is_held_by_users(&self, role: &RoleName) -> Result<bool, StoreError> {
+        // A scan of the JSON columns: asked only when a role is about to be deleted.
+        self.exists(
+            "SELECT 1 FROM users WHERE roles::jsonb ? $1 OR mapped_roles::jsonb ? $1 \
+             UNION ALL \
+             SELECT 1 FROM idps WHERE default_roles::jsonb ? $1 \
+             OR EXISTS (SELECT 1 FROM jsonb_each(idps.role_map::jsonb) AS g \
+             WHERE g.value ? $1) \
+             LIMIT 1",
+            &[&role.as_str()],
+        )
+    }
+
+    fn get_idp(&self, id: &str) -> Result<Option<IdpRecord>, StoreError> {
+        let sql = concat!("SELECT ", idp_columns!(), " FROM idps WHERE id = $1");
+        self.query_one(sql, &[&id], columns::idp)
+    }
+
+    fn idp_by_slug(&self, slug: &str) -> Result<Option<IdpRecord>, StoreError> {
+        let sql = concat!("SELECT ", idp_columns!(), " FROM idps WHERE slug = $1");
+        self.query_one(sql, &[&slug], columns::idp)
+    }
+
+    fn list_idps(&self, app_id: Option<&str>) -> Result<Vec<IdpRecord>, StoreError> {
+        self.query(
+            concat!(
+                "SELECT ",
+                idp_columns!(),
+                " FROM idps WHERE $1::TEXT IS NULL OR app_id = $1 ORDER BY id"
+            ),
+            &[&app_id],
+            columns::idp,
+        )
+    }
+
+    fn get_login_attempt(&self, id: &str) -> Result<Option<LoginAttempt>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            login_attempt_columns!(),
+            " FROM login_attempts WHERE id = $1"
+        );
+        self.query_one(sql, &[&id], columns::login_attempt)
+    }
+
+    fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE id = $1"
+        );
+        self.query_one(sql, &[&id], columns::session)
+    }
+
+    fn list_sessions(
+        &self,
+        user_id: &str,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.query(
+            concat!(
+                "SELECT ",
+                session_columns!(),
+                " FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+                 ORDER BY created_at DESC, id"
+            ),
+            &[&user_id, &now.unix()],
+            columns::session,
         )
     }
 }

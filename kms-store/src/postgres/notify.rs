@@ -61,6 +61,9 @@ pub(crate) fn encode(origin: &str, seq: i64, changes: &[Change]) -> String {
             Change::Policy => "policy".to_owned(),
             Change::Keys => "keys".to_owned(),
             Change::Revocation(id) => format!("revocation {id}"),
+            Change::User(id) => format!("user {id}"),
+            Change::Idp(id) => format!("idp {id}"),
+            Change::Session(id) => format!("session {id}"),
             // A kind of change this version does not know: the receivers flush.
             _ => return format!("{head}{FLUSH}"),
         };
@@ -110,6 +113,9 @@ fn decode_from(payload: &str) -> Heard<'_> {
             Some(("token", id)) => Change::Token(id.to_owned()),
             Some(("app", id)) => Change::App(id.to_owned()),
             Some(("revocation", id)) => Change::Revocation(id.to_owned()),
+            Some(("user", id)) => Change::User(id.to_owned()),
+            Some(("idp", id)) => Change::Idp(id.to_owned()),
+            Some(("session", id)) => Change::Session(id.to_owned()),
             None if line == "policy" => Change::Policy,
             None if line == "keys" => Change::Keys,
             _ => {
@@ -270,6 +276,9 @@ mod tests {
             Change::Policy,
             Change::Keys,
             Change::Revocation("family:fam_1".into()),
+            Change::User("usr_a".into()),
+            Change::Idp("idp_b".into()),
+            Change::Session("ses_c".into()),
         ];
         let payload = encode("node-a", 42, &changes);
         assert_eq!(decode(&payload), changes);

@@ -9,19 +9,20 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 
 use kms_core::store::{
-    AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
-    TokenStore, UseOutcome,
+    AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, Mutation,
+    PolicyStore, Store, TokenStore, UseOutcome,
 };
 use kms_core::store::{
-    AuditQuery, Policy, RefreshRecord, Revocation, SigningKeyRecord, StoreError, TokenRecord,
+    AuditQuery, IdpRecord, LoginAttempt, Policy, RefreshRecord, Revocation, SessionRecord,
+    SigningKeyRecord, StoreError, TokenRecord, UserRecord,
 };
 use kms_core::{Application, AuditEvent, RoleName, Scope};
 use rusqlite::{params, Connection, OptionalExtension, Params, Row, TransactionBehavior};
 
 use self::error::{corrupt, db_error};
 use crate::columns::{
-    app_columns, audit_columns, refresh_columns, signing_key_columns, sql_int, sql_limit,
-    token_columns,
+    app_columns, audit_columns, idp_columns, login_attempt_columns, refresh_columns,
+    session_columns, signing_key_columns, sql_int, sql_limit, token_columns, user_columns,
 };
 use crate::listeners::Listeners;
 use crate::migrations::{self, MigrationStatus};
@@ -121,6 +122,20 @@ impl SqliteStore {
         let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
         stmt.exists(params).map_err(db_error)
     }
+}
+
+/// The columns of a user as [`rows::user_from_row`] reads them: the row's own, then its
+/// identities as one JSON array, so a user and their identities are read in one statement.
+macro_rules! user_select {
+    () => {
+        concat!(
+            "SELECT ",
+            user_columns!(),
+            ", (SELECT json_group_array(json_object('idp_id', i.idp_id, 'subject', i.subject) \
+             ORDER BY i.idp_id, i.subject) FROM user_identities AS i WHERE i.user_id = users.id) \
+             FROM users"
+        )
+    };
 }
 
 /// How often [`SqliteStore::consume_use`] tries to spend a use that other processes keep
@@ -357,6 +372,128 @@ impl AuditStore for SqliteStore {
             ),
             params![sql_int(after_seq), sql_limit(limit)],
             rows::audit_from_row,
+        )
+    }
+}
+
+impl IdentityStore for SqliteStore {
+    fn get_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.query_one(
+            concat!(user_select!(), " WHERE id = ?1"),
+            [id],
+            rows::user_from_row,
+        )
+    }
+
+    fn list_users(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let limit = sql_limit(limit);
+        match after {
+            Some(after) => self.query(
+                concat!(
+                    user_select!(),
+                    " WHERE app_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                ),
+                params![app_id, after, limit],
+                rows::user_from_row,
+            ),
+            None => self.query(
+                concat!(user_select!(), " WHERE app_id = ?1 ORDER BY id LIMIT ?2"),
+                params![app_id, limit],
+                rows::user_from_row,
+            ),
+        }
+    }
+
+    fn user_by_identity(
+        &self,
+        idp_id: &str,
+        subject: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        self.query_one(
+            concat!(
+                user_select!(),
+                " WHERE id = (SELECT user_id FROM user_identities \
+                 WHERE idp_id = ?1 AND subject = ?2)"
+            ),
+            params![idp_id, subject],
+            rows::user_from_row,
+        )
+    }
+
+    fn role_is_held_by_users(&self, role: &RoleName) -> Result<bool, StoreError> {
+        // A scan of the JSON columns: asked only when a role is about to be deleted.
+        self.exists(
+            "SELECT 1 FROM users WHERE \
+             EXISTS (SELECT 1 FROM json_each(users.roles) WHERE value = ?1) \
+             OR EXISTS (SELECT 1 FROM json_each(users.mapped_roles) WHERE value = ?1) \
+             UNION ALL \
+             SELECT 1 FROM idps WHERE \
+             EXISTS (SELECT 1 FROM json_each(idps.default_roles) WHERE value = ?1) \
+             OR EXISTS (SELECT 1 FROM json_each(idps.role_map) AS g, json_each(g.value) AS r \
+             WHERE r.value = ?1)",
+            [role.as_str()],
+        )
+    }
+
+    fn get_idp(&self, id: &str) -> Result<Option<IdpRecord>, StoreError> {
+        let sql = concat!("SELECT ", idp_columns!(), " FROM idps WHERE id = ?1");
+        self.query_one(sql, [id], rows::idp_from_row)
+    }
+
+    fn idp_by_slug(&self, slug: &str) -> Result<Option<IdpRecord>, StoreError> {
+        let sql = concat!("SELECT ", idp_columns!(), " FROM idps WHERE slug = ?1");
+        self.query_one(sql, [slug], rows::idp_from_row)
+    }
+
+    fn list_idps(&self, app_id: Option<&str>) -> Result<Vec<IdpRecord>, StoreError> {
+        self.query(
+            concat!(
+                "SELECT ",
+                idp_columns!(),
+                " FROM idps WHERE ?1 IS NULL OR app_id = ?1 ORDER BY id"
+            ),
+            [app_id],
+            rows::idp_from_row,
+        )
+    }
+
+    fn get_login_attempt(&self, id: &str) -> Result<Option<LoginAttempt>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            login_attempt_columns!(),
+            " FROM login_attempts WHERE id = ?1"
+        );
+        self.query_one(sql, [id], rows::login_attempt_from_row)
+    }
+
+    fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE id = ?1"
+        );
+        self.query_one(sql, [id], rows::session_from_row)
+    }
+
+    fn list_sessions(
+        &self,
+        user_id: &str,
+        now: kms_core::Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.query(
+            concat!(
+                "SELECT ",
+                session_columns!(),
+                " FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 \
+                 ORDER BY created_at DESC, id"
+            ),
+            params![user_id, now.unix()],
+            rows::session_from_row,
         )
     }
 }

@@ -2,7 +2,10 @@
 //! with the signature the store's query helpers take. The decoding itself is shared with
 //! the other SQL stores (`crate::columns`).
 
-use kms_core::store::{RefreshRecord, Revocation, SigningKeyRecord, StoreError, TokenRecord};
+use kms_core::store::{
+    IdpRecord, LoginAttempt, RefreshRecord, Revocation, SessionRecord, SigningKeyRecord,
+    StoreError, TokenRecord, UserRecord,
+};
 use kms_core::{Application, AuditEvent, Permission, Role};
 use rusqlite::types::FromSql;
 use rusqlite::Row;
@@ -68,4 +71,20 @@ pub(crate) fn audit_from_row(row: &Row<'_>) -> Result<AuditEvent, StoreError> {
 
 pub(crate) fn revocation_from_row(row: &Row<'_>) -> Result<Revocation, StoreError> {
     columns::revocation(row)
+}
+
+pub(crate) fn user_from_row(row: &Row<'_>) -> Result<UserRecord, StoreError> {
+    columns::user(row)
+}
+
+pub(crate) fn idp_from_row(row: &Row<'_>) -> Result<IdpRecord, StoreError> {
+    columns::idp(row)
+}
+
+pub(crate) fn login_attempt_from_row(row: &Row<'_>) -> Result<LoginAttempt, StoreError> {
+    columns::login_attempt(row)
+}
+
+pub(crate) fn session_from_row(row: &Row<'_>) -> Result<SessionRecord, StoreError> {
+    columns::session(row)
 }

@@ -1,7 +1,8 @@
 //! The primitive reads and writes of one SQLite transaction, for the shared batch logic.
 
 use kms_core::store::{
-    RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, StoreError, TokenRecord,
+    IdpRecord, LoginAttempt, RefreshRecord, RefreshStatus, Revocation, SessionRecord,
+    SessionSelector, SigningKeyRecord, StoreError, TokenRecord, UserRecord,
 };
 use kms_core::{Application, AuditEvent, Permission, Role, RoleName, Scope, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
@@ -9,8 +10,9 @@ use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use super::error::corrupt;
 use super::error::db_error;
 use crate::columns::{
-    self, app_columns, audit_columns, refresh_columns, signing_key_columns, sql_int, to_json,
-    token_columns, TokenColumns,
+    self, app_columns, audit_columns, idp_columns, login_attempt_columns, refresh_columns,
+    session_columns, signing_key_columns, sql_int, to_json, token_columns, user_columns,
+    IdpColumns, TokenColumns, UserColumns,
 };
 use kms_core::store::Transaction;
 
@@ -26,6 +28,13 @@ impl SqliteTx<'_> {
     fn execute(&self, sql: &str, params: &[&dyn ToSql]) -> Result<(), StoreError> {
         let mut stmt = self.0.prepare_cached(sql).map_err(db_error)?;
         stmt.execute(params).map(drop).map_err(db_error)
+    }
+
+    fn text(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Option<String>, StoreError> {
+        let mut stmt = self.0.prepare_cached(sql).map_err(db_error)?;
+        stmt.query_row(params, |row| row.get(0))
+            .optional()
+            .map_err(db_error)
     }
 }
 
@@ -91,6 +100,25 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn delete_app(&mut self, id: &str) -> Result<(), StoreError> {
+        // Its people first: sessions and identities of its users and through its
+        // providers, the users, the providers' login attempts, the providers.
+        self.execute(
+            "DELETE FROM sessions WHERE app_id = ?1 \
+             OR user_id IN (SELECT id FROM users WHERE app_id = ?1)",
+            params![id],
+        )?;
+        self.execute(
+            "DELETE FROM user_identities \
+             WHERE user_id IN (SELECT id FROM users WHERE app_id = ?1) \
+             OR idp_id IN (SELECT id FROM idps WHERE app_id = ?1)",
+            params![id],
+        )?;
+        self.execute("DELETE FROM users WHERE app_id = ?1", params![id])?;
+        self.execute(
+            "DELETE FROM login_attempts WHERE idp_id IN (SELECT id FROM idps WHERE app_id = ?1)",
+            params![id],
+        )?;
+        self.execute("DELETE FROM idps WHERE app_id = ?1", params![id])?;
         self.execute(
             "DELETE FROM token_grants WHERE token_id IN (SELECT id FROM tokens WHERE app_id = ?1)",
             params![id],
@@ -297,6 +325,14 @@ impl Transaction for SqliteTx<'_> {
         self.execute(
             "DELETE FROM refresh_tokens WHERE expires_at < ?1",
             params![before.unix()],
+        )?;
+        self.execute(
+            "DELETE FROM login_attempts WHERE expires_at < ?1",
+            params![before.unix()],
+        )?;
+        self.execute(
+            "DELETE FROM sso_replay WHERE expires_at < ?1",
+            params![before.unix()],
         )
     }
 
@@ -358,6 +394,219 @@ impl Transaction for SqliteTx<'_> {
                 e.prev_hash,
                 e.hash,
             ],
+        )
+    }
+
+    fn user_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.exists("SELECT 1 FROM users WHERE id = ?1", &id)
+    }
+
+    fn user_with_identity(
+        &mut self,
+        idp_id: &str,
+        subject: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.text(
+            "SELECT user_id FROM user_identities WHERE idp_id = ?1 AND subject = ?2",
+            params![idp_id, subject],
+        )
+    }
+
+    fn put_user(&mut self, user: &UserRecord) -> Result<(), StoreError> {
+        let c = UserColumns::encode(user)?;
+        self.execute(
+            concat!(
+                "INSERT INTO users (",
+                user_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, \
+                 email = excluded.email, name = excluded.name, status = excluded.status, \
+                 roles = excluded.roles, mapped_roles = excluded.mapped_roles, \
+                 grants = excluded.grants, created_at = excluded.created_at, \
+                 last_login_at = excluded.last_login_at"
+            ),
+            params![
+                user.id,
+                user.app_id,
+                user.email,
+                user.name,
+                user.status.as_str(),
+                c.roles,
+                c.mapped_roles,
+                c.grants,
+                user.created_at.unix(),
+                user.last_login_at.map(|t| t.unix()),
+            ],
+        )?;
+        self.execute(
+            "DELETE FROM user_identities WHERE user_id = ?1",
+            params![user.id],
+        )?;
+        for identity in &user.identities {
+            self.execute(
+                "INSERT OR IGNORE INTO user_identities (idp_id, subject, user_id) \
+                 VALUES (?1, ?2, ?3)",
+                params![identity.idp_id, identity.subject, user.id],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn delete_user(&mut self, id: &str) -> Result<(), StoreError> {
+        self.execute("DELETE FROM sessions WHERE user_id = ?1", params![id])?;
+        self.execute(
+            "DELETE FROM user_identities WHERE user_id = ?1",
+            params![id],
+        )?;
+        self.execute("DELETE FROM users WHERE id = ?1", params![id])
+    }
+
+    fn idp_with_slug(&mut self, slug: &str) -> Result<Option<String>, StoreError> {
+        self.text("SELECT id FROM idps WHERE slug = ?1", params![slug])
+    }
+
+    fn put_idp(&mut self, idp: &IdpRecord) -> Result<(), StoreError> {
+        let c = IdpColumns::encode(idp)?;
+        self.execute(
+            concat!(
+                "INSERT INTO idps (",
+                idp_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, \
+                 slug = excluded.slug, status = excluded.status, \
+                 created_at = excluded.created_at, role_map = excluded.role_map, \
+                 default_roles = excluded.default_roles, \
+                 email_domains = excluded.email_domains, protocol = excluded.protocol"
+            ),
+            params![
+                idp.id,
+                idp.app_id,
+                idp.slug,
+                idp.status.as_str(),
+                idp.created_at.unix(),
+                c.role_map,
+                c.default_roles,
+                c.email_domains,
+                c.protocol,
+            ],
+        )
+    }
+
+    fn delete_idp(&mut self, id: &str) -> Result<(), StoreError> {
+        self.execute("DELETE FROM user_identities WHERE idp_id = ?1", params![id])?;
+        self.execute("DELETE FROM login_attempts WHERE idp_id = ?1", params![id])?;
+        self.execute("DELETE FROM idps WHERE id = ?1", params![id])
+    }
+
+    fn login_attempt_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.exists("SELECT 1 FROM login_attempts WHERE id = ?1", &id)
+    }
+
+    fn insert_login_attempt(&mut self, a: &LoginAttempt) -> Result<(), StoreError> {
+        self.execute(
+            concat!(
+                "INSERT INTO login_attempts (",
+                login_attempt_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ),
+            params![
+                a.id,
+                a.idp_id,
+                a.browser_hash,
+                a.nonce,
+                a.sealed_pkce_verifier,
+                a.saml_request_id,
+                a.return_to,
+                a.created_at.unix(),
+                a.expires_at.unix(),
+            ],
+        )
+    }
+
+    fn delete_login_attempt(&mut self, id: &str) -> Result<(), StoreError> {
+        self.execute("DELETE FROM login_attempts WHERE id = ?1", params![id])
+    }
+
+    fn session_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.exists("SELECT 1 FROM sessions WHERE id = ?1", &id)
+    }
+
+    fn put_session(&mut self, s: &SessionRecord) -> Result<(), StoreError> {
+        self.execute(
+            concat!(
+                "INSERT INTO sessions (",
+                session_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                 ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
+                 app_id = excluded.app_id, idp_id = excluded.idp_id, \
+                 secret_hash = excluded.secret_hash, created_at = excluded.created_at, \
+                 expires_at = excluded.expires_at, last_used_at = excluded.last_used_at, \
+                 ip = excluded.ip, user_agent = excluded.user_agent, \
+                 revoked_at = excluded.revoked_at, revoke_reason = excluded.revoke_reason, \
+                 sealed_upstream_refresh = excluded.sealed_upstream_refresh, \
+                 revalidated_at = excluded.revalidated_at"
+            ),
+            params![
+                s.id,
+                s.user_id,
+                s.app_id,
+                s.idp_id,
+                s.secret_hash,
+                s.created_at.unix(),
+                s.expires_at.unix(),
+                s.last_used_at.unix(),
+                s.ip,
+                s.user_agent,
+                s.revoked_at.map(|t| t.unix()),
+                s.revoke_reason,
+                s.sealed_upstream_refresh,
+                s.revalidated_at.map(|t| t.unix()),
+            ],
+        )
+    }
+
+    fn touch_session(&mut self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE sessions SET last_used_at = ?2 \
+             WHERE id = ?1 AND revoked_at IS NULL AND last_used_at < ?2",
+            params![id, at.unix()],
+        )
+    }
+
+    fn revoke_sessions(
+        &mut self,
+        selector: &SessionSelector,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let (sql, key) = match selector {
+            SessionSelector::Id(id) => (
+                "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 \
+                 WHERE id = ?1 AND revoked_at IS NULL",
+                id,
+            ),
+            SessionSelector::User(id) => (
+                "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 \
+                 WHERE user_id = ?1 AND revoked_at IS NULL",
+                id,
+            ),
+            SessionSelector::Idp(id) => (
+                "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 \
+                 WHERE idp_id = ?1 AND revoked_at IS NULL",
+                id,
+            ),
+        };
+        self.execute(sql, params![key, at.unix(), reason])
+    }
+
+    fn replay_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.exists("SELECT 1 FROM sso_replay WHERE id = ?1", &id)
+    }
+
+    fn insert_replay(&mut self, id: &str, expires_at: Timestamp) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO sso_replay (id, expires_at) VALUES (?1, ?2)",
+            params![id, expires_at.unix()],
         )
     }
 }
