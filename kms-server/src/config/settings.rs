@@ -634,7 +634,7 @@ pub(crate) const CONDITION_MAX_DEPTH: Setting = Setting {
 };
 
 /// Every setting, in the order they are documented.
-pub(crate) const ALL: [Setting; 48] = [
+pub(crate) const ALL: [Setting; 52] = [
     DB,
     LISTEN,
     LOG_FORMAT,

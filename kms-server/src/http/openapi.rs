@@ -58,6 +58,26 @@ use crate::wire;
         routes::oauth::jwks,
         routes::keys::list_keys,
         routes::keys::rotate_keys,
+        routes::people::create_idp,
+        routes::people::list_idps,
+        routes::people::get_idp,
+        routes::people::update_idp,
+        routes::people::delete_idp,
+        routes::people::discover,
+        routes::people::login,
+        routes::people::oidc_callback,
+        routes::people::saml_acs,
+        routes::people::saml_metadata,
+        routes::people::list_users,
+        routes::people::get_user,
+        routes::people::update_user,
+        routes::people::delete_user,
+        routes::people::list_user_sessions,
+        routes::people::revoke_user_sessions,
+        routes::people::revoke_session,
+        routes::people::me,
+        routes::people::my_sessions,
+        routes::people::logout,
         routes::audit::list_audit,
         routes::audit::verify_audit,
     ),
@@ -72,6 +92,10 @@ use crate::wire;
         (name = "verification", description = "Verifying API keys (`token.verify`)"),
         (name = "access tokens", description = "OAuth 2.0 access tokens (EdDSA JWTs), their signing keys and JWKS; the token, introspection and revocation endpoints answer errors in the OAuth shape"),
         (name = "audit", description = "The hash-chained audit log (`audit.read`)"),
+        (name = "identity providers", description = "OpenID Connect and SAML connections per application (`idp.read`, `idp.write`)"),
+        (name = "single sign-on", description = "Logins through an application's identity providers; called by browsers and providers, no token needed"),
+        (name = "users", description = "People of an application (`user.read`, `user.write`)"),
+        (name = "sessions", description = "Users' sessions (`session.read`, `session.revoke`), and the caller's own"),
     ),
 )]
 #[derive(Debug)]
@@ -87,7 +111,7 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A kms API key: `Authorization: Bearer <token>`"))
+                    .description(Some("A kms API key or session token: `Authorization: Bearer <token>` (browsers may send the session as the `kms_session` cookie instead)"))
                     .build(),
             ),
         );

@@ -52,7 +52,10 @@ pub struct HttpOptions {
     pub rate_limit: Option<RateLimitSettings>,
     /// Whether responses carry `Strict-Transport-Security` (set when serving TLS).
     pub hsts: bool,
+    /// The address browsers and identity providers reach kms at: the session cookie's
+    /// `Origin` check and every SSO URL use it.
     pub public_url: String,
+    /// Whether cookies are `Secure` (the server runs under TLS).
     pub secure_cookies: bool,
 }
 
