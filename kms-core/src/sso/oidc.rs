@@ -1017,22 +1017,26 @@ fn token_error(error: TokenRequestError, adapter: &Adapter<'_>, step: &str) -> S
                 "the token endpoint failed ({status}) during the {step}"
             ))
         }
-        RequestTokenError::Parse(e, _) => {
-            let path = e.path().to_string();
+        RequestTokenError::Parse(e, body) => {
             if adapter.status.get() != Some(StatusCode::OK) {
-                unauthenticated(format!(
+                return unauthenticated(format!(
                     "the provider refused the {step} ({status}, with an unreadable error)"
-                ))
-            } else if path == "id_token" || path.starts_with("id_token.") {
-                unauthenticated(format!(
+                ));
+            }
+            // The crate parses the ID token with the answer; say what is wrong with it.
+            let id_token_error = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|answer| answer.get("id_token")?.as_str().map(str::to_owned))
+                .and_then(|token| token.parse::<RpIdToken>().err());
+            match id_token_error {
+                Some(reason) => unauthenticated(format!(
                     "the ID token is malformed: {}",
-                    quote(&e.inner().to_string())
-                ))
-            } else {
-                unauthenticated(format!(
+                    quote(&reason.to_string())
+                )),
+                None => unauthenticated(format!(
                     "the token endpoint's answer is not a valid token response (at `{}`)",
-                    quote(&path)
-                ))
+                    quote(&e.path().to_string())
+                )),
             }
         }
         RequestTokenError::Other(message) if adapter.server_failed() => {
@@ -1251,7 +1255,7 @@ fn userinfo_error(error: UserInfoError<TransportError>, adapter: &Adapter<'_>) -
         )),
         UserInfoError::ClaimsVerification(ClaimsVerificationError::InvalidSubject(m)) => {
             unauthenticated(format!(
-                "the userinfo sub is not the ID token's: {}",
+                "the userinfo sub is not the signed-in subject: {}",
                 quote(&m)
             ))
         }
