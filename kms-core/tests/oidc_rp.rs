@@ -1213,3 +1213,22 @@ fn revalidate_refused() {
         Err(SsoError::Unauthenticated(m)) if m.contains("userinfo sub")
     ));
 }
+
+#[test]
+fn the_key_set_cache_is_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<KeySetCache>();
+    let fake = provider_with(&Signer::eddsa(9), &claims());
+    let connection = Connection::discovered(&fake);
+    let keys = keys();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| login_at(&fake, &keys, &connection, None, now()).unwrap());
+        }
+    });
+    // Racing first logins may each fetch; later ones use the cache.
+    let fetched = fake.calls("GET /jwks");
+    assert!((1..=4).contains(&fetched), "{fetched}");
+    login_at(&fake, &keys, &connection, None, now().plus_secs(1)).unwrap();
+    assert_eq!(fake.calls("GET /jwks"), fetched);
+}

@@ -722,7 +722,8 @@ impl KeySetCache {
                 cached.refetched_at = Some(now);
             }
         }
-        self.fetch(transport, issuer, jwks_uri, now).map(Some)
+        self.fetch_marked(transport, issuer, jwks_uri, now, true)
+            .map(Some)
     }
 
     fn fetch(
@@ -731,6 +732,18 @@ impl KeySetCache {
         issuer: &str,
         jwks_uri: &str,
         now: Timestamp,
+    ) -> Result<Arc<CoreJsonWebKeySet>, SsoError> {
+        self.fetch_marked(transport, issuer, jwks_uri, now, false)
+    }
+
+    /// Fetches and stores the key set; `refetch` records it as an unknown-`kid` refetch.
+    fn fetch_marked(
+        &self,
+        transport: &dyn HttpTransport,
+        issuer: &str,
+        jwks_uri: &str,
+        now: Timestamp,
+        refetch: bool,
     ) -> Result<Arc<CoreJsonWebKeySet>, SsoError> {
         let body = get(transport, jwks_uri).map_err(|e| {
             unavailable(format!(
@@ -749,7 +762,11 @@ impl KeySetCache {
                 })?;
         let keys = Arc::new(keys);
         let mut sets = self.lock();
-        let refetched_at = sets.get(issuer).and_then(|c| c.refetched_at);
+        let refetched_at = if refetch {
+            Some(now)
+        } else {
+            sets.get(issuer).and_then(|c| c.refetched_at)
+        };
         sets.insert(
             issuer.to_owned(),
             CachedKeys {
