@@ -30,6 +30,8 @@ fn every_target_has_a_replay_test() {
         "jwt_validate",
         "request_bodies",
         "request_signature",
+        #[cfg(feature = "sso")]
+        "oidc_callback",
     ];
     let names: Vec<&str> = fuzz_logic::TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(names, tested);
@@ -73,4 +75,10 @@ fn request_bodies_corpus_replays_cleanly() {
 #[test]
 fn request_signature_corpus_replays_cleanly() {
     replay("request_signature");
+}
+
+#[cfg(feature = "sso")]
+#[test]
+fn oidc_callback_corpus_replays_cleanly() {
+    replay("oidc_callback");
 }

@@ -722,7 +722,8 @@ impl KeySetCache {
                 cached.refetched_at = Some(now);
             }
         }
-        self.fetch(transport, issuer, jwks_uri, now).map(Some)
+        self.fetch_marked(transport, issuer, jwks_uri, now, true)
+            .map(Some)
     }
 
     fn fetch(
@@ -731,6 +732,18 @@ impl KeySetCache {
         issuer: &str,
         jwks_uri: &str,
         now: Timestamp,
+    ) -> Result<Arc<CoreJsonWebKeySet>, SsoError> {
+        self.fetch_marked(transport, issuer, jwks_uri, now, false)
+    }
+
+    /// Fetches and stores the key set; `refetch` records it as an unknown-`kid` refetch.
+    fn fetch_marked(
+        &self,
+        transport: &dyn HttpTransport,
+        issuer: &str,
+        jwks_uri: &str,
+        now: Timestamp,
+        refetch: bool,
     ) -> Result<Arc<CoreJsonWebKeySet>, SsoError> {
         let body = get(transport, jwks_uri).map_err(|e| {
             unavailable(format!(
@@ -749,7 +762,11 @@ impl KeySetCache {
                 })?;
         let keys = Arc::new(keys);
         let mut sets = self.lock();
-        let refetched_at = sets.get(issuer).and_then(|c| c.refetched_at);
+        let refetched_at = if refetch {
+            Some(now)
+        } else {
+            sets.get(issuer).and_then(|c| c.refetched_at)
+        };
         sets.insert(
             issuer.to_owned(),
             CachedKeys {
@@ -1017,22 +1034,26 @@ fn token_error(error: TokenRequestError, adapter: &Adapter<'_>, step: &str) -> S
                 "the token endpoint failed ({status}) during the {step}"
             ))
         }
-        RequestTokenError::Parse(e, _) => {
-            let path = e.path().to_string();
+        RequestTokenError::Parse(e, body) => {
             if adapter.status.get() != Some(StatusCode::OK) {
-                unauthenticated(format!(
+                return unauthenticated(format!(
                     "the provider refused the {step} ({status}, with an unreadable error)"
-                ))
-            } else if path == "id_token" || path.starts_with("id_token.") {
-                unauthenticated(format!(
+                ));
+            }
+            // The crate parses the ID token with the answer; say what is wrong with it.
+            let id_token_error = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|answer| answer.get("id_token")?.as_str().map(str::to_owned))
+                .and_then(|token| token.parse::<RpIdToken>().err());
+            match id_token_error {
+                Some(reason) => unauthenticated(format!(
                     "the ID token is malformed: {}",
-                    quote(&e.inner().to_string())
-                ))
-            } else {
-                unauthenticated(format!(
+                    quote(&reason.to_string())
+                )),
+                None => unauthenticated(format!(
                     "the token endpoint's answer is not a valid token response (at `{}`)",
-                    quote(&path)
-                ))
+                    quote(&e.path().to_string())
+                )),
             }
         }
         RequestTokenError::Other(message) if adapter.server_failed() => {
@@ -1251,7 +1272,7 @@ fn userinfo_error(error: UserInfoError<TransportError>, adapter: &Adapter<'_>) -
         )),
         UserInfoError::ClaimsVerification(ClaimsVerificationError::InvalidSubject(m)) => {
             unauthenticated(format!(
-                "the userinfo sub is not the ID token's: {}",
+                "the userinfo sub is not the signed-in subject: {}",
                 quote(&m)
             ))
         }

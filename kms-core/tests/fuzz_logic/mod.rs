@@ -13,6 +13,8 @@
 
 pub(crate) mod condition_parse;
 pub(crate) mod jwt_validate;
+#[cfg(feature = "sso")]
+pub(crate) mod oidc_callback;
 pub(crate) mod permission_check;
 pub(crate) mod query_parse;
 pub(crate) mod request_bodies;
@@ -33,4 +35,6 @@ pub(crate) const TARGETS: &[Target] = &[
     ("jwt_validate", jwt_validate::run),
     ("request_bodies", request_bodies::run),
     ("request_signature", request_signature::run),
+    #[cfg(feature = "sso")]
+    ("oidc_callback", oidc_callback::run),
 ];
