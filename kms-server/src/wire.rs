@@ -565,7 +565,16 @@ pub struct VerifyResult {
     /// `VALID`, `MALFORMED`, `NOT_FOUND`, `EXPIRED`, `REVOKED`, `DISABLED`, `FORBIDDEN`,
     /// `INSUFFICIENT_PERMISSIONS`, `RATE_LIMITED` or `USAGE_EXCEEDED`.
     pub code: String,
-    /// The token's id, when found.
+    /// `api_key`, or `session` for a user's session token (valid only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// For a session: the user (valid only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// For a session: its id (valid only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The token's id (a session's id for a session), when found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
     /// Its application (valid only).

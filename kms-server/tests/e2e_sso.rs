@@ -18,10 +18,45 @@
 mod common;
 
 use common::idp::{query_param, saml_form, Browser, OidcIdp, SamlIdp};
-use common::{call, init, Server};
+use common::schema::{ApiSchema, PEOPLE_OPERATIONS};
+use common::{call, init, Raw, Server};
 use serde_json::{json, Value};
 
 const CLIENT_SECRET: &str = "oidc-client-secret-9f3b2c71d8e4";
+
+/// The operations only the SAML test reaches.
+const SAML_ONLY: &[(&str, &str)] = &[
+    ("post", "/v1/sso/{slug}/acs"),
+    ("get", "/v1/sso/{slug}/metadata"),
+];
+
+/// `call` checked against the OpenAPI document for `template`.
+#[allow(clippy::too_many_arguments, reason = "a call and its check")]
+fn checked(
+    schema: &ApiSchema,
+    base: &str,
+    method: &str,
+    template: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Raw {
+    let r = call(base, method, path, token, body);
+    schema.validate(method, template, r.status, &r.body);
+    r
+}
+
+/// Fails unless every operation of `ops` was checked against the document.
+fn all_checked(schema: &ApiSchema, ops: &[(&str, &str)]) {
+    let missing: Vec<_> = ops
+        .iter()
+        .filter(|(m, p)| !schema.was_checked(m, p))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "people operations never checked: {missing:?}"
+    );
+}
 
 /// An application with a `support` role, and the server.
 fn setup() -> (tempfile::TempDir, Server, String, String) {
@@ -85,9 +120,12 @@ fn openid_connect_login_sessions_and_the_attacks_on_it() {
         return;
     };
     // The connection: discovery fetched, URLs built from the public URL.
-    let created = call(
+    let schema = ApiSchema::committed();
+    let created = checked(
+        &schema,
         &base,
         "POST",
+        "/v1/apps/{app_id}/idps",
         &format!("/v1/apps/{app_id}/idps"),
         Some(&root),
         Some(&json!({
@@ -101,18 +139,25 @@ fn openid_connect_login_sessions_and_the_attacks_on_it() {
     assert_eq!(created.status, 201, "{}", created.body);
     let idp = created.json();
     assert_eq!(idp["redirect_uri"], callback.as_str());
-    assert_eq!(idp["login_url"], format!("{base}/v1/sso/corp/login").as_str());
+    assert_eq!(
+        idp["login_url"],
+        format!("{base}/v1/sso/corp/login").as_str()
+    );
     assert_eq!(idp["status"], "active");
     assert!(idp.get("client_secret").is_none());
     assert!(!created.body.contains(CLIENT_SECRET));
     // A wrong issuer, an unknown role, a role map beyond the caller: refused.
-    let bad = call(
+    let bad = checked(
+        &schema,
         &base,
         "POST",
+        "/v1/apps/{app_id}/idps",
         &format!("/v1/apps/{app_id}/idps"),
         Some(&root),
-        Some(&json!({"slug": "other", "kind": "oidc", "issuer": "http://127.0.0.1:9/none",
-                     "client_id": "x"})),
+        Some(
+            &json!({"slug": "other", "kind": "oidc", "issuer": "http://127.0.0.1:9/none",
+                     "client_id": "x"}),
+        ),
     );
     assert_eq!(bad.status, 400, "{}", bad.body);
     let bad = call(
@@ -120,47 +165,106 @@ fn openid_connect_login_sessions_and_the_attacks_on_it() {
         "POST",
         &format!("/v1/apps/{app_id}/idps"),
         Some(&root),
-        Some(&json!({"slug": "other", "kind": "oidc", "issuer": provider.issuer(),
-                     "client_id": "x", "role_map": {"g": ["no-such-role"]}})),
+        Some(
+            &json!({"slug": "other", "kind": "oidc", "issuer": provider.issuer(),
+                     "client_id": "x", "role_map": {"g": ["no-such-role"]}}),
+        ),
     );
     assert_eq!(bad.status, 400, "{}", bad.body);
     // Discovery by email domain.
-    let found = call(
+    let found = checked(
+        &schema,
         &base,
         "GET",
+        "/v1/sso/discover",
         "/v1/sso/discover?email=alice@example.com",
         None,
         None,
     );
+    let idp_id = idp["id"].as_str().unwrap().to_owned();
+    let listed = checked(
+        &schema,
+        &base,
+        "GET",
+        "/v1/apps/{app_id}/idps",
+        &format!("/v1/apps/{app_id}/idps"),
+        Some(&root),
+        None,
+    );
+    assert_eq!(listed.json()["items"][0]["id"], idp_id.as_str());
+    let one = checked(
+        &schema,
+        &base,
+        "GET",
+        "/v1/idps/{id}",
+        &format!("/v1/idps/{idp_id}"),
+        Some(&root),
+        None,
+    );
+    assert_eq!(one.status, 200);
+    let patched_idp = checked(
+        &schema,
+        &base,
+        "PATCH",
+        "/v1/idps/{id}",
+        &format!("/v1/idps/{idp_id}"),
+        Some(&root),
+        Some(&json!({"email_domains": ["example.com", "example.org"]})),
+    );
+    assert_eq!(patched_idp.status, 200, "{}", patched_idp.body);
+    assert_eq!(patched_idp.json()["email_domains"][1], "example.org");
     assert_eq!(found.status, 200, "{}", found.body);
     let login_url = found.json()["login_url"].as_str().unwrap().to_owned();
     assert_eq!(
-        call(&base, "GET", "/v1/sso/discover?email=bob@else.org", None, None).status,
+        call(
+            &base,
+            "GET",
+            "/v1/sso/discover?email=bob@else.org",
+            None,
+            None
+        )
+        .status,
         404
     );
 
     // The flow: authorization request with PKCE S256, state, nonce.
     let mut browser = Browser::new();
     let first = browser.get(&login_url);
+    schema.validate("GET", "/v1/sso/{slug}/login", first.status, &first.body);
     assert_eq!(first.status, 302, "{}", first.body);
     let to_provider = first.location().unwrap();
     assert!(to_provider.starts_with(provider.issuer()));
-    assert_eq!(query_param(&to_provider, "code_challenge_method").as_deref(), Some("S256"));
-    assert_eq!(query_param(&to_provider, "response_type").as_deref(), Some("code"));
+    assert_eq!(
+        query_param(&to_provider, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert_eq!(
+        query_param(&to_provider, "response_type").as_deref(),
+        Some("code")
+    );
     assert!(query_param(&to_provider, "nonce").is_some());
     assert!(query_param(&to_provider, "state").is_some());
     let binding = first.set_cookies().join(" ");
-    assert!(binding.contains("kms_login=") && binding.contains("HttpOnly"), "{binding}");
+    assert!(
+        binding.contains("kms_login=") && binding.contains("HttpOnly"),
+        "{binding}"
+    );
     let (_, visited) = browser.follow(&to_provider, 12, &[&callback]);
     let back = visited.last().unwrap().clone();
     assert!(back.starts_with(&callback), "{visited:?}");
-    assert!(query_param(&back, "iss").is_some(), "RFC 9207 iss expected: {back}");
+    assert!(
+        query_param(&back, "iss").is_some(),
+        "RFC 9207 iss expected: {back}"
+    );
     let done = browser.get(&back);
+    schema.validate("GET", "/v1/sso/{slug}/callback", done.status, &done.body);
     assert_eq!(done.status, 200, "{}", done.body);
     let login = done.json();
     let session_token = login["session_token"].as_str().unwrap().to_owned();
     assert!(session_token.len() <= 64);
-    assert!(session_token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    assert!(session_token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_'));
     assert_eq!(login["user"]["email"], "alice@example.com");
     assert!(login["user"]["roles"]
         .as_array()
@@ -168,21 +272,78 @@ fn openid_connect_login_sessions_and_the_attacks_on_it() {
         .contains(&json!("support")));
     let cookies = done.set_cookies().join(" | ");
     assert!(
-        cookies.contains("kms_session=") && cookies.contains("HttpOnly") && cookies.contains("SameSite=Lax"),
+        cookies.contains("kms_session=")
+            && cookies.contains("HttpOnly")
+            && cookies.contains("SameSite=Lax"),
         "{cookies}"
     );
     let user_id = login["user"]["id"].as_str().unwrap().to_owned();
     assert!(user_id.starts_with("usr_"));
 
     // The session as a bearer, and as the cookie.
-    let me = call(&base, "GET", "/v1/me", Some(&session_token), None);
+    let me = checked(
+        &schema,
+        &base,
+        "GET",
+        "/v1/me",
+        "/v1/me",
+        Some(&session_token),
+        None,
+    );
+    let mine = checked(
+        &schema,
+        &base,
+        "GET",
+        "/v1/me/sessions",
+        "/v1/me/sessions",
+        Some(&session_token),
+        None,
+    );
+    assert_eq!(
+        mine.json()["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        mine.body
+    );
+    let users = checked(
+        &schema,
+        &base,
+        "GET",
+        "/v1/apps/{app_id}/users",
+        &format!("/v1/apps/{app_id}/users"),
+        Some(&root),
+        None,
+    );
+    assert_eq!(
+        users.json()["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        users.body
+    );
+    let user = checked(
+        &schema,
+        &base,
+        "GET",
+        "/v1/users/{id}",
+        &format!("/v1/users/{user_id}"),
+        Some(&root),
+        None,
+    );
+    assert_eq!(user.json()["identities"][0]["idp_id"], idp_id.as_str());
+    assert_eq!(user.json()["mapped_roles"], json!(["support"]));
     assert_eq!(me.status, 200, "{}", me.body);
     assert_eq!(me.json()["user"]["id"], user_id.as_str());
     assert!(!me.body.contains(&session_token));
     let me_cookie = browser.get(&format!("{base}/v1/me"));
     assert_eq!(me_cookie.status, 200, "{}", me_cookie.body);
     // It holds the mapped role's scopes, inside its own application only.
-    let apps = call(&base, "GET", &format!("/v1/apps/{app_id}"), Some(&session_token), None);
+    let apps = call(
+        &base,
+        "GET",
+        &format!("/v1/apps/{app_id}"),
+        Some(&session_token),
+        None,
+    );
     assert_eq!(apps.status, 200, "{}", apps.body);
     let denied = call(&base, "GET", "/v1/audit", Some(&session_token), None);
     assert_eq!(denied.status, 403, "{}", denied.body);
@@ -220,13 +381,26 @@ fn openid_connect_login_sessions_and_the_attacks_on_it() {
     assert_eq!(mixed.get(&wrong).status, 400);
 
     // Tampered ID tokens: refused with 401, no session.
-    for mode in ["alg_none", "hs256", "wrong_nonce", "wrong_aud", "expired", "bad_signature", "wrong_iss"] {
+    for mode in [
+        "alg_none",
+        "hs256",
+        "wrong_nonce",
+        "wrong_aud",
+        "expired",
+        "bad_signature",
+        "wrong_iss",
+    ] {
         provider.mode(mode);
         let mut b = Browser::new();
         let back = oidc_until_callback(&mut b, &login_url, &callback);
         let r = b.get(&back);
         assert_eq!(r.status, 401, "{mode}: {}", r.body);
-        assert!(r.set_cookies().iter().all(|c| !c.starts_with("kms_session=Ses_")), "{mode}");
+        assert!(
+            r.set_cookies()
+                .iter()
+                .all(|c| !c.starts_with("kms_session=Ses_")),
+            "{mode}"
+        );
     }
     provider.mode("normal");
 
@@ -238,67 +412,195 @@ fn openid_connect_login_sessions_and_the_attacks_on_it() {
     assert_eq!(r.status, 200, "after a key rotation: {}", r.body);
 
     // return_to: relative paths only, and the login then redirects there.
-    for evil in ["https://evil.example/", "//evil.example/", "/\\evil.example"] {
+    for evil in [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+    ] {
         let r = Browser::new().get(&format!("{login_url}?return_to={}", urlencode(evil)));
         assert_eq!(r.status, 400, "{evil}: {}", r.body);
     }
     let mut b = Browser::new();
-    let back = oidc_until_callback(&mut b, &format!("{login_url}?return_to=%2Fconsole%2Fhome"), &callback);
+    let back = oidc_until_callback(
+        &mut b,
+        &format!("{login_url}?return_to=%2Fconsole%2Fhome"),
+        &callback,
+    );
     let r = b.get(&back);
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(r.header("location"), Some("/console/home"));
 
     // Sessions of the user, revoking one, groups absent leave mapped roles alone.
-    let sessions = call(&base, "GET", &format!("/v1/users/{user_id}/sessions"), Some(&root), None);
+    let sessions = checked(
+        &schema,
+        &base,
+        "GET",
+        "/v1/users/{id}/sessions",
+        &format!("/v1/users/{user_id}/sessions"),
+        Some(&root),
+        None,
+    );
     assert_eq!(sessions.status, 200, "{}", sessions.body);
     assert!(sessions.json()["items"].as_array().unwrap().len() >= 2);
     assert!(!sessions.body.contains("Ses_"));
     let session_id = v["session_id"].as_str().unwrap().to_owned();
-    let revoked = call(&base, "POST", &format!("/v1/sessions/{session_id}/revoke"), Some(&root), None);
+    let revoked = checked(
+        &schema,
+        &base,
+        "POST",
+        "/v1/sessions/{id}/revoke",
+        &format!("/v1/sessions/{session_id}/revoke"),
+        Some(&root),
+        None,
+    );
     assert_eq!(revoked.status, 200, "{}", revoked.body);
-    assert_eq!(call(&base, "GET", "/v1/me", Some(&session_token), None).status, 401);
+    assert_eq!(
+        call(&base, "GET", "/v1/me", Some(&session_token), None).status,
+        401
+    );
     assert_eq!(status_of(&base, &root, &session_token)["valid"], false);
 
     // Logout through the cookie with the right Origin.
     let mut b = Browser::new();
     let back = oidc_until_callback(&mut b, &login_url, &callback);
-    let token2 = b.get(&back).json()["session_token"].as_str().unwrap().to_owned();
+    let token2 = b.get(&back).json()["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let out = call_with_origin(&base, "/v1/auth/logout", &token2, &base);
-    assert_eq!(out, 204);
-    assert_eq!(call(&base, "GET", "/v1/me", Some(&token2), None).status, 401);
+    assert_eq!(out.0, 204);
+    schema.validate("POST", "/v1/auth/logout", out.0, &out.1);
+    assert_eq!(
+        call(&base, "GET", "/v1/me", Some(&token2), None).status,
+        401
+    );
 
     // Disabling the user ends every session and refuses logins (403).
     let mut b = Browser::new();
     let back = oidc_until_callback(&mut b, &login_url, &callback);
-    let token3 = b.get(&back).json()["session_token"].as_str().unwrap().to_owned();
-    let patched = call(
+    let token3 = b.get(&back).json()["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Given roles are kept apart from mapped ones; the caller must hold what it gives.
+    let given = checked(
+        &schema,
         &base,
         "PATCH",
+        "/v1/users/{id}",
+        &format!("/v1/users/{user_id}"),
+        Some(&root),
+        Some(&json!({"roles": ["support"]})),
+    );
+    assert_eq!(
+        given.json()["given_roles"],
+        json!(["support"]),
+        "{}",
+        given.body
+    );
+    let unknown = call(
+        &base,
+        "PATCH",
+        &format!("/v1/users/{user_id}"),
+        Some(&root),
+        Some(&json!({"roles": ["nope"]})),
+    );
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    let patched = checked(
+        &schema,
+        &base,
+        "PATCH",
+        "/v1/users/{id}",
         &format!("/v1/users/{user_id}"),
         Some(&root),
         Some(&json!({"status": "disabled"})),
     );
     assert_eq!(patched.status, 200, "{}", patched.body);
-    assert_eq!(call(&base, "GET", "/v1/me", Some(&token3), None).status, 401);
+    assert_eq!(
+        call(&base, "GET", "/v1/me", Some(&token3), None).status,
+        401
+    );
     let mut b = Browser::new();
     let back = oidc_until_callback(&mut b, &login_url, &callback);
     assert_eq!(b.get(&back).status, 403);
 
+    let all = checked(
+        &schema,
+        &base,
+        "POST",
+        "/v1/users/{id}/sessions/revoke",
+        &format!("/v1/users/{user_id}/sessions/revoke"),
+        Some(&root),
+        None,
+    );
+    assert_eq!(all.status, 200, "{}", all.body);
+    assert!(all.json()["revoked"].is_u64());
+    let gone = checked(
+        &schema,
+        &base,
+        "DELETE",
+        "/v1/users/{id}",
+        &format!("/v1/users/{user_id}"),
+        Some(&root),
+        None,
+    );
+    assert_eq!(gone.status, 204);
+    assert_eq!(
+        call(
+            &base,
+            "GET",
+            &format!("/v1/users/{user_id}"),
+            Some(&root),
+            None
+        )
+        .status,
+        404
+    );
+
     // The audit log has the logins, failures with their reason.
-    let audit = call(&base, "GET", "/v1/audit?action=sso.login", Some(&root), None).json();
+    let audit = call(
+        &base,
+        "GET",
+        "/v1/audit?action=sso.login",
+        Some(&root),
+        None,
+    )
+    .json();
     let events = audit["items"].as_array().unwrap();
     assert!(events.iter().any(|e| e["outcome"] == "success"));
     assert!(events.iter().any(|e| e["outcome"] == "failure"));
 
+    let doomed = checked(
+        &schema,
+        &base,
+        "DELETE",
+        "/v1/idps/{id}",
+        &format!("/v1/idps/{idp_id}"),
+        Some(&root),
+        None,
+    );
+    assert_eq!(doomed.status, 204);
+    let saml_only: Vec<_> = PEOPLE_OPERATIONS
+        .iter()
+        .filter(|op| !SAML_ONLY.contains(op))
+        .copied()
+        .collect();
+    all_checked(&schema, &saml_only);
+
     // No secret at rest or in the logs.
     let logs = server.logs();
-    scan_for_secrets(dir.path(), &logs, &[&session_token, &token2, &token3, CLIENT_SECRET]);
+    scan_for_secrets(
+        dir.path(),
+        &logs,
+        &[&session_token, &token2, &token3, CLIENT_SECRET],
+    );
 }
 
 #[test]
 fn saml_login_and_the_attacks_on_it() {
     let (dir, server, root, app_id) = setup();
     let base = server.base.clone();
+    let schema = ApiSchema::committed();
     let Some(idp) = SamlIdp::start() else {
         return;
     };
@@ -317,11 +619,26 @@ fn saml_login_and_the_attacks_on_it() {
     let info = created.json();
     let acs = format!("{base}/v1/sso/corp-saml/acs");
     assert_eq!(info["acs_url"], acs.as_str());
-    assert_eq!(info["sp_entity_id"], format!("{base}/v1/sso/corp-saml/metadata").as_str());
+    assert_eq!(
+        info["sp_entity_id"],
+        format!("{base}/v1/sso/corp-saml/metadata").as_str()
+    );
     assert_eq!(info["metadata_url"], info["sp_entity_id"]);
-    let metadata = call(&base, "GET", "/v1/sso/corp-saml/metadata", None, None);
+    let metadata = checked(
+        &schema,
+        &base,
+        "GET",
+        "/v1/sso/{slug}/metadata",
+        "/v1/sso/corp-saml/metadata",
+        None,
+        None,
+    );
     assert_eq!(metadata.status, 200);
-    assert!(metadata.body.contains("EntityDescriptor"), "{}", metadata.body);
+    assert!(
+        metadata.body.contains("EntityDescriptor"),
+        "{}",
+        metadata.body
+    );
     idp.set_sp(&metadata.body);
     let login_url = info["login_url"].as_str().unwrap().to_owned();
 
@@ -334,24 +651,41 @@ fn saml_login_and_the_attacks_on_it() {
     let mut browser = Browser::new();
     let (action, response, relay) = saml_login(&mut browser);
     assert_eq!(action, acs);
-    let done = browser.post_form(&action, &[("SAMLResponse", &response), ("RelayState", &relay)]);
+    let done = browser.post_form(
+        &action,
+        &[("SAMLResponse", &response), ("RelayState", &relay)],
+    );
+    schema.validate("POST", "/v1/sso/{slug}/acs", done.status, &done.body);
     assert_eq!(done.status, 200, "{}", done.body);
     let login = done.json();
     let token = login["session_token"].as_str().unwrap().to_owned();
     assert_eq!(login["user"]["email"], "alice@example.com");
-    assert!(login["user"]["roles"].as_array().unwrap().contains(&json!("support")));
+    assert!(login["user"]["roles"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("support")));
     assert_eq!(status_of(&base, &root, &token)["kind"], "session");
 
     // The same response again: replayed.
-    let replay = browser.post_form(&action, &[("SAMLResponse", &response), ("RelayState", &relay)]);
+    let replay = browser.post_form(
+        &action,
+        &[("SAMLResponse", &response), ("RelayState", &relay)],
+    );
     assert_eq!(replay.status, 400, "{}", replay.body);
     // A response to another request: the attempt and the response do not match.
     let mut b1 = Browser::new();
     let (_, _first_response, relay1) = saml_login(&mut b1);
     let mut b2 = Browser::new();
     let (_, second_response, _) = saml_login(&mut b2);
-    let crossed = b1.post_form(&acs, &[("SAMLResponse", &second_response), ("RelayState", &relay1)]);
-    assert!(crossed.status == 401 || crossed.status == 400, "{}", crossed.body);
+    let crossed = b1.post_form(
+        &acs,
+        &[("SAMLResponse", &second_response), ("RelayState", &relay1)],
+    );
+    assert!(
+        crossed.status == 401 || crossed.status == 400,
+        "{}",
+        crossed.body
+    );
 
     for mode in [
         "unsigned_assertion",
@@ -365,9 +699,22 @@ fn saml_login_and_the_attacks_on_it() {
         idp.mode(mode);
         let mut b = Browser::new();
         let (action, response, relay) = saml_login(&mut b);
-        let r = b.post_form(&action, &[("SAMLResponse", &response), ("RelayState", &relay)]);
-        assert!(r.status == 401 || r.status == 400, "{mode}: {} {}", r.status, r.body);
-        assert!(r.set_cookies().iter().all(|c| !c.starts_with("kms_session=Ses_")), "{mode}");
+        let r = b.post_form(
+            &action,
+            &[("SAMLResponse", &response), ("RelayState", &relay)],
+        );
+        assert!(
+            r.status == 401 || r.status == 400,
+            "{mode}: {} {}",
+            r.status,
+            r.body
+        );
+        assert!(
+            r.set_cookies()
+                .iter()
+                .all(|c| !c.starts_with("kms_session=Ses_")),
+            "{mode}"
+        );
     }
     idp.mode("normal");
     // Unsolicited (IdP-initiated) responses are off unless the connection enables them.
@@ -378,26 +725,40 @@ fn saml_login_and_the_attacks_on_it() {
     let mut b = Browser::new();
     let (action, response, relay) = saml_login(&mut b);
     b.clear_cookies();
-    let r = b.post_form(&action, &[("SAMLResponse", &response), ("RelayState", &relay)]);
+    let r = b.post_form(
+        &action,
+        &[("SAMLResponse", &response), ("RelayState", &relay)],
+    );
     assert_eq!(r.status, 400, "{}", r.body);
 
     // Deleting the provider ends its sessions.
     let idp_id = info["id"].as_str().unwrap();
-    assert_eq!(call(&base, "DELETE", &format!("/v1/idps/{idp_id}"), Some(&root), None).status, 204);
+    assert_eq!(
+        call(
+            &base,
+            "DELETE",
+            &format!("/v1/idps/{idp_id}"),
+            Some(&root),
+            None
+        )
+        .status,
+        204
+    );
     assert_eq!(call(&base, "GET", "/v1/me", Some(&token), None).status, 401);
 
+    all_checked(&schema, SAML_ONLY);
     scan_for_secrets(dir.path(), &server.logs(), &[&token]);
 }
 
 /// `POST path` with a bearer token sent as the session cookie and an `Origin`.
-fn call_with_origin(base: &str, path: &str, session: &str, origin: &str) -> u16 {
+fn call_with_origin(base: &str, path: &str, session: &str, origin: &str) -> (u16, String) {
     let r = ureq::post(&format!("{base}{path}"))
         .set("Cookie", &format!("kms_session={session}"))
         .set("Origin", origin)
         .call();
     match r {
-        Ok(r) => r.status(),
-        Err(ureq::Error::Status(code, _)) => code,
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
         Err(e) => panic!("{e}"),
     }
 }
@@ -435,7 +796,9 @@ fn scan_for_secrets(dir: &std::path::Path, logs: &str, secrets: &[&str]) {
             files.push(path);
         }
     }
-    assert!(files.iter().any(|f| f.to_string_lossy().ends_with("kms.db")));
+    assert!(files
+        .iter()
+        .any(|f| f.to_string_lossy().ends_with("kms.db")));
     for file in files {
         let bytes = std::fs::read(&file).unwrap();
         for secret in secrets {

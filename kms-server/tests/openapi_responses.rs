@@ -547,7 +547,14 @@ fn every_documented_operation_answers_what_the_document_describes() {
     api.json("DELETE", "/v1/apps/{id}", &app_path, root, None, 204);
     api.json("DELETE", "/v1/apps/{id}", &app_path, root, None, 404);
 
-    let unchecked = api.schema.unchecked();
+    // The people endpoints need real identity providers: `e2e_sso.rs` validates each of
+    // their answers against the document (and fails when one is not called there).
+    let unchecked: Vec<_> = api
+        .schema
+        .unchecked()
+        .into_iter()
+        .filter(|(m, p)| !common::schema::PEOPLE_OPERATIONS.contains(&(m.as_str(), p.as_str())))
+        .collect();
     assert!(
         unchecked.is_empty(),
         "documented operations this test never called: {unchecked:?}"

@@ -198,7 +198,8 @@ impl ServeConfig {
 /// A public URL: `http(s)://host[:port][/path]`, without query, fragment or a trailing
 /// slash.
 fn parse_public_url(v: &str) -> Result<Option<String>, String> {
-    let bad = || format!("expected an http:// or https:// URL without query or fragment, got {v:?}");
+    let bad =
+        || format!("expected an http:// or https:// URL without query or fragment, got {v:?}");
     let rest = v
         .strip_prefix("https://")
         .or_else(|| v.strip_prefix("http://"))

@@ -95,9 +95,10 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
             Router::new()
                 .route("/v1/verify", post(verify::verify))
                 .route_layer(SignatureLayer::new(kms.clone(), metrics.clone()))
-                .route_layer(AuthLayer::new(kms.clone()).with_session_cookie(
-                    CookieAuth::for_public_url(&options.public_url),
-                )),
+                .route_layer(
+                    AuthLayer::new(kms.clone())
+                        .with_session_cookie(CookieAuth::for_public_url(&options.public_url)),
+                ),
         );
     with_layers(routes, kms, metrics, options)
 }
@@ -190,7 +191,8 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
         )
         .route_layer(SignatureLayer::new(kms.clone(), metrics.clone()))
         .route_layer(
-            AuthLayer::new(kms).with_session_cookie(CookieAuth::for_public_url(&options.public_url)),
+            AuthLayer::new(kms)
+                .with_session_cookie(CookieAuth::for_public_url(&options.public_url)),
         );
     with_client_rate_limit(routes, metrics, options)
 }

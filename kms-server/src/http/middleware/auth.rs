@@ -67,7 +67,11 @@ impl CookieAuth {
         let (scheme, rest) = public_url.split_once("://").unwrap_or(("http", public_url));
         let host = rest.split('/').next().unwrap_or(rest);
         CookieAuth {
-            origin: format!("{}://{}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase()),
+            origin: format!(
+                "{}://{}",
+                scheme.to_ascii_lowercase(),
+                host.to_ascii_lowercase()
+            ),
         }
     }
 }
@@ -113,10 +117,12 @@ fn credential<'r>(request: &'r Request, cookies: Option<&CookieAuth>) -> Result<
             .and_then(|v| v.to_str().ok())
             .map(str::to_ascii_lowercase);
         if origin.as_deref() != Some(policy.origin.as_str()) {
-            return Err(ApiError::forbidden("a matching Origin").with_message(format!(
-                "a change authenticated by the session cookie must carry Origin: {}",
-                policy.origin
-            )));
+            return Err(
+                ApiError::forbidden("a matching Origin").with_message(format!(
+                    "a change authenticated by the session cookie must carry Origin: {}",
+                    policy.origin
+                )),
+            );
         }
     }
     Ok(cookie)

@@ -379,8 +379,8 @@ pub async fn saml_acs(
 }
 
 fn serde_urlencoded_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::invalid_field("body", "is not UTF-8"))?;
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::invalid_field("body", "is not UTF-8"))?;
     serde_urlencoded_query(text)
         .map_err(|_| ApiError::invalid_field("SAMLResponse", "is missing or not a form field"))
 }
