@@ -43,15 +43,15 @@ pub use defence::counters;
 pub use defence::request_signing;
 pub use defence::LockoutPolicy;
 pub use error::{Error, ErrorCode, FieldError, Result};
-pub use kms::{
-    AuditFilter, Caller, Kms, KmsBuilder, Me, RetentionReport, RoleView, SessionInfo,
-    SessionSettings, StartedSession, UserInfo, UserUpdate, Verification, VerifyCode,
-    VerifyResponse, SESSION_TOKEN_PREFIX,
-};
 #[cfg(feature = "sso")]
 pub use kms::{
     validate_return_to, BrowserContext, IdpInfo, IdpUpdate, LoginDone, LoginRedirect, NewIdp,
     OidcCallback, SsoConfig, LOGIN_ATTEMPT_SECS,
+};
+pub use kms::{
+    AuditFilter, Caller, Kms, KmsBuilder, Me, RetentionReport, RoleView, SessionInfo,
+    SessionSettings, StartedSession, UserInfo, UserUpdate, Verification, VerifyCode,
+    VerifyResponse, SESSION_TOKEN_PREFIX,
 };
 pub use page::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use policy::{

@@ -522,6 +522,7 @@ mod tests {
             }),
             effective: Arc::new(snap.effective(empty.iter(), no_roles.iter())),
             conditional: Arc::new([]),
+            session: None,
         })
     }
 

@@ -530,7 +530,11 @@ impl Kms {
                 at: self.inner.clock.now(),
                 reason: reason.to_owned(),
             }],
-            || Ok(store.get_session(&id)?.is_none_or(|s| s.revoked_at.is_some())),
+            || {
+                Ok(store
+                    .get_session(&id)?
+                    .is_none_or(|s| s.revoked_at.is_some()))
+            },
         )?;
         Ok(())
     }

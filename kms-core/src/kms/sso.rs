@@ -19,8 +19,8 @@ use super::{Caller, Kms};
 use crate::clock::Timestamp;
 use crate::error::{Error, FieldErrors, Result};
 use crate::identity::{
-    Identity, IdpKind, IdpProtocol, IdpRecord, IdpStatus, LoginAttempt, OidcSettings,
-    SamlSettings, SessionSelector, UserRecord, UserStatus, IDP_ID_PREFIX, USER_ID_PREFIX,
+    Identity, IdpKind, IdpProtocol, IdpRecord, IdpStatus, LoginAttempt, OidcSettings, SamlSettings,
+    SessionSelector, UserRecord, UserStatus, IDP_ID_PREFIX, USER_ID_PREFIX,
 };
 use crate::policy::scope::{shown, RoleName};
 use crate::sso::{oidc, saml, ExternalIdentity, HttpTransport, SsoError};
@@ -269,6 +269,13 @@ pub struct LoginDone {
     pub return_to: Option<String>,
 }
 
+/// A validated role map, the default roles, and every role either names.
+type CheckedRoles = (
+    BTreeMap<String, Vec<RoleName>>,
+    Vec<RoleName>,
+    Vec<RoleName>,
+);
+
 /// Hex SHA-256 of a value bound to a login (its `state`, the browser cookie).
 fn bound_hash(purpose: &str, value: &str) -> String {
     use sha2::Digest;
@@ -352,9 +359,13 @@ fn validate_scopes_list(errs: &mut FieldErrors, scopes: &[String]) -> Vec<String
     for (i, s) in scopes.iter().enumerate() {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+            && s.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
         if !ok {
-            errs.push(format!("scopes[{i}]"), "must be 1 to 64 printable characters");
+            errs.push(
+                format!("scopes[{i}]"),
+                "must be 1 to 64 printable characters",
+            );
         } else if !out.contains(s) {
             out.push(s.clone());
         }
@@ -465,7 +476,7 @@ impl Kms {
         errs: &mut FieldErrors,
         role_map: &BTreeMap<String, Vec<String>>,
         default_roles: &[String],
-    ) -> Result<(BTreeMap<String, Vec<RoleName>>, Vec<RoleName>, Vec<RoleName>)> {
+    ) -> Result<CheckedRoles> {
         let snap = self.snapshot()?;
         let mut map = BTreeMap::new();
         let mut every: Vec<RoleName> = Vec::new();
@@ -540,7 +551,8 @@ impl Kms {
             &req.role_map.clone().unwrap_or_default(),
             req.default_roles.as_deref().unwrap_or_default(),
         )?;
-        let email_domains = validate_domains(&mut errs, req.email_domains.as_deref().unwrap_or_default());
+        let email_domains =
+            validate_domains(&mut errs, req.email_domains.as_deref().unwrap_or_default());
         let id = self.new_id(IDP_ID_PREFIX, 16)?;
         let protocol = match kind {
             Some(IdpKind::Oidc) => self.oidc_protocol(&mut errs, &id, &req)?,
@@ -635,9 +647,11 @@ impl Kms {
             .and_then(|s| validate_text(errs, "client_secret", s, 1024));
         let scopes = validate_scopes_list(
             errs,
-            req.scopes
-                .as_deref()
-                .unwrap_or(&["openid".to_owned(), "email".to_owned(), "profile".to_owned()]),
+            req.scopes.as_deref().unwrap_or(&[
+                "openid".to_owned(),
+                "email".to_owned(),
+                "profile".to_owned(),
+            ]),
         );
         let algorithms = req.algorithms.clone().unwrap_or_else(|| {
             ["RS256", "ES256", "EdDSA"]
@@ -737,7 +751,11 @@ impl Kms {
             };
             let given_defaults: Vec<String> = match &req.default_roles {
                 Some(d) => d.clone(),
-                None => stored.default_roles.iter().map(ToString::to_string).collect(),
+                None => stored
+                    .default_roles
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
             };
             let (map, defaults, all) =
                 self.checked_role_map(&mut errs, &given_map, &given_defaults)?;
@@ -754,7 +772,10 @@ impl Kms {
                     || req.groups_attribute.is_some()
                     || req.allow_idp_initiated.is_some()
                 {
-                    errs.push("kind", "idp_metadata_xml, groups_attribute and allow_idp_initiated are for saml");
+                    errs.push(
+                        "kind",
+                        "idp_metadata_xml, groups_attribute and allow_idp_initiated are for saml",
+                    );
                 }
                 if let Some(s) = &req.scopes {
                     o.scopes = validate_scopes_list(&mut errs, s);
@@ -781,7 +802,10 @@ impl Kms {
                     || req.algorithms.is_some()
                     || req.groups_claim.is_some()
                 {
-                    errs.push("kind", "client_secret, scopes, algorithms and groups_claim are for oidc");
+                    errs.push(
+                        "kind",
+                        "client_secret, scopes, algorithms and groups_claim are for oidc",
+                    );
                 }
                 if let Some(xml) = req.idp_metadata_xml.as_deref() {
                     match saml::parse_idp_metadata(xml) {
@@ -871,11 +895,7 @@ impl Kms {
     fn login_idp(&self, slug: &str, kind: IdpKind) -> Result<IdpRecord> {
         let not_found =
             || Error::NotFound(format!("identity provider {} does not exist", shown(slug)));
-        let idp = self
-            .inner
-            .store
-            .idp_by_slug(slug)?
-            .ok_or_else(not_found)?;
+        let idp = self.inner.store.idp_by_slug(slug)?.ok_or_else(not_found)?;
         if idp.kind() != kind {
             return Err(not_found());
         }
@@ -902,13 +922,9 @@ impl Kms {
         if let Some(r) = return_to {
             validate_return_to(r)?;
         }
-        let idp = self
-            .inner
-            .store
-            .idp_by_slug(slug)?
-            .ok_or_else(|| {
-                Error::NotFound(format!("identity provider {} does not exist", shown(slug)))
-            })?;
+        let idp = self.inner.store.idp_by_slug(slug)?.ok_or_else(|| {
+            Error::NotFound(format!("identity provider {} does not exist", shown(slug)))
+        })?;
         let idp = self.login_idp(slug, idp.kind())?;
         let now = self.inner.clock.now();
         let state = self.random_text()?;
@@ -945,8 +961,8 @@ impl Kms {
                     entity_id: &entity,
                     acs_url: &acs,
                 };
-                let started = saml::start_login(&sp, &s.idp_metadata_xml, &state, now)
-                    .map_err(sso_error)?;
+                let started =
+                    saml::start_login(&sp, &s.idp_metadata_xml, &state, now).map_err(sso_error)?;
                 attempt.saml_request_id = Some(started.correlation);
                 started.url
             }
@@ -980,22 +996,19 @@ impl Kms {
             .get_login_attempt(&id)?
             .filter(|a| a.idp_id == idp.id)
             .ok_or_else(|| invalid("names no login in progress (unknown, or already used)"))?;
-        let binding = browser
-            .binding
-            .as_deref()
-            .ok_or_else(|| invalid("arrived without the login cookie of the browser that started it"))?;
+        let binding = browser.binding.as_deref().ok_or_else(|| {
+            invalid("arrived without the login cookie of the browser that started it")
+        })?;
         let presented = bound_hash("browser", binding);
         if !bool::from(presented.as_bytes().ct_eq(attempt.browser_hash.as_bytes())) {
             return Err(invalid("belongs to a login started by another browser"));
         }
-        match self
-            .inner
-            .store
-            .apply(&[Mutation::ConsumeLoginAttempt(id)])
-        {
+        match self.inner.store.apply(&[Mutation::ConsumeLoginAttempt(id)]) {
             Ok(()) => {}
             Err(crate::error::StoreError::Conflict(_)) => {
-                return Err(invalid("names no login in progress (unknown, or already used)"))
+                return Err(invalid(
+                    "names no login in progress (unknown, or already used)",
+                ))
             }
             Err(e) => return Err(e.into()),
         }
@@ -1159,7 +1172,10 @@ impl Kms {
         };
         let correlation = attempt.as_ref().and_then(|a| a.saml_request_id.as_deref());
         if attempt.is_some() && correlation.is_none() {
-            return Err(Error::invalid("RelayState", "names a login of another kind"));
+            return Err(Error::invalid(
+                "RelayState",
+                "names a login of another kind",
+            ));
         }
         let now = self.inner.clock.now();
         let verified = saml::finish_login(
@@ -1273,8 +1289,13 @@ impl Kms {
             user.mapped_roles = self.mapped_roles(idp, groups)?;
         }
         user.last_login_at = Some(now);
-        let (token, mut session) =
-            self.new_session(&user, &idp.id, browser.ip, browser.user_agent.as_deref(), None)?;
+        let (token, mut session) = self.new_session(
+            &user,
+            &idp.id,
+            browser.ip,
+            browser.user_agent.as_deref(),
+            None,
+        )?;
         if let Some(refresh) = upstream_refresh {
             session.sealed_upstream_refresh =
                 Some(self.seal_text(&format!("{}:upstream", session.id), &refresh)?);

@@ -314,9 +314,7 @@ fn apply_one(tx: &mut impl Transaction, mutation: &Mutation) -> Result<(), Store
         }
         Mutation::ConsumeLoginAttempt(id) => {
             if !tx.login_attempt_exists(id)? {
-                return Err(conflict(
-                    "the login attempt was already used".to_owned(),
-                ));
+                return Err(conflict("the login attempt was already used".to_owned()));
             }
             tx.delete_login_attempt(id)
         }

@@ -4,8 +4,8 @@
 use crate::application::Application;
 use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
-use crate::policy::{Permission, Role, RoleName, Scope};
 use crate::identity::{IdpRecord, LoginAttempt, SessionRecord, SessionSelector, UserRecord};
+use crate::policy::{Permission, Role, RoleName, Scope};
 use crate::store::{RefreshRecord, Revocation, SigningKeyRecord, TokenRecord};
 
 /// One change in a [`Store::apply`](crate::store::Store::apply) batch.

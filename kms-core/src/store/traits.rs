@@ -10,8 +10,8 @@ use crate::application::Application;
 use crate::audit::{AuditEvent, AuditQuery};
 use crate::clock::Timestamp;
 use crate::error::StoreError;
-use crate::policy::{Policy, RoleName, Scope};
 use crate::identity::{IdpRecord, LoginAttempt, SessionRecord, UserRecord};
+use crate::policy::{Policy, RoleName, Scope};
 use crate::store::{Change, Mutation, RefreshRecord, Revocation, SigningKeyRecord, TokenRecord};
 
 /// Receives [`Change`]s from a store.
@@ -108,8 +108,11 @@ pub trait IdentityStore {
         limit: usize,
     ) -> Result<Vec<UserRecord>, StoreError>;
     /// The user linked to the account `subject` at provider `idp_id`.
-    fn user_by_identity(&self, idp_id: &str, subject: &str)
-        -> Result<Option<UserRecord>, StoreError>;
+    fn user_by_identity(
+        &self,
+        idp_id: &str,
+        subject: &str,
+    ) -> Result<Option<UserRecord>, StoreError>;
     /// Whether any user holds the role (given or mapped), or any provider maps to it.
     fn role_is_held_by_users(&self, role: &RoleName) -> Result<bool, StoreError>;
     /// The provider connection with `id` (`idp_...`).

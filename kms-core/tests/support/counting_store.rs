@@ -8,8 +8,8 @@
 use std::sync::{Arc, Mutex, Weak};
 
 use kms_core::store::{
-    AppStore, AuditStore, ChangeListener, GrantStore, KeyStore, Mutation, PolicyStore, Store,
-    TokenStore, UseOutcome,
+    AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, IdpRecord, KeyStore,
+    LoginAttempt, Mutation, PolicyStore, SessionRecord, Store, TokenStore, UseOutcome, UserRecord,
 };
 use kms_core::store::{
     AuditQuery, Policy, RefreshRecord, Revocation, SigningKeyRecord, StoreError, TokenRecord,
@@ -156,6 +156,61 @@ impl AuditStore for CountingStore {
         let result = self.inner.audit_after(after_seq, limit);
         self.note("audit_after");
         result
+    }
+}
+
+impl CountingStore {
+    /// Runs `call` on the memory store and records `name`.
+    fn counted<T>(&self, name: &'static str, call: impl FnOnce(&MemoryStore) -> T) -> T {
+        let result = call(&self.inner);
+        self.note(name);
+        result
+    }
+}
+
+impl IdentityStore for CountingStore {
+    fn get_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.counted("get_user", |s| s.get_user(id))
+    }
+    fn list_users(
+        &self,
+        app_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        self.counted("list_users", |s| s.list_users(app_id, after, limit))
+    }
+    fn user_by_identity(
+        &self,
+        idp_id: &str,
+        subject: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        self.counted("user_by_identity", |s| s.user_by_identity(idp_id, subject))
+    }
+    fn role_is_held_by_users(&self, role: &RoleName) -> Result<bool, StoreError> {
+        self.counted("role_is_held_by_users", |s| s.role_is_held_by_users(role))
+    }
+    fn get_idp(&self, id: &str) -> Result<Option<IdpRecord>, StoreError> {
+        self.counted("get_idp", |s| s.get_idp(id))
+    }
+    fn idp_by_slug(&self, slug: &str) -> Result<Option<IdpRecord>, StoreError> {
+        self.counted("idp_by_slug", |s| s.idp_by_slug(slug))
+    }
+    fn list_idps(&self, app_id: Option<&str>) -> Result<Vec<IdpRecord>, StoreError> {
+        self.counted("list_idps", |s| s.list_idps(app_id))
+    }
+    fn get_login_attempt(&self, id: &str) -> Result<Option<LoginAttempt>, StoreError> {
+        self.counted("get_login_attempt", |s| s.get_login_attempt(id))
+    }
+    fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.counted("get_session", |s| s.get_session(id))
+    }
+    fn list_sessions(
+        &self,
+        user_id: &str,
+        now: kms_core::Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.counted("list_sessions", |s| s.list_sessions(user_id, now))
     }
 }
 

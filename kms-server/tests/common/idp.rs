@@ -659,7 +659,7 @@ impl Browser {
             })
             .unwrap_or_default();
         // Longer paths first, as browsers send them.
-        matching.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+        matching.sort_by_key(|c| std::cmp::Reverse(c.path.len()));
         matching
             .into_iter()
             .map(|c| (c.name.clone(), c.value.clone()))
