@@ -248,6 +248,10 @@ pub(crate) struct FieldErrors(Vec<FieldError>);
 
 impl FieldErrors {
     /// Whether no problem was recorded.
+    #[cfg_attr(
+        not(feature = "sso"),
+        allow(dead_code, reason = "used by single sign-on")
+    )]
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

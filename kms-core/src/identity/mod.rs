@@ -11,8 +11,16 @@ use crate::clock::Timestamp;
 use crate::policy::{ConditionalGrant, RoleName};
 
 /// Prefix of user ids.
+#[cfg_attr(
+    not(feature = "sso"),
+    allow(dead_code, reason = "users are created by single sign-on")
+)]
 pub(crate) const USER_ID_PREFIX: &str = "usr_";
 /// Prefix of identity-provider ids.
+#[cfg_attr(
+    not(feature = "sso"),
+    allow(dead_code, reason = "connections exist with single sign-on")
+)]
 pub(crate) const IDP_ID_PREFIX: &str = "idp_";
 /// Prefix of session ids.
 pub(crate) const SESSION_ID_PREFIX: &str = "ses_";

@@ -37,7 +37,10 @@ const SESSION_SECRET_LEN: usize = 43;
 /// How often, at most, a session's last use is written to the store.
 pub(crate) const TOUCH_INTERVAL_SECS: i64 = 60;
 /// Longest `User-Agent` kept with a session.
-#[cfg_attr(not(feature = "sso"), allow(dead_code))]
+#[cfg_attr(
+    not(feature = "sso"),
+    allow(dead_code, reason = "sessions are started by single sign-on")
+)]
 const MAX_USER_AGENT_CHARS: usize = 256;
 
 /// How long sessions live.
@@ -339,7 +342,10 @@ impl Kms {
 
     /// Creates a session for `user` (stored with it in the same batch): its token and its
     /// record.
-    #[cfg_attr(not(feature = "sso"), allow(dead_code))]
+    #[cfg_attr(
+        not(feature = "sso"),
+        allow(dead_code, reason = "sessions are started by single sign-on")
+    )]
     pub(crate) fn new_session(
         &self,
         user: &UserRecord,
