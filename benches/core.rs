@@ -13,6 +13,8 @@
 //!   `verify_cached_parts`: the pieces of that path measured alone.
 //! - `verify_conditional`: cached verification of a key with conditional grants, beside a
 //!   plain key (issue 18).
+//! - `verify_session`: cached verification of a user's session beside a cached API key
+//!   holding the same scopes through the same role (issue 15).
 //! - `verify_cold`: verification with the cache disabled at OWASP argon2id parameters,
 //!   beside a bare argon2id verify of the same secret; `verify_cold_overhead`: the same
 //!   at the cheapest argon2id parameters, so the work around the hash is visible.
@@ -46,6 +48,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     token_parse(&mut c)?;
     verify_cached(&mut c)?;
     verify_conditional(&mut c)?;
+    verify_session(&mut c)?;
     verify_cached_parts(&mut c)?;
     verify_cold(&mut c)?;
     jwt_validate(&mut c)?;
@@ -247,6 +250,69 @@ fn verify_conditional(c: &mut Criterion) -> SetupResult<()> {
     }
     if kms.cache_stats().misses != misses {
         return Err("verify_conditional missed the cache".into());
+    }
+    Ok(())
+}
+
+/// Cached verification of a user's session (issue 15) against a cached API key holding
+/// the same scopes through the same role, in process; `--full` adds the interleaved ratio.
+fn verify_session(c: &mut Criterion) -> SetupResult<()> {
+    use kms_core::store::{Mutation, Store, UserRecord, UserStatus};
+    let env = PopulatedKms::new(kms_core::dangerous::insecure_hash_params(), 100_000, 1)?;
+    env.warm()?;
+    let kms = &env.kms;
+    let op = &env.operator;
+    let role: kms_core::NewRole = serde_json::from_value(serde_json::json!({
+        "name": "bench-support", "permissions": ["app.read", "token.read"]
+    }))?;
+    kms.create_role(op, role)?;
+    let key: kms_core::NewToken = serde_json::from_value(serde_json::json!({
+        "name": "role-key", "roles": ["bench-support"]
+    }))?;
+    let key = kms.create_token(op, &env.app_id, key)?.token;
+    let user = UserRecord {
+        id: "usr_benchuser00000001".to_owned(),
+        app_id: env.app_id.clone(),
+        email: Some("bench@example.com".to_owned()),
+        name: None,
+        status: UserStatus::Active,
+        roles: vec![kms_core::RoleName::parse("bench-support")?],
+        mapped_roles: Vec::new(),
+        grants: Vec::new(),
+        identities: Vec::new(),
+        created_at: kms_core::Timestamp::from_unix(0),
+        last_login_at: None,
+    };
+    env.store.apply(&[Mutation::PutUser(user.clone())])?;
+    let session = kms_core::internal::start_session(kms, &user, "idp_bench")?;
+    let query = PermissionQuery::parse("token.read AND app.read")?;
+    for t in [key.as_str(), session.as_str()] {
+        if kms.verify_token(t, Some(&query), None)?.code() != VerifyCode::Valid {
+            return Err("a session fixture does not verify".into());
+        }
+    }
+    let misses = kms.cache_stats().misses;
+    let mut group = c.benchmark_group("verify_session");
+    group.bench_function("api_key", |b| {
+        b.iter(|| kms.verify_token(black_box(&key), Some(&query), None))
+    });
+    group.bench_function("session", |b| {
+        b.iter(|| kms.verify_token(black_box(&session), Some(&query), None))
+    });
+    group.finish();
+    if full_run() {
+        report(
+            "verify_session: api_key / session",
+            interleaved(
+                2_000,
+                100,
+                || kms.verify_token(black_box(&key), Some(&query), None),
+                || kms.verify_token(black_box(&session), Some(&query), None),
+            ),
+        );
+    }
+    if kms.cache_stats().misses != misses {
+        return Err("verify_session missed the cache".into());
     }
     Ok(())
 }

@@ -160,7 +160,7 @@ fn second_initialisation_is_refused_and_changes_nothing(e: Env) {
     let err = e.kms.initialize().unwrap_err();
     assert_eq!(err.code(), ErrorCode::Conflict);
     assert_eq!(verify(&e, &e.root_token, Some("admin")), VerifyCode::Valid);
-    assert_eq!(e.kms.list_permissions(&e.root).unwrap().len(), 14);
+    assert_eq!(e.kms.list_permissions(&e.root).unwrap().len(), 20);
 }
 
 fn valid_token_verifies_with_its_permissions(e: Env) {
@@ -653,7 +653,7 @@ fn bulk_permissions_are_all_or_nothing(e: Env) {
         panic!()
     };
     assert_eq!(fields[0].field, "permissions[2].scope");
-    assert_eq!(e.kms.list_permissions(&e.root).unwrap().len(), 14);
+    assert_eq!(e.kms.list_permissions(&e.root).unwrap().len(), 20);
     let made = e
         .kms
         .create_permissions(
@@ -665,7 +665,7 @@ fn bulk_permissions_are_all_or_nothing(e: Env) {
         )
         .unwrap();
     assert_eq!(made.len(), 2);
-    assert_eq!(e.kms.list_permissions(&e.root).unwrap().len(), 16);
+    assert_eq!(e.kms.list_permissions(&e.root).unwrap().len(), 22);
     let err = e
         .kms
         .create_permission(&e.root, p("billing.read", &[]))

@@ -258,7 +258,7 @@ impl Env {
             defaults: BTreeMap::new(),
         };
         env.defaults = env.listing().perms;
-        assert_eq!(env.defaults.len(), 14);
+        assert_eq!(env.defaults.len(), 20);
         // A start with something to refer to, so that fewer operations fail on a dangling
         // name and more reach the cycle and in-use checks: p1 -> p0, p2; r1 -> r0.
         let prelude = [

@@ -731,6 +731,73 @@ fn saml_login_and_the_attacks_on_it() {
     );
     assert_eq!(r.status, 400, "{}", r.body);
 
+    // The same from the command line, on the database the server uses.
+    let db = dir.path().join("kms.db");
+    let body = dir.path().join("idp.json");
+    std::fs::write(
+        &body,
+        json!({"slug": "cli-saml", "kind": "saml", "idp_metadata_xml": idp.metadata_xml(),
+               "email_domains": ["cli.example"]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = common::run(
+        &db,
+        &[
+            "idp",
+            "create",
+            "--app",
+            &app_id,
+            "--public-url",
+            &base,
+            body.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(
+        out.json()["acs_url"],
+        format!("{base}/v1/sso/cli-saml/acs").as_str()
+    );
+    let out = common::run(
+        &db,
+        &["idp", "list", "--app", &app_id, "--public-url", &base],
+    );
+    assert_eq!(
+        out.json()["items"].as_array().unwrap().len(),
+        2,
+        "{}",
+        out.stdout
+    );
+    let out = common::run(&db, &["user", "list", "--app", &app_id]);
+    let user_id = out.json()["items"][0]["id"].as_str().unwrap().to_owned();
+    let out = common::run(&db, &["session", "list", "--user", &user_id]);
+    assert!(
+        !out.json()["items"].as_array().unwrap().is_empty(),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains(&token));
+    let out = common::run(&db, &["user", "update", &user_id, "--role", "support"]);
+    assert_eq!(
+        out.json()["given_roles"],
+        json!(["support"]),
+        "{}",
+        out.stderr
+    );
+    let bad = common::run(&db, &["user", "update", &user_id, "--status", "sleepy"]);
+    assert!(!bad.status.success());
+    let found = call(
+        &base,
+        "GET",
+        "/v1/sso/discover?email=x@cli.example",
+        None,
+        None,
+    );
+    assert_eq!(
+        found.json()["login_url"],
+        format!("{base}/v1/sso/cli-saml/login").as_str()
+    );
+
     // Deleting the provider ends its sessions.
     let idp_id = info["id"].as_str().unwrap();
     assert_eq!(

@@ -342,10 +342,6 @@ impl Kms {
 
     /// Creates a session for `user` (stored with it in the same batch): its token and its
     /// record.
-    #[cfg_attr(
-        not(feature = "sso"),
-        allow(dead_code, reason = "sessions are started by single sign-on")
-    )]
     pub(crate) fn new_session(
         &self,
         user: &UserRecord,
@@ -384,6 +380,18 @@ impl Kms {
             revalidated_at,
         };
         Ok((token, record))
+    }
+
+    /// A session for a stored `user`, stored (the hook behind
+    /// [`internal::start_session`](crate::internal::start_session)).
+    pub(crate) fn start_session_unchecked(
+        &self,
+        user: &UserRecord,
+        idp_id: &str,
+    ) -> Result<String> {
+        let (token, record) = self.new_session(user, idp_id, None, None, None)?;
+        self.inner.store.apply(&[Mutation::InsertSession(record)])?;
+        Ok(token)
     }
 
     /// The user `id` if the caller may see them; `NotFound` otherwise.

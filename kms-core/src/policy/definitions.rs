@@ -335,7 +335,7 @@ mod tests {
     fn default_hierarchy_is_valid() {
         let p = policy(default_permissions(), vec![]);
         p.validate().unwrap();
-        assert_eq!(p.permissions.len(), 14);
+        assert_eq!(p.permissions.len(), 20);
         for perm in p.permissions.values() {
             assert!(crate::policy::scope::is_valid_scope(perm.scope.as_str()));
         }

@@ -4,7 +4,7 @@
 pub mod open;
 pub mod serve;
 
-pub use open::{open_kms, MasterKeyFile};
+pub use open::{open_kms, open_kms_with, MasterKeyFile};
 pub use serve::serve;
 
 /// The service could not be opened or started; the message is for the operator.

@@ -102,6 +102,15 @@ pub enum Command {
     /// Manage tokens (API keys).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage identity-provider connections (OpenID Connect, SAML) of applications.
+    #[command(subcommand)]
+    Idp(crate::cli::people::IdpCommand),
+    /// Manage users (people who sign in through an identity provider).
+    #[command(subcommand)]
+    User(crate::cli::people::UserCommand),
+    /// Manage users' sessions.
+    #[command(subcommand)]
+    Session(crate::cli::people::SessionCommand),
     /// Verify a token, optionally against a permission query; prints the verdict as the
     /// HTTP API does.
     Verify(VerifyArgs),

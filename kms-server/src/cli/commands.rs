@@ -137,6 +137,15 @@ fn run_command(
             let kms = open_existing(&config)?;
             verify(&kms, args)
         }
+        Command::Idp(cmd) => crate::cli::people::idp(&config, cmd).map(|()| ExitCode::SUCCESS),
+        Command::User(cmd) => {
+            let kms = open_existing(&config)?;
+            crate::cli::people::user(&kms, cmd).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Session(cmd) => {
+            let kms = open_existing(&config)?;
+            crate::cli::people::session(&kms, cmd).map(|()| ExitCode::SUCCESS)
+        }
         Command::Keys(cmd) => keys(&config, cmd).map(|()| ExitCode::SUCCESS),
         Command::Backup(args) => maintenance::backup(&config, &args).map(|()| ExitCode::SUCCESS),
         Command::Restore(args) => maintenance::restore(&config, &args).map(|()| ExitCode::SUCCESS),
@@ -156,7 +165,7 @@ fn run_command(
 }
 
 /// Opens an existing, initialised database for an operator command.
-fn open_existing(config: &Config) -> Result<Kms, CommandError> {
+pub(crate) fn open_existing(config: &Config) -> Result<Kms, CommandError> {
     if config.postgres_url().is_none() && !config.db.exists() {
         return Err(CommandError::new(format!(
             "no database at {}; create one with `kms init --db {}`",
@@ -331,7 +340,7 @@ fn current_version(path: &Path) -> Result<u32, CommandError> {
         .unwrap_or(0))
 }
 
-fn page(args: PageArgs) -> PageRequest {
+pub(crate) fn page(args: PageArgs) -> PageRequest {
     PageRequest {
         limit: args.limit,
         cursor: args.cursor,

@@ -6,6 +6,7 @@ pub mod args;
 pub mod commands;
 pub mod exit;
 mod maintenance;
+pub mod people;
 
 pub use args::Cli;
 pub use commands::run;
