@@ -459,9 +459,13 @@ fn check_sp(sp: &SpSettings<'_>) -> Result<(), SsoError> {
     check_url(sp.acs_url).map_err(|()| bad_acs_url())
 }
 
-/// An absolute http(s) URL without a fragment, spaces or control characters.
+/// An absolute http(s) URL without a fragment, spaces or control characters, written out
+/// (`https://host/…`: it is used as written, so no form a URL parser would first normalize).
 fn check_url(url: &str) -> Result<(), ()> {
-    if url.contains('#') || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || url.contains('#')
+        || url.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
         return Err(());
     }
     EndpointUrl::try_new(url).map(|_| ()).map_err(|_| ())
@@ -854,6 +858,7 @@ fn scan_response(xml: &str) -> Result<ResponseScan, String> {
                     namespace,
                 };
                 let depth = stack.len();
+                check_instants(e)?;
                 for id in [attribute(e, "ID")?, attribute(e, "AssertionID")?]
                     .into_iter()
                     .flatten()
@@ -992,6 +997,68 @@ fn scan_response(xml: &str) -> Result<ResponseScan, String> {
         return Err("the SAML response has no Assertion".into());
     }
     Ok(scan)
+}
+
+/// The attributes of the response that hold instants.
+const INSTANT_ATTRIBUTES: &[&str] = &[
+    "IssueInstant",
+    "NotBefore",
+    "NotOnOrAfter",
+    "AuthnInstant",
+    "SessionNotOnOrAfter",
+];
+
+/// Every instant attribute of `e` (whatever its prefix) is a SAML UTC date-time written
+/// `YYYY-MM-DDThh:mm:ss[.s+]Z`, ASCII digits where digits belong. Checked before saml-rs
+/// reads them: its date-time lexer overflows (a panic in builds with overflow checks) on a
+/// letter where a digit belongs.
+fn check_instants(e: &BytesStart<'_>) -> Result<(), String> {
+    for attribute in e.attributes() {
+        let attribute = attribute.map_err(|e| {
+            format!(
+                "the XML has a malformed attribute: {}",
+                quote(&e.to_string())
+            )
+        })?;
+        let key = attribute.key.local_name();
+        let Some(name) = INSTANT_ATTRIBUTES.iter().find(|n| **n == key.as_ref()) else {
+            continue;
+        };
+        let value = attribute
+            .normalized_value(XmlVersion::Implicit1_0)
+            .map_err(|_| format!("the SAML response's {name} is malformed"))?;
+        if !is_saml_utc_instant(value.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))) {
+            return Err(format!(
+                "the SAML response's {name} {} is not a UTC date-time (YYYY-MM-DDThh:mm:ssZ)",
+                quote(&value)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DDThh:mm:ss`, an optional fraction of at least one digit, then `Z`.
+fn is_saml_utc_instant(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let Some(rest) = bytes.strip_suffix(b"Z") else {
+        return false;
+    };
+    if rest.len() < 19 {
+        return false;
+    }
+    let (main, fraction) = rest.split_at(19);
+    let shape_holds = main.iter().enumerate().all(|(i, b)| match i {
+        4 | 7 => *b == b'-',
+        10 => *b == b'T',
+        13 | 16 => *b == b':',
+        _ => b.is_ascii_digit(),
+    });
+    let fraction_holds = match fraction.split_first() {
+        None => true,
+        Some((b'.', digits)) => !digits.is_empty() && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    shape_holds && fraction_holds
 }
 
 /// The policy on our own pass, before saml-rs runs: status, issuer, destination and the
@@ -1370,7 +1437,15 @@ fn identity(session: &SsoSession, expected: &Expected<'_>) -> Result<ExternalIde
         let values = attributes.remove(*name)?;
         values.into_iter().find(|v| !v.trim().is_empty())
     };
-    let email = if matches!(name_id.format(), Some(NameIdFormat::EmailAddress)) {
+    let email_format = match name_id.format() {
+        Some(NameIdFormat::EmailAddress) => true,
+        // The SAML 2.0 spelling some IdPs send (the standard one is SAML 1.1's).
+        Some(NameIdFormat::Custom(uri)) => {
+            uri == "urn:oasis:names:tc:SAML:2.0:nameid-format:emailAddress"
+        }
+        _ => false,
+    };
+    let email = if email_format {
         Some(subject.to_owned())
     } else {
         first_of(EMAIL_ATTRIBUTES)
@@ -1661,6 +1736,29 @@ mod tests {
         assert!(
             matches!(decode_response(&" ".repeat(limit * 2 + 1)), Err(SsoError::Invalid(m)) if m.contains("larger"))
         );
+    }
+
+    #[test]
+    fn instants_are_checked_before_saml_rs_reads_them() {
+        assert!(is_saml_utc_instant("2030-01-01T00:00:00Z"));
+        assert!(is_saml_utc_instant("2030-01-01T00:00:00.123Z"));
+        for bad in [
+            "2030-01-01T00:00:00",
+            "2030-01-01T00:00:00.Z",
+            "2030-0z-01T00:00:00Z",
+            "2030-01-01T00:00:00+00:00",
+            "-2030-01-01T00:00:00Z",
+            "12030-01-01T00:00:00Z",
+            "",
+        ] {
+            assert!(!is_saml_utc_instant(bad), "{bad}");
+        }
+        let error = scan_response(&response(ASSERTION).replace(
+            "ID=\"_a\"",
+            "ID=\"_a\" IssueInstant=\"2030-0z-01T00:00:00Z\"",
+        ))
+        .unwrap_err();
+        assert!(error.contains("IssueInstant"), "{error}");
     }
 
     #[test]

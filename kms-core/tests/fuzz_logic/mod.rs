@@ -17,6 +17,8 @@ pub(crate) mod permission_check;
 pub(crate) mod query_parse;
 pub(crate) mod request_bodies;
 pub(crate) mod request_signature;
+#[cfg(feature = "sso")]
+pub(crate) mod saml_response;
 pub(crate) mod scope_parse;
 pub(crate) mod token_parse;
 
@@ -33,4 +35,6 @@ pub(crate) const TARGETS: &[Target] = &[
     ("jwt_validate", jwt_validate::run),
     ("request_bodies", request_bodies::run),
     ("request_signature", request_signature::run),
+    #[cfg(feature = "sso")]
+    ("saml_response", saml_response::run),
 ];
