@@ -52,4 +52,7 @@ pub mod adr {
 
     #[doc = include_str!("../../docs/adr/0012-opentelemetry-over-otlp-http.md")]
     pub mod adr_0012_opentelemetry_over_otlp_http {}
+
+    #[doc = include_str!("../../docs/adr/0013-saml-service-provider.md")]
+    pub mod adr_0013_saml_service_provider {}
 }

@@ -21,7 +21,11 @@ fn replay(target: &str) {
 
 #[test]
 fn every_target_has_a_replay_test() {
-    let tested = [
+    #[allow(
+        unused_mut,
+        reason = "the sso targets are added only with the sso feature"
+    )]
+    let mut tested = vec![
         "token_parse",
         "scope_parse",
         "query_parse",
@@ -33,6 +37,8 @@ fn every_target_has_a_replay_test() {
         #[cfg(feature = "sso")]
         "oidc_callback",
     ];
+    #[cfg(feature = "sso")]
+    tested.push("saml_response");
     let names: Vec<&str> = fuzz_logic::TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(names, tested);
 }
@@ -81,4 +87,10 @@ fn request_signature_corpus_replays_cleanly() {
 #[test]
 fn oidc_callback_corpus_replays_cleanly() {
     replay("oidc_callback");
+}
+
+#[cfg(feature = "sso")]
+#[test]
+fn saml_response_corpus_replays_cleanly() {
+    replay("saml_response");
 }

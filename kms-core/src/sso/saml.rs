@@ -42,6 +42,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::XmlVersion;
 use saml_rs::constants::{Binding, CertUse};
+use saml_rs::error::{SubjectConfirmationReason, TimeWindowField};
 use saml_rs::{
     AcsEndpoint, AssertionSignaturePolicy, AudienceValidationPolicy, AuthnRequestSigningPolicy,
     BrowserInput, ClockSkew, EndpointUrl, EntityId, FormField, IdpDescriptor, LogoutPolicy,
@@ -408,9 +409,22 @@ fn describe(error: &SamlError) -> String {
                 .map(|s| format!(", {}", quote(s)))
                 .unwrap_or_default()
         ),
+        SamlError::TimeWindowInvalid {
+            field: TimeWindowField::Conditions,
+        } => "the assertion is expired or not yet valid (Conditions NotBefore/NotOnOrAfter)"
+            .to_owned(),
         SamlError::TimeWindowInvalid { field } => {
             format!("the assertion is expired or not yet valid ({field})")
         }
+        SamlError::SubjectConfirmationInvalid {
+            reason: SubjectConfirmationReason::TimeWindowInvalid,
+        } => "the assertion has expired (bearer confirmation NotOnOrAfter)".to_owned(),
+        SamlError::SubjectConfirmationInvalid {
+            reason: SubjectConfirmationReason::RecipientMismatch,
+        } => "the bearer confirmation's Recipient is not this ACS URL".to_owned(),
+        SamlError::SubjectConfirmationInvalid {
+            reason: SubjectConfirmationReason::InResponseToMismatch,
+        } => "the bearer confirmation answers another request (InResponseTo)".to_owned(),
         SamlError::SubjectConfirmationInvalid { reason } => {
             format!("the assertion's bearer subject confirmation fails ({reason})")
         }
@@ -445,9 +459,13 @@ fn check_sp(sp: &SpSettings<'_>) -> Result<(), SsoError> {
     check_url(sp.acs_url).map_err(|()| bad_acs_url())
 }
 
-/// An absolute http(s) URL without a fragment, spaces or control characters.
+/// An absolute http(s) URL without a fragment, spaces or control characters, written out
+/// (`https://host/…`: it is used as written, so no form a URL parser would first normalize).
 fn check_url(url: &str) -> Result<(), ()> {
-    if url.contains('#') || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || url.contains('#')
+        || url.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
         return Err(());
     }
     EndpointUrl::try_new(url).map(|_| ()).map_err(|_| ())
@@ -840,6 +858,7 @@ fn scan_response(xml: &str) -> Result<ResponseScan, String> {
                     namespace,
                 };
                 let depth = stack.len();
+                check_instants(e)?;
                 for id in [attribute(e, "ID")?, attribute(e, "AssertionID")?]
                     .into_iter()
                     .flatten()
@@ -978,6 +997,68 @@ fn scan_response(xml: &str) -> Result<ResponseScan, String> {
         return Err("the SAML response has no Assertion".into());
     }
     Ok(scan)
+}
+
+/// The attributes of the response that hold instants.
+const INSTANT_ATTRIBUTES: &[&str] = &[
+    "IssueInstant",
+    "NotBefore",
+    "NotOnOrAfter",
+    "AuthnInstant",
+    "SessionNotOnOrAfter",
+];
+
+/// Every instant attribute of `e` (whatever its prefix) is a SAML UTC date-time written
+/// `YYYY-MM-DDThh:mm:ss[.s+]Z`, ASCII digits where digits belong. Checked before saml-rs
+/// reads them: its date-time lexer overflows (a panic in builds with overflow checks) on a
+/// letter where a digit belongs.
+fn check_instants(e: &BytesStart<'_>) -> Result<(), String> {
+    for attribute in e.attributes() {
+        let attribute = attribute.map_err(|e| {
+            format!(
+                "the XML has a malformed attribute: {}",
+                quote(&e.to_string())
+            )
+        })?;
+        let key = attribute.key.local_name();
+        let Some(name) = INSTANT_ATTRIBUTES.iter().find(|n| **n == key.as_ref()) else {
+            continue;
+        };
+        let value = attribute
+            .normalized_value(XmlVersion::Implicit1_0)
+            .map_err(|_| format!("the SAML response's {name} is malformed"))?;
+        if !is_saml_utc_instant(value.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))) {
+            return Err(format!(
+                "the SAML response's {name} {} is not a UTC date-time (YYYY-MM-DDThh:mm:ssZ)",
+                quote(&value)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DDThh:mm:ss`, an optional fraction of at least one digit, then `Z`.
+fn is_saml_utc_instant(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let Some(rest) = bytes.strip_suffix(b"Z") else {
+        return false;
+    };
+    if rest.len() < 19 {
+        return false;
+    }
+    let (main, fraction) = rest.split_at(19);
+    let shape_holds = main.iter().enumerate().all(|(i, b)| match i {
+        4 | 7 => *b == b'-',
+        10 => *b == b'T',
+        13 | 16 => *b == b':',
+        _ => b.is_ascii_digit(),
+    });
+    let fraction_holds = match fraction.split_first() {
+        None => true,
+        Some((b'.', digits)) => !digits.is_empty() && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    shape_holds && fraction_holds
 }
 
 /// The policy on our own pass, before saml-rs runs: status, issuer, destination and the
@@ -1356,7 +1437,15 @@ fn identity(session: &SsoSession, expected: &Expected<'_>) -> Result<ExternalIde
         let values = attributes.remove(*name)?;
         values.into_iter().find(|v| !v.trim().is_empty())
     };
-    let email = if matches!(name_id.format(), Some(NameIdFormat::EmailAddress)) {
+    let email_format = match name_id.format() {
+        Some(NameIdFormat::EmailAddress) => true,
+        // The SAML 2.0 spelling some IdPs send (the standard one is SAML 1.1's).
+        Some(NameIdFormat::Custom(uri)) => {
+            uri == "urn:oasis:names:tc:SAML:2.0:nameid-format:emailAddress"
+        }
+        _ => false,
+    };
+    let email = if email_format {
         Some(subject.to_owned())
     } else {
         first_of(EMAIL_ATTRIBUTES)
@@ -1448,6 +1537,230 @@ fn percent_encode(text: &str) -> String {
 mod tests {
     use super::*;
 
+    const ACS: &str = "https://sp.example.com/acs";
+
+    fn sp() -> SpSettings<'static> {
+        SpSettings {
+            entity_id: "https://sp.example.com",
+            acs_url: ACS,
+        }
+    }
+
+    fn expected(correlation: Option<&str>) -> Expected<'_> {
+        Expected {
+            correlation,
+            allow_idp_initiated: true,
+            groups_attribute: None,
+            max_skew_secs: 10,
+        }
+    }
+
+    fn response(inner: &str) -> String {
+        format!(
+            "<samlp:Response xmlns:samlp=\"{NS_PROTOCOL}\" xmlns:saml=\"{NS_ASSERTION}\" \
+             ID=\"_r\" Destination=\"{ACS}\" InResponseTo=\"_q\">\
+             <saml:Issuer>https://idp.example.com</saml:Issuer><samlp:Status>\
+             <samlp:StatusCode Value=\"{STATUS_SUCCESS}\"><samlp:StatusCode Value=\"sub\"/>\
+             </samlp:StatusCode></samlp:Status>{inner}</samlp:Response>"
+        )
+    }
+
+    const ASSERTION: &str =
+        "<saml:Assertion ID=\"_a\"><saml:Issuer>x</saml:Issuer></saml:Assertion>";
+
+    #[test]
+    fn the_scan_reads_the_envelope() {
+        let scan = scan_response(&response(ASSERTION)).unwrap();
+        assert_eq!(scan.destination.as_deref(), Some(ACS));
+        assert_eq!(scan.in_response_to.as_deref(), Some("_q"));
+        assert_eq!(scan.issuer.as_deref(), Some("https://idp.example.com"));
+        assert_eq!(scan.status.as_deref(), Some(STATUS_SUCCESS));
+        assert_eq!(scan.sub_status.as_deref(), Some("sub"));
+        assert_eq!(scan.assertion_id.as_deref(), Some("_a"));
+    }
+
+    #[test]
+    fn the_scan_refuses_what_the_policy_forbids() {
+        let cases = [
+            (response(""), "no Assertion"),
+            (response(&ASSERTION.repeat(2)), "same ID"),
+            (
+                response(&format!("{ASSERTION}{}", ASSERTION.replace("_a", "_b"))),
+                "more than one Assertion",
+            ),
+            (
+                response("<x:Assertion xmlns:x=\"urn:other\" ID=\"_o\"/>"),
+                "not a direct child",
+            ),
+            (
+                response(&format!("<samlp:Response/>{ASSERTION}")),
+                "Response inside",
+            ),
+            (
+                response(&format!("<?pi x?>{ASSERTION}")),
+                "processing instruction",
+            ),
+            (response(&format!("{ASSERTION}&custom;")), "not predefined"),
+            (format!("{}<x/>", response(ASSERTION)), "more than one root"),
+            (
+                response(ASSERTION).replace("samlp:Response", "samlp:Other"),
+                "not a SAML 2.0",
+            ),
+            (
+                response(ASSERTION).replace("</samlp:Response>", ""),
+                "not a complete",
+            ),
+            (response("<b></c>"), "well-formed"),
+        ];
+        for (xml, needle) in cases {
+            let error = scan_response(&xml).unwrap_err();
+            assert!(
+                error.contains(needle),
+                "{needle:?} not in {error:?} for {xml}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_envelope_must_match_the_login() {
+        let idp = IdpMetadata {
+            entity_id: "https://idp.example.com".into(),
+            sso_redirect_url: "https://idp.example.com/sso".into(),
+        };
+        let scan = scan_response(&response(ASSERTION)).unwrap();
+        assert!(check_scan(&scan, &sp(), &idp, &expected(Some("_q"))).is_ok());
+        for (expected, needle) in [
+            (expected(Some("_other")), "another request"),
+            (expected(None), "not this login's"),
+        ] {
+            match check_scan(&scan, &sp(), &idp, &expected) {
+                Err(SsoError::Unauthenticated(m)) => assert!(m.contains(needle), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let failed = ResponseScan {
+            status: Some("urn:oasis:names:tc:SAML:2.0:status:Requester".into()),
+            ..ResponseScan::default()
+        };
+        assert!(check_scan(&failed, &sp(), &idp, &expected(None)).is_err());
+    }
+
+    fn bearer(data: &str) -> String {
+        format!(
+            "<saml:SubjectConfirmation Method=\"{BEARER}\">\
+             <saml:SubjectConfirmationData {data}/></saml:SubjectConfirmation>"
+        )
+    }
+
+    #[test]
+    fn the_bearer_confirmation_is_checked_on_its_own() {
+        let window = Window::new(Timestamp::from_unix(1_000), 10).unwrap();
+        let noa = Timestamp::from_unix(1_100).to_rfc3339();
+        let ok = format!("Recipient=\"{ACS}\" NotOnOrAfter=\"{noa}\" InResponseTo=\"_q\"");
+        let data = confirmation_data(&bearer(&ok)).unwrap().unwrap();
+        let at = data.check(&sp(), &expected(Some("_q")), &window).unwrap();
+        assert_eq!(at.unix_timestamp(), 1_100);
+
+        let cases = [
+            (
+                ok.replace(ACS, "https://evil.example.com"),
+                Some("_q"),
+                "Recipient",
+            ),
+            (ok.clone(), Some("_other"), "answers request"),
+            (ok.clone(), None, "answers request"),
+            (
+                format!("Recipient=\"{ACS}\" InResponseTo=\"_q\""),
+                Some("_q"),
+                "no NotOnOrAfter",
+            ),
+            (ok.replace(&noa, "yesterday"), Some("_q"), "not a date-time"),
+            (
+                ok.replace(&noa, &Timestamp::from_unix(990).to_rfc3339()),
+                Some("_q"),
+                "expired",
+            ),
+            (
+                format!(
+                    "{ok} NotBefore=\"{}\"",
+                    Timestamp::from_unix(1_011).to_rfc3339()
+                ),
+                Some("_q"),
+                "not valid yet",
+            ),
+        ];
+        for (attributes, correlation, needle) in cases {
+            let data = confirmation_data(&bearer(&attributes)).unwrap().unwrap();
+            match data.check(&sp(), &expected(correlation), &window) {
+                Err(SsoError::Unauthenticated(m)) => assert!(m.contains(needle), "{m}"),
+                other => panic!("{needle}: {other:?}"),
+            }
+        }
+        let holder = bearer(&ok).replace(BEARER, "urn:oasis:names:tc:SAML:2.0:cm:holder-of-key");
+        assert!(confirmation_data(&holder).unwrap().is_none());
+        assert!(confirmation_data("<saml:Other/>").is_err());
+    }
+
+    #[test]
+    fn the_metadata_scan_finds_signing_certificates_only() {
+        let md = |inner: &str, protocols: &str| {
+            format!(
+                "<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" entityID=\"e\">\
+                 <md:IDPSSODescriptor protocolSupportEnumeration=\"{protocols}\">{inner}\
+                 </md:IDPSSODescriptor></md:EntityDescriptor>"
+            )
+        };
+        let keys = "<md:KeyDescriptor use=\"encryption\"><X509Certificate>ENC</X509Certificate>\
+                    </md:KeyDescriptor><md:KeyDescriptor><X509Certificate>AB&#13;\nCD\
+                    </X509Certificate></md:KeyDescriptor>";
+        let scan = scan_metadata(&md(keys, NS_PROTOCOL)).unwrap();
+        assert_eq!(scan.signing_certificates, vec!["AB\r\nCD".to_owned()]);
+        let error = scan_metadata(&md(keys, "urn:oasis:names:tc:SAML:1.1:protocol")).unwrap_err();
+        assert!(error.contains("SAML 2.0"), "{error}");
+        assert!(scan_metadata(&format!("x{}", md("", NS_PROTOCOL))).is_err());
+        assert!(certificate_is_rsa("AB CD").is_err());
+        assert!(certificate_is_rsa("%%%").is_err());
+    }
+
+    #[test]
+    fn the_response_decoding_is_bounded() {
+        assert!(matches!(
+            decode_response("  \r\n"),
+            Err(SsoError::Invalid(_))
+        ));
+        assert_eq!(decode_response("PHg+\r\nPC94Pg").unwrap(), b"<x></x>");
+        let limit = MAX_SAML_RESPONSE_BYTES.div_ceil(3) * 4;
+        assert!(
+            matches!(decode_response(&"A".repeat(limit + 4)), Err(SsoError::Invalid(m)) if m.contains("larger"))
+        );
+        assert!(
+            matches!(decode_response(&" ".repeat(limit * 2 + 1)), Err(SsoError::Invalid(m)) if m.contains("larger"))
+        );
+    }
+
+    #[test]
+    fn instants_are_checked_before_saml_rs_reads_them() {
+        assert!(is_saml_utc_instant("2030-01-01T00:00:00Z"));
+        assert!(is_saml_utc_instant("2030-01-01T00:00:00.123Z"));
+        for bad in [
+            "2030-01-01T00:00:00",
+            "2030-01-01T00:00:00.Z",
+            "2030-0z-01T00:00:00Z",
+            "2030-01-01T00:00:00+00:00",
+            "-2030-01-01T00:00:00Z",
+            "12030-01-01T00:00:00Z",
+            "",
+        ] {
+            assert!(!is_saml_utc_instant(bad), "{bad}");
+        }
+        let error = scan_response(&response(ASSERTION).replace(
+            "ID=\"_a\"",
+            "ID=\"_a\" IssueInstant=\"2030-0z-01T00:00:00Z\"",
+        ))
+        .unwrap_err();
+        assert!(error.contains("IssueInstant"), "{error}");
+    }
+
     #[test]
     fn percent_encoding_keeps_only_unreserved_characters() {
         assert_eq!(percent_encode("a+b/c=d e~"), "a%2Bb%2Fc%3Dd%20e~");
@@ -1471,10 +1784,8 @@ mod tests {
 
     #[test]
     fn window_bounds_include_the_skew() {
-        let window =
-            Window::new(Timestamp::from_unix(1_000), 10).unwrap_or_else(|_| unreachable!());
-        let at =
-            |secs| OffsetDateTime::from_unix_timestamp(secs).unwrap_or_else(|_| unreachable!());
+        let window = Window::new(Timestamp::from_unix(1_000), 10).unwrap();
+        let at = |secs| OffsetDateTime::from_unix_timestamp(secs).unwrap();
         assert!(window.expired(at(990)));
         assert!(!window.expired(at(991)));
         assert!(window.too_early(at(1_011)));
@@ -1482,6 +1793,11 @@ mod tests {
         assert_eq!(
             window.replay_deadline(at(1_100)),
             Timestamp::from_unix(1_110)
+        );
+        let fraction = at(1_100) + time::Duration::milliseconds(1);
+        assert_eq!(
+            window.replay_deadline(fraction),
+            Timestamp::from_unix(1_111)
         );
     }
 }

@@ -19,6 +19,8 @@ pub(crate) mod permission_check;
 pub(crate) mod query_parse;
 pub(crate) mod request_bodies;
 pub(crate) mod request_signature;
+#[cfg(feature = "sso")]
+pub(crate) mod saml_response;
 pub(crate) mod scope_parse;
 pub(crate) mod token_parse;
 
@@ -37,4 +39,6 @@ pub(crate) const TARGETS: &[Target] = &[
     ("request_signature", request_signature::run),
     #[cfg(feature = "sso")]
     ("oidc_callback", oidc_callback::run),
+    #[cfg(feature = "sso")]
+    ("saml_response", saml_response::run),
 ];
