@@ -63,7 +63,8 @@ fn setup() -> (tempfile::TempDir, Server, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kms.db");
     let (root, _) = init(&db);
-    let server = Server::start(&db);
+    // The attack list fails many logins from one address; the lockout is tested on its own.
+    let server = Server::start_with(&db, &["--lockout-threshold", "40"], &[]);
     let base = server.base.clone();
     let app = call(
         &base,
@@ -556,6 +557,30 @@ fn openid_connect_login_sessions_and_the_attacks_on_it() {
         .status,
         404
     );
+
+    // Failed logins count against the client address: enough of them lock it out (429),
+    // even for a callback that would succeed.
+    let mut b = Browser::new();
+    let pending = oidc_until_callback(&mut b, &login_url, &callback);
+    let mut last = 0;
+    for i in 0..45 {
+        last = Browser::new()
+            .get(&format!("{callback}?code=x&state=guess{i}"))
+            .status;
+        if last == 429 {
+            break;
+        }
+    }
+    assert_eq!(last, 429, "failed logins never locked the address out");
+    let locked = b.get(&pending);
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    assert!(locked.header("retry-after").is_some());
+    let metrics = call(&base, "GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains("kms_sso_logins_total{kind=\"oidc\",outcome=\"success\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("kms_sso_logins_total{kind=\"oidc\",outcome=\"failure\"}"));
 
     // The audit log has the logins, failures with their reason.
     let audit = call(

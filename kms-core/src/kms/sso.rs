@@ -1018,8 +1018,28 @@ impl Kms {
         Ok(attempt)
     }
 
-    /// Audits a failed login step and passes its error on.
+    /// Refuses a client address locked out by too many failed logins (the failure gate of
+    /// bearer authentication, counted apart under `sso:<ip>`).
+    fn login_gate(&self, browser: &BrowserContext) -> Result<()> {
+        let Some(ip) = browser.ip else {
+            return Ok(());
+        };
+        let now = self.inner.clock.now();
+        match self.inner.counters.locked_for(&format!("sso:{ip}"), now) {
+            Some(secs) => Err(Error::RateLimited {
+                retry_after_secs: secs.max(1),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Audits a failed login step, counts it against the client address, and passes its
+    /// error on. A provider that cannot be reached is not the client's failure.
     fn login_failed(&self, idp: Option<&IdpRecord>, browser: &BrowserContext, e: Error) -> Error {
+        if let (Some(ip), false) = (browser.ip, matches!(e, Error::Unavailable { .. })) {
+            let now = self.inner.clock.now();
+            let _ = self.inner.counters.record_failure(&format!("sso:{ip}"), now);
+        }
         let mut audit = Audit::success("sso.login", idp.map_or("unknown", |i| i.id.as_str()))
             .failure()
             .actor("anonymous")
@@ -1053,6 +1073,7 @@ impl Kms {
                 )))
             }
         };
+        self.login_gate(browser)?;
         let result = self.oidc_callback_inner(&idp, callback, browser);
         result.map_err(|e| self.login_failed(Some(&idp), browser, e))
     }
@@ -1133,6 +1154,7 @@ impl Kms {
                 )))
             }
         };
+        self.login_gate(browser)?;
         let result = self.saml_acs_inner(&idp, saml_response, relay_state, browser);
         result.map_err(|e| self.login_failed(Some(&idp), browser, e))
     }

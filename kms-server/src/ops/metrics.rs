@@ -110,6 +110,7 @@ pub struct Metrics {
     alerts: Family<OutcomeLabels, Counter>,
     refused: Family<ReasonLabels, Counter>,
     audit_events: Family<AuditLabels, Counter>,
+    sso_logins: Family<LoginLabels, Counter>,
     cache: Arc<CacheCollector>,
     tls_expiry: Arc<OnceLock<i64>>,
 }
@@ -123,6 +124,12 @@ struct BackendLabels {
 struct AuditLabels {
     action: String,
     outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoginLabels {
+    kind: &'static str,
+    outcome: &'static str,
 }
 
 /// Longest action name counted as itself; actions are the code's constants, so this only
@@ -200,6 +207,12 @@ impl Metrics {
              (token.create, token.revoke, app.update, ...) and outcome",
             audit_events.clone(),
         );
+        let sso_logins = Family::<LoginLabels, Counter>::default();
+        registry.register(
+            "sso_logins",
+            "Single sign-on logins by provider kind (oidc, saml) and outcome (success, failure)",
+            sso_logins.clone(),
+        );
         registry.register_collector(Box::new(BlockingCollector));
         let tls_expiry = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(TlsCollector(tls_expiry.clone())));
@@ -208,6 +221,7 @@ impl Metrics {
         Metrics {
             registry: root,
             audit_events,
+            sso_logins,
             tls_expiry,
             requests,
             request_latency,
@@ -224,6 +238,23 @@ impl Metrics {
     /// Reports when the served TLS certificate expires (Unix seconds).
     pub fn observe_tls_expiry(&self, not_after: i64) {
         let _ = self.tls_expiry.set(not_after);
+    }
+
+    /// Counts one login through an identity provider, from its audit event.
+    fn record_login(&self, event: &AuditEvent) {
+        let kind = match event.details.get("idp_kind").and_then(|k| k.as_str()) {
+            Some("oidc") => "oidc",
+            Some("saml") => "saml",
+            _ => "unknown",
+        };
+        let outcome = if event.outcome == "success" {
+            "success"
+        } else {
+            "failure"
+        };
+        self.sso_logins
+            .get_or_create(&LoginLabels { kind, outcome })
+            .inc();
     }
 
     /// Counts one committed audit event.
@@ -789,6 +820,9 @@ impl Store for MeteredStore {
         for m in batch {
             if let Mutation::AppendAudit(e) | Mutation::ChainAudit(e) = m {
                 self.metrics.record_audit(&e.action, &e.outcome);
+                if e.action == "sso.login" {
+                    self.metrics.record_login(e);
+                }
             }
         }
         Ok(())
