@@ -60,11 +60,18 @@ fn all_checked(schema: &ApiSchema, ops: &[(&str, &str)]) {
 
 /// An application with a `support` role, and the server.
 fn setup() -> (tempfile::TempDir, Server, String, String) {
+    setup_with(&[])
+}
+
+/// [`setup`] with extra `kms serve` arguments.
+fn setup_with(args: &[&str]) -> (tempfile::TempDir, Server, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kms.db");
     let (root, _) = init(&db);
     // The attack list fails many logins from one address; the lockout is tested on its own.
-    let server = Server::start_with(&db, &["--lockout-threshold", "40"], &[]);
+    let mut all = vec!["--lockout-threshold", "40"];
+    all.extend_from_slice(args);
+    let server = Server::start_with(&db, &all, &[]);
     let base = server.base.clone();
     let app = call(
         &base,
@@ -619,6 +626,81 @@ fn openid_connect_login_sessions_and_the_attacks_on_it() {
         &logs,
         &[&session_token, &token2, &token3, CLIENT_SECRET],
     );
+}
+
+#[test]
+fn offline_access_sessions_are_rechecked_at_the_provider() {
+    let (dir, server, root, app_id) = setup_with(&["--sso-revalidate", "1s"]);
+    let base = server.base.clone();
+    let callback = format!("{base}/v1/sso/corp/callback");
+    let Some(provider) = OidcIdp::start(&[json!({
+        "client_id": "kms",
+        "client_secret": CLIENT_SECRET,
+        "redirect_uris": [callback],
+    })]) else {
+        return;
+    };
+    let created = call(
+        &base,
+        "POST",
+        &format!("/v1/apps/{app_id}/idps"),
+        Some(&root),
+        Some(&json!({
+            "slug": "corp", "kind": "oidc", "issuer": provider.issuer(),
+            "client_id": "kms", "client_secret": CLIENT_SECRET,
+            "scopes": ["openid", "email", "profile", "groups", "offline_access"],
+            "groups_claim": "groups", "role_map": {"admins": ["support"]},
+        })),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let login_url = created.json()["login_url"].as_str().unwrap().to_owned();
+    let mut b = Browser::new();
+    let back = oidc_until_callback(&mut b, &login_url, &callback);
+    let done = b.get(&back);
+    assert_eq!(done.status, 200, "{}", done.body);
+    let token = done.json()["session_token"].as_str().unwrap().to_owned();
+    let sealed: Option<String> = rusqlite::Connection::open(dir.path().join("kms.db"))
+        .unwrap()
+        .query_row("SELECT sealed_upstream_refresh FROM sessions", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(
+        sealed.is_some(),
+        "the provider's refresh token was not kept (sealed)"
+    );
+    let before = provider.stats()["token_requests"].as_u64().unwrap();
+    // Past the interval, a use re-checks the user with the refresh token: still fine.
+    std::thread::sleep(std::time::Duration::from_millis(1_300));
+    assert_eq!(call(&base, "GET", "/v1/me", Some(&token), None).status, 200);
+    let after = provider.stats()["token_requests"].as_u64().unwrap();
+    assert!(
+        after > before,
+        "no refresh-token grant was made ({before} -> {after})"
+    );
+    // The provider stops honouring the refresh token: the next re-check ends the session.
+    provider.revoke_refresh();
+    std::thread::sleep(std::time::Duration::from_millis(1_300));
+    let me = call(&base, "GET", "/v1/me", Some(&token), None);
+    assert_eq!(me.status, 401, "{}", me.body);
+    assert_eq!(status_of(&base, &root, &token)["code"], "REVOKED");
+    let audit = call(
+        &base,
+        "GET",
+        "/v1/audit?action=session.revoke",
+        Some(&root),
+        None,
+    )
+    .json();
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["details"]["reason"] == "upstream_refused"),
+        "{audit}"
+    );
+    scan_for_secrets(dir.path(), &server.logs(), &[&token, CLIENT_SECRET]);
 }
 
 #[test]

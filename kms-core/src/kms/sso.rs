@@ -1038,7 +1038,10 @@ impl Kms {
     fn login_failed(&self, idp: Option<&IdpRecord>, browser: &BrowserContext, e: Error) -> Error {
         if let (Some(ip), false) = (browser.ip, matches!(e, Error::Unavailable { .. })) {
             let now = self.inner.clock.now();
-            let _ = self.inner.counters.record_failure(&format!("sso:{ip}"), now);
+            let _ = self
+                .inner
+                .counters
+                .record_failure(&format!("sso:{ip}"), now);
         }
         let mut audit = Audit::success("sso.login", idp.map_or("unknown", |i| i.id.as_str()))
             .failure()

@@ -608,6 +608,10 @@ pub fn authorization_url(
         .append_pair("nonce", nonce)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
+    // OIDC Core 11: a request for offline access must ask for consent.
+    if scopes.contains(&"offline_access") {
+        url.query_pairs_mut().append_pair("prompt", "consent");
+    }
     Ok(url.into())
 }
 
