@@ -924,6 +924,85 @@ fn saml_login_and_the_attacks_on_it() {
     scan_for_secrets(dir.path(), &server.logs(), &[&token]);
 }
 
+/// The same flow on PostgreSQL (users, identities, sessions, attempts and the replay cache
+/// in the shared database): login, the session verifies, is listed, and revoking it takes
+/// effect.
+#[test]
+fn openid_connect_login_on_postgresql() {
+    use kms_store::testing::{NoPostgres, ScratchDatabase};
+    let database = match ScratchDatabase::create() {
+        Ok(database) => database,
+        Err(NoPostgres::Skip(notice)) => {
+            common::cannot_run(&notice);
+            return;
+        }
+        Err(NoPostgres::Fail(message)) => panic!("{message}"),
+    };
+    const MASTER_KEY: &str = "a21zLXRlc3QtbWFzdGVyLWtleS0zMi1ieXRlcy0hISE=";
+    let url = database.url().to_owned();
+    let server = Server::start_with(
+        std::path::Path::new(&url),
+        &["--lockout-threshold", "40"],
+        &[("KMS_MASTER_KEY", MASTER_KEY)],
+    );
+    let base = server.base.clone();
+    let logs = server.logs();
+    let root = logs
+        .lines()
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l).ok()?["root_token"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .expect("the root token on stderr");
+    let app = call(
+        &base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some(&json!({"name": "pg"})),
+    );
+    let app_id = app.json()["id"].as_str().unwrap().to_owned();
+    let callback = format!("{base}/v1/sso/pg-corp/callback");
+    let Some(provider) = OidcIdp::start(&[json!({
+        "client_id": "kms",
+        "client_secret": CLIENT_SECRET,
+        "redirect_uris": [callback],
+    })]) else {
+        return;
+    };
+    let created = call(
+        &base,
+        "POST",
+        &format!("/v1/apps/{app_id}/idps"),
+        Some(&root),
+        Some(
+            &json!({"slug": "pg-corp", "kind": "oidc", "issuer": provider.issuer(),
+                     "client_id": "kms", "client_secret": CLIENT_SECRET}),
+        ),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let login_url = created.json()["login_url"].as_str().unwrap().to_owned();
+    let mut b = Browser::new();
+    let back = oidc_until_callback(&mut b, &login_url, &callback);
+    let done = b.get(&back);
+    assert_eq!(done.status, 200, "{}", done.body);
+    let token = done.json()["session_token"].as_str().unwrap().to_owned();
+    let user_id = done.json()["user"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(b.get(&back).status, 400, "a replayed callback");
+    let v = status_of(&base, &root, &token);
+    assert_eq!(v["kind"], "session", "{v}");
+    let all = call(
+        &base,
+        "POST",
+        &format!("/v1/users/{user_id}/sessions/revoke"),
+        Some(&root),
+        None,
+    );
+    assert_eq!(all.json()["revoked"], 1, "{}", all.body);
+    assert_eq!(call(&base, "GET", "/v1/me", Some(&token), None).status, 401);
+}
+
 /// `POST path` with a bearer token sent as the session cookie and an `Origin`.
 fn call_with_origin(base: &str, path: &str, session: &str, origin: &str) -> (u16, String) {
     let r = ureq::post(&format!("{base}{path}"))
