@@ -992,6 +992,20 @@ fn openid_connect_login_on_postgresql() {
     assert_eq!(b.get(&back).status, 400, "a replayed callback");
     let v = status_of(&base, &root, &token);
     assert_eq!(v["kind"], "session", "{v}");
+    // A second node on the same database, its cache warm with the session.
+    let other = Server::start_with(
+        std::path::Path::new(&url),
+        &["--lockout-threshold", "40", "--cache-ttl", "600s"],
+        &[("KMS_MASTER_KEY", MASTER_KEY)],
+    );
+    assert_eq!(
+        call(&other.base, "GET", "/v1/me", Some(&token), None).status,
+        200
+    );
+    assert_eq!(
+        call(&other.base, "GET", "/v1/me", Some(&token), None).status,
+        200
+    );
     let all = call(
         &base,
         "POST",
@@ -1001,6 +1015,15 @@ fn openid_connect_login_on_postgresql() {
     );
     assert_eq!(all.json()["revoked"], 1, "{}", all.body);
     assert_eq!(call(&base, "GET", "/v1/me", Some(&token), None).status, 401);
+    // The other node hears it (pg_notify) and drops the cached session within a second.
+    let started = std::time::Instant::now();
+    while call(&other.base, "GET", "/v1/me", Some(&token), None).status != 401 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "the other node still accepts a revoked session"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// `POST path` with a bearer token sent as the session cookie and an `Origin`.
