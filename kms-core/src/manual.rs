@@ -55,4 +55,7 @@ pub mod adr {
 
     #[doc = include_str!("../../docs/adr/0013-saml-service-provider.md")]
     pub mod adr_0013_saml_service_provider {}
+
+    #[doc = include_str!("../../docs/adr/0014-users-sessions-and-openid-connect.md")]
+    pub mod adr_0014_users_sessions_and_openid_connect {}
 }
