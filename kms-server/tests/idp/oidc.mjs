@@ -107,9 +107,81 @@ function newKeys() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Storage shared by every Provider instance. oidc-provider's own memory adapter keeps one
+// store per instance, and a key rotation builds a new instance: this adapter keeps
+// sessions, interactions, codes, grants and tokens in one module-level store instead, so
+// they survive a rotation. In memory only; gone when the process ends.
+
+const store = new Map(); // "Model:id" -> { payload, expiresAt (ms) }
+const grantMembers = new Map(); // grantId -> Set of "Model:id" issued under it
+const sessionUids = new Map(); // Session uid -> id
+const userCodes = new Map(); // device flow user code -> id
+const GRANTABLE = new Set([
+  'AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode',
+  'BackchannelAuthenticationRequest',
+]);
+
+class SharedMemoryAdapter {
+  constructor(model) {
+    this.model = model;
+  }
+
+  key(id) {
+    return `${this.model}:${id}`;
+  }
+
+  async upsert(id, payload, expiresIn) {
+    const key = this.key(id);
+    const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : Infinity;
+    store.set(key, { payload, expiresAt });
+    if (this.model === 'Session' && payload.uid) sessionUids.set(payload.uid, id);
+    if (payload.userCode) userCodes.set(payload.userCode, id);
+    if (payload.grantId && GRANTABLE.has(this.model)) {
+      if (!grantMembers.has(payload.grantId)) grantMembers.set(payload.grantId, new Set());
+      grantMembers.get(payload.grantId).add(key);
+    }
+  }
+
+  async find(id) {
+    const key = this.key(id);
+    const entry = store.get(key);
+    if (!entry) return undefined;
+    if (entry.expiresAt <= Date.now()) {
+      store.delete(key);
+      return undefined;
+    }
+    return entry.payload;
+  }
+
+  async findByUid(uid) {
+    const id = sessionUids.get(uid);
+    return id === undefined ? undefined : this.find(id);
+  }
+
+  async findByUserCode(userCode) {
+    const id = userCodes.get(userCode);
+    return id === undefined ? undefined : this.find(id);
+  }
+
+  async consume(id) {
+    const entry = store.get(this.key(id));
+    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) {
+    store.delete(this.key(id));
+  }
+
+  async revokeByGrantId(grantId) {
+    for (const key of grantMembers.get(grantId) ?? []) store.delete(key);
+    grantMembers.delete(grantId);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // The provider. A new instance is built at start and on every key rotation; the instances
-// share the in-memory adapter (module-level storage in oidc-provider), the cookie keys and
-// the clients, so sessions, codes, grants and refresh tokens survive a rotation.
+// share the storage above, the cookie keys and the clients, so sessions, codes, grants and
+// refresh tokens survive a rotation.
 
 const cookieKeys = [randomBytes(32).toString('hex')];
 let issuer = '';
@@ -148,6 +220,7 @@ function interactions() {
 
 function buildProvider() {
   const provider = new Provider(issuer, {
+    adapter: SharedMemoryAdapter,
     clients,
     jwks: { keys: keys.map((k) => k.jwk) },
     cookies: { keys: cookieKeys },
@@ -184,7 +257,13 @@ function buildProvider() {
       ctx.body = out;
     },
   });
+  // Why a request failed, for the tests' logs (error_detail never reaches the client).
   provider.on('server_error', (_ctx, err) => console.error('oidc.mjs server_error:', err));
+  for (const event of ['grant.error', 'authorization.error', 'userinfo.error']) {
+    provider.on(event, (_ctx, err) => {
+      console.error(`oidc.mjs ${event}: ${err.message} ${err.error_detail ?? ''}`);
+    });
+  }
   provider.use(refreshGate);
   provider.use(idTokenRewriter);
   return provider;
@@ -273,6 +352,17 @@ async function interaction(provider, req, res) {
   const details = await provider.interactionDetails(req, res);
   const { prompt, params, session } = details;
   if (prompt.name === 'login') {
+    if (session?.accountId && session.accountId !== nextSub) {
+      // The browser's session is another user's. oidc-provider would answer the resumed
+      // authorization with a script-submitted logout form, which a test client does not
+      // run: forget the session instead (detach it from the interaction, expire its
+      // cookie), so that the resume starts a new session for the next user.
+      delete details.session;
+      await details.save(details.exp - Math.floor(Date.now() / 1000));
+      const expired = 'path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT; samesite=lax; httponly';
+      const name = provider.cookieName('session');
+      res.setHeader('Set-Cookie', [`${name}=; ${expired}`, `${name}.sig=; ${expired}`]);
+    }
     await provider.interactionFinished(
       req,
       res,

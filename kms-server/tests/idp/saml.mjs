@@ -371,6 +371,8 @@ async function sso(req, res, url) {
     samlRequest = url.searchParams.get('SAMLRequest');
     relayState = url.searchParams.get('RelayState') ?? undefined;
     if (!samlRequest) return sendJson(res, 400, { error: 'SAMLRequest missing' });
+    // A '+' of the base64 that the SP did not percent-encode reads as a space here.
+    samlRequest = samlRequest.replace(/ /g, '+');
     xml = inflateRawSync(Buffer.from(samlRequest, 'base64')).toString('utf8');
   } else if (req.method === 'POST') {
     binding = 'post';
@@ -378,6 +380,7 @@ async function sso(req, res, url) {
     samlRequest = form.get('SAMLRequest');
     relayState = form.get('RelayState') ?? undefined;
     if (!samlRequest) return sendJson(res, 400, { error: 'SAMLRequest missing' });
+    samlRequest = samlRequest.replace(/ /g, '+');
     xml = Buffer.from(samlRequest, 'base64').toString('utf8');
   } else {
     return sendJson(res, 405, { error: 'method not allowed' });
