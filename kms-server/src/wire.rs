@@ -1172,6 +1172,8 @@ pub struct User {
     pub given_roles: Vec<String>,
     /// Roles mapped from the provider's groups.
     pub mapped_roles: Vec<String>,
+    /// Scopes and roles held only while their condition holds.
+    pub grants: Vec<GrantBody>,
     /// Accounts at identity providers.
     pub identities: Vec<UserIdentity>,
     /// RFC 3339.
@@ -1202,6 +1204,10 @@ pub struct UserPatchBody {
     /// The roles an administrator gives (mapped roles stay apart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// Scopes and roles held only while a condition holds, replacing the old ones (a role
+    /// without `when` joins the given roles; a scope needs a `when`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Vec<GrantBody>>,
 }
 
 /// A session (never its token).

@@ -506,6 +506,41 @@ fn openid_connect_login_sessions_and_the_attacks_on_it() {
         "{}",
         given.body
     );
+    // A conditional grant on the user: the session holds audit.read only from the EU.
+    let cond = checked(
+        &schema,
+        &base,
+        "PATCH",
+        "/v1/users/{id}",
+        &format!("/v1/users/{user_id}"),
+        Some(&root),
+        Some(&json!({"grants": [{"scope": "audit.read", "when": "context.region == \"eu\""}]})),
+    );
+    assert_eq!(cond.status, 200, "{}", cond.body);
+    assert_eq!(cond.json()["grants"][0]["scope"], "audit.read");
+    let ask = |context: Value| {
+        call(
+            &base,
+            "POST",
+            "/v1/verify",
+            Some(&root),
+            Some(&json!({"token": token3, "scopes": ["audit.read"], "context": context})),
+        )
+        .json()["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(ask(json!({"region": "eu"})), "VALID");
+    assert_eq!(ask(json!({"region": "us"})), "INSUFFICIENT_PERMISSIONS");
+    let plain_scope = call(
+        &base,
+        "PATCH",
+        &format!("/v1/users/{user_id}"),
+        Some(&root),
+        Some(&json!({"grants": [{"scope": "audit.read"}]})),
+    );
+    assert_eq!(plain_scope.status, 400, "{}", plain_scope.body);
     let unknown = call(
         &base,
         "PATCH",

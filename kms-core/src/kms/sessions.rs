@@ -116,6 +116,8 @@ pub struct UserInfo {
     pub given_roles: Vec<RoleName>,
     /// The roles mapped from the provider's groups at the last login.
     pub mapped_roles: Vec<RoleName>,
+    /// Scopes and roles held only while their condition holds (given by an administrator).
+    pub grants: Vec<crate::policy::GrantInput>,
     /// Their accounts at identity providers.
     pub identities: Vec<Identity>,
     /// Creation time.
@@ -136,6 +138,7 @@ impl UserInfo {
             roles: u.all_roles(),
             given_roles: u.roles.clone(),
             mapped_roles: u.mapped_roles.clone(),
+            grants: u.grants.iter().map(|g| g.to_input()).collect(),
             identities: u.identities.clone(),
             created_at: u.created_at,
             last_login_at: u.last_login_at,
@@ -198,6 +201,11 @@ pub struct UserUpdate {
     /// The roles given by an administrator (replaces them; mapped roles stay apart).
     #[serde(default)]
     pub roles: Option<Vec<String>>,
+    /// Scopes and roles held only while a condition holds (replaces them). A role without
+    /// `when` is added to the given roles; a scope needs a `when` (users hold scopes
+    /// through roles).
+    #[serde(default)]
+    pub grants: Option<Vec<crate::policy::GrantInput>>,
 }
 
 /// The caller's own user and session (`GET /v1/me`).
@@ -451,12 +459,39 @@ impl Kms {
                 user.roles = roles;
             }
         }
+        let mut granted_scopes = Vec::new();
+        if let Some(raw) = &req.grants {
+            let mut plain_roles = Vec::new();
+            user.grants =
+                self.validate_grants(&mut errs, &snap, raw, &mut granted_scopes, &mut plain_roles);
+            if !granted_scopes.is_empty() {
+                errs.push(
+                    "grants",
+                    "a user holds scopes through roles: give a role, or a scope with a condition",
+                );
+            }
+            for r in plain_roles {
+                if !user.roles.contains(&r) {
+                    user.roles.push(r);
+                }
+            }
+        }
         errs.finish()?;
         if user == stored {
             return Ok(UserInfo::from_record(&user));
         }
-        if user.roles != stored.roles {
-            let wanted = snap.effective(std::iter::empty(), user.roles.iter());
+        if user.roles != stored.roles || user.grants != stored.grants {
+            // No escalation: the caller holds every role given and every target granted,
+            // whatever the conditions.
+            let mut scopes = Vec::new();
+            let mut roles = user.roles.clone();
+            for g in &user.grants {
+                match &g.target {
+                    crate::policy::GrantTarget::Scope(s) => scopes.push(s.clone()),
+                    crate::policy::GrantTarget::Role(r) => roles.push(r.clone()),
+                }
+            }
+            let wanted = snap.effective(scopes.iter(), roles.iter());
             caller.require_superset(&snap, &wanted)?;
         }
         let now = self.inner.clock.now();
@@ -474,6 +509,7 @@ impl Kms {
             .details(serde_json::json!({
                 "status": user.status.as_str(),
                 "roles": user.roles,
+                "grants": user.grants.len(),
                 "sessions_ended": disabled,
             }));
         self.commit(Some(caller), audit, batch)?;

@@ -202,9 +202,15 @@ pub(crate) fn user(kms: &Kms, cmd: UserCommand) -> Result<(), CommandError> {
     match cmd {
         UserCommand::List { app, page: p } => print_json(&kms.list_users(&op, &app, page(p))?),
         UserCommand::Get { id } => print_json(&kms.get_user(&op, &id)?),
-        UserCommand::Update { id, status, roles } => {
-            print_json(&kms.update_user(&op, &id, UserUpdate { status, roles })?)
-        }
+        UserCommand::Update { id, status, roles } => print_json(&kms.update_user(
+            &op,
+            &id,
+            UserUpdate {
+                status,
+                roles,
+                grants: None,
+            },
+        )?),
         UserCommand::Delete { id } => {
             kms.delete_user(&op, &id)?;
             print_json(&json!({"deleted": true, "id": id}))
