@@ -833,6 +833,7 @@ fn saml_login_and_the_attacks_on_it() {
         "unsigned_assertion",
         "altered_name_id",
         "wrapped_signature",
+        "wrapped_signature_extensions",
         "expired",
         "wrong_audience",
         "wrong_in_response_to",
