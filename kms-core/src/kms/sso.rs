@@ -36,6 +36,8 @@ const MAX_RETURN_TO: usize = 2048;
 const KEY_SET_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Least time between two fetches of a key set for an unknown `kid`.
 const KEY_SET_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a provider's discovery document is used before it is fetched again (a day).
+pub(crate) const DISCOVERY_TTL_SECS: i64 = 24 * 3600;
 /// Random bytes of `state`, the browser binding, the nonce and the PKCE verifier.
 const RANDOM_BYTES: usize = 32;
 
@@ -926,6 +928,7 @@ impl Kms {
             Error::NotFound(format!("identity provider {} does not exist", shown(slug)))
         })?;
         let idp = self.login_idp(slug, idp.kind())?;
+        let idp = self.fresh_discovery(idp)?;
         let now = self.inner.clock.now();
         let state = self.random_text()?;
         let browser_binding = self.random_text()?;
@@ -975,6 +978,32 @@ impl Kms {
             location,
             browser_binding,
         })
+    }
+
+    /// The connection with its discovery document fetched again when it is older than
+    /// [`DISCOVERY_TTL_SECS`] (endpoints and key-set locations move). A failed fetch, or a
+    /// document that names another issuer, keeps the stored one: the provider's keys are
+    /// still checked at every login.
+    fn fresh_discovery(&self, mut idp: IdpRecord) -> Result<IdpRecord> {
+        let now = self.inner.clock.now();
+        let IdpProtocol::Oidc(o) = &mut idp.protocol else {
+            return Ok(idp);
+        };
+        if now < o.discovered_at.plus_secs(DISCOVERY_TTL_SECS) {
+            return Ok(idp);
+        }
+        let transport = Arc::clone(&self.sso_state()?.config.transport);
+        match oidc::discover(transport.as_ref(), &o.issuer) {
+            Ok(document) => {
+                o.discovery = document;
+                o.discovered_at = now;
+                self.inner.store.apply(&[Mutation::PutIdp(idp.clone())])?;
+            }
+            Err(e) => {
+                tracing::warn!(idp = %idp.id, error = %e, "the provider's discovery document could not be refreshed; the stored one is used");
+            }
+        }
+        Ok(idp)
     }
 
     /// Consumes the attempt named by `state` after checking it belongs to `idp`, is not
