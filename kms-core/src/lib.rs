@@ -49,8 +49,8 @@ pub use kms::{
     OidcCallback, SsoConfig, LOGIN_ATTEMPT_SECS,
 };
 pub use kms::{
-    AuditFilter, Caller, Kms, KmsBuilder, Me, RetentionReport, RoleView, SessionInfo,
-    SessionSettings, StartedSession, UserInfo, UserUpdate, Verification, VerifyCode,
+    AuditFilter, BulkUserRoles, Caller, Kms, KmsBuilder, Me, RetentionReport, RoleView,
+    SessionInfo, SessionSettings, StartedSession, UserInfo, UserUpdate, Verification, VerifyCode,
     VerifyResponse, SESSION_TOKEN_PREFIX,
 };
 pub use page::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};

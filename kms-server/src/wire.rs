@@ -951,6 +951,20 @@ pub struct BulkChangedView {
     pub ids: Vec<String>,
 }
 
+/// Body of `POST /v1/users/roles`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct BulkUserRolesBody {
+    /// 1 to 1,000 user ids.
+    pub ids: Vec<String>,
+    /// Roles to give (the caller must hold them).
+    #[serde(default)]
+    pub grant: Vec<String>,
+    /// Roles to withdraw (given roles only; mapped roles follow the provider).
+    #[serde(default)]
+    pub withdraw: Vec<String>,
+}
+
 /// Body of `POST /v1/permissions/bulk-delete`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(ToSchema))]

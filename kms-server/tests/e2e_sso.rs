@@ -506,6 +506,35 @@ fn openid_connect_login_sessions_and_the_attacks_on_it() {
         "{}",
         given.body
     );
+    // Roles on many users at once: all or nothing, one audit event.
+    let bulk = checked(
+        &schema,
+        &base,
+        "POST",
+        "/v1/users/roles",
+        "/v1/users/roles",
+        Some(&root),
+        Some(&json!({"ids": [user_id], "withdraw": ["support"]})),
+    );
+    assert_eq!(bulk.status, 200, "{}", bulk.body);
+    assert_eq!(bulk.json()["changed"], 1);
+    let refused = call(
+        &base,
+        "POST",
+        "/v1/users/roles",
+        Some(&root),
+        Some(&json!({"ids": [user_id, "usr_missing"], "grant": ["support"]})),
+    );
+    assert_eq!(refused.status, 404, "{}", refused.body);
+    let after = call(
+        &base,
+        "GET",
+        &format!("/v1/users/{user_id}"),
+        Some(&root),
+        None,
+    )
+    .json();
+    assert_eq!(after["given_roles"], json!([]), "nothing changed: {after}");
     // A conditional grant on the user: the session holds audit.read only from the EU.
     let cond = checked(
         &schema,

@@ -246,21 +246,7 @@ impl Kms {
     ) -> Result<crate::requests::BulkChanged> {
         let snap = self.snapshot()?;
         caller.require(&snap, "token.create")?;
-        let mut errs = FieldErrors::default();
-        let grant = validate_roles(&mut errs, "grant", &req.grant);
-        let withdraw = validate_roles(&mut errs, "withdraw", &req.withdraw);
-        for (field, list) in [("grant", &grant), ("withdraw", &withdraw)] {
-            for (i, r) in list.iter().enumerate() {
-                if !snap.policy().roles.contains_key(r) {
-                    errs.push(format!("{field}[{i}]"), format!("unknown role {r}"));
-                }
-            }
-        }
-        if grant.is_empty() && withdraw.is_empty() {
-            errs.push("grant", "give roles to grant or to withdraw");
-        }
-        errs.finish()?;
-        caller.require_superset(&snap, &snap.effective([], grant.iter()))?;
+        let (grant, withdraw) = role_change(caller, &snap, &req.grant, &req.withdraw)?;
         let targets = self.bulk_targets(caller, req.ids.as_deref(), req.filter.as_ref())?;
         let mut batch = Vec::new();
         let mut ids = Vec::new();
@@ -745,4 +731,30 @@ fn refuse_if_disabled(app: &Application) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The roles a bulk role change grants and withdraws, validated (each known, at least one
+/// given) and checked for escalation (the caller holds every role it grants).
+pub(crate) fn role_change(
+    caller: &Caller,
+    snap: &crate::policy::snapshot::PermissionSnapshot,
+    grant: &[String],
+    withdraw: &[String],
+) -> Result<(Vec<RoleName>, Vec<RoleName>)> {
+    let mut errs = FieldErrors::default();
+    let grant = validate_roles(&mut errs, "grant", grant);
+    let withdraw = validate_roles(&mut errs, "withdraw", withdraw);
+    for (field, list) in [("grant", &grant), ("withdraw", &withdraw)] {
+        for (i, r) in list.iter().enumerate() {
+            if !snap.policy().roles.contains_key(r) {
+                errs.push(format!("{field}[{i}]"), format!("unknown role {r}"));
+            }
+        }
+    }
+    if grant.is_empty() && withdraw.is_empty() {
+        errs.push("grant", "give roles to grant or to withdraw");
+    }
+    errs.finish()?;
+    caller.require_superset(snap, &snap.effective([], grant.iter()))?;
+    Ok((grant, withdraw))
 }

@@ -25,7 +25,8 @@ pub use audit_log::{AuditFilter, RetentionReport};
 pub use caller::Caller;
 pub use policy_ops::RoleView;
 pub use sessions::{
-    Me, SessionInfo, SessionSettings, StartedSession, UserInfo, UserUpdate, SESSION_TOKEN_PREFIX,
+    BulkUserRoles, Me, SessionInfo, SessionSettings, StartedSession, UserInfo, UserUpdate,
+    SESSION_TOKEN_PREFIX,
 };
 #[cfg(feature = "sso")]
 pub use sso::{

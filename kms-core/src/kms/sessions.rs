@@ -208,6 +208,20 @@ pub struct UserUpdate {
     pub grants: Option<Vec<crate::policy::GrantInput>>,
 }
 
+/// Roles given to or withdrawn from several users (`POST /v1/users/roles`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkUserRoles {
+    /// The users (1 to 1,000).
+    pub ids: Vec<String>,
+    /// Roles to give.
+    #[serde(default)]
+    pub grant: Vec<String>,
+    /// Roles to withdraw.
+    #[serde(default)]
+    pub withdraw: Vec<String>,
+}
+
 /// The caller's own user and session (`GET /v1/me`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Me {
@@ -514,6 +528,54 @@ impl Kms {
             }));
         self.commit(Some(caller), audit, batch)?;
         Ok(UserInfo::from_record(&user))
+    }
+
+    /// Gives or withdraws administrator-given roles on up to 1,000 users at once
+    /// (`user.write`), all or nothing, audited as one change (`user.bulk_roles`). The caller
+    /// must hold every role it grants; mapped roles are not touched.
+    pub fn change_user_roles(
+        &self,
+        caller: &Caller,
+        req: BulkUserRoles,
+    ) -> Result<crate::requests::BulkChanged> {
+        let snap = self.snapshot()?;
+        caller.require(&snap, "user.write")?;
+        if req.ids.is_empty() || req.ids.len() > super::api_keys::MAX_BULK {
+            return Err(Error::invalid(
+                "ids",
+                format!("must list from 1 to {} ids", super::api_keys::MAX_BULK),
+            ));
+        }
+        let (grant, withdraw) =
+            super::api_keys::role_change(caller, &snap, &req.grant, &req.withdraw)?;
+        let mut batch = Vec::new();
+        let mut ids = Vec::new();
+        for id in &req.ids {
+            let mut user = self.visible_user(caller, id)?;
+            let before = user.roles.clone();
+            user.roles.retain(|r| !withdraw.contains(r));
+            for r in &grant {
+                if !user.roles.contains(r) {
+                    user.roles.push(r.clone());
+                }
+            }
+            if user.roles != before && !ids.contains(&user.id) {
+                ids.push(user.id.clone());
+                batch.push(Mutation::PutUser(user));
+            }
+        }
+        if !batch.is_empty() {
+            let audit = Audit::success("user.bulk_roles", caller.app_id().to_owned())
+                .app(caller.app_id().to_owned())
+                .details(serde_json::json!({
+                    "count": ids.len(), "ids": ids, "grant": grant, "withdraw": withdraw,
+                }));
+            self.commit(Some(caller), audit, batch)?;
+        }
+        Ok(crate::requests::BulkChanged {
+            changed: ids.len(),
+            ids,
+        })
     }
 
     /// Deletes a user with their identities and sessions (`user.write`).

@@ -72,6 +72,7 @@ use crate::wire;
         routes::people::get_user,
         routes::people::update_user,
         routes::people::delete_user,
+        routes::people::change_user_roles,
         routes::people::list_user_sessions,
         routes::people::revoke_user_sessions,
         routes::people::revoke_session,

@@ -171,6 +171,7 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
                 .delete(people::delete_idp),
         )
         .route("/v1/apps/{app_id}/users", get(people::list_users))
+        .route("/v1/users/roles", post(people::change_user_roles))
         .route(
             "/v1/users/{id}",
             get(people::get_user)

@@ -29,6 +29,7 @@ pub(crate) const PEOPLE_OPERATIONS: &[(&str, &str)] = &[
     ("get", "/v1/users/{id}"),
     ("patch", "/v1/users/{id}"),
     ("delete", "/v1/users/{id}"),
+    ("post", "/v1/users/roles"),
     ("get", "/v1/users/{id}/sessions"),
     ("post", "/v1/users/{id}/sessions/revoke"),
     ("post", "/v1/sessions/{id}/revoke"),

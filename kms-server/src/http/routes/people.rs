@@ -463,6 +463,24 @@ pub async fn update_user(
     ))
 }
 
+/// `POST /v1/users/roles`: give and withdraw roles on many users, all or nothing.
+#[utoipa::path(post, path = "/v1/users/roles", tag = "users",
+    request_body = wire::BulkUserRolesBody,
+    responses(
+        (status = 200, description = "How many users changed, and which", body = wire::BulkChangedView),
+        (status = "4XX", description = "Nothing was changed", body = wire::ErrorBody),
+    ),
+    security(("bearer" = ["user.write"])))]
+pub async fn change_user_roles(
+    State(kms): State<Kms>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<kms_core::BulkUserRoles>,
+) -> Result<Json<kms_core::BulkChanged>, ApiError> {
+    Ok(Json(
+        blocking(move || kms.change_user_roles(&caller, req)).await?,
+    ))
+}
+
 /// `DELETE /v1/users/{id}`.
 #[utoipa::path(delete, path = "/v1/users/{id}", tag = "users",
     params(("id" = String, Path, description = "User id")),
