@@ -767,6 +767,73 @@ fn offline_access_sessions_are_rechecked_at_the_provider() {
     scan_for_secrets(dir.path(), &server.logs(), &[&token, CLIENT_SECRET]);
 }
 
+/// A fresh SAML session on a server started with `args`: (server, dir, root, token).
+fn saml_session(args: &[&str]) -> Option<(tempfile::TempDir, Server, String, String, SamlIdp)> {
+    let (dir, server, root, app_id) = setup_with(args);
+    let base = server.base.clone();
+    let idp = SamlIdp::start()?;
+    let created = call(
+        &base,
+        "POST",
+        &format!("/v1/apps/{app_id}/idps"),
+        Some(&root),
+        Some(&json!({"slug": "life", "kind": "saml", "idp_metadata_xml": idp.metadata_xml()})),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let metadata = call(&base, "GET", "/v1/sso/life/metadata", None, None);
+    idp.set_sp(&metadata.body);
+    let login_url = created.json()["login_url"].as_str().unwrap().to_owned();
+    let mut b = Browser::new();
+    let (page, _) = b.follow(&login_url, 5, &[]);
+    let (action, response, relay) = saml_form(&page.body).unwrap();
+    let done = b.post_form(
+        &action,
+        &[("SAMLResponse", &response), ("RelayState", &relay)],
+    );
+    assert_eq!(done.status, 200, "{}", done.body);
+    let token = done.json()["session_token"].as_str().unwrap().to_owned();
+    Some((dir, server, root, token, idp))
+}
+
+#[test]
+fn sessions_end_when_idle_and_at_their_lifetime() {
+    let pause = |ms| std::thread::sleep(std::time::Duration::from_millis(ms));
+    // Idle timeout 3 s: used every 1.2 s it lives on; left alone, it ends.
+    let Some((_dir, server, root, token, _idp)) = saml_session(&["--session-idle-timeout", "3s"])
+    else {
+        return;
+    };
+    for _ in 0..4 {
+        pause(1_200);
+        assert_eq!(
+            call(&server.base, "GET", "/v1/me", Some(&token), None).status,
+            200
+        );
+    }
+    pause(4_500);
+    assert_eq!(
+        call(&server.base, "GET", "/v1/me", Some(&token), None).status,
+        401
+    );
+    assert_eq!(status_of(&server.base, &root, &token)["code"], "EXPIRED");
+    // Lifetime 3 s: however much it is used.
+    let Some((_dir2, server2, root2, token2, _idp2)) = saml_session(&["--session-ttl", "3s"])
+    else {
+        return;
+    };
+    pause(1_500);
+    assert_eq!(
+        call(&server2.base, "GET", "/v1/me", Some(&token2), None).status,
+        200
+    );
+    pause(2_500);
+    assert_eq!(
+        call(&server2.base, "GET", "/v1/me", Some(&token2), None).status,
+        401
+    );
+    assert_eq!(status_of(&server2.base, &root2, &token2)["code"], "EXPIRED");
+}
+
 #[test]
 fn saml_login_and_the_attacks_on_it() {
     let (dir, server, root, app_id) = setup();
