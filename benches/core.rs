@@ -14,7 +14,8 @@
 //! - `verify_conditional`: cached verification of a key with conditional grants, beside a
 //!   plain key (issue 18).
 //! - `verify_session`: cached verification of a user's session beside a cached API key
-//!   holding the same scopes through the same role (issue 15).
+//!   holding the same scopes through the same role (issue 15); logins through single
+//!   sign-on are measured in `benches/sso.rs`.
 //! - `verify_cold`: verification with the cache disabled at OWASP argon2id parameters,
 //!   beside a bare argon2id verify of the same secret; `verify_cold_overhead`: the same
 //!   at the cheapest argon2id parameters, so the work around the hash is visible.
