@@ -2,7 +2,7 @@
 //! snapshot, casbin-rs (`Enforcer` and `CachedEnforcer`) and cedar-policy
 //! (`Authorizer::is_authorized`) on the *same* generated RBAC policy, plus the bare
 //! intern-and-lookup floor. Results are in `docs/PERFORMANCE.md` ("Permission check beside
-//! casbin-rs and cedar").
+//! casbin-rs and cedar"; the conditional groups in "Conditional checks beside cedar").
 //!
 //! ```text
 //! cargo bench -p kms-benches --features peers --bench peers -- --warm-up-time 1 --measurement-time 3
