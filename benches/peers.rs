@@ -2,10 +2,12 @@
 //! snapshot, casbin-rs (`Enforcer` and `CachedEnforcer`) and cedar-policy
 //! (`Authorizer::is_authorized`) on the *same* generated RBAC policy, plus the bare
 //! intern-and-lookup floor. Results are in `docs/PERFORMANCE.md` ("Permission check beside
-//! casbin-rs and cedar").
+//! casbin-rs and cedar"; the conditional groups in "Conditional checks beside cedar").
 //!
 //! ```text
 //! cargo bench -p kms-benches --features peers --bench peers -- --warm-up-time 1 --measurement-time 3
+//! # the conditional checks only (criterion's filter; every cell is still set up first):
+//! cargo bench -p kms-benches --features peers --bench peers -- conditional_peers --warm-up-time 1 --measurement-time 3
 //! ```
 //!
 //! Without the `peers` feature (as CI's `cargo clippy --all-targets` builds it) only kms and
@@ -29,6 +31,24 @@
 //!   == Action::"…", resource);` per grant and the chains as entity parents; the request
 //!   and entities are built before the loop.
 //! - `floor`: a `HashMap<Box<str>, u32>` lookup and a bit test.
+//!
+//! **Conditional checks** (groups `conditional_peers/g<grants>_d5`, issue 18): the same
+//! policy at depth 5 with *every* grant conditional, `context.region == "eu"` (kms: each
+//! role grants its permissions through its `grants`, none unconditionally; cedar: each
+//! `permit` has `when { context has region && context.region == "eu" }`, the translation
+//! of `benches/tests/cedar_differential.rs`, under which a missing key denies as in kms).
+//! Three requests, each decided alike by both engines before measuring: `allowed` (the
+//! allowed permission, region `eu`), `condition_false` (the same permission, region `us`:
+//! granted, but its condition fails) and `denied` (the denied permission, region `eu`).
+//!
+//! - `ours`: `Kms::verify_token_in_context(token, Some(query), None, context)` of a token
+//!   holding the user's role, answered from the verified-key cache (the cache must not miss
+//!   while measuring): kms's real in-process path, so it also pays what cedar does not
+//!   (token parse, keyed digest, cache lookup, the answer's scope list).
+//! - `ours_unconditioned`: the same call in a service with the same policy without
+//!   conditions (requests `allowed` and `denied`): the cost of the path without conditions.
+//! - `cedar`: `Authorizer::is_authorized` with the conditional policies; the request (its
+//!   context included) and the entities are built before the loop.
 
 use std::error::Error;
 use std::hint::black_box;
@@ -36,6 +56,7 @@ use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion};
 use kms_benches::{full_run, SetupResult};
+use kms_core::{PermissionQuery, VerifyCode};
 
 #[path = "common/rbac.rs"]
 mod rbac;
@@ -52,6 +73,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         for depth in [1, 5, 20] {
             cell(&mut c, g, depth)?;
         }
+    }
+    for &g in grants {
+        conditional_cell(&mut c, g)?;
     }
     c.final_summary();
     Ok(())
@@ -107,6 +131,115 @@ fn cell(c: &mut Criterion, grants: usize, depth: usize) -> SetupResult<()> {
     Ok(())
 }
 
+/// Depth of the role chains in the conditional cells.
+const CONDITIONAL_DEPTH: usize = 5;
+
+/// The condition on every grant of the conditional cells, in kms's language.
+const CONDITION: &str = "context.region == \"eu\"";
+
+/// A request of a conditional cell: its name, the permission asked, the region in the
+/// context, and the decision both engines must give.
+type ConditionalRequest<'a> = (&'static str, &'a str, &'static str, bool);
+
+/// The three requests of a conditional cell over `policy`.
+fn conditional_requests(policy: &Rbac) -> [ConditionalRequest<'_>; 3] {
+    [
+        ("allowed", &policy.allowed, "eu", true),
+        ("condition_false", &policy.allowed, "us", false),
+        ("denied", &policy.denied, "eu", false),
+    ]
+}
+
+/// A verification context `{"region": region}`.
+fn region(region: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut context = serde_json::Map::new();
+    context.insert("region".to_owned(), serde_json::Value::from(region));
+    context
+}
+
+/// kms (and, with the `peers` feature, cedar) on one policy size with every grant
+/// conditional.
+fn conditional_cell(c: &mut Criterion, grants: usize) -> SetupResult<()> {
+    let policy = Rbac::new(grants, CONDITIONAL_DEPTH)?;
+    let start = Instant::now();
+    let (conditional, token) = policy.service(Some(CONDITION))?;
+    let (plain, plain_token) = policy.service(None)?;
+    println!(
+        "set-up, conditional, {grants} grants, depth {CONDITIONAL_DEPTH}: two kms services {:.1?}",
+        start.elapsed()
+    );
+    let requests = conditional_requests(&policy);
+    let mut cases = Vec::with_capacity(requests.len());
+    for (what, permission, place, expected) in requests {
+        let query = PermissionQuery::parse(permission)?;
+        let context = region(place);
+        let answer = |kms: &kms_core::Kms, token: &str| -> SetupResult<bool> {
+            Ok(kms
+                .verify_token_in_context(token, Some(&query), None, &context)?
+                .code()
+                == VerifyCode::Valid)
+        };
+        if answer(&conditional, &token)? != expected {
+            return Err(format!(
+                "kms decided the conditional {what} request wrongly ({grants} grants)"
+            )
+            .into());
+        }
+        // Without conditions the region does not matter.
+        if what != "condition_false" && answer(&plain, &plain_token)? != expected {
+            return Err(format!(
+                "kms decided the unconditioned {what} request wrongly ({grants} grants)"
+            )
+            .into());
+        }
+        cases.push((what, query, context));
+    }
+    #[cfg(feature = "peers")]
+    let cedar = peers::ConditionalCedar::new(&policy, &requests)?;
+
+    let misses = (conditional.cache_stats().misses, plain.cache_stats().misses);
+    let mut group = c.benchmark_group(format!("conditional_peers/g{grants}_d{CONDITIONAL_DEPTH}"));
+    if grants >= 100_000 {
+        // cedar scans every policy: about a hundred milliseconds per call here.
+        group.sample_size(10);
+    }
+    for (i, (what, query, context)) in cases.iter().enumerate() {
+        group.bench_function(BenchmarkId::new("ours", what), |b| {
+            b.iter(|| {
+                conditional.verify_token_in_context(
+                    black_box(&token),
+                    Some(black_box(query)),
+                    None,
+                    black_box(context),
+                )
+            })
+        });
+        if *what != "condition_false" {
+            group.bench_function(BenchmarkId::new("ours_unconditioned", what), |b| {
+                b.iter(|| {
+                    plain.verify_token_in_context(
+                        black_box(&plain_token),
+                        Some(black_box(query)),
+                        None,
+                        black_box(context),
+                    )
+                })
+            });
+        }
+        #[cfg(feature = "peers")]
+        cedar.bench(&mut group, i);
+        #[cfg(not(feature = "peers"))]
+        let _ = i;
+    }
+    group.finish();
+    if (conditional.cache_stats().misses, plain.cache_stats().misses) != misses {
+        return Err(
+            "conditional_peers missed the verified-key cache: it measured the cold path".into(),
+        );
+    }
+    Ok(())
+}
+
 #[cfg(feature = "peers")]
 mod peers {
     //! casbin-rs and cedar-policy, built from the same [`Rbac`] policy.
@@ -130,6 +263,84 @@ mod peers {
     use parking_lot::RwLock;
 
     use crate::rbac::{Rbac, USER};
+    use crate::ConditionalRequest;
+
+    /// kms's `context.region == "eu"` in cedar, as the differential test translates it:
+    /// the key is checked first, so a missing one denies (as in kms) instead of erring.
+    const CEDAR_CONDITION: &str = "context has region && context.region == \"eu\"";
+
+    /// cedar with every grant conditional, and the requests of a conditional cell.
+    pub(crate) struct ConditionalCedar {
+        authorizer: Authorizer,
+        policies: PolicySet,
+        entities: Entities,
+        requests: Vec<(&'static str, Request)>,
+    }
+
+    impl ConditionalCedar {
+        /// Loads `policy` with [`CEDAR_CONDITION`] on every grant, and checks that cedar
+        /// decides each of `requests` as kms does.
+        pub(crate) fn new(policy: &Rbac, requests: &[ConditionalRequest<'_>]) -> SetupResult<Self> {
+            let start = Instant::now();
+            let (policies, entities) = cedar_load(policy, Some(CEDAR_CONDITION))?;
+            println!(
+                "set-up, conditional, {} grants, depth {}: cedar {:.1?}",
+                policy.grants,
+                policy.depth,
+                start.elapsed()
+            );
+            let authorizer = Authorizer::new();
+            let mut built = Vec::with_capacity(requests.len());
+            for &(what, permission, region, expected) in requests {
+                let context = Context::from_pairs([(
+                    "region".to_owned(),
+                    cedar_policy::RestrictedExpression::new_string(region.to_owned()),
+                )])?;
+                let request = Request::new(
+                    uid("User", USER)?,
+                    uid("Action", permission)?,
+                    uid("Resource", "any")?,
+                    context,
+                    None,
+                )?;
+                let allowed = authorizer
+                    .is_authorized(&request, &policies, &entities)
+                    .decision()
+                    == Decision::Allow;
+                if allowed != expected {
+                    return Err(format!(
+                        "cedar decided the conditional {what} request {allowed}, kms {expected} \
+                         ({} grants)",
+                        policy.grants
+                    )
+                    .into());
+                }
+                built.push((what, request));
+            }
+            Ok(ConditionalCedar {
+                authorizer,
+                policies,
+                entities,
+                requests: built,
+            })
+        }
+
+        /// Adds cedar's benchmark of request `i` to `group`.
+        pub(crate) fn bench(&self, group: &mut BenchmarkGroup<'_, WallTime>, i: usize) {
+            let Some((what, request)) = self.requests.get(i) else {
+                return;
+            };
+            group.bench_function(BenchmarkId::new("cedar", what), |b| {
+                b.iter(|| {
+                    self.authorizer.is_authorized(
+                        black_box(request),
+                        &self.policies,
+                        &self.entities,
+                    )
+                })
+            });
+        }
+    }
 
     /// casbin's RBAC model for the policy: a subject and a permission per request.
     const CASBIN_MODEL: &str = "
@@ -170,7 +381,7 @@ m = r.act == p.act && g(r.sub, p.sub)
             let casbin_setup = start.elapsed();
             let cached: CachedEnforcer = rt.block_on(casbin_load(policy))?;
             let start = Instant::now();
-            let (policies, entities) = cedar_load(policy)?;
+            let (policies, entities) = cedar_load(policy, None)?;
             println!(
                 "set-up, {} grants, depth {}: casbin Enforcer {:.1?}, cedar {:.1?}",
                 policy.grants,
@@ -303,13 +514,15 @@ m = r.act == p.act && g(r.sub, p.sub)
         ))
     }
 
-    /// One `permit` per grant; the user and the roles as entities, each role's parent
-    /// being the role it inherits (so `principal in Role::"held-l0"` holds for the user).
-    fn cedar_load(policy: &Rbac) -> SetupResult<(PolicySet, Entities)> {
+    /// One `permit` per grant, each with `when { <when> }` if given; the user and the roles
+    /// as entities, each role's parent being the role it inherits (so
+    /// `principal in Role::"held-l0"` holds for the user).
+    fn cedar_load(policy: &Rbac, when: Option<&str>) -> SetupResult<(PolicySet, Entities)> {
         let mut src = String::with_capacity(policy.grants * 80);
+        let when = when.map(|w| format!(" when {{ {w} }}")).unwrap_or_default();
         for (role, permission) in policy.grant_list() {
             src.push_str(&format!(
-                "permit(principal in Role::\"{role}\", action == Action::\"{permission}\", resource);\n"
+                "permit(principal in Role::\"{role}\", action == Action::\"{permission}\", resource){when};\n"
             ));
         }
         let policies = PolicySet::from_str(&src)?;

@@ -9,8 +9,12 @@ use std::sync::Arc;
 
 use kms_benches::{granted_scope, SetupResult};
 use kms_core::internal::{EffectiveSet, PermissionSnapshot};
-use kms_core::store::Policy;
-use kms_core::{Permission, Role, RoleName, Scope};
+use kms_core::store::{Mutation, Policy, Store};
+use kms_core::{
+    Condition, ConditionLimits, ConditionalGrant, GrantTarget, Kms, NewToken, Permission, Role,
+    RoleName, Scope,
+};
+use kms_store::MemoryStore;
 
 /// A role of an [`Rbac`] policy.
 #[derive(Debug)]
@@ -55,13 +59,6 @@ pub(crate) struct Rbac {
 }
 
 /// The one user of an [`Rbac`] policy.
-#[cfg_attr(
-    not(feature = "peers"),
-    allow(
-        dead_code,
-        reason = "only the peers, behind the `peers` feature, name the user"
-    )
-)]
 pub(crate) const USER: &str = "alice";
 
 impl Rbac {
@@ -161,6 +158,83 @@ impl Rbac {
         let top = RoleName::parse(&self.roles[self.user_role].name)?;
         let set = snapshot.effective(std::iter::empty(), std::iter::once(&top));
         Ok((snapshot, set, top))
+    }
+
+    /// The policy in a running service over a [`MemoryStore`], and a token holding the
+    /// user's role (the top of the `held` chain), verified once so that it is in the
+    /// verified-key cache (kept an hour, longer than any benchmark takes).
+    ///
+    /// With `when`, every grant is conditional: each role grants its permissions only
+    /// while `when` holds (the role's `grants`, none in `permissions`); without it, the
+    /// policy of [`kms`](Self::kms).
+    pub(crate) fn service(&self, when: Option<&str>) -> SetupResult<(Kms, String)> {
+        let store = Arc::new(MemoryStore::new());
+        let kms = Kms::builder(store.clone())
+            .hash_params(kms_core::dangerous::insecure_hash_params())
+            .cache_ttl(std::time::Duration::from_secs(3_600))
+            .build()?;
+        kms.initialize()?;
+        let condition = when
+            .map(|w| Condition::parse(w, &ConditionLimits::default()).map(Arc::new))
+            .transpose()?;
+        let mut batch = Vec::with_capacity(self.grants + self.roles.len());
+        for (_, permission) in self.grant_list() {
+            let scope = Scope::parse(permission)?;
+            batch.push(Mutation::InsertPermission(Permission {
+                scope,
+                description: String::new(),
+                implies: Vec::new(),
+            }));
+        }
+        for role in &self.roles {
+            let name = RoleName::parse(&role.name)?;
+            let inherits = match role.inherits {
+                Some(i) => vec![RoleName::parse(&self.roles[i].name)?],
+                None => Vec::new(),
+            };
+            let scopes = role
+                .grants
+                .iter()
+                .map(|s| Scope::parse(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (permissions, grants) = match &condition {
+                None => (scopes, Vec::new()),
+                Some(when) => (
+                    Vec::new(),
+                    scopes
+                        .into_iter()
+                        .map(|s| ConditionalGrant {
+                            target: GrantTarget::Scope(s),
+                            when: Arc::clone(when),
+                        })
+                        .collect(),
+                ),
+            };
+            batch.push(Mutation::PutRole(Role {
+                name,
+                description: String::new(),
+                permissions,
+                inherits,
+                grants,
+            }));
+        }
+        // One transaction; the service hears the change and compiles the policy once.
+        store.apply(&batch)?;
+        let token = kms
+            .create_token(
+                &kms.operator(),
+                kms_core::SYSTEM_APP_ID,
+                NewToken {
+                    name: USER.to_owned(),
+                    roles: vec![self.roles[self.user_role].name.clone()],
+                    ..NewToken::default()
+                },
+            )?
+            .token;
+        if kms.verify_token(&token, None, None)?.code() != kms_core::VerifyCode::Valid {
+            return Err("the service's token does not verify".into());
+        }
+        Ok((kms, token))
     }
 
     /// The "bare string-intern plus set lookup" floor over this policy: every granted

@@ -225,6 +225,153 @@ fn the_cli_creates_from_csv_and_json_and_revokes_many() {
     assert_eq!(out.json()["revoked"], 2);
 }
 
+/// Whether `text` carries progress output: carriage returns, terminal escapes, or the
+/// progress messages of the bulk commands.
+fn has_progress(text: &str) -> bool {
+    text.contains('\r')
+        || text.contains('\u{1b}')
+        || [
+            "kms: reading",
+            "kms: checking",
+            "kms: creating",
+            "kms: created",
+            "kms: revoking",
+            "kms: revoked",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+}
+
+/// Off a terminal (stderr a pipe, as in every script) the bulk commands show no progress,
+/// and stdout is the JSON answer alone, one line.
+#[test]
+fn the_bulk_cli_commands_show_no_progress_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    init(&db);
+    let list = dir.path().join("tokens.json");
+    std::fs::write(
+        &list,
+        r#"[{"name": "p-1"}, {"name": "p-2", "scopes": ["app.read"]}, {"name": "p-3"}]"#,
+    )
+    .unwrap();
+    let args = [
+        "token",
+        "create-many",
+        "--app",
+        "app_system",
+        "--file",
+        list.to_str().unwrap(),
+    ];
+    let out = common::run(&db, &args);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        !has_progress(&out.stderr),
+        "progress off a terminal: {:?}",
+        out.stderr
+    );
+    assert!(
+        !has_progress(&out.stdout),
+        "progress on stdout: {:?}",
+        out.stdout
+    );
+    assert_eq!(out.stdout.lines().count(), 1, "{:?}", out.stdout);
+    assert!(out.stdout.ends_with('\n'));
+    let created = out.json();
+    let ids: Vec<&str> = created["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{created}");
+    let out = common::run(&db, &["token", "revoke-many", "--ids", &ids.join(",")]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        !has_progress(&out.stderr),
+        "progress off a terminal: {:?}",
+        out.stderr
+    );
+    assert_eq!(out.stdout.lines().count(), 1, "{:?}", out.stdout);
+    assert_eq!(out.json()["revoked"], 3);
+}
+
+/// On a terminal (stderr a pseudo-terminal, through `script`) the bulk commands draw their
+/// progress on stderr, and stdout (here a file) still gets the JSON answer alone.
+#[test]
+fn on_a_terminal_the_bulk_cli_commands_show_progress_on_stderr_only() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        common::cannot_run("`script` (util-linux) gives the command a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    init(&db);
+    let list = dir.path().join("tokens.csv");
+    std::fs::write(&list, "name,scopes,roles\nt-1,app.read,\nt-2,,\n").unwrap();
+    let quote =
+        |p: &std::path::Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    let run_on_terminal = |command: String, answer: &std::path::Path| {
+        let mut cmd = std::process::Command::new("script");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KMS_") || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd
+            .env("KMS_INSECURE_FAST_HASH", "1")
+            .env("TERM", "xterm")
+            .args(["-q", "-e", "-c"])
+            .arg(format!("{command} > {}", quote(answer)))
+            .arg("/dev/null")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{screen}");
+        let answer = std::fs::read_to_string(answer).unwrap();
+        (screen, answer)
+    };
+    let bin = quote(std::path::Path::new(common::kms_bin()));
+    let answer_file = dir.path().join("created.json");
+    let (screen, answer) = run_on_terminal(
+        format!(
+            "{bin} token create-many --app app_system --file {} --db {}",
+            quote(&list),
+            quote(&db)
+        ),
+        &answer_file,
+    );
+    assert!(screen.contains("kms: created 2 tokens"), "{screen:?}");
+    assert!(!has_progress(&answer), "progress on stdout: {answer:?}");
+    assert_eq!(answer.lines().count(), 1, "{answer:?}");
+    let created: Value = serde_json::from_str(answer.trim()).unwrap();
+    let ids: Vec<&str> = created["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{created}");
+    let answer_file = dir.path().join("revoked.json");
+    let (screen, answer) = run_on_terminal(
+        format!(
+            "{bin} token revoke-many --ids {} --db {}",
+            ids.join(","),
+            quote(&db)
+        ),
+        &answer_file,
+    );
+    assert!(screen.contains("kms: revoked 2 tokens"), "{screen:?}");
+    assert!(!has_progress(&answer), "progress on stdout: {answer:?}");
+    let revoked: Value = serde_json::from_str(answer.trim()).unwrap();
+    assert_eq!(revoked["revoked"], 2, "{revoked}");
+}
+
 /// Roles granted and withdrawn on many tokens, and permissions deleted together, each all
 /// or nothing and one audit event.
 #[test]

@@ -372,6 +372,174 @@ fn decisions_are_logged_without_secrets_or_context_values() {
     assert_eq!(decisions[1]["fields"]["code"], "INSUFFICIENT_PERMISSIONS");
 }
 
+/// Reads the JSON lines of `path` until there are `n` of them (or 5 s have passed).
+fn file_lines(path: &std::path::Path, n: usize) -> (String, Vec<Value>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+            .collect();
+        if lines.len() >= n || std::time::Instant::now() > deadline {
+            return (text, lines);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `--decision-log-file`: the decisions go to that file, one JSON object per line with the
+/// log line's fields, instead of the structured log; the file is created with mode 0600
+/// and appended to by a later start; context values only with `--decision-log-values`;
+/// never the token.
+#[test]
+fn decisions_are_appended_to_a_file_as_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let file = dir.path().join("decisions.jsonl");
+    let (root, _) = init(&db);
+    let path = file.to_str().unwrap();
+    let mut server = Server::start_with(
+        &db,
+        &["--decision-log-file", path, "--log-format", "json"],
+        &[],
+    );
+    let base = server.base.clone();
+    let app = call(
+        &base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some(&json!({"name": "d"})),
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = call(
+        &base,
+        "POST",
+        &format!("/v1/apps/{app}/tokens"),
+        Some(&root),
+        Some(
+            &json!({"name": "t", "grants": [{"scope": "app.read", "when": "context.region == \"eu-secret-value\""}]}),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    for (region, code) in [
+        ("eu-secret-value", "VALID"),
+        ("elsewhere", "INSUFFICIENT_PERMISSIONS"),
+    ] {
+        let v = verify(
+            &base,
+            &root,
+            json!({"token": token, "permissions": "app.read",
+                "context": {"region": region, "tenant": "acme-secret"}}),
+        );
+        assert_eq!(v["code"], code, "{v}");
+    }
+    let (text, lines) = file_lines(&file, 2);
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        !text.contains(&token),
+        "the token is in the decision log file"
+    );
+    assert!(
+        !text.contains("eu-secret-value") && !text.contains("acme-secret"),
+        "a context value is in the decision log file: {text}"
+    );
+    let first = &lines[0];
+    assert_eq!(first["query"], "app.read", "{first}");
+    assert_eq!(first["context_keys"], "region,tenant", "{first}");
+    assert_eq!(first["context"], "", "{first}");
+    assert_eq!(first["decision"], "allow");
+    assert_eq!(first["code"], "VALID");
+    assert_eq!(first["app_id"], app.as_str());
+    assert_eq!(first["caller_app"], "app_system");
+    assert!(
+        first["token_id"].as_str().unwrap().starts_with("tok_"),
+        "{first}"
+    );
+    assert!(
+        first["timestamp"].as_str().unwrap().ends_with('Z'),
+        "{first}"
+    );
+    assert_eq!(lines[1]["decision"], "deny");
+    assert_eq!(lines[1]["code"], "INSUFFICIENT_PERMISSIONS");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the file was created with mode {mode:o}"
+        );
+    }
+    // The file instead of the structured log, not both.
+    let logs = server.logs();
+    assert!(!logs.contains("kms::decision"), "{logs}");
+    assert!(!logs.contains(&token), "the token is in the logs");
+    server.stop();
+
+    // A second start appends; with --decision-log-values the values are there too.
+    let server = Server::start_with(
+        &db,
+        &["--decision-log-file", path, "--decision-log-values", "true"],
+        &[],
+    );
+    verify(
+        &server.base,
+        &root,
+        json!({"token": token, "permissions": "app.read", "context": {"region": "eu-secret-value"}}),
+    );
+    let (text, lines) = file_lines(&file, 3);
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], *first, "the earlier records are kept");
+    let context: Value = serde_json::from_str(lines[2]["context"].as_str().unwrap()).unwrap();
+    assert_eq!(context, json!({"region": "eu-secret-value"}));
+    assert!(
+        !text.contains(&token),
+        "the token is in the decision log file"
+    );
+}
+
+/// A decision log file that cannot be opened stops the start, naming the setting.
+#[test]
+fn an_unwritable_decision_log_file_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    init(&db);
+    let missing = dir.path().join("no/such/dir/decisions.jsonl");
+    let mut child = common::kms()
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .arg("--decision-log-file")
+        .arg(&missing)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kms serve started with a decision log file it cannot open");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("decision_log_file"), "{stderr}");
+    assert!(!missing.exists());
+}
+
 /// A role's own conditional grants (`grants` on role creation): they hold for every token
 /// with the role, through inheritance, and through a conditional grant of the role (both
 /// conditions must hold); the views show them.

@@ -209,9 +209,6 @@ pub fn open_kms_with(
                 )),
                 public_url: serve.public_url_or_default(),
             });
-        if let Some(decisions) = serve.decision_log {
-            crate::ops::decision_log::install(decisions);
-        }
     }
     let from = match &config.master_key {
         MasterKeySource::Env(_) => "KMS_MASTER_KEY".to_owned(),

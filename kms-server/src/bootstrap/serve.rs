@@ -18,6 +18,9 @@ use crate::ops::alerts::{self, RetryPolicy};
 use crate::ops::maintenance::Maintenance;
 use crate::ops::metrics::Metrics;
 
+/// Longest the server waits at shutdown for queued decision records to reach their file.
+const DECISION_LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves the API on the database of `config` with the settings of `serve_config` until
 /// SIGINT or SIGTERM; an empty database is initialised first (its root token printed once
 /// on stderr).
@@ -29,6 +32,12 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         .map(crate::http::tls::server_config)
         .transpose()
         .map_err(StartError::new)?;
+    // The decision log file is opened (and created) before the database is touched.
+    if let Some(settings) = &serve_config.decision_log {
+        crate::ops::decision_log::install(
+            crate::ops::decision_log::DecisionLog::open(settings).map_err(StartError::new)?,
+        );
+    }
     // Bound first, so the public URL's default can name the port actually bound.
     let bound = std::net::TcpListener::bind(serve_config.listen).map_err(|e| {
         StartError::new(format!(
@@ -152,6 +161,9 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         }
         upkeep.abort();
         watcher.abort();
+        if !crate::ops::decision_log::flush(DECISION_LOG_FLUSH) {
+            tracing::warn!("decision records queued at shutdown may not all be in the file");
+        }
         tracing::info!("kms stopped");
         Ok(())
     })

@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cli::exit;
 use crate::config::settings::{
-    CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH, DECISION_LOG, DECISION_LOG_SAMPLE,
-    DECISION_LOG_VALUES, OTLP_ENDPOINT, TRACE_SAMPLE_RATIO,
+    CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH, DECISION_LOG, DECISION_LOG_FILE,
+    DECISION_LOG_SAMPLE, DECISION_LOG_VALUES, OTLP_ENDPOINT, TRACE_SAMPLE_RATIO,
 };
 
 use crate::config::settings::{
@@ -249,6 +249,9 @@ pub struct ServeArgs {
     /// The decision log values switch (setting `decision_log_values`; see [`crate::config`]).
     #[arg(long = DECISION_LOG_VALUES.long(), help = DECISION_LOG_VALUES.help_text(), value_name = "BOOL")]
     pub decision_log_values: Option<String>,
+    /// The decision log file (setting `decision_log_file`; see [`crate::config`]).
+    #[arg(long = DECISION_LOG_FILE.long(), help = DECISION_LOG_FILE.help_text(), value_name = "PATH")]
+    pub decision_log_file: Option<String>,
     /// The condition length limit (setting `condition_max_length`; see [`crate::config`]).
     #[arg(long = CONDITION_MAX_LENGTH.long(), help = CONDITION_MAX_LENGTH.help_text(), value_name = "BYTES")]
     pub condition_max_length: Option<String>,
@@ -627,6 +630,7 @@ impl Cli {
             put(DECISION_LOG, &s.decision_log);
             put(DECISION_LOG_SAMPLE, &s.decision_log_sample);
             put(DECISION_LOG_VALUES, &s.decision_log_values);
+            put(DECISION_LOG_FILE, &s.decision_log_file);
             put(CONDITION_MAX_LENGTH, &s.condition_max_length);
             put(CONDITION_MAX_DEPTH, &s.condition_max_depth);
             put(PUBLIC_URL, &s.public_url);

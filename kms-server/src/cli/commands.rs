@@ -16,6 +16,7 @@ use crate::cli::args::{
     AppCommand, AuditCommand, Cli, Command, DbCommand, KeysCommand, MigrateCommand, PageArgs,
     PermissionCommand, RoleCommand, TokenCommand, TokenCreateArgs, VerifyArgs,
 };
+use crate::cli::progress::Progress;
 use crate::cli::{exit, maintenance};
 use crate::config::{Config, MasterKeySource, ServeConfig, Sources};
 
@@ -496,10 +497,18 @@ fn token(kms: &Kms, cmd: TokenCommand) -> Result<(), CommandError> {
             print_json(&json!({"deleted": true, "id": id}))
         }
         TokenCommand::CreateMany { app, file } => {
-            let reqs = read_token_list(&file)?;
-            print_json(&json!({"items": kms.create_tokens(&op, &app, reqs)?}))
+            let progress = Progress::on_terminal();
+            let reqs = read_token_list(&file, &progress)?;
+            let n = reqs.len();
+            progress.step(format!(
+                "kms: creating {n} tokens (one all-or-nothing batch)"
+            ));
+            let items = kms.create_tokens(&op, &app, reqs)?;
+            progress.done(&format!("kms: created {} tokens", items.len()));
+            print_json(&json!({"items": items}))
         }
         TokenCommand::RevokeMany { ids, filter } => {
+            let progress = Progress::on_terminal();
             let filter = filter
                 .map(|text| {
                     serde_json::from_str::<kms_core::TokenFilter>(&text).map_err(|e| {
@@ -507,18 +516,29 @@ fn token(kms: &Kms, cmd: TokenCommand) -> Result<(), CommandError> {
                     })
                 })
                 .transpose()?;
+            progress.step(match &filter {
+                Some(_) => "kms: revoking the tokens the filter matches (one all-or-nothing batch)"
+                    .to_owned(),
+                None => format!(
+                    "kms: revoking {} tokens (one all-or-nothing batch)",
+                    ids.len()
+                ),
+            });
             let req = kms_core::BulkRevoke {
                 ids: (!ids.is_empty()).then_some(ids),
                 filter,
             };
-            print_json(&kms.revoke_tokens(&op, req)?)
+            let revoked = kms.revoke_tokens(&op, req)?;
+            progress.done(&format!("kms: revoked {} tokens", revoked.revoked));
+            print_json(&revoked)
         }
     }
 }
 
 /// The token bodies of `kms token create-many`: a JSON list, or CSV with the header
-/// `name,scopes,roles` (lists separated by spaces).
-fn read_token_list(file: &std::path::Path) -> Result<Vec<NewToken>, CommandError> {
+/// `name,scopes,roles` (lists separated by spaces); each entry checked under `progress`.
+fn read_token_list(file: &Path, progress: &Progress) -> Result<Vec<NewToken>, CommandError> {
+    progress.step(format!("kms: reading {}", file.display()));
     let text = if file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -545,7 +565,10 @@ fn read_token_list(file: &std::path::Path) -> Result<Vec<NewToken>, CommandError
                 "a CSV token list starts with the header name,scopes,roles",
             ));
         }
-        return lines
+        let rows: Vec<&str> = lines.collect();
+        progress.items("kms: checking the CSV rows", rows.len());
+        return rows
+            .into_iter()
             .enumerate()
             .map(|(i, line)| {
                 let cells: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -556,18 +579,34 @@ fn read_token_list(file: &std::path::Path) -> Result<Vec<NewToken>, CommandError
                     )));
                 };
                 let list = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
-                serde_json::from_value(
+                let body = serde_json::from_value(
                     json!({"name": name, "scopes": list(scopes), "roles": list(roles)}),
                 )
-                .map_err(|e| CommandError::new(format!("line {}: {e}", i + 2)))
+                .map_err(|e| CommandError::new(format!("line {}: {e}", i + 2)))?;
+                progress.inc();
+                Ok(body)
             })
             .collect();
     }
-    serde_json::from_str(&text).map_err(|e| {
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| {
         CommandError::new(format!(
             "the token list must be a JSON list of token bodies: {e}"
         ))
-    })
+    })?;
+    progress.items("kms: checking the token bodies", entries.len());
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let body = serde_json::from_value(entry).map_err(|e| {
+                CommandError::new(format!(
+                    "the token list must be a JSON list of token bodies: tokens[{i}]: {e}"
+                ))
+            })?;
+            progress.inc();
+            Ok(body)
+        })
+        .collect()
 }
 
 fn verify(kms: &Kms, args: VerifyArgs) -> Result<ExitCode, CommandError> {

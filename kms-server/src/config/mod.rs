@@ -648,4 +648,49 @@ mod tests {
             assert!(ServeConfig::resolve(&s).is_err(), "{key} = {value:?}");
         }
     }
+
+    #[test]
+    fn a_decision_log_file_turns_the_decision_log_on_unless_it_is_switched_off() {
+        let resolve =
+            |env: &[(&str, &str)]| ServeConfig::resolve(&sources(&[], env, None).unwrap());
+        assert_eq!(resolve(&[]).unwrap().decision_log, None);
+        let on = resolve(&[("KMS_DECISION_LOG", "true")])
+            .unwrap()
+            .decision_log
+            .unwrap();
+        assert_eq!(on.file, None, "to the structured log");
+        let file = resolve(&[
+            ("KMS_DECISION_LOG_FILE", "/var/log/kms/decisions.jsonl"),
+            ("KMS_DECISION_LOG_VALUES", "true"),
+        ])
+        .unwrap()
+        .decision_log
+        .unwrap();
+        assert_eq!(
+            file.file,
+            Some(PathBuf::from("/var/log/kms/decisions.jsonl"))
+        );
+        assert!(file.with_values);
+        assert_eq!(file.sample_per_million, 1_000_000);
+        let both = resolve(&[
+            ("KMS_DECISION_LOG", "true"),
+            ("KMS_DECISION_LOG_FILE", "d.jsonl"),
+        ])
+        .unwrap();
+        assert_eq!(
+            both.decision_log.unwrap().file,
+            Some(PathBuf::from("d.jsonl"))
+        );
+        let err = resolve(&[
+            ("KMS_DECISION_LOG", "false"),
+            ("KMS_DECISION_LOG_FILE", "d.jsonl"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("decision_log_file is set"), "{err}");
+        let err = resolve(&[("KMS_DECISION_LOG_FILE", "")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KMS_DECISION_LOG_FILE"), "{err}");
+    }
 }

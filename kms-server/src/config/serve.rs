@@ -16,9 +16,9 @@ use super::settings::{
     REDIS_TIMEOUT, REQUEST_TIMEOUT, SHUTDOWN_TIMEOUT, TLS_CERT, TLS_KEY, TRUSTED_PROXIES,
 };
 use super::settings::{
-    CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH, DECISION_LOG, DECISION_LOG_SAMPLE,
-    DECISION_LOG_VALUES, OTLP_ENDPOINT, PUBLIC_URL, SESSION_IDLE_TIMEOUT, SESSION_TTL,
-    SSO_REVALIDATE, TRACE_SAMPLE_RATIO,
+    CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH, DECISION_LOG, DECISION_LOG_FILE,
+    DECISION_LOG_SAMPLE, DECISION_LOG_VALUES, OTLP_ENDPOINT, PUBLIC_URL, SESSION_IDLE_TIMEOUT,
+    SESSION_TTL, SSO_REVALIDATE, TRACE_SAMPLE_RATIO,
 };
 use super::{ConfigError, Secret, Sources};
 use crate::http::connections::ConnectionLimits;
@@ -249,15 +249,29 @@ impl ServeConfig {
 /// The default of `redis_timeout`.
 pub(super) const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// The decision log: on with `decision_log`, or with a `decision_log_file` alone (a file
+/// beside an explicit `decision_log = false` is a contradiction, refused).
 fn resolve_decision_log(
     sources: &Sources,
 ) -> Result<Option<crate::ops::decision_log::DecisionLogSettings>, ConfigError> {
-    if !sources.get(DECISION_LOG, super::parse::parse_bool, false)? {
+    let file = sources.get(DECISION_LOG_FILE, |v| parse_path(v).map(Some), None)?;
+    let on = match sources.raw(DECISION_LOG) {
+        None => file.is_some(),
+        Some(_) => sources.get(DECISION_LOG, super::parse::parse_bool, false)?,
+    };
+    if !on {
+        if file.is_some() {
+            return Err(ConfigError(format!(
+                "{} is set but the decision log is switched off ({} is false); drop one of them",
+                DECISION_LOG_FILE.key, DECISION_LOG.key
+            )));
+        }
         return Ok(None);
     }
     Ok(Some(crate::ops::decision_log::DecisionLogSettings {
         sample_per_million: sources.get(DECISION_LOG_SAMPLE, parse_ratio, 1_000_000)?,
         with_values: sources.get(DECISION_LOG_VALUES, super::parse::parse_bool, false)?,
+        file,
     }))
 }
 

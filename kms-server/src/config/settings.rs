@@ -590,7 +590,7 @@ pub(crate) const DECISION_LOG: Setting = Setting {
     in_file: true,
     default: Shown::Value("false"),
     what: "decision log switch",
-    help: "Log a line per verification decision (target kms::decision): token id, application, query, context names, decision and code; never a secret",
+    help: "Log a record per verification decision (a line with target kms::decision, or to decision_log_file): token id, application, query, context names, decision and code; never a secret",
 };
 
 pub(crate) const DECISION_LOG_SAMPLE: Setting = Setting {
@@ -611,6 +611,16 @@ pub(crate) const DECISION_LOG_VALUES: Setting = Setting {
     default: Shown::Value("false"),
     what: "decision log values switch",
     help: "Also log the values of the verification context (only their names otherwise)",
+};
+
+pub(crate) const DECISION_LOG_FILE: Setting = Setting {
+    key: "decision_log_file",
+    flag: Some("decision-log-file"),
+    env: "KMS_DECISION_LOG_FILE",
+    in_file: true,
+    default: Shown::Unset("none (decisions go to the structured log)"),
+    what: "decision log file",
+    help: "Append each decision as one JSON object per line to this file (created with mode 0600 when missing) instead of the structured log; setting it turns the decision log on",
 };
 
 pub(crate) const CONDITION_MAX_LENGTH: Setting = Setting {
@@ -634,7 +644,7 @@ pub(crate) const CONDITION_MAX_DEPTH: Setting = Setting {
 };
 
 /// Every setting, in the order they are documented.
-pub(crate) const ALL: [Setting; 52] = [
+pub(crate) const ALL: [Setting; 53] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -681,6 +691,7 @@ pub(crate) const ALL: [Setting; 52] = [
     DECISION_LOG,
     DECISION_LOG_SAMPLE,
     DECISION_LOG_VALUES,
+    DECISION_LOG_FILE,
     CONDITION_MAX_LENGTH,
     CONDITION_MAX_DEPTH,
     PUBLIC_URL,
