@@ -151,6 +151,8 @@ fn bad_connections_and_redirects_are_refused_and_change_nothing() {
         "/\\evil",
         "relative",
         "/a\nb",
+        "/caf\u{e9}",
+        "/a b",
     ] {
         let e = kms.sso_login("corp", Some(evil)).unwrap_err();
         assert_eq!(e.code(), kms_core::ErrorCode::InvalidRequest, "{evil:?}");

@@ -312,7 +312,7 @@ fn failure_reason(e: &Error) -> String {
 }
 
 /// Checks a `return_to`: a relative path on this server (`/...`, never `//host` or
-/// `/\host`, no control characters).
+/// `/\host`), in visible ASCII (percent-encode anything else), as it goes into `Location`.
 pub fn validate_return_to(return_to: &str) -> Result<()> {
     let bad = || {
         Err(Error::invalid(
@@ -324,7 +324,9 @@ pub fn validate_return_to(return_to: &str) -> Result<()> {
         || !return_to.starts_with('/')
         || return_to.starts_with("//")
         || return_to.starts_with("/\\")
-        || return_to.chars().any(|c| c.is_control() || c == '\\')
+        || !return_to
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'\\')
     {
         return bad();
     }
