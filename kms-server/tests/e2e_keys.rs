@@ -473,3 +473,82 @@ fn pyjwt_validates_access_tokens_with_only_the_jwks() {
     );
     assert!(stdout.contains("interop ok"), "{stdout}");
 }
+
+/// The master key from a command (a secret manager's CLI): `kms init` and `kms keys` use
+/// it, no key file is created, the key opens what it sealed on the next start, and a
+/// failing command stops the start with its own message, never its output.
+#[test]
+fn the_master_key_comes_from_a_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let key = random_master_key();
+    let key_file = dir.path().join("vault-secret");
+    std::fs::write(&key_file, &key).unwrap();
+    let command = format!("cat {}", key_file.display());
+    let env = [("KMS_MASTER_KEY_COMMAND", command.as_str())];
+    let out = run_env(&db, &["init"], &env);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        !dir.path().join("kms.db.key").exists(),
+        "no key file beside the database"
+    );
+    let rotated = run_env(&db, &["keys", "rotate"], &env);
+    assert!(rotated.status.success(), "{}", rotated.stderr);
+    let keys = keys_list(&db, &env);
+    assert!(keys.iter().any(|k| k["state"] == "active"), "{keys:?}");
+    // The same key from the flag works too; a different key cannot open the sealed keys.
+    let flag = run_env(
+        &db,
+        &["keys", "list", "--master-key-command", &command],
+        &[],
+    );
+    assert!(flag.status.success(), "{}", flag.stderr);
+    let other = format!("printf %s {}", random_master_key());
+    let wrong = run_env(
+        &db,
+        &["keys", "rotate"],
+        &[("KMS_MASTER_KEY_COMMAND", &other)],
+    );
+    assert!(!wrong.status.success());
+    // Failures say what went wrong, with the command's stderr line but never its stdout.
+    let failing = "echo leaked-output; echo vault: permission denied >&2; exit 3";
+    let out = run_env(
+        &db,
+        &["keys", "rotate"],
+        &[("KMS_MASTER_KEY_COMMAND", failing)],
+    );
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("the master-key command failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("vault: permission denied"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("leaked-output"), "{}", out.stderr);
+    let garbage = run_env(
+        &db,
+        &["keys", "rotate"],
+        &[("KMS_MASTER_KEY_COMMAND", "echo not-a-key")],
+    );
+    assert!(
+        garbage.stderr.contains("printed no base64 key"),
+        "{}",
+        garbage.stderr
+    );
+    assert!(!garbage.stderr.contains("not-a-key"), "{}", garbage.stderr);
+    // Given twice: refused before anything runs.
+    let twice = run_env(
+        &db,
+        &["keys", "list"],
+        &[
+            ("KMS_MASTER_KEY_COMMAND", command.as_str()),
+            ("KMS_MASTER_KEY", key.as_str()),
+        ],
+    );
+    assert!(!twice.status.success());
+    assert!(twice.stderr.contains("given twice"), "{}", twice.stderr);
+}

@@ -41,6 +41,9 @@ fn master_key(
                     StartError::new("KMS_MASTER_KEY is not the base64 encoding of 32 bytes")
                 });
         }
+        MasterKeySource::Command(command) => {
+            return key_from_command(command.expose(), MASTER_KEY_COMMAND_TIMEOUT).map(Some);
+        }
         MasterKeySource::File(path) => path,
     };
     match std::fs::read_to_string(path) {
@@ -138,6 +141,76 @@ pub fn open_kms(
     open_kms_with(config, None, metrics, key_file, alerts)
 }
 
+/// Longest the master-key command may run.
+const MASTER_KEY_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs the master-key command (`sh -c`) and reads the base64 key from its standard
+/// output, waiting at most `timeout`. Errors say what went wrong without the output (it
+/// may be the key) and with at most one clipped line of its standard error.
+pub(crate) fn key_from_command(
+    command: &str,
+    timeout: std::time::Duration,
+) -> Result<MasterKey, StartError> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| StartError::new(format!("the master-key command could not be run: {e}")))?;
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(StartError::new(format!(
+                    "the master-key command did not finish within {} s",
+                    timeout.as_secs()
+                )));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => {
+                return Err(StartError::new(format!(
+                    "waiting for the master-key command failed: {e}"
+                )))
+            }
+        }
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.by_ref().take(64 * 1024).read_to_string(&mut out);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.by_ref().take(64 * 1024).read_to_string(&mut err);
+    }
+    if !status.success() {
+        let line: String = err
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        return Err(StartError::new(format!(
+            "the master-key command failed ({status}){}",
+            if line.is_empty() {
+                String::new()
+            } else {
+                format!(": {line}")
+            }
+        )));
+    }
+    MasterKey::from_base64(out.trim())
+        .map_err(|_| StartError::new("the master-key command printed no base64 key of 32 bytes"))
+}
+
 /// Longest one request to an identity provider may take.
 const SSO_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -213,6 +286,7 @@ pub fn open_kms_with(
     let from = match &config.master_key {
         MasterKeySource::Env(_) => "KMS_MASTER_KEY".to_owned(),
         MasterKeySource::File(path) => format!("the file {}", path.display()),
+        MasterKeySource::Command(_) => "the master-key command".to_owned(),
     };
     let has_master = master.is_some();
     if let Some(key) = master {
@@ -226,4 +300,30 @@ pub fn open_kms_with(
         )),
         other => StartError::from(other),
     })
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+mod tests {
+    use std::time::Duration;
+
+    use super::key_from_command;
+
+    #[test]
+    fn a_slow_master_key_command_is_stopped_at_its_limit() {
+        let err = key_from_command("sleep 5", Duration::from_millis(300)).unwrap_err();
+        assert!(err.to_string().contains("did not finish"), "{err}");
+    }
+
+    #[test]
+    fn the_key_is_read_from_standard_output() {
+        let key = "a21zLXRlc3QtbWFzdGVyLWtleS0zMi1ieXRlcy0hISE=";
+        let got = key_from_command(&format!("printf '%s\\n' {key}"), Duration::from_secs(5));
+        assert_eq!(got.unwrap().to_base64(), key);
+    }
 }

@@ -18,9 +18,9 @@ use crate::config::settings::{
     BODY_LIMIT, CACHE_CAPACITY, CACHE_TTL, DB, DB_CONNECT_TIMEOUT, DB_POOL_SIZE, DB_REPLICA,
     DB_STATEMENT_TIMEOUT, DENY_NETWORKS, EXPIRED_TOKEN_RETENTION, HEADER_READ_TIMEOUT,
     INSECURE_FAST_HASH, JWT_AUDIENCE, JWT_ISSUER, JWT_LEEWAY, KEY_ROTATION_INTERVAL, LISTEN,
-    LOCKOUT_DURATION, LOCKOUT_THRESHOLD, LOCKOUT_WINDOW, LOG_FORMAT, LOG_LEVEL, MASTER_KEY_FILE,
-    MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, PUBLIC_URL, RATE_LIMIT_BURST, RATE_LIMIT_PER_IP,
-    REDIS, REDIS_TIMEOUT, REFRESH_OVERLAP, REFRESH_TOKEN_TTL, REQUEST_TIMEOUT,
+    LOCKOUT_DURATION, LOCKOUT_THRESHOLD, LOCKOUT_WINDOW, LOG_FORMAT, LOG_LEVEL, MASTER_KEY_COMMAND,
+    MASTER_KEY_FILE, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, PUBLIC_URL, RATE_LIMIT_BURST,
+    RATE_LIMIT_PER_IP, REDIS, REDIS_TIMEOUT, REFRESH_OVERLAP, REFRESH_TOKEN_TTL, REQUEST_TIMEOUT,
     SESSION_IDLE_TIMEOUT, SESSION_TTL, SHUTDOWN_TIMEOUT, SSO_REVALIDATE, TLS_CERT, TLS_KEY,
     TRUSTED_PROXIES,
 };
@@ -67,6 +67,9 @@ pub struct GlobalArgs {
     /// The master key file (setting `master_key_file`; see [`crate::config`]).
     #[arg(long = MASTER_KEY_FILE.long(), help = MASTER_KEY_FILE.help_text(), global = true, value_name = "FILE")]
     pub master_key_file: Option<String>,
+    /// The master key command (setting `master_key_command`; see [`crate::config`]).
+    #[arg(long = MASTER_KEY_COMMAND.long(), help = MASTER_KEY_COMMAND.help_text(), global = true, value_name = "COMMAND")]
+    pub master_key_command: Option<String>,
     /// The database pool size (setting `db_pool_size`; see [`crate::config`]).
     #[arg(long = DB_POOL_SIZE.long(), help = DB_POOL_SIZE.help_text(), global = true, value_name = "N")]
     pub db_pool_size: Option<String>,
@@ -597,6 +600,7 @@ impl Cli {
         put(LOG_FORMAT, &g.log_format);
         put(LOG_LEVEL, &g.log_level);
         put(MASTER_KEY_FILE, &g.master_key_file);
+        put(MASTER_KEY_COMMAND, &g.master_key_command);
         put(DB_POOL_SIZE, &g.db_pool_size);
         put(DB_CONNECT_TIMEOUT, &g.db_connect_timeout);
         put(DB_STATEMENT_TIMEOUT, &g.db_statement_timeout);

@@ -108,6 +108,8 @@ pub enum MasterKeySource {
     /// A file holding the base64 key, created (mode 0600) by `init` and `serve` when
     /// missing.
     File(PathBuf),
+    /// A shell command whose standard output is the base64 key (a secret manager).
+    Command(Secret),
 }
 
 /// A secret setting: compared and cloned, but never shown by `Debug`.
@@ -198,6 +200,20 @@ pub fn resolve_db(sources: &Sources) -> Result<PathBuf, ConfigError> {
 
 fn resolve_master_key(sources: &Sources, db: &Path) -> Result<MasterKeySource, ConfigError> {
     let file = sources.raw(MASTER_KEY_FILE);
+    if let Some((command, source)) = sources.raw(settings::MASTER_KEY_COMMAND) {
+        let other = sources.raw(MASTER_KEY).or_else(|| file.clone());
+        if let Some((_, other_source)) = other {
+            return Err(ConfigError(format!(
+                "the master key is given twice, by {source} and by {other_source}; set only one"
+            )));
+        }
+        if command.trim().is_empty() {
+            return Err(ConfigError(format!(
+                "{source}: the master-key command is empty"
+            )));
+        }
+        return Ok(MasterKeySource::Command(Secret(command.to_owned())));
+    }
     if let Some((_, source)) = sources.raw(MASTER_KEY) {
         if let Some((_, file_source)) = file {
             return Err(ConfigError(format!(

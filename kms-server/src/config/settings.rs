@@ -242,6 +242,16 @@ pub(crate) const MASTER_KEY_FILE: Setting = Setting {
     help: "File holding the base64 master key that seals access-token signing keys; created (mode 0600) by `init` and `serve` when missing. The key itself may instead come from KMS_MASTER_KEY (base64 of 32 bytes), never both",
 };
 
+pub(crate) const MASTER_KEY_COMMAND: Setting = Setting {
+    key: "master_key_command",
+    flag: Some("master-key-command"),
+    env: "KMS_MASTER_KEY_COMMAND",
+    in_file: false,
+    default: Shown::Unset("none"),
+    what: "master key command",
+    help: "A shell command whose standard output is the base64 master key (a secret manager's CLI: `vault kv get -field=key secret/kms`, `aws secretsmanager get-secret-value ...`, `pass show kms`); run at start with a 10 s limit, its output never shown. Instead of KMS_MASTER_KEY or the key file, never together",
+};
+
 pub(crate) const LOCKOUT_THRESHOLD: Setting = Setting {
     key: "lockout_threshold",
     flag: Some("lockout-threshold"),
@@ -644,7 +654,7 @@ pub(crate) const CONDITION_MAX_DEPTH: Setting = Setting {
 };
 
 /// Every setting, in the order they are documented.
-pub(crate) const ALL: [Setting; 53] = [
+pub(crate) const ALL: [Setting; 54] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -698,6 +708,7 @@ pub(crate) const ALL: [Setting; 53] = [
     SESSION_TTL,
     SESSION_IDLE_TIMEOUT,
     SSO_REVALIDATE,
+    MASTER_KEY_COMMAND,
 ];
 
 #[cfg(test)]
