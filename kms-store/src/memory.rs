@@ -788,6 +788,28 @@ impl AppStore for MemoryStore {
     }
 }
 
+/// Up to `limit` items of `app_id` with ids greater than `after`, by id, through an
+/// `(app id, id)` index.
+fn page_of_app<T: Clone>(
+    index: &BTreeSet<(String, String)>,
+    items: &BTreeMap<String, T>,
+    app_id: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<T> {
+    let start = (app_id.to_owned(), after.unwrap_or_default().to_owned());
+    let lower = match after {
+        Some(_) => Bound::Excluded(start),
+        None => Bound::Included(start),
+    };
+    index
+        .range((lower, Bound::Unbounded))
+        .take_while(|(app, _)| app == app_id)
+        .filter_map(|(_, id)| items.get(id).cloned())
+        .take(limit)
+        .collect()
+}
+
 impl TokenStore for MemoryStore {
     fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         Ok(self.read().tokens.get(id).cloned())
@@ -800,18 +822,13 @@ impl TokenStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<TokenRecord>, StoreError> {
         let state = self.read();
-        let start = (app_id.to_owned(), after.unwrap_or_default().to_owned());
-        let lower = match after {
-            Some(_) => Bound::Excluded(start),
-            None => Bound::Included(start),
-        };
-        Ok(state
-            .tokens_by_app
-            .range((lower, Bound::Unbounded))
-            .take_while(|(app, _)| app == app_id)
-            .filter_map(|(_, id)| state.tokens.get(id).cloned())
-            .take(limit)
-            .collect())
+        Ok(page_of_app(
+            &state.tokens_by_app,
+            &state.tokens,
+            app_id,
+            after,
+            limit,
+        ))
     }
 
     fn scope_is_granted(&self, scope: &Scope) -> Result<bool, StoreError> {
@@ -924,18 +941,13 @@ impl IdentityStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<UserRecord>, StoreError> {
         let state = self.read();
-        let start = (app_id.to_owned(), after.unwrap_or_default().to_owned());
-        let lower = match after {
-            Some(_) => Bound::Excluded(start),
-            None => Bound::Included(start),
-        };
-        Ok(state
-            .users_by_app
-            .range((lower, Bound::Unbounded))
-            .take_while(|(app, _)| app == app_id)
-            .filter_map(|(_, id)| state.users.get(id).cloned())
-            .take(limit)
-            .collect())
+        Ok(page_of_app(
+            &state.users_by_app,
+            &state.users,
+            app_id,
+            after,
+            limit,
+        ))
     }
 
     fn user_by_identity(

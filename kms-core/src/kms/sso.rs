@@ -592,11 +592,6 @@ impl Kms {
         let (Some(slug), Some(protocol)) = (slug, protocol) else {
             return Err(Error::internal("validation passed without values"));
         };
-        if self.inner.store.idp_by_slug(&slug)?.is_some() {
-            return Err(Error::Conflict(format!(
-                "an identity provider with slug {slug:?} already exists"
-            )));
-        }
         let idp = IdpRecord {
             id,
             app_id: app.id.clone(),
@@ -896,19 +891,25 @@ impl Kms {
     }
 
     /// The active connection with `slug`, of the wanted kind.
-    fn login_idp(&self, slug: &str, kind: IdpKind) -> Result<IdpRecord> {
-        let not_found =
-            || Error::NotFound(format!("identity provider {} does not exist", shown(slug)));
-        let idp = self.inner.store.idp_by_slug(slug)?.ok_or_else(not_found)?;
-        if idp.kind() != kind {
-            return Err(not_found());
+    /// The connection with `slug` (of `kind`, when given); `NotFound` otherwise.
+    fn idp_with_slug(&self, slug: &str, kind: Option<IdpKind>) -> Result<IdpRecord> {
+        match self.inner.store.idp_by_slug(slug)? {
+            Some(idp) if kind.is_none_or(|k| idp.kind() == k) => Ok(idp),
+            _ => Err(Error::NotFound(format!(
+                "identity provider {} does not exist",
+                shown(slug)
+            ))),
         }
-        if idp.status == IdpStatus::Disabled {
-            return Err(Error::Forbidden {
-                required: "an active identity provider".to_owned(),
-            });
-        }
-        Ok(idp)
+    }
+
+    /// The service provider's side of the SAML connection `slug`, for `with`.
+    fn with_sp<T>(&self, slug: &str, with: impl FnOnce(&saml::SpSettings<'_>) -> T) -> Result<T> {
+        let acs = self.sso_url(slug, "acs")?;
+        let entity = self.sso_url(slug, "metadata")?;
+        Ok(with(&saml::SpSettings {
+            entity_id: &entity,
+            acs_url: &acs,
+        }))
     }
 
     fn oidc_client_secret(&self, idp: &IdpRecord, o: &OidcSettings) -> Result<Option<String>> {
@@ -926,10 +927,8 @@ impl Kms {
         if let Some(r) = return_to {
             validate_return_to(r)?;
         }
-        let idp = self.inner.store.idp_by_slug(slug)?.ok_or_else(|| {
-            Error::NotFound(format!("identity provider {} does not exist", shown(slug)))
-        })?;
-        let idp = self.login_idp(slug, idp.kind())?;
+        let idp = self.idp_with_slug(slug, None)?;
+        require_active(&idp)?;
         let idp = self.fresh_discovery(idp)?;
         let now = self.inner.clock.now();
         let state = self.random_text()?;
@@ -960,22 +959,20 @@ impl Kms {
                 url
             }
             IdpProtocol::Saml(s) => {
-                let acs = self.sso_url(&idp.slug, "acs")?;
-                let entity = self.sso_url(&idp.slug, "metadata")?;
-                let sp = saml::SpSettings {
-                    entity_id: &entity,
-                    acs_url: &acs,
-                };
-                let started =
-                    saml::start_login(&sp, &s.idp_metadata_xml, &state, now).map_err(sso_error)?;
+                let started = self
+                    .with_sp(&idp.slug, |sp| {
+                        saml::start_login(sp, &s.idp_metadata_xml, &state, now)
+                    })?
+                    .map_err(sso_error)?;
                 attempt.saml_request_id = Some(started.correlation);
                 started.url
             }
         };
-        self.inner.store.apply(&[
-            Mutation::PurgeExpired { before: now },
-            Mutation::InsertLoginAttempt(attempt),
-        ])?;
+        // Expired attempts are purged by the periodic sweep (`retire_due_keys`), never
+        // here: this endpoint needs no credential.
+        self.inner
+            .store
+            .apply(&[Mutation::InsertLoginAttempt(attempt)])?;
         Ok(LoginRedirect {
             location,
             browser_binding,
@@ -1098,15 +1095,7 @@ impl Kms {
         callback: &OidcCallback,
         browser: &BrowserContext,
     ) -> Result<LoginDone> {
-        let idp = match self.inner.store.idp_by_slug(slug)? {
-            Some(i) if i.kind() == IdpKind::Oidc => i,
-            _ => {
-                return Err(Error::NotFound(format!(
-                    "identity provider {} does not exist",
-                    shown(slug)
-                )))
-            }
-        };
+        let idp = self.idp_with_slug(slug, Some(IdpKind::Oidc))?;
         self.login_gate(browser)?;
         let result = self.oidc_callback_inner(&idp, callback, browser);
         result.map_err(|e| self.login_failed(Some(&idp), browser, e))
@@ -1119,7 +1108,7 @@ impl Kms {
         browser: &BrowserContext,
     ) -> Result<LoginDone> {
         let attempt = self.take_attempt(idp, callback.state.as_deref(), browser)?;
-        let idp = self.login_idp(&idp.slug, IdpKind::Oidc)?;
+        require_active(idp)?;
         if let Some(err) = callback.error.as_deref() {
             let code: String = err
                 .chars()
@@ -1143,7 +1132,7 @@ impl Kms {
             return Err(Error::invalid("state", "names a login of another kind"));
         };
         let verifier = self.open_text(&format!("{}:pkce", attempt.id), sealed)?;
-        let secret = self.oidc_client_secret(&idp, o)?;
+        let secret = self.oidc_client_secret(idp, o)?;
         let redirect_uri = self.sso_url(&idp.slug, "callback")?;
         let client = oidc_client(o, secret.as_deref(), &redirect_uri);
         let state = self.sso_state()?;
@@ -1163,7 +1152,7 @@ impl Kms {
         )
         .map_err(sso_error)?;
         self.complete_login(
-            &idp,
+            idp,
             result.identity,
             result.refresh_token,
             browser,
@@ -1179,15 +1168,7 @@ impl Kms {
         relay_state: Option<&str>,
         browser: &BrowserContext,
     ) -> Result<LoginDone> {
-        let idp = match self.inner.store.idp_by_slug(slug)? {
-            Some(i) if i.kind() == IdpKind::Saml => i,
-            _ => {
-                return Err(Error::NotFound(format!(
-                    "identity provider {} does not exist",
-                    shown(slug)
-                )))
-            }
-        };
+        let idp = self.idp_with_slug(slug, Some(IdpKind::Saml))?;
         self.login_gate(browser)?;
         let result = self.saml_acs_inner(&idp, saml_response, relay_state, browser);
         result.map_err(|e| self.login_failed(Some(&idp), browser, e))
@@ -1216,16 +1197,7 @@ impl Kms {
         } else {
             None
         };
-        let idp = self.login_idp(&idp.slug, IdpKind::Saml)?;
-        let IdpProtocol::Saml(s) = &idp.protocol else {
-            return Err(Error::internal("a saml login without saml settings"));
-        };
-        let acs = self.sso_url(&idp.slug, "acs")?;
-        let entity = self.sso_url(&idp.slug, "metadata")?;
-        let sp = saml::SpSettings {
-            entity_id: &entity,
-            acs_url: &acs,
-        };
+        require_active(idp)?;
         let correlation = attempt.as_ref().and_then(|a| a.saml_request_id.as_deref());
         if attempt.is_some() && correlation.is_none() {
             return Err(Error::invalid(
@@ -1234,19 +1206,17 @@ impl Kms {
             ));
         }
         let now = self.inner.clock.now();
-        let verified = saml::finish_login(
-            &sp,
-            &s.idp_metadata_xml,
-            saml_response,
-            &saml::Expected {
-                correlation,
-                allow_idp_initiated: s.allow_idp_initiated,
-                groups_attribute: s.groups_attribute.as_deref(),
-                max_skew_secs: SAML_SKEW_SECS,
-            },
-            now,
-        )
-        .map_err(sso_error)?;
+        let expected = saml::Expected {
+            correlation,
+            allow_idp_initiated: s.allow_idp_initiated,
+            groups_attribute: s.groups_attribute.as_deref(),
+            max_skew_secs: SAML_SKEW_SECS,
+        };
+        let verified = self
+            .with_sp(&idp.slug, |sp| {
+                saml::finish_login(sp, &s.idp_metadata_xml, saml_response, &expected, now)
+            })?
+            .map_err(sso_error)?;
         // An assertion is accepted once: its id is remembered until it expires.
         let claim = Mutation::ClaimReplay {
             id: format!("saml:{}:{}", idp.id, verified.assertion_id),
@@ -1263,7 +1233,7 @@ impl Kms {
             Err(e) => return Err(e.into()),
         }
         self.complete_login(
-            &idp,
+            idp,
             verified.identity,
             None,
             browser,
@@ -1390,22 +1360,9 @@ impl Kms {
 
     /// The service provider's metadata of the SAML connection `slug`.
     pub fn sso_saml_metadata(&self, slug: &str) -> Result<String> {
-        let idp = match self.inner.store.idp_by_slug(slug)? {
-            Some(i) if i.kind() == IdpKind::Saml => i,
-            _ => {
-                return Err(Error::NotFound(format!(
-                    "identity provider {} does not exist",
-                    shown(slug)
-                )))
-            }
-        };
-        let acs = self.sso_url(&idp.slug, "acs")?;
-        let entity = self.sso_url(&idp.slug, "metadata")?;
-        saml::sp_metadata(&saml::SpSettings {
-            entity_id: &entity,
-            acs_url: &acs,
-        })
-        .map_err(sso_error)
+        let idp = self.idp_with_slug(slug, Some(IdpKind::Saml))?;
+        self.with_sp(&idp.slug, saml::sp_metadata)?
+            .map_err(sso_error)
     }
 
     /// Re-checks the user of session `id` at the provider with the upstream refresh token.
@@ -1485,6 +1442,16 @@ impl Kms {
             Err(SsoError::Invalid(_) | SsoError::Unavailable(_)) => Ok(true),
         }
     }
+}
+
+/// `Forbidden` unless the connection accepts logins.
+fn require_active(idp: &IdpRecord) -> Result<()> {
+    if idp.status == IdpStatus::Disabled {
+        return Err(Error::Forbidden {
+            required: "an active identity provider".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// The relying-party view of a connection.

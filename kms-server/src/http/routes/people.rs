@@ -299,10 +299,10 @@ pub async fn oidc_callback(
     State(kms): State<Kms>,
     Extension(cookies): Extension<CookieSettings>,
     Path(slug): Path<String>,
+    QueryParams(q): QueryParams<CallbackQuery>,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let ip = client_ip(&request);
-    let q: CallbackQuery = serde_urlencoded_query(request.uri().query().unwrap_or(""))?;
     let callback = OidcCallback {
         code: q.code,
         state: q.state,
@@ -312,17 +312,6 @@ pub async fn oidc_callback(
     let browser = browser(request.headers(), ip);
     let done = blocking(move || kms.sso_oidc_callback(&slug, &callback, &browser)).await?;
     login_response(&cookies, done)
-}
-
-/// Parses a query string, a bad one a 400.
-fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
-    axum::extract::Query::<T>::try_from_uri(
-        &format!("/?{query}")
-            .parse()
-            .map_err(|_| ApiError::invalid_field("query", "is not a query string"))?,
-    )
-    .map(|axum::extract::Query(v)| v)
-    .map_err(|_| ApiError::invalid_field("query", "is not a valid callback query"))
 }
 
 /// The form the identity provider posts to the assertion consumer service.
@@ -378,10 +367,9 @@ pub async fn saml_acs(
     login_response(&cookies, done)
 }
 
+/// A form body; a bad one (or one without the required fields) a 400.
 fn serde_urlencoded_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let text =
-        std::str::from_utf8(body).map_err(|_| ApiError::invalid_field("body", "is not UTF-8"))?;
-    serde_urlencoded_query(text)
+    serde_urlencoded::from_bytes(body)
         .map_err(|_| ApiError::invalid_field("SAMLResponse", "is missing or not a form field"))
 }
 
