@@ -28,8 +28,8 @@
 //! - `login_start`: `Kms::sso_login` (state, browser binding, nonce and PKCE verifier from
 //!   the OS CSPRNG, the sealed verifier, the authorization URL, the attempt stored). Timed
 //!   per call; after each call, untimed, the attempt is consumed by a refused callback, so
-//!   pending attempts do not pile up (each login start purges expired attempts, which in
-//!   the memory store scans every pending one; see `login_start_10000_pending`).
+//!   pending attempts do not pile up (a start once purged expired attempts, scanning every
+//!   pending one in the memory store; now the maintenance sweep does).
 //! - `login_start_10000_pending`: the same with 10,000 unfinished logins pending.
 //! - `callback`: `Kms::sso_oidc_callback` of a returning user (the login started and the
 //!   ID token signed in setup): the attempt checked and consumed, the code exchanged, the
