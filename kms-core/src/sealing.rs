@@ -43,6 +43,22 @@ impl MasterKey {
         Ok(MasterKey(key))
     }
 
+    /// Whether `other` is the same key (compared in constant time).
+    pub fn same_key(&self, other: &MasterKey) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.ct_eq(&other.0).into()
+    }
+
+    /// The raw 32 bytes, for splitting the key into shares (escrow). Handle with care.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A key from its raw 32 bytes (shares combined again).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        MasterKey(bytes)
+    }
+
     /// Standard base64, for writing a key file.
     pub fn to_base64(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.0)

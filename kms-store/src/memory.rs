@@ -6,7 +6,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, Mutation,
-    PolicyStore, Store, TokenStore, UseOutcome,
+    PolicyStore, SealedIdentityRecords, Store, TokenStore, UseOutcome,
 };
 use kms_core::store::{
     AuditQuery, IdpRecord, LoginAttempt, Policy, RefreshRecord, RefreshStatus, Revocation,
@@ -1022,6 +1022,24 @@ impl IdentityStore for MemoryStore {
         // Newest first; the map's order (by id) breaks ties, as the SQL stores do.
         sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         Ok(sessions)
+    }
+
+    fn sealed_identity_records(&self) -> Result<SealedIdentityRecords, StoreError> {
+        let state = self.read();
+        Ok(SealedIdentityRecords {
+            login_attempts: state
+                .login_attempts
+                .values()
+                .filter(|a| a.sealed_pkce_verifier.is_some())
+                .cloned()
+                .collect(),
+            sessions: state
+                .sessions
+                .values()
+                .filter(|s| s.sealed_upstream_refresh.is_some())
+                .cloned()
+                .collect(),
+        })
     }
 }
 

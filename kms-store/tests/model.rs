@@ -794,6 +794,9 @@ impl State {
                 }
                 self.replay.insert(id.clone(), *expires_at);
             }
+            Mutation::PutMeta { key, value } => {
+                self.meta.insert(key.clone(), value.clone());
+            }
             Mutation::AppendAudit(e) => {
                 if e.seq > MAX_COUNTER || self.audit.contains_key(&e.seq) {
                     return Err(conflict());
@@ -1030,6 +1033,25 @@ impl IdentityStore for Model {
             .collect();
         live.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         Ok(live)
+    }
+    fn sealed_identity_records(
+        &self,
+    ) -> Result<kms_core::store::SealedIdentityRecords, StoreError> {
+        let s = self.state();
+        Ok(kms_core::store::SealedIdentityRecords {
+            login_attempts: s
+                .attempts
+                .values()
+                .filter(|a| a.sealed_pkce_verifier.is_some())
+                .cloned()
+                .collect(),
+            sessions: s
+                .sessions
+                .values()
+                .filter(|x| x.sealed_upstream_refresh.is_some())
+                .cloned()
+                .collect(),
+        })
     }
 }
 

@@ -6,6 +6,7 @@ mod api_keys;
 mod apps;
 mod audit_log;
 mod caller;
+mod master_key;
 mod policy_ops;
 mod request_signing;
 mod sessions;
@@ -23,6 +24,7 @@ use arc_swap::ArcSwap;
 
 pub use audit_log::{AuditFilter, RetentionReport};
 pub use caller::Caller;
+pub use master_key::{MasterKeyRotation, MASTER_KEY_SET_AT_KEY};
 pub use policy_ops::RoleView;
 pub use sessions::{
     BulkUserRoles, Me, SessionInfo, SessionSettings, StartedSession, UserInfo, UserUpdate,

@@ -348,6 +348,7 @@ fn apply_one(tx: &mut impl Transaction, mutation: &Mutation) -> Result<(), Store
             at,
             reason,
         } => tx.revoke_sessions(selector, *at, reason),
+        Mutation::PutMeta { key, value } => tx.set_meta(key, value),
         Mutation::ClaimReplay { id, expires_at } => {
             if tx.replay_exists(id)? {
                 return Err(conflict(format!("{id:?} was already used")));

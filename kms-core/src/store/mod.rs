@@ -17,8 +17,8 @@ pub use records::{
     KeyAlgorithm, KeyState, RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, TokenRecord,
 };
 pub use traits::{
-    AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, PolicyStore, Store,
-    TokenStore, UseOutcome,
+    AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, PolicyStore,
+    SealedIdentityRecords, Store, TokenStore, UseOutcome,
 };
 
 pub use crate::audit::{verify_chain, AuditQuery, AUDIT_ANCHOR_KEY, GENESIS_HASH};

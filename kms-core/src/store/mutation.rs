@@ -131,6 +131,13 @@ pub enum Mutation {
         /// When it may be forgotten.
         expires_at: Timestamp,
     },
+    /// Sets a metadata key, replacing any value it had (the master key's rotation time).
+    PutMeta {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
 }
 
 impl Mutation {
@@ -160,7 +167,8 @@ impl Mutation {
             | Mutation::ConsumeLoginAttempt(_)
             | Mutation::InsertSession(_)
             | Mutation::TouchSession { .. }
-            | Mutation::ClaimReplay { .. } => None,
+            | Mutation::ClaimReplay { .. }
+            | Mutation::PutMeta { .. } => None,
             Mutation::PutUser(u) => Some(Change::User(u.id.clone())),
             Mutation::DeleteUser(id) => Some(Change::User(id.clone())),
             Mutation::PutIdp(i) => Some(Change::Idp(i.id.clone())),

@@ -132,6 +132,18 @@ pub trait IdentityStore {
         user_id: &str,
         now: Timestamp,
     ) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Every login attempt holding a sealed PKCE verifier and every session, ended or not,
+    /// holding a sealed upstream refresh token: what a master-key rotation re-seals.
+    fn sealed_identity_records(&self) -> Result<SealedIdentityRecords, StoreError>;
+}
+
+/// What [`IdentityStore::sealed_identity_records`] returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SealedIdentityRecords {
+    /// Login attempts with a sealed PKCE verifier, by id.
+    pub login_attempts: Vec<LoginAttempt>,
+    /// Sessions with a sealed upstream refresh token, by id.
+    pub sessions: Vec<SessionRecord>,
 }
 
 /// A complete store: every entity trait, atomic batches, metadata and the change hook.

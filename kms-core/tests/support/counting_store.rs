@@ -212,6 +212,11 @@ impl IdentityStore for CountingStore {
     ) -> Result<Vec<SessionRecord>, StoreError> {
         self.counted("list_sessions", |s| s.list_sessions(user_id, now))
     }
+    fn sealed_identity_records(
+        &self,
+    ) -> Result<kms_core::store::SealedIdentityRecords, StoreError> {
+        self.counted("sealed_identity_records", |s| s.sealed_identity_records())
+    }
 }
 
 impl Store for CountingStore {

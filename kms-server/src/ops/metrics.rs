@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use axum::http::Method;
 use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, IdpRecord, KeyStore,
-    LoginAttempt, Mutation, PolicyStore, SessionRecord, Store, TokenStore, UseOutcome, UserRecord,
+    LoginAttempt, Mutation, PolicyStore, SealedIdentityRecords, SessionRecord, Store, TokenStore,
+    UseOutcome, UserRecord,
 };
 use kms_core::store::{
     AuditQuery, Policy, RefreshRecord, Revocation, SigningKeyRecord, StoreError, TokenRecord,
@@ -810,6 +811,12 @@ impl IdentityStore for MeteredStore {
         now: kms_core::Timestamp,
     ) -> Result<Vec<SessionRecord>, StoreError> {
         self.timed("list_sessions", |s| s.list_sessions(user_id, now))
+    }
+
+    fn sealed_identity_records(
+        &self,
+    ) -> Result<kms_core::store::SealedIdentityRecords, StoreError> {
+        self.timed("sealed_identity_records", |s| s.sealed_identity_records())
     }
 }
 

@@ -21,8 +21,8 @@ use ::postgres::{Config, NoTls, Row};
 use kms_core::store::{
     apply_batch, AppStore, AuditQuery, AuditStore, ChangeListener, GrantStore, IdentityStore,
     IdpRecord, KeyStore, LoginAttempt, Mutation, Policy, PolicyStore, RefreshRecord, Revocation,
-    SessionRecord, SigningKeyRecord, Store, StoreError, TokenRecord, TokenStore, UseOutcome,
-    UserRecord, MAX_COUNTER,
+    SealedIdentityRecords, SessionRecord, SigningKeyRecord, Store, StoreError, TokenRecord,
+    TokenStore, UseOutcome, UserRecord, MAX_COUNTER,
 };
 use kms_core::{Application, AuditEvent, RoleName, Scope, Timestamp};
 use r2d2::{Pool, PooledConnection};
@@ -647,6 +647,29 @@ impl IdentityStore for PostgresStore {
             &[&user_id, &now.unix()],
             columns::session,
         )
+    }
+
+    fn sealed_identity_records(&self) -> Result<SealedIdentityRecords, StoreError> {
+        Ok(SealedIdentityRecords {
+            login_attempts: self.query(
+                concat!(
+                    "SELECT ",
+                    login_attempt_columns!(),
+                    " FROM login_attempts WHERE sealed_pkce_verifier IS NOT NULL ORDER BY id"
+                ),
+                &[],
+                columns::login_attempt,
+            )?,
+            sessions: self.query(
+                concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM sessions WHERE sealed_upstream_refresh IS NOT NULL ORDER BY id"
+                ),
+                &[],
+                columns::session,
+            )?,
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 
 use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, Mutation,
-    PolicyStore, Store, TokenStore, UseOutcome,
+    PolicyStore, SealedIdentityRecords, Store, TokenStore, UseOutcome,
 };
 use kms_core::store::{
     AuditQuery, IdpRecord, LoginAttempt, Policy, RefreshRecord, Revocation, SessionRecord,
@@ -495,6 +495,29 @@ impl IdentityStore for SqliteStore {
             params![user_id, now.unix()],
             rows::session_from_row,
         )
+    }
+
+    fn sealed_identity_records(&self) -> Result<SealedIdentityRecords, StoreError> {
+        Ok(SealedIdentityRecords {
+            login_attempts: self.query(
+                concat!(
+                    "SELECT ",
+                    login_attempt_columns!(),
+                    " FROM login_attempts WHERE sealed_pkce_verifier IS NOT NULL ORDER BY id"
+                ),
+                [],
+                rows::login_attempt_from_row,
+            )?,
+            sessions: self.query(
+                concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM sessions WHERE sealed_upstream_refresh IS NOT NULL ORDER BY id"
+                ),
+                [],
+                rows::session_from_row,
+            )?,
+        })
     }
 }
 
