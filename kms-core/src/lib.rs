@@ -49,9 +49,10 @@ pub use kms::{
     OidcCallback, SsoConfig, LOGIN_ATTEMPT_SECS,
 };
 pub use kms::{
-    AuditFilter, BulkUserRoles, Caller, Kms, KmsBuilder, MasterKeyRotation, Me, RetentionReport,
-    RoleView, SessionInfo, SessionSettings, StartedSession, UserInfo, UserUpdate, Verification,
-    VerifyCode, VerifyResponse, MASTER_KEY_SET_AT_KEY, SESSION_TOKEN_PREFIX,
+    AuditCheckpoint, AuditFilter, BulkUserRoles, Caller, CheckpointVerification, Kms, KmsBuilder,
+    MasterKeyRotation, Me, RetentionReport, RoleView, SessionInfo, SessionSettings, StartedSession,
+    UserInfo, UserUpdate, Verification, VerifyCode, VerifyResponse, CHECKPOINT_TYP,
+    MASTER_KEY_SET_AT_KEY, SESSION_TOKEN_PREFIX,
 };
 pub use page::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use policy::{

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine;
-use kms_core::store::{Mutation, Store};
 use kms_core::store::{IdpProtocol, IdpRecord, OidcSettings, SessionRecord, UserRecord};
+use kms_core::store::{Mutation, Store};
 use kms_core::{Kms, MasterKey, NewApp, NewToken, OsRandom, Timestamp, MASTER_KEY_SET_AT_KEY};
 use kms_store::SqliteStore;
 

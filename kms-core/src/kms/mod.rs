@@ -6,6 +6,7 @@ mod api_keys;
 mod apps;
 mod audit_log;
 mod caller;
+mod checkpoints;
 mod master_key;
 mod policy_ops;
 mod request_signing;
@@ -24,6 +25,7 @@ use arc_swap::ArcSwap;
 
 pub use audit_log::{AuditFilter, RetentionReport};
 pub use caller::Caller;
+pub use checkpoints::{AuditCheckpoint, CheckpointVerification, CHECKPOINT_TYP};
 pub use master_key::{MasterKeyRotation, MASTER_KEY_SET_AT_KEY};
 pub use policy_ops::RoleView;
 pub use sessions::{

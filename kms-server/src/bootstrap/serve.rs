@@ -128,6 +128,13 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         audit_retention: serve_config.audit_retention,
         expired_token_retention: serve_config.expired_token_retention,
     };
+    let checkpoints = match &serve_config.audit_checkpoints {
+        Some(settings) => Some(
+            crate::ops::checkpoints::CheckpointWriter::open(settings.clone(), &kms)
+                .map_err(StartError::new)?,
+        ),
+        None => None,
+    };
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(bound).map_err(|e| {
             StartError::new(format!(
@@ -139,6 +146,13 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
             tokio::spawn(worker.run());
         }
         let watcher = crate::ops::counters::spawn(kms.clone());
+        let (stop_checkpoints, checkpoints_stopped) = tokio::sync::oneshot::channel::<()>();
+        let checkpointing = checkpoints.map(|writer| {
+            tokio::spawn(writer.run(kms.clone(), async move {
+                // A dropped sender stops the writer as well.
+                let _ = checkpoints_stopped.await;
+            }))
+        });
         let upkeep = maintenance.spawn(kms);
         eprintln!("listening on {local}");
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -161,6 +175,16 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         }
         upkeep.abort();
         watcher.abort();
+        // The last checkpoint covers the events of the final requests.
+        let _ = stop_checkpoints.send(());
+        if let Some(writer) = checkpointing {
+            if tokio::time::timeout(DECISION_LOG_FLUSH, writer)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the last audit checkpoint was not written in time");
+            }
+        }
         if !crate::ops::decision_log::flush(DECISION_LOG_FLUSH) {
             tracing::warn!("decision records queued at shutdown may not all be in the file");
         }

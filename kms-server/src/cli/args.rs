@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cli::exit;
 use crate::config::settings::{
-    CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH, DECISION_LOG, DECISION_LOG_FILE,
-    DECISION_LOG_SAMPLE, DECISION_LOG_VALUES, OTLP_ENDPOINT, TRACE_SAMPLE_RATIO,
+    AUDIT_CHECKPOINT_EVERY, AUDIT_CHECKPOINT_FILE, CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH,
+    DECISION_LOG, DECISION_LOG_FILE, DECISION_LOG_SAMPLE, DECISION_LOG_VALUES, OTLP_ENDPOINT,
+    TRACE_SAMPLE_RATIO,
 };
 
 use crate::config::settings::{
@@ -255,6 +256,12 @@ pub struct ServeArgs {
     /// The decision log file (setting `decision_log_file`; see [`crate::config`]).
     #[arg(long = DECISION_LOG_FILE.long(), help = DECISION_LOG_FILE.help_text(), value_name = "PATH")]
     pub decision_log_file: Option<String>,
+    /// The audit checkpoint file (setting `audit_checkpoint_file`; see [`crate::config`]).
+    #[arg(long = AUDIT_CHECKPOINT_FILE.long(), help = AUDIT_CHECKPOINT_FILE.help_text(), value_name = "PATH")]
+    pub audit_checkpoint_file: Option<String>,
+    /// The audit checkpoint interval (setting `audit_checkpoint_every`; see [`crate::config`]).
+    #[arg(long = AUDIT_CHECKPOINT_EVERY.long(), help = AUDIT_CHECKPOINT_EVERY.help_text(), value_name = "EVENTS")]
+    pub audit_checkpoint_every: Option<String>,
     /// The condition length limit (setting `condition_max_length`; see [`crate::config`]).
     #[arg(long = CONDITION_MAX_LENGTH.long(), help = CONDITION_MAX_LENGTH.help_text(), value_name = "BYTES")]
     pub condition_max_length: Option<String>,
@@ -635,6 +642,8 @@ impl Cli {
             put(DECISION_LOG_SAMPLE, &s.decision_log_sample);
             put(DECISION_LOG_VALUES, &s.decision_log_values);
             put(DECISION_LOG_FILE, &s.decision_log_file);
+            put(AUDIT_CHECKPOINT_FILE, &s.audit_checkpoint_file);
+            put(AUDIT_CHECKPOINT_EVERY, &s.audit_checkpoint_every);
             put(CONDITION_MAX_LENGTH, &s.condition_max_length);
             put(CONDITION_MAX_DEPTH, &s.condition_max_depth);
             put(PUBLIC_URL, &s.public_url);

@@ -16,9 +16,9 @@ use super::settings::{
     REDIS_TIMEOUT, REQUEST_TIMEOUT, SHUTDOWN_TIMEOUT, TLS_CERT, TLS_KEY, TRUSTED_PROXIES,
 };
 use super::settings::{
-    CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH, DECISION_LOG, DECISION_LOG_FILE,
-    DECISION_LOG_SAMPLE, DECISION_LOG_VALUES, OTLP_ENDPOINT, PUBLIC_URL, SESSION_IDLE_TIMEOUT,
-    SESSION_TTL, SSO_REVALIDATE, TRACE_SAMPLE_RATIO,
+    AUDIT_CHECKPOINT_EVERY, AUDIT_CHECKPOINT_FILE, CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH,
+    DECISION_LOG, DECISION_LOG_FILE, DECISION_LOG_SAMPLE, DECISION_LOG_VALUES, OTLP_ENDPOINT,
+    PUBLIC_URL, SESSION_IDLE_TIMEOUT, SESSION_TTL, SSO_REVALIDATE, TRACE_SAMPLE_RATIO,
 };
 use super::{ConfigError, Secret, Sources};
 use crate::http::connections::ConnectionLimits;
@@ -108,6 +108,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     /// Sessions' absolute lifetime, idle timeout and revalidation interval.
     pub sessions: kms_core::SessionSettings,
+    /// Signed checkpoints of the audit chain's head; `None`: none written.
+    pub audit_checkpoints: Option<crate::ops::checkpoints::CheckpointSettings>,
 }
 
 /// Where and how to reach Redis.
@@ -143,6 +145,7 @@ impl Default for ServeConfig {
             condition_limits: kms_core::ConditionLimits::default(),
             public_url: None,
             sessions: kms_core::SessionSettings::default(),
+            audit_checkpoints: None,
         }
     }
 }
@@ -178,6 +181,7 @@ impl ServeConfig {
             condition_limits: resolve_condition_limits(sources)?,
             public_url: sources.get(PUBLIC_URL, parse_public_url, None)?,
             sessions: resolve_sessions(sources)?,
+            audit_checkpoints: resolve_checkpoints(sources)?,
         })
     }
 }
@@ -273,6 +277,33 @@ fn resolve_decision_log(
         with_values: sources.get(DECISION_LOG_VALUES, super::parse::parse_bool, false)?,
         file,
     }))
+}
+
+/// Audit checkpoints: on with `audit_checkpoint_file`; `audit_checkpoint_every` alone is
+/// refused, as it would write nowhere.
+fn resolve_checkpoints(
+    sources: &Sources,
+) -> Result<Option<crate::ops::checkpoints::CheckpointSettings>, ConfigError> {
+    let file = sources.get(AUDIT_CHECKPOINT_FILE, |v| parse_path(v).map(Some), None)?;
+    let every = sources.get(
+        AUDIT_CHECKPOINT_EVERY,
+        |v| match parse_count(v)? {
+            0 => Err("expected a positive number of events".to_owned()),
+            n => Ok(n as u64),
+        },
+        100,
+    )?;
+    match file {
+        Some(file) => Ok(Some(crate::ops::checkpoints::CheckpointSettings {
+            file,
+            every,
+        })),
+        None if sources.raw(AUDIT_CHECKPOINT_EVERY).is_some() => Err(ConfigError(format!(
+            "{} is set but {} is not: checkpoints need a file to go to",
+            AUDIT_CHECKPOINT_EVERY.key, AUDIT_CHECKPOINT_FILE.key
+        ))),
+        None => Ok(None),
+    }
 }
 
 fn resolve_condition_limits(sources: &Sources) -> Result<kms_core::ConditionLimits, ConfigError> {

@@ -653,8 +653,28 @@ pub(crate) const CONDITION_MAX_DEPTH: Setting = Setting {
     help: "Deepest nesting of AND, OR, NOT and parentheses in a condition; deeper ones are refused (400)",
 };
 
+pub(crate) const AUDIT_CHECKPOINT_FILE: Setting = Setting {
+    key: "audit_checkpoint_file",
+    flag: Some("audit-checkpoint-file"),
+    env: "KMS_AUDIT_CHECKPOINT_FILE",
+    in_file: true,
+    default: Shown::Unset("none (no checkpoints)"),
+    what: "audit checkpoint file",
+    help: "Append a signed checkpoint of the audit chain's head (seq, hash, time; an EdDSA JWS under the active signing key) to this file, one JSON object a line (created with mode 0600), so that `kms audit verify --checkpoint FILE` detects deleted newest events. Keep it off the database's disk (another host, append-only storage)",
+};
+
+pub(crate) const AUDIT_CHECKPOINT_EVERY: Setting = Setting {
+    key: "audit_checkpoint_every",
+    flag: Some("audit-checkpoint-every"),
+    env: "KMS_AUDIT_CHECKPOINT_EVERY",
+    in_file: true,
+    default: Shown::Value("100"),
+    what: "audit checkpoint interval",
+    help: "With audit_checkpoint_file: write a checkpoint once the chain has grown by this many events since the last one (checked every second, and at shutdown)",
+};
+
 /// Every setting, in the order they are documented.
-pub(crate) const ALL: [Setting; 54] = [
+pub(crate) const ALL: [Setting; 56] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -702,6 +722,8 @@ pub(crate) const ALL: [Setting; 54] = [
     DECISION_LOG_SAMPLE,
     DECISION_LOG_VALUES,
     DECISION_LOG_FILE,
+    AUDIT_CHECKPOINT_FILE,
+    AUDIT_CHECKPOINT_EVERY,
     CONDITION_MAX_LENGTH,
     CONDITION_MAX_DEPTH,
     PUBLIC_URL,

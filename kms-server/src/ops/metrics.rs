@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use axum::http::Method;
 use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, IdpRecord, KeyStore,
-    LoginAttempt, Mutation, PolicyStore, SealedIdentityRecords, SessionRecord, Store, TokenStore,
-    UseOutcome, UserRecord,
+    LoginAttempt, Mutation, PolicyStore, SessionRecord, Store, TokenStore, UseOutcome, UserRecord,
 };
 use kms_core::store::{
     AuditQuery, Policy, RefreshRecord, Revocation, SigningKeyRecord, StoreError, TokenRecord,

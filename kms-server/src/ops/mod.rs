@@ -3,6 +3,7 @@
 //! log output ([`logging`]) and distributed tracing ([`telemetry`]).
 
 pub mod alerts;
+pub mod checkpoints;
 pub mod counters;
 pub mod decision_log;
 pub mod logging;
