@@ -141,6 +141,12 @@ pub enum Command {
     /// Maintenance checks of the database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Custody of the master key: rotation, and escrow in shares (Shamir).
+    #[command(subcommand)]
+    MasterKey(crate::cli::custody::MasterKeyCommand),
+    /// Configuration helpers: sealing secret settings under the master key.
+    #[command(subcommand)]
+    Config(crate::cli::custody::ConfigCommand),
 }
 
 /// `kms backup`.
@@ -181,7 +187,13 @@ pub enum AuditCommand {
     /// Check the whole hash chain of the audit log; exits with
     /// [`exit::AUDIT_CHAIN_BROKEN`] when it is broken.
     #[command(about = exit::audit_verify_about())]
-    Verify,
+    Verify {
+        /// Also check the chain against the signed checkpoints in FILE (written by
+        /// `kms serve --audit-checkpoint-file`): detects deleted newest events, which the
+        /// chain alone cannot.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<std::path::PathBuf>,
+    },
 }
 
 /// Settings of `kms serve`.

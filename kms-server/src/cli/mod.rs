@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod commands;
+pub mod custody;
 pub mod exit;
 mod maintenance;
 pub mod people;

@@ -279,8 +279,8 @@ fn resolve_decision_log(
     }))
 }
 
-/// Audit checkpoints: on with `audit_checkpoint_file`; `audit_checkpoint_every` alone is
-/// refused, as it would write nowhere.
+/// Audit checkpoints: on with `audit_checkpoint_file` (`audit_checkpoint_every` alone
+/// changes nothing).
 fn resolve_checkpoints(
     sources: &Sources,
 ) -> Result<Option<crate::ops::checkpoints::CheckpointSettings>, ConfigError> {
@@ -293,17 +293,7 @@ fn resolve_checkpoints(
         },
         100,
     )?;
-    match file {
-        Some(file) => Ok(Some(crate::ops::checkpoints::CheckpointSettings {
-            file,
-            every,
-        })),
-        None if sources.raw(AUDIT_CHECKPOINT_EVERY).is_some() => Err(ConfigError(format!(
-            "{} is set but {} is not: checkpoints need a file to go to",
-            AUDIT_CHECKPOINT_EVERY.key, AUDIT_CHECKPOINT_FILE.key
-        ))),
-        None => Ok(None),
-    }
+    Ok(file.map(|file| crate::ops::checkpoints::CheckpointSettings { file, every }))
 }
 
 fn resolve_condition_limits(sources: &Sources) -> Result<kms_core::ConditionLimits, ConfigError> {
