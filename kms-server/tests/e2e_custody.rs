@@ -62,6 +62,21 @@ fn rotating_the_master_key_reseals_everything_and_the_old_key_opens_nothing() {
         .unwrap();
     admin.rotate_signing_secret(&app.id).unwrap();
     let jwt = admin.access_token(None, None).unwrap().access_token;
+    // While a server has the file open the rotation is refused: it would go on sealing
+    // under the old key.
+    let out = run(
+        &db,
+        &[
+            "master-key",
+            "rotate",
+            "--new-key-file",
+            new_key.to_str().unwrap(),
+            "--generate",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("stop every node"), "{}", out.stderr);
+    assert!(!new_key.exists(), "nothing was created");
     server.stop();
 
     let out = run(

@@ -88,6 +88,19 @@ pub fn master_key(config: &Config, cmd: MasterKeyCommand) -> Result<(), CommandE
             new_key_file,
             generate,
         } => {
+            // Nodes keep the key they started with and would go on sealing under the old
+            // one: on SQLite, refuse while another process has the file open.
+            if config.postgres_url().is_none()
+                && config.db.exists()
+                && kms_store::backup::in_use_elsewhere(&config.db)
+                    .map_err(|e| CommandError::new(e.to_string()))?
+            {
+                return Err(CommandError::new(format!(
+                    "{} is open in another process (a running kms serve?); stop every node first. \
+                     Nothing was changed",
+                    config.db.display()
+                )));
+            }
             let new = if generate {
                 let key = MasterKey::generate(&kms_core::OsRandom)?;
                 crate::bootstrap::write_private_file(&new_key_file, &key.to_base64()).map_err(
