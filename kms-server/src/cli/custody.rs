@@ -70,7 +70,8 @@ pub enum ConfigCommand {
     /// Seal a secret setting's value (read from stdin) under the master key and print
     /// `sealed:v1:...`, which the configuration file or the environment may then hold
     /// instead of the plaintext. Settings that take sealed values: alert_webhook_secret,
-    /// db and db_replica (PostgreSQL URLs with passwords) and redis.
+    /// db and db_replica (PostgreSQL URLs with passwords) and redis; and
+    /// idp_client_secret, for the `client_secret` of the JSON `kms idp create|update` read.
     Seal {
         /// The setting the value is for (a sealed value opens only for it).
         #[arg(long, value_name = "KEY")]

@@ -158,6 +158,19 @@ fn open_with_sso(config: &Config, public_url: &str) -> Result<Kms, CommandError>
     )?)
 }
 
+/// Opens a `client_secret` given sealed (`kms config seal --setting idp_client_secret`), so
+/// the JSON file of a connection need not hold it in plaintext.
+fn unseal_client_secret(config: &Config, secret: &mut Option<String>) -> Result<(), CommandError> {
+    use crate::config::sealed;
+    if let Some(value) = secret.as_deref().filter(|v| sealed::is_sealed(v)) {
+        let key = crate::bootstrap::load_master_key(config)?;
+        let plain = sealed::open(&key, sealed::IDP_CLIENT_SECRET, value)
+            .map_err(|problem| CommandError::new(format!("client_secret: {problem}")))?;
+        *secret = Some(plain);
+    }
+    Ok(())
+}
+
 /// Runs `kms idp ...`.
 pub(crate) fn idp(config: &Config, cmd: IdpCommand) -> Result<(), CommandError> {
     match cmd {
@@ -166,7 +179,8 @@ pub(crate) fn idp(config: &Config, cmd: IdpCommand) -> Result<(), CommandError> 
             public_url,
             file,
         } => {
-            let req: NewIdp = read_json(&file)?;
+            let mut req: NewIdp = read_json(&file)?;
+            unseal_client_secret(config, &mut req.client_secret)?;
             let kms = open_with_sso(config, &public_url)?;
             print_json(&kms.create_idp(&kms.operator(), &app, req)?)
         }
@@ -184,7 +198,8 @@ pub(crate) fn idp(config: &Config, cmd: IdpCommand) -> Result<(), CommandError> 
             public_url,
             file,
         } => {
-            let req: IdpUpdate = read_json(&file)?;
+            let mut req: IdpUpdate = read_json(&file)?;
+            unseal_client_secret(config, &mut req.client_secret)?;
             let kms = open_with_sso(config, &public_url)?;
             print_json(&kms.update_idp(&kms.operator(), &id, req)?)
         }

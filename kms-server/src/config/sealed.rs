@@ -21,14 +21,19 @@ pub const SEALED_PREFIX: &str = "sealed:v1:";
 /// The settings that may be given sealed.
 pub(crate) const SEALABLE: [Setting; 4] = [ALERT_WEBHOOK_SECRET, DB, DB_REPLICA, REDIS];
 
+/// A value of a file other commands read that may be given sealed: the `client_secret` of
+/// the JSON given to `kms idp create|update`.
+pub const IDP_CLIENT_SECRET: &str = "idp_client_secret";
+
 fn context(key: &str) -> String {
     format!("config:{key}")
 }
 
 /// Seals `value` for the setting `key` (which must be one of [`SEALABLE`]).
 pub fn seal(master: &MasterKey, key: &str, value: &str) -> Result<String, String> {
-    if !SEALABLE.iter().any(|s| s.key == key) {
-        let names: Vec<&str> = SEALABLE.iter().map(|s| s.key).collect();
+    if !SEALABLE.iter().any(|s| s.key == key) && key != IDP_CLIENT_SECRET {
+        let mut names: Vec<&str> = SEALABLE.iter().map(|s| s.key).collect();
+        names.push(IDP_CLIENT_SECRET);
         return Err(format!(
             "{key:?} cannot be given sealed; the settings that can: {}",
             names.join(", ")
@@ -43,8 +48,13 @@ pub fn seal(master: &MasterKey, key: &str, value: &str) -> Result<String, String
     ))
 }
 
-/// Opens a sealed value of the setting `key`.
-fn open(master: &MasterKey, key: &str, value: &str) -> Result<String, String> {
+/// Whether `value` is sealed (`sealed:v1:...`).
+pub fn is_sealed(value: &str) -> bool {
+    value.trim().starts_with(SEALED_PREFIX)
+}
+
+/// Opens a sealed value of the setting (or value kind) `key`.
+pub fn open(master: &MasterKey, key: &str, value: &str) -> Result<String, String> {
     let body = value.trim().strip_prefix(SEALED_PREFIX).unwrap_or_default();
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(body)
