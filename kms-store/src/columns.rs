@@ -21,7 +21,8 @@ use serde::Serialize;
 /// A macro, so statements can be built with `concat!` at compile time.
 macro_rules! app_columns {
     () => {
-        "id, name, token_prefix, status, created_at, ip_allow, require_signed_requests, signing_secret"
+        "id, name, token_prefix, status, created_at, ip_allow, require_signed_requests, \
+         signing_secret, usage_price"
     };
 }
 pub(crate) use app_columns;
@@ -169,6 +170,10 @@ pub(crate) fn app(row: &(impl ColumnRead + ?Sized)) -> Result<Application, Store
             require_signed_requests: row.flag(6)?,
             signing_secret: row.opt_bytes(7)?,
         },
+        usage_price: row
+            .opt_text(8)?
+            .map(|p| serde_json::from_str(&p).map_err(|e| corrupt("application usage price", e)))
+            .transpose()?,
     })
 }
 

@@ -328,6 +328,7 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 9,
         name: "usage counting: last use of tokens and hourly usage buckets",
         up: "
+            ALTER TABLE apps ADD COLUMN usage_price TEXT;
             ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;
             CREATE TABLE usage_buckets (
                 app_id       TEXT NOT NULL,
@@ -345,6 +346,7 @@ pub const MIGRATIONS: &[Migration] = &[
             DROP INDEX usage_buckets_by_token;
             DROP TABLE usage_buckets;
             ALTER TABLE tokens DROP COLUMN last_used_at;
+            ALTER TABLE apps DROP COLUMN usage_price;
         ",
     },
 ];

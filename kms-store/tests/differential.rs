@@ -53,6 +53,7 @@ fn app() -> impl Strategy<Value = Application> {
             AppStatus::Disabled
         },
         created_at: Timestamp::from_unix(1_800_000_000),
+        usage_price: None,
         security: Default::default(),
     })
 }

@@ -131,6 +131,11 @@ pub enum Mutation {
         /// When it may be forgotten.
         expires_at: Timestamp,
     },
+    /// Deletes the usage buckets that started before `before` (retention).
+    PurgeUsage {
+        /// The cut-off.
+        before: Timestamp,
+    },
 }
 
 impl Mutation {
@@ -160,7 +165,8 @@ impl Mutation {
             | Mutation::ConsumeLoginAttempt(_)
             | Mutation::InsertSession(_)
             | Mutation::TouchSession { .. }
-            | Mutation::ClaimReplay { .. } => None,
+            | Mutation::ClaimReplay { .. }
+            | Mutation::PurgeUsage { .. } => None,
             Mutation::PutUser(u) => Some(Change::User(u.id.clone())),
             Mutation::DeleteUser(id) => Some(Change::User(id.clone())),
             Mutation::PutIdp(i) => Some(Change::Idp(i.id.clone())),

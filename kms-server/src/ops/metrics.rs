@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
+use kms_core::store::UsageStore as _;
 use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, IdpRecord, KeyStore,
     LoginAttempt, Mutation, PolicyStore, SessionRecord, Store, TokenStore, UseOutcome, UserRecord,
@@ -810,6 +811,29 @@ impl IdentityStore for MeteredStore {
         now: kms_core::Timestamp,
     ) -> Result<Vec<SessionRecord>, StoreError> {
         self.timed("list_sessions", |s| s.list_sessions(user_id, now))
+    }
+}
+
+impl kms_core::store::UsageStore for MeteredStore {
+    fn add_usage(
+        &self,
+        counts: &[kms_core::store::UsageCount],
+        touches: &[kms_core::store::TokenTouch],
+    ) -> Result<(), StoreError> {
+        self.timed("add_usage", |s| s.add_usage(counts, touches))
+    }
+
+    fn usage(
+        &self,
+        subject: kms_core::store::UsageSubject<'_>,
+        from: kms_core::Timestamp,
+        to: kms_core::Timestamp,
+    ) -> Result<Vec<kms_core::store::UsageRow>, StoreError> {
+        self.timed("usage", |s| s.usage(subject, from, to))
+    }
+
+    fn usage_buckets_before(&self, before: kms_core::Timestamp) -> Result<u64, StoreError> {
+        self.timed("usage_buckets_before", |s| s.usage_buckets_before(before))
     }
 }
 

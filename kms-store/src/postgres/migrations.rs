@@ -308,6 +308,7 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 9,
         name: "usage counting: last use of tokens and hourly usage buckets",
         up: r#"
+            ALTER TABLE apps ADD COLUMN usage_price TEXT;
             ALTER TABLE tokens ADD COLUMN last_used_at BIGINT;
             CREATE TABLE usage_buckets (
                 app_id       TEXT COLLATE "C" NOT NULL,
@@ -325,6 +326,7 @@ pub const MIGRATIONS: &[Migration] = &[
             DROP INDEX usage_buckets_by_token;
             DROP TABLE usage_buckets;
             ALTER TABLE tokens DROP COLUMN last_used_at;
+            ALTER TABLE apps DROP COLUMN usage_price;
         ",
     },
 ];

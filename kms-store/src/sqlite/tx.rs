@@ -79,12 +79,12 @@ impl Transaction for SqliteTx<'_> {
             concat!(
                 "INSERT INTO apps (",
                 app_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
              token_prefix = excluded.token_prefix, status = excluded.status, \
              created_at = excluded.created_at, ip_allow = excluded.ip_allow, \
              require_signed_requests = excluded.require_signed_requests, \
-             signing_secret = excluded.signing_secret"
+             signing_secret = excluded.signing_secret, usage_price = excluded.usage_price"
             ),
             params![
                 app.id,
@@ -95,6 +95,10 @@ impl Transaction for SqliteTx<'_> {
                 to_json(&app.security.ip_allow, "application allow-list")?,
                 i64::from(app.security.require_signed_requests),
                 app.security.signing_secret,
+                app.usage_price
+                    .as_ref()
+                    .map(|p| to_json(p, "application usage price"))
+                    .transpose()?,
             ],
         )
     }
@@ -611,6 +615,13 @@ impl Transaction for SqliteTx<'_> {
         self.execute(
             "INSERT INTO sso_replay (id, expires_at) VALUES (?1, ?2)",
             params![id, expires_at.unix()],
+        )
+    }
+
+    fn purge_usage(&mut self, before: Timestamp) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM usage_buckets WHERE bucket_start < ?1",
+            params![before.unix()],
         )
     }
 }
