@@ -127,6 +127,7 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         key_rotation_interval: serve_config.key_rotation_interval,
         audit_retention: serve_config.audit_retention,
         expired_token_retention: serve_config.expired_token_retention,
+        usage_retention: serve_config.usage.retention,
     };
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(bound).map_err(|e| {
@@ -139,7 +140,8 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
             tokio::spawn(worker.run());
         }
         let watcher = crate::ops::counters::spawn(kms.clone());
-        let upkeep = maintenance.spawn(kms);
+        let usage_flush = crate::ops::usage::spawn(kms.clone(), serve_config.usage.flush_interval);
+        let upkeep = maintenance.spawn(kms.clone());
         eprintln!("listening on {local}");
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(address = %local, scheme, db = %config.db_shown(), "kms is serving");
@@ -161,6 +163,9 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         }
         upkeep.abort();
         watcher.abort();
+        // What was counted since the last flush goes in before the process ends.
+        usage_flush.abort();
+        crate::ops::usage::flush_at_shutdown(kms).await;
         if !crate::ops::decision_log::flush(DECISION_LOG_FLUSH) {
             tracing::warn!("decision records queued at shutdown may not all be in the file");
         }
