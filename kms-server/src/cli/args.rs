@@ -141,6 +141,10 @@ pub enum Command {
     /// Maintenance checks of the database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Usage reports of applications and tokens (verifications by hour or day and outcome
+    /// code, totals, trend, cost), as the HTTP API gives them.
+    #[command(subcommand)]
+    Usage(crate::cli::usage::UsageCommand),
 }
 
 /// `kms backup`.

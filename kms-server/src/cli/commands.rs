@@ -151,6 +151,10 @@ fn run_command(
         Command::Backup(args) => maintenance::backup(&config, &args).map(|()| ExitCode::SUCCESS),
         Command::Restore(args) => maintenance::restore(&config, &args).map(|()| ExitCode::SUCCESS),
         Command::Db(DbCommand::Check) => maintenance::db_check(&config),
+        Command::Usage(cmd) => {
+            let kms = open_existing(&config)?;
+            crate::cli::usage::usage(&kms, cmd).map(|()| ExitCode::SUCCESS)
+        }
         Command::Audit(AuditCommand::Verify) => {
             let kms = open_existing(&config)?;
             let verdict = kms.verify_audit(&kms.operator())?;
