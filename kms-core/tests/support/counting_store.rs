@@ -7,7 +7,6 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
-use kms_core::store::UsageStore as _;
 use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, IdpRecord, KeyStore,
     LoginAttempt, Mutation, PolicyStore, SessionRecord, Store, TokenStore, UseOutcome, UserRecord,
