@@ -21,6 +21,7 @@ mod sealing;
 mod security_event;
 #[cfg(feature = "sso")]
 pub mod sso;
+mod usage;
 
 pub mod dangerous;
 #[doc(hidden)]
@@ -43,6 +44,7 @@ pub use defence::counters;
 pub use defence::request_signing;
 pub use defence::LockoutPolicy;
 pub use error::{Error, ErrorCode, FieldError, Result};
+pub use kms::UsageFlushed;
 #[cfg(feature = "sso")]
 pub use kms::{
     validate_return_to, BrowserContext, IdpInfo, IdpUpdate, LoginDone, LoginRedirect, NewIdp,
@@ -67,3 +69,7 @@ pub use requests::{
 };
 pub use sealing::MasterKey;
 pub use security_event::{SecurityEvent, SecurityEventSink};
+pub use usage::{
+    Granularity, UsageBatch, UsageBucket, UsageCost, UsagePrice, UsagePriceInput, UsageQuery,
+    UsageReport, UsageTotals, UsageTrend, UsageWindow, BUCKET_SECS, MAX_BUCKETS,
+};

@@ -138,6 +138,9 @@ pub struct AppPatchBody {
     /// Whether management calls by the application's tokens must be signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_signed_requests: Option<bool>,
+    /// Price per thousand valid verifications for usage reports; `null` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_price: Option<UsagePriceBody>,
 }
 
 /// The answer of `POST /v1/apps/{id}/signing-secret`.
@@ -171,6 +174,9 @@ pub struct App {
     #[serde(default)]
     #[cfg_attr(feature = "server", schema(required = true))]
     pub require_signed_requests: bool,
+    /// Its price per thousand valid verifications; absent when none is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_price: Option<UsagePriceBody>,
 }
 
 /// A page of applications.
@@ -488,6 +494,11 @@ pub struct TokenView {
     /// Conditional grants (absent when there are none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<GrantBody>,
+    /// When the token was last verified (RFC 3339, to the minute; updated at most once a
+    /// minute), or null.
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub last_used_at: Option<String>,
 }
 
 /// A token just created or rotated, with its plaintext (shown this once).
@@ -1293,4 +1304,104 @@ pub struct LoginBody {
     pub user: User,
     /// The session.
     pub session: Session,
+}
+
+/// `?from=&to=&granularity=` of a usage report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema, IntoParams))]
+#[cfg_attr(feature = "server", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Start, RFC 3339, rounded down to a whole bucket (UTC); default `to` minus 24 hours
+    /// (hour) or 30 days (day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// End, RFC 3339, exclusive, rounded up to a whole bucket; default now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// `hour` (default) or `day`; at most 1000 buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granularity: Option<String>,
+}
+
+impl From<UsageQuery> for kms_core::UsageQuery {
+    fn from(q: UsageQuery) -> Self {
+        kms_core::UsageQuery {
+            from: q.from,
+            to: q.to,
+            granularity: q.granularity,
+        }
+    }
+}
+
+/// An application's price per thousand valid verifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UsagePriceBody {
+    /// A decimal string with at most 6 decimals, e.g. `"0.40"`.
+    pub per_thousand: String,
+    /// ISO 4217 code, e.g. `EUR`.
+    pub currency: String,
+}
+
+/// One bucket of a usage report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UsageBucketBody {
+    /// Start of the bucket, RFC 3339.
+    pub start: String,
+    /// Verifications in it.
+    pub total: u64,
+    /// By outcome code (`VALID`, `REVOKED`, ...); codes without any left out.
+    pub by_code: std::collections::BTreeMap<String, u64>,
+}
+
+/// Totals of a usage report's period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UsageTotalsBody {
+    /// Verifications in the period.
+    pub total: u64,
+    /// By outcome code.
+    pub by_code: std::collections::BTreeMap<String, u64>,
+}
+
+/// The period against the equally long one just before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UsageTrendBody {
+    /// Verifications in the period before.
+    pub previous_period_total: u64,
+    /// `(total - previous) / previous`; null when the period before had none.
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub change_ratio: Option<f64>,
+}
+
+/// What the period cost, for an application with a usage price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UsageCostBody {
+    /// Valid verifications in the period.
+    pub billable_units: u64,
+    /// `billable_units / 1000 × per_thousand`, exact, as a decimal string.
+    pub amount: String,
+    /// The price's currency.
+    pub currency: String,
+}
+
+/// Answer of `GET /v1/apps/{app_id}/usage` and `GET /v1/tokens/{id}/usage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UsageReportBody {
+    /// `hour` or `day`.
+    pub granularity: String,
+    /// Every bucket of the period, oldest first, empty ones included.
+    pub series: Vec<UsageBucketBody>,
+    /// The period's totals.
+    pub totals: UsageTotalsBody,
+    /// Against the period before.
+    pub trend: UsageTrendBody,
+    /// Applications with a usage price only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<UsageCostBody>,
 }

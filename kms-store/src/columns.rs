@@ -21,17 +21,18 @@ use serde::Serialize;
 /// A macro, so statements can be built with `concat!` at compile time.
 macro_rules! app_columns {
     () => {
-        "id, name, token_prefix, status, created_at, ip_allow, require_signed_requests, signing_secret"
+        "id, name, token_prefix, status, created_at, ip_allow, require_signed_requests, \
+         signing_secret, usage_price"
     };
 }
 pub(crate) use app_columns;
 
 /// Columns of `tokens`, in the order [`token`] reads them and writes bind them (`1` to
-/// `17`).
+/// `18`).
 macro_rules! token_columns {
     () => {
         "id, app_id, name, secret_hash, start, status, created_at, expires_at, revoked_at, \
-         scopes, roles, metadata, limits, uses, rotated_from, rotated_to, grants"
+         scopes, roles, metadata, limits, uses, rotated_from, rotated_to, grants, last_used_at"
     };
 }
 pub(crate) use token_columns;
@@ -169,6 +170,10 @@ pub(crate) fn app(row: &(impl ColumnRead + ?Sized)) -> Result<Application, Store
             require_signed_requests: row.flag(6)?,
             signing_secret: row.opt_bytes(7)?,
         },
+        usage_price: row
+            .opt_text(8)?
+            .map(|p| serde_json::from_str(&p).map_err(|e| corrupt("application usage price", e)))
+            .transpose()?,
     })
 }
 
@@ -197,6 +202,7 @@ pub(crate) fn token(row: &(impl ColumnRead + ?Sized)) -> Result<TokenRecord, Sto
         rotated_from: row.opt_text(14)?,
         rotated_to: row.opt_text(15)?,
         grants: json(row, 16, "token grants")?,
+        last_used_at: opt_time(row, 17)?,
     })
 }
 

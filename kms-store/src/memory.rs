@@ -6,7 +6,8 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, Mutation,
-    PolicyStore, SealedIdentityRecords, Store, TokenStore, UseOutcome,
+    PolicyStore, SealedIdentityRecords, Store, TokenStore, TokenTouch, UsageCount, UsageRow,
+    UsageStore, UsageSubject, UseOutcome,
 };
 use kms_core::store::{
     AuditQuery, IdpRecord, LoginAttempt, Policy, RefreshRecord, RefreshStatus, Revocation,
@@ -102,7 +103,12 @@ struct State {
     sessions: BTreeMap<String, SessionRecord>,
     /// Replay-cache id → when it may be forgotten.
     replay: BTreeMap<String, Timestamp>,
+    /// Usage buckets: (application, bucket start, token, code) → count.
+    usage: BTreeMap<UsageKey, u64>,
 }
+
+/// (application id, bucket start in unix seconds, token id, outcome code).
+type UsageKey = (String, i64, String, String);
 
 impl State {
     fn put_app(&mut self, app: Application) -> Option<Application> {
@@ -259,6 +265,8 @@ enum Undo {
     LoginAttempt(String, Option<Box<LoginAttempt>>),
     Session(String, Option<Box<SessionRecord>>),
     Replay(String, Option<Timestamp>),
+    /// Purged usage buckets, restored on rollback.
+    UsagePurged(Vec<(UsageKey, u64)>),
 }
 
 /// A transaction over [`State`]: writes apply at once and are logged, and
@@ -301,6 +309,7 @@ impl MemoryTx<'_> {
                 Undo::Session(k, None) => drop(s.sessions.remove(&k)),
                 Undo::Replay(k, Some(t)) => drop(s.replay.insert(k, t)),
                 Undo::Replay(k, None) => drop(s.replay.remove(&k)),
+                Undo::UsagePurged(rows) => s.usage.extend(rows),
             }
         }
     }
@@ -490,6 +499,11 @@ impl Transaction for MemoryTx<'_> {
     }
 
     fn put_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
+        let mut token = token.clone();
+        // Like the SQL stores: a write never moves the last use backwards.
+        if let Some(old) = self.state.tokens.get(&token.id) {
+            token.last_used_at = token.last_used_at.max(old.last_used_at);
+        }
         let old = self.state.put_token(token.clone());
         self.undo
             .push(Undo::Token(token.id.clone(), old.map(Box::new)));
@@ -768,6 +782,83 @@ impl Transaction for MemoryTx<'_> {
         let old = self.state.replay.insert(id.to_owned(), expires_at);
         self.undo.push(Undo::Replay(id.to_owned(), old));
         Ok(())
+    }
+
+    fn purge_usage(&mut self, before: Timestamp) -> Result<(), StoreError> {
+        let old: Vec<UsageKey> = self
+            .state
+            .usage
+            .keys()
+            .filter(|k| k.1 < before.unix())
+            .cloned()
+            .collect();
+        let mut purged = Vec::with_capacity(old.len());
+        for key in old {
+            if let Some(count) = self.state.usage.remove(&key) {
+                purged.push((key, count));
+            }
+        }
+        self.undo.push(Undo::UsagePurged(purged));
+        Ok(())
+    }
+}
+
+impl UsageStore for MemoryStore {
+    fn add_usage(&self, counts: &[UsageCount], touches: &[TokenTouch]) -> Result<(), StoreError> {
+        let mut state = self.write();
+        for c in counts {
+            let key = (
+                c.app_id.clone(),
+                c.bucket_start.unix(),
+                c.token_id.clone(),
+                c.code.clone(),
+            );
+            let n = state.usage.entry(key).or_default();
+            *n = n.saturating_add(c.count).min(kms_core::store::MAX_COUNTER);
+        }
+        for t in touches {
+            if let Some(token) = state.tokens.get_mut(&t.token_id) {
+                token.last_used_at = token.last_used_at.max(Some(t.at));
+            }
+        }
+        Ok(())
+    }
+
+    fn usage(
+        &self,
+        subject: UsageSubject<'_>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let state = self.read();
+        let mut sums: BTreeMap<(i64, String), u64> = BTreeMap::new();
+        for ((app_id, start, token_id, code), count) in &state.usage {
+            let matches = match subject {
+                UsageSubject::App(id) => app_id == id,
+                UsageSubject::Token(id) => token_id == id,
+            };
+            if matches && *start >= from.unix() && *start < to.unix() {
+                let n = sums.entry((*start, code.clone())).or_default();
+                *n = n.saturating_add(*count);
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .map(|((start, code), count)| UsageRow {
+                bucket_start: Timestamp::from_unix(start),
+                code,
+                count,
+            })
+            .collect())
+    }
+
+    fn usage_buckets_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        Ok(self
+            .read()
+            .usage
+            .keys()
+            .filter(|k| k.1 < before.unix())
+            .count() as u64)
     }
 }
 

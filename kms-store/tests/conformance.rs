@@ -86,6 +86,7 @@ fn app(id: &str, name: &str) -> Application {
         token_prefix: TokenPrefix::parse("kms").unwrap(),
         status: AppStatus::Active,
         created_at: Timestamp::from_unix(1_800_000_000),
+        usage_price: None,
         security: Default::default(),
     }
 }
@@ -108,6 +109,7 @@ fn token(id: &str, app_id: &str) -> TokenRecord {
         limits: TokenLimits::default(),
         rotated_from: None,
         rotated_to: None,
+        last_used_at: None,
     }
 }
 
@@ -851,6 +853,7 @@ fn every_token_field_round_trips_unchanged(store: &Arc<dyn Store>) {
             ],
         },
         rotated_from: Some(format!("tok_{unicode}")),
+        last_used_at: None,
         rotated_to: Some(hostile.to_owned()),
     };
     let minimal = token("tok_min", &owner.id);

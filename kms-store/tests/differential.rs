@@ -53,6 +53,7 @@ fn app() -> impl Strategy<Value = Application> {
             AppStatus::Disabled
         },
         created_at: Timestamp::from_unix(1_800_000_000),
+        usage_price: None,
         security: Default::default(),
     })
 }
@@ -85,6 +86,7 @@ fn token() -> impl Strategy<Value = TokenRecord> {
             },
             rotated_from: None,
             rotated_to: None,
+            last_used_at: None,
         })
 }
 

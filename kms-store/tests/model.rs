@@ -138,6 +138,7 @@ fn app() -> impl Strategy<Value = Application> {
                     AppStatus::Disabled
                 },
                 created_at,
+                usage_price: None,
                 security: AppSecurity {
                     ip_allow,
                     require_signed_requests: signed,
@@ -199,6 +200,7 @@ fn token() -> impl Strategy<Value = TokenRecord> {
                 },
                 rotated_from: from,
                 rotated_to: to,
+                last_used_at: None,
             },
         )
 }
@@ -584,6 +586,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Debug, Clone, Default)]
 struct State {
+    /// Usage buckets: (application, bucket start, token, code) → count.
+    usage: BTreeMap<(String, i64, String, String), u64>,
     meta: BTreeMap<String, String>,
     apps: BTreeMap<String, Application>,
     tokens: BTreeMap<String, TokenRecord>,
@@ -1055,6 +1059,67 @@ impl IdentityStore for Model {
     }
 }
 
+impl kms_core::store::UsageStore for Model {
+    fn add_usage(
+        &self,
+        counts: &[kms_core::store::UsageCount],
+        touches: &[kms_core::store::TokenTouch],
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        for c in counts {
+            let key = (
+                c.app_id.clone(),
+                c.bucket_start.unix(),
+                c.token_id.clone(),
+                c.code.clone(),
+            );
+            *s.usage.entry(key).or_default() += c.count;
+        }
+        for t in touches {
+            if let Some(token) = s.tokens.get_mut(&t.token_id) {
+                token.last_used_at = token.last_used_at.max(Some(t.at));
+            }
+        }
+        Ok(())
+    }
+
+    fn usage(
+        &self,
+        subject: kms_core::store::UsageSubject<'_>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<kms_core::store::UsageRow>, StoreError> {
+        use kms_core::store::UsageSubject;
+        let mut sums: BTreeMap<(i64, String), u64> = BTreeMap::new();
+        for ((app, start, token, code), n) in &self.state().usage {
+            let hit = match subject {
+                UsageSubject::App(id) => app == id,
+                UsageSubject::Token(id) => token == id,
+            };
+            if hit && (from.unix()..to.unix()).contains(start) {
+                *sums.entry((*start, code.clone())).or_default() += n;
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .map(|((start, code), count)| kms_core::store::UsageRow {
+                bucket_start: Timestamp::from_unix(start),
+                code,
+                count,
+            })
+            .collect())
+    }
+
+    fn usage_buckets_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        Ok(self
+            .state()
+            .usage
+            .keys()
+            .filter(|k| k.1 < before.unix())
+            .count() as u64)
+    }
+}
+
 impl Store for Model {
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
         let mut s = self.state();
@@ -1304,6 +1369,7 @@ proptest! {
                     token_prefix: TokenPrefix::parse("kms").unwrap(),
                     status: AppStatus::Active,
                     created_at: Timestamp::from_unix(1),
+                    usage_price: None,
                     security: AppSecurity::default(),
                 })
             })

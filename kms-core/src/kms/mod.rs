@@ -14,6 +14,7 @@ mod sessions;
 mod signing_keys;
 #[cfg(feature = "sso")]
 mod sso;
+mod usage;
 mod verify;
 
 use std::collections::HashSet;
@@ -37,6 +38,7 @@ pub use sso::{
     validate_return_to, BrowserContext, IdpInfo, IdpUpdate, LoginDone, LoginRedirect, NewIdp,
     OidcCallback, SsoConfig, LOGIN_ATTEMPT_SECS,
 };
+pub use usage::UsageFlushed;
 pub use verify::{Verification, VerifyCode, VerifyResponse};
 
 use crate::access_token::keyring::KeyRing;
@@ -79,6 +81,7 @@ pub struct KmsBuilder {
     sessions: SessionSettings,
     #[cfg(feature = "sso")]
     sso: Option<sso::SsoConfig>,
+    usage_counting: bool,
 }
 
 impl std::fmt::Debug for KmsBuilder {
@@ -96,6 +99,13 @@ impl std::fmt::Debug for KmsBuilder {
 }
 
 impl KmsBuilder {
+    /// Whether verifications are counted for usage reports (default: on). Off, nothing is
+    /// counted and no key's `last_used_at` moves.
+    pub fn usage_counting(mut self, on: bool) -> Self {
+        self.usage_counting = on;
+        self
+    }
+
     /// Keeps rate limits, lockout counters and request-signing nonces in `counters`,
     /// which every node of a deployment shares (Redis or PostgreSQL, from `kms-store`),
     /// instead of in this process. While they fail, this process counts on its own (see
@@ -226,6 +236,9 @@ impl KmsBuilder {
             sessions: self.sessions,
             #[cfg(feature = "sso")]
             sso: self.sso.map(sso::SsoState::new),
+            usage: self
+                .usage_counting
+                .then(crate::usage::UsageCounters::default),
         });
         let hook: Arc<dyn ChangeListener> = inner.hook.clone();
         inner.store.subscribe(Arc::downgrade(&hook));
@@ -280,6 +293,8 @@ pub(crate) struct Inner {
     sessions: SessionSettings,
     #[cfg(feature = "sso")]
     sso: Option<sso::SsoState>,
+    /// Verification counts not flushed yet; `None` when counting is off.
+    usage: Option<crate::usage::UsageCounters>,
 }
 
 struct InvalidationHook(Weak<Inner>);
@@ -384,6 +399,7 @@ impl Kms {
             sessions: SessionSettings::default(),
             #[cfg(feature = "sso")]
             sso: None,
+            usage_counting: true,
         }
     }
 
@@ -439,6 +455,7 @@ impl Kms {
             token_prefix: TokenPrefix::default_prefix(),
             status: AppStatus::Active,
             created_at: now,
+            usage_price: None,
             security: crate::application::AppSecurity::default(),
         };
         let existing = self.inner.store.load_policy()?;

@@ -126,6 +126,8 @@ pub trait Transaction {
     fn replay_exists(&mut self, id: &str) -> Result<bool, StoreError>;
     /// Remembers a replay-cache id until `expires_at` (purged by `purge_expired`).
     fn insert_replay(&mut self, id: &str, expires_at: Timestamp) -> Result<(), StoreError>;
+    /// Deletes the usage buckets that started before `before`.
+    fn purge_usage(&mut self, before: Timestamp) -> Result<(), StoreError>;
 }
 
 /// The largest counter (use count, audit sequence number) a store keeps: SQLite integers
@@ -355,6 +357,7 @@ fn apply_one(tx: &mut impl Transaction, mutation: &Mutation) -> Result<(), Store
             }
             tx.insert_replay(id, *expires_at)
         }
+        Mutation::PurgeUsage { before } => tx.purge_usage(*before),
         Mutation::ExpectPolicyVersion(expected) => {
             let current = policy_version(tx)?;
             if current == *expected {

@@ -11,6 +11,7 @@ mod mutation;
 mod records;
 mod traits;
 
+pub use crate::usage::{TokenTouch, UsageCount, UsageRow, UsageSubject};
 pub use batch::{apply_batch, Transaction, MAX_COUNTER};
 pub use mutation::{Change, Mutation};
 pub use records::{
@@ -18,7 +19,7 @@ pub use records::{
 };
 pub use traits::{
     AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, PolicyStore,
-    SealedIdentityRecords, Store, TokenStore, UseOutcome,
+    SealedIdentityRecords, Store, TokenStore, UsageStore, UseOutcome,
 };
 
 pub use crate::audit::{verify_chain, AuditQuery, AUDIT_ANCHOR_KEY, GENESIS_HASH};

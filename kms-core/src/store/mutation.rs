@@ -138,6 +138,11 @@ pub enum Mutation {
         /// The value.
         value: String,
     },
+    /// Deletes the usage buckets that started before `before` (retention).
+    PurgeUsage {
+        /// The cut-off.
+        before: Timestamp,
+    },
 }
 
 impl Mutation {
@@ -168,7 +173,8 @@ impl Mutation {
             | Mutation::InsertSession(_)
             | Mutation::TouchSession { .. }
             | Mutation::ClaimReplay { .. }
-            | Mutation::PutMeta { .. } => None,
+            | Mutation::PutMeta { .. }
+            | Mutation::PurgeUsage { .. } => None,
             Mutation::PutUser(u) => Some(Change::User(u.id.clone())),
             Mutation::DeleteUser(id) => Some(Change::User(id.clone())),
             Mutation::PutIdp(i) => Some(Change::Idp(i.id.clone())),

@@ -13,6 +13,7 @@ use crate::error::StoreError;
 use crate::identity::{IdpRecord, LoginAttempt, SessionRecord, UserRecord};
 use crate::policy::{Policy, RoleName, Scope};
 use crate::store::{Change, Mutation, RefreshRecord, Revocation, SigningKeyRecord, TokenRecord};
+use crate::usage::{TokenTouch, UsageCount, UsageRow, UsageSubject};
 
 /// Receives [`Change`]s from a store.
 pub trait ChangeListener: Send + Sync {
@@ -146,6 +147,24 @@ pub struct SealedIdentityRecords {
     pub sessions: Vec<SessionRecord>,
 }
 
+/// Usage counts (hourly buckets by outcome code) and the last use of tokens.
+pub trait UsageStore {
+    /// In one transaction: adds every count to its bucket (`count = count + n`, so writers
+    /// on one database sum) and raises each touched token's `last_used_at` to `at` when
+    /// later (a missing token is skipped).
+    fn add_usage(&self, counts: &[UsageCount], touches: &[TokenTouch]) -> Result<(), StoreError>;
+    /// The hourly totals of `subject` by code with `from <= bucket_start < to`, by bucket
+    /// then code.
+    fn usage(
+        &self,
+        subject: UsageSubject<'_>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageRow>, StoreError>;
+    /// How many stored buckets started before `before` (what a retention sweep removes).
+    fn usage_buckets_before(&self, before: Timestamp) -> Result<u64, StoreError>;
+}
+
 /// A complete store: every entity trait, atomic batches, metadata and the change hook.
 pub trait Store:
     AppStore
@@ -155,6 +174,7 @@ pub trait Store:
     + GrantStore
     + AuditStore
     + IdentityStore
+    + UsageStore
     + Send
     + Sync
     + 'static

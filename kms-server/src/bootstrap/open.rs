@@ -292,6 +292,8 @@ pub fn open_kms_with(
     if config.insecure_fast_hash {
         builder = builder.hash_params(kms_core::dangerous::insecure_hash_params());
     }
+    // Only a server counts usage: it flushes the counts; a command would lose them.
+    builder = builder.usage_counting(serve.is_some_and(|s| s.usage.counting));
     if let Some(serve) = serve {
         if let Some(counters) = shared_counters(config, serve)? {
             builder = builder.shared_counters(counters);

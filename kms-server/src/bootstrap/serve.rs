@@ -127,6 +127,7 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         key_rotation_interval: serve_config.key_rotation_interval,
         audit_retention: serve_config.audit_retention,
         expired_token_retention: serve_config.expired_token_retention,
+        usage_retention: serve_config.usage.retention,
     };
     let checkpoints = match &serve_config.audit_checkpoints {
         Some(settings) => Some(
@@ -153,7 +154,8 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
                 let _ = checkpoints_stopped.await;
             }))
         });
-        let upkeep = maintenance.spawn(kms);
+        let usage_flush = crate::ops::usage::spawn(kms.clone(), serve_config.usage.flush_interval);
+        let upkeep = maintenance.spawn(kms.clone());
         eprintln!("listening on {local}");
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(address = %local, scheme, db = %config.db_shown(), "kms is serving");
@@ -175,6 +177,9 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         }
         upkeep.abort();
         watcher.abort();
+        // What was counted since the last flush goes in before the process ends.
+        usage_flush.abort();
+        crate::ops::usage::flush_at_shutdown(kms).await;
         // The last checkpoint covers the events of the final requests.
         let _ = stop_checkpoints.send(());
         if let Some(writer) = checkpointing {

@@ -25,6 +25,7 @@ use crate::config::settings::{
     SESSION_IDLE_TIMEOUT, SESSION_TTL, SHUTDOWN_TIMEOUT, SSO_REVALIDATE, TLS_CERT, TLS_KEY,
     TRUSTED_PROXIES,
 };
+use crate::config::settings::{USAGE_COUNTING, USAGE_FLUSH_INTERVAL, USAGE_RETENTION};
 
 /// `kms`: API keys and authorization, as a server and an operator tool.
 #[derive(Debug, Parser)]
@@ -147,6 +148,10 @@ pub enum Command {
     /// Configuration helpers: sealing secret settings under the master key.
     #[command(subcommand)]
     Config(crate::cli::custody::ConfigCommand),
+    /// Usage reports of applications and tokens (verifications by hour or day and outcome
+    /// code, totals, trend, cost), as the HTTP API gives them.
+    #[command(subcommand)]
+    Usage(crate::cli::usage::UsageCommand),
 }
 
 /// `kms backup`.
@@ -322,6 +327,15 @@ pub struct ServeArgs {
     /// The alert webhook secret (setting `alert_webhook_secret`; see [`crate::config`]).
     #[arg(long = ALERT_WEBHOOK_SECRET.long(), help = ALERT_WEBHOOK_SECRET.help_text(), value_name = "SECRET")]
     pub alert_webhook_secret: Option<String>,
+    /// The usage counting switch (setting `usage_counting`; see [`crate::config`]).
+    #[arg(long = USAGE_COUNTING.long(), help = USAGE_COUNTING.help_text(), value_name = "BOOL")]
+    pub usage_counting: Option<String>,
+    /// The usage flush interval (setting `usage_flush_interval`; see [`crate::config`]).
+    #[arg(long = USAGE_FLUSH_INTERVAL.long(), help = USAGE_FLUSH_INTERVAL.help_text(), value_name = "DURATION")]
+    pub usage_flush_interval: Option<String>,
+    /// The usage retention (setting `usage_retention`; see [`crate::config`]).
+    #[arg(long = USAGE_RETENTION.long(), help = USAGE_RETENTION.help_text(), value_name = "DURATION")]
+    pub usage_retention: Option<String>,
 }
 
 /// Settings of access tokens (`kms serve`, `kms keys rotate`).
@@ -662,6 +676,9 @@ impl Cli {
             put(SESSION_TTL, &s.session_ttl);
             put(SESSION_IDLE_TIMEOUT, &s.session_idle_timeout);
             put(SSO_REVALIDATE, &s.sso_revalidate);
+            put(USAGE_COUNTING, &s.usage_counting);
+            put(USAGE_FLUSH_INTERVAL, &s.usage_flush_interval);
+            put(USAGE_RETENTION, &s.usage_retention);
             let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));
             put(DENY_NETWORKS, &list(&s.deny_network));
             put(TRUSTED_PROXIES, &list(&s.trusted_proxy));

@@ -178,6 +178,10 @@ fn run_command(
                 ExitCode::from(exit::AUDIT_CHAIN_BROKEN)
             })
         }
+        Command::Usage(cmd) => {
+            let kms = open_existing(&config)?;
+            crate::cli::usage::usage(&kms, cmd).map(|()| ExitCode::SUCCESS)
+        }
         Command::Audit(AuditCommand::Verify { checkpoint: None }) => {
             let kms = open_existing(&config)?;
             let verdict = kms.verify_audit(&kms.operator())?;

@@ -76,7 +76,9 @@ use self::parse::{
     parse_bool, parse_claim, parse_duration, parse_duration_or_zero, parse_log_format,
     parse_log_level, parse_path, parse_positive_u32, parse_u32, parse_u64, parse_whole_seconds,
 };
-pub use self::serve::{AlertSettings, RateLimitSettings, RedisSettings, ServeConfig, TlsFiles};
+pub use self::serve::{
+    AlertSettings, RateLimitSettings, RedisSettings, ServeConfig, TlsFiles, UsageSettings,
+};
 pub use self::settings::CONFIG_ENV;
 use self::settings::{
     ACCESS_TOKEN_TTL, CACHE_CAPACITY, CACHE_TTL, DB, DB_CONNECT_TIMEOUT, DB_POOL_SIZE,

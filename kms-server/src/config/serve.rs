@@ -20,6 +20,7 @@ use super::settings::{
     DECISION_LOG, DECISION_LOG_FILE, DECISION_LOG_SAMPLE, DECISION_LOG_VALUES, OTLP_ENDPOINT,
     PUBLIC_URL, SESSION_IDLE_TIMEOUT, SESSION_TTL, SSO_REVALIDATE, TRACE_SAMPLE_RATIO,
 };
+use super::settings::{USAGE_COUNTING, USAGE_FLUSH_INTERVAL, USAGE_RETENTION};
 use super::{ConfigError, Secret, Sources};
 use crate::http::connections::ConnectionLimits;
 use crate::http::server;
@@ -110,6 +111,43 @@ pub struct ServeConfig {
     pub sessions: kms_core::SessionSettings,
     /// Signed checkpoints of the audit chain's head; `None`: none written.
     pub audit_checkpoints: Option<crate::ops::checkpoints::CheckpointSettings>,
+    /// Usage counting: on or off, how often it is flushed, how long buckets are kept.
+    pub usage: UsageSettings,
+}
+
+/// Usage counting (ADR 0015).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageSettings {
+    /// Whether verifications are counted.
+    pub counting: bool,
+    /// How often the counts are added to the database.
+    pub flush_interval: Duration,
+    /// Delete buckets of hours older than this; `None`: keep them.
+    pub retention: Option<Duration>,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        UsageSettings {
+            counting: true,
+            flush_interval: Duration::from_secs(10),
+            retention: Some(Duration::from_secs(400 * 86_400)),
+        }
+    }
+}
+
+fn resolve_usage(sources: &Sources) -> Result<UsageSettings, ConfigError> {
+    let d = UsageSettings::default();
+    Ok(UsageSettings {
+        counting: sources.get(USAGE_COUNTING, super::parse::parse_bool, d.counting)?,
+        flush_interval: sources.get(USAGE_FLUSH_INTERVAL, parse_duration, d.flush_interval)?,
+        retention: Some(sources.get(
+            USAGE_RETENTION,
+            parse_whole_seconds_or_zero,
+            d.retention.unwrap_or(Duration::ZERO),
+        )?)
+        .filter(|r| !r.is_zero()),
+    })
 }
 
 /// Where and how to reach Redis.
@@ -146,6 +184,7 @@ impl Default for ServeConfig {
             public_url: None,
             sessions: kms_core::SessionSettings::default(),
             audit_checkpoints: None,
+            usage: UsageSettings::default(),
         }
     }
 }
@@ -182,6 +221,7 @@ impl ServeConfig {
             public_url: sources.get(PUBLIC_URL, parse_public_url, None)?,
             sessions: resolve_sessions(sources)?,
             audit_checkpoints: resolve_checkpoints(sources)?,
+            usage: resolve_usage(sources)?,
         })
     }
 }

@@ -673,8 +673,38 @@ pub(crate) const AUDIT_CHECKPOINT_EVERY: Setting = Setting {
     help: "With audit_checkpoint_file: write a checkpoint once the chain has grown by this many events since the last one (checked every second, and at shutdown)",
 };
 
+pub(crate) const USAGE_COUNTING: Setting = Setting {
+    key: "usage_counting",
+    flag: Some("usage-counting"),
+    env: "KMS_USAGE_COUNTING",
+    in_file: true,
+    default: Shown::Value("true"),
+    what: "usage counting switch",
+    help: "Count every verification per token and application by outcome code, in hourly buckets for the usage reports, and keep tokens' last_used_at; false counts nothing",
+};
+
+pub(crate) const USAGE_FLUSH_INTERVAL: Setting = Setting {
+    key: "usage_flush_interval",
+    flag: Some("usage-flush-interval"),
+    env: "KMS_USAGE_FLUSH_INTERVAL",
+    in_file: true,
+    default: Shown::Value("10s"),
+    what: "usage flush interval",
+    help: "How often the verifications counted in memory are added to the database (and once more at shutdown); a crash loses at most this much counting",
+};
+
+pub(crate) const USAGE_RETENTION: Setting = Setting {
+    key: "usage_retention",
+    flag: Some("usage-retention"),
+    env: "KMS_USAGE_RETENTION",
+    in_file: true,
+    default: Shown::Value("400d"),
+    what: "usage retention",
+    help: "Delete usage buckets of hours older than this, e.g. 400d (audited as retention.sweep); 0 keeps them",
+};
+
 /// Every setting, in the order they are documented.
-pub(crate) const ALL: [Setting; 56] = [
+pub(crate) const ALL: [Setting; 59] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -731,6 +761,9 @@ pub(crate) const ALL: [Setting; 56] = [
     SESSION_IDLE_TIMEOUT,
     SSO_REVALIDATE,
     MASTER_KEY_COMMAND,
+    USAGE_COUNTING,
+    USAGE_FLUSH_INTERVAL,
+    USAGE_RETENTION,
 ];
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ use crate::http::middleware::rate_limit;
 use crate::http::middleware::rate_limit::ClientRateLimit;
 use crate::http::middleware::signed_requests::SignatureLayer;
 use crate::http::routes::{
-    apps, audit, docs, health, keys, oauth, people, permissions, roles, tokens, verify, AppState,
+    apps, audit, docs, health, keys, oauth, people, permissions, roles, tokens, usage, verify,
+    AppState,
 };
 use crate::ops::metrics::Metrics;
 
@@ -184,6 +185,8 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
             post(people::revoke_user_sessions),
         )
         .route("/v1/sessions/{id}/revoke", post(people::revoke_session))
+        .route("/v1/apps/{app_id}/usage", get(usage::app_usage))
+        .route("/v1/tokens/{id}/usage", get(usage::token_usage))
         .route("/v1/me", get(people::me))
         .route("/v1/me/sessions", get(people::my_sessions))
         .route(

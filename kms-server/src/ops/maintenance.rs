@@ -22,6 +22,8 @@ pub struct Maintenance {
     pub audit_retention: Option<Duration>,
     /// Delete tokens that expired longer ago than this; `None`: keep them.
     pub expired_token_retention: Option<Duration>,
+    /// Delete usage buckets of hours older than this; `None`: keep them.
+    pub usage_retention: Option<Duration>,
 }
 
 impl Maintenance {
@@ -32,6 +34,7 @@ impl Maintenance {
             self.key_rotation_interval,
             self.audit_retention,
             self.expired_token_retention,
+            self.usage_retention,
         ]
         .into_iter()
         .flatten()
@@ -93,6 +96,12 @@ impl Maintenance {
                 );
             }
         }
+        if let Some(age) = self.usage_retention {
+            let deleted = kms.apply_usage_retention(secs(age))?;
+            if deleted > 0 {
+                tracing::info!(deleted, "retention: deleted old usage buckets");
+            }
+        }
         Ok(())
     }
 }
@@ -119,6 +128,7 @@ mod tests {
             key_rotation_interval: Some(Duration::from_secs(40)),
             audit_retention: Some(Duration::from_secs(6)),
             expired_token_retention: None,
+            usage_retention: None,
         };
         assert_eq!(retention.period(), Duration::from_secs(3));
     }

@@ -819,6 +819,29 @@ impl IdentityStore for MeteredStore {
     }
 }
 
+impl kms_core::store::UsageStore for MeteredStore {
+    fn add_usage(
+        &self,
+        counts: &[kms_core::store::UsageCount],
+        touches: &[kms_core::store::TokenTouch],
+    ) -> Result<(), StoreError> {
+        self.timed("add_usage", |s| s.add_usage(counts, touches))
+    }
+
+    fn usage(
+        &self,
+        subject: kms_core::store::UsageSubject<'_>,
+        from: kms_core::Timestamp,
+        to: kms_core::Timestamp,
+    ) -> Result<Vec<kms_core::store::UsageRow>, StoreError> {
+        self.timed("usage", |s| s.usage(subject, from, to))
+    }
+
+    fn usage_buckets_before(&self, before: kms_core::Timestamp) -> Result<u64, StoreError> {
+        self.timed("usage_buckets_before", |s| s.usage_buckets_before(before))
+    }
+}
+
 impl Store for MeteredStore {
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
         self.timed("apply", |s| s.apply(batch))?;

@@ -12,6 +12,7 @@ pub mod migrations;
 mod notify;
 mod rows;
 mod tx;
+mod usage;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

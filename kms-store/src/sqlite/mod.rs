@@ -4,6 +4,7 @@ pub(crate) mod connection;
 pub(crate) mod error;
 mod rows;
 mod tx;
+mod usage;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError, Weak};

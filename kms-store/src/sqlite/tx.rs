@@ -79,12 +79,12 @@ impl Transaction for SqliteTx<'_> {
             concat!(
                 "INSERT INTO apps (",
                 app_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
              token_prefix = excluded.token_prefix, status = excluded.status, \
              created_at = excluded.created_at, ip_allow = excluded.ip_allow, \
              require_signed_requests = excluded.require_signed_requests, \
-             signing_secret = excluded.signing_secret"
+             signing_secret = excluded.signing_secret, usage_price = excluded.usage_price"
             ),
             params![
                 app.id,
@@ -95,6 +95,10 @@ impl Transaction for SqliteTx<'_> {
                 to_json(&app.security.ip_allow, "application allow-list")?,
                 i64::from(app.security.require_signed_requests),
                 app.security.signing_secret,
+                app.usage_price
+                    .as_ref()
+                    .map(|p| to_json(p, "application usage price"))
+                    .transpose()?,
             ],
         )
     }
@@ -185,7 +189,8 @@ impl Transaction for SqliteTx<'_> {
             "INSERT INTO tokens (",
             token_columns!(),
             ") \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             ?18) \
              ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, name = excluded.name, \
              secret_hash = excluded.secret_hash, start = excluded.start, \
              status = excluded.status, created_at = excluded.created_at, \
@@ -193,7 +198,9 @@ impl Transaction for SqliteTx<'_> {
              scopes = excluded.scopes, roles = excluded.roles, metadata = excluded.metadata, \
              limits = excluded.limits, uses = excluded.uses, \
              rotated_from = excluded.rotated_from, rotated_to = excluded.rotated_to, \
-             grants = excluded.grants"
+             grants = excluded.grants, \
+             last_used_at = coalesce(max(excluded.last_used_at, tokens.last_used_at), \
+             excluded.last_used_at, tokens.last_used_at)"
         );
         self.execute(
             PUT,
@@ -215,6 +222,7 @@ impl Transaction for SqliteTx<'_> {
                 token.rotated_from,
                 token.rotated_to,
                 c.grants,
+                token.last_used_at.map(|t| t.unix()),
             ],
         )?;
         self.execute(
@@ -607,6 +615,13 @@ impl Transaction for SqliteTx<'_> {
         self.execute(
             "INSERT INTO sso_replay (id, expires_at) VALUES (?1, ?2)",
             params![id, expires_at.unix()],
+        )
+    }
+
+    fn purge_usage(&mut self, before: Timestamp) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM usage_buckets WHERE bucket_start < ?1",
+            params![before.unix()],
         )
     }
 }
