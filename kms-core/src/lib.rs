@@ -26,6 +26,7 @@ pub mod dangerous;
 #[doc(hidden)]
 pub mod internal;
 pub mod manual;
+pub mod privacy;
 pub mod store;
 
 // What an application uses. Store implementers find the rest under `store`.
@@ -53,6 +54,7 @@ pub use kms::{
     SessionInfo, SessionSettings, StartedSession, UserInfo, UserUpdate, Verification, VerifyCode,
     VerifyResponse, SESSION_TOKEN_PREFIX,
 };
+pub use kms::{UserExport, DEFAULT_EXPORT_AUDIT_LIMIT};
 pub use page::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use policy::{
     Condition, ConditionError, ConditionInput, ConditionLimits, ConditionalGrant, GrantInput,

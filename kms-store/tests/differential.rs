@@ -302,6 +302,9 @@ fn mutation() -> impl Strategy<Value = Mutation> {
                 details: serde_json::json!({"seq": seq}),
                 prev_hash: String::new(),
                 hash: String::new(),
+                subject: None,
+                sealed_personal: None,
+                personal: None,
             })
         }),
     ]

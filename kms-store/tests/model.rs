@@ -265,6 +265,9 @@ fn audit_event() -> impl Strategy<Value = AuditEvent> {
                 details,
                 prev_hash: hash.clone(),
                 hash,
+                subject: None,
+                sealed_personal: None,
+                personal: None,
             },
         )
 }

@@ -7,6 +7,7 @@ mod apps;
 mod audit_log;
 mod caller;
 mod policy_ops;
+mod privacy;
 mod request_signing;
 mod sessions;
 mod signing_keys;
@@ -24,6 +25,7 @@ use arc_swap::ArcSwap;
 pub use audit_log::{AuditFilter, RetentionReport};
 pub use caller::Caller;
 pub use policy_ops::RoleView;
+pub use privacy::{UserExport, DEFAULT_EXPORT_AUDIT_LIMIT};
 pub use sessions::{
     BulkUserRoles, Me, SessionInfo, SessionSettings, StartedSession, UserInfo, UserUpdate,
     SESSION_TOKEN_PREFIX,

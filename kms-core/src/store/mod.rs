@@ -20,6 +20,9 @@ pub use traits::{
     AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, PolicyStore, Store,
     TokenStore, UseOutcome,
 };
+pub use traits::PrivacyStore;
+
+pub use crate::privacy::PersonKeyRecord;
 
 pub use crate::audit::{verify_chain, AuditQuery, AUDIT_ANCHOR_KEY, GENESIS_HASH};
 pub use crate::error::StoreError;

@@ -108,6 +108,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     /// Sessions' absolute lifetime, idle timeout and revalidation interval.
     pub sessions: kms_core::SessionSettings,
+    /// Delete sessions that ended longer ago than this; `None`: keep them.
+    pub session_retention: Option<Duration>,
 }
 
 /// Where and how to reach Redis.
@@ -143,6 +145,7 @@ impl Default for ServeConfig {
             condition_limits: kms_core::ConditionLimits::default(),
             public_url: None,
             sessions: kms_core::SessionSettings::default(),
+            session_retention: None,
         }
     }
 }
@@ -178,6 +181,7 @@ impl ServeConfig {
             condition_limits: resolve_condition_limits(sources)?,
             public_url: sources.get(PUBLIC_URL, parse_public_url, None)?,
             sessions: resolve_sessions(sources)?,
+            session_retention: optional_interval(sources, super::settings::SESSION_RETENTION)?,
         })
     }
 }

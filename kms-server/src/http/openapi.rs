@@ -81,6 +81,7 @@ use crate::wire;
         routes::people::logout,
         routes::audit::list_audit,
         routes::audit::verify_audit,
+        routes::privacy::export_user,
     ),
     components(schemas(wire::FieldProblem)),
     modifiers(&BearerAuth, &ClosedResponses),

@@ -22,6 +22,8 @@ pub struct Maintenance {
     pub audit_retention: Option<Duration>,
     /// Delete tokens that expired longer ago than this; `None`: keep them.
     pub expired_token_retention: Option<Duration>,
+    /// Delete sessions that ended longer ago than this; `None`: keep them.
+    pub session_retention: Option<Duration>,
 }
 
 impl Maintenance {
@@ -32,6 +34,7 @@ impl Maintenance {
             self.key_rotation_interval,
             self.audit_retention,
             self.expired_token_retention,
+            self.session_retention,
         ]
         .into_iter()
         .flatten()
@@ -80,11 +83,21 @@ impl Maintenance {
                 }
             }
         }
-        if self.audit_retention.is_some() || self.expired_token_retention.is_some() {
+        if self.audit_retention.is_some()
+            || self.expired_token_retention.is_some()
+            || self.session_retention.is_some()
+        {
             let report = kms.apply_retention(
                 self.audit_retention.map(secs),
                 self.expired_token_retention.map(secs),
+                self.session_retention.map(secs),
             )?;
+            if report.ended_sessions_deleted > 0 {
+                tracing::info!(
+                    deleted = report.ended_sessions_deleted,
+                    "retention: deleted ended sessions"
+                );
+            }
             if report.audit_events_pruned > 0 {
                 tracing::info!(
                     pruned = report.audit_events_pruned,
