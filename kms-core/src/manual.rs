@@ -58,4 +58,7 @@ pub mod adr {
 
     #[doc = include_str!("../../docs/adr/0014-users-sessions-and-openid-connect.md")]
     pub mod adr_0014_users_sessions_and_openid_connect {}
+
+    #[doc = include_str!("../../docs/adr/0017-crypto-shredding-of-personal-data-in-the-audit-chain.md")]
+    pub mod adr_0017_crypto_shredding_of_personal_data_in_the_audit_chain {}
 }
