@@ -372,3 +372,63 @@ fn person_keys_are_listed_for_a_master_key_rotation() {
         .filter(|e| e.subject.is_some())
         .all(|e| e.personal == Some(kms_core::privacy::PersonalStatus::Unavailable)));
 }
+
+/// A database written before data subjects existed (schema 8, events hashed the old way):
+/// after the upgrade its chain verifies, and new events with sealed fields extend it.
+#[test]
+fn an_old_chain_verifies_after_the_upgrade_and_new_personal_events_extend_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kms.db");
+    kms_store::migrations::up(&path, Some(8)).unwrap();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut prev = kms_core::store::GENESIS_HASH.to_owned();
+        for seq in 1..=3u64 {
+            let mut e = kms_core::AuditEvent {
+                seq,
+                at: Timestamp::from_unix(1_700_000_000 + seq as i64),
+                actor: "operator".into(),
+                action: "app.create".into(),
+                target: format!("app_{seq}"),
+                outcome: "success".into(),
+                ip: Some("192.0.2.44".into()),
+                request_id: None,
+                app_id: None,
+                details: serde_json::json!({"n": seq}),
+                prev_hash: prev.clone(),
+                hash: String::new(),
+                subject: None,
+                sealed_personal: None,
+                personal: None,
+            };
+            e.hash = e.compute_hash();
+            prev = e.hash.clone();
+            conn.execute(
+                "INSERT INTO audit_events (seq, at, actor, action, target, outcome, ip, \
+                 request_id, app_id, details, prev_hash, hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL, ?8, ?9, ?10)",
+                rusqlite::params![
+                    seq as i64,
+                    e.at.unix(),
+                    e.actor,
+                    e.action,
+                    e.target,
+                    e.outcome,
+                    e.ip,
+                    e.details.to_string(),
+                    e.prev_hash,
+                    e.hash
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let env = env_with(Arc::new(store), Some(MasterKey::generate(&OsRandom).unwrap()));
+    assert!(intact(&env.kms, &env.root));
+    let (_, session) = user_with_session(&env, "usr_upgrade0000001");
+    env.kms.logout(&session).unwrap();
+    let last = env.store.last_audit_event().unwrap().unwrap();
+    assert!(last.sealed_personal.is_some());
+    assert!(intact(&env.kms, &env.root));
+}
