@@ -122,7 +122,7 @@ fn audit_items(base: &str, root: &str) -> Vec<Value> {
 
 #[test]
 fn a_person_is_exported_then_erased_and_nothing_of_them_remains_on_disk() {
-    let Some((dir, server, root, _app_id, idp)) = setup(&[]) else {
+    let Some((dir, server, root, app_id, idp)) = setup(&[]) else {
         return;
     };
     let base = server.base.clone();
@@ -235,7 +235,6 @@ fn a_person_is_exported_then_erased_and_nothing_of_them_remains_on_disk() {
     assert!(!erase.to_string().contains("q7x2k"), "{erase}");
 
     // An API key's metadata, rotated once (the rotation copies it), then erased.
-    let app_id = _app_id;
     let created = call(
         &base,
         "POST",

@@ -64,6 +64,10 @@ impl Audit {
 
     /// Adds a personal fact about the subject (an email, a user agent), sealed under their
     /// person key; ignored without a subject.
+    #[cfg_attr(
+        not(feature = "sso"),
+        allow(dead_code, reason = "logins carry the personal facts")
+    )]
     pub(crate) fn personal(mut self, name: &str, value: Option<&str>) -> Self {
         if let Some(v) = value {
             self.personal.insert(name.to_owned(), Value::from(v));
