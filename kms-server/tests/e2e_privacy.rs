@@ -26,7 +26,9 @@ use serde_json::{json, Value};
 
 const EMAIL: &str = "ada.q7x2k@privacy-test.example";
 const NAME: &str = "Ada Zq7x2k Lovelace";
-const NAME_ID: &str = "subject-q7x2k-9d41";
+/// The NameID (emailAddress format, so kms takes the email from it, as the IdP's default
+/// user does): the identity's subject and the email at once.
+const NAME_ID: &str = EMAIL;
 const USER_AGENT: &str = "PrivacyProbe/7.3 (q7x2k; erasure test)";
 const TOKEN_METADATA: &str = "owner-q7x2k-metadata@privacy-test.example";
 
@@ -148,6 +150,9 @@ fn a_person_is_exported_then_erased_and_nothing_of_them_remains_on_disk() {
     // The audit events hold the personal fields sealed: not in the clear in the file.
     let db = dir.path().join("kms.db");
     let stored: Vec<u8> = common::database_bytes(&db);
+    // The scan below can see them: before the erasure the profile is in the files.
+    let clear = String::from_utf8_lossy(&stored).into_owned();
+    assert!(clear.contains(EMAIL) && clear.contains(USER_AGENT) && clear.contains(NAME));
     assert!(!String::from_utf8_lossy(&stored).contains(&format!("\"user_agent\":\"{USER_AGENT}")));
 
     // The export: profile, identities, sessions with address and browser, roles, events.
