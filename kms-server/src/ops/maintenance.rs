@@ -132,7 +132,13 @@ mod tests {
             key_rotation_interval: Some(Duration::from_secs(40)),
             audit_retention: Some(Duration::from_secs(6)),
             expired_token_retention: None,
+            session_retention: None,
         };
         assert_eq!(retention.period(), Duration::from_secs(3));
+        let sessions = Maintenance {
+            session_retention: Some(Duration::from_secs(4)),
+            ..Maintenance::default()
+        };
+        assert_eq!(sessions.period(), Duration::from_secs(2));
     }
 }
