@@ -1430,7 +1430,10 @@ fn retention_prunes_old_audit_events_and_keeps_the_chain_verifiable(e: Env) {
         .unwrap()
         .items
         .len();
-    let report = e.kms.apply_retention(Some(86_400), Some(86_400), None).unwrap();
+    let report = e
+        .kms
+        .apply_retention(Some(86_400), Some(86_400), None)
+        .unwrap();
     assert_eq!(
         report.audit_events_pruned, 3,
         "init, app and first token events"

@@ -144,10 +144,16 @@ fn a_persons_audit_fields_are_sealed_exported_and_shredded_by_erasure() {
         let raw = env.store.last_audit_event().unwrap().unwrap();
         assert_eq!(raw.action, "session.revoke", "{name}");
         assert_eq!(raw.subject.as_deref(), Some(user.id.as_str()), "{name}");
-        assert_eq!(raw.ip, None, "{name}: the address is sealed, not stored in the clear");
+        assert_eq!(
+            raw.ip, None,
+            "{name}: the address is sealed, not stored in the clear"
+        );
         let sealed = raw.sealed_personal.clone().unwrap();
         assert!(!sealed.contains(IP), "{name}");
-        assert!(env.store.get_person_key(&user.id).unwrap().is_some(), "{name}");
+        assert!(
+            env.store.get_person_key(&user.id).unwrap().is_some(),
+            "{name}"
+        );
 
         // Listings and the export open it.
         let page = env
@@ -157,15 +163,30 @@ fn a_persons_audit_fields_are_sealed_exported_and_shredded_by_erasure() {
         let listed = page.items.iter().find(|e| e.seq == raw.seq).unwrap();
         assert_eq!(listed.ip.as_deref(), Some(IP), "{name}");
         assert_eq!(listed.personal, None, "{name}");
-        assert_eq!(listed.sealed_personal, None, "{name}: the sealed form is not shown");
+        assert_eq!(
+            listed.sealed_personal, None,
+            "{name}: the sealed form is not shown"
+        );
         let export = env
             .kms
             .export_user(&env.root, &user.id, PageRequest::default())
             .unwrap();
-        assert_eq!(export.user.email.as_deref(), Some("ada.lovelace@example.org"));
-        assert_eq!(export.sessions.len(), 1, "{name}: ended sessions are exported");
+        assert_eq!(
+            export.user.email.as_deref(),
+            Some("ada.lovelace@example.org")
+        );
+        assert_eq!(
+            export.sessions.len(),
+            1,
+            "{name}: ended sessions are exported"
+        );
         assert!(export.sessions[0].revoked_at.is_some(), "{name}");
-        let exported = export.audit.items.iter().find(|e| e.seq == raw.seq).unwrap();
+        let exported = export
+            .audit
+            .items
+            .iter()
+            .find(|e| e.seq == raw.seq)
+            .unwrap();
         assert_eq!(exported.ip.as_deref(), Some(IP), "{name}");
         // An admin action on the user concerns them too (target), without their key.
         env.kms
@@ -225,10 +246,20 @@ fn a_persons_audit_fields_are_sealed_exported_and_shredded_by_erasure() {
         let before: Vec<_> = env.store.audit_after(0, 1_000).unwrap();
         env.kms.erase_user(&env.root, &user.id).unwrap();
         assert!(env.store.get_user(&user.id).unwrap().is_none(), "{name}");
-        assert!(env.store.user_sessions(&user.id).unwrap().is_empty(), "{name}");
-        assert!(env.store.get_person_key(&user.id).unwrap().is_none(), "{name}");
+        assert!(
+            env.store.user_sessions(&user.id).unwrap().is_empty(),
+            "{name}"
+        );
+        assert!(
+            env.store.get_person_key(&user.id).unwrap().is_none(),
+            "{name}"
+        );
         let after: Vec<_> = env.store.audit_after(0, 1_000).unwrap();
-        assert_eq!(&after[..before.len()], &before[..], "{name}: no event changed");
+        assert_eq!(
+            &after[..before.len()],
+            &before[..],
+            "{name}: no event changed"
+        );
         let erase = after.last().unwrap();
         assert_eq!(erase.action, "user.erase");
         let text = serde_json::to_string(erase).unwrap();
@@ -288,9 +319,15 @@ fn erasing_a_key_removes_its_metadata_and_the_copies_in_its_lineage() {
             .rotate_token(&env.root, &first.info.id, RotateToken::default())
             .unwrap();
         env.kms.erase_token(&env.root, &rotated.info.id).unwrap();
-        assert!(env.store.get_token(&rotated.info.id).unwrap().is_none(), "{name}");
+        assert!(
+            env.store.get_token(&rotated.info.id).unwrap().is_none(),
+            "{name}"
+        );
         let old = env.store.get_token(&first.info.id).unwrap().unwrap();
-        assert!(old.metadata.is_empty(), "{name}: the predecessor's copy is cleared");
+        assert!(
+            old.metadata.is_empty(),
+            "{name}: the predecessor's copy is cleared"
+        );
         for e in env.store.audit_after(0, 1_000).unwrap() {
             let text = serde_json::to_string(&e).unwrap();
             assert!(!text.contains("ada.lovelace"), "{name}: {text}");
@@ -310,12 +347,18 @@ fn ended_sessions_are_deleted_after_the_session_retention() {
         let (_, _live) = user_with_session(&env, "usr_retention000002");
         // A day later, a retention of two days keeps the ended session...
         env.clock.advance(86_400);
-        let report = env.kms.apply_retention(None, None, Some(2 * 86_400)).unwrap();
+        let report = env
+            .kms
+            .apply_retention(None, None, Some(2 * 86_400))
+            .unwrap();
         assert_eq!(report.ended_sessions_deleted, 0, "{name}");
         // ...and of half a day deletes it, and the live one's idle end too (30 min idle).
         let report = env.kms.apply_retention(None, None, Some(43_200)).unwrap();
         assert_eq!(report.ended_sessions_deleted, 2, "{name}");
-        assert!(env.store.user_sessions(&user.id).unwrap().is_empty(), "{name}");
+        assert!(
+            env.store.user_sessions(&user.id).unwrap().is_empty(),
+            "{name}"
+        );
         let sweep = env.store.last_audit_event().unwrap().unwrap();
         assert_eq!(sweep.action, "retention.sweep", "{name}");
         assert_eq!(sweep.details["ended_sessions_deleted"], 2, "{name}");
@@ -361,11 +404,21 @@ fn person_keys_are_listed_for_a_master_key_rotation() {
         .build()
         .unwrap();
     let events = reopened
-        .list_audit(&reopened.operator(), AuditFilter::default(), PageRequest::default())
+        .list_audit(
+            &reopened.operator(),
+            AuditFilter::default(),
+            PageRequest::default(),
+        )
         .unwrap();
-    let sealed: Vec<_> = events.items.iter().filter(|e| e.subject.is_some()).collect();
+    let sealed: Vec<_> = events
+        .items
+        .iter()
+        .filter(|e| e.subject.is_some())
+        .collect();
     assert_eq!(sealed.len(), 3);
-    assert!(sealed.iter().all(|e| e.ip.as_deref() == Some(IP) && e.personal.is_none()));
+    assert!(sealed
+        .iter()
+        .all(|e| e.ip.as_deref() == Some(IP) && e.personal.is_none()));
     let stale = env
         .kms
         .list_audit(&env.root, AuditFilter::default(), PageRequest::default())
@@ -428,7 +481,10 @@ fn an_old_chain_verifies_after_the_upgrade_and_new_personal_events_extend_it() {
         }
     }
     let store = SqliteStore::open(&path).unwrap();
-    let env = env_with(Arc::new(store), Some(MasterKey::generate(&OsRandom).unwrap()));
+    let env = env_with(
+        Arc::new(store),
+        Some(MasterKey::generate(&OsRandom).unwrap()),
+    );
     assert!(intact(&env.kms, &env.root));
     let (_, session) = user_with_session(&env, "usr_upgrade0000001");
     env.kms.logout(&session).unwrap();

@@ -39,7 +39,13 @@ fn setup(args: &[&str]) -> Option<(tempfile::TempDir, Server, String, String, Sa
     let (root, _) = init(&db);
     let server = Server::start_with(&db, args, &[]);
     let base = server.base.clone();
-    let app = call(&base, "POST", "/v1/apps", Some(&root), Some(&json!({"name": "corp"})));
+    let app = call(
+        &base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some(&json!({"name": "corp"})),
+    );
     assert_eq!(app.status, 201, "{}", app.body);
     let app_id = app.json()["id"].as_str().unwrap().to_owned();
     let role = call(
@@ -103,7 +109,10 @@ fn assert_nowhere(dir: &Path, logs: &str, needles: &[&str], wal: bool) {
         scanned.push(path.file_name().unwrap().to_string_lossy().into_owned());
     }
     assert!(scanned.iter().any(|f| f == "kms.db"), "{scanned:?}");
-    assert!(!wal || scanned.iter().any(|f| f == "kms.db-wal"), "{scanned:?}");
+    assert!(
+        !wal || scanned.iter().any(|f| f == "kms.db-wal"),
+        "{scanned:?}"
+    );
     for needle in needles {
         assert!(!logs.contains(needle), "{needle:?} is in the server's logs");
     }
@@ -167,19 +176,29 @@ fn a_person_is_exported_then_erased_and_nothing_of_them_remains_on_disk() {
     assert_eq!(e["user"]["identities"][0]["subject"], NAME_ID);
     assert_eq!(e["user"]["given_roles"], json!(["support"]));
     let sessions = e["sessions"].as_array().unwrap();
-    assert_eq!(sessions.len(), 2, "ended sessions are exported too: {sessions:?}");
+    assert_eq!(
+        sessions.len(),
+        2,
+        "ended sessions are exported too: {sessions:?}"
+    );
     assert!(sessions
         .iter()
         .all(|s| s["user_agent"] == USER_AGENT && s["ip"] == "127.0.0.1"));
     assert!(sessions.iter().any(|s| s["revoke_reason"] == "logout"));
     let events = e["audit"]["items"].as_array().unwrap();
-    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     assert_eq!(
         actions,
         ["user.update", "session.revoke", "sso.login", "sso.login"],
         "{events:?}"
     );
-    let logins: Vec<&Value> = events.iter().filter(|e| e["action"] == "sso.login").collect();
+    let logins: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "sso.login")
+        .collect();
     for l in &logins {
         assert_eq!(l["subject"], user_id.as_str());
         assert_eq!(l["ip"], "127.0.0.1", "{l}");
@@ -188,9 +207,18 @@ fn a_person_is_exported_then_erased_and_nothing_of_them_remains_on_disk() {
         assert!(l.get("personal").is_none(), "{l}");
     }
     // The audit part pages.
-    let page = call(&base, "GET", &format!("{export_path}?limit=1"), Some(&root), None);
+    let page = call(
+        &base,
+        "GET",
+        &format!("{export_path}?limit=1"),
+        Some(&root),
+        None,
+    );
     assert_eq!(page.status, 200, "{}", page.body);
-    let cursor = page.json()["audit"]["next_cursor"].as_str().unwrap().to_owned();
+    let cursor = page.json()["audit"]["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let next = call(
         &base,
         "GET",
@@ -199,11 +227,28 @@ fn a_person_is_exported_then_erased_and_nothing_of_them_remains_on_disk() {
         None,
     );
     assert_eq!(next.json()["audit"]["items"][0]["action"], "session.revoke");
-    let bad = call(&base, "GET", &format!("{export_path}?limit=0"), Some(&root), None);
+    let bad = call(
+        &base,
+        "GET",
+        &format!("{export_path}?limit=0"),
+        Some(&root),
+        None,
+    );
     schema.validate("GET", "/v1/users/{id}/export", bad.status, &bad.body);
     assert_eq!(bad.status, 400, "{}", bad.body);
-    let missing = call(&base, "GET", "/v1/users/usr_nobody/export", Some(&root), None);
-    schema.validate("GET", "/v1/users/{id}/export", missing.status, &missing.body);
+    let missing = call(
+        &base,
+        "GET",
+        "/v1/users/usr_nobody/export",
+        Some(&root),
+        None,
+    );
+    schema.validate(
+        "GET",
+        "/v1/users/{id}/export",
+        missing.status,
+        &missing.body,
+    );
     assert_eq!(missing.status, 404);
     // `user.read` is needed: the person's own session does not hold it.
     let (own, _) = login(&base, &idp);
@@ -220,15 +265,28 @@ fn a_person_is_exported_then_erased_and_nothing_of_them_remains_on_disk() {
     );
     assert_eq!(erased.status, 204, "{}", erased.body);
     assert_eq!(
-        call(&base, "GET", &format!("/v1/users/{user_id}"), Some(&root), None).status,
+        call(
+            &base,
+            "GET",
+            &format!("/v1/users/{user_id}"),
+            Some(&root),
+            None
+        )
+        .status,
         404
     );
-    assert_eq!(call(&base, "GET", &export_path, Some(&root), None).status, 404);
+    assert_eq!(
+        call(&base, "GET", &export_path, Some(&root), None).status,
+        404
+    );
     assert_eq!(call(&base, "GET", "/v1/me", Some(&own), None).status, 401);
     let verify = call(&base, "GET", "/v1/audit/verify", Some(&root), None);
     assert_eq!(verify.json()["ok"], true, "{}", verify.body);
     let items = audit_items(&base, &root);
-    let logins: Vec<&Value> = items.iter().filter(|e| e["action"] == "sso.login").collect();
+    let logins: Vec<&Value> = items
+        .iter()
+        .filter(|e| e["action"] == "sso.login")
+        .collect();
     assert_eq!(logins.len(), 3);
     for l in &logins {
         assert_eq!(l["personal"], "erased", "{l}");
@@ -259,7 +317,10 @@ fn a_person_is_exported_then_erased_and_nothing_of_them_remains_on_disk() {
     );
     assert_eq!(rotated.status, 201, "{}", rotated.body);
     let new_id = rotated.json()["id"].as_str().unwrap().to_owned();
-    assert!(bytes_contain(&db, TOKEN_METADATA) || bytes_contain(&dir.path().join("kms.db-wal"), TOKEN_METADATA));
+    assert!(
+        bytes_contain(&db, TOKEN_METADATA)
+            || bytes_contain(&dir.path().join("kms.db-wal"), TOKEN_METADATA)
+    );
     let gone = call(
         &base,
         "DELETE",
@@ -269,10 +330,23 @@ fn a_person_is_exported_then_erased_and_nothing_of_them_remains_on_disk() {
     );
     assert_eq!(gone.status, 204, "{}", gone.body);
     assert_eq!(
-        call(&base, "GET", &format!("/v1/tokens/{new_id}"), Some(&root), None).status,
+        call(
+            &base,
+            "GET",
+            &format!("/v1/tokens/{new_id}"),
+            Some(&root),
+            None
+        )
+        .status,
         404
     );
-    let old = call(&base, "GET", &format!("/v1/tokens/{old_id}"), Some(&root), None);
+    let old = call(
+        &base,
+        "GET",
+        &format!("/v1/tokens/{old_id}"),
+        Some(&root),
+        None,
+    );
     assert_eq!(old.json()["metadata"], json!({}), "{}", old.body);
     let bad = call(
         &base,
@@ -321,7 +395,10 @@ fn ended_sessions_are_swept_after_the_session_retention_and_the_sweep_is_audited
         if sessions == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "the ended session was never swept");
+        assert!(
+            Instant::now() < deadline,
+            "the ended session was never swept"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let sweeps: Vec<Value> = audit_items(&base, &root)

@@ -1065,7 +1065,9 @@ impl kms_core::store::PrivacyStore for Model {
             .values()
             .rev()
             .filter(|e| before_seq.is_none_or(|b| e.seq < b))
-            .filter(|e| e.subject.as_deref().is_some_and(named) || named(&e.actor) || named(&e.target))
+            .filter(|e| {
+                e.subject.as_deref().is_some_and(named) || named(&e.actor) || named(&e.target)
+            })
             .take(limit)
             .cloned()
             .collect())

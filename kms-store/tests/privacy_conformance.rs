@@ -184,7 +184,10 @@ fn person_keys_insert_once_update_only_existing_and_list_by_subject() {
             ),
             "{name}"
         );
-        assert_eq!(s.get_person_key("usr_a").unwrap().unwrap().stored_key, "plain:a");
+        assert_eq!(
+            s.get_person_key("usr_a").unwrap().unwrap().stored_key,
+            "plain:a"
+        );
         s.apply(&[Mutation::UpdatePersonKey(key("usr_a", "sealed:new"))])
             .unwrap();
         assert_eq!(
@@ -244,7 +247,10 @@ fn audit_events_concerning_ids_match_subject_actor_or_target_newest_first() {
         assert_eq!(seqs(Some(3), 10), [2, 1], "{name}");
         assert_eq!(seqs(Some(u64::MAX), 1), [6], "{name}");
         let read = s.audit_concerning(&ids, None, 10).unwrap();
-        assert_eq!(read[0], events[5], "{name}: subject and sealed fields round-trip");
+        assert_eq!(
+            read[0], events[5],
+            "{name}: subject and sealed fields round-trip"
+        );
         assert!(s.audit_concerning(&[], None, 10).unwrap().is_empty());
     }
 }
@@ -273,7 +279,11 @@ fn a_users_sessions_are_listed_ended_or_not_and_ended_ones_found_for_retention()
             .into_iter()
             .map(|x| x.id)
             .collect();
-        assert_eq!(ids, ["ses_new", "ses_old"], "{name}: newest first, revoked included");
+        assert_eq!(
+            ids,
+            ["ses_new", "ses_old"],
+            "{name}: newest first, revoked included"
+        );
         let ended = |before: i64, used: i64| {
             s.ended_sessions(Timestamp::from_unix(before), Timestamp::from_unix(used), 10)
                 .unwrap()
@@ -281,8 +291,17 @@ fn a_users_sessions_are_listed_ended_or_not_and_ended_ones_found_for_retention()
         // ses_old expires at 2000, ses_new was revoked at 5100, ses_b is live.
         assert_eq!(ended(2_001, 0), ["ses_old"], "{name}");
         assert_eq!(ended(5_101, 0), ["ses_new", "ses_old"], "{name}");
-        assert_eq!(ended(0, 9_001), ["ses_b", "ses_new", "ses_old"], "{name}: idle");
-        assert_eq!(s.ended_sessions(Timestamp::from_unix(99_999), Timestamp::from_unix(0), 1).unwrap().len(), 1);
+        assert_eq!(
+            ended(0, 9_001),
+            ["ses_b", "ses_new", "ses_old"],
+            "{name}: idle"
+        );
+        assert_eq!(
+            s.ended_sessions(Timestamp::from_unix(99_999), Timestamp::from_unix(0), 1)
+                .unwrap()
+                .len(),
+            1
+        );
         s.apply(&[
             Mutation::DeleteSession("ses_old".into()),
             Mutation::DeleteSession("ses_missing".into()),
@@ -312,7 +331,10 @@ fn erasing_a_person_deletes_user_identities_sessions_and_key_and_scrubs_the_file
         s.apply(&[erase, Mutation::EraseToken("tok_1".into())])
             .unwrap();
         assert!(s.get_user("usr_a").unwrap().is_none(), "{name}");
-        assert!(s.user_by_identity("idp_1", "subject-of-usr_a").unwrap().is_none());
+        assert!(s
+            .user_by_identity("idp_1", "subject-of-usr_a")
+            .unwrap()
+            .is_none());
         assert!(s.get_session("ses_a").unwrap().is_none(), "{name}");
         assert!(s.get_person_key("usr_a").unwrap().is_none(), "{name}");
         assert!(s.get_token("tok_1").unwrap().is_none(), "{name}");

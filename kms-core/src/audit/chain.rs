@@ -222,22 +222,34 @@ mod tests {
         let events = personal_chain(4);
         assert_eq!(
             verify_chain(&events),
-            AuditVerification::Intact { ok: true, events: 4 }
+            AuditVerification::Intact {
+                ok: true,
+                events: 4
+            }
         );
         for i in 0..events.len() {
             let mut edited = events.clone();
             edited[i].sealed_personal = Some("dGFtcGVyZWQ=".into());
             assert_eq!(
                 verify_chain(&edited),
-                AuditVerification::Broken { ok: false, first_bad_seq: edited[i].seq }
+                AuditVerification::Broken {
+                    ok: false,
+                    first_bad_seq: edited[i].seq
+                }
             );
             let mut edited = events.clone();
             edited[i].subject = Some("usr_other".into());
-            assert!(matches!(verify_chain(&edited), AuditVerification::Broken { .. }));
+            assert!(matches!(
+                verify_chain(&edited),
+                AuditVerification::Broken { .. }
+            ));
             let mut stripped = events.clone();
             stripped[i].subject = None;
             stripped[i].sealed_personal = None;
-            assert!(matches!(verify_chain(&stripped), AuditVerification::Broken { .. }));
+            assert!(matches!(
+                verify_chain(&stripped),
+                AuditVerification::Broken { .. }
+            ));
         }
         // The opened view (`personal`) is not part of the stored form.
         let mut viewed = events.clone();

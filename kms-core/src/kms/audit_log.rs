@@ -155,7 +155,10 @@ impl Kms {
         // (Mutation::ChainAudit): sequence number, previous hash and hash are set there, so
         // several writers on one database extend one chain.
         let caller_user = caller.and_then(Caller::user_id);
-        let subject = audit.subject.clone().or_else(|| caller_user.map(str::to_owned));
+        let subject = audit
+            .subject
+            .clone()
+            .or_else(|| caller_user.map(str::to_owned));
         // The address is the subject's own when they are the caller, or when it was given
         // with the event about them (a login); an administrator's address is not theirs.
         let ip_is_personal = subject.is_some()

@@ -63,11 +63,16 @@ impl Kms {
         };
         let sessions = self.inner.store.user_sessions(&user.id)?;
         let mut ids = vec![user.id.clone()];
-        ids.extend(sessions.iter().take(MAX_EXPORT_IDS - 1).map(|s| s.id.clone()));
-        let mut items =
-            self.inner
-                .store
-                .audit_concerning(&ids, before_seq, limit as usize + 1)?;
+        ids.extend(
+            sessions
+                .iter()
+                .take(MAX_EXPORT_IDS - 1)
+                .map(|s| s.id.clone()),
+        );
+        let mut items = self
+            .inner
+            .store
+            .audit_concerning(&ids, before_seq, limit as usize + 1)?;
         self.open_personal_fields(&mut items)?;
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
@@ -194,8 +199,7 @@ impl Kms {
     /// process cannot open). The sealed form is not shown.
     pub(crate) fn open_personal_fields(&self, events: &mut [AuditEvent]) -> Result<()> {
         let master = self.inner.master_key.as_ref();
-        let mut keys: HashMap<String, Option<std::result::Result<PersonKey, ()>>> =
-            HashMap::new();
+        let mut keys: HashMap<String, Option<std::result::Result<PersonKey, ()>>> = HashMap::new();
         for e in events.iter_mut() {
             let (Some(subject), Some(sealed)) = (e.subject.clone(), e.sealed_personal.take())
             else {

@@ -16,11 +16,11 @@ pub use mutation::{Change, Mutation};
 pub use records::{
     KeyAlgorithm, KeyState, RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, TokenRecord,
 };
+pub use traits::PrivacyStore;
 pub use traits::{
     AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, PolicyStore, Store,
     TokenStore, UseOutcome,
 };
-pub use traits::PrivacyStore;
 
 pub use crate::privacy::PersonKeyRecord;
 

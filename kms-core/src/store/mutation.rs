@@ -5,8 +5,8 @@ use crate::application::Application;
 use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
 use crate::identity::{IdpRecord, LoginAttempt, SessionRecord, SessionSelector, UserRecord};
-use crate::privacy::PersonKeyRecord;
 use crate::policy::{Permission, Role, RoleName, Scope};
+use crate::privacy::PersonKeyRecord;
 use crate::store::{RefreshRecord, Revocation, SigningKeyRecord, TokenRecord};
 
 /// One change in a [`Store::apply`](crate::store::Store::apply) batch.

@@ -648,7 +648,10 @@ impl Cli {
             put(SESSION_TTL, &s.session_ttl);
             put(SESSION_IDLE_TIMEOUT, &s.session_idle_timeout);
             put(SSO_REVALIDATE, &s.sso_revalidate);
-            put(crate::config::settings::SESSION_RETENTION, &s.session_retention);
+            put(
+                crate::config::settings::SESSION_RETENTION,
+                &s.session_retention,
+            );
             let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));
             put(DENY_NETWORKS, &list(&s.deny_network));
             put(TRUSTED_PROXIES, &list(&s.trusted_proxy));

@@ -82,11 +82,7 @@ impl PrivacyStore for PostgresStore {
         self.query(
             "SELECT id FROM sessions WHERE revoked_at < $1 OR expires_at < $1 \
              OR last_used_at < $2 ORDER BY id LIMIT $3",
-            &[
-                &ended_before.unix(),
-                &used_before.unix(),
-                &sql_limit(limit),
-            ],
+            &[&ended_before.unix(), &used_before.unix(), &sql_limit(limit)],
             |row| row.text(0),
         )
     }
