@@ -27,6 +27,7 @@ pub mod dangerous;
 #[doc(hidden)]
 pub mod internal;
 pub mod manual;
+pub mod privacy;
 pub mod store;
 
 // What an application uses. Store implementers find the rest under `store`.
@@ -56,6 +57,7 @@ pub use kms::{
     UserInfo, UserUpdate, Verification, VerifyCode, VerifyResponse, CHECKPOINT_TYP,
     MASTER_KEY_SET_AT_KEY, SESSION_TOKEN_PREFIX,
 };
+pub use kms::{UserExport, DEFAULT_EXPORT_AUDIT_LIMIT};
 pub use page::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use policy::{
     Condition, ConditionError, ConditionInput, ConditionLimits, ConditionalGrant, GrantInput,

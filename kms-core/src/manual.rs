@@ -61,4 +61,6 @@ pub mod adr {
 
     #[doc = include_str!("../../docs/adr/0019-master-key-custody.md")]
     pub mod adr_0019_master_key_custody {}
+    #[doc = include_str!("../../docs/adr/0017-crypto-shredding-of-personal-data-in-the-audit-chain.md")]
+    pub mod adr_0017_crypto_shredding_of_personal_data_in_the_audit_chain {}
 }

@@ -34,6 +34,8 @@ fn build(store: Arc<dyn Store>, key: &MasterKey) -> kms_core::Result<Kms> {
 }
 
 struct Seeded {
+    root_token: String,
+    user_id: String,
     api_key: String,
     app_id: String,
     idp_id: String,
@@ -43,7 +45,7 @@ struct Seeded {
 
 /// An initialised database with one secret of every sealed kind.
 fn seed(kms: &Kms, store: &Arc<dyn Store>, key: &MasterKey) -> Seeded {
-    kms.initialize().unwrap();
+    let root_token = kms.initialize().unwrap().token;
     let root = kms.operator();
     let app = kms
         .create_app(
@@ -112,7 +114,7 @@ fn seed(kms: &Kms, store: &Arc<dyn Store>, key: &MasterKey) -> Seeded {
     };
     let session = SessionRecord {
         id: session_id.clone(),
-        user_id,
+        user_id: user_id.clone(),
         app_id: app.id.clone(),
         idp_id: idp_id.clone(),
         secret_hash: "00".repeat(32),
@@ -133,7 +135,19 @@ fn seed(kms: &Kms, store: &Arc<dyn Store>, key: &MasterKey) -> Seeded {
             Mutation::InsertSession(session),
         ])
         .unwrap();
+    // The user logs out from an address: the event's personal fields (the address) are
+    // sealed under the user's person key, itself sealed under the master key.
+    let user_record = store.get_user(&user_id).unwrap().unwrap();
+    let session_token = kms_core::internal::start_session(kms, &user_record, &idp_id).unwrap();
+    let ip: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    let user_caller = kms
+        .authenticate(&session_token, Some(ip))
+        .unwrap()
+        .with_request(Some(ip), None);
+    kms.logout(&user_caller).unwrap();
     Seeded {
+        root_token,
+        user_id,
         api_key: token.token,
         app_id: app.id,
         idp_id,
@@ -196,6 +210,7 @@ fn rotation_reseals_everything_and_the_old_key_opens_nothing() {
     assert_eq!(report.request_signing_secrets, 1);
     assert_eq!(report.client_secrets, 1);
     assert_eq!(report.upstream_tokens, 1);
+    assert_eq!(report.person_keys, 1);
     assert_eq!(
         store.get_meta(MASTER_KEY_SET_AT_KEY).unwrap().as_deref(),
         Some(report.set_at.as_str())
@@ -215,6 +230,29 @@ fn rotation_reseals_everything_and_the_old_key_opens_nothing() {
     kms.issue_access_token(&seeded.api_key, None, None, None)
         .unwrap()
         .unwrap();
+    // The person key opens under the new master key: the address reads back.
+    let caller = kms.authenticate(&seeded.root_token, None).unwrap();
+    let about = kms
+        .list_audit(
+            &caller,
+            kms_core::AuditFilter {
+                action: Some("session.revoke".into()),
+                ..Default::default()
+            },
+            kms_core::PageRequest::default(),
+        )
+        .unwrap();
+    assert_eq!(about.items.len(), 1);
+    assert_eq!(
+        about.items[0].subject.as_deref(),
+        Some(seeded.user_id.as_str())
+    );
+    assert_eq!(about.items[0].ip.as_deref(), Some("203.0.113.7"));
+    assert!(
+        about.items[0].personal.is_none(),
+        "{:?}",
+        about.items[0].personal
+    );
     let events = store
         .list_audit(&kms_core::store::AuditQuery {
             action: Some("master_key.rotate".into()),

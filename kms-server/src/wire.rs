@@ -827,6 +827,15 @@ pub struct AuditEventView {
     #[serde(default)]
     #[cfg_attr(feature = "server", schema(required = true))]
     pub hash: String,
+    /// The data subject (a user id) whose personal fields the event carries, sealed under
+    /// their person key; absent for events about no one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// `erased` when the subject was erased (their personal fields, `ip` among them, are
+    /// gone for good), `unavailable` when this server cannot open them (another master
+    /// key); absent when the fields were opened or there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<String>,
 }
 
 /// A page of audit events.
@@ -1404,4 +1413,30 @@ pub struct UsageReportBody {
     /// Applications with a usage price only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<UsageCostBody>,
+}
+
+/// `GET /v1/users/{id}/export`: everything kms holds about a person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UserExportView {
+    /// RFC 3339: when the export was made.
+    pub exported_at: String,
+    /// The profile: email, name, status, roles, grants, identities.
+    pub user: User,
+    /// Every stored session, ended ones included, with address and user agent.
+    pub sessions: Vec<Session>,
+    /// A page of the audit events the user (or one of their sessions) caused or that
+    /// concern them, newest first, personal fields opened; `?limit=` (1–1000, default 100)
+    /// and `?cursor=` page it.
+    pub audit: AuditPage,
+}
+
+/// `?erase=true` of `DELETE /v1/users/{id}` and `DELETE /v1/tokens/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema, IntoParams))]
+#[cfg_attr(feature = "server", into_params(parameter_in = Query))]
+pub struct EraseQuery {
+    /// Also erase the personal data: a user's person key (their audit events' personal
+    /// fields become unreadable), a token's metadata copies; default false.
+    pub erase: Option<bool>,
 }

@@ -102,6 +102,8 @@ struct State {
     login_attempts: BTreeMap<String, LoginAttempt>,
     sessions: BTreeMap<String, SessionRecord>,
     /// Replay-cache id → when it may be forgotten.
+    /// Subject → person key.
+    person_keys: BTreeMap<String, kms_core::store::PersonKeyRecord>,
     replay: BTreeMap<String, Timestamp>,
     /// Usage buckets: (application, bucket start, token, code) → count.
     usage: BTreeMap<UsageKey, u64>,
@@ -259,6 +261,7 @@ enum Undo {
     /// An appended audit event, removed on rollback.
     Audit(u64),
     /// A pruned audit event, restored on rollback.
+    PersonKey(String, Option<Box<kms_core::store::PersonKeyRecord>>),
     AuditPruned(Box<AuditEvent>),
     User(String, Option<Box<UserRecord>>),
     Idp(String, Option<Box<IdpRecord>>),
@@ -301,6 +304,8 @@ impl MemoryTx<'_> {
                 Undo::AuditPruned(e) => drop(s.audit.insert(e.seq, *e)),
                 Undo::User(_, Some(user)) => drop(s.put_user(*user)),
                 Undo::User(id, None) => drop(s.remove_user_row(&id)),
+                Undo::PersonKey(k, Some(r)) => drop(s.person_keys.insert(k, *r)),
+                Undo::PersonKey(k, None) => drop(s.person_keys.remove(&k)),
                 Undo::Idp(_, Some(idp)) => drop(s.put_idp(*idp)),
                 Undo::Idp(id, None) => drop(s.remove_idp_row(&id)),
                 Undo::LoginAttempt(k, Some(a)) => drop(s.login_attempts.insert(k, *a)),
@@ -801,6 +806,35 @@ impl Transaction for MemoryTx<'_> {
         self.undo.push(Undo::UsagePurged(purged));
         Ok(())
     }
+
+    fn person_key_exists(&mut self, subject: &str) -> Result<bool, StoreError> {
+        Ok(self.state.person_keys.contains_key(subject))
+    }
+
+    fn put_person_key(&mut self, key: &kms_core::store::PersonKeyRecord) -> Result<(), StoreError> {
+        let old = self
+            .state
+            .person_keys
+            .insert(key.subject.clone(), key.clone());
+        self.undo
+            .push(Undo::PersonKey(key.subject.clone(), old.map(Box::new)));
+        Ok(())
+    }
+
+    fn delete_person_key(&mut self, subject: &str) -> Result<(), StoreError> {
+        if let Some(old) = self.state.person_keys.remove(subject) {
+            self.undo
+                .push(Undo::PersonKey(subject.to_owned(), Some(Box::new(old))));
+        }
+        Ok(())
+    }
+
+    fn delete_session(&mut self, id: &str) -> Result<(), StoreError> {
+        if self.state.sessions.contains_key(id) {
+            self.set_session(id, None);
+        }
+        Ok(())
+    }
 }
 
 impl UsageStore for MemoryStore {
@@ -1131,6 +1165,84 @@ impl IdentityStore for MemoryStore {
                 .cloned()
                 .collect(),
         })
+    }
+}
+
+impl kms_core::store::PrivacyStore for MemoryStore {
+    fn get_person_key(
+        &self,
+        subject: &str,
+    ) -> Result<Option<kms_core::store::PersonKeyRecord>, StoreError> {
+        Ok(self.read().person_keys.get(subject).cloned())
+    }
+
+    fn list_person_keys(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<kms_core::store::PersonKeyRecord>, StoreError> {
+        let state = self.read();
+        let lower = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_owned()));
+        Ok(state
+            .person_keys
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, k)| k.clone())
+            .collect())
+    }
+
+    fn audit_concerning(
+        &self,
+        ids: &[String],
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let state = self.read();
+        let upper = before_seq.map_or(Bound::Unbounded, Bound::Excluded);
+        let named = |v: &str| ids.iter().any(|id| id == v);
+        Ok(state
+            .audit
+            .range((Bound::Unbounded, upper))
+            .rev()
+            .map(|(_, e)| e)
+            .filter(|e| {
+                e.subject.as_deref().is_some_and(named) || named(&e.actor) || named(&e.target)
+            })
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut sessions: Vec<SessionRecord> = self
+            .read()
+            .sessions
+            .values()
+            .filter(|s| s.user_id == user_id)
+            .cloned()
+            .collect();
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        Ok(sessions)
+    }
+
+    fn ended_sessions(
+        &self,
+        ended_before: Timestamp,
+        used_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .read()
+            .sessions
+            .values()
+            .filter(|s| {
+                s.revoked_at.is_some_and(|t| t < ended_before)
+                    || s.expires_at < ended_before
+                    || s.last_used_at < used_before
+            })
+            .take(limit)
+            .map(|s| s.id.clone())
+            .collect())
     }
 }
 

@@ -207,6 +207,9 @@ fn audit_event(seq: u64, actor: &str, action: &str, app_id: Option<&str>) -> Aud
         details: serde_json::json!({"seq": seq}),
         prev_hash: "0".repeat(64),
         hash: format!("{seq:064x}"),
+        subject: None,
+        sealed_personal: None,
+        personal: None,
     }
 }
 

@@ -304,6 +304,9 @@ fn mutation() -> impl Strategy<Value = Mutation> {
                 details: serde_json::json!({"seq": seq}),
                 prev_hash: String::new(),
                 hash: String::new(),
+                subject: None,
+                sealed_personal: None,
+                personal: None,
             })
         }),
     ]

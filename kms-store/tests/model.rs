@@ -267,6 +267,9 @@ fn audit_event() -> impl Strategy<Value = AuditEvent> {
                 details,
                 prev_hash: hash.clone(),
                 hash,
+                subject: None,
+                sealed_personal: None,
+                personal: None,
             },
         )
 }
@@ -1117,6 +1120,74 @@ impl kms_core::store::UsageStore for Model {
             .keys()
             .filter(|k| k.1 < before.unix())
             .count() as u64)
+    }
+}
+
+impl kms_core::store::PrivacyStore for Model {
+    // The model applies no person-key mutation (it panics on mutations it does not know),
+    // so it never holds a person key.
+    fn get_person_key(
+        &self,
+        _subject: &str,
+    ) -> Result<Option<kms_core::store::PersonKeyRecord>, StoreError> {
+        Ok(None)
+    }
+    fn list_person_keys(
+        &self,
+        _after: Option<&str>,
+        _limit: usize,
+    ) -> Result<Vec<kms_core::store::PersonKeyRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn audit_concerning(
+        &self,
+        ids: &[String],
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let named = |v: &str| ids.iter().any(|id| id == v);
+        Ok(self
+            .state()
+            .audit
+            .values()
+            .rev()
+            .filter(|e| before_seq.is_none_or(|b| e.seq < b))
+            .filter(|e| {
+                e.subject.as_deref().is_some_and(named) || named(&e.actor) || named(&e.target)
+            })
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+    fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut all: Vec<SessionRecord> = self
+            .state()
+            .sessions
+            .values()
+            .filter(|x| x.user_id == user_id)
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(all)
+    }
+    fn ended_sessions(
+        &self,
+        ended_before: Timestamp,
+        used_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .state()
+            .sessions
+            .values()
+            .filter(|x| {
+                x.revoked_at.is_some_and(|t| t < ended_before)
+                    || x.expires_at < ended_before
+                    || x.last_used_at < used_before
+            })
+            .take(limit)
+            .map(|x| x.id.clone())
+            .collect())
     }
 }
 

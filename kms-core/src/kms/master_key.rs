@@ -11,6 +11,7 @@
 //! | OpenID Connect client secrets | provider connections | `<idp id>:client_secret` |
 //! | PKCE verifiers of pending logins | login attempts | `<attempt id>:pkce` |
 //! | providers' refresh tokens | sessions | `<session id>:upstream` |
+//! | per-person keys (crypto-shredding) | person keys | `person:<user id>` |
 
 use base64::Engine;
 use serde::Serialize;
@@ -41,6 +42,8 @@ pub struct MasterKeyRotation {
     pub login_attempts: u64,
     /// Providers' refresh tokens held by sessions.
     pub upstream_tokens: u64,
+    /// Per-person keys of the personal fields in audit events.
+    pub person_keys: u64,
     /// When the new key was set (RFC 3339).
     pub set_at: String,
 }
@@ -135,6 +138,24 @@ impl Kms {
                 report.upstream_tokens += 1;
             }
         }
+        let mut after: Option<String> = None;
+        loop {
+            let keys = store.list_person_keys(after.as_deref(), APP_PAGE)?;
+            let Some(last) = keys.last() else { break };
+            after = Some(last.subject.clone());
+            for key in keys {
+                let resealed = crate::privacy::reseal_person_key(Some(old), new, &key, random)
+                    .map_err(|_| {
+                        Error::internal(format!(
+                            "the person key of {:?} cannot be opened with the current master \
+                             key; nothing was changed",
+                            key.subject
+                        ))
+                    })?;
+                batch.push(Mutation::UpdatePersonKey(resealed));
+                report.person_keys += 1;
+            }
+        }
         let now = self.inner.clock.now();
         report.set_at = now.to_rfc3339();
         batch.push(Mutation::PutMeta {
@@ -149,6 +170,7 @@ impl Kms {
                 "client_secrets": report.client_secrets,
                 "login_attempts": report.login_attempts,
                 "upstream_tokens": report.upstream_tokens,
+                "person_keys": report.person_keys,
             }));
         self.commit(None, audit, batch)?;
         Ok(report)

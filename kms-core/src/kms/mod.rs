@@ -9,6 +9,7 @@ mod caller;
 mod checkpoints;
 mod master_key;
 mod policy_ops;
+mod privacy;
 mod request_signing;
 mod sessions;
 mod signing_keys;
@@ -29,6 +30,7 @@ pub use caller::Caller;
 pub use checkpoints::{AuditCheckpoint, CheckpointVerification, CHECKPOINT_TYP};
 pub use master_key::{MasterKeyRotation, MASTER_KEY_SET_AT_KEY};
 pub use policy_ops::RoleView;
+pub use privacy::{UserExport, DEFAULT_EXPORT_AUDIT_LIMIT};
 pub use sessions::{
     BulkUserRoles, Me, SessionInfo, SessionSettings, StartedSession, UserInfo, UserUpdate,
     SESSION_TOKEN_PREFIX,

@@ -12,6 +12,7 @@ use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::identity::{IdpRecord, LoginAttempt, SessionRecord, UserRecord};
 use crate::policy::{Policy, RoleName, Scope};
+use crate::privacy::PersonKeyRecord;
 use crate::store::{Change, Mutation, RefreshRecord, Revocation, SigningKeyRecord, TokenRecord};
 use crate::usage::{TokenTouch, UsageCount, UsageRow, UsageSubject};
 
@@ -165,6 +166,39 @@ pub trait UsageStore {
     fn usage_buckets_before(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
 
+/// Personal data: person keys (crypto-shredding, see [`crate::privacy`]), the audit events
+/// about a person, every session of a user, and ended sessions for retention.
+pub trait PrivacyStore {
+    /// The person key of `subject`.
+    fn get_person_key(&self, subject: &str) -> Result<Option<PersonKeyRecord>, StoreError>;
+    /// Up to `limit` person keys with subjects greater than `after`, by subject (for a
+    /// master-key rotation, which re-seals each with
+    /// [`reseal_person_key`](crate::privacy::reseal_person_key)).
+    fn list_person_keys(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PersonKeyRecord>, StoreError>;
+    /// Up to `limit` audit events whose subject, actor or target is one of `ids`, with
+    /// `seq` below `before_seq` when given, newest first.
+    fn audit_concerning(
+        &self,
+        ids: &[String],
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Every session of `user_id`, ended or not, newest first.
+    fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Up to `limit` ids of sessions that ended before `ended_before`: revoked or past
+    /// their absolute expiry before it, or last used before `used_before` (idle), by id.
+    fn ended_sessions(
+        &self,
+        ended_before: Timestamp,
+        used_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+}
+
 /// A complete store: every entity trait, atomic batches, metadata and the change hook.
 pub trait Store:
     AppStore
@@ -175,6 +209,7 @@ pub trait Store:
     + AuditStore
     + IdentityStore
     + UsageStore
+    + PrivacyStore
     + Send
     + Sync
     + 'static

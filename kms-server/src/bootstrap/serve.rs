@@ -127,6 +127,7 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         key_rotation_interval: serve_config.key_rotation_interval,
         audit_retention: serve_config.audit_retention,
         expired_token_retention: serve_config.expired_token_retention,
+        session_retention: serve_config.session_retention,
         usage_retention: serve_config.usage.retention,
     };
     let checkpoints = match &serve_config.audit_checkpoints {

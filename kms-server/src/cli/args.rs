@@ -297,6 +297,9 @@ pub struct ServeArgs {
     /// The SSO revalidation interval (setting `sso_revalidate`; see [`crate::config`]).
     #[arg(long = SSO_REVALIDATE.long(), help = SSO_REVALIDATE.help_text(), value_name = "DURATION")]
     pub sso_revalidate: Option<String>,
+    /// The session retention (setting `session_retention`; see [`crate::config`]).
+    #[arg(long = crate::config::settings::SESSION_RETENTION.long(), help = crate::config::settings::SESSION_RETENTION.help_text(), value_name = "DURATION")]
+    pub session_retention: Option<String>,
     /// The trace sample ratio (setting `trace_sample_ratio`; see [`crate::config`]).
     #[arg(long = TRACE_SAMPLE_RATIO.long(), help = TRACE_SAMPLE_RATIO.help_text(), value_name = "RATIO")]
     pub trace_sample_ratio: Option<String>,
@@ -496,10 +499,14 @@ pub enum TokenCommand {
         #[arg(long)]
         grace_seconds: Option<i64>,
     },
-    /// Delete a token.
+    /// Delete a token; with `--erase`, also clear the metadata copied into the tokens it
+    /// was rotated from.
     Delete {
         /// Token id (tok_...).
         id: String,
+        /// Erase its metadata everywhere (as `DELETE /v1/tokens/{id}?erase=true`).
+        #[arg(long)]
+        erase: bool,
     },
     /// Create up to 1,000 tokens at once, all or nothing, from a JSON list of token bodies
     /// (as `POST /v1/apps/{app_id}/tokens` takes them) or a CSV file with a header
@@ -679,6 +686,10 @@ impl Cli {
             put(USAGE_COUNTING, &s.usage_counting);
             put(USAGE_FLUSH_INTERVAL, &s.usage_flush_interval);
             put(USAGE_RETENTION, &s.usage_retention);
+            put(
+                crate::config::settings::SESSION_RETENTION,
+                &s.session_retention,
+            );
             let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));
             put(DENY_NETWORKS, &list(&s.deny_network));
             put(TRUSTED_PROXIES, &list(&s.trusted_proxy));

@@ -523,9 +523,13 @@ fn token(kms: &Kms, cmd: TokenCommand) -> Result<(), CommandError> {
         TokenCommand::Rotate { id, grace_seconds } => {
             print_json(&kms.rotate_token(&op, &id, RotateToken { grace_seconds })?)
         }
-        TokenCommand::Delete { id } => {
+        TokenCommand::Delete { id, erase: false } => {
             kms.delete_token(&op, &id)?;
             print_json(&json!({"deleted": true, "id": id}))
+        }
+        TokenCommand::Delete { id, erase: true } => {
+            kms.erase_token(&op, &id)?;
+            print_json(&json!({"deleted": true, "erased": true, "id": id}))
         }
         TokenCommand::CreateMany { app, file } => {
             let progress = Progress::on_terminal();

@@ -94,10 +94,24 @@ pub enum UserCommand {
         #[arg(long = "role")]
         roles: Option<Vec<String>>,
     },
-    /// Delete a user with their sessions.
+    /// Delete a user with their sessions; with `--erase`, also destroy their person key,
+    /// so the personal fields of their audit events (addresses, user agents, email) cannot
+    /// be read again while the chain stays intact.
     Delete {
         /// User id.
         id: String,
+        /// Erase the person's data (as `DELETE /v1/users/{id}?erase=true`).
+        #[arg(long)]
+        erase: bool,
+    },
+    /// Print everything kms holds about a user (as `GET /v1/users/{id}/export`): profile,
+    /// identities, sessions, roles, grants, and a page of their audit events.
+    Export {
+        /// User id.
+        id: String,
+        /// Paging of the audit events (default 100 a page).
+        #[command(flatten)]
+        page: PageArgs,
     },
 }
 
@@ -226,10 +240,15 @@ pub(crate) fn user(kms: &Kms, cmd: UserCommand) -> Result<(), CommandError> {
                 grants: None,
             },
         )?),
-        UserCommand::Delete { id } => {
+        UserCommand::Delete { id, erase: false } => {
             kms.delete_user(&op, &id)?;
             print_json(&json!({"deleted": true, "id": id}))
         }
+        UserCommand::Delete { id, erase: true } => {
+            kms.erase_user(&op, &id)?;
+            print_json(&json!({"deleted": true, "erased": true, "id": id}))
+        }
+        UserCommand::Export { id, page: p } => print_json(&kms.export_user(&op, &id, page(p))?),
     }
 }
 

@@ -109,6 +109,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     /// Sessions' absolute lifetime, idle timeout and revalidation interval.
     pub sessions: kms_core::SessionSettings,
+    /// Delete sessions that ended longer ago than this; `None`: keep them.
+    pub session_retention: Option<Duration>,
     /// Signed checkpoints of the audit chain's head; `None`: none written.
     pub audit_checkpoints: Option<crate::ops::checkpoints::CheckpointSettings>,
     /// Usage counting: on or off, how often it is flushed, how long buckets are kept.
@@ -183,6 +185,7 @@ impl Default for ServeConfig {
             condition_limits: kms_core::ConditionLimits::default(),
             public_url: None,
             sessions: kms_core::SessionSettings::default(),
+            session_retention: None,
             audit_checkpoints: None,
             usage: UsageSettings::default(),
         }
@@ -220,6 +223,7 @@ impl ServeConfig {
             condition_limits: resolve_condition_limits(sources)?,
             public_url: sources.get(PUBLIC_URL, parse_public_url, None)?,
             sessions: resolve_sessions(sources)?,
+            session_retention: optional_interval(sources, super::settings::SESSION_RETENTION)?,
             audit_checkpoints: resolve_checkpoints(sources)?,
             usage: resolve_usage(sources)?,
         })

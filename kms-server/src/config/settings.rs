@@ -453,6 +453,16 @@ pub(crate) const EXPIRED_TOKEN_RETENTION: Setting = Setting {
     help: "Delete tokens that expired longer ago than this, e.g. 30d; 0 keeps them",
 };
 
+pub(crate) const SESSION_RETENTION: Setting = Setting {
+    key: "session_retention",
+    flag: Some("session-retention"),
+    env: "KMS_SESSION_RETENTION",
+    in_file: true,
+    default: Shown::Value("0"),
+    what: "session retention",
+    help: "Delete sessions that ended (revoked, expired or idle) longer ago than this, e.g. 30d, with their addresses and user agents; 0 keeps them",
+};
+
 pub(crate) const ALERT_WEBHOOK: Setting = Setting {
     key: "alert_webhook",
     flag: Some("alert-webhook"),
@@ -704,7 +714,7 @@ pub(crate) const USAGE_RETENTION: Setting = Setting {
 };
 
 /// Every setting, in the order they are documented.
-pub(crate) const ALL: [Setting; 59] = [
+pub(crate) const ALL: [Setting; 60] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -764,6 +774,7 @@ pub(crate) const ALL: [Setting; 59] = [
     USAGE_COUNTING,
     USAGE_FLUSH_INTERVAL,
     USAGE_RETENTION,
+    SESSION_RETENTION,
 ];
 
 #[cfg(test)]

@@ -83,6 +83,7 @@ use crate::wire;
         routes::audit::verify_audit,
         routes::usage::app_usage,
         routes::usage::token_usage,
+        routes::privacy::export_user,
     ),
     components(schemas(wire::FieldProblem)),
     modifiers(&BearerAuth, &ClosedResponses),

@@ -181,6 +181,10 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
         )
         .route("/v1/users/{id}/sessions", get(people::list_user_sessions))
         .route(
+            "/v1/users/{id}/export",
+            get(crate::http::routes::privacy::export_user),
+        )
+        .route(
             "/v1/users/{id}/sessions/revoke",
             post(people::revoke_user_sessions),
         )

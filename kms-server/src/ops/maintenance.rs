@@ -24,6 +24,8 @@ pub struct Maintenance {
     pub expired_token_retention: Option<Duration>,
     /// Delete usage buckets of hours older than this; `None`: keep them.
     pub usage_retention: Option<Duration>,
+    /// Delete sessions that ended longer ago than this; `None`: keep them.
+    pub session_retention: Option<Duration>,
 }
 
 impl Maintenance {
@@ -35,6 +37,7 @@ impl Maintenance {
             self.audit_retention,
             self.expired_token_retention,
             self.usage_retention,
+            self.session_retention,
         ]
         .into_iter()
         .flatten()
@@ -83,11 +86,21 @@ impl Maintenance {
                 }
             }
         }
-        if self.audit_retention.is_some() || self.expired_token_retention.is_some() {
+        if self.audit_retention.is_some()
+            || self.expired_token_retention.is_some()
+            || self.session_retention.is_some()
+        {
             let report = kms.apply_retention(
                 self.audit_retention.map(secs),
                 self.expired_token_retention.map(secs),
+                self.session_retention.map(secs),
             )?;
+            if report.ended_sessions_deleted > 0 {
+                tracing::info!(
+                    deleted = report.ended_sessions_deleted,
+                    "retention: deleted ended sessions"
+                );
+            }
             if report.audit_events_pruned > 0 {
                 tracing::info!(
                     pruned = report.audit_events_pruned,
@@ -129,7 +142,13 @@ mod tests {
             audit_retention: Some(Duration::from_secs(6)),
             expired_token_retention: None,
             usage_retention: None,
+            session_retention: None,
         };
         assert_eq!(retention.period(), Duration::from_secs(3));
+        let sessions = Maintenance {
+            session_retention: Some(Duration::from_secs(4)),
+            ..Maintenance::default()
+        };
+        assert_eq!(sessions.period(), Duration::from_secs(2));
     }
 }

@@ -842,6 +842,49 @@ impl kms_core::store::UsageStore for MeteredStore {
     }
 }
 
+impl kms_core::store::PrivacyStore for MeteredStore {
+    fn get_person_key(
+        &self,
+        subject: &str,
+    ) -> Result<Option<kms_core::store::PersonKeyRecord>, StoreError> {
+        self.timed("get_person_key", |s| s.get_person_key(subject))
+    }
+
+    fn list_person_keys(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<kms_core::store::PersonKeyRecord>, StoreError> {
+        self.timed("list_person_keys", |s| s.list_person_keys(after, limit))
+    }
+
+    fn audit_concerning(
+        &self,
+        ids: &[String],
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.timed("audit_concerning", |s| {
+            s.audit_concerning(ids, before_seq, limit)
+        })
+    }
+
+    fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        self.timed("user_sessions", |s| s.user_sessions(user_id))
+    }
+
+    fn ended_sessions(
+        &self,
+        ended_before: kms_core::Timestamp,
+        used_before: kms_core::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.timed("ended_sessions", |s| {
+            s.ended_sessions(ended_before, used_before, limit)
+        })
+    }
+}
+
 impl Store for MeteredStore {
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
         self.timed("apply", |s| s.apply(batch))?;

@@ -10,6 +10,7 @@ mod counters;
 mod error;
 pub mod migrations;
 mod notify;
+mod privacy;
 mod rows;
 mod tx;
 mod usage;
@@ -706,6 +707,12 @@ impl Store for PostgresStore {
                 .map_err(db_error)?;
             }
             tx.commit().map_err(db_error)?;
+            if batch.iter().any(Mutation::erases) {
+                // Committed: a failed vacuum is reported to the log, not as a failed batch.
+                if let Err(e) = privacy::scrub(&mut conn) {
+                    tracing::warn!(error = %e, "vacuuming after an erasure");
+                }
+            }
         }
         self.listeners.notify(batch);
         Ok(())

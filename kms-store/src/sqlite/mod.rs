@@ -2,6 +2,7 @@
 
 pub(crate) mod connection;
 pub(crate) mod error;
+mod privacy;
 mod rows;
 mod tx;
 mod usage;
@@ -537,6 +538,12 @@ impl Store for SqliteStore {
             // On error the transaction is dropped, which rolls it back.
             apply_batch(&mut tx::SqliteTx(&tx), batch)?;
             tx.commit().map_err(db_error)?;
+            if batch.iter().any(Mutation::erases) {
+                // Committed: a failed scrub is reported to the log, not as a failed batch.
+                if let Err(e) = privacy::scrub(&conn) {
+                    tracing::warn!(error = %e, "scrubbing after an erasure");
+                }
+            }
         }
         self.listeners.notify(batch);
         Ok(())

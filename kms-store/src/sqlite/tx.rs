@@ -386,7 +386,7 @@ impl Transaction for SqliteTx<'_> {
             concat!(
                 "INSERT INTO audit_events (",
                 audit_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
             ),
             params![
                 sql_int(e.seq),
@@ -401,6 +401,8 @@ impl Transaction for SqliteTx<'_> {
                 details,
                 e.prev_hash,
                 e.hash,
+                e.subject,
+                e.sealed_personal,
             ],
         )
     }
@@ -623,5 +625,27 @@ impl Transaction for SqliteTx<'_> {
             "DELETE FROM usage_buckets WHERE bucket_start < ?1",
             params![before.unix()],
         )
+    }
+    fn person_key_exists(&mut self, subject: &str) -> Result<bool, StoreError> {
+        self.exists("SELECT 1 FROM person_keys WHERE subject = ?1", &subject)
+    }
+
+    fn put_person_key(&mut self, k: &kms_core::store::PersonKeyRecord) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO person_keys (subject, stored_key, created_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (subject) DO UPDATE SET stored_key = excluded.stored_key",
+            params![k.subject, k.stored_key, k.created_at.unix()],
+        )
+    }
+
+    fn delete_person_key(&mut self, subject: &str) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM person_keys WHERE subject = ?1",
+            params![subject],
+        )
+    }
+
+    fn delete_session(&mut self, id: &str) -> Result<(), StoreError> {
+        self.execute("DELETE FROM sessions WHERE id = ?1", params![id])
     }
 }
