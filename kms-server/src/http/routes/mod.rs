@@ -11,6 +11,7 @@ pub mod people;
 pub mod permissions;
 pub mod roles;
 pub mod tokens;
+pub mod ui;
 pub mod verify;
 
 use std::sync::Arc;
