@@ -58,4 +58,7 @@ pub mod adr {
 
     #[doc = include_str!("../../docs/adr/0014-users-sessions-and-openid-connect.md")]
     pub mod adr_0014_users_sessions_and_openid_connect {}
+
+    #[doc = include_str!("../../docs/adr/0018-console-vanilla-js-no-build-step-strict-csp.md")]
+    pub mod adr_0018_console_vanilla_js_no_build_step_strict_csp {}
 }
