@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -56,6 +56,7 @@ EXPECTED_NETWORK = [
     ("/v1/me", "401"),
     ("/usage", "404"),
     ("/v1/reports/compliance", "404"),
+    ("/v1/tokens/tok_doesnotexist", "404"),
 ]
 
 
@@ -126,7 +127,7 @@ class Console:
         service = Service(executable_path=driver_path) if driver_path else Service()
         self.driver = webdriver.Chrome(service=service, options=options)
         self.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WATCH})
-        self.wait = WebDriverWait(self.driver, 20)
+        self.wait = WebDriverWait(self.driver, 20, ignored_exceptions=[StaleElementReferenceException])
 
     # ---- helpers -------------------------------------------------------------------
 
@@ -136,10 +137,11 @@ class Console:
 
     def heading(self, text):
         """Waits until the page heading contains `text` and has focus."""
+        shown = lambda d: d.execute_script("const h = document.querySelector('main h1'); return h ? h.textContent : ''")
         try:
-            self.wait.until(lambda d: text in d.find_element(By.TAG_NAME, "h1").text)
+            self.wait.until(lambda d: text in shown(d))
         except TimeoutException:
-            raise Failure(f"the heading never showed {text!r}; it shows {self.driver.find_element(By.TAG_NAME, 'h1').text!r}")
+            raise Failure(f"the heading never showed {text!r}; it shows {shown(self.driver)!r}")
         self.wait.until(lambda d: d.execute_script("return document.activeElement && document.activeElement.tagName") == "H1")
 
     def find(self, css, within=None):
@@ -224,6 +226,17 @@ class Console:
         p = self.problems()
         check(not p, f"the browser reported problems {when}: {p}")
 
+    def shows(self, secret):
+        """Whether `secret` is anywhere in the page: its text or any control's value."""
+        return self.driver.execute_script(
+            """
+            const s = arguments[0];
+            return document.body.textContent.includes(s) ||
+              Array.from(document.querySelectorAll('input, textarea')).some((e) => e.value.includes(s));
+            """,
+            secret,
+        )
+
     def confirm_in_dialog(self, button_text):
         dialog = self.wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "dialog[open]"))
         # Focus starts on Cancel, the safe choice.
@@ -256,9 +269,18 @@ def run(args):
         d.get(args.base + "/ui/")
         c.heading("Sign in")
         check(d.find_element(By.ID, "nav").get_attribute("hidden") is not None, "the navigation shows before signing in")
-        # Keyboard: the first Tab reaches the skip link.
-        d.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
-        check(d.execute_script("return document.activeElement.id") == "skip-link", "the first Tab does not reach the skip link")
+        # Keyboard: the skip link comes first in the tab order, shows when focused, and
+        # moves focus to the main region.
+        first = d.execute_script(
+            "return document.querySelector('a[href], button, input, select, textarea, [tabindex]:not([tabindex=\"-1\"])').id"
+        )
+        check(first == "skip-link", f"the first focusable element is {first!r}, not the skip link")
+        skip = d.find_element(By.ID, "skip-link")
+        d.execute_script("arguments[0].focus()", skip)
+        check(skip.location["y"] >= 0 and skip.is_displayed(), "the focused skip link is not visible")
+        skip.send_keys(Keys.ENTER)
+        check(d.execute_script("return document.activeElement.id") == "main", "the skip link does not move focus to the main region")
+        check(d.execute_script("return location.hash") == "#/signin", "the skip link changed the route")
         c.page("sign-in")
         c.field("Admin token").send_keys(token)
         c.by_text("button", "Sign in").click()
@@ -295,7 +317,8 @@ def run(args):
         scope_box.click()
         c.by_text("button", "Create token", form).click()
         secret_input = c.find(".once input.secret")
-        plaintext = secret_input.get_attribute("value")
+        plaintext = secret_input.get_property("value")
+        check(c.shows(plaintext), "the plaintext is not on the page right after creation")
         check(plaintext.startswith("bill_"), f"the token does not carry the application's prefix: {plaintext[:5]}…")
         check("Shown this once" in c.find(".once").text, "no once-only warning")
         check(c.driver.execute_script("return document.activeElement.classList.contains('secret')"), "focus is not on the new secret")
@@ -313,7 +336,7 @@ def run(args):
         c.heading("Billing")
         c.settle()
         c.wait.until(lambda d: "ci-console" in d.find_element(By.ID, "main").text)
-        check(plaintext not in d.page_source, "the plaintext is shown again after navigating away")
+        check(not c.shows(plaintext), "the plaintext is shown again after navigating away")
         check(not d.find_elements(By.CSS_SELECTOR, ".once"), "the once-only panel came back")
         c.page("application-tokens")
 
@@ -321,7 +344,7 @@ def run(args):
         c.by_text("a", "ci-console").click()
         c.heading("Token ci-console")
         c.settle()
-        check(plaintext not in d.page_source, "the token page shows the plaintext")
+        check(not c.shows(plaintext), "the token page shows the plaintext")
         c.page("token")
         c.by_text("button", "Revoke token").click()
         dialog = c.confirm_in_dialog("Revoke token")
@@ -334,7 +357,7 @@ def run(args):
         c.by_text("button", "Revoke token").click()
         dialog = c.confirm_in_dialog("Revoke token")
         c.by_text("button", "Revoke token", dialog).click()
-        c.wait.until(lambda d: "revoked" in d.find_element(By.TAG_NAME, "h1").text)
+        c.wait.until(lambda d: "revoked" in d.find_element(By.CSS_SELECTOR, "main h1").text)
         c.wait.until(lambda d: "Token ci-console revoked" in d.find_element(By.ID, "status").text)
         verdict = api.verify(plaintext)
         check(verdict["valid"] is False and verdict["code"] == "REVOKED", f"after revoking in the console: {verdict}")
@@ -447,7 +470,7 @@ def run(args):
         c.heading("Sign in")
         c.open("#/apps")
         c.heading("Sign in")
-        check(token not in d.page_source, "the token is still in the page after signing out")
+        check(not c.shows(token), "the token is still in the page after signing out")
         check(d.find_element(By.ID, "nav").get_attribute("hidden") is not None, "the navigation shows after signing out")
         c.assert_clean("after signing out")
     except Exception:

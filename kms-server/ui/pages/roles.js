@@ -145,7 +145,7 @@ export async function render(main) {
     box.replaceChildren(
       h("h2", { text: "Inheritance graph" }),
       roles.length
-        ? h("figure", { class: "graph-figure" }, h("div", { class: "graph-scroll" }, graph(roles)), h("figcaption", { text: "An arrow points from a role to the role it inherits." }))
+        ? h("figure", { class: "graph-figure" }, h("div", { class: "graph-scroll", role: "region", tabindex: "0", "aria-label": "Role graph (scrolls sideways when wide)" }, graph(roles)), h("figcaption", { text: "An arrow points from a role to the role it inherits." }))
         : h("p", { text: "No roles yet." }),
       h("h2", { text: "What each role grants" }),
       h(
