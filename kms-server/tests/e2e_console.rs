@@ -133,11 +133,25 @@ fn the_console_does_the_daily_work_in_a_real_browser() {
     let (root, _) = init(&db);
     let server = Server::start(&db);
 
-    // Roles with inheritance, made through the API before the browser looks at them.
+    // A small policy made through the API before the browser looks at it: nested scopes,
+    // and roles inheriting in a diamond.
+    let r = call(
+        &server.base,
+        "POST",
+        "/v1/permissions/bulk",
+        Some(&root),
+        Some(&json!({"permissions": [
+            {"scope": "billing.read", "description": "read billing"},
+            {"scope": "billing.invoices.read", "description": "read invoices", "implies": ["billing.read"]},
+            {"scope": "billing.invoices.write", "description": "issue invoices", "implies": ["billing.invoices.read"]},
+        ]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
     for body in [
         json!({"name": "viewer", "permissions": ["app.read", "token.read"]}),
         json!({"name": "support", "permissions": ["audit.read"], "inherits": ["viewer"]}),
-        json!({"name": "operator", "permissions": ["key.read"], "inherits": ["support"]}),
+        json!({"name": "billing-clerk", "permissions": ["billing.invoices.write"], "inherits": ["viewer"]}),
+        json!({"name": "operator", "permissions": ["key.read"], "inherits": ["support", "billing-clerk"]}),
     ] {
         let r = call(&server.base, "POST", "/v1/roles", Some(&root), Some(&body));
         assert_eq!(r.status, 201, "{}", r.body);

@@ -63,6 +63,13 @@ function append(el, children) {
   }
 }
 
+/** Replaces the children of `el` with `children` (as for `h`: null and false skipped). */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
 /** Removes every child of `el`. */
 export function clear(el) {
   el.replaceChildren();

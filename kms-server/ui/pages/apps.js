@@ -3,11 +3,14 @@
 
 import * as api from "../api.js";
 import {
-  h, field, table, pagedList, badge, time, button, confirmDialog, announce, announceError,
+  fill, h, field, table, pagedList, badge, time, button, confirmDialog, announce, announceError,
   errorBox, facts, val,
 } from "../dom.js";
 import { tokenList, tokenForm } from "./tokens.js";
 import { usagePanel } from "./usage.js";
+
+/** The application kms itself belongs to (the root token's); it cannot be disabled. */
+const SYSTEM_APP = "app_system";
 
 /** The sub-navigation of one application's pages. */
 export function appTabs(id, current) {
@@ -33,7 +36,8 @@ export function appTabs(id, current) {
 /** The heading block of one application's pages: name, status, id. */
 export async function appHeader(main, id, current) {
   const app = await api.get(`/v1/apps/${api.seg(id)}`);
-  main.replaceChildren(
+  fill(
+    main,
     h("p", { class: "crumbs" }, h("a", { href: "#/apps", text: "Applications" }), " / "),
     h("h1", { tabindex: "-1" }, app.name, " ", badge(app.status)),
     facts([
@@ -83,7 +87,9 @@ export function renderList(main) {
           {
             label: "Actions",
             cell: (a) =>
-              a.status === "active"
+              a.id === SYSTEM_APP
+                ? h("span", { class: "meta", text: "kms itself: cannot be disabled" })
+                : a.status === "active"
                 ? button("Disable", () => setStatus(a, "disabled", list.reload), {
                     class: "secondary",
                     "aria-label": `Disable ${a.name}`,
@@ -142,7 +148,9 @@ export async function renderApp(main, [id]) {
   const actions = h(
     "div",
     { class: "actions" },
-    app.status === "active"
+    app.id === SYSTEM_APP
+      ? null
+      : app.status === "active"
       ? button("Disable application", () => setStatus(app, "disabled", () => renderApp(main, [id])), { class: "danger" })
       : button("Enable application", () => setStatus(app, "active", () => renderApp(main, [id]))),
   );

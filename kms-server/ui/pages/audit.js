@@ -19,6 +19,16 @@ function chainState(result) {
   );
 }
 
+/** An event's target, linked to its page where the console has one. */
+function target(id) {
+  if (!id) {
+    return "—";
+  }
+  const code = h("code", { text: id });
+  const page = id.startsWith("tok_") ? "tokens" : id.startsWith("app_") ? "apps" : id.startsWith("usr_") ? "users" : null;
+  return page ? h("a", { href: `#/${page}/${api.seg(id)}` }, code) : code;
+}
+
 /** `#/audit`. */
 export async function render(main) {
   main.replaceChildren(h("h1", { tabindex: "-1", text: "Audit log" }));
@@ -65,7 +75,7 @@ export async function render(main) {
               { label: "At", cell: (e) => time(e.at) },
               { label: "Actor", cell: (e) => h("code", { text: e.actor }) },
               { label: "Action", cell: (e) => h("code", { text: e.action }) },
-              { label: "Target", cell: (e) => (e.target ? h("code", { text: e.target }) : "—") },
+              { label: "Target", cell: (e) => target(e.target) },
               { label: "Outcome", cell: (e) => badge(e.outcome) },
               { label: "From", cell: (e) => e.ip || "—" },
               {

@@ -3,7 +3,7 @@
 
 import * as api from "../api.js";
 import {
-  h, field, table, pagedList, badge, time, button, confirmDialog, announce, announceError,
+  fill, h, field, table, pagedList, badge, time, button, confirmDialog, announce, announceError,
   errorBox, facts, chips, val, words,
 } from "../dom.js";
 import { appHeader } from "./apps.js";
@@ -152,7 +152,8 @@ export async function renderUser(main, [id], ctx) {
     rolesOut,
   );
 
-  main.replaceChildren(
+  fill(
+    main,
     h("p", { class: "crumbs" }, h("a", { href: `#/apps/${api.seg(u.app_id)}/users`, text: "Users" }), " / "),
     h("h1", { tabindex: "-1" }, u.email || u.name || u.id, " ", badge(u.status)),
     facts([

@@ -3,7 +3,7 @@
 
 import * as api from "../api.js";
 import {
-  h, field, table, pagedList, badge, time, button, confirmDialog, announce, announceNext,
+  fill, h, field, table, pagedList, badge, time, button, confirmDialog, announce, announceNext,
   announceError, errorBox, facts, chips, secretPanel, checkbox, val, words, checked,
 } from "../dom.js";
 import { usagePanel } from "./usage.js";
@@ -173,6 +173,12 @@ export async function tokenForm(app, list) {
 /** `#/tokens/{id}`: one token. */
 export async function renderToken(main, [id], ctx) {
   const t = await api.get(`/v1/tokens/${api.seg(id)}`);
+  let appName = "Application";
+  try {
+    appName = (await api.get(`/v1/apps/${api.seg(t.app_id)}`)).name;
+  } catch {
+    // A caller without app.read still manages the token; the crumb says "Application".
+  }
   const appLink = `#/apps/${api.seg(t.app_id)}`;
   const out = h("div", {});
   const reload = async () => {
@@ -284,8 +290,9 @@ export async function renderToken(main, [id], ctx) {
   );
 
   const active = t.status === "active";
-  main.replaceChildren(
-    h("p", { class: "crumbs" }, h("a", { href: "#/apps", text: "Applications" }), " / ", h("a", { href: appLink, text: "Application" }), " / "),
+  fill(
+    main,
+    h("p", { class: "crumbs" }, h("a", { href: "#/apps", text: "Applications" }), " / ", h("a", { href: appLink, text: appName }), " / "),
     h("h1", { tabindex: "-1" }, `Token ${t.name}`, " ", badge(t.status)),
     facts([
       ["Id", h("code", { text: t.id })],
