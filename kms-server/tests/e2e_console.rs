@@ -47,9 +47,17 @@ fn the_console_is_served_with_its_csp_types_security_headers_and_etags() {
         let r = raw(base, "GET", path, None, None, None);
         assert_eq!(r.status, 200, "{path}");
         assert_eq!(r.header("content-type"), Some(content_type), "{path}");
-        assert_eq!(r.header("content-security-policy"), Some(CONSOLE_CSP), "{path}");
+        assert_eq!(
+            r.header("content-security-policy"),
+            Some(CONSOLE_CSP),
+            "{path}"
+        );
         assert_eq!(r.header("x-frame-options"), Some("DENY"), "{path}");
-        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
         assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{path}");
         assert_eq!(r.header("cache-control"), Some("no-cache"), "{path}");
         assert!(r.header("x-request-id").is_some(), "{path}");
@@ -79,7 +87,10 @@ fn the_console_is_served_with_its_csp_types_security_headers_and_etags() {
     // API still wants a credential.
     let api = raw(base, "GET", "/v1/apps", None, None, None);
     api.assert_error(401, "unauthenticated");
-    assert_eq!(api.header("content-security-policy"), Some("default-src 'none'"));
+    assert_eq!(
+        api.header("content-security-policy"),
+        Some("default-src 'none'")
+    );
     assert_eq!(api.header("cache-control"), Some("no-store"));
     // Only GET (and HEAD) are served.
     let post = raw(base, "POST", "/ui/app.js", None, None, Some(b"x"));
@@ -125,7 +136,9 @@ fn browser_missing() -> Option<String> {
 #[test]
 fn the_console_does_the_daily_work_in_a_real_browser() {
     if let Some(why) = browser_missing() {
-        common::cannot_run(&format!("{why}, so the console's browser test does not run"));
+        common::cannot_run(&format!(
+            "{why}, so the console's browser test does not run"
+        ));
         return;
     }
     let dir = tempfile::tempdir().unwrap();

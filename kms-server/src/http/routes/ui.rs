@@ -258,13 +258,19 @@ mod tests {
         again.insert(header::IF_NONE_MATCH, etag);
         let response = serve("app.js", &again);
         assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(response.headers()[header::CONTENT_SECURITY_POLICY], CONSOLE_CSP);
+        assert_eq!(
+            response.headers()[header::CONTENT_SECURITY_POLICY],
+            CONSOLE_CSP
+        );
 
         let mut stale = HeaderMap::new();
         stale.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"0\""));
         assert_eq!(serve("app.js", &stale).status(), StatusCode::OK);
 
-        assert_eq!(serve("", &HeaderMap::new()).headers()[header::CONTENT_TYPE], HTML);
+        assert_eq!(
+            serve("", &HeaderMap::new()).headers()[header::CONTENT_TYPE],
+            HTML
+        );
         assert_eq!(
             serve("console.css", &HeaderMap::new()).headers()[header::CONTENT_TYPE],
             CSS
@@ -273,7 +279,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_or_escaping_path_is_not_found() {
-        for path in ["nope.js", "../Cargo.toml", "pages/../app.js", "index.html/", "APP.JS"] {
+        for path in [
+            "nope.js",
+            "../Cargo.toml",
+            "pages/../app.js",
+            "index.html/",
+            "APP.JS",
+        ] {
             assert_eq!(
                 serve(path, &HeaderMap::new()).status(),
                 StatusCode::NOT_FOUND,
