@@ -1,8 +1,8 @@
 // The console's only way to the server: the public HTTP API (/v1), as any client calls it.
 //
 // Credentials: a pasted token lives in `pastedToken` below, a variable of this module,
-// so it lasts as long as the tab and is never written anywhere (no localStorage, no
-// sessionStorage, no cookie). Without one, the browser sends the HttpOnly `kms_session`
+// so it lasts as long as the tab and is never written anywhere (no web storage, no
+// cookie). Without one, the browser sends the HttpOnly `kms_session`
 // cookie of a single sign-on login by itself; fetch adds the `Origin` header the server
 // checks on cookie-authenticated changes.
 
