@@ -17,6 +17,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::idp::OidcIdp;
 use common::{call, init, raw, Server};
 use serde_json::json;
 
@@ -170,7 +171,13 @@ fn the_console_does_the_daily_work_in_a_real_browser() {
         assert_eq!(r.status, 201, "{}", r.body);
     }
 
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    run_console_test(&server, &root, "admin", "console-screenshots");
+}
+
+/// Runs `console_test.py --scenario SCENARIO` against `server`, screenshots into
+/// `$CARGO_TARGET_TMPDIR/SHOTS`; fails the test with its output and the server's logs.
+fn run_console_test(server: &Server, root: &str, scenario: &str, shots: &str) {
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(shots);
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).unwrap();
     let out = Command::new("python3")
@@ -181,7 +188,9 @@ fn the_console_does_the_daily_work_in_a_real_browser() {
         .arg(console_dir().join("node_modules/axe-core/axe.min.js"))
         .arg("--screenshots")
         .arg(&shots)
-        .env("KMS_CONSOLE_TEST_TOKEN", &root)
+        .arg("--scenario")
+        .arg(scenario)
+        .env("KMS_CONSOLE_TEST_TOKEN", root)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -189,9 +198,53 @@ fn the_console_does_the_daily_work_in_a_real_browser() {
     eprintln!("screenshots of every page: {}", shots.display());
     assert!(
         out.status.success(),
-        "console_test.py failed:\n{stdout}\n{stderr}\nserver logs:\n{}",
+        "console_test.py --scenario {scenario} failed:\n{stdout}\n{stderr}\nserver logs:\n{}",
         server.logs()
     );
-    assert!(stdout.contains("console test passed"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("test passed"), "{stdout}\n{stderr}");
     println!("{stdout}");
+}
+
+#[test]
+fn the_console_signs_in_with_single_sign_on_in_a_real_browser() {
+    if let Some(why) = browser_missing() {
+        common::cannot_run(&format!("{why}, so the console's browser test does not run"));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kms.db");
+    let (root, _) = init(&db);
+    let server = Server::start(&db);
+    let base = server.base.clone();
+    let app = call(&base, "POST", "/v1/apps", Some(&root), Some(&json!({"name": "corp"})));
+    assert_eq!(app.status, 201, "{}", app.body);
+    let app_id = app.json()["id"].as_str().unwrap().to_owned();
+    let role = json!({"name": "support",
+        "permissions": ["app.read", "token.read", "user.read", "session.read"]});
+    let r = call(&base, "POST", "/v1/roles", Some(&root), Some(&role));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let secret = "console-test-client-secret";
+    let Some(provider) = OidcIdp::start(&[json!({
+        "client_id": "kms",
+        "client_secret": secret,
+        "redirect_uris": [format!("{base}/v1/sso/corp/callback")],
+    })]) else {
+        return;
+    };
+    // alice@example.com in group admins is the provider's next user.
+    let idp = call(
+        &base,
+        "POST",
+        &format!("/v1/apps/{app_id}/idps"),
+        Some(&root),
+        Some(&json!({
+            "slug": "corp", "kind": "oidc", "issuer": provider.issuer(),
+            "client_id": "kms", "client_secret": secret,
+            "scopes": ["openid", "email", "profile", "groups"],
+            "groups_claim": "groups", "role_map": {"admins": ["support"]},
+            "email_domains": ["example.com"],
+        })),
+    );
+    assert_eq!(idp.status, 201, "{}", idp.body);
+    run_console_test(&server, &root, "sso", "console-screenshots-sso");
 }
