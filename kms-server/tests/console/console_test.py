@@ -372,6 +372,13 @@ def run(args):
         c.by_text("button", "Cancel", dialog).click()
         c.wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "dialog[open]"))
         check(api.verify(plaintext)["valid"] is True, "cancelling the dialog revoked the token")
+        # Escape closes it too, and focus returns to the button that opened it.
+        c.by_text("button", "Revoke token").click()
+        c.confirm_in_dialog("Revoke token")
+        d.switch_to.active_element.send_keys(Keys.ESCAPE)
+        c.wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "dialog[open]"))
+        check(d.switch_to.active_element.text == "Revoke token", "focus did not return to the Revoke button")
+        check(api.verify(plaintext)["valid"] is True, "escaping the dialog revoked the token")
         c.by_text("button", "Revoke token").click()
         dialog = c.confirm_in_dialog("Revoke token")
         c.by_text("button", "Revoke token", dialog).click()

@@ -25,7 +25,12 @@ export function render(main, _params, ctx) {
             const found = await api.get(`/v1/sso/discover${api.query({ email: email.value.trim() })}`);
             const url = new URL(found.login_url, window.location.href);
             url.searchParams.set("return_to", RETURN_TO);
-            const link = h("a", { href: url.toString(), class: "button-link", text: `Continue to ${url.host}` });
+            const slug = (url.pathname.match(/\/v1\/sso\/([^/]+)\/login$/) || [])[1];
+            const link = h("a", {
+              href: url.toString(),
+              class: "button-link",
+              text: slug ? `Continue with single sign-on (${slug})` : "Continue with single sign-on",
+            });
             ssoOut.replaceChildren(h("p", {}, "Your organisation signs in at its identity provider. "), link);
             link.focus();
           } catch (err) {
