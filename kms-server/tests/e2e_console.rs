@@ -208,7 +208,9 @@ fn run_console_test(server: &Server, root: &str, scenario: &str, shots: &str) {
 #[test]
 fn the_console_signs_in_with_single_sign_on_in_a_real_browser() {
     if let Some(why) = browser_missing() {
-        common::cannot_run(&format!("{why}, so the console's browser test does not run"));
+        common::cannot_run(&format!(
+            "{why}, so the console's browser test does not run"
+        ));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -216,7 +218,13 @@ fn the_console_signs_in_with_single_sign_on_in_a_real_browser() {
     let (root, _) = init(&db);
     let server = Server::start(&db);
     let base = server.base.clone();
-    let app = call(&base, "POST", "/v1/apps", Some(&root), Some(&json!({"name": "corp"})));
+    let app = call(
+        &base,
+        "POST",
+        "/v1/apps",
+        Some(&root),
+        Some(&json!({"name": "corp"})),
+    );
     assert_eq!(app.status, 201, "{}", app.body);
     let app_id = app.json()["id"].as_str().unwrap().to_owned();
     let role = json!({"name": "support",
