@@ -118,7 +118,13 @@ export async function call(method, path, body) {
     }
   }
   if (!response.ok) {
-    throw new ApiError(response.status, parsed);
+    const err = new ApiError(response.status, parsed);
+    if (response.status === 401 && mode !== null) {
+      // The credential stopped working (revoked, expired, session ended): the frame
+      // signs the console out and says why.
+      window.dispatchEvent(new CustomEvent("kms:unauthenticated", { detail: err.message }));
+    }
+    throw err;
   }
   return parsed;
 }

@@ -149,6 +149,15 @@ async function start() {
     }
   }
   updateFrame();
+  window.addEventListener("kms:unauthenticated", (e) => {
+    if (api.signedIn() === null || currentPath() === "/signin") {
+      return;
+    }
+    api.forget();
+    updateFrame();
+    announceNext(`Signed out: ${e.detail}. Sign in again.`, "error");
+    go("/signin");
+  });
   window.addEventListener("hashchange", () => {
     settle();
     route();

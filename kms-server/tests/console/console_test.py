@@ -566,6 +566,20 @@ def run(args):
         check(not c.shows(token), "the token is still in the page after signing out")
         check(d.find_element(By.ID, "nav").get_attribute("hidden") is not None, "the navigation shows after signing out")
         c.assert_clean("after signing out")
+
+        # A credential that stops working mid-use signs the console out, saying why.
+        status, spare, _ = api.call("POST", "/v1/apps/app_system/tokens", {"name": "spare-admin", "scopes": ["admin"]})
+        check(status == 201, f"creating a spare admin token: {status} {spare}")
+        c.field("Admin token").send_keys(spare["token"])
+        c.by_text("button", "Sign in").click()
+        c.heading("Applications")
+        status, _, _ = api.call("POST", f"/v1/tokens/{spare['id']}/revoke")
+        check(status == 200, "revoking the spare admin token")
+        c.open("#/keys")
+        c.heading("Sign in")
+        c.wait.until(lambda d: "Signed out" in d.find_element(By.ID, "status").text)
+        check("revoked" in d.find_element(By.ID, "status").text, f"the reason: {d.find_element(By.ID, 'status').text}")
+        check(not c.shows(spare["token"]), "the revoked token is still in the page")
     except Exception:
         try:
             c.screenshot("failure")
