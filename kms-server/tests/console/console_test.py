@@ -49,14 +49,17 @@ window.addEventListener('error', (e) => { window.__kmsProblems.push('error: ' + 
 window.addEventListener('unhandledrejection', (e) => { window.__kmsProblems.push('unhandled rejection: ' + String(e.reason)); });
 """
 
-# Network errors the console causes on purpose, which Chromium logs as console errors:
-# looking for a single sign-on session (401 without one), and the usage and compliance
-# endpoints of a server that does not have them yet (404, shown as "not available").
+# Network errors the test causes on purpose, which Chromium logs as console errors:
+# looking for a single sign-on session (401 without one), the usage and compliance
+# endpoints of a server that does not have them yet (404, shown as "not available"), an
+# unknown token's page (404).
 EXPECTED_NETWORK = [
     ("/v1/me", "401"),
     ("/usage", "404"),
     ("/v1/reports/compliance", "404"),
     ("/v1/tokens/tok_doesnotexist", "404"),
+    # and a refused deletion (the permission is still granted), shown with the API's message
+    ("/v1/permissions/audit.read", "409"),
 ]
 
 
@@ -70,6 +73,19 @@ USAGE_SAMPLE = {
     ],
     "totals": {"total": 587, "by_code": {"VALID": 565, "NOT_FOUND": 16, "REVOKED": 6}},
     "trend": {"previous_period_total": 470, "change_ratio": 0.25},
+}
+
+
+# A compliance report as the contract shapes it.
+COMPLIANCE_SAMPLE = {
+    "generated_at": "2026-12-01T12:00:00Z",
+    "findings": [
+        {"id": "tokens_without_expiry", "title": "Tokens without an expiry", "status": "fail", "count": 2,
+         "items": ["tok_AAAAAAAAAAAA", "tok_BBBBBBBBBBBB"]},
+        {"id": "tokens_unused_90d", "title": "Tokens unused for 90 days", "status": "pass", "count": 0, "items": []},
+        {"id": "admin_tokens", "title": "Tokens holding admin", "status": "fail", "count": 1, "items": ["tok_CCCCCCCCCCCC"]},
+        {"id": "audit_chain", "title": "The audit chain verifies", "status": "pass", "count": 0, "items": []},
+    ],
 }
 
 
@@ -429,6 +445,16 @@ def run(args):
         for edge in ["support inherits viewer", "operator inherits support", "operator inherits billing-clerk", "billing-clerk inherits viewer"]:
             check(edge in label, f"the role graph does not say {edge!r}: {label}")
         check(len(graph.find_elements(By.CSS_SELECTOR, "line.edge")) == 4, "the graph should draw four edges")
+        # A role made in the console's form joins the graph.
+        form = c.by_text("h2", "Create a role").find_element(By.XPATH, "./ancestor::form")
+        c.field("Name", form).send_keys("auditor")
+        c.field("Permissions", form).send_keys("audit.read")
+        c.field("Inherits", form).send_keys("viewer")
+        c.by_text("button", "Create role", form).click()
+        c.wait.until(lambda d: "Role auditor created" in d.find_element(By.ID, "status").text)
+        c.wait.until(lambda d: "auditor inherits viewer" in d.find_element(By.CSS_SELECTOR, "svg.graph").get_attribute("aria-label"))
+        status, role, _ = api.call("GET", "/v1/roles/auditor")
+        check(status == 200 and set(role["effective"]) >= {"audit.read", "app.read", "token.read"}, f"the role made in the console: {role}")
         operator = c.find("li[data-role='operator'] .effective")
         effective = {e.text for e in operator.find_elements(By.TAG_NAME, "code")}
         for scope in ["key.read", "audit.read", "app.read", "token.read", "billing.invoices.write", "billing.read"]:
@@ -446,6 +472,24 @@ def run(args):
             "return Array.from(document.querySelectorAll('ul.tree li li li code')).map((e) => e.textContent)"
         )
         check("billing.invoices.write" in nested, f"billing.invoices.write is not nested two levels deep: {nested}")
+        # A permission made in the form, then deleted through the confirm dialog.
+        form = c.by_text("h2", "Create a permission").find_element(By.XPATH, "./ancestor::form")
+        c.field("Scope", form).send_keys("billing.refunds.issue")
+        c.field("Description (optional)", form).send_keys("issue refunds")
+        c.by_text("button", "Create permission", form).click()
+        c.wait.until(lambda d: "Permission billing.refunds.issue created" in d.find_element(By.ID, "status").text)
+        delete = c.wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "button[aria-label='Delete permission billing.refunds.issue']"))
+        delete.click()
+        dialog = c.confirm_in_dialog("Delete permission")
+        c.by_text("button", "Delete permission", dialog).click()
+        c.wait.until(lambda d: "Permission billing.refunds.issue deleted" in d.find_element(By.ID, "status").text)
+        status, perms, _ = api.call("GET", "/v1/permissions")
+        check(all(p["scope"] != "billing.refunds.issue" for p in perms["items"]), "the permission deleted in the console still exists")
+        # A refused change shows the API's message: a granted permission cannot go.
+        c.wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "button[aria-label='Delete permission audit.read']")).click()
+        dialog = c.confirm_in_dialog("Delete permission")
+        c.by_text("button", "Delete permission", dialog).click()
+        c.wait.until(lambda d: "Deleting audit.read failed" in d.find_element(By.ID, "status").text)
         c.page("permissions")
 
         # ---- the audit log and its chain ----
@@ -514,6 +558,27 @@ def run(args):
         text = d.find_element(By.ID, "main").text
         check("not available" in text or "Findings" in text, f"compliance page: {text}")
         c.page("compliance")
+        if "not available" in text:
+            # As for usage: the report as the contract shapes it, served to the page's fetch.
+            d.execute_script(
+                """
+                const sample = arguments[0];
+                const real = window.fetch;
+                window.fetch = (url, init) => String(url).includes('/v1/reports/compliance')
+                  ? Promise.resolve(new Response(JSON.stringify(sample), {status: 200, headers: {'Content-Type': 'application/json'}}))
+                  : real(url, init);
+                """,
+                COMPLIANCE_SAMPLE,
+            )
+            c.open("#/keys")
+            c.heading("Signing keys")
+            c.open("#/compliance")
+            c.heading("Compliance report")
+            c.settle()
+            rows = d.find_elements(By.CSS_SELECTOR, "#main tbody tr")
+            check(len(rows) == len(COMPLIANCE_SAMPLE["findings"]), f"findings shown: {[r.text for r in rows]}")
+            check("fail" in rows[0].text and "tok_" in rows[0].text, f"the first finding: {rows[0].text}")
+            c.page("compliance-contract-sample")
 
         c.open("#/keys")
         c.heading("Signing keys")
