@@ -93,7 +93,11 @@ fn the_console_is_served_with_its_csp_types_security_headers_and_etags() {
         Some("default-src 'none'")
     );
     assert_eq!(api.header("cache-control"), Some("no-store"));
-    // Only GET (and HEAD) are served.
+    // HEAD answers the headers alone; only GET and HEAD are served.
+    let head = raw(base, "HEAD", "/ui/app.js", None, None, None);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-security-policy"), Some(CONSOLE_CSP));
+    assert!(head.body.is_empty());
     let post = raw(base, "POST", "/ui/app.js", None, None, Some(b"x"));
     assert_eq!(post.status, 405);
 }
