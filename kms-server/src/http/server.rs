@@ -25,7 +25,7 @@ use crate::http::middleware::rate_limit;
 use crate::http::middleware::rate_limit::ClientRateLimit;
 use crate::http::middleware::signed_requests::SignatureLayer;
 use crate::http::routes::{
-    apps, audit, docs, health, keys, oauth, people, permissions, roles, tokens, usage, verify,
+    apps, audit, docs, health, keys, oauth, people, permissions, roles, tokens, ui, usage, verify,
     AppState,
 };
 use crate::ops::metrics::Metrics;
@@ -87,6 +87,10 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
         .route("/v1/auth/token", post(oauth::token))
         .route("/v1/auth/introspect", post(oauth::introspect))
         .route("/v1/auth/revoke", post(oauth::revoke))
+        // The administration console: static files, a client of the routes below.
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{*path}", get(ui::file))
         .merge(management_routes(kms.clone(), &metrics, options))
         .merge(sso_routes(&metrics, options))
         // Verification is the services' hot path: authenticated, never rate limited per

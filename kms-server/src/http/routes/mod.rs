@@ -12,6 +12,7 @@ pub mod permissions;
 pub mod privacy;
 pub mod roles;
 pub mod tokens;
+pub mod ui;
 pub mod usage;
 pub mod verify;
 
