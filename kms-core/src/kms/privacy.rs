@@ -43,8 +43,8 @@ pub struct UserExport {
 impl Kms {
     /// Everything held about user `id` (`user.read`): profile, identities, sessions, roles
     /// and grants, and one page of the audit events whose actor, target or subject is the
-    /// user or one of their sessions (`page.cursor` is the `seq` to continue below;
-    /// `page.limit` 1–1000, default 100).
+    /// user or one of their sessions (their newest 999 sessions; `page.cursor` is the `seq`
+    /// to continue below; `page.limit` 1–1000, default 100).
     pub fn export_user(&self, caller: &Caller, id: &str, page: PageRequest) -> Result<UserExport> {
         caller.require(&*self.snapshot()?, "user.read")?;
         let user = self.visible_user(caller, id)?;
