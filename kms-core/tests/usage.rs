@@ -189,3 +189,43 @@ fn with_counting_off_nothing_is_counted_or_touched() {
         None
     );
 }
+
+#[test]
+fn retention_deletes_old_buckets_once_and_audits_the_sweep() {
+    let e = env(true);
+    let op = e.kms.operator();
+    e.kms.verify_token(&e.token, None, None).unwrap();
+    e.kms.flush_usage().unwrap();
+    let sweeps = || {
+        e.kms
+            .list_audit(
+                &op,
+                kms_core::AuditFilter {
+                    action: Some("retention.sweep".to_owned()),
+                    ..Default::default()
+                },
+                kms_core::PageRequest::default(),
+            )
+            .unwrap()
+            .items
+    };
+    let day = 86_400;
+    assert_eq!(e.kms.apply_usage_retention(400 * day).unwrap(), 0);
+    assert!(sweeps().is_empty(), "nothing to delete, nothing written");
+    e.clock.advance(401 * day);
+    e.kms.verify_token(&e.token, None, None).unwrap();
+    e.kms.flush_usage().unwrap();
+    assert_eq!(e.kms.apply_usage_retention(400 * day).unwrap(), 1);
+    let events = sweeps();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].target, "usage");
+    assert_eq!(events[0].details["usage_buckets_deleted"], 1);
+    assert_eq!(e.kms.apply_usage_retention(400 * day).unwrap(), 0);
+    assert_eq!(sweeps().len(), 1);
+    // The recent hour is kept.
+    let r = e
+        .kms
+        .app_usage(&op, &e.app, &UsageQuery::default())
+        .unwrap();
+    assert_eq!(r.totals.total, 1);
+}
