@@ -11,6 +11,8 @@
 //! - `token_parse`: the offline format and checksum check.
 //! - `verify_cached`: in-process verification answered by the verified-key cache, and
 //!   `verify_cached_parts`: the pieces of that path measured alone.
+//! - `verify_counting`: cached verification with usage counting off and on (issue 17), the
+//!   same key and query on two services; the ratio is also measured interleaved.
 //! - `verify_conditional`: cached verification of a key with conditional grants, beside a
 //!   plain key (issue 18).
 //! - `verify_session`: cached verification of a user's session beside a cached API key
@@ -48,6 +50,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     permission_check(&mut c)?;
     token_parse(&mut c)?;
     verify_cached(&mut c)?;
+    verify_counting(&mut c)?;
     verify_conditional(&mut c)?;
     verify_session(&mut c)?;
     verify_cached_parts(&mut c)?;
@@ -187,6 +190,60 @@ fn verify_cached(c: &mut Criterion) -> SetupResult<()> {
 
     if kms.cache_stats().misses != misses {
         return Err("verify_cached missed the cache: its numbers measured the cold path".into());
+    }
+    Ok(())
+}
+
+/// Cached verification with usage counting off and on (issue 17): two services alike but
+/// for the setting, each verifying its own cached key with the same query. Counting is a
+/// few relaxed atomic operations on a handle the cached key holds; the flush is not on
+/// this path. The interleaved ratio (on / off) is printed on every run, as the 3 % budget
+/// is judged on it.
+fn verify_counting(c: &mut Criterion) -> SetupResult<()> {
+    let off = PopulatedKms::with_usage_counting(false, 1)?;
+    let on = PopulatedKms::with_usage_counting(true, 1)?;
+    let query = PermissionQuery::parse(QUERY)?;
+    let mut keys = Vec::new();
+    for env in [&off, &on] {
+        env.warm()?;
+        let token = env.tokens.first().ok_or("no fixture token")?;
+        if env.kms.verify_token(token, Some(&query), None)?.code() != VerifyCode::Valid {
+            return Err("the fixture token does not satisfy the benchmark query".into());
+        }
+        keys.push((&env.kms, token.as_str(), env.kms.cache_stats().misses));
+    }
+    let [(kms_off, off_token, _), (kms_on, on_token, _)] = keys[..] else {
+        return Err("two services expected".into());
+    };
+    let mut group = c.benchmark_group("verify_counting");
+    group.bench_function("off", |b| {
+        b.iter(|| kms_off.verify_token(black_box(off_token), Some(black_box(&query)), None))
+    });
+    group.bench_function("on", |b| {
+        b.iter(|| kms_on.verify_token(black_box(on_token), Some(black_box(&query)), None))
+    });
+    group.finish();
+    report(
+        "verify_counting: on / off",
+        interleaved(
+            3_000,
+            200,
+            || kms_on.verify_token(black_box(on_token), Some(black_box(&query)), None),
+            || kms_off.verify_token(black_box(off_token), Some(black_box(&query)), None),
+        ),
+    );
+    for (kms, _, misses) in &keys {
+        if kms.cache_stats().misses != *misses {
+            return Err("verify_counting missed the cache: it measured the cold path".into());
+        }
+    }
+    // What was counted is really there once flushed.
+    let flushed = kms_on.flush_usage()?;
+    if flushed.verifications == 0 {
+        return Err("counting on counted nothing".into());
+    }
+    if kms_off.flush_usage()?.verifications != 0 {
+        return Err("counting off counted".into());
     }
     Ok(())
 }

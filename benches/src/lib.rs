@@ -219,6 +219,20 @@ impl PopulatedKms {
         Self::populate(store, builder, count)
     }
 
+    /// [`PopulatedKms::new`] with cheap hashes and usage counting on or off (issue 17),
+    /// so the cost of counting can be measured on the same path.
+    pub fn with_usage_counting(counting: bool, count: usize) -> SetupResult<PopulatedKms> {
+        let store = Arc::new(MemoryStore::new());
+        let builder = Kms::builder(store.clone())
+            .hash_params(kms_core::dangerous::insecure_hash_params())
+            .usage_counting(counting)
+            .lockout_policy(LockoutPolicy {
+                threshold: 0,
+                ..LockoutPolicy::default()
+            });
+        Self::populate(store, builder, count)
+    }
+
     /// A service with cheap hashes and a master key, so it can issue access tokens, and
     /// `count` tokens holding [`TOKEN_SCOPES`].
     pub fn with_master_key(key: MasterKey, count: usize) -> SetupResult<PopulatedKms> {

@@ -59,10 +59,15 @@ pub mod adr {
     #[doc = include_str!("../../docs/adr/0014-users-sessions-and-openid-connect.md")]
     pub mod adr_0014_users_sessions_and_openid_connect {}
 
-    #[doc = include_str!("../../docs/adr/0019-master-key-custody.md")]
-    pub mod adr_0019_master_key_custody {}
+    #[doc = include_str!("../../docs/adr/0015-usage-counting.md")]
+    pub mod adr_0015_usage_counting {}
+
     #[doc = include_str!("../../docs/adr/0017-crypto-shredding-of-personal-data-in-the-audit-chain.md")]
     pub mod adr_0017_crypto_shredding_of_personal_data_in_the_audit_chain {}
+
     #[doc = include_str!("../../docs/adr/0018-console-vanilla-js-no-build-step-strict-csp.md")]
     pub mod adr_0018_console_vanilla_js_no_build_step_strict_csp {}
+
+    #[doc = include_str!("../../docs/adr/0019-master-key-custody.md")]
+    pub mod adr_0019_master_key_custody {}
 }

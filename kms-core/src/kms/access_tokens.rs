@@ -536,9 +536,16 @@ impl Kms {
         // An access token is worth no more than the API key it was issued for: once that is
         // revoked, expired, deleted or its application disabled, refuse it here as
         // introspection does. (A resource server holding only the JWKS cannot know.)
+        // Counted for the key's usage, like a verification of the key itself.
         match self.api_key_is_live(&claims.sub) {
-            Ok(true) => Ok(claims),
-            Ok(false) => Err(JwtError::Revoked),
+            Ok(true) => {
+                self.count_usage(&claims.app_id, &claims.sub, super::VerifyCode::Valid);
+                Ok(claims)
+            }
+            Ok(false) => {
+                self.count_usage(&claims.app_id, &claims.sub, super::VerifyCode::Revoked);
+                Err(JwtError::Revoked)
+            }
             Err(_) => Err(JwtError::Unavailable),
         }
     }
