@@ -1033,6 +1033,31 @@ impl IdentityStore for Model {
     }
 }
 
+impl kms_core::store::CapacityStore for Model {
+    fn capacity(&self, since: Timestamp) -> Result<kms_core::store::Capacity, StoreError> {
+        use kms_core::store::{Capacity, ObjectCounts};
+        let s = self.state();
+        let recent = |times: Vec<Timestamp>| times.into_iter().filter(|t| *t >= since).count() as u64;
+        Ok(Capacity {
+            stored: ObjectCounts {
+                applications: s.apps.len() as u64,
+                tokens: s.tokens.len() as u64,
+                users: s.users.len() as u64,
+                sessions: s.sessions.len() as u64,
+                audit_events: s.audit.len() as u64,
+            },
+            created_since: ObjectCounts {
+                applications: recent(s.apps.values().map(|a| a.created_at).collect()),
+                tokens: recent(s.tokens.values().map(|t| t.created_at).collect()),
+                users: recent(s.users.values().map(|u| u.created_at).collect()),
+                sessions: recent(s.sessions.values().map(|x| x.created_at).collect()),
+                audit_events: recent(s.audit.values().map(|e| e.at).collect()),
+            },
+            database_bytes: 0,
+        })
+    }
+}
+
 impl Store for Model {
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
         let mut s = self.state();

@@ -6,6 +6,8 @@ mod api_keys;
 mod apps;
 mod audit_log;
 mod caller;
+mod capacity;
+mod compliance;
 mod policy_ops;
 mod request_signing;
 mod sessions;
@@ -23,6 +25,11 @@ use arc_swap::ArcSwap;
 
 pub use audit_log::{AuditFilter, RetentionReport};
 pub use caller::Caller;
+pub use capacity::{CapacityStats, GrowthPerDay, GROWTH_WINDOW_DAYS};
+pub use compliance::{
+    ComplianceReport, ComplianceSettings, ComplianceSummary, Finding, FindingStatus,
+    ReportPeriod, FINDING_IDS, MASTER_KEY_SET_AT_KEY, MAX_FINDING_ITEMS, UNUSED_DAYS,
+};
 pub use policy_ops::RoleView;
 pub use sessions::{
     BulkUserRoles, Me, SessionInfo, SessionSettings, StartedSession, UserInfo, UserUpdate,

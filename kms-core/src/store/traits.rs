@@ -143,6 +143,7 @@ pub trait Store:
     + GrantStore
     + AuditStore
     + IdentityStore
+    + crate::store::CapacityStore
     + Send
     + Sync
     + 'static

@@ -121,6 +121,7 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         hsts: tls.is_some(),
         public_url: serve_config.public_url_or_default(),
         secure_cookies: tls.is_some(),
+        compliance: serve_config.compliance.clone(),
     };
     let app = server::router(kms.clone(), metrics.clone(), &options);
     let maintenance = Maintenance {
@@ -139,6 +140,7 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
             tokio::spawn(worker.run());
         }
         let watcher = crate::ops::counters::spawn(kms.clone());
+        let capacity = crate::ops::capacity::spawn(kms.clone(), metrics.clone());
         let upkeep = maintenance.spawn(kms);
         eprintln!("listening on {local}");
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -161,6 +163,7 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         }
         upkeep.abort();
         watcher.abort();
+        capacity.abort();
         if !crate::ops::decision_log::flush(DECISION_LOG_FLUSH) {
             tracing::warn!("decision records queued at shutdown may not all be in the file");
         }

@@ -8,6 +8,7 @@ pub mod exit;
 mod maintenance;
 pub mod people;
 mod progress;
+mod reports;
 
 pub use args::Cli;
 pub use commands::run;

@@ -64,6 +64,7 @@
 //! never set it where real secrets are issued.
 
 mod parse;
+mod report;
 mod serve;
 pub(crate) mod settings;
 mod sources;
@@ -75,6 +76,7 @@ use self::parse::{
     parse_bool, parse_claim, parse_duration, parse_duration_or_zero, parse_log_format,
     parse_log_level, parse_path, parse_positive_u32, parse_u32, parse_u64, parse_whole_seconds,
 };
+pub use self::report::resolve_report;
 pub use self::serve::{AlertSettings, RateLimitSettings, RedisSettings, ServeConfig, TlsFiles};
 pub use self::settings::CONFIG_ENV;
 use self::settings::{

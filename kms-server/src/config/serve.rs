@@ -108,6 +108,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     /// Sessions' absolute lifetime, idle timeout and revalidation interval.
     pub sessions: kms_core::SessionSettings,
+    /// The thresholds of `GET /v1/reports/compliance`.
+    pub compliance: kms_core::ComplianceSettings,
 }
 
 /// Where and how to reach Redis.
@@ -143,6 +145,7 @@ impl Default for ServeConfig {
             condition_limits: kms_core::ConditionLimits::default(),
             public_url: None,
             sessions: kms_core::SessionSettings::default(),
+            compliance: kms_core::ComplianceSettings::default(),
         }
     }
 }
@@ -178,6 +181,7 @@ impl ServeConfig {
             condition_limits: resolve_condition_limits(sources)?,
             public_url: sources.get(PUBLIC_URL, parse_public_url, None)?,
             sessions: resolve_sessions(sources)?,
+            compliance: super::resolve_report(sources)?,
         })
     }
 }

@@ -81,6 +81,8 @@ use crate::wire;
         routes::people::logout,
         routes::audit::list_audit,
         routes::audit::verify_audit,
+        routes::reports::stats,
+        routes::reports::compliance,
     ),
     components(schemas(wire::FieldProblem)),
     modifiers(&BearerAuth, &ClosedResponses),

@@ -3,11 +3,13 @@
 //! log output ([`logging`]) and distributed tracing ([`telemetry`]).
 
 pub mod alerts;
+pub mod capacity;
 pub mod counters;
 pub mod decision_log;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;
+pub mod reports;
 pub mod security_events;
 pub mod sso_transport;
 pub mod telemetry;

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod oauth;
 pub mod people;
 pub mod permissions;
+pub mod reports;
 pub mod roles;
 pub mod tokens;
 pub mod verify;
