@@ -589,6 +589,19 @@ fn the_compliance_report_finds_what_an_auditor_looks_for_in_every_format() {
     let bad = cli(&["--format", "pdf"]);
     assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
 
+    // Someone with the file rewrites an event: the report says where the chain breaks.
+    assert_eq!(
+        sql(&db, "UPDATE audit_events SET target = 'nothing to see' WHERE seq = 2"),
+        1
+    );
+    let tampered = cli(&["--format", "json"]);
+    assert!(tampered.status.success(), "{}", tampered.stderr);
+    let tampered: Value = serde_json::from_str(&tampered.stdout).unwrap();
+    let chain = finding(&tampered, "audit_chain");
+    assert_eq!(chain["status"], "fail", "{chain}");
+    assert_eq!(items(chain), vec!["2".to_owned()]);
+    assert_eq!(chain["details"]["first_bad_seq"], 2);
+
     // Counts and ids only: no token, refresh token or hash in any form of the report.
     let mut everything = Vec::new();
     for body in [&r_body(&json_again), &html.body, &md.stdout, &cli_html.stdout] {

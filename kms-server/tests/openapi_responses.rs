@@ -543,6 +543,27 @@ fn every_documented_operation_answers_what_the_document_describes() {
     );
     assert_eq!(check["ok"], true);
 
+    // Capacity and the compliance report (e2e_reports.rs checks their content).
+    api.json("GET", "/v1/stats", "/v1/stats", root, None, 200);
+    api.json("GET", "/v1/stats", "/v1/stats", Some(&verifier), None, 403);
+    let report = api.json(
+        "GET",
+        "/v1/reports/compliance",
+        "/v1/reports/compliance",
+        root,
+        None,
+        200,
+    );
+    assert_eq!(report["findings"].as_array().map(Vec::len), Some(12));
+    api.json(
+        "GET",
+        "/v1/reports/compliance",
+        "/v1/reports/compliance?format=pdf",
+        root,
+        None,
+        400,
+    );
+
     // Last, the application.
     api.json("DELETE", "/v1/apps/{id}", &app_path, root, None, 204);
     api.json("DELETE", "/v1/apps/{id}", &app_path, root, None, 404);
