@@ -391,6 +391,7 @@ pub fn new_token_record(
         limits: TokenLimits::default(),
         rotated_from: None,
         rotated_to: None,
+        last_used_at: None,
     };
     Ok((generated.into_plaintext(), record))
 }

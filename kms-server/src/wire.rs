@@ -488,6 +488,11 @@ pub struct TokenView {
     /// Conditional grants (absent when there are none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<GrantBody>,
+    /// When the token was last verified (RFC 3339, to the minute; updated at most once a
+    /// minute), or null.
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub last_used_at: Option<String>,
 }
 
 /// A token just created or rotated, with its plaintext (shown this once).

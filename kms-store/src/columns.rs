@@ -27,11 +27,11 @@ macro_rules! app_columns {
 pub(crate) use app_columns;
 
 /// Columns of `tokens`, in the order [`token`] reads them and writes bind them (`1` to
-/// `17`).
+/// `18`).
 macro_rules! token_columns {
     () => {
         "id, app_id, name, secret_hash, start, status, created_at, expires_at, revoked_at, \
-         scopes, roles, metadata, limits, uses, rotated_from, rotated_to, grants"
+         scopes, roles, metadata, limits, uses, rotated_from, rotated_to, grants, last_used_at"
     };
 }
 pub(crate) use token_columns;
@@ -197,6 +197,7 @@ pub(crate) fn token(row: &(impl ColumnRead + ?Sized)) -> Result<TokenRecord, Sto
         rotated_from: row.opt_text(14)?,
         rotated_to: row.opt_text(15)?,
         grants: json(row, 16, "token grants")?,
+        last_used_at: opt_time(row, 17)?,
     })
 }
 

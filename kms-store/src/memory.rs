@@ -490,6 +490,11 @@ impl Transaction for MemoryTx<'_> {
     }
 
     fn put_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
+        let mut token = token.clone();
+        // Like the SQL stores: a write never moves the last use backwards.
+        if let Some(old) = self.state.tokens.get(&token.id) {
+            token.last_used_at = token.last_used_at.max(old.last_used_at);
+        }
         let old = self.state.put_token(token.clone());
         self.undo
             .push(Undo::Token(token.id.clone(), old.map(Box::new)));

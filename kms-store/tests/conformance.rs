@@ -108,6 +108,7 @@ fn token(id: &str, app_id: &str) -> TokenRecord {
         limits: TokenLimits::default(),
         rotated_from: None,
         rotated_to: None,
+        last_used_at: None,
     }
 }
 
@@ -851,6 +852,7 @@ fn every_token_field_round_trips_unchanged(store: &Arc<dyn Store>) {
             ],
         },
         rotated_from: Some(format!("tok_{unicode}")),
+        last_used_at: None,
         rotated_to: Some(hostile.to_owned()),
     };
     let minimal = token("tok_min", &owner.id);

@@ -85,6 +85,7 @@ fn token() -> impl Strategy<Value = TokenRecord> {
             },
             rotated_from: None,
             rotated_to: None,
+            last_used_at: None,
         })
 }
 

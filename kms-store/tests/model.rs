@@ -199,6 +199,7 @@ fn token() -> impl Strategy<Value = TokenRecord> {
                 },
                 rotated_from: from,
                 rotated_to: to,
+                last_used_at: None,
             },
         )
 }

@@ -59,6 +59,7 @@ fn token(id: &str) -> TokenRecord {
         limits: TokenLimits::default(),
         rotated_from: None,
         rotated_to: None,
+        last_used_at: None,
     }
 }
 

@@ -47,6 +47,7 @@ fn token() -> TokenRecord {
         },
         rotated_from: None,
         rotated_to: None,
+        last_used_at: None,
     }
 }
 

@@ -511,6 +511,7 @@ mod tests {
                 limits: TokenLimits::default(),
                 rotated_from: None,
                 rotated_to: None,
+                last_used_at: None,
             },
             app: Arc::new(Application {
                 id: app_id.to_owned(),

@@ -149,6 +149,8 @@ pub struct TokenInfo {
     /// Scopes and roles held only while a condition holds (absent when there are none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<crate::policy::GrantInput>,
+    /// When the token was last verified (to the minute), or null.
+    pub last_used_at: Option<Timestamp>,
 }
 
 impl TokenInfo {
@@ -177,6 +179,7 @@ impl TokenInfo {
             rotated_from: r.rotated_from.clone(),
             rotated_to: r.rotated_to.clone(),
             grants: r.grants.iter().map(|g| g.to_input()).collect(),
+            last_used_at: r.last_used_at,
         }
     }
 }

@@ -506,6 +506,7 @@ impl Kms {
             limits: spec.limits.clone(),
             rotated_from: spec.rotated_from.clone(),
             rotated_to: None,
+            last_used_at: None,
         };
         Ok((record, generated.into_plaintext()))
     }

@@ -288,6 +288,7 @@ impl Kms {
             limits: TokenLimits::default(),
             rotated_from: None,
             rotated_to: None,
+            last_used_at: None,
         };
         let mut key = self.key_of(record, app, snap);
         key.session = Some(SessionPrincipal {

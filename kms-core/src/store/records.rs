@@ -44,6 +44,10 @@ pub struct TokenRecord {
     pub rotated_from: Option<String>,
     /// The token that replaced this one.
     pub rotated_to: Option<String>,
+    /// When the token was last verified, to the minute (usage counting's flush sets it;
+    /// writes of the token never move it backwards).
+    #[serde(default)]
+    pub last_used_at: Option<Timestamp>,
 }
 
 impl TokenRecord {

@@ -304,6 +304,29 @@ pub const MIGRATIONS: &[Migration] = &[
             DROP TABLE users;
         ",
     },
+    Migration {
+        version: 9,
+        name: "usage counting: last use of tokens and hourly usage buckets",
+        up: r#"
+            ALTER TABLE tokens ADD COLUMN last_used_at BIGINT;
+            CREATE TABLE usage_buckets (
+                app_id       TEXT COLLATE "C" NOT NULL,
+                token_id     TEXT COLLATE "C" NOT NULL,
+                bucket_start BIGINT NOT NULL,
+                code         TEXT NOT NULL,
+                count        BIGINT NOT NULL,
+                PRIMARY KEY (app_id, bucket_start, token_id, code)
+            );
+            CREATE INDEX usage_buckets_by_token ON usage_buckets (token_id, bucket_start);
+            CREATE INDEX usage_buckets_by_start ON usage_buckets (bucket_start);
+        "#,
+        down: "
+            DROP INDEX usage_buckets_by_start;
+            DROP INDEX usage_buckets_by_token;
+            DROP TABLE usage_buckets;
+            ALTER TABLE tokens DROP COLUMN last_used_at;
+        ",
+    },
 ];
 
 /// The version of the newest migration.

@@ -180,7 +180,8 @@ impl Transaction for PgTx<'_, '_> {
             "INSERT INTO tokens (",
             token_columns!(),
             ") \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18) \
              ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, name = excluded.name, \
              secret_hash = excluded.secret_hash, start = excluded.start, \
              status = excluded.status, created_at = excluded.created_at, \
@@ -188,7 +189,8 @@ impl Transaction for PgTx<'_, '_> {
              scopes = excluded.scopes, roles = excluded.roles, metadata = excluded.metadata, \
              limits = excluded.limits, uses = excluded.uses, \
              rotated_from = excluded.rotated_from, rotated_to = excluded.rotated_to, \
-             grants = excluded.grants"
+             grants = excluded.grants, \
+             last_used_at = GREATEST(excluded.last_used_at, tokens.last_used_at)"
         );
         self.execute(
             PUT,
@@ -210,6 +212,7 @@ impl Transaction for PgTx<'_, '_> {
                 &token.rotated_from,
                 &token.rotated_to,
                 &c.grants,
+                &token.last_used_at.map(|t| t.unix()),
             ],
         )?;
         self.execute("DELETE FROM token_grants WHERE token_id = $1", &[&token.id])?;

@@ -185,7 +185,8 @@ impl Transaction for SqliteTx<'_> {
             "INSERT INTO tokens (",
             token_columns!(),
             ") \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             ?18) \
              ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, name = excluded.name, \
              secret_hash = excluded.secret_hash, start = excluded.start, \
              status = excluded.status, created_at = excluded.created_at, \
@@ -193,7 +194,9 @@ impl Transaction for SqliteTx<'_> {
              scopes = excluded.scopes, roles = excluded.roles, metadata = excluded.metadata, \
              limits = excluded.limits, uses = excluded.uses, \
              rotated_from = excluded.rotated_from, rotated_to = excluded.rotated_to, \
-             grants = excluded.grants"
+             grants = excluded.grants, \
+             last_used_at = coalesce(max(excluded.last_used_at, tokens.last_used_at), \
+             excluded.last_used_at, tokens.last_used_at)"
         );
         self.execute(
             PUT,
@@ -215,6 +218,7 @@ impl Transaction for SqliteTx<'_> {
                 token.rotated_from,
                 token.rotated_to,
                 c.grants,
+                token.last_used_at.map(|t| t.unix()),
             ],
         )?;
         self.execute(
