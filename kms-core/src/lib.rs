@@ -54,9 +54,9 @@ pub use kms::{
     VerifyResponse, SESSION_TOKEN_PREFIX,
 };
 pub use kms::{
-    CapacityStats, ComplianceReport, ComplianceSettings, ComplianceSummary, Finding,
-    FindingStatus, GrowthPerDay, ReportPeriod, FINDING_IDS, GROWTH_WINDOW_DAYS,
-    MASTER_KEY_SET_AT_KEY, MAX_FINDING_ITEMS, UNUSED_DAYS,
+    CapacityStats, ComplianceReport, ComplianceSettings, ComplianceSummary, Finding, FindingStatus,
+    GrowthPerDay, ReportPeriod, FINDING_IDS, GROWTH_WINDOW_DAYS, MASTER_KEY_SET_AT_KEY,
+    MAX_FINDING_ITEMS, UNUSED_DAYS,
 };
 pub use page::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use policy::{

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use kms_core::store::{Mutation, Store, UserRecord, UserStatus};
+use kms_core::store::{Mutation, Store, TokenStore, UserRecord, UserStatus};
 use kms_core::{
     Caller, ComplianceReport, ComplianceSettings, ErrorCode, FindingStatus, Kms, ManualClock,
     NewApp, NewToken, Timestamp,
@@ -104,8 +104,20 @@ fn months_later_old_unused_keys_and_idle_users_are_findings_and_expired_keys_are
     let _short = token(&e, &app, "short", &["admin"], Some(10 * DAY));
     e.store
         .apply(&[
-            user("usr_idle", &app, UserStatus::Active, T0 - 200 * DAY, Some(T0 - 100 * DAY)),
-            user("usr_new", &app, UserStatus::Active, T0 - 200 * DAY, Some(T0 + 99 * DAY)),
+            user(
+                "usr_idle",
+                &app,
+                UserStatus::Active,
+                T0 - 200 * DAY,
+                Some(T0 - 100 * DAY),
+            ),
+            user(
+                "usr_new",
+                &app,
+                UserStatus::Active,
+                T0 - 200 * DAY,
+                Some(T0 + 99 * DAY),
+            ),
             user("usr_never", &app, UserStatus::Active, T0 - 200 * DAY, None),
             user("usr_off", &app, UserStatus::Disabled, T0 - 200 * DAY, None),
         ])
@@ -150,6 +162,14 @@ fn months_later_old_unused_keys_and_idle_users_are_findings_and_expired_keys_are
     let chain = report.finding("audit_chain").unwrap();
     assert_eq!(chain.status, FindingStatus::Pass);
     assert_eq!(chain.details["ok"], true);
+    // A key used yesterday is not unused, however old it is.
+    let mut used = e.store.get_token(&forever).unwrap().unwrap();
+    used.last_used_at = Some(Timestamp::from_unix(T0 + 99 * DAY));
+    e.store.apply(&[Mutation::UpdateToken(used)]).unwrap();
+    let report = e.kms.compliance_report(&e.root, &settings).unwrap();
+    assert_eq!(items(&report, "tokens_unused_90d"), vec![e.root_id.clone()]);
+    assert_eq!(items(&report, "tokens_over_max_age"), both);
+
     // Retention kept forever passes; a short one fails.
     assert_eq!(
         report.finding("audit_retention").unwrap().status,
@@ -169,7 +189,11 @@ fn months_later_old_unused_keys_and_idle_users_are_findings_and_expired_keys_are
         report.findings.len() as u64
     );
     assert_eq!(
-        report.findings.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
+        report
+            .findings
+            .iter()
+            .map(|f| f.id.as_str())
+            .collect::<Vec<_>>(),
         kms_core::FINDING_IDS.to_vec()
     );
 }
@@ -222,7 +246,10 @@ fn stats_count_what_the_store_holds_and_growth_covers_the_last_week() {
     assert_eq!((now.applications, now.tokens, now.users), (1, 2, 0));
     assert_eq!(now.growth_per_day.tokens, 2.0 / 7.0);
     assert!(now.audit_events >= 2);
-    assert_eq!(now.database_bytes, 0, "the memory store has no database file");
+    assert_eq!(
+        now.database_bytes, 0,
+        "the memory store has no database file"
+    );
     e.clock.advance(8 * DAY);
     let later = e.kms.stats(&e.root).unwrap();
     assert_eq!(later.tokens, 2);
@@ -260,7 +287,10 @@ fn only_system_callers_holding_audit_read_get_stats_or_reports() {
     let settings = ComplianceSettings::default();
     let refused = e.kms.compliance_report(&tenant, &settings).unwrap_err();
     assert_eq!(refused.code(), ErrorCode::Forbidden);
-    assert_eq!(e.kms.stats(&tenant).unwrap_err().code(), ErrorCode::Forbidden);
+    assert_eq!(
+        e.kms.stats(&tenant).unwrap_err().code(),
+        ErrorCode::Forbidden
+    );
     let reader = e
         .kms
         .create_token(

@@ -22,7 +22,13 @@ use serde_json::{json, Value};
 const DAY: i64 = 86_400;
 
 fn create_app(s: &Server, root: &str, name: &str) -> String {
-    let r = call(&s.base, "POST", "/v1/apps", Some(root), Some(&json!({ "name": name })));
+    let r = call(
+        &s.base,
+        "POST",
+        "/v1/apps",
+        Some(root),
+        Some(&json!({ "name": name })),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     r.json()["id"].as_str().unwrap().to_owned()
 }
@@ -47,7 +53,8 @@ fn create_token(s: &Server, root: &str, app: &str, body: Value) -> (String, Stri
 /// Runs `sql` on the database file, as someone with the file would (to age records).
 fn sql(db: &Path, statement: &str) -> usize {
     let conn = rusqlite::Connection::open(db).unwrap();
-    conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
     conn.execute(statement, []).unwrap()
 }
 
@@ -70,7 +77,10 @@ fn stats_count_exactly_what_was_created_and_feed_the_capacity_gauges() {
     let before = call(&server.base, "GET", "/v1/stats", Some(&root), None);
     schema.check("GET", "/v1/stats", 200, &before);
     let before = before.json();
-    assert_eq!(before["applications"], 1, "the system application: {before}");
+    assert_eq!(
+        before["applications"], 1,
+        "the system application: {before}"
+    );
     assert_eq!(before["tokens"], 1, "the root token: {before}");
     assert_eq!(before["users"], 0);
     assert_eq!(before["sessions"], 0);
@@ -99,7 +109,11 @@ fn stats_count_exactly_what_was_created_and_feed_the_capacity_gauges() {
 
     // The answer refreshed the gauges.
     let metrics = client.metrics().unwrap();
-    assert_eq!(gauge(&metrics, "kms_stored_applications"), Some(3.0), "{metrics}");
+    assert_eq!(
+        gauge(&metrics, "kms_stored_applications"),
+        Some(3.0),
+        "{metrics}"
+    );
     assert_eq!(gauge(&metrics, "kms_stored_tokens"), Some(4.0));
     assert_eq!(gauge(&metrics, "kms_stored_users"), Some(0.0));
     assert_eq!(gauge(&metrics, "kms_stored_sessions"), Some(0.0));
@@ -188,7 +202,10 @@ fn seed(server: &Server, root: &str, root_id: &str) -> Seeded {
         secrets.push(secret.clone());
         (id, secret)
     };
-    let (no_expiry, _) = token(&billing, json!({ "name": "forever", "scopes": ["app.read"] }));
+    let (no_expiry, _) = token(
+        &billing,
+        json!({ "name": "forever", "scopes": ["app.read"] }),
+    );
     let (admin, _) = token(
         &billing,
         json!({ "name": "admin", "scopes": ["admin"], "expires_in": hour }),
@@ -221,7 +238,13 @@ fn seed(server: &Server, root: &str, root_id: &str) -> Seeded {
         None,
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = call(base, "DELETE", &format!("/v1/tokens/{deleted}"), Some(root), None);
+    let r = call(
+        base,
+        "DELETE",
+        &format!("/v1/tokens/{deleted}"),
+        Some(root),
+        None,
+    );
     assert_eq!(r.status, 204, "{}", r.body);
 
     // A lockout: the verifying service presents an unknown token until it is locked out
@@ -266,7 +289,10 @@ fn seed(server: &Server, root: &str, root_id: &str) -> Seeded {
     assert_eq!(
         sql(
             db,
-            &format!("UPDATE tokens SET created_at = created_at - {} WHERE id = '{old}'", 200 * DAY)
+            &format!(
+                "UPDATE tokens SET created_at = created_at - {} WHERE id = '{old}'",
+                200 * DAY
+            )
         ),
         1
     );
@@ -361,7 +387,10 @@ fn check_findings(report: &Value, s: &Seeded) {
         sorted(&["app_system", &s.billing]),
     );
     expect("signing_key_age", "fail", vec![s.kid.clone()]);
-    assert_eq!(finding(report, "signing_key_age")["details"]["age_days"], 100);
+    assert_eq!(
+        finding(report, "signing_key_age")["details"]["age_days"],
+        100
+    );
     expect("master_key_age", "fail", vec!["master_key".to_owned()]);
     assert_eq!(
         finding(report, "master_key_age")["details"]["set_at_source"],
@@ -369,7 +398,11 @@ fn check_findings(report: &Value, s: &Seeded) {
     );
     expect("audit_chain", "pass", Vec::new());
     assert_eq!(finding(report, "audit_chain")["details"]["ok"], true);
-    expect("audit_retention", "fail", vec!["audit_retention".to_owned()]);
+    expect(
+        "audit_retention",
+        "fail",
+        vec!["audit_retention".to_owned()],
+    );
     assert_eq!(
         finding(report, "audit_retention")["details"]["audit_retention_days"],
         30
@@ -383,13 +416,22 @@ fn check_findings(report: &Value, s: &Seeded) {
         "the locked source is the verifying service: {lockouts}"
     );
     let reuse = finding(report, "refresh_token_reuse");
-    assert_eq!((reuse["status"].as_str(), reuse["count"].as_u64()), (Some("pass"), Some(1)));
+    assert_eq!(
+        (reuse["status"].as_str(), reuse["count"].as_u64()),
+        (Some("pass"), Some(1))
+    );
     expect("users_without_login_90d", "pass", Vec::new());
 
     // Revoked keys are no finding; the application with an allow-list is none either.
     let text = report.to_string();
-    assert!(!text.contains(&s.revoked), "a revoked key is listed: {text}");
-    assert!(!text.contains(&s.locked), "the locked-down app is listed: {text}");
+    assert!(
+        !text.contains(&s.revoked),
+        "a revoked key is listed: {text}"
+    );
+    assert!(
+        !text.contains(&s.locked),
+        "the locked-down app is listed: {text}"
+    );
     assert_eq!(report["status"], "fail");
     assert_eq!(report["summary"]["failed"], 8, "{text}");
     assert_eq!(report["summary"]["passed"], 4, "{text}");
@@ -401,7 +443,13 @@ fn check_findings(report: &Value, s: &Seeded) {
 fn render_in_chromium(page: &Path, profile: &Path) -> Option<(String, String)> {
     let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
         .iter()
-        .find(|b| Command::new(b).arg("--version").stdout(Stdio::null()).status().is_ok())
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok()
+        })
     else {
         common::cannot_run("no chromium to render the HTML report (apt-get install chromium)");
         return None;
@@ -450,13 +498,19 @@ fn check_rendered(dom: &str, log: &str, report: &Value) {
         let id = f["id"].as_str().unwrap();
         let s = section(dom, id);
         let title = f["title"].as_str().unwrap();
-        assert!(s.contains(title), "{id}: the title {title:?} is not shown: {s}");
+        assert!(
+            s.contains(title),
+            "{id}: the title {title:?} is not shown: {s}"
+        );
         assert!(
             s.contains(&format!("<dd class=\"count\">{}</dd>", f["count"])),
             "{id}: the count is not shown: {s}"
         );
         assert!(
-            s.contains(&format!("<span class=\"status {0}\">{0}</span>", f["status"].as_str().unwrap())),
+            s.contains(&format!(
+                "<span class=\"status {0}\">{0}</span>",
+                f["status"].as_str().unwrap()
+            )),
             "{id}: the status is not shown: {s}"
         );
         for item in f["items"].as_array().unwrap() {
@@ -474,19 +528,20 @@ fn the_compliance_report_finds_what_an_auditor_looks_for_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kms.db");
     let (root, root_id) = init(&db);
-    let mut args = vec![
-        "--lockout-threshold",
-        "2",
-        "--audit-retention",
-        "30d",
-    ];
+    let mut args = vec!["--lockout-threshold", "2", "--audit-retention", "30d"];
     args.extend(REPORT_FLAGS);
     let server = Server::start_with(&db, &args, &[]);
     let s = seed(&server, &root, &root_id);
     let schema = ApiSchema::committed();
 
     // JSON, the default; decoded into the client's types too.
-    let r = call(&server.base, "GET", "/v1/reports/compliance", Some(&root), None);
+    let r = call(
+        &server.base,
+        "GET",
+        "/v1/reports/compliance",
+        Some(&root),
+        None,
+    );
     schema.check("GET", "/v1/reports/compliance", 200, &r);
     let report = r.json();
     check_findings(&report, &s);
@@ -511,9 +566,15 @@ fn the_compliance_report_finds_what_an_auditor_looks_for_in_every_format() {
         None,
     );
     assert_eq!(html.status, 200, "{}", html.body);
-    assert_eq!(html.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        html.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let csp = html.header("content-security-policy").unwrap();
-    assert!(csp.starts_with("default-src 'none'; style-src 'sha256-"), "{csp}");
+    assert!(
+        csp.starts_with("default-src 'none'; style-src 'sha256-"),
+        "{csp}"
+    );
     assert!(!csp.contains("script"), "{csp}");
     assert_eq!(html.header("x-content-type-options"), Some("nosniff"));
     let page = dir.path().join("report.html");
@@ -537,7 +598,13 @@ fn the_compliance_report_finds_what_an_auditor_looks_for_in_every_format() {
         &s.billing,
         json!({ "name": "auditor", "scopes": ["audit.read"], "expires_in": 60 }),
     );
-    let r = call(&server.base, "GET", "/v1/reports/compliance", Some(&tenant), None);
+    let r = call(
+        &server.base,
+        "GET",
+        "/v1/reports/compliance",
+        Some(&tenant),
+        None,
+    );
     r.assert_error(403, "forbidden");
     schema.check("GET", "/v1/reports/compliance", 403, &r);
     call(&server.base, "GET", "/v1/reports/compliance", None, None)
@@ -571,16 +638,30 @@ fn the_compliance_report_finds_what_an_auditor_looks_for_in_every_format() {
 
     let md = cli(&["--format", "md"]);
     assert!(md.status.success(), "{}", md.stderr);
-    assert!(md.stdout.starts_with("# Compliance report\n"), "{}", md.stdout);
+    assert!(
+        md.stdout.starts_with("# Compliance report\n"),
+        "{}",
+        md.stdout
+    );
+    assert!(
+        md.stdout
+            .contains("| API keys without an expiry | tokens\\_without\\_expiry | FAIL | 3 | 0 |"),
+        "{}",
+        md.stdout
+    );
     assert!(
         md.stdout.contains(
-            "| API keys without an expiry | tokens\\_without\\_expiry | FAIL | 3 | 0 |"
+            "| Audit chain intact (no event altered or removed) | audit\\_chain | PASS | 0 | 0 |"
         ),
         "{}",
         md.stdout
     );
-    assert!(md.stdout.contains("| Audit chain intact (no event altered or removed) | audit\\_chain | PASS | 0 | 0 |"), "{}", md.stdout);
-    assert!(md.stdout.contains(&format!("  - {}", s.old.replace('_', "\\_"))), "{}", md.stdout);
+    assert!(
+        md.stdout
+            .contains(&format!("  - {}", s.old.replace('_', "\\_"))),
+        "{}",
+        md.stdout
+    );
 
     let cli_html = cli(&["--format", "html"]);
     assert!(cli_html.status.success(), "{}", cli_html.stderr);
@@ -591,7 +672,10 @@ fn the_compliance_report_finds_what_an_auditor_looks_for_in_every_format() {
 
     // Someone with the file rewrites an event: the report says where the chain breaks.
     assert_eq!(
-        sql(&db, "UPDATE audit_events SET target = 'nothing to see' WHERE seq = 2"),
+        sql(
+            &db,
+            "UPDATE audit_events SET target = 'nothing to see' WHERE seq = 2"
+        ),
         1
     );
     let tampered = cli(&["--format", "json"]);
@@ -604,7 +688,12 @@ fn the_compliance_report_finds_what_an_auditor_looks_for_in_every_format() {
 
     // Counts and ids only: no token, refresh token or hash in any form of the report.
     let mut everything = Vec::new();
-    for body in [&r_body(&json_again), &html.body, &md.stdout, &cli_html.stdout] {
+    for body in [
+        &r_body(&json_again),
+        &html.body,
+        &md.stdout,
+        &cli_html.stdout,
+    ] {
         everything.extend_from_slice(body.as_bytes());
     }
     everything.extend(std::fs::read(&file).unwrap());
@@ -653,7 +742,9 @@ fn a_browser_shows_hostile_values_as_text() {
     assert!(!dom.contains("owned</title>"), "{dom}");
     // The values are there, as text.
     assert!(
-        dom.contains("&lt;script&gt;document.title='owned'&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"),
+        dom.contains(
+            "&lt;script&gt;document.title='owned'&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
+        ),
         "{dom}"
     );
     assert!(!log.contains("Content Security Policy"), "{log}");

@@ -1038,7 +1038,8 @@ impl kms_core::store::CapacityStore for Model {
     fn capacity(&self, since: Timestamp) -> Result<kms_core::store::Capacity, StoreError> {
         use kms_core::store::{Capacity, ObjectCounts};
         let s = self.state();
-        let recent = |times: Vec<Timestamp>| times.into_iter().filter(|t| *t >= since).count() as u64;
+        let recent =
+            |times: Vec<Timestamp>| times.into_iter().filter(|t| *t >= since).count() as u64;
         Ok(Capacity {
             stored: ObjectCounts {
                 applications: s.apps.len() as u64,

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Caller, Kms};
 use crate::clock::Timestamp;
 use crate::error::Result;
-use crate::store::{Capacity, CapacityStore, ObjectCounts};
+use crate::store::{Capacity, ObjectCounts};
 
 /// The days over which growth is averaged.
 pub const GROWTH_WINDOW_DAYS: u32 = 7;

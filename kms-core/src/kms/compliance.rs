@@ -359,18 +359,20 @@ impl Kms {
                     if last_activity(t) < unused_since {
                         out.unused.push(t.id.clone());
                     }
-                    let scopes = t.scopes.iter().chain(t.grants.iter().filter_map(|g| {
-                        match &g.target {
-                            GrantTarget::Scope(s) => Some(s),
-                            GrantTarget::Role(_) => None,
-                        }
-                    }));
-                    let roles = t.roles.iter().chain(t.grants.iter().filter_map(|g| {
-                        match &g.target {
-                            GrantTarget::Role(r) => Some(r),
-                            GrantTarget::Scope(_) => None,
-                        }
-                    }));
+                    let scopes =
+                        t.scopes
+                            .iter()
+                            .chain(t.grants.iter().filter_map(|g| match &g.target {
+                                GrantTarget::Scope(s) => Some(s),
+                                GrantTarget::Role(_) => None,
+                            }));
+                    let roles =
+                        t.roles
+                            .iter()
+                            .chain(t.grants.iter().filter_map(|g| match &g.target {
+                                GrantTarget::Role(r) => Some(r),
+                                GrantTarget::Scope(_) => None,
+                            }));
                     // A conditional admin grant counts: it holds admin whenever it holds.
                     if snapshot.effective(scopes, roles).is_admin() {
                         out.admin.push(t.id.clone());
@@ -570,5 +572,5 @@ impl Kms {
 
 /// When a key was last used, or created when it never was.
 fn last_activity(t: &TokenRecord) -> Timestamp {
-    t.created_at
+    t.last_used_at.unwrap_or(t.created_at)
 }

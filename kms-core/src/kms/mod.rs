@@ -27,8 +27,8 @@ pub use audit_log::{AuditFilter, RetentionReport};
 pub use caller::Caller;
 pub use capacity::{CapacityStats, GrowthPerDay, GROWTH_WINDOW_DAYS};
 pub use compliance::{
-    ComplianceReport, ComplianceSettings, ComplianceSummary, Finding, FindingStatus,
-    ReportPeriod, FINDING_IDS, MASTER_KEY_SET_AT_KEY, MAX_FINDING_ITEMS, UNUSED_DAYS,
+    ComplianceReport, ComplianceSettings, ComplianceSummary, Finding, FindingStatus, ReportPeriod,
+    FINDING_IDS, MASTER_KEY_SET_AT_KEY, MAX_FINDING_ITEMS, UNUSED_DAYS,
 };
 pub use policy_ops::RoleView;
 pub use sessions::{

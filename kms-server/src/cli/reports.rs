@@ -28,7 +28,10 @@ pub(crate) fn compliance(
     };
     match &args.output {
         Some(path) => std::fs::write(path, text).map_err(|e| {
-            CommandError::new(format!("cannot write the report to {}: {e}", path.display()))
+            CommandError::new(format!(
+                "cannot write the report to {}: {e}",
+                path.display()
+            ))
         }),
         None => {
             let mut out = std::io::stdout().lock();

@@ -83,7 +83,9 @@ mod tests {
         assert_eq!(t["admin_tokens"], 2);
         assert_eq!(t["tokens_without_expiry"], 5);
         assert!(parse_thresholds("").unwrap().is_empty());
-        assert!(parse_thresholds("nonsense=1").unwrap_err().contains("not a finding"));
+        assert!(parse_thresholds("nonsense=1")
+            .unwrap_err()
+            .contains("not a finding"));
         assert!(parse_thresholds("admin_tokens").is_err());
         assert!(parse_thresholds("admin_tokens=-1").is_err());
         assert!(parse_thresholds("admin_tokens=1,admin_tokens=2").is_err());

@@ -184,8 +184,8 @@ fn md(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
-            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '#' | '!' | '{' | '}'
-            | '(' | ')' | '~' | '&' => {
+            // Parentheses only matter after `]`, which is escaped.
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '#' | '~' | '&' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -307,14 +307,20 @@ mod tests {
         let csp = html_csp();
         assert!(csp.starts_with("default-src 'none'; "), "{csp}");
         assert!(csp.contains(&format!("style-src 'sha256-{hash}'")), "{csp}");
-        assert!(!csp.contains("script-src") && !csp.contains("unsafe"), "{csp}");
+        assert!(
+            !csp.contains("script-src") && !csp.contains("unsafe"),
+            "{csp}"
+        );
         assert_eq!(page.matches("<style>").count(), 1);
     }
 
     #[test]
     fn markdown_escapes_what_markdown_would_interpret() {
         let text = markdown(&crafted());
-        assert!(text.contains(r"\<script\>alert\(1\)\</script\> \| \*x\*"), "{text}");
+        assert!(
+            text.contains(r"\<script\>alert(1)\</script\> \| \*x\*"),
+            "{text}"
+        );
         assert!(text.contains(r"a\`b"), "{text}");
         assert!(text.contains("| FAIL | 2 | 0 |"), "{text}");
         assert!(text.contains("- missing: —"), "{text}");

@@ -670,7 +670,10 @@ impl kms_core::store::CapacityStore for PostgresStore {
             Ok(n)
         })?;
         let Some(n) = row else {
-            return Err(crate::columns::corrupt("capacity", "the query returned no row"));
+            return Err(crate::columns::corrupt(
+                "capacity",
+                "the query returned no row",
+            ));
         };
         Ok(Capacity {
             stored: ObjectCounts {

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use kms_core::{CapacityStats, Caller, ComplianceSettings, Kms};
+use kms_core::{Caller, CapacityStats, ComplianceSettings, Kms};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -65,12 +65,7 @@ pub async fn compliance(
     let html = match params.format.as_deref() {
         None | Some("json") => false,
         Some("html") => true,
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "format",
-                "must be json or html",
-            ))
-        }
+        Some(_) => return Err(ApiError::invalid_field("format", "must be json or html")),
     };
     let report = blocking(move || kms.compliance_report(&caller, &settings)).await?;
     if !html {
