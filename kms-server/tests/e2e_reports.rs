@@ -749,3 +749,46 @@ fn a_browser_shows_hostile_values_as_text() {
     );
     assert!(!log.contains("Content Security Policy"), "{log}");
 }
+
+#[test]
+fn stats_and_the_report_work_on_postgresql() {
+    use kms_store::testing::{NoPostgres, ScratchDatabase};
+    const MASTER_KEY: &str = "a21zLXRlc3QtbWFzdGVyLWtleS0zMi1ieXRlcy0hISE=";
+    let database = match ScratchDatabase::create() {
+        Ok(database) => database,
+        Err(NoPostgres::Skip(notice)) => {
+            eprintln!("{notice}");
+            return;
+        }
+        Err(NoPostgres::Fail(message)) => panic!("{message}"),
+    };
+    let url = database.url();
+    let server = Server::start_with(Path::new(url), &[], &[("KMS_MASTER_KEY", MASTER_KEY)]);
+    let logs = server.logs();
+    let root = logs
+        .lines()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| v["root_token"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no root token in the logs: {logs}"));
+    let app = create_app(&server, &root, "billing");
+    create_token(&server, &root, &app, json!({ "name": "a" }));
+    let stats = server.client(&root).stats().unwrap();
+    assert_eq!((stats.applications, stats.tokens), (2, 2));
+    assert!(
+        stats.database_bytes > 1_000_000,
+        "pg_database_size: {stats:?}"
+    );
+    let report = server.client(&root).compliance_report().unwrap();
+    let no_expiry = report
+        .findings
+        .iter()
+        .find(|f| f.id == "tokens_without_expiry")
+        .unwrap();
+    assert_eq!(no_expiry.count, 2);
+    let chain = report
+        .findings
+        .iter()
+        .find(|f| f.id == "audit_chain")
+        .unwrap();
+    assert_eq!(chain.status, "pass");
+}
