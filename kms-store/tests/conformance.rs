@@ -16,7 +16,7 @@ use kms_core::store::{
     OidcSettings, Policy, RefreshRecord, RefreshStatus, Revocation, SamlSettings, SessionRecord,
     SessionSelector, SigningKeyRecord, StoreError, TokenRecord, UserRecord, UserStatus,
 };
-use kms_core::store::{CapacityStore, Change, ChangeListener, Mutation, Store, UseOutcome};
+use kms_core::store::{Change, ChangeListener, Mutation, Store, UseOutcome};
 use kms_core::token_format::TokenPrefix;
 use kms_core::{
     AppStatus, Application, AuditEvent, IpNetwork, Permission, RateLimit, Role, RoleName, Scope,
@@ -2315,7 +2315,6 @@ fn audit_listings_filter_page_and_order(store: &Arc<dyn Store>) {
     assert_eq!(store.audit_after(u64::MAX, 10).unwrap(), []);
 }
 
-/// Instantiates every check above once per store.
 // ---------------------------------------------------------------------------------------
 // Capacity
 // ---------------------------------------------------------------------------------------
@@ -2360,6 +2359,7 @@ fn capacity_counts_every_row_and_those_created_since(store: &Arc<dyn Store>) {
     assert_eq!(again.stored, recent.stored);
 }
 
+/// Instantiates every check above once per store.
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
         mod memory {

@@ -97,11 +97,11 @@ pub fn html(report: &ComplianceReport) -> String {
         esc(&csp_meta),
         esc(&generated),
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<p class=\"meta\">Generated <time>{}</time> · period <time>{}</time> to <time>{}</time> · \
          overall <span class=\"status {st}\" id=\"overall\">{st}</span> · \
-         <span id=\"passed\">{}</span> passed, <span id=\"failed\">{}</span> failed</p>\n",
+         <span id=\"passed\">{}</span> passed, <span id=\"failed\">{}</span> failed</p>",
         esc(&generated),
         esc(&report.period.from.to_rfc3339()),
         esc(&report.period.to.to_rfc3339()),
