@@ -1096,6 +1096,9 @@ fn observe(store: &dyn Store) -> Vec<String> {
     let mut out = Vec::new();
     let mut line = |what: &str, v: &dyn std::fmt::Debug| out.push(format!("{what}: {v:?}"));
     line("apps", &store.list_apps(None, 100).unwrap());
+    // Counts only: the database's size is each store's own.
+    let capacity = store.capacity(Timestamp::from_unix(1_800_000_000)).unwrap();
+    line("capacity", &(capacity.stored, capacity.created_since));
     line(
         "apps after app_0, 1",
         &store.list_apps(Some("app_0"), 1).unwrap(),
