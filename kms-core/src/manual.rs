@@ -58,4 +58,7 @@ pub mod adr {
 
     #[doc = include_str!("../../docs/adr/0014-users-sessions-and-openid-connect.md")]
     pub mod adr_0014_users_sessions_and_openid_connect {}
+
+    #[doc = include_str!("../../docs/adr/0016-capacity-growth-and-compliance-findings.md")]
+    pub mod adr_0016_capacity_growth_and_compliance_findings {}
 }
