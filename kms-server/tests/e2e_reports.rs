@@ -459,6 +459,7 @@ fn render_in_chromium(page: &Path, profile: &Path) -> Option<(String, String)> {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            "--disable-dev-shm-usage",
             "--disable-extensions",
             "--no-first-run",
             "--enable-logging=stderr",

@@ -183,6 +183,33 @@ fn days(secs: i64) -> i64 {
     secs / DAY
 }
 
+/// The ids a finding concerns: every one counted, the first [`MAX_FINDING_ITEMS`] kept,
+/// so a report over millions of keys holds no more than that many ids per finding.
+#[derive(Default)]
+struct Ids {
+    count: u64,
+    items: Vec<String>,
+}
+
+impl Ids {
+    fn push(&mut self, id: &str) {
+        self.count += 1;
+        if self.items.len() < MAX_FINDING_ITEMS {
+            self.items.push(id.to_owned());
+        }
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Ids {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut ids = Ids::default();
+        for id in iter {
+            ids.push(id.as_ref());
+        }
+        ids
+    }
+}
+
 /// Builds findings against the settings' thresholds.
 struct Findings<'a> {
     settings: &'a ComplianceSettings,
@@ -190,24 +217,20 @@ struct Findings<'a> {
 }
 
 impl Findings<'_> {
-    fn add(&mut self, id: &str, title: String, items: Vec<String>, details: Value) {
-        let count = items.len() as u64;
+    fn add(&mut self, id: &str, title: String, ids: Ids, details: Value) {
         let limit = self.settings.allowed_for(id);
-        let items_truncated = items.len() > MAX_FINDING_ITEMS;
-        let mut items = items;
-        items.truncate(MAX_FINDING_ITEMS);
         self.out.push(Finding {
             id: id.to_owned(),
             title,
-            status: if count > limit {
+            status: if ids.count > limit {
                 FindingStatus::Fail
             } else {
                 FindingStatus::Pass
             },
-            count,
+            count: ids.count,
             limit,
-            items,
-            items_truncated,
+            items_truncated: (ids.items.len() as u64) < ids.count,
+            items: ids.items,
             details: match details {
                 Value::Object(map) => map,
                 _ => Map::new(),
@@ -219,10 +242,10 @@ impl Findings<'_> {
 /// The ids of the usable keys that each predicate picks.
 #[derive(Default)]
 struct TokenFindings {
-    without_expiry: Vec<String>,
-    over_max_age: Vec<String>,
-    unused: Vec<String>,
-    admin: Vec<String>,
+    without_expiry: Ids,
+    over_max_age: Ids,
+    unused: Ids,
+    admin: Ids,
     /// Applications with at least one usable key that has no allow-list of its own.
     open_apps: BTreeSet<String>,
     usable: u64,
@@ -351,13 +374,13 @@ impl Kms {
                 {
                     out.usable += 1;
                     if t.expires_at.is_none() {
-                        out.without_expiry.push(t.id.clone());
+                        out.without_expiry.push(&t.id);
                     }
                     if t.created_at < too_old {
-                        out.over_max_age.push(t.id.clone());
+                        out.over_max_age.push(&t.id);
                     }
                     if last_activity(t) < unused_since {
-                        out.unused.push(t.id.clone());
+                        out.unused.push(&t.id);
                     }
                     let scopes =
                         t.scopes
@@ -375,7 +398,7 @@ impl Kms {
                             }));
                     // A conditional admin grant counts: it holds admin whenever it holds.
                     if snapshot.effective(scopes, roles).is_admin() {
-                        out.admin.push(t.id.clone());
+                        out.admin.push(&t.id);
                     }
                     if app.security.ip_allow.is_empty() && t.limits.ip_allow.is_empty() {
                         out.open_apps.insert(app.id.clone());
@@ -400,7 +423,7 @@ impl Kms {
             .filter(|k| k.state == KeyState::Active)
             .collect();
         let newest = active.iter().max_by_key(|k| k.created_at);
-        let old: Vec<String> = active
+        let old: Ids = active
             .iter()
             .filter(|k| k.created_at < now.plus_secs(-settings.max_signing_key_age_secs))
             .map(|k| k.kid.clone())
@@ -427,7 +450,7 @@ impl Kms {
         let set_at = set_at.and_then(|v| Timestamp::parse_rfc3339(&v).ok());
         let old = set_at
             .filter(|at| *at < now.plus_secs(-settings.max_master_key_age_secs))
-            .map(|_| vec!["master_key".to_owned()])
+            .map(|_| Ids::from_iter(["master_key"]))
             .unwrap_or_default();
         findings.add(
             "master_key_age",
@@ -452,10 +475,10 @@ impl Kms {
         let settings = findings.settings;
         let (items, details) = match self.verify_audit(caller)? {
             AuditVerification::Intact { events, .. } => {
-                (Vec::new(), json!({ "ok": true, "events": events }))
+                (Ids::default(), json!({ "ok": true, "events": events }))
             }
             AuditVerification::Broken { first_bad_seq, .. } => (
-                vec![first_bad_seq.to_string()],
+                Ids::from_iter([first_bad_seq.to_string()]),
                 json!({ "ok": false, "first_bad_seq": first_bad_seq }),
             ),
         };
@@ -474,9 +497,9 @@ impl Kms {
             "audit_retention",
             format!("Audit events kept at least {min_days} days"),
             if short {
-                vec!["audit_retention".to_owned()]
+                Ids::from_iter(["audit_retention"])
             } else {
-                Vec::new()
+                Ids::default()
             },
             json!({
                 "min_audit_retention_days": min_days,
@@ -538,7 +561,7 @@ impl Kms {
         now: Timestamp,
     ) -> Result<()> {
         let cutoff = now.plus_secs(-UNUSED_DAYS * DAY);
-        let mut idle = Vec::new();
+        let mut idle = Ids::default();
         let mut active_users = 0u64;
         for app in apps {
             let mut after: Option<String> = None;
@@ -552,7 +575,7 @@ impl Kms {
                 for u in page.iter().filter(|u| u.status == UserStatus::Active) {
                     active_users += 1;
                     if u.last_login_at.unwrap_or(u.created_at) < cutoff {
-                        idle.push(u.id.clone());
+                        idle.push(&u.id);
                     }
                 }
                 if done {
