@@ -332,6 +332,9 @@ fn create_token_writes(
         details,
         prev_hash: last.map_or_else(|| GENESIS_HASH.to_owned(), |e| e.hash),
         hash: String::new(),
+        subject: None,
+        sealed_personal: None,
+        personal: None,
     };
     event.hash = event.compute_hash();
     store.apply(&[Mutation::InsertToken(record), Mutation::AppendAudit(event)])?;

@@ -54,6 +54,10 @@ pub struct Application {
     /// Network allow-list and request signing.
     #[serde(flatten)]
     pub security: AppSecurity,
+    /// Price per thousand valid verifications, for the cost in usage reports; absent when
+    /// none is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_price: Option<crate::usage::UsagePrice>,
 }
 
 /// An application's network allow-list and request-signing settings.

@@ -21,11 +21,13 @@ mod sealing;
 mod security_event;
 #[cfg(feature = "sso")]
 pub mod sso;
+mod usage;
 
 pub mod dangerous;
 #[doc(hidden)]
 pub mod internal;
 pub mod manual;
+pub mod privacy;
 pub mod store;
 
 // What an application uses. Store implementers find the rest under `store`.
@@ -43,21 +45,23 @@ pub use defence::counters;
 pub use defence::request_signing;
 pub use defence::LockoutPolicy;
 pub use error::{Error, ErrorCode, FieldError, Result};
+pub use kms::UsageFlushed;
 #[cfg(feature = "sso")]
 pub use kms::{
     validate_return_to, BrowserContext, IdpInfo, IdpUpdate, LoginDone, LoginRedirect, NewIdp,
     OidcCallback, SsoConfig, LOGIN_ATTEMPT_SECS,
 };
 pub use kms::{
-    AuditFilter, BulkUserRoles, Caller, Kms, KmsBuilder, Me, RetentionReport, RoleView,
-    SessionInfo, SessionSettings, StartedSession, UserInfo, UserUpdate, Verification, VerifyCode,
-    VerifyResponse, SESSION_TOKEN_PREFIX,
+    AuditCheckpoint, AuditFilter, BulkUserRoles, Caller, CheckpointVerification, Kms, KmsBuilder,
+    MasterKeyRotation, Me, RetentionReport, RoleView, SessionInfo, SessionSettings, StartedSession,
+    UserInfo, UserUpdate, Verification, VerifyCode, VerifyResponse, CHECKPOINT_TYP,
+    MASTER_KEY_SET_AT_KEY, SESSION_TOKEN_PREFIX,
 };
 pub use kms::{
     CapacityStats, ComplianceReport, ComplianceSettings, ComplianceSummary, Finding, FindingStatus,
-    GrowthPerDay, ReportPeriod, FINDING_IDS, GROWTH_WINDOW_DAYS, MASTER_KEY_SET_AT_KEY,
-    MAX_FINDING_ITEMS, UNUSED_DAYS,
+    GrowthPerDay, ReportPeriod, FINDING_IDS, GROWTH_WINDOW_DAYS, MAX_FINDING_ITEMS, UNUSED_DAYS,
 };
+pub use kms::{UserExport, DEFAULT_EXPORT_AUDIT_LIMIT};
 pub use page::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use policy::{
     Condition, ConditionError, ConditionInput, ConditionLimits, ConditionalGrant, GrantInput,
@@ -71,3 +75,7 @@ pub use requests::{
 };
 pub use sealing::MasterKey;
 pub use security_event::{SecurityEvent, SecurityEventSink};
+pub use usage::{
+    Granularity, UsageBatch, UsageBucket, UsageCost, UsagePrice, UsagePriceInput, UsageQuery,
+    UsageReport, UsageTotals, UsageTrend, UsageWindow, BUCKET_SECS, MAX_BUCKETS,
+};

@@ -61,4 +61,10 @@ pub mod adr {
 
     #[doc = include_str!("../../docs/adr/0016-capacity-growth-and-compliance-findings.md")]
     pub mod adr_0016_capacity_growth_and_compliance_findings {}
+    #[doc = include_str!("../../docs/adr/0019-master-key-custody.md")]
+    pub mod adr_0019_master_key_custody {}
+    #[doc = include_str!("../../docs/adr/0017-crypto-shredding-of-personal-data-in-the-audit-chain.md")]
+    pub mod adr_0017_crypto_shredding_of_personal_data_in_the_audit_chain {}
+    #[doc = include_str!("../../docs/adr/0018-console-vanilla-js-no-build-step-strict-csp.md")]
+    pub mod adr_0018_console_vanilla_js_no_build_step_strict_csp {}
 }

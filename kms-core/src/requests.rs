@@ -55,6 +55,13 @@ pub struct AppUpdate {
     /// Whether management calls by the application's tokens must be signed.
     #[serde(default)]
     pub require_signed_requests: Option<bool>,
+    /// Price per thousand valid verifications for usage reports, or null to remove it.
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub usage_price: Option<Option<crate::usage::UsagePriceInput>>,
 }
 
 /// Define a permission.

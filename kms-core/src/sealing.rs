@@ -43,6 +43,22 @@ impl MasterKey {
         Ok(MasterKey(key))
     }
 
+    /// Whether `other` is the same key (compared in constant time).
+    pub fn same_key(&self, other: &MasterKey) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.ct_eq(&other.0).into()
+    }
+
+    /// The raw 32 bytes, for splitting the key into shares (escrow). Handle with care.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A key from its raw 32 bytes (shares combined again).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        MasterKey(bytes)
+    }
+
     /// Standard base64, for writing a key file.
     pub fn to_base64(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.0)
@@ -55,37 +71,17 @@ impl MasterKey {
         plaintext: &[u8],
         random: &dyn SecureRandom,
     ) -> Result<Vec<u8>> {
-        let mut nonce = [0u8; NONCE_LEN];
-        random.fill(&mut nonce)?;
-        let cipher = XChaCha20Poly1305::new((&self.0).into());
-        let sealed = cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: context.as_bytes(),
-                },
-            )
-            .map_err(|_| Error::internal("sealing failed"))?;
-        let mut out = nonce.to_vec();
-        out.extend(sealed);
-        Ok(out)
+        seal_with(&self.0, context, plaintext, random)
     }
 
     /// Opens a blob sealed for `context`. Fails when the master key is wrong, the blob was
     /// altered, or it belongs to another context.
     pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>> {
-        if sealed.len() < NONCE_LEN + 16 {
-            return Err(Error::internal("sealed key material is truncated"));
-        }
-        let (nonce, body) = sealed.split_at(NONCE_LEN);
-        XChaCha20Poly1305::new((&self.0).into())
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: context.as_bytes() })
-            .map_err(|_| {
-                Error::internal(
-                    "sealed key material cannot be opened: the master key is wrong or the data was altered",
-                )
-            })
+        open_with(&self.0, context, sealed).map_err(|_| {
+            Error::internal(
+                "sealed key material cannot be opened: the master key is wrong or the data was altered",
+            )
+        })
     }
 
     /// A keyed pseudo-random byte stream for `purpose` and `input`: the same inputs always
@@ -101,6 +97,47 @@ impl MasterKey {
         mac.update(input);
         Ok(KeyedStream { mac, block: 0 })
     }
+}
+
+/// XChaCha20-Poly1305 under `key`, bound to `context`: `nonce || ciphertext+tag`.
+pub(crate) fn seal_with(
+    key: &[u8; 32],
+    context: &str,
+    plaintext: &[u8],
+    random: &dyn SecureRandom,
+) -> Result<Vec<u8>> {
+    let mut nonce = [0u8; NONCE_LEN];
+    random.fill(&mut nonce)?;
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let sealed = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: context.as_bytes(),
+            },
+        )
+        .map_err(|_| Error::internal("sealing failed"))?;
+    let mut out = nonce.to_vec();
+    out.extend(sealed);
+    Ok(out)
+}
+
+/// Opens what [`seal_with`] sealed under `key` for `context`.
+pub(crate) fn open_with(key: &[u8; 32], context: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+    if sealed.len() < NONCE_LEN + 16 {
+        return Err(Error::internal("sealed data is truncated"));
+    }
+    let (nonce, body) = sealed.split_at(NONCE_LEN);
+    XChaCha20Poly1305::new(key.into())
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: body,
+                aad: context.as_bytes(),
+            },
+        )
+        .map_err(|_| Error::internal("sealed data cannot be opened: wrong key or altered data"))
 }
 
 fn hmac_sha256(key: &[u8]) -> Result<Hmac<Sha256>> {

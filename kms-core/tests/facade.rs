@@ -1430,7 +1430,10 @@ fn retention_prunes_old_audit_events_and_keeps_the_chain_verifiable(e: Env) {
         .unwrap()
         .items
         .len();
-    let report = e.kms.apply_retention(Some(86_400), Some(86_400)).unwrap();
+    let report = e
+        .kms
+        .apply_retention(Some(86_400), Some(86_400), None)
+        .unwrap();
     assert_eq!(
         report.audit_events_pruned, 3,
         "init, app and first token events"
@@ -1454,7 +1457,7 @@ fn retention_prunes_old_audit_events_and_keeps_the_chain_verifiable(e: Env) {
     );
     assert_eq!(verify(&e, &keep.token, None), VerifyCode::Valid);
     // Deleting an event after the anchor is still detected.
-    let second = e.kms.apply_retention(Some(86_400), None).unwrap();
+    let second = e.kms.apply_retention(Some(86_400), None, None).unwrap();
     assert_eq!(second.audit_events_pruned, 0);
 }
 

@@ -138,6 +138,9 @@ pub struct AppPatchBody {
     /// Whether management calls by the application's tokens must be signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_signed_requests: Option<bool>,
+    /// Price per thousand valid verifications for usage reports; `null` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_price: Option<UsagePriceBody>,
 }
 
 /// The answer of `POST /v1/apps/{id}/signing-secret`.
@@ -171,6 +174,9 @@ pub struct App {
     #[serde(default)]
     #[cfg_attr(feature = "server", schema(required = true))]
     pub require_signed_requests: bool,
+    /// Its price per thousand valid verifications; absent when none is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_price: Option<UsagePriceBody>,
 }
 
 /// A page of applications.
@@ -821,6 +827,15 @@ pub struct AuditEventView {
     #[serde(default)]
     #[cfg_attr(feature = "server", schema(required = true))]
     pub hash: String,
+    /// The data subject (a user id) whose personal fields the event carries, sealed under
+    /// their person key; absent for events about no one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// `erased` when the subject was erased (their personal fields, `ip` among them, are
+    /// gone for good), `unavailable` when this server cannot open them (another master
+    /// key); absent when the fields were opened or there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<String>,
 }
 
 /// A page of audit events.
@@ -1402,4 +1417,130 @@ pub struct Finding {
     /// The measured values and thresholds behind the verdict.
     #[cfg_attr(feature = "server", schema(value_type = Object))]
     pub details: Metadata,
+}
+
+/// `?from=&to=&granularity=` of a usage report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema, IntoParams))]
+#[cfg_attr(feature = "server", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Start, RFC 3339, rounded down to a whole bucket (UTC); default `to` minus 24 hours
+    /// (hour) or 30 days (day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// End, RFC 3339, exclusive, rounded up to a whole bucket; default now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// `hour` (default) or `day`; at most 1000 buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granularity: Option<String>,
+}
+
+impl From<UsageQuery> for kms_core::UsageQuery {
+    fn from(q: UsageQuery) -> Self {
+        kms_core::UsageQuery {
+            from: q.from,
+            to: q.to,
+            granularity: q.granularity,
+        }
+    }
+}
+
+/// An application's price per thousand valid verifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UsagePriceBody {
+    /// A decimal string with at most 6 decimals, e.g. `"0.40"`.
+    pub per_thousand: String,
+    /// ISO 4217 code, e.g. `EUR`.
+    pub currency: String,
+}
+
+/// One bucket of a usage report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UsageBucketBody {
+    /// Start of the bucket, RFC 3339.
+    pub start: String,
+    /// Verifications in it.
+    pub total: u64,
+    /// By outcome code (`VALID`, `REVOKED`, ...); codes without any left out.
+    pub by_code: std::collections::BTreeMap<String, u64>,
+}
+
+/// Totals of a usage report's period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UsageTotalsBody {
+    /// Verifications in the period.
+    pub total: u64,
+    /// By outcome code.
+    pub by_code: std::collections::BTreeMap<String, u64>,
+}
+
+/// The period against the equally long one just before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UsageTrendBody {
+    /// Verifications in the period before.
+    pub previous_period_total: u64,
+    /// `(total - previous) / previous`; null when the period before had none.
+    #[cfg_attr(feature = "server", schema(required = true))]
+    pub change_ratio: Option<f64>,
+}
+
+/// What the period cost, for an application with a usage price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UsageCostBody {
+    /// Valid verifications in the period.
+    pub billable_units: u64,
+    /// `billable_units / 1000 × per_thousand`, exact, as a decimal string.
+    pub amount: String,
+    /// The price's currency.
+    pub currency: String,
+}
+
+/// Answer of `GET /v1/apps/{app_id}/usage` and `GET /v1/tokens/{id}/usage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UsageReportBody {
+    /// `hour` or `day`.
+    pub granularity: String,
+    /// Every bucket of the period, oldest first, empty ones included.
+    pub series: Vec<UsageBucketBody>,
+    /// The period's totals.
+    pub totals: UsageTotalsBody,
+    /// Against the period before.
+    pub trend: UsageTrendBody,
+    /// Applications with a usage price only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<UsageCostBody>,
+}
+
+/// `GET /v1/users/{id}/export`: everything kms holds about a person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct UserExportView {
+    /// RFC 3339: when the export was made.
+    pub exported_at: String,
+    /// The profile: email, name, status, roles, grants, identities.
+    pub user: User,
+    /// Every stored session, ended ones included, with address and user agent.
+    pub sessions: Vec<Session>,
+    /// A page of the audit events the user (or one of their sessions) caused or that
+    /// concern them, newest first, personal fields opened; `?limit=` (1–1000, default 100)
+    /// and `?cursor=` page it.
+    pub audit: AuditPage,
+}
+
+/// `?erase=true` of `DELETE /v1/users/{id}` and `DELETE /v1/tokens/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema, IntoParams))]
+#[cfg_attr(feature = "server", into_params(parameter_in = Query))]
+pub struct EraseQuery {
+    /// Also erase the personal data: a user's person key (their audit events' personal
+    /// fields become unreadable), a token's metadata copies; default false.
+    pub erase: Option<bool>,
 }

@@ -545,6 +545,73 @@ fn lockouts_are_alerted_to_a_signed_webhook_with_retries() {
 }
 
 #[test]
+fn a_sealed_webhook_secret_in_the_configuration_file_signs_alerts() {
+    let secret = "whsec_sealed_0123456789abcdef";
+    let (url, received) = webhook_receiver(vec![]);
+    let (dir, db, _root) = fresh();
+    let out = common::run_input(
+        &db,
+        &["config", "seal", "--setting", "alert_webhook_secret"],
+        &[],
+        secret,
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let sealed = out.stdout.trim().to_owned();
+    assert!(sealed.starts_with("sealed:v1:"), "{sealed}");
+    assert!(!sealed.contains(secret));
+    let config = dir.path().join("kms.toml");
+    std::fs::write(
+        &config,
+        format!("alert_webhook = \"{url}\"\nalert_webhook_secret = \"{sealed}\"\nlockout_threshold = 2\n"),
+    )
+    .unwrap();
+    let config_flag = ["--config", config.to_str().unwrap()];
+    let server = Server::start_with(&db, &config_flag, &[]);
+    for _ in 0..2 {
+        raw(
+            &server.base,
+            "GET",
+            "/v1/apps",
+            Some("kms_garbage"),
+            None,
+            None,
+        )
+        .assert_error(401, "unauthenticated");
+    }
+    let alert = received.recv_timeout(Duration::from_secs(10)).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&alert.body);
+    let expected = base16ct::lower::encode_string(&mac.finalize().into_bytes());
+    assert_eq!(
+        alert.headers["x-kms-webhook-signature"],
+        format!("sha256={expected}")
+    );
+    assert!(!server.logs().contains(secret));
+    drop(server);
+    // Under another master key the value does not open: the start stops, naming the
+    // setting, never the value.
+    let other = dir.path().join("other.key");
+    std::fs::write(&other, "a21zLXRlc3QtbWFzdGVyLWtleS0zMi1ieXRlcy0hISE=\n").unwrap();
+    let out = common::kms()
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .args(config_flag)
+        .args(["--master-key-file", other.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("alert_webhook_secret") && stderr.contains("does not open"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&sealed) && !stderr.contains(secret),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn an_alert_webhook_without_a_secret_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let out = common::kms()

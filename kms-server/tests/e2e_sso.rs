@@ -767,6 +767,107 @@ fn offline_access_sessions_are_rechecked_at_the_provider() {
     scan_for_secrets(dir.path(), &server.logs(), &[&token, CLIENT_SECRET]);
 }
 
+/// The master key's custody with real sealed secrets: a client secret given sealed in the
+/// connection's JSON file (`kms config seal`, `kms idp create`), a provider's refresh token
+/// kept sealed by an `offline_access` session; `kms master-key rotate` re-seals both, and
+/// after a restart with the new key the session is re-checked at the provider (both secrets
+/// opened) and a new login exchanges its code with the client secret.
+#[test]
+fn a_master_key_rotation_keeps_client_secrets_and_upstream_tokens_working() {
+    let (dir, mut server, _root, app_id) = setup_with(&["--sso-revalidate", "1s"]);
+    let base = server.base.clone();
+    let listen = base.trim_start_matches("http://").to_owned();
+    let callback = format!("{base}/v1/sso/corp/callback");
+    let Some(provider) = OidcIdp::start(&[json!({
+        "client_id": "kms",
+        "client_secret": CLIENT_SECRET,
+        "redirect_uris": [callback],
+    })]) else {
+        return;
+    };
+    let db = dir.path().join("kms.db");
+    let sealed = common::run_input(
+        &db,
+        &["config", "seal", "--setting", "idp_client_secret"],
+        &[],
+        CLIENT_SECRET,
+    );
+    assert!(sealed.status.success(), "{}", sealed.stderr);
+    let sealed = sealed.stdout.trim().to_owned();
+    assert!(!sealed.contains(CLIENT_SECRET));
+    let body = dir.path().join("idp.json");
+    std::fs::write(
+        &body,
+        json!({"slug": "corp", "kind": "oidc", "issuer": provider.issuer(),
+               "client_id": "kms", "client_secret": sealed,
+               "scopes": ["openid", "email", "profile", "groups", "offline_access"],
+               "groups_claim": "groups"})
+        .to_string(),
+    )
+    .unwrap();
+    let out = common::run(
+        &db,
+        &[
+            "idp",
+            "create",
+            "--app",
+            &app_id,
+            "--public-url",
+            &base,
+            body.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let login_url = out.json()["login_url"].as_str().unwrap().to_owned();
+    // The code exchange needs the client secret as given, unsealed.
+    let mut b = Browser::new();
+    let back = oidc_until_callback(&mut b, &login_url, &callback);
+    let done = b.get(&back);
+    assert_eq!(done.status, 200, "{}", done.body);
+    let token = done.json()["session_token"].as_str().unwrap().to_owned();
+    server.stop();
+
+    let new_key = dir.path().join("new.key");
+    let out = common::run(
+        &db,
+        &[
+            "master-key",
+            "rotate",
+            "--new-key-file",
+            new_key.to_str().unwrap(),
+            "--generate",
+        ],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let report = out.json();
+    assert_eq!(report["client_secrets"], 1, "{report}");
+    assert_eq!(report["upstream_tokens"], 1, "{report}");
+
+    let server = Server::start_on(
+        &db,
+        &listen,
+        &[
+            "--sso-revalidate",
+            "1s",
+            "--master-key-file",
+            new_key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let before = provider.stats()["token_requests"].as_u64().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1_300));
+    assert_eq!(call(&base, "GET", "/v1/me", Some(&token), None).status, 200);
+    let after = provider.stats()["token_requests"].as_u64().unwrap();
+    assert!(
+        after > before,
+        "the session was not re-checked ({before} -> {after})"
+    );
+    let mut b = Browser::new();
+    let back = oidc_until_callback(&mut b, &login_url, &callback);
+    assert_eq!(b.get(&back).status, 200);
+    scan_for_secrets(dir.path(), &server.logs(), &[&token, CLIENT_SECRET]);
+}
+
 /// A fresh SAML session on a server started with `args`: (server, dir, root, token).
 fn saml_session(args: &[&str]) -> Option<(tempfile::TempDir, Server, String, String, SamlIdp)> {
     let (dir, server, root, app_id) = setup_with(args);

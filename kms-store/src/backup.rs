@@ -422,6 +422,18 @@ fn copy_pages(
     }
 }
 
+/// Whether another connection (a running `kms serve`, say) has the SQLite database at
+/// `path` open: an operation that must run alone (a master-key rotation) asks first. As a
+/// side effect the WAL is checkpointed and the file left in rollback-journal mode, which
+/// the next [`SqliteStore::open`](crate::SqliteStore::open) turns back to WAL.
+pub fn in_use_elsewhere(path: &Path) -> Result<bool, BackupError> {
+    match release_database(path) {
+        Ok(()) => Ok(false),
+        Err(BackupError::TargetInUse(_)) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
 /// Makes way for a new file at `target`, a database that holds data: refused while any
 /// other connection has it open (SQLite then cannot leave WAL mode); otherwise its WAL is
 /// checkpointed and removed, so nothing of it can be replayed into the new file.

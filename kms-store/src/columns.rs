@@ -21,7 +21,8 @@ use serde::Serialize;
 /// A macro, so statements can be built with `concat!` at compile time.
 macro_rules! app_columns {
     () => {
-        "id, name, token_prefix, status, created_at, ip_allow, require_signed_requests, signing_secret"
+        "id, name, token_prefix, status, created_at, ip_allow, require_signed_requests, \
+         signing_secret, usage_price"
     };
 }
 pub(crate) use app_columns;
@@ -56,7 +57,8 @@ pub(crate) use refresh_columns;
 /// Columns of `audit_events`, in the order [`audit`] reads them and writes bind them.
 macro_rules! audit_columns {
     () => {
-        "seq, at, actor, action, target, outcome, ip, request_id, app_id, details, prev_hash, hash"
+        "seq, at, actor, action, target, outcome, ip, request_id, app_id, details, prev_hash, hash, \
+         subject, sealed_personal"
     };
 }
 pub(crate) use audit_columns;
@@ -98,6 +100,14 @@ macro_rules! session_columns {
     };
 }
 pub(crate) use session_columns;
+
+/// Columns of `person_keys`, in the order [`person_key`] reads them and writes bind them.
+macro_rules! person_key_columns {
+    () => {
+        "subject, stored_key, created_at"
+    };
+}
+pub(crate) use person_key_columns;
 
 /// Typed access to the columns of one result row, by position.
 pub(crate) trait ColumnRead {
@@ -169,6 +179,10 @@ pub(crate) fn app(row: &(impl ColumnRead + ?Sized)) -> Result<Application, Store
             require_signed_requests: row.flag(6)?,
             signing_secret: row.opt_bytes(7)?,
         },
+        usage_price: row
+            .opt_text(8)?
+            .map(|p| serde_json::from_str(&p).map_err(|e| corrupt("application usage price", e)))
+            .transpose()?,
     })
 }
 
@@ -282,6 +296,9 @@ pub(crate) fn audit(row: &(impl ColumnRead + ?Sized)) -> Result<AuditEvent, Stor
         details: json(row, 9, "audit details")?,
         prev_hash: row.text(10)?,
         hash: row.text(11)?,
+        subject: row.opt_text(12)?,
+        sealed_personal: row.opt_text(13)?,
+        personal: None,
     })
 }
 
@@ -455,4 +472,15 @@ pub(crate) fn grants(token: &TokenRecord) -> impl Iterator<Item = (&'static str,
             GrantTarget::Scope(s) => ("scope", s.as_str()),
             GrantTarget::Role(r) => ("role", r.as_str()),
         }))
+}
+
+/// A person key from [`person_key_columns`].
+pub(crate) fn person_key(
+    row: &(impl ColumnRead + ?Sized),
+) -> Result<kms_core::store::PersonKeyRecord, StoreError> {
+    Ok(kms_core::store::PersonKeyRecord {
+        subject: row.text(0)?,
+        stored_key: row.text(1)?,
+        created_at: time(row, 2)?,
+    })
 }

@@ -6,7 +6,8 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, Mutation,
-    PolicyStore, Store, TokenStore, UseOutcome,
+    PolicyStore, SealedIdentityRecords, Store, TokenStore, TokenTouch, UsageCount, UsageRow,
+    UsageStore, UsageSubject, UseOutcome,
 };
 use kms_core::store::{
     AuditQuery, IdpRecord, LoginAttempt, Policy, RefreshRecord, RefreshStatus, Revocation,
@@ -101,8 +102,15 @@ struct State {
     login_attempts: BTreeMap<String, LoginAttempt>,
     sessions: BTreeMap<String, SessionRecord>,
     /// Replay-cache id → when it may be forgotten.
+    /// Subject → person key.
+    person_keys: BTreeMap<String, kms_core::store::PersonKeyRecord>,
     replay: BTreeMap<String, Timestamp>,
+    /// Usage buckets: (application, bucket start, token, code) → count.
+    usage: BTreeMap<UsageKey, u64>,
 }
+
+/// (application id, bucket start in unix seconds, token id, outcome code).
+type UsageKey = (String, i64, String, String);
 
 impl State {
     fn put_app(&mut self, app: Application) -> Option<Application> {
@@ -253,12 +261,15 @@ enum Undo {
     /// An appended audit event, removed on rollback.
     Audit(u64),
     /// A pruned audit event, restored on rollback.
+    PersonKey(String, Option<Box<kms_core::store::PersonKeyRecord>>),
     AuditPruned(Box<AuditEvent>),
     User(String, Option<Box<UserRecord>>),
     Idp(String, Option<Box<IdpRecord>>),
     LoginAttempt(String, Option<Box<LoginAttempt>>),
     Session(String, Option<Box<SessionRecord>>),
     Replay(String, Option<Timestamp>),
+    /// Purged usage buckets, restored on rollback.
+    UsagePurged(Vec<(UsageKey, u64)>),
 }
 
 /// A transaction over [`State`]: writes apply at once and are logged, and
@@ -293,6 +304,8 @@ impl MemoryTx<'_> {
                 Undo::AuditPruned(e) => drop(s.audit.insert(e.seq, *e)),
                 Undo::User(_, Some(user)) => drop(s.put_user(*user)),
                 Undo::User(id, None) => drop(s.remove_user_row(&id)),
+                Undo::PersonKey(k, Some(r)) => drop(s.person_keys.insert(k, *r)),
+                Undo::PersonKey(k, None) => drop(s.person_keys.remove(&k)),
                 Undo::Idp(_, Some(idp)) => drop(s.put_idp(*idp)),
                 Undo::Idp(id, None) => drop(s.remove_idp_row(&id)),
                 Undo::LoginAttempt(k, Some(a)) => drop(s.login_attempts.insert(k, *a)),
@@ -301,6 +314,7 @@ impl MemoryTx<'_> {
                 Undo::Session(k, None) => drop(s.sessions.remove(&k)),
                 Undo::Replay(k, Some(t)) => drop(s.replay.insert(k, t)),
                 Undo::Replay(k, None) => drop(s.replay.remove(&k)),
+                Undo::UsagePurged(rows) => s.usage.extend(rows),
             }
         }
     }
@@ -774,6 +788,112 @@ impl Transaction for MemoryTx<'_> {
         self.undo.push(Undo::Replay(id.to_owned(), old));
         Ok(())
     }
+
+    fn purge_usage(&mut self, before: Timestamp) -> Result<(), StoreError> {
+        let old: Vec<UsageKey> = self
+            .state
+            .usage
+            .keys()
+            .filter(|k| k.1 < before.unix())
+            .cloned()
+            .collect();
+        let mut purged = Vec::with_capacity(old.len());
+        for key in old {
+            if let Some(count) = self.state.usage.remove(&key) {
+                purged.push((key, count));
+            }
+        }
+        self.undo.push(Undo::UsagePurged(purged));
+        Ok(())
+    }
+
+    fn person_key_exists(&mut self, subject: &str) -> Result<bool, StoreError> {
+        Ok(self.state.person_keys.contains_key(subject))
+    }
+
+    fn put_person_key(&mut self, key: &kms_core::store::PersonKeyRecord) -> Result<(), StoreError> {
+        let old = self
+            .state
+            .person_keys
+            .insert(key.subject.clone(), key.clone());
+        self.undo
+            .push(Undo::PersonKey(key.subject.clone(), old.map(Box::new)));
+        Ok(())
+    }
+
+    fn delete_person_key(&mut self, subject: &str) -> Result<(), StoreError> {
+        if let Some(old) = self.state.person_keys.remove(subject) {
+            self.undo
+                .push(Undo::PersonKey(subject.to_owned(), Some(Box::new(old))));
+        }
+        Ok(())
+    }
+
+    fn delete_session(&mut self, id: &str) -> Result<(), StoreError> {
+        if self.state.sessions.contains_key(id) {
+            self.set_session(id, None);
+        }
+        Ok(())
+    }
+}
+
+impl UsageStore for MemoryStore {
+    fn add_usage(&self, counts: &[UsageCount], touches: &[TokenTouch]) -> Result<(), StoreError> {
+        let mut state = self.write();
+        for c in counts {
+            let key = (
+                c.app_id.clone(),
+                c.bucket_start.unix(),
+                c.token_id.clone(),
+                c.code.clone(),
+            );
+            let n = state.usage.entry(key).or_default();
+            *n = n.saturating_add(c.count).min(kms_core::store::MAX_COUNTER);
+        }
+        for t in touches {
+            if let Some(token) = state.tokens.get_mut(&t.token_id) {
+                token.last_used_at = token.last_used_at.max(Some(t.at));
+            }
+        }
+        Ok(())
+    }
+
+    fn usage(
+        &self,
+        subject: UsageSubject<'_>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let state = self.read();
+        let mut sums: BTreeMap<(i64, String), u64> = BTreeMap::new();
+        for ((app_id, start, token_id, code), count) in &state.usage {
+            let matches = match subject {
+                UsageSubject::App(id) => app_id == id,
+                UsageSubject::Token(id) => token_id == id,
+            };
+            if matches && *start >= from.unix() && *start < to.unix() {
+                let n = sums.entry((*start, code.clone())).or_default();
+                *n = n.saturating_add(*count);
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .map(|((start, code), count)| UsageRow {
+                bucket_start: Timestamp::from_unix(start),
+                code,
+                count,
+            })
+            .collect())
+    }
+
+    fn usage_buckets_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        Ok(self
+            .read()
+            .usage
+            .keys()
+            .filter(|k| k.1 < before.unix())
+            .count() as u64)
+    }
 }
 
 impl AppStore for MemoryStore {
@@ -1027,6 +1147,102 @@ impl IdentityStore for MemoryStore {
         // Newest first; the map's order (by id) breaks ties, as the SQL stores do.
         sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         Ok(sessions)
+    }
+
+    fn sealed_identity_records(&self) -> Result<SealedIdentityRecords, StoreError> {
+        let state = self.read();
+        Ok(SealedIdentityRecords {
+            login_attempts: state
+                .login_attempts
+                .values()
+                .filter(|a| a.sealed_pkce_verifier.is_some())
+                .cloned()
+                .collect(),
+            sessions: state
+                .sessions
+                .values()
+                .filter(|s| s.sealed_upstream_refresh.is_some())
+                .cloned()
+                .collect(),
+        })
+    }
+}
+
+impl kms_core::store::PrivacyStore for MemoryStore {
+    fn get_person_key(
+        &self,
+        subject: &str,
+    ) -> Result<Option<kms_core::store::PersonKeyRecord>, StoreError> {
+        Ok(self.read().person_keys.get(subject).cloned())
+    }
+
+    fn list_person_keys(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<kms_core::store::PersonKeyRecord>, StoreError> {
+        let state = self.read();
+        let lower = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_owned()));
+        Ok(state
+            .person_keys
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, k)| k.clone())
+            .collect())
+    }
+
+    fn audit_concerning(
+        &self,
+        ids: &[String],
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let state = self.read();
+        let upper = before_seq.map_or(Bound::Unbounded, Bound::Excluded);
+        let named = |v: &str| ids.iter().any(|id| id == v);
+        Ok(state
+            .audit
+            .range((Bound::Unbounded, upper))
+            .rev()
+            .map(|(_, e)| e)
+            .filter(|e| {
+                e.subject.as_deref().is_some_and(named) || named(&e.actor) || named(&e.target)
+            })
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut sessions: Vec<SessionRecord> = self
+            .read()
+            .sessions
+            .values()
+            .filter(|s| s.user_id == user_id)
+            .cloned()
+            .collect();
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        Ok(sessions)
+    }
+
+    fn ended_sessions(
+        &self,
+        ended_before: Timestamp,
+        used_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .read()
+            .sessions
+            .values()
+            .filter(|s| {
+                s.revoked_at.is_some_and(|t| t < ended_before)
+                    || s.expires_at < ended_before
+                    || s.last_used_at < used_before
+            })
+            .take(limit)
+            .map(|s| s.id.clone())
+            .collect())
     }
 }
 

@@ -86,6 +86,7 @@ fn app(id: &str, name: &str) -> Application {
         token_prefix: TokenPrefix::parse("kms").unwrap(),
         status: AppStatus::Active,
         created_at: Timestamp::from_unix(1_800_000_000),
+        usage_price: None,
         security: Default::default(),
     }
 }
@@ -206,6 +207,9 @@ fn audit_event(seq: u64, actor: &str, action: &str, app_id: Option<&str>) -> Aud
         details: serde_json::json!({"seq": seq}),
         prev_hash: "0".repeat(64),
         hash: format!("{seq:064x}"),
+        subject: None,
+        sealed_personal: None,
+        personal: None,
     }
 }
 
@@ -1892,6 +1896,67 @@ fn sessions_are_listed_live_and_newest_first(store: &Arc<dyn Store>) {
     assert_eq!(listed, [session("ses_3", "usr_2", "idp_1", 1_000)]);
 }
 
+fn sealed_identity_records_lists_what_holds_a_sealed_secret(store: &Arc<dyn Store>) {
+    populate_people(store.as_ref());
+    // Every attempt of populate_people holds a sealed verifier; one without is added.
+    let mut plain = attempt("la_4", "idp_1", 3_000);
+    plain.sealed_pkce_verifier = None;
+    let with_upstream = |id: &str, revoked: bool| SessionRecord {
+        sealed_upstream_refresh: Some(format!("sealed:{id}")),
+        revoked_at: revoked.then(|| Timestamp::from_unix(1_500)),
+        ..session(id, "usr_2", "idp_1", 1_300)
+    };
+    store
+        .apply(&[
+            Mutation::InsertLoginAttempt(plain),
+            Mutation::InsertSession(with_upstream("ses_7", false)),
+            Mutation::InsertSession(with_upstream("ses_6", true)),
+        ])
+        .unwrap();
+    let sealed = store.sealed_identity_records().unwrap();
+    assert_eq!(
+        sealed
+            .login_attempts
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect::<Vec<_>>(),
+        ["la_1", "la_2", "la_3"]
+    );
+    // Ended sessions too: their sealed values must follow a master-key rotation.
+    assert_eq!(
+        sealed
+            .sessions
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        ["ses_6", "ses_7"]
+    );
+    assert_eq!(sealed.sessions[1], with_upstream("ses_7", false));
+}
+
+fn put_meta_sets_and_replaces_a_value(store: &Arc<dyn Store>) {
+    let put = |v: &str| Mutation::PutMeta {
+        key: "master_key_set_at".to_owned(),
+        value: v.to_owned(),
+    };
+    store.apply(&[put("2026-01-01T00:00:00Z")]).unwrap();
+    store.apply(&[put("2026-12-01T00:00:00Z")]).unwrap();
+    assert_eq!(
+        store.get_meta("master_key_set_at").unwrap().as_deref(),
+        Some("2026-12-01T00:00:00Z")
+    );
+    // Unlike CreateMeta, and inside a failing batch, nothing sticks.
+    let err = store.apply(&[
+        put("2027-01-01T00:00:00Z"),
+        Mutation::UpdateApp(app("app_missing", "nobody")),
+    ]);
+    assert!(err.is_err());
+    assert_eq!(
+        store.get_meta("master_key_set_at").unwrap().as_deref(),
+        Some("2026-12-01T00:00:00Z")
+    );
+}
+
 fn a_replay_id_is_claimed_once(store: &Arc<dyn Store>) {
     store.apply(&[claim("saml:idp_1:id-1", 2_000)]).unwrap();
     let message = conflict_message(store.apply(&[claim("saml:idp_1:id-1", 3_000)]));
@@ -2457,4 +2522,6 @@ conformance!(
     roles_held_by_users_or_mapped_by_idps_are_found,
     listeners_hear_user_idp_and_session_changes,
     capacity_counts_every_row_and_those_created_since,
+    sealed_identity_records_lists_what_holds_a_sealed_secret,
+    put_meta_sets_and_replaces_a_value,
 );

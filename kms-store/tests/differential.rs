@@ -53,6 +53,7 @@ fn app() -> impl Strategy<Value = Application> {
             AppStatus::Disabled
         },
         created_at: Timestamp::from_unix(1_800_000_000),
+        usage_price: None,
         security: Default::default(),
     })
 }
@@ -303,6 +304,9 @@ fn mutation() -> impl Strategy<Value = Mutation> {
                 details: serde_json::json!({"seq": seq}),
                 prev_hash: String::new(),
                 hash: String::new(),
+                subject: None,
+                sealed_personal: None,
+                personal: None,
             })
         }),
     ]

@@ -138,6 +138,7 @@ fn app() -> impl Strategy<Value = Application> {
                     AppStatus::Disabled
                 },
                 created_at,
+                usage_price: None,
                 security: AppSecurity {
                     ip_allow,
                     require_signed_requests: signed,
@@ -266,6 +267,9 @@ fn audit_event() -> impl Strategy<Value = AuditEvent> {
                 details,
                 prev_hash: hash.clone(),
                 hash,
+                subject: None,
+                sealed_personal: None,
+                personal: None,
             },
         )
 }
@@ -585,6 +589,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Debug, Clone, Default)]
 struct State {
+    /// Usage buckets: (application, bucket start, token, code) → count.
+    usage: BTreeMap<(String, i64, String, String), u64>,
     meta: BTreeMap<String, String>,
     apps: BTreeMap<String, Application>,
     tokens: BTreeMap<String, TokenRecord>,
@@ -794,6 +800,9 @@ impl State {
                     return Err(conflict());
                 }
                 self.replay.insert(id.clone(), *expires_at);
+            }
+            Mutation::PutMeta { key, value } => {
+                self.meta.insert(key.clone(), value.clone());
             }
             Mutation::AppendAudit(e) => {
                 if e.seq > MAX_COUNTER || self.audit.contains_key(&e.seq) {
@@ -1031,6 +1040,154 @@ impl IdentityStore for Model {
             .collect();
         live.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         Ok(live)
+    }
+    fn sealed_identity_records(
+        &self,
+    ) -> Result<kms_core::store::SealedIdentityRecords, StoreError> {
+        let s = self.state();
+        Ok(kms_core::store::SealedIdentityRecords {
+            login_attempts: s
+                .attempts
+                .values()
+                .filter(|a| a.sealed_pkce_verifier.is_some())
+                .cloned()
+                .collect(),
+            sessions: s
+                .sessions
+                .values()
+                .filter(|x| x.sealed_upstream_refresh.is_some())
+                .cloned()
+                .collect(),
+        })
+    }
+}
+
+impl kms_core::store::UsageStore for Model {
+    fn add_usage(
+        &self,
+        counts: &[kms_core::store::UsageCount],
+        touches: &[kms_core::store::TokenTouch],
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        for c in counts {
+            let key = (
+                c.app_id.clone(),
+                c.bucket_start.unix(),
+                c.token_id.clone(),
+                c.code.clone(),
+            );
+            *s.usage.entry(key).or_default() += c.count;
+        }
+        for t in touches {
+            if let Some(token) = s.tokens.get_mut(&t.token_id) {
+                token.last_used_at = token.last_used_at.max(Some(t.at));
+            }
+        }
+        Ok(())
+    }
+
+    fn usage(
+        &self,
+        subject: kms_core::store::UsageSubject<'_>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<kms_core::store::UsageRow>, StoreError> {
+        use kms_core::store::UsageSubject;
+        let mut sums: BTreeMap<(i64, String), u64> = BTreeMap::new();
+        for ((app, start, token, code), n) in &self.state().usage {
+            let hit = match subject {
+                UsageSubject::App(id) => app == id,
+                UsageSubject::Token(id) => token == id,
+            };
+            if hit && (from.unix()..to.unix()).contains(start) {
+                *sums.entry((*start, code.clone())).or_default() += n;
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .map(|((start, code), count)| kms_core::store::UsageRow {
+                bucket_start: Timestamp::from_unix(start),
+                code,
+                count,
+            })
+            .collect())
+    }
+
+    fn usage_buckets_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        Ok(self
+            .state()
+            .usage
+            .keys()
+            .filter(|k| k.1 < before.unix())
+            .count() as u64)
+    }
+}
+
+impl kms_core::store::PrivacyStore for Model {
+    // The model applies no person-key mutation (it panics on mutations it does not know),
+    // so it never holds a person key.
+    fn get_person_key(
+        &self,
+        _subject: &str,
+    ) -> Result<Option<kms_core::store::PersonKeyRecord>, StoreError> {
+        Ok(None)
+    }
+    fn list_person_keys(
+        &self,
+        _after: Option<&str>,
+        _limit: usize,
+    ) -> Result<Vec<kms_core::store::PersonKeyRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn audit_concerning(
+        &self,
+        ids: &[String],
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let named = |v: &str| ids.iter().any(|id| id == v);
+        Ok(self
+            .state()
+            .audit
+            .values()
+            .rev()
+            .filter(|e| before_seq.is_none_or(|b| e.seq < b))
+            .filter(|e| {
+                e.subject.as_deref().is_some_and(named) || named(&e.actor) || named(&e.target)
+            })
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+    fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut all: Vec<SessionRecord> = self
+            .state()
+            .sessions
+            .values()
+            .filter(|x| x.user_id == user_id)
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(all)
+    }
+    fn ended_sessions(
+        &self,
+        ended_before: Timestamp,
+        used_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .state()
+            .sessions
+            .values()
+            .filter(|x| {
+                x.revoked_at.is_some_and(|t| t < ended_before)
+                    || x.expires_at < ended_before
+                    || x.last_used_at < used_before
+            })
+            .take(limit)
+            .map(|x| x.id.clone())
+            .collect())
     }
 }
 
@@ -1312,6 +1469,7 @@ proptest! {
                     token_prefix: TokenPrefix::parse("kms").unwrap(),
                     status: AppStatus::Active,
                     created_at: Timestamp::from_unix(1),
+                    usage_price: None,
                     security: AppSecurity::default(),
                 })
             })

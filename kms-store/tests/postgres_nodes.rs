@@ -242,6 +242,7 @@ fn another_node_hears_user_idp_and_session_changes() {
         token_prefix: kms_core::token_format::TokenPrefix::parse("kms").unwrap(),
         status: kms_core::AppStatus::Active,
         created_at: Timestamp::from_unix(1_800_000_000),
+        usage_price: None,
         security: Default::default(),
     })];
     setup.extend(people_batch());

@@ -37,6 +37,7 @@ fn app() -> Application {
         token_prefix: TokenPrefix::parse("kms").unwrap(),
         status: AppStatus::Active,
         created_at: Timestamp::from_unix(1_800_000_000),
+        usage_price: None,
         security: Default::default(),
     }
 }

@@ -48,6 +48,8 @@ pub(crate) struct CachedKey {
     pub(crate) conditional: Arc<[Branch]>,
     /// For a user's session: who and which session; `None` for an API key.
     pub(crate) session: Option<SessionPrincipal>,
+    /// Where verifications of this key are counted; `None` when counting is off.
+    pub(crate) usage: Option<Arc<crate::usage::UsageHandle>>,
 }
 
 /// The user behind a session credential, as the verified-key cache keeps it. The record of
@@ -519,11 +521,13 @@ mod tests {
                 token_prefix: TokenPrefix::default_prefix(),
                 status: crate::application::AppStatus::Active,
                 created_at: Timestamp::from_unix(0),
+                usage_price: None,
                 security: AppSecurity::default(),
             }),
             effective: Arc::new(snap.effective(empty.iter(), no_roles.iter())),
             conditional: Arc::new([]),
             session: None,
+            usage: None,
         })
     }
 

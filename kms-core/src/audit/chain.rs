@@ -15,9 +15,12 @@ use crate::audit::AuditEvent;
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 impl AuditEvent {
-    /// The hash this event should have, given its fields and `prev_hash`.
+    /// The hash this event should have, given its fields and `prev_hash`. An event with a
+    /// data subject or sealed personal fields hashes them too, appended, in their stored
+    /// (sealed) form; an event without either hashes exactly as before they existed, so
+    /// older chains still verify.
     pub fn compute_hash(&self) -> String {
-        let canonical = serde_json::json!([
+        let mut canonical = serde_json::json!([
             self.seq,
             self.at.unix(),
             self.actor,
@@ -29,6 +32,12 @@ impl AuditEvent {
             self.app_id,
             self.details,
         ]);
+        if self.subject.is_some() || self.sealed_personal.is_some() {
+            if let serde_json::Value::Array(fields) = &mut canonical {
+                fields.push(serde_json::json!(self.subject));
+                fields.push(serde_json::json!(self.sealed_personal));
+            }
+        }
         let mut h = Sha256::new();
         h.update(self.prev_hash.as_bytes());
         h.update(canonical.to_string().as_bytes());
@@ -138,6 +147,9 @@ mod tests {
                     details: serde_json::json!({"n": seq}),
                     prev_hash: prev.clone(),
                     hash: String::new(),
+                    subject: None,
+                    sealed_personal: None,
+                    personal: None,
                 };
                 e.hash = e.compute_hash();
                 prev = e.hash.clone();
@@ -155,6 +167,94 @@ mod tests {
                 events: 5
             }
         );
+    }
+
+    /// The hash of an event without a subject, as every build before data subjects
+    /// computed it: existing databases' chains keep verifying.
+    #[test]
+    fn events_without_a_subject_hash_exactly_as_before() {
+        for e in chain(5) {
+            let old = serde_json::json!([
+                e.seq,
+                e.at.unix(),
+                e.actor,
+                e.action,
+                e.target,
+                e.outcome,
+                e.ip,
+                e.request_id,
+                e.app_id,
+                e.details,
+            ]);
+            let mut h = Sha256::new();
+            h.update(e.prev_hash.as_bytes());
+            h.update(old.to_string().as_bytes());
+            assert_eq!(e.hash, crate::hex::encode(&h.finalize()));
+        }
+        // A fixed event, hashed by the build before data subjects existed.
+        let e = &chain(1)[0];
+        assert_eq!(
+            e.hash,
+            "083021c4a9b774a1384383e5291fe90f1e062357d585bb733f1e68585f1a9474"
+        );
+    }
+
+    /// A chain whose events carry a subject and sealed personal fields.
+    fn personal_chain(n: u64) -> Vec<AuditEvent> {
+        let mut prev = GENESIS_HASH.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let mut e = chain(1).remove(0);
+                e.seq = seq;
+                e.ip = None;
+                e.subject = Some(format!("usr_{seq}"));
+                e.sealed_personal = Some(format!("c2VhbGVk{seq}"));
+                e.prev_hash = prev.clone();
+                e.hash = e.compute_hash();
+                prev = e.hash.clone();
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_subject_and_sealed_personal_fields_are_hashed() {
+        let events = personal_chain(4);
+        assert_eq!(
+            verify_chain(&events),
+            AuditVerification::Intact {
+                ok: true,
+                events: 4
+            }
+        );
+        for i in 0..events.len() {
+            let mut edited = events.clone();
+            edited[i].sealed_personal = Some("dGFtcGVyZWQ=".into());
+            assert_eq!(
+                verify_chain(&edited),
+                AuditVerification::Broken {
+                    ok: false,
+                    first_bad_seq: edited[i].seq
+                }
+            );
+            let mut edited = events.clone();
+            edited[i].subject = Some("usr_other".into());
+            assert!(matches!(
+                verify_chain(&edited),
+                AuditVerification::Broken { .. }
+            ));
+            let mut stripped = events.clone();
+            stripped[i].subject = None;
+            stripped[i].sealed_personal = None;
+            assert!(matches!(
+                verify_chain(&stripped),
+                AuditVerification::Broken { .. }
+            ));
+        }
+        // The opened view (`personal`) is not part of the stored form.
+        let mut viewed = events.clone();
+        viewed[0].personal = Some(crate::privacy::PersonalStatus::Erased);
+        assert_eq!(viewed[0].compute_hash(), events[0].hash);
     }
 
     proptest! {
@@ -227,6 +327,9 @@ mod tests {
                     details: serde_json::json!({ "note": c.7 }),
                     prev_hash: prev.clone(),
                     hash: String::new(),
+                    subject: None,
+                    sealed_personal: None,
+                    personal: None,
                 };
                 e.hash = e.compute_hash();
                 prev = e.hash.clone();

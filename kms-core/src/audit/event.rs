@@ -32,6 +32,20 @@ pub struct AuditEvent {
     pub prev_hash: String,
     /// This event's hash.
     pub hash: String,
+    /// The data subject: the user whose personal data the event carries, or whom it
+    /// concerns (a user id). Hashed when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The personal fields (client address, user agent, email, ...) as stored: sealed
+    /// under the subject's person key (see [`crate::privacy`]), so erasing the person
+    /// destroys them without touching the chain. Hashed in this form; never returned by a
+    /// listing, which opens it (see `personal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed_personal: Option<String>,
+    /// In a listing: whether the personal fields could be opened. `None` when they were
+    /// (they are back in `ip` and `details`) or the event has none; never stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub personal: Option<crate::privacy::PersonalStatus>,
 }
 
 /// Filters for listing audit events, newest first.

@@ -710,7 +710,7 @@ impl Kms {
     }
 
     /// The token `id` if the caller may see it; `NotFound` otherwise.
-    fn visible_token(&self, caller: &Caller, id: &str) -> Result<TokenRecord> {
+    pub(crate) fn visible_token(&self, caller: &Caller, id: &str) -> Result<TokenRecord> {
         let not_found = || Error::NotFound(format!("token {} does not exist", shown(id)));
         if id.len() > 64 {
             return Err(not_found());

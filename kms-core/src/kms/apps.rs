@@ -36,6 +36,7 @@ impl Kms {
             token_prefix,
             status: AppStatus::Active,
             created_at: self.inner.clock.now(),
+            usage_price: None,
             security,
         };
         self.commit(
@@ -99,6 +100,14 @@ impl Kms {
         if let Some(required) = req.require_signed_requests {
             app.security.require_signed_requests = required;
         }
+        match &req.usage_price {
+            None => {}
+            Some(None) => app.usage_price = None,
+            Some(Some(p)) => match crate::usage::UsagePrice::parse(&p.per_thousand, &p.currency) {
+                Ok(price) => app.usage_price = Some(price),
+                Err(problem) => errs.push("usage_price", problem),
+            },
+        }
         errs.finish()?;
         if app.name != stored.name {
             // Names are one namespace across tenants: a tenant renaming its application
@@ -120,6 +129,7 @@ impl Kms {
             .details(serde_json::json!({
                 "name": app.name, "status": app.status, "ip_allow": app.security.ip_allow,
                 "require_signed_requests": app.security.require_signed_requests,
+                "usage_price": app.usage_price,
             }));
         self.commit(Some(caller), audit, vec![Mutation::UpdateApp(app.clone())])?;
         Ok(app)

@@ -18,6 +18,8 @@ const AUDIT_VERIFY_BATCH: usize = 1_000;
 const RETENTION_AUDIT_BATCH: usize = 10_000;
 /// Most long-expired tokens one retention sweep deletes.
 const RETENTION_TOKEN_BATCH: usize = 1_000;
+/// Most long-ended sessions one retention sweep deletes.
+pub(crate) const RETENTION_SESSION_BATCH: usize = 1_000;
 
 /// What an audit event records about a call.
 pub(crate) struct Audit {
@@ -30,6 +32,11 @@ pub(crate) struct Audit {
     pub(crate) actor: Option<&'static str>,
     /// The address the action came from, when not the caller's.
     pub(crate) ip: Option<std::net::IpAddr>,
+    /// The data subject (a user id), when not the caller's own user (see
+    /// [`crate::privacy`]).
+    pub(crate) subject: Option<String>,
+    /// Personal facts about the subject, sealed under their person key.
+    pub(crate) personal: serde_json::Map<String, Value>,
 }
 
 impl Audit {
@@ -43,7 +50,29 @@ impl Audit {
             details: Value::Object(Default::default()),
             actor: None,
             ip: None,
+            subject: None,
+            personal: serde_json::Map::new(),
         }
+    }
+
+    /// The user this event is about: their personal facts (and the address given with
+    /// [`Audit::ip`]) are sealed under their person key.
+    pub(crate) fn subject(mut self, user_id: impl Into<String>) -> Self {
+        self.subject = Some(user_id.into());
+        self
+    }
+
+    /// Adds a personal fact about the subject (an email, a user agent), sealed under their
+    /// person key; ignored without a subject.
+    #[cfg_attr(
+        not(feature = "sso"),
+        allow(dead_code, reason = "logins carry the personal facts")
+    )]
+    pub(crate) fn personal(mut self, name: &str, value: Option<&str>) -> Self {
+        if let Some(v) = value {
+            self.personal.insert(name.to_owned(), Value::from(v));
+        }
+        self
     }
 
     /// Names the actor when there is no authenticated caller.
@@ -111,7 +140,7 @@ impl Kms {
         &self,
         caller: Option<&Caller>,
         audit: Audit,
-        mut batch: Vec<Mutation>,
+        batch: Vec<Mutation>,
         done: impl FnOnce() -> Result<bool>,
     ) -> Result<bool> {
         let _guard = self
@@ -125,6 +154,23 @@ impl Kms {
         // The store places the event at the chain's head inside the batch's transaction
         // (Mutation::ChainAudit): sequence number, previous hash and hash are set there, so
         // several writers on one database extend one chain.
+        let caller_user = caller.and_then(Caller::user_id);
+        let subject = audit
+            .subject
+            .clone()
+            .or_else(|| caller_user.map(str::to_owned));
+        // The address is the subject's own when they are the caller, or when it was given
+        // with the event about them (a login); an administrator's address is not theirs.
+        let ip_is_personal = subject.is_some()
+            && (audit.ip.is_some() || (caller_user.is_some() && caller_user == subject.as_deref()));
+        let ip = audit
+            .ip
+            .or_else(|| caller.and_then(Caller::ip))
+            .map(|i| i.to_string());
+        let personal = crate::privacy::PersonalFields {
+            ip: ip.clone().filter(|_| ip_is_personal),
+            details: audit.personal,
+        };
         let event = AuditEvent {
             seq: 0,
             at: self.inner.clock.now(),
@@ -136,18 +182,17 @@ impl Kms {
             action: audit.action.to_owned(),
             target: audit.target,
             outcome: audit.outcome.to_owned(),
-            ip: audit
-                .ip
-                .or_else(|| caller.and_then(Caller::ip))
-                .map(|i| i.to_string()),
+            ip: ip.filter(|_| !ip_is_personal),
             request_id: caller.and_then(|c| c.request_id().map(str::to_owned)),
             app_id: audit.app_id,
             details: audit.details,
             prev_hash: String::new(),
             hash: String::new(),
+            subject,
+            sealed_personal: None,
+            personal: None,
         };
-        batch.push(Mutation::ChainAudit(event));
-        self.inner.store.apply(&batch)?;
+        self.commit_event(batch, event, &personal)?;
         Ok(true)
     }
 
@@ -189,6 +234,7 @@ impl Kms {
             limit: limit as usize + 1,
         };
         let mut items = self.inner.store.list_audit(&query)?;
+        self.open_personal_fields(&mut items)?;
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
             items.last().map(|e| e.seq.to_string())
@@ -238,11 +284,14 @@ impl Kms {
     /// Retention: deletes audit events older than `audit_max_age_secs` (keeping the chain
     /// verifiable from an anchor) and tokens that expired more than
     /// `expired_token_max_age_secs` ago. A sweep that removes something is audited; one
-    /// that removes nothing writes nothing. Servers call it periodically.
+    /// that removes nothing writes nothing. Servers call it periodically. Sessions that
+    /// ended (revoked, expired or idle) more than `ended_session_max_age_secs` ago are
+    /// deleted too.
     pub fn apply_retention(
         &self,
         audit_max_age_secs: Option<i64>,
         expired_token_max_age_secs: Option<i64>,
+        ended_session_max_age_secs: Option<i64>,
     ) -> Result<RetentionReport> {
         let now = self.inner.clock.now();
         let mut report = RetentionReport::default();
@@ -277,6 +326,11 @@ impl Kms {
             report.expired_tokens_deleted = expired.len() as u64;
             batch.extend(expired.into_iter().map(|t| Mutation::DeleteToken(t.id)));
         }
+        if let Some(age) = ended_session_max_age_secs {
+            let ended = self.ended_sessions(now, age)?;
+            report.ended_sessions_deleted = ended.len() as u64;
+            batch.extend(ended.into_iter().map(Mutation::DeleteSession));
+        }
         if batch.is_empty() {
             return Ok(report);
         }
@@ -284,6 +338,7 @@ impl Kms {
             "audit_events_pruned": report.audit_events_pruned,
             "audit_anchor_seq": report.audit_anchor_seq,
             "expired_tokens_deleted": report.expired_tokens_deleted,
+            "ended_sessions_deleted": report.ended_sessions_deleted,
         }));
         self.commit(None, audit, batch)?;
         Ok(report)
@@ -299,4 +354,7 @@ pub struct RetentionReport {
     pub audit_anchor_seq: Option<u64>,
     /// Long-expired tokens deleted (at most 1,000 a sweep).
     pub expired_tokens_deleted: u64,
+    /// Sessions deleted that had ended longer ago than the session retention (at most
+    /// 1,000 a sweep).
+    pub ended_sessions_deleted: u64,
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::{Caller, Kms};
+use super::{Caller, Kms, MASTER_KEY_SET_AT_KEY};
 use crate::api_key::TokenStatus;
 use crate::application::Application;
 use crate::audit::AuditVerification;
@@ -44,10 +44,6 @@ pub const FINDING_IDS: [&str; 12] = [
     "refresh_token_reuse",
     "users_without_login_90d",
 ];
-
-/// The metadata key the master-key rotation writes when a new master key takes over; the
-/// report falls back to `initialized_at` without it.
-pub const MASTER_KEY_SET_AT_KEY: &str = "master_key_set_at";
 
 /// What the report checks against: the operator's policy.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,13 +7,17 @@ mod apps;
 mod audit_log;
 mod caller;
 mod capacity;
+mod checkpoints;
 mod compliance;
+mod master_key;
 mod policy_ops;
+mod privacy;
 mod request_signing;
 mod sessions;
 mod signing_keys;
 #[cfg(feature = "sso")]
 mod sso;
+mod usage;
 mod verify;
 
 use std::collections::HashSet;
@@ -26,11 +30,14 @@ use arc_swap::ArcSwap;
 pub use audit_log::{AuditFilter, RetentionReport};
 pub use caller::Caller;
 pub use capacity::{CapacityStats, GrowthPerDay, GROWTH_WINDOW_DAYS};
+pub use checkpoints::{AuditCheckpoint, CheckpointVerification, CHECKPOINT_TYP};
 pub use compliance::{
     ComplianceReport, ComplianceSettings, ComplianceSummary, Finding, FindingStatus, ReportPeriod,
-    FINDING_IDS, MASTER_KEY_SET_AT_KEY, MAX_FINDING_ITEMS, UNUSED_DAYS,
+    FINDING_IDS, MAX_FINDING_ITEMS, UNUSED_DAYS,
 };
+pub use master_key::{MasterKeyRotation, MASTER_KEY_SET_AT_KEY};
 pub use policy_ops::RoleView;
+pub use privacy::{UserExport, DEFAULT_EXPORT_AUDIT_LIMIT};
 pub use sessions::{
     BulkUserRoles, Me, SessionInfo, SessionSettings, StartedSession, UserInfo, UserUpdate,
     SESSION_TOKEN_PREFIX,
@@ -40,6 +47,7 @@ pub use sso::{
     validate_return_to, BrowserContext, IdpInfo, IdpUpdate, LoginDone, LoginRedirect, NewIdp,
     OidcCallback, SsoConfig, LOGIN_ATTEMPT_SECS,
 };
+pub use usage::UsageFlushed;
 pub use verify::{Verification, VerifyCode, VerifyResponse};
 
 use crate::access_token::keyring::KeyRing;
@@ -82,6 +90,7 @@ pub struct KmsBuilder {
     sessions: SessionSettings,
     #[cfg(feature = "sso")]
     sso: Option<sso::SsoConfig>,
+    usage_counting: bool,
 }
 
 impl std::fmt::Debug for KmsBuilder {
@@ -99,6 +108,13 @@ impl std::fmt::Debug for KmsBuilder {
 }
 
 impl KmsBuilder {
+    /// Whether verifications are counted for usage reports (default: on). Off, nothing is
+    /// counted and no key's `last_used_at` moves.
+    pub fn usage_counting(mut self, on: bool) -> Self {
+        self.usage_counting = on;
+        self
+    }
+
     /// Keeps rate limits, lockout counters and request-signing nonces in `counters`,
     /// which every node of a deployment shares (Redis or PostgreSQL, from `kms-store`),
     /// instead of in this process. While they fail, this process counts on its own (see
@@ -229,6 +245,9 @@ impl KmsBuilder {
             sessions: self.sessions,
             #[cfg(feature = "sso")]
             sso: self.sso.map(sso::SsoState::new),
+            usage: self
+                .usage_counting
+                .then(crate::usage::UsageCounters::default),
         });
         let hook: Arc<dyn ChangeListener> = inner.hook.clone();
         inner.store.subscribe(Arc::downgrade(&hook));
@@ -283,6 +302,8 @@ pub(crate) struct Inner {
     sessions: SessionSettings,
     #[cfg(feature = "sso")]
     sso: Option<sso::SsoState>,
+    /// Verification counts not flushed yet; `None` when counting is off.
+    usage: Option<crate::usage::UsageCounters>,
 }
 
 struct InvalidationHook(Weak<Inner>);
@@ -387,6 +408,7 @@ impl Kms {
             sessions: SessionSettings::default(),
             #[cfg(feature = "sso")]
             sso: None,
+            usage_counting: true,
         }
     }
 
@@ -442,6 +464,7 @@ impl Kms {
             token_prefix: TokenPrefix::default_prefix(),
             status: AppStatus::Active,
             created_at: now,
+            usage_price: None,
             security: crate::application::AppSecurity::default(),
         };
         let existing = self.inner.store.load_policy()?;

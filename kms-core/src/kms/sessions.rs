@@ -418,7 +418,7 @@ impl Kms {
     }
 
     /// The user `id` if the caller may see them; `NotFound` otherwise.
-    fn visible_user(&self, caller: &Caller, id: &str) -> Result<UserRecord> {
+    pub(crate) fn visible_user(&self, caller: &Caller, id: &str) -> Result<UserRecord> {
         let not_found = || Error::NotFound(format!("user {} does not exist", shown(id)));
         let user = self.inner.store.get_user(id)?.ok_or_else(not_found)?;
         if caller.sees_app(&user.app_id) {
@@ -633,6 +633,7 @@ impl Kms {
         let id = session.id.clone();
         let audit = Audit::success("session.revoke", id.clone())
             .app(session.app_id.clone())
+            .subject(session.user_id.clone())
             .details(serde_json::json!({"user_id": session.user_id, "reason": reason}));
         let store = Arc::clone(&self.inner.store);
         self.commit_unless(

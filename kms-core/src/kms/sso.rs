@@ -1330,6 +1330,9 @@ impl Kms {
         let mut audit = Audit::success("sso.login", user.id.clone())
             .app(user.app_id.clone())
             .actor("anonymous")
+            .subject(user.id.clone())
+            .personal("email", user.email.as_deref())
+            .personal("user_agent", session.user_agent.as_deref())
             .details(serde_json::json!({
                 "idp_id": idp.id,
                 "idp_kind": idp.kind().as_str(),
@@ -1423,6 +1426,7 @@ impl Kms {
                 let audit = Audit::success("session.revoke", session.id.clone())
                     .app(session.app_id.clone())
                     .actor("system")
+                    .subject(session.user_id.clone())
                     .details(serde_json::json!({
                         "user_id": session.user_id,
                         "reason": "upstream_refused",

@@ -111,6 +111,8 @@ pub struct Verification {
     /// For a key with conditional grants: what it holds for this request (its grants
     /// plus those whose condition held); `None`: the key's own set.
     pub(crate) effective: Option<Arc<crate::policy::snapshot::EffectiveSet>>,
+    /// For a refused key that was found: where it is counted.
+    usage: Option<Arc<crate::usage::UsageHandle>>,
 }
 
 /// Why a key that was found is refused by its limits.
@@ -223,6 +225,7 @@ impl Verification {
             retry_after: None,
             rate_limited_for: None,
             effective: None,
+            usage: key.and_then(|k| k.usage.clone()),
         }
     }
 
@@ -594,10 +597,32 @@ impl Kms {
         .ok_or_else(|| Error::internal("the pipeline gave no verdict"))
     }
 
-    /// The pipeline. `Ok(None)` only in `cached_only` mode, when the verdict needs the
-    /// store or argon2.
+    /// The pipeline, and the verdict counted: a verification by its outcome code for the
+    /// key's usage, a valid use (an authentication too) as the key's last use. Verdicts
+    /// that name no key (malformed, unknown, another tenant's) are counted nowhere.
+    /// `Ok(None)` only in `cached_only` mode, when the verdict needs the store or argon2.
     pub(crate) fn run_pipeline(&self, p: Presented<'_>) -> Result<Option<Verification>> {
         let now = self.inner.clock.now();
+        let verdict = self.decide(p, now)?;
+        if let Some(v) = &verdict {
+            let handle = match &v.key {
+                Some(k) => k.usage.as_deref(),
+                None => v.usage.as_deref(),
+            };
+            if let Some(handle) = handle {
+                if p.purpose == Purpose::Verify {
+                    handle.count(v.code, now);
+                }
+                if v.code == VerifyCode::Valid {
+                    handle.note_use(now);
+                }
+            }
+        }
+        Ok(verdict)
+    }
+
+    /// The verdict of the pipeline at `now`.
+    fn decide(&self, p: Presented<'_>, now: Timestamp) -> Result<Option<Verification>> {
         let gate = &self.inner.counters;
         // 1. Format and checksum, offline: an API key, or a user's session.
         let credential = match token_format::parse(p.token) {
@@ -718,6 +743,7 @@ impl Kms {
             retry_after: None,
             rate_limited_for: None,
             effective: effective.map(Arc::new),
+            usage: None,
         }))
     }
 
@@ -900,12 +926,22 @@ impl Kms {
         }
         let conditional: Arc<[Branch]> = branches.into();
         record.secret_hash = String::new();
+        // API keys are counted each on its own; sessions for their application only.
+        let usage = self.inner.usage.as_ref().map(|u| {
+            let token_id = if record.id.starts_with("tok_") {
+                record.id.as_str()
+            } else {
+                ""
+            };
+            u.handle(&record.app_id, token_id)
+        });
         CachedKey {
             record,
             app: shared.app(app),
             effective,
             conditional,
             session: None,
+            usage,
         }
     }
 

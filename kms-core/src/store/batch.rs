@@ -16,6 +16,7 @@ use crate::audit::{AuditAnchor, AuditEvent, AUDIT_ANCHOR_KEY, GENESIS_HASH};
 use crate::clock::Timestamp;
 use crate::identity::{IdpRecord, LoginAttempt, SessionRecord, SessionSelector, UserRecord};
 use crate::policy::{Permission, Role, RoleName, Scope};
+use crate::privacy::PersonKeyRecord;
 
 /// Primitive reads and writes inside one open transaction. Writes do not check
 /// preconditions: [`apply_batch`] has, before calling them.
@@ -126,6 +127,17 @@ pub trait Transaction {
     fn replay_exists(&mut self, id: &str) -> Result<bool, StoreError>;
     /// Remembers a replay-cache id until `expires_at` (purged by `purge_expired`).
     fn insert_replay(&mut self, id: &str, expires_at: Timestamp) -> Result<(), StoreError>;
+    /// Deletes the usage buckets that started before `before`.
+    fn purge_usage(&mut self, before: Timestamp) -> Result<(), StoreError>;
+
+    /// Whether the subject has a person key.
+    fn person_key_exists(&mut self, subject: &str) -> Result<bool, StoreError>;
+    /// Inserts or replaces the person key of its subject.
+    fn put_person_key(&mut self, key: &PersonKeyRecord) -> Result<(), StoreError>;
+    /// Deletes the subject's person key; a missing one is a no-op.
+    fn delete_person_key(&mut self, subject: &str) -> Result<(), StoreError>;
+    /// Deletes the session; a missing one is a no-op.
+    fn delete_session(&mut self, id: &str) -> Result<(), StoreError>;
 }
 
 /// The largest counter (use count, audit sequence number) a store keeps: SQLite integers
@@ -348,12 +360,38 @@ fn apply_one(tx: &mut impl Transaction, mutation: &Mutation) -> Result<(), Store
             at,
             reason,
         } => tx.revoke_sessions(selector, *at, reason),
+        Mutation::PutMeta { key, value } => tx.set_meta(key, value),
         Mutation::ClaimReplay { id, expires_at } => {
             if tx.replay_exists(id)? {
                 return Err(conflict(format!("{id:?} was already used")));
             }
             tx.insert_replay(id, *expires_at)
         }
+        Mutation::PurgeUsage { before } => tx.purge_usage(*before),
+        Mutation::InsertPersonKey(key) => {
+            if tx.person_key_exists(&key.subject)? {
+                return Err(conflict(format!(
+                    "{:?} already has a person key",
+                    key.subject
+                )));
+            }
+            tx.put_person_key(key)
+        }
+        Mutation::UpdatePersonKey(key) => {
+            if !tx.person_key_exists(&key.subject)? {
+                return Err(conflict(format!(
+                    "{:?} has no person key (erased?)",
+                    key.subject
+                )));
+            }
+            tx.put_person_key(key)
+        }
+        Mutation::ErasePerson(id) => {
+            tx.delete_user(id)?;
+            tx.delete_person_key(id)
+        }
+        Mutation::EraseToken(id) => tx.delete_token(id),
+        Mutation::DeleteSession(id) => tx.delete_session(id),
         Mutation::ExpectPolicyVersion(expected) => {
             let current = policy_version(tx)?;
             if current == *expected {

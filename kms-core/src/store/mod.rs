@@ -12,16 +12,20 @@ mod mutation;
 mod records;
 mod traits;
 
+pub use crate::usage::{TokenTouch, UsageCount, UsageRow, UsageSubject};
 pub use batch::{apply_batch, Transaction, MAX_COUNTER};
 pub use capacity::{Capacity, CapacityStore, ObjectCounts};
 pub use mutation::{Change, Mutation};
 pub use records::{
     KeyAlgorithm, KeyState, RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, TokenRecord,
 };
+pub use traits::PrivacyStore;
 pub use traits::{
-    AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, PolicyStore, Store,
-    TokenStore, UseOutcome,
+    AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, PolicyStore,
+    SealedIdentityRecords, Store, TokenStore, UsageStore, UseOutcome,
 };
+
+pub use crate::privacy::PersonKeyRecord;
 
 pub use crate::audit::{verify_chain, AuditQuery, AUDIT_ANCHOR_KEY, GENESIS_HASH};
 pub use crate::error::StoreError;

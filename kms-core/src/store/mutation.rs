@@ -6,6 +6,7 @@ use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
 use crate::identity::{IdpRecord, LoginAttempt, SessionRecord, SessionSelector, UserRecord};
 use crate::policy::{Permission, Role, RoleName, Scope};
+use crate::privacy::PersonKeyRecord;
 use crate::store::{RefreshRecord, Revocation, SigningKeyRecord, TokenRecord};
 
 /// One change in a [`Store::apply`](crate::store::Store::apply) batch.
@@ -131,6 +132,33 @@ pub enum Mutation {
         /// When it may be forgotten.
         expires_at: Timestamp,
     },
+    /// Sets a metadata key, replacing any value it had (the master key's rotation time).
+    PutMeta {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Deletes the usage buckets that started before `before` (retention).
+    PurgeUsage {
+        /// The cut-off.
+        before: Timestamp,
+    },
+    /// Inserts a person key; `Conflict` when the subject has one already (two writers
+    /// made one at once: the loser retries with the winner's).
+    InsertPersonKey(PersonKeyRecord),
+    /// Replaces an existing person key (a master-key rotation re-seals it); `Conflict`
+    /// when the subject has none (it was erased meanwhile).
+    UpdatePersonKey(PersonKeyRecord),
+    /// Erases a person: deletes the user with their identities and sessions, and their
+    /// person key, so the personal fields sealed in audit events cannot be opened again.
+    /// Stores then scrub deleted bytes (see [`Mutation::erases`]).
+    ErasePerson(String),
+    /// Erases an API key: deletes the token (with its metadata); stores then scrub deleted
+    /// bytes (see [`Mutation::erases`]).
+    EraseToken(String),
+    /// Deletes a session (retention of ended sessions); a missing one is a no-op.
+    DeleteSession(String),
 }
 
 impl Mutation {
@@ -160,7 +188,9 @@ impl Mutation {
             | Mutation::ConsumeLoginAttempt(_)
             | Mutation::InsertSession(_)
             | Mutation::TouchSession { .. }
-            | Mutation::ClaimReplay { .. } => None,
+            | Mutation::ClaimReplay { .. }
+            | Mutation::PutMeta { .. }
+            | Mutation::PurgeUsage { .. } => None,
             Mutation::PutUser(u) => Some(Change::User(u.id.clone())),
             Mutation::DeleteUser(id) => Some(Change::User(id.clone())),
             Mutation::PutIdp(i) => Some(Change::Idp(i.id.clone())),
@@ -171,7 +201,19 @@ impl Mutation {
                 SessionSelector::User(id) => Change::User(id.clone()),
                 SessionSelector::Idp(id) => Change::Idp(id.clone()),
             }),
+            Mutation::InsertPersonKey(_) | Mutation::UpdatePersonKey(_) => None,
+            Mutation::ErasePerson(id) => Some(Change::User(id.clone())),
+            Mutation::EraseToken(id) => Some(Change::Token(id.clone())),
+            Mutation::DeleteSession(id) => Some(Change::Session(id.clone())),
         }
+    }
+
+    /// Whether the mutation erases personal data: after committing a batch holding one, a
+    /// store removes what the database engine keeps of deleted rows where it can (SQLite:
+    /// `secure_delete` zeroes them in the file, and the write-ahead log is checkpointed and
+    /// truncated; PostgreSQL: the affected tables are vacuumed).
+    pub fn erases(&self) -> bool {
+        matches!(self, Mutation::ErasePerson(_) | Mutation::EraseToken(_))
     }
 }
 

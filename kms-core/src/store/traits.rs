@@ -12,7 +12,9 @@ use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::identity::{IdpRecord, LoginAttempt, SessionRecord, UserRecord};
 use crate::policy::{Policy, RoleName, Scope};
+use crate::privacy::PersonKeyRecord;
 use crate::store::{Change, Mutation, RefreshRecord, Revocation, SigningKeyRecord, TokenRecord};
+use crate::usage::{TokenTouch, UsageCount, UsageRow, UsageSubject};
 
 /// Receives [`Change`]s from a store.
 pub trait ChangeListener: Send + Sync {
@@ -132,6 +134,69 @@ pub trait IdentityStore {
         user_id: &str,
         now: Timestamp,
     ) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Every login attempt holding a sealed PKCE verifier and every session, ended or not,
+    /// holding a sealed upstream refresh token: what a master-key rotation re-seals.
+    fn sealed_identity_records(&self) -> Result<SealedIdentityRecords, StoreError>;
+}
+
+/// What [`IdentityStore::sealed_identity_records`] returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SealedIdentityRecords {
+    /// Login attempts with a sealed PKCE verifier, by id.
+    pub login_attempts: Vec<LoginAttempt>,
+    /// Sessions with a sealed upstream refresh token, by id.
+    pub sessions: Vec<SessionRecord>,
+}
+
+/// Usage counts (hourly buckets by outcome code) and the last use of tokens.
+pub trait UsageStore {
+    /// In one transaction: adds every count to its bucket (`count = count + n`, so writers
+    /// on one database sum) and raises each touched token's `last_used_at` to `at` when
+    /// later (a missing token is skipped).
+    fn add_usage(&self, counts: &[UsageCount], touches: &[TokenTouch]) -> Result<(), StoreError>;
+    /// The hourly totals of `subject` by code with `from <= bucket_start < to`, by bucket
+    /// then code.
+    fn usage(
+        &self,
+        subject: UsageSubject<'_>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageRow>, StoreError>;
+    /// How many stored buckets started before `before` (what a retention sweep removes).
+    fn usage_buckets_before(&self, before: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// Personal data: person keys (crypto-shredding, see [`crate::privacy`]), the audit events
+/// about a person, every session of a user, and ended sessions for retention.
+pub trait PrivacyStore {
+    /// The person key of `subject`.
+    fn get_person_key(&self, subject: &str) -> Result<Option<PersonKeyRecord>, StoreError>;
+    /// Up to `limit` person keys with subjects greater than `after`, by subject (for a
+    /// master-key rotation, which re-seals each with
+    /// [`reseal_person_key`](crate::privacy::reseal_person_key)).
+    fn list_person_keys(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PersonKeyRecord>, StoreError>;
+    /// Up to `limit` audit events whose subject, actor or target is one of `ids`, with
+    /// `seq` below `before_seq` when given, newest first.
+    fn audit_concerning(
+        &self,
+        ids: &[String],
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Every session of `user_id`, ended or not, newest first.
+    fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Up to `limit` ids of sessions that ended before `ended_before`: revoked or past
+    /// their absolute expiry before it, or last used before `used_before` (idle), by id.
+    fn ended_sessions(
+        &self,
+        ended_before: Timestamp,
+        used_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
 }
 
 /// A complete store: every entity trait, atomic batches, metadata and the change hook.
@@ -144,6 +209,8 @@ pub trait Store:
     + AuditStore
     + IdentityStore
     + crate::store::CapacityStore
+    + UsageStore
+    + PrivacyStore
     + Send
     + Sync
     + 'static

@@ -4,7 +4,8 @@
 pub mod open;
 pub mod serve;
 
-pub use open::{open_kms, open_kms_with, MasterKeyFile};
+pub(crate) use open::write_private_file;
+pub use open::{load_master_key, load_master_key_from, open_kms, open_kms_with, MasterKeyFile};
 pub use serve::serve;
 
 /// The service could not be opened or started; the message is for the operator.

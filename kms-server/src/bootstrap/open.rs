@@ -34,17 +34,8 @@ fn master_key(
     store: &dyn Store,
 ) -> Result<Option<MasterKey>, StartError> {
     let path = match &config.master_key {
-        MasterKeySource::Env(secret) => {
-            return MasterKey::from_base64(secret.expose())
-                .map(Some)
-                .map_err(|_| {
-                    StartError::new("KMS_MASTER_KEY is not the base64 encoding of 32 bytes")
-                });
-        }
-        MasterKeySource::Command(command) => {
-            return key_from_command(command.expose(), MASTER_KEY_COMMAND_TIMEOUT).map(Some);
-        }
         MasterKeySource::File(path) => path,
+        other => return load_master_key_from(other).map(Some),
     };
     match std::fs::read_to_string(path) {
         Ok(text) => MasterKey::from_base64(text.trim()).map(Some).map_err(|_| {
@@ -88,8 +79,40 @@ fn master_key(
     }
 }
 
+/// The master key of an existing deployment from its configured source, for commands that
+/// need the key itself (escrow shares, sealing configuration values): a key file must
+/// exist, nothing is created.
+pub fn load_master_key(config: &Config) -> Result<MasterKey, StartError> {
+    load_master_key_from(&config.master_key)
+}
+
+/// [`load_master_key`] from a source alone (before the rest of the settings resolve).
+pub fn load_master_key_from(source: &MasterKeySource) -> Result<MasterKey, StartError> {
+    match source {
+        MasterKeySource::Env(secret) => MasterKey::from_base64(secret.expose())
+            .map_err(|_| StartError::new("KMS_MASTER_KEY is not the base64 encoding of 32 bytes")),
+        MasterKeySource::Command(command) => {
+            key_from_command(command.expose(), MASTER_KEY_COMMAND_TIMEOUT)
+        }
+        MasterKeySource::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                StartError::new(format!(
+                    "cannot read the master key file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            MasterKey::from_base64(text.trim()).map_err(|_| {
+                StartError::new(format!(
+                    "the master key file {} does not hold a base64 key of 32 bytes",
+                    path.display()
+                ))
+            })
+        }
+    }
+}
+
 /// Writes a new file readable by its owner only; fails if it exists.
-fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -269,6 +292,8 @@ pub fn open_kms_with(
     if config.insecure_fast_hash {
         builder = builder.hash_params(kms_core::dangerous::insecure_hash_params());
     }
+    // Only a server counts usage: it flushes the counts; a command would lose them.
+    builder = builder.usage_counting(serve.is_some_and(|s| s.usage.counting));
     if let Some(serve) = serve {
         if let Some(counters) = shared_counters(config, serve)? {
             builder = builder.shared_counters(counters);

@@ -128,6 +128,15 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         key_rotation_interval: serve_config.key_rotation_interval,
         audit_retention: serve_config.audit_retention,
         expired_token_retention: serve_config.expired_token_retention,
+        session_retention: serve_config.session_retention,
+        usage_retention: serve_config.usage.retention,
+    };
+    let checkpoints = match &serve_config.audit_checkpoints {
+        Some(settings) => Some(
+            crate::ops::checkpoints::CheckpointWriter::open(settings.clone(), &kms)
+                .map_err(StartError::new)?,
+        ),
+        None => None,
     };
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(bound).map_err(|e| {
@@ -141,7 +150,15 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         }
         let watcher = crate::ops::counters::spawn(kms.clone());
         let capacity = crate::ops::capacity::spawn(kms.clone(), metrics.clone());
-        let upkeep = maintenance.spawn(kms);
+        let (stop_checkpoints, checkpoints_stopped) = tokio::sync::oneshot::channel::<()>();
+        let checkpointing = checkpoints.map(|writer| {
+            tokio::spawn(writer.run(kms.clone(), async move {
+                // A dropped sender stops the writer as well.
+                let _ = checkpoints_stopped.await;
+            }))
+        });
+        let usage_flush = crate::ops::usage::spawn(kms.clone(), serve_config.usage.flush_interval);
+        let upkeep = maintenance.spawn(kms.clone());
         eprintln!("listening on {local}");
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(address = %local, scheme, db = %config.db_shown(), "kms is serving");
@@ -164,6 +181,19 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         upkeep.abort();
         watcher.abort();
         capacity.abort();
+        // What was counted since the last flush goes in before the process ends.
+        usage_flush.abort();
+        crate::ops::usage::flush_at_shutdown(kms).await;
+        // The last checkpoint covers the events of the final requests.
+        let _ = stop_checkpoints.send(());
+        if let Some(writer) = checkpointing {
+            if tokio::time::timeout(DECISION_LOG_FLUSH, writer)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the last audit checkpoint was not written in time");
+            }
+        }
         if !crate::ops::decision_log::flush(DECISION_LOG_FLUSH) {
             tracing::warn!("decision records queued at shutdown may not all be in the file");
         }

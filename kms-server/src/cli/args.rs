@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cli::exit;
 use crate::config::settings::{
-    CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH, DECISION_LOG, DECISION_LOG_FILE,
-    DECISION_LOG_SAMPLE, DECISION_LOG_VALUES, OTLP_ENDPOINT, TRACE_SAMPLE_RATIO,
+    AUDIT_CHECKPOINT_EVERY, AUDIT_CHECKPOINT_FILE, CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH,
+    DECISION_LOG, DECISION_LOG_FILE, DECISION_LOG_SAMPLE, DECISION_LOG_VALUES, OTLP_ENDPOINT,
+    TRACE_SAMPLE_RATIO,
 };
 use crate::config::settings::{
     REPORT_MAX_MASTER_KEY_AGE, REPORT_MAX_SIGNING_KEY_AGE, REPORT_MAX_TOKEN_AGE,
@@ -28,6 +29,7 @@ use crate::config::settings::{
     SESSION_IDLE_TIMEOUT, SESSION_TTL, SHUTDOWN_TIMEOUT, SSO_REVALIDATE, TLS_CERT, TLS_KEY,
     TRUSTED_PROXIES,
 };
+use crate::config::settings::{USAGE_COUNTING, USAGE_FLUSH_INTERVAL, USAGE_RETENTION};
 
 /// `kms`: API keys and authorization, as a server and an operator tool.
 #[derive(Debug, Parser)]
@@ -150,6 +152,16 @@ pub enum Command {
     /// Capacity statistics: objects stored, database size and growth per day; prints the
     /// JSON of `GET /v1/stats`.
     Stats,
+    /// Custody of the master key: rotation, and escrow in shares (Shamir).
+    #[command(subcommand)]
+    MasterKey(crate::cli::custody::MasterKeyCommand),
+    /// Configuration helpers: sealing secret settings under the master key.
+    #[command(subcommand)]
+    Config(crate::cli::custody::ConfigCommand),
+    /// Usage reports of applications and tokens (verifications by hour or day and outcome
+    /// code, totals, trend, cost), as the HTTP API gives them.
+    #[command(subcommand)]
+    Usage(crate::cli::usage::UsageCommand),
 }
 
 /// `kms report ...`.
@@ -247,7 +259,13 @@ pub enum AuditCommand {
     /// Check the whole hash chain of the audit log; exits with
     /// [`exit::AUDIT_CHAIN_BROKEN`] when it is broken.
     #[command(about = exit::audit_verify_about())]
-    Verify,
+    Verify {
+        /// Also check the chain against the signed checkpoints in FILE (written by
+        /// `kms serve --audit-checkpoint-file`): detects deleted newest events, which the
+        /// chain alone cannot.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<std::path::PathBuf>,
+    },
 }
 
 /// Settings of `kms serve`.
@@ -322,6 +340,12 @@ pub struct ServeArgs {
     /// The decision log file (setting `decision_log_file`; see [`crate::config`]).
     #[arg(long = DECISION_LOG_FILE.long(), help = DECISION_LOG_FILE.help_text(), value_name = "PATH")]
     pub decision_log_file: Option<String>,
+    /// The audit checkpoint file (setting `audit_checkpoint_file`; see [`crate::config`]).
+    #[arg(long = AUDIT_CHECKPOINT_FILE.long(), help = AUDIT_CHECKPOINT_FILE.help_text(), value_name = "PATH")]
+    pub audit_checkpoint_file: Option<String>,
+    /// The audit checkpoint interval (setting `audit_checkpoint_every`; see [`crate::config`]).
+    #[arg(long = AUDIT_CHECKPOINT_EVERY.long(), help = AUDIT_CHECKPOINT_EVERY.help_text(), value_name = "EVENTS")]
+    pub audit_checkpoint_every: Option<String>,
     /// The condition length limit (setting `condition_max_length`; see [`crate::config`]).
     #[arg(long = CONDITION_MAX_LENGTH.long(), help = CONDITION_MAX_LENGTH.help_text(), value_name = "BYTES")]
     pub condition_max_length: Option<String>,
@@ -340,6 +364,9 @@ pub struct ServeArgs {
     /// The SSO revalidation interval (setting `sso_revalidate`; see [`crate::config`]).
     #[arg(long = SSO_REVALIDATE.long(), help = SSO_REVALIDATE.help_text(), value_name = "DURATION")]
     pub sso_revalidate: Option<String>,
+    /// The session retention (setting `session_retention`; see [`crate::config`]).
+    #[arg(long = crate::config::settings::SESSION_RETENTION.long(), help = crate::config::settings::SESSION_RETENTION.help_text(), value_name = "DURATION")]
+    pub session_retention: Option<String>,
     /// The trace sample ratio (setting `trace_sample_ratio`; see [`crate::config`]).
     #[arg(long = TRACE_SAMPLE_RATIO.long(), help = TRACE_SAMPLE_RATIO.help_text(), value_name = "RATIO")]
     pub trace_sample_ratio: Option<String>,
@@ -373,6 +400,15 @@ pub struct ServeArgs {
     /// The alert webhook secret (setting `alert_webhook_secret`; see [`crate::config`]).
     #[arg(long = ALERT_WEBHOOK_SECRET.long(), help = ALERT_WEBHOOK_SECRET.help_text(), value_name = "SECRET")]
     pub alert_webhook_secret: Option<String>,
+    /// The usage counting switch (setting `usage_counting`; see [`crate::config`]).
+    #[arg(long = USAGE_COUNTING.long(), help = USAGE_COUNTING.help_text(), value_name = "BOOL")]
+    pub usage_counting: Option<String>,
+    /// The usage flush interval (setting `usage_flush_interval`; see [`crate::config`]).
+    #[arg(long = USAGE_FLUSH_INTERVAL.long(), help = USAGE_FLUSH_INTERVAL.help_text(), value_name = "DURATION")]
+    pub usage_flush_interval: Option<String>,
+    /// The usage retention (setting `usage_retention`; see [`crate::config`]).
+    #[arg(long = USAGE_RETENTION.long(), help = USAGE_RETENTION.help_text(), value_name = "DURATION")]
+    pub usage_retention: Option<String>,
 }
 
 /// Settings of access tokens (`kms serve`, `kms keys rotate`).
@@ -533,10 +569,14 @@ pub enum TokenCommand {
         #[arg(long)]
         grace_seconds: Option<i64>,
     },
-    /// Delete a token.
+    /// Delete a token; with `--erase`, also clear the metadata copied into the tokens it
+    /// was rotated from.
     Delete {
         /// Token id (tok_...).
         id: String,
+        /// Erase its metadata everywhere (as `DELETE /v1/tokens/{id}?erase=true`).
+        #[arg(long)]
+        erase: bool,
     },
     /// Create up to 1,000 tokens at once, all or nothing, from a JSON list of token bodies
     /// (as `POST /v1/apps/{app_id}/tokens` takes them) or a CSV file with a header
@@ -705,12 +745,21 @@ impl Cli {
             put(DECISION_LOG_SAMPLE, &s.decision_log_sample);
             put(DECISION_LOG_VALUES, &s.decision_log_values);
             put(DECISION_LOG_FILE, &s.decision_log_file);
+            put(AUDIT_CHECKPOINT_FILE, &s.audit_checkpoint_file);
+            put(AUDIT_CHECKPOINT_EVERY, &s.audit_checkpoint_every);
             put(CONDITION_MAX_LENGTH, &s.condition_max_length);
             put(CONDITION_MAX_DEPTH, &s.condition_max_depth);
             put(PUBLIC_URL, &s.public_url);
             put(SESSION_TTL, &s.session_ttl);
             put(SESSION_IDLE_TIMEOUT, &s.session_idle_timeout);
             put(SSO_REVALIDATE, &s.sso_revalidate);
+            put(USAGE_COUNTING, &s.usage_counting);
+            put(USAGE_FLUSH_INTERVAL, &s.usage_flush_interval);
+            put(USAGE_RETENTION, &s.usage_retention);
+            put(
+                crate::config::settings::SESSION_RETENTION,
+                &s.session_retention,
+            );
             let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));
             put(DENY_NETWORKS, &list(&s.deny_network));
             put(TRUSTED_PROXIES, &list(&s.trusted_proxy));

@@ -67,11 +67,18 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn run_inner(cli: Cli) -> Result<ExitCode, CommandError> {
-    let sources = Sources::load(
+    let mut sources = Sources::load(
         cli.flag_settings(),
         |name| std::env::var(name).ok(),
         cli.global.config.as_deref(),
     )?;
+    // Sealed secret settings (`kms config seal`) are opened before anything reads them.
+    crate::config::sealed::unseal(&mut sources, |s| {
+        let source = crate::config::master_key_source(s)?;
+        crate::bootstrap::load_master_key_from(&source).map_err(|e| {
+            crate::config::ConfigError::new(format!("cannot open sealed settings: {e}"))
+        })
+    })?;
     // Before the rest of the settings, which on PostgreSQL demand a master key that a
     // refused copy does not need.
     if crate::config::resolve_db(&sources)?
@@ -153,6 +160,12 @@ fn run_command(
             crate::cli::people::session(&kms, cmd).map(|()| ExitCode::SUCCESS)
         }
         Command::Keys(cmd) => keys(&config, cmd).map(|()| ExitCode::SUCCESS),
+        Command::MasterKey(cmd) => {
+            crate::cli::custody::master_key(&config, cmd).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Config(cmd) => {
+            crate::cli::custody::config(&config, cmd).map(|()| ExitCode::SUCCESS)
+        }
         Command::Backup(args) => maintenance::backup(&config, &args).map(|()| ExitCode::SUCCESS),
         Command::Restore(args) => maintenance::restore(&config, &args).map(|()| ExitCode::SUCCESS),
         Command::Db(DbCommand::Check) => maintenance::db_check(&config),
@@ -165,7 +178,25 @@ fn run_command(
             let kms = open_existing(&config)?;
             crate::cli::reports::stats(&kms).map(|()| ExitCode::SUCCESS)
         }
-        Command::Audit(AuditCommand::Verify) => {
+        Command::Audit(AuditCommand::Verify {
+            checkpoint: Some(file),
+        }) => {
+            let kms = open_existing(&config)?;
+            let checkpoints =
+                crate::ops::checkpoints::read_checkpoints(&file).map_err(CommandError::new)?;
+            let verdict = kms.verify_audit_checkpoints(&kms.operator(), &checkpoints)?;
+            print_json(&verdict)?;
+            Ok(if verdict.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(exit::AUDIT_CHAIN_BROKEN)
+            })
+        }
+        Command::Usage(cmd) => {
+            let kms = open_existing(&config)?;
+            crate::cli::usage::usage(&kms, cmd).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Verify { checkpoint: None }) => {
             let kms = open_existing(&config)?;
             let verdict = kms.verify_audit(&kms.operator())?;
             print_json(&verdict)?;
@@ -506,9 +537,13 @@ fn token(kms: &Kms, cmd: TokenCommand) -> Result<(), CommandError> {
         TokenCommand::Rotate { id, grace_seconds } => {
             print_json(&kms.rotate_token(&op, &id, RotateToken { grace_seconds })?)
         }
-        TokenCommand::Delete { id } => {
+        TokenCommand::Delete { id, erase: false } => {
             kms.delete_token(&op, &id)?;
             print_json(&json!({"deleted": true, "id": id}))
+        }
+        TokenCommand::Delete { id, erase: true } => {
+            kms.erase_token(&op, &id)?;
+            print_json(&json!({"deleted": true, "erased": true, "id": id}))
         }
         TokenCommand::CreateMany { app, file } => {
             let progress = Progress::on_terminal();

@@ -4,11 +4,13 @@
 
 pub mod args;
 pub mod commands;
+pub mod custody;
 pub mod exit;
 mod maintenance;
 pub mod people;
 mod progress;
 mod reports;
+pub mod usage;
 
 pub use args::Cli;
 pub use commands::run;

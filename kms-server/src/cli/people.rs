@@ -94,10 +94,24 @@ pub enum UserCommand {
         #[arg(long = "role")]
         roles: Option<Vec<String>>,
     },
-    /// Delete a user with their sessions.
+    /// Delete a user with their sessions; with `--erase`, also destroy their person key,
+    /// so the personal fields of their audit events (addresses, user agents, email) cannot
+    /// be read again while the chain stays intact.
     Delete {
         /// User id.
         id: String,
+        /// Erase the person's data (as `DELETE /v1/users/{id}?erase=true`).
+        #[arg(long)]
+        erase: bool,
+    },
+    /// Print everything kms holds about a user (as `GET /v1/users/{id}/export`): profile,
+    /// identities, sessions, roles, grants, and a page of their audit events.
+    Export {
+        /// User id.
+        id: String,
+        /// Paging of the audit events (default 100 a page).
+        #[command(flatten)]
+        page: PageArgs,
     },
 }
 
@@ -158,6 +172,19 @@ fn open_with_sso(config: &Config, public_url: &str) -> Result<Kms, CommandError>
     )?)
 }
 
+/// Opens a `client_secret` given sealed (`kms config seal --setting idp_client_secret`), so
+/// the JSON file of a connection need not hold it in plaintext.
+fn unseal_client_secret(config: &Config, secret: &mut Option<String>) -> Result<(), CommandError> {
+    use crate::config::sealed;
+    if let Some(value) = secret.as_deref().filter(|v| sealed::is_sealed(v)) {
+        let key = crate::bootstrap::load_master_key(config)?;
+        let plain = sealed::open(&key, sealed::IDP_CLIENT_SECRET, value)
+            .map_err(|problem| CommandError::new(format!("client_secret: {problem}")))?;
+        *secret = Some(plain);
+    }
+    Ok(())
+}
+
 /// Runs `kms idp ...`.
 pub(crate) fn idp(config: &Config, cmd: IdpCommand) -> Result<(), CommandError> {
     match cmd {
@@ -166,7 +193,8 @@ pub(crate) fn idp(config: &Config, cmd: IdpCommand) -> Result<(), CommandError> 
             public_url,
             file,
         } => {
-            let req: NewIdp = read_json(&file)?;
+            let mut req: NewIdp = read_json(&file)?;
+            unseal_client_secret(config, &mut req.client_secret)?;
             let kms = open_with_sso(config, &public_url)?;
             print_json(&kms.create_idp(&kms.operator(), &app, req)?)
         }
@@ -184,7 +212,8 @@ pub(crate) fn idp(config: &Config, cmd: IdpCommand) -> Result<(), CommandError> 
             public_url,
             file,
         } => {
-            let req: IdpUpdate = read_json(&file)?;
+            let mut req: IdpUpdate = read_json(&file)?;
+            unseal_client_secret(config, &mut req.client_secret)?;
             let kms = open_with_sso(config, &public_url)?;
             print_json(&kms.update_idp(&kms.operator(), &id, req)?)
         }
@@ -211,10 +240,15 @@ pub(crate) fn user(kms: &Kms, cmd: UserCommand) -> Result<(), CommandError> {
                 grants: None,
             },
         )?),
-        UserCommand::Delete { id } => {
+        UserCommand::Delete { id, erase: false } => {
             kms.delete_user(&op, &id)?;
             print_json(&json!({"deleted": true, "id": id}))
         }
+        UserCommand::Delete { id, erase: true } => {
+            kms.erase_user(&op, &id)?;
+            print_json(&json!({"deleted": true, "erased": true, "id": id}))
+        }
+        UserCommand::Export { id, page: p } => print_json(&kms.export_user(&op, &id, page(p))?),
     }
 }
 

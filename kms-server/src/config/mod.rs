@@ -65,6 +65,7 @@
 
 mod parse;
 mod report;
+pub mod sealed;
 mod serve;
 pub(crate) mod settings;
 mod sources;
@@ -77,7 +78,9 @@ use self::parse::{
     parse_log_level, parse_path, parse_positive_u32, parse_u32, parse_u64, parse_whole_seconds,
 };
 pub use self::report::resolve_report;
-pub use self::serve::{AlertSettings, RateLimitSettings, RedisSettings, ServeConfig, TlsFiles};
+pub use self::serve::{
+    AlertSettings, RateLimitSettings, RedisSettings, ServeConfig, TlsFiles, UsageSettings,
+};
 pub use self::settings::CONFIG_ENV;
 use self::settings::{
     ACCESS_TOKEN_TTL, CACHE_CAPACITY, CACHE_TTL, DB, DB_CONNECT_TIMEOUT, DB_POOL_SIZE,
@@ -91,6 +94,26 @@ pub use self::sources::Sources;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        ConfigError(message.into())
+    }
+}
+
+/// Where the master key comes from, as far as `sources` say, before sealed values are
+/// opened: a sealed `db` counts as a PostgreSQL URL (the only kind worth sealing), so its
+/// key source must be explicit.
+pub fn master_key_source(sources: &Sources) -> Result<MasterKeySource, ConfigError> {
+    let db = match sources.raw(DB) {
+        Some((v, _)) if v.trim().starts_with(sealed::SEALED_PREFIX) => {
+            PathBuf::from("postgres://sealed")
+        }
+        _ => resolve_db(sources)?,
+    };
+    resolve_master_key(sources, &db)
+}
 
 /// How log lines are written (to stderr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -16,10 +16,11 @@ use super::settings::{
     REDIS_TIMEOUT, REQUEST_TIMEOUT, SHUTDOWN_TIMEOUT, TLS_CERT, TLS_KEY, TRUSTED_PROXIES,
 };
 use super::settings::{
-    CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH, DECISION_LOG, DECISION_LOG_FILE,
-    DECISION_LOG_SAMPLE, DECISION_LOG_VALUES, OTLP_ENDPOINT, PUBLIC_URL, SESSION_IDLE_TIMEOUT,
-    SESSION_TTL, SSO_REVALIDATE, TRACE_SAMPLE_RATIO,
+    AUDIT_CHECKPOINT_EVERY, AUDIT_CHECKPOINT_FILE, CONDITION_MAX_DEPTH, CONDITION_MAX_LENGTH,
+    DECISION_LOG, DECISION_LOG_FILE, DECISION_LOG_SAMPLE, DECISION_LOG_VALUES, OTLP_ENDPOINT,
+    PUBLIC_URL, SESSION_IDLE_TIMEOUT, SESSION_TTL, SSO_REVALIDATE, TRACE_SAMPLE_RATIO,
 };
+use super::settings::{USAGE_COUNTING, USAGE_FLUSH_INTERVAL, USAGE_RETENTION};
 use super::{ConfigError, Secret, Sources};
 use crate::http::connections::ConnectionLimits;
 use crate::http::server;
@@ -110,6 +111,47 @@ pub struct ServeConfig {
     pub sessions: kms_core::SessionSettings,
     /// The thresholds of `GET /v1/reports/compliance`.
     pub compliance: kms_core::ComplianceSettings,
+    /// Delete sessions that ended longer ago than this; `None`: keep them.
+    pub session_retention: Option<Duration>,
+    /// Signed checkpoints of the audit chain's head; `None`: none written.
+    pub audit_checkpoints: Option<crate::ops::checkpoints::CheckpointSettings>,
+    /// Usage counting: on or off, how often it is flushed, how long buckets are kept.
+    pub usage: UsageSettings,
+}
+
+/// Usage counting (ADR 0015).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageSettings {
+    /// Whether verifications are counted.
+    pub counting: bool,
+    /// How often the counts are added to the database.
+    pub flush_interval: Duration,
+    /// Delete buckets of hours older than this; `None`: keep them.
+    pub retention: Option<Duration>,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        UsageSettings {
+            counting: true,
+            flush_interval: Duration::from_secs(10),
+            retention: Some(Duration::from_secs(400 * 86_400)),
+        }
+    }
+}
+
+fn resolve_usage(sources: &Sources) -> Result<UsageSettings, ConfigError> {
+    let d = UsageSettings::default();
+    Ok(UsageSettings {
+        counting: sources.get(USAGE_COUNTING, super::parse::parse_bool, d.counting)?,
+        flush_interval: sources.get(USAGE_FLUSH_INTERVAL, parse_duration, d.flush_interval)?,
+        retention: Some(sources.get(
+            USAGE_RETENTION,
+            parse_whole_seconds_or_zero,
+            d.retention.unwrap_or(Duration::ZERO),
+        )?)
+        .filter(|r| !r.is_zero()),
+    })
 }
 
 /// Where and how to reach Redis.
@@ -146,6 +188,9 @@ impl Default for ServeConfig {
             public_url: None,
             sessions: kms_core::SessionSettings::default(),
             compliance: kms_core::ComplianceSettings::default(),
+            session_retention: None,
+            audit_checkpoints: None,
+            usage: UsageSettings::default(),
         }
     }
 }
@@ -182,6 +227,9 @@ impl ServeConfig {
             public_url: sources.get(PUBLIC_URL, parse_public_url, None)?,
             sessions: resolve_sessions(sources)?,
             compliance: super::resolve_report(sources)?,
+            session_retention: optional_interval(sources, super::settings::SESSION_RETENTION)?,
+            audit_checkpoints: resolve_checkpoints(sources)?,
+            usage: resolve_usage(sources)?,
         })
     }
 }
@@ -277,6 +325,23 @@ fn resolve_decision_log(
         with_values: sources.get(DECISION_LOG_VALUES, super::parse::parse_bool, false)?,
         file,
     }))
+}
+
+/// Audit checkpoints: on with `audit_checkpoint_file` (`audit_checkpoint_every` alone
+/// changes nothing).
+fn resolve_checkpoints(
+    sources: &Sources,
+) -> Result<Option<crate::ops::checkpoints::CheckpointSettings>, ConfigError> {
+    let file = sources.get(AUDIT_CHECKPOINT_FILE, |v| parse_path(v).map(Some), None)?;
+    let every = sources.get(
+        AUDIT_CHECKPOINT_EVERY,
+        |v| match parse_count(v)? {
+            0 => Err("expected a positive number of events".to_owned()),
+            n => Ok(n as u64),
+        },
+        100,
+    )?;
+    Ok(file.map(|file| crate::ops::checkpoints::CheckpointSettings { file, every }))
 }
 
 fn resolve_condition_limits(sources: &Sources) -> Result<kms_core::ConditionLimits, ConfigError> {

@@ -453,6 +453,16 @@ pub(crate) const EXPIRED_TOKEN_RETENTION: Setting = Setting {
     help: "Delete tokens that expired longer ago than this, e.g. 30d; 0 keeps them",
 };
 
+pub(crate) const SESSION_RETENTION: Setting = Setting {
+    key: "session_retention",
+    flag: Some("session-retention"),
+    env: "KMS_SESSION_RETENTION",
+    in_file: true,
+    default: Shown::Value("0"),
+    what: "session retention",
+    help: "Delete sessions that ended (revoked, expired or idle) longer ago than this, e.g. 30d, with their addresses and user agents; 0 keeps them",
+};
+
 pub(crate) const ALERT_WEBHOOK: Setting = Setting {
     key: "alert_webhook",
     flag: Some("alert-webhook"),
@@ -713,8 +723,58 @@ pub(crate) const REPORT_THRESHOLDS: Setting = Setting {
     help: "Compliance report: how many items each finding may count and still pass, as FINDING=N pairs separated by commas (e.g. `admin_tokens=2,tokens_without_expiry=5`); a finding not named allows none",
 };
 
+pub(crate) const AUDIT_CHECKPOINT_FILE: Setting = Setting {
+    key: "audit_checkpoint_file",
+    flag: Some("audit-checkpoint-file"),
+    env: "KMS_AUDIT_CHECKPOINT_FILE",
+    in_file: true,
+    default: Shown::Unset("none (no checkpoints)"),
+    what: "audit checkpoint file",
+    help: "Append a signed checkpoint of the audit chain's head (seq, hash, time; an EdDSA JWS under the active signing key) to this file, one JSON object a line (created with mode 0600), so that `kms audit verify --checkpoint FILE` detects deleted newest events. Keep it off the database's disk (another host, append-only storage)",
+};
+
+pub(crate) const AUDIT_CHECKPOINT_EVERY: Setting = Setting {
+    key: "audit_checkpoint_every",
+    flag: Some("audit-checkpoint-every"),
+    env: "KMS_AUDIT_CHECKPOINT_EVERY",
+    in_file: true,
+    default: Shown::Value("100"),
+    what: "audit checkpoint interval",
+    help: "With audit_checkpoint_file: write a checkpoint once the chain has grown by this many events since the last one (checked every second, and at shutdown)",
+};
+
+pub(crate) const USAGE_COUNTING: Setting = Setting {
+    key: "usage_counting",
+    flag: Some("usage-counting"),
+    env: "KMS_USAGE_COUNTING",
+    in_file: true,
+    default: Shown::Value("true"),
+    what: "usage counting switch",
+    help: "Count every verification per token and application by outcome code, in hourly buckets for the usage reports, and keep tokens' last_used_at; false counts nothing",
+};
+
+pub(crate) const USAGE_FLUSH_INTERVAL: Setting = Setting {
+    key: "usage_flush_interval",
+    flag: Some("usage-flush-interval"),
+    env: "KMS_USAGE_FLUSH_INTERVAL",
+    in_file: true,
+    default: Shown::Value("10s"),
+    what: "usage flush interval",
+    help: "How often the verifications counted in memory are added to the database (and once more at shutdown); a crash loses at most this much counting",
+};
+
+pub(crate) const USAGE_RETENTION: Setting = Setting {
+    key: "usage_retention",
+    flag: Some("usage-retention"),
+    env: "KMS_USAGE_RETENTION",
+    in_file: true,
+    default: Shown::Value("400d"),
+    what: "usage retention",
+    help: "Delete usage buckets of hours older than this, e.g. 400d (audited as retention.sweep); 0 keeps them",
+};
+
 /// Every setting, in the order they are documented.
-pub(crate) const ALL: [Setting; 60] = [
+pub(crate) const ALL: [Setting; 66] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -762,6 +822,8 @@ pub(crate) const ALL: [Setting; 60] = [
     DECISION_LOG_SAMPLE,
     DECISION_LOG_VALUES,
     DECISION_LOG_FILE,
+    AUDIT_CHECKPOINT_FILE,
+    AUDIT_CHECKPOINT_EVERY,
     CONDITION_MAX_LENGTH,
     CONDITION_MAX_DEPTH,
     PUBLIC_URL,
@@ -775,6 +837,10 @@ pub(crate) const ALL: [Setting; 60] = [
     REPORT_PERIOD,
     REPORT_MIN_AUDIT_RETENTION,
     REPORT_THRESHOLDS,
+    USAGE_COUNTING,
+    USAGE_FLUSH_INTERVAL,
+    USAGE_RETENTION,
+    SESSION_RETENTION,
 ];
 
 #[cfg(test)]

@@ -105,6 +105,28 @@ impl Sources {
         })
     }
 
+    /// Replaces the value of `setting` in the source it comes from (an opened sealed
+    /// value); a setting no source sets is left unset.
+    pub(super) fn replace_winner(&mut self, setting: Setting, value: String) {
+        if setting.flag.is_some() {
+            if let Some(v) = self.flags.get_mut(setting.key) {
+                *v = value;
+                return;
+            }
+        }
+        if let Some(v) = self.env.get_mut(setting.env) {
+            *v = value;
+            return;
+        }
+        if setting.in_file {
+            if let Some((_, values)) = self.file.as_mut() {
+                if let Some(v) = values.get_mut(setting.key) {
+                    *v = value;
+                }
+            }
+        }
+    }
+
     /// The value of `setting` parsed by `parse`, or `default` when no source sets it; a
     /// value that does not parse is an error naming the setting and its source.
     pub(super) fn get<T>(

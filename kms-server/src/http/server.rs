@@ -25,8 +25,8 @@ use crate::http::middleware::rate_limit;
 use crate::http::middleware::rate_limit::ClientRateLimit;
 use crate::http::middleware::signed_requests::SignatureLayer;
 use crate::http::routes::{
-    apps, audit, docs, health, keys, oauth, people, permissions, reports, roles, tokens, verify,
-    AppState,
+    apps, audit, docs, health, keys, oauth, people, permissions, reports, roles, tokens, ui, usage,
+    verify, AppState,
 };
 use crate::ops::metrics::Metrics;
 
@@ -90,6 +90,10 @@ pub fn router(kms: Kms, metrics: Arc<Metrics>, options: &HttpOptions) -> Router 
         .route("/v1/auth/token", post(oauth::token))
         .route("/v1/auth/introspect", post(oauth::introspect))
         .route("/v1/auth/revoke", post(oauth::revoke))
+        // The administration console: static files, a client of the routes below.
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{*path}", get(ui::file))
         .merge(management_routes(kms.clone(), &metrics, options))
         .merge(sso_routes(&metrics, options))
         // Verification is the services' hot path: authenticated, never rate limited per
@@ -184,6 +188,10 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
         )
         .route("/v1/users/{id}/sessions", get(people::list_user_sessions))
         .route(
+            "/v1/users/{id}/export",
+            get(crate::http::routes::privacy::export_user),
+        )
+        .route(
             "/v1/users/{id}/sessions/revoke",
             post(people::revoke_user_sessions),
         )
@@ -193,6 +201,8 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
             "/v1/reports/compliance",
             get(reports::compliance).layer(axum::Extension(Arc::new(options.compliance.clone()))),
         )
+        .route("/v1/apps/{app_id}/usage", get(usage::app_usage))
+        .route("/v1/tokens/{id}/usage", get(usage::token_usage))
         .route("/v1/me", get(people::me))
         .route("/v1/me/sessions", get(people::my_sessions))
         .route(

@@ -22,6 +22,10 @@ pub struct Maintenance {
     pub audit_retention: Option<Duration>,
     /// Delete tokens that expired longer ago than this; `None`: keep them.
     pub expired_token_retention: Option<Duration>,
+    /// Delete usage buckets of hours older than this; `None`: keep them.
+    pub usage_retention: Option<Duration>,
+    /// Delete sessions that ended longer ago than this; `None`: keep them.
+    pub session_retention: Option<Duration>,
 }
 
 impl Maintenance {
@@ -32,6 +36,8 @@ impl Maintenance {
             self.key_rotation_interval,
             self.audit_retention,
             self.expired_token_retention,
+            self.usage_retention,
+            self.session_retention,
         ]
         .into_iter()
         .flatten()
@@ -80,17 +86,33 @@ impl Maintenance {
                 }
             }
         }
-        if self.audit_retention.is_some() || self.expired_token_retention.is_some() {
+        if self.audit_retention.is_some()
+            || self.expired_token_retention.is_some()
+            || self.session_retention.is_some()
+        {
             let report = kms.apply_retention(
                 self.audit_retention.map(secs),
                 self.expired_token_retention.map(secs),
+                self.session_retention.map(secs),
             )?;
+            if report.ended_sessions_deleted > 0 {
+                tracing::info!(
+                    deleted = report.ended_sessions_deleted,
+                    "retention: deleted ended sessions"
+                );
+            }
             if report.audit_events_pruned > 0 {
                 tracing::info!(
                     pruned = report.audit_events_pruned,
                     anchor_seq = report.audit_anchor_seq,
                     "retention: deleted old audit events"
                 );
+            }
+        }
+        if let Some(age) = self.usage_retention {
+            let deleted = kms.apply_usage_retention(secs(age))?;
+            if deleted > 0 {
+                tracing::info!(deleted, "retention: deleted old usage buckets");
             }
         }
         Ok(())
@@ -119,7 +141,14 @@ mod tests {
             key_rotation_interval: Some(Duration::from_secs(40)),
             audit_retention: Some(Duration::from_secs(6)),
             expired_token_retention: None,
+            usage_retention: None,
+            session_retention: None,
         };
         assert_eq!(retention.period(), Duration::from_secs(3));
+        let sessions = Maintenance {
+            session_retention: Some(Duration::from_secs(4)),
+            ..Maintenance::default()
+        };
+        assert_eq!(sessions.period(), Duration::from_secs(2));
     }
 }

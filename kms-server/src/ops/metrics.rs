@@ -882,6 +882,78 @@ impl IdentityStore for MeteredStore {
     ) -> Result<Vec<SessionRecord>, StoreError> {
         self.timed("list_sessions", |s| s.list_sessions(user_id, now))
     }
+
+    fn sealed_identity_records(
+        &self,
+    ) -> Result<kms_core::store::SealedIdentityRecords, StoreError> {
+        self.timed("sealed_identity_records", |s| s.sealed_identity_records())
+    }
+}
+
+impl kms_core::store::UsageStore for MeteredStore {
+    fn add_usage(
+        &self,
+        counts: &[kms_core::store::UsageCount],
+        touches: &[kms_core::store::TokenTouch],
+    ) -> Result<(), StoreError> {
+        self.timed("add_usage", |s| s.add_usage(counts, touches))
+    }
+
+    fn usage(
+        &self,
+        subject: kms_core::store::UsageSubject<'_>,
+        from: kms_core::Timestamp,
+        to: kms_core::Timestamp,
+    ) -> Result<Vec<kms_core::store::UsageRow>, StoreError> {
+        self.timed("usage", |s| s.usage(subject, from, to))
+    }
+
+    fn usage_buckets_before(&self, before: kms_core::Timestamp) -> Result<u64, StoreError> {
+        self.timed("usage_buckets_before", |s| s.usage_buckets_before(before))
+    }
+}
+
+impl kms_core::store::PrivacyStore for MeteredStore {
+    fn get_person_key(
+        &self,
+        subject: &str,
+    ) -> Result<Option<kms_core::store::PersonKeyRecord>, StoreError> {
+        self.timed("get_person_key", |s| s.get_person_key(subject))
+    }
+
+    fn list_person_keys(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<kms_core::store::PersonKeyRecord>, StoreError> {
+        self.timed("list_person_keys", |s| s.list_person_keys(after, limit))
+    }
+
+    fn audit_concerning(
+        &self,
+        ids: &[String],
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.timed("audit_concerning", |s| {
+            s.audit_concerning(ids, before_seq, limit)
+        })
+    }
+
+    fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        self.timed("user_sessions", |s| s.user_sessions(user_id))
+    }
+
+    fn ended_sessions(
+        &self,
+        ended_before: kms_core::Timestamp,
+        used_before: kms_core::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.timed("ended_sessions", |s| {
+            s.ended_sessions(ended_before, used_before, limit)
+        })
+    }
 }
 
 impl kms_core::store::CapacityStore for MeteredStore {

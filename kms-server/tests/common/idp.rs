@@ -584,6 +584,18 @@ impl Browser {
         }
     }
 
+    /// A browser that sends `user_agent` as its `User-Agent`.
+    pub(crate) fn with_user_agent(user_agent: &str) -> Browser {
+        Browser {
+            agent: ureq::AgentBuilder::new()
+                .timeout(HTTP_TIMEOUT)
+                .redirects(0)
+                .user_agent(user_agent)
+                .build(),
+            jar: HashMap::new(),
+        }
+    }
+
     /// `GET url` with the jar's cookies; asserts that the server answered.
     pub(crate) fn get(&mut self, url: &str) -> Response {
         let r = self.try_get(url);

@@ -81,6 +81,34 @@ pub(crate) fn run(db: &Path, args: &[&str]) -> Output {
     }
 }
 
+/// Runs `kms ARGS --db DB` with extra environment and `input` on its stdin.
+pub(crate) fn run_input(db: &Path, args: &[&str], env: &[(&str, &str)], input: &str) -> Output {
+    use std::io::Write as _;
+    let mut cmd = kms();
+    cmd.args(args)
+        .arg("--db")
+        .arg(db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run kms");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait for kms");
+    Output {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// `kms init`: returns (root token, token id).
 pub(crate) fn init(db: &Path) -> (String, String) {
     let out = run(db, &["init"]);

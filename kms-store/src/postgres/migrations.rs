@@ -308,6 +308,7 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 9,
         name: "usage counting: last use of tokens and hourly usage buckets",
         up: r#"
+            ALTER TABLE apps ADD COLUMN usage_price TEXT;
             ALTER TABLE tokens ADD COLUMN last_used_at BIGINT;
             CREATE TABLE usage_buckets (
                 app_id       TEXT COLLATE "C" NOT NULL,
@@ -325,6 +326,35 @@ pub const MIGRATIONS: &[Migration] = &[
             DROP INDEX usage_buckets_by_token;
             DROP TABLE usage_buckets;
             ALTER TABLE tokens DROP COLUMN last_used_at;
+            ALTER TABLE apps DROP COLUMN usage_price;
+        ",
+    },
+    Migration {
+        version: 10,
+        name: "person keys and the data subject of audit events",
+        up: r#"
+            CREATE TABLE person_keys (
+                subject    TEXT COLLATE "C" PRIMARY KEY,
+                stored_key TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            );
+            ALTER TABLE audit_events ADD COLUMN subject TEXT;
+            ALTER TABLE audit_events ADD COLUMN sealed_personal TEXT;
+            CREATE INDEX audit_events_by_subject ON audit_events (subject, seq);
+            CREATE INDEX audit_events_by_target ON audit_events (target, seq);
+            CREATE INDEX sessions_by_revoked_at ON sessions (revoked_at);
+            CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+            CREATE INDEX sessions_by_last_use ON sessions (last_used_at);
+        "#,
+        down: "
+            DROP INDEX sessions_by_last_use;
+            DROP INDEX sessions_by_expiry;
+            DROP INDEX sessions_by_revoked_at;
+            DROP INDEX audit_events_by_target;
+            DROP INDEX audit_events_by_subject;
+            ALTER TABLE audit_events DROP COLUMN sealed_personal;
+            ALTER TABLE audit_events DROP COLUMN subject;
+            DROP TABLE person_keys;
         ",
     },
 ];

@@ -10,8 +10,10 @@ mod counters;
 mod error;
 pub mod migrations;
 mod notify;
+mod privacy;
 mod rows;
 mod tx;
+mod usage;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -21,8 +23,8 @@ use ::postgres::{Config, NoTls, Row};
 use kms_core::store::{
     apply_batch, AppStore, AuditQuery, AuditStore, ChangeListener, GrantStore, IdentityStore,
     IdpRecord, KeyStore, LoginAttempt, Mutation, Policy, PolicyStore, RefreshRecord, Revocation,
-    SessionRecord, SigningKeyRecord, Store, StoreError, TokenRecord, TokenStore, UseOutcome,
-    UserRecord, MAX_COUNTER,
+    SealedIdentityRecords, SessionRecord, SigningKeyRecord, Store, StoreError, TokenRecord,
+    TokenStore, UseOutcome, UserRecord, MAX_COUNTER,
 };
 use kms_core::{Application, AuditEvent, RoleName, Scope, Timestamp};
 use r2d2::{Pool, PooledConnection};
@@ -648,6 +650,29 @@ impl IdentityStore for PostgresStore {
             columns::session,
         )
     }
+
+    fn sealed_identity_records(&self) -> Result<SealedIdentityRecords, StoreError> {
+        Ok(SealedIdentityRecords {
+            login_attempts: self.query(
+                concat!(
+                    "SELECT ",
+                    login_attempt_columns!(),
+                    " FROM login_attempts WHERE sealed_pkce_verifier IS NOT NULL ORDER BY id"
+                ),
+                &[],
+                columns::login_attempt,
+            )?,
+            sessions: self.query(
+                concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM sessions WHERE sealed_upstream_refresh IS NOT NULL ORDER BY id"
+                ),
+                &[],
+                columns::session,
+            )?,
+        })
+    }
 }
 
 impl kms_core::store::CapacityStore for PostgresStore {
@@ -727,6 +752,12 @@ impl Store for PostgresStore {
                 .map_err(db_error)?;
             }
             tx.commit().map_err(db_error)?;
+            if batch.iter().any(Mutation::erases) {
+                // Committed: a failed vacuum is reported to the log, not as a failed batch.
+                if let Err(e) = privacy::scrub(&mut conn) {
+                    tracing::warn!(error = %e, "vacuuming after an erasure");
+                }
+            }
         }
         self.listeners.notify(batch);
         Ok(())

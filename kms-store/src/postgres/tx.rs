@@ -66,16 +66,21 @@ impl Transaction for PgTx<'_, '_> {
 
     fn put_app(&mut self, app: &Application) -> Result<(), StoreError> {
         let ip_allow = to_json(&app.security.ip_allow, "application allow-list")?;
+        let usage_price = app
+            .usage_price
+            .as_ref()
+            .map(|p| to_json(p, "application usage price"))
+            .transpose()?;
         self.execute(
             concat!(
                 "INSERT INTO apps (",
                 app_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
                  token_prefix = excluded.token_prefix, status = excluded.status, \
                  created_at = excluded.created_at, ip_allow = excluded.ip_allow, \
                  require_signed_requests = excluded.require_signed_requests, \
-                 signing_secret = excluded.signing_secret"
+                 signing_secret = excluded.signing_secret, usage_price = excluded.usage_price"
             ),
             &[
                 &app.id,
@@ -86,6 +91,7 @@ impl Transaction for PgTx<'_, '_> {
                 &ip_allow,
                 &app.security.require_signed_requests,
                 &app.security.signing_secret,
+                &usage_price,
             ],
         )
     }
@@ -369,7 +375,7 @@ impl Transaction for PgTx<'_, '_> {
             concat!(
                 "INSERT INTO audit_events (",
                 audit_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
             ),
             &[
                 &sql_int(e.seq),
@@ -384,6 +390,8 @@ impl Transaction for PgTx<'_, '_> {
                 &details,
                 &e.prev_hash,
                 &e.hash,
+                &e.subject,
+                &e.sealed_personal,
             ],
         )
     }
@@ -611,5 +619,31 @@ impl Transaction for PgTx<'_, '_> {
             "INSERT INTO sso_replay (id, expires_at) VALUES ($1, $2)",
             &[&id, &expires_at.unix()],
         )
+    }
+
+    fn purge_usage(&mut self, before: Timestamp) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM usage_buckets WHERE bucket_start < $1",
+            &[&before.unix()],
+        )
+    }
+    fn person_key_exists(&mut self, subject: &str) -> Result<bool, StoreError> {
+        self.exists("SELECT 1 FROM person_keys WHERE subject = $1", &[&subject])
+    }
+
+    fn put_person_key(&mut self, k: &kms_core::store::PersonKeyRecord) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO person_keys (subject, stored_key, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (subject) DO UPDATE SET stored_key = excluded.stored_key",
+            &[&k.subject, &k.stored_key, &k.created_at.unix()],
+        )
+    }
+
+    fn delete_person_key(&mut self, subject: &str) -> Result<(), StoreError> {
+        self.execute("DELETE FROM person_keys WHERE subject = $1", &[&subject])
+    }
+
+    fn delete_session(&mut self, id: &str) -> Result<(), StoreError> {
+        self.execute("DELETE FROM sessions WHERE id = $1", &[&id])
     }
 }

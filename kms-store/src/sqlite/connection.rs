@@ -46,6 +46,10 @@ fn configure(conn: &Connection, wal: bool) -> Result<(), StoreError> {
         .map_err(db_error)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(db_error)?;
+    // Deleted rows are overwritten with zeros, not left in free space: an erased person's
+    // data must not stay readable in the file (see `privacy::scrub` for the log).
+    conn.pragma_update(None, "secure_delete", "ON")
+        .map_err(db_error)?;
     Ok(())
 }
 

@@ -2,15 +2,17 @@
 
 pub(crate) mod connection;
 pub(crate) mod error;
+mod privacy;
 mod rows;
 mod tx;
+mod usage;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 
 use kms_core::store::{
     AppStore, AuditStore, ChangeListener, GrantStore, IdentityStore, KeyStore, Mutation,
-    PolicyStore, Store, TokenStore, UseOutcome,
+    PolicyStore, SealedIdentityRecords, Store, TokenStore, UseOutcome,
 };
 use kms_core::store::{
     AuditQuery, IdpRecord, LoginAttempt, Policy, RefreshRecord, Revocation, SessionRecord,
@@ -496,6 +498,29 @@ impl IdentityStore for SqliteStore {
             rows::session_from_row,
         )
     }
+
+    fn sealed_identity_records(&self) -> Result<SealedIdentityRecords, StoreError> {
+        Ok(SealedIdentityRecords {
+            login_attempts: self.query(
+                concat!(
+                    "SELECT ",
+                    login_attempt_columns!(),
+                    " FROM login_attempts WHERE sealed_pkce_verifier IS NOT NULL ORDER BY id"
+                ),
+                [],
+                rows::login_attempt_from_row,
+            )?,
+            sessions: self.query(
+                concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM sessions WHERE sealed_upstream_refresh IS NOT NULL ORDER BY id"
+                ),
+                [],
+                rows::session_from_row,
+            )?,
+        })
+    }
 }
 
 impl kms_core::store::CapacityStore for SqliteStore {
@@ -580,6 +605,12 @@ impl Store for SqliteStore {
             // On error the transaction is dropped, which rolls it back.
             apply_batch(&mut tx::SqliteTx(&tx), batch)?;
             tx.commit().map_err(db_error)?;
+            if batch.iter().any(Mutation::erases) {
+                // Committed: a failed scrub is reported to the log, not as a failed batch.
+                if let Err(e) = privacy::scrub(&conn) {
+                    tracing::warn!(error = %e, "scrubbing after an erasure");
+                }
+            }
         }
         self.listeners.notify(batch);
         Ok(())

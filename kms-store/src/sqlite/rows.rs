@@ -88,3 +88,9 @@ pub(crate) fn login_attempt_from_row(row: &Row<'_>) -> Result<LoginAttempt, Stor
 pub(crate) fn session_from_row(row: &Row<'_>) -> Result<SessionRecord, StoreError> {
     columns::session(row)
 }
+
+pub(crate) fn person_key_from_row(
+    row: &Row<'_>,
+) -> Result<kms_core::store::PersonKeyRecord, StoreError> {
+    columns::person_key(row)
+}

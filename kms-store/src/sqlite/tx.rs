@@ -79,12 +79,12 @@ impl Transaction for SqliteTx<'_> {
             concat!(
                 "INSERT INTO apps (",
                 app_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
              token_prefix = excluded.token_prefix, status = excluded.status, \
              created_at = excluded.created_at, ip_allow = excluded.ip_allow, \
              require_signed_requests = excluded.require_signed_requests, \
-             signing_secret = excluded.signing_secret"
+             signing_secret = excluded.signing_secret, usage_price = excluded.usage_price"
             ),
             params![
                 app.id,
@@ -95,6 +95,10 @@ impl Transaction for SqliteTx<'_> {
                 to_json(&app.security.ip_allow, "application allow-list")?,
                 i64::from(app.security.require_signed_requests),
                 app.security.signing_secret,
+                app.usage_price
+                    .as_ref()
+                    .map(|p| to_json(p, "application usage price"))
+                    .transpose()?,
             ],
         )
     }
@@ -382,7 +386,7 @@ impl Transaction for SqliteTx<'_> {
             concat!(
                 "INSERT INTO audit_events (",
                 audit_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
             ),
             params![
                 sql_int(e.seq),
@@ -397,6 +401,8 @@ impl Transaction for SqliteTx<'_> {
                 details,
                 e.prev_hash,
                 e.hash,
+                e.subject,
+                e.sealed_personal,
             ],
         )
     }
@@ -612,5 +618,34 @@ impl Transaction for SqliteTx<'_> {
             "INSERT INTO sso_replay (id, expires_at) VALUES (?1, ?2)",
             params![id, expires_at.unix()],
         )
+    }
+
+    fn purge_usage(&mut self, before: Timestamp) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM usage_buckets WHERE bucket_start < ?1",
+            params![before.unix()],
+        )
+    }
+    fn person_key_exists(&mut self, subject: &str) -> Result<bool, StoreError> {
+        self.exists("SELECT 1 FROM person_keys WHERE subject = ?1", &subject)
+    }
+
+    fn put_person_key(&mut self, k: &kms_core::store::PersonKeyRecord) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO person_keys (subject, stored_key, created_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (subject) DO UPDATE SET stored_key = excluded.stored_key",
+            params![k.subject, k.stored_key, k.created_at.unix()],
+        )
+    }
+
+    fn delete_person_key(&mut self, subject: &str) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM person_keys WHERE subject = ?1",
+            params![subject],
+        )
+    }
+
+    fn delete_session(&mut self, id: &str) -> Result<(), StoreError> {
+        self.execute("DELETE FROM sessions WHERE id = ?1", params![id])
     }
 }

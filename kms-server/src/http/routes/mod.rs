@@ -9,9 +9,12 @@ pub mod keys;
 pub mod oauth;
 pub mod people;
 pub mod permissions;
+pub mod privacy;
 pub mod reports;
 pub mod roles;
 pub mod tokens;
+pub mod ui;
+pub mod usage;
 pub mod verify;
 
 use std::sync::Arc;

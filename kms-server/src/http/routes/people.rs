@@ -469,11 +469,11 @@ pub async fn change_user_roles(
     ))
 }
 
-/// `DELETE /v1/users/{id}`.
+/// `DELETE /v1/users/{id}`; `?erase=true` erases the person (see `routes::privacy`).
 #[utoipa::path(delete, path = "/v1/users/{id}", tag = "users",
-    params(("id" = String, Path, description = "User id")),
+    params(("id" = String, Path, description = "User id"), wire::EraseQuery),
     responses(
-        (status = 204, description = "Deleted with their sessions"),
+        (status = 204, description = "Deleted with their sessions (and, with erase, their person key)"),
         (status = "4XX", description = "See the error code", body = wire::ErrorBody),
     ),
     security(("bearer" = ["user.write"])))]
@@ -481,8 +481,13 @@ pub async fn delete_user(
     State(kms): State<Kms>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    QueryParams(q): QueryParams<wire::EraseQuery>,
 ) -> Result<StatusCode, ApiError> {
-    blocking(move || kms.delete_user(&caller, &id)).await?;
+    if q.erase == Some(true) {
+        blocking(move || kms.erase_user(&caller, &id)).await?;
+    } else {
+        blocking(move || kms.delete_user(&caller, &id)).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

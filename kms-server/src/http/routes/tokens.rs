@@ -193,9 +193,10 @@ pub async fn rotate_token(
     Ok(secret_response(created))
 }
 
-/// `DELETE /v1/tokens/{id}`.
+/// `DELETE /v1/tokens/{id}`; `?erase=true` also clears the metadata copied into the
+/// tokens it was rotated from.
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens",
-    params(("id" = String, Path, description = "Token id (tok_...)")),
+    params(("id" = String, Path, description = "Token id (tok_...)"), wire::EraseQuery),
     responses(
         (status = 204, description = "Deleted"),
         (status = "4XX", description = "See the error code", body = wire::ErrorBody),
@@ -205,7 +206,12 @@ pub async fn delete_token(
     State(kms): State<Kms>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    QueryParams(q): QueryParams<wire::EraseQuery>,
 ) -> Result<StatusCode, ApiError> {
-    blocking(move || kms.delete_token(&caller, &id)).await?;
+    if q.erase == Some(true) {
+        blocking(move || kms.erase_token(&caller, &id)).await?;
+    } else {
+        blocking(move || kms.delete_token(&caller, &id)).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
