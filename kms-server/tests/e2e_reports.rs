@@ -407,6 +407,16 @@ fn check_findings(report: &Value, s: &Seeded) {
         finding(report, "audit_retention")["details"]["audit_retention_days"],
         30
     );
+    let retention = &finding(report, "audit_retention")["details"];
+    assert_eq!(
+        retention["usage_retention_days"], 400,
+        "the default: {retention}"
+    );
+    assert_eq!(
+        retention["session_retention_days"],
+        Value::Null,
+        "kept: {retention}"
+    );
     let lockouts = finding(report, "lockouts");
     assert_eq!(lockouts["status"], "fail", "{lockouts}");
     assert_eq!(lockouts["count"], 1, "{lockouts}");

@@ -65,6 +65,10 @@ pub struct ComplianceSettings {
     pub audit_retention_secs: Option<i64>,
     /// The retention of expired keys the server applies (`None`: kept), reported as is.
     pub expired_token_retention_secs: Option<i64>,
+    /// The retention of ended sessions (`None`: kept), reported as is.
+    pub session_retention_secs: Option<i64>,
+    /// The retention of usage buckets (`None`: kept), reported as is.
+    pub usage_retention_secs: Option<i64>,
     /// The most items each finding may count and still pass, by finding id; a finding not
     /// named allows none. Default: `admin_tokens` allows 1 (the root token).
     pub allowed: BTreeMap<String, u64>,
@@ -80,6 +84,8 @@ impl Default for ComplianceSettings {
             min_audit_retention_secs: 365 * DAY,
             audit_retention_secs: None,
             expired_token_retention_secs: None,
+            session_retention_secs: None,
+            usage_retention_secs: Some(400 * DAY),
             allowed: BTreeMap::from([("admin_tokens".to_owned(), 1)]),
         }
     }
@@ -501,6 +507,8 @@ impl Kms {
                 "min_audit_retention_days": min_days,
                 "audit_retention_days": settings.audit_retention_secs.map(days),
                 "expired_token_retention_days": settings.expired_token_retention_secs.map(days),
+                "session_retention_days": settings.session_retention_secs.map(days),
+                "usage_retention_days": settings.usage_retention_secs.map(days),
             }),
         );
 

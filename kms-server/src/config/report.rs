@@ -10,7 +10,7 @@ use super::parse::{parse_whole_seconds, parse_whole_seconds_or_zero};
 use super::settings::{
     Setting, AUDIT_RETENTION, EXPIRED_TOKEN_RETENTION, REPORT_MAX_MASTER_KEY_AGE,
     REPORT_MAX_SIGNING_KEY_AGE, REPORT_MAX_TOKEN_AGE, REPORT_MIN_AUDIT_RETENTION, REPORT_PERIOD,
-    REPORT_THRESHOLDS,
+    REPORT_THRESHOLDS, SESSION_RETENTION, USAGE_RETENTION,
 };
 use super::{ConfigError, Sources};
 
@@ -50,8 +50,9 @@ pub fn resolve_report(sources: &Sources) -> Result<ComplianceSettings, ConfigErr
         let default = Duration::from_secs(u64::try_from(default).unwrap_or(0));
         Ok(secs(sources.get(setting, parse_whole_seconds, default)?))
     };
-    let retention = |setting: Setting| -> Result<Option<i64>, ConfigError> {
-        let d = sources.get(setting, parse_whole_seconds_or_zero, Duration::ZERO)?;
+    let retention = |setting: Setting, default: Option<i64>| -> Result<Option<i64>, ConfigError> {
+        let default = Duration::from_secs(default.and_then(|d| u64::try_from(d).ok()).unwrap_or(0));
+        let d = sources.get(setting, parse_whole_seconds_or_zero, default)?;
         Ok((!d.is_zero()).then(|| secs(d)))
     };
     Ok(ComplianceSettings {
@@ -66,8 +67,10 @@ pub fn resolve_report(sources: &Sources) -> Result<ComplianceSettings, ConfigErr
             REPORT_MIN_AUDIT_RETENTION,
             defaults.min_audit_retention_secs,
         )?,
-        audit_retention_secs: retention(AUDIT_RETENTION)?,
-        expired_token_retention_secs: retention(EXPIRED_TOKEN_RETENTION)?,
+        audit_retention_secs: retention(AUDIT_RETENTION, None)?,
+        expired_token_retention_secs: retention(EXPIRED_TOKEN_RETENTION, None)?,
+        session_retention_secs: retention(SESSION_RETENTION, None)?,
+        usage_retention_secs: retention(USAGE_RETENTION, defaults.usage_retention_secs)?,
         allowed: sources.get(REPORT_THRESHOLDS, parse_thresholds, defaults.allowed)?,
     })
 }
