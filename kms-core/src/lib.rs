@@ -57,6 +57,10 @@ pub use kms::{
     UserInfo, UserUpdate, Verification, VerifyCode, VerifyResponse, CHECKPOINT_TYP,
     MASTER_KEY_SET_AT_KEY, SESSION_TOKEN_PREFIX,
 };
+pub use kms::{
+    CapacityStats, ComplianceReport, ComplianceSettings, ComplianceSummary, Finding, FindingStatus,
+    GrowthPerDay, ReportPeriod, FINDING_IDS, GROWTH_WINDOW_DAYS, MAX_FINDING_ITEMS, UNUSED_DAYS,
+};
 pub use kms::{UserExport, DEFAULT_EXPORT_AUDIT_LIMIT};
 pub use page::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use policy::{

@@ -62,6 +62,9 @@ pub mod adr {
     #[doc = include_str!("../../docs/adr/0015-usage-counting.md")]
     pub mod adr_0015_usage_counting {}
 
+    #[doc = include_str!("../../docs/adr/0016-capacity-growth-and-compliance-findings.md")]
+    pub mod adr_0016_capacity_growth_and_compliance_findings {}
+
     #[doc = include_str!("../../docs/adr/0017-crypto-shredding-of-personal-data-in-the-audit-chain.md")]
     pub mod adr_0017_crypto_shredding_of_personal_data_in_the_audit_chain {}
 

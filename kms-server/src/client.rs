@@ -568,6 +568,16 @@ impl KmsClient {
         self.get("/v1/audit/verify")
     }
 
+    /// `GET /v1/stats`.
+    pub fn stats(&self) -> Result<crate::wire::Stats, ClientError> {
+        self.get("/v1/stats")
+    }
+
+    /// `GET /v1/reports/compliance` (JSON).
+    pub fn compliance_report(&self) -> Result<crate::wire::ComplianceReport, ClientError> {
+        self.get("/v1/reports/compliance")
+    }
+
     fn decode<T: DeserializeOwned>(response: ureq::Response) -> Result<T, ClientError> {
         response
             .into_json::<T>()

@@ -1315,6 +1315,110 @@ pub struct LoginBody {
     pub session: Session,
 }
 
+/// Answer of `GET /v1/stats`: what the store holds and how fast it grows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct Stats {
+    /// Applications stored, the system application included.
+    pub applications: u64,
+    /// API keys stored, revoked and expired ones included until retention deletes them.
+    pub tokens: u64,
+    /// Users stored.
+    pub users: u64,
+    /// Sessions stored, ended ones included until they are deleted.
+    pub sessions: u64,
+    /// Audit events stored.
+    pub audit_events: u64,
+    /// Size of the database on disk: SQLite's file plus its write-ahead log, PostgreSQL's
+    /// `pg_database_size`.
+    pub database_bytes: u64,
+    /// Objects created per day, by kind, averaged over `growth_window_days`.
+    pub growth_per_day: GrowthPerDay,
+    /// The days `growth_per_day` averages over (7).
+    pub growth_window_days: u32,
+    /// When the numbers were taken (RFC 3339).
+    pub at: String,
+}
+
+/// Objects created per day, by kind (from their creation times; deletions are not
+/// subtracted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct GrowthPerDay {
+    /// Applications.
+    pub applications: f64,
+    /// API keys.
+    pub tokens: f64,
+    /// Users.
+    pub users: f64,
+    /// Sessions.
+    pub sessions: f64,
+    /// Audit events.
+    pub audit_events: f64,
+}
+
+/// Answer of `GET /v1/reports/compliance` (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct ComplianceReport {
+    /// When the report was made (RFC 3339).
+    pub generated_at: String,
+    /// `fail` when any finding failed, else `pass`.
+    pub status: String,
+    /// The window lockouts and refresh-token reuse are counted in.
+    pub period: ReportPeriod,
+    /// How many findings passed and failed.
+    pub summary: ReportSummary,
+    /// Every finding, in a fixed order.
+    pub findings: Vec<Finding>,
+}
+
+/// The period of a compliance report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct ReportPeriod {
+    /// Start (RFC 3339).
+    pub from: String,
+    /// End: when the report was made (RFC 3339).
+    pub to: String,
+}
+
+/// Passed and failed findings of a compliance report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct ReportSummary {
+    /// Findings within their threshold.
+    pub passed: u64,
+    /// Findings over it.
+    pub failed: u64,
+}
+
+/// One finding of a compliance report: counts and ids, never secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(ToSchema))]
+pub struct Finding {
+    /// `tokens_without_expiry`, `tokens_over_max_age`, `tokens_unused_90d`,
+    /// `admin_tokens`, `apps_without_network_allow_list`, `signing_key_age`,
+    /// `master_key_age`, `audit_chain`, `audit_retention`, `lockouts`,
+    /// `refresh_token_reuse` or `users_without_login_90d`.
+    pub id: String,
+    /// What it checks, for people.
+    pub title: String,
+    /// `pass` or `fail` (`count` over `limit`).
+    pub status: String,
+    /// How many objects the finding concerns.
+    pub count: u64,
+    /// The most it may count and still pass (setting `report_thresholds`).
+    pub limit: u64,
+    /// The ids concerned (at most 1,000).
+    pub items: Vec<String>,
+    /// Whether `items` lists fewer than `count`.
+    pub items_truncated: bool,
+    /// The measured values and thresholds behind the verdict.
+    #[cfg_attr(feature = "server", schema(value_type = Object))]
+    pub details: Metadata,
+}
+
 /// `?from=&to=&granularity=` of a usage report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(ToSchema, IntoParams))]

@@ -77,6 +77,9 @@ fn promtool_accepts_both_formats_of_metrics() {
         );
     }
     call(&server.base, "GET", "/v1/nowhere", None, None);
+    // Counts the capacity gauges now (the minute's refresh may not have run yet).
+    let r = call(&server.base, "GET", "/v1/stats", Some(&root), None);
+    assert_eq!(r.status, 200, "{}", r.body);
     let agent = ureq::agent();
     let text = send(&agent, &server.base, "GET", "/metrics", &[], None);
     assert_eq!(
@@ -99,6 +102,9 @@ fn promtool_accepts_both_formats_of_metrics() {
         "kms_blocking_queued",
         "kms_blocking_running",
         "kms_signing_key_age_seconds",
+        "kms_stored_tokens",
+        "kms_database_size_bytes",
+        "kms_capacity_updated_timestamp_seconds",
     ] {
         assert!(
             text.body.contains(&format!("\n{family} ")),

@@ -46,6 +46,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/v1/keys/rotate"),
     ("get", "/v1/audit"),
     ("get", "/v1/audit/verify"),
+    ("get", "/v1/stats"),
+    ("get", "/v1/reports/compliance"),
 ];
 
 fn committed_path() -> PathBuf {

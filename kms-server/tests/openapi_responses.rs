@@ -543,6 +543,26 @@ fn every_documented_operation_answers_what_the_document_describes() {
     );
     assert_eq!(check["ok"], true);
 
+    // Capacity and the compliance report (e2e_reports.rs checks their content).
+    api.json("GET", "/v1/stats", "/v1/stats", root, None, 200);
+    api.json("GET", "/v1/stats", "/v1/stats", Some(&verifier), None, 403);
+    let report = api.json(
+        "GET",
+        "/v1/reports/compliance",
+        "/v1/reports/compliance",
+        root,
+        None,
+        200,
+    );
+    assert_eq!(report["findings"].as_array().map(Vec::len), Some(12));
+    api.json(
+        "GET",
+        "/v1/reports/compliance",
+        "/v1/reports/compliance?format=pdf",
+        root,
+        None,
+        400,
+    );
     // Usage reports (their counts: e2e_usage.rs).
     let usage = format!("{app_path}/usage");
     api.json("GET", "/v1/apps/{app_id}/usage", &usage, root, None, 200);

@@ -1246,6 +1246,35 @@ impl kms_core::store::PrivacyStore for MemoryStore {
     }
 }
 
+impl kms_core::store::CapacityStore for MemoryStore {
+    fn capacity(&self, since: Timestamp) -> Result<kms_core::store::Capacity, StoreError> {
+        use kms_core::store::{Capacity, ObjectCounts};
+        let state = self.read();
+        let count = |n: usize| n as u64;
+        let recent = |times: &mut dyn Iterator<Item = Timestamp>| {
+            times.filter(|t| *t >= since).count() as u64
+        };
+        Ok(Capacity {
+            stored: ObjectCounts {
+                applications: count(state.apps.len()),
+                tokens: count(state.tokens.len()),
+                users: count(state.users.len()),
+                sessions: count(state.sessions.len()),
+                audit_events: count(state.audit.len()),
+            },
+            created_since: ObjectCounts {
+                applications: recent(&mut state.apps.values().map(|a| a.created_at)),
+                tokens: recent(&mut state.tokens.values().map(|t| t.created_at)),
+                users: recent(&mut state.users.values().map(|u| u.created_at)),
+                sessions: recent(&mut state.sessions.values().map(|s| s.created_at)),
+                audit_events: recent(&mut state.audit.values().map(|e| e.at)),
+            },
+            // Nothing is on disk.
+            database_bytes: 0,
+        })
+    }
+}
+
 impl Store for MemoryStore {
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
         {

@@ -2380,6 +2380,50 @@ fn audit_listings_filter_page_and_order(store: &Arc<dyn Store>) {
     assert_eq!(store.audit_after(u64::MAX, 10).unwrap(), []);
 }
 
+// ---------------------------------------------------------------------------------------
+// Capacity
+// ---------------------------------------------------------------------------------------
+
+fn capacity_counts_every_row_and_those_created_since(store: &Arc<dyn Store>) {
+    use kms_core::store::ObjectCounts;
+    populate_people(store.as_ref());
+    store
+        .apply(&[
+            Mutation::InsertToken(TokenRecord {
+                created_at: Timestamp::from_unix(1_900_000_000),
+                ..token("tok_4", "app_2")
+            }),
+            Mutation::AppendAudit(audit_event(2, "operator", "token.create", Some("app_2"))),
+        ])
+        .unwrap();
+    let all = store.capacity(Timestamp::from_unix(0)).unwrap();
+    let stored = ObjectCounts {
+        applications: 2,
+        tokens: 4,
+        users: 3,
+        sessions: 5,
+        audit_events: 2,
+    };
+    assert_eq!(all.stored, stored);
+    assert_eq!(all.created_since, stored);
+    // Audit event 1 is at 1_800_000_001, event 2 at 1_800_000_002; the rest is older
+    // but tok_4.
+    let recent = store.capacity(Timestamp::from_unix(1_800_000_002)).unwrap();
+    assert_eq!(recent.stored, stored);
+    assert_eq!(
+        recent.created_since,
+        ObjectCounts {
+            applications: 0,
+            tokens: 1,
+            users: 0,
+            sessions: 0,
+            audit_events: 1,
+        }
+    );
+    let again = store.capacity(Timestamp::from_unix(1_800_000_002)).unwrap();
+    assert_eq!(again.stored, recent.stored);
+}
+
 /// Instantiates every check above once per store.
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
@@ -2477,6 +2521,7 @@ conformance!(
     delete_app_deletes_its_people,
     roles_held_by_users_or_mapped_by_idps_are_found,
     listeners_hear_user_idp_and_session_changes,
+    capacity_counts_every_row_and_those_created_since,
     sealed_identity_records_lists_what_holds_a_sealed_secret,
     put_meta_sets_and_replaces_a_value,
 );

@@ -88,17 +88,6 @@ fn all_versions() -> Vec<u32> {
     MIGRATIONS.iter().map(|m| m.version).collect()
 }
 
-/// The versions from `first` to the newest, in the order going up applies them (later
-/// migrations go down and up again with an earlier one).
-fn versions_from(first: u32) -> Vec<u32> {
-    all_versions().into_iter().filter(|v| *v >= first).collect()
-}
-
-/// The same, in the order going down reverts them.
-fn versions_down_to(first: u32) -> Vec<u32> {
-    versions_from(first).into_iter().rev().collect()
-}
-
 #[test]
 fn down_to_zero_removes_every_table_and_up_restores_them() {
     let dir = tempfile::tempdir().unwrap();

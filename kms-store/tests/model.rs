@@ -1191,6 +1191,32 @@ impl kms_core::store::PrivacyStore for Model {
     }
 }
 
+impl kms_core::store::CapacityStore for Model {
+    fn capacity(&self, since: Timestamp) -> Result<kms_core::store::Capacity, StoreError> {
+        use kms_core::store::{Capacity, ObjectCounts};
+        let s = self.state();
+        let recent =
+            |times: Vec<Timestamp>| times.into_iter().filter(|t| *t >= since).count() as u64;
+        Ok(Capacity {
+            stored: ObjectCounts {
+                applications: s.apps.len() as u64,
+                tokens: s.tokens.len() as u64,
+                users: s.users.len() as u64,
+                sessions: s.sessions.len() as u64,
+                audit_events: s.audit.len() as u64,
+            },
+            created_since: ObjectCounts {
+                applications: recent(s.apps.values().map(|a| a.created_at).collect()),
+                tokens: recent(s.tokens.values().map(|t| t.created_at).collect()),
+                users: recent(s.users.values().map(|u| u.created_at).collect()),
+                sessions: recent(s.sessions.values().map(|x| x.created_at).collect()),
+                audit_events: recent(s.audit.values().map(|e| e.at).collect()),
+            },
+            database_bytes: 0,
+        })
+    }
+}
+
 impl Store for Model {
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
         let mut s = self.state();
@@ -1227,6 +1253,9 @@ fn observe(store: &dyn Store) -> Vec<String> {
     let mut out = Vec::new();
     let mut line = |what: &str, v: &dyn std::fmt::Debug| out.push(format!("{what}: {v:?}"));
     line("apps", &store.list_apps(None, 100).unwrap());
+    // Counts only: the database's size is each store's own.
+    let capacity = store.capacity(Timestamp::from_unix(1_800_000_000)).unwrap();
+    line("capacity", &(capacity.stored, capacity.created_since));
     line(
         "apps after app_0, 1",
         &store.list_apps(Some("app_0"), 1).unwrap(),

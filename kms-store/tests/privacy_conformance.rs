@@ -77,6 +77,7 @@ fn app() -> Application {
         status: AppStatus::Active,
         created_at: Timestamp::from_unix(1_800_000_000),
         security: Default::default(),
+        usage_price: None,
     }
 }
 
@@ -164,6 +165,7 @@ fn token(id: &str) -> TokenRecord {
         limits: TokenLimits::default(),
         rotated_from: None,
         rotated_to: None,
+        last_used_at: None,
     }
 }
 

@@ -6,7 +6,9 @@ mod api_keys;
 mod apps;
 mod audit_log;
 mod caller;
+mod capacity;
 mod checkpoints;
+mod compliance;
 mod master_key;
 mod policy_ops;
 mod privacy;
@@ -27,7 +29,12 @@ use arc_swap::ArcSwap;
 
 pub use audit_log::{AuditFilter, RetentionReport};
 pub use caller::Caller;
+pub use capacity::{CapacityStats, GrowthPerDay, GROWTH_WINDOW_DAYS};
 pub use checkpoints::{AuditCheckpoint, CheckpointVerification, CHECKPOINT_TYP};
+pub use compliance::{
+    ComplianceReport, ComplianceSettings, ComplianceSummary, Finding, FindingStatus, ReportPeriod,
+    FINDING_IDS, MAX_FINDING_ITEMS, UNUSED_DAYS,
+};
 pub use master_key::{MasterKeyRotation, MASTER_KEY_SET_AT_KEY};
 pub use policy_ops::RoleView;
 pub use privacy::{UserExport, DEFAULT_EXPORT_AUDIT_LIMIT};

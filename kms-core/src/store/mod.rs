@@ -7,12 +7,14 @@
 //! servers run store calls off their async executor.
 
 mod batch;
+mod capacity;
 mod mutation;
 mod records;
 mod traits;
 
 pub use crate::usage::{TokenTouch, UsageCount, UsageRow, UsageSubject};
 pub use batch::{apply_batch, Transaction, MAX_COUNTER};
+pub use capacity::{Capacity, CapacityStore, ObjectCounts};
 pub use mutation::{Change, Mutation};
 pub use records::{
     KeyAlgorithm, KeyState, RefreshRecord, RefreshStatus, Revocation, SigningKeyRecord, TokenRecord,

@@ -208,6 +208,7 @@ pub trait Store:
     + GrantStore
     + AuditStore
     + IdentityStore
+    + crate::store::CapacityStore
     + UsageStore
     + PrivacyStore
     + Send

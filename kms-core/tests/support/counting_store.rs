@@ -282,6 +282,17 @@ impl PrivacyStore for CountingStore {
     }
 }
 
+impl kms_core::store::CapacityStore for CountingStore {
+    fn capacity(
+        &self,
+        since: kms_core::Timestamp,
+    ) -> Result<kms_core::store::Capacity, StoreError> {
+        self.counted("capacity", |s| {
+            kms_core::store::CapacityStore::capacity(s, since)
+        })
+    }
+}
+
 impl Store for CountingStore {
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
         let result = self.inner.apply(batch);

@@ -121,6 +121,7 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         hsts: tls.is_some(),
         public_url: serve_config.public_url_or_default(),
         secure_cookies: tls.is_some(),
+        compliance: serve_config.compliance.clone(),
     };
     let app = server::router(kms.clone(), metrics.clone(), &options);
     let maintenance = Maintenance {
@@ -148,6 +149,7 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
             tokio::spawn(worker.run());
         }
         let watcher = crate::ops::counters::spawn(kms.clone());
+        let capacity = crate::ops::capacity::spawn(kms.clone(), metrics.clone());
         let (stop_checkpoints, checkpoints_stopped) = tokio::sync::oneshot::channel::<()>();
         let checkpointing = checkpoints.map(|writer| {
             tokio::spawn(writer.run(kms.clone(), async move {
@@ -178,6 +180,7 @@ pub fn serve(config: &Config, serve_config: &ServeConfig) -> Result<(), StartErr
         }
         upkeep.abort();
         watcher.abort();
+        capacity.abort();
         // What was counted since the last flush goes in before the process ends.
         usage_flush.abort();
         crate::ops::usage::flush_at_shutdown(kms).await;

@@ -13,6 +13,10 @@ use crate::config::settings::{
     DECISION_LOG, DECISION_LOG_FILE, DECISION_LOG_SAMPLE, DECISION_LOG_VALUES, OTLP_ENDPOINT,
     TRACE_SAMPLE_RATIO,
 };
+use crate::config::settings::{
+    REPORT_MAX_MASTER_KEY_AGE, REPORT_MAX_SIGNING_KEY_AGE, REPORT_MAX_TOKEN_AGE,
+    REPORT_MIN_AUDIT_RETENTION, REPORT_PERIOD, REPORT_THRESHOLDS,
+};
 
 use crate::config::settings::{
     config_help, Setting, ACCESS_TOKEN_TTL, ALERT_WEBHOOK, ALERT_WEBHOOK_SECRET, AUDIT_RETENTION,
@@ -142,6 +146,12 @@ pub enum Command {
     /// Maintenance checks of the database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Reports for auditors.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Capacity statistics: objects stored, database size and growth per day; prints the
+    /// JSON of `GET /v1/stats`.
+    Stats,
     /// Custody of the master key: rotation, and escrow in shares (Shamir).
     #[command(subcommand)]
     MasterKey(crate::cli::custody::MasterKeyCommand),
@@ -152,6 +162,63 @@ pub enum Command {
     /// code, totals, trend, cost), as the HTTP API gives them.
     #[command(subcommand)]
     Usage(crate::cli::usage::UsageCommand),
+}
+
+/// `kms report ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// The compliance report, as `GET /v1/reports/compliance` makes it, against the
+    /// thresholds of the `report_*` settings (and the retention settings from the
+    /// environment or the configuration file), in JSON, HTML or Markdown.
+    Compliance(ReportCompliance),
+}
+
+/// `kms report compliance`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportCompliance {
+    /// `json` (the API's body), `html` (one self-contained page) or `md` (Markdown).
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: ReportFormat,
+    /// Write the report to FILE (created or replaced) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The report's thresholds.
+    #[command(flatten)]
+    pub thresholds: ReportArgs,
+}
+
+/// The formats of `kms report compliance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// The JSON of the HTTP API.
+    Json,
+    /// One self-contained HTML page.
+    Html,
+    /// Markdown.
+    Md,
+}
+
+/// The thresholds of the compliance report (`kms serve`, `kms report compliance`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ReportArgs {
+    /// The rotation policy (setting `report_max_token_age`; see [`crate::config`]).
+    #[arg(long = REPORT_MAX_TOKEN_AGE.long(), help = REPORT_MAX_TOKEN_AGE.help_text(), value_name = "DURATION")]
+    pub report_max_token_age: Option<String>,
+    /// The signing key age limit (setting `report_max_signing_key_age`; see [`crate::config`]).
+    #[arg(long = REPORT_MAX_SIGNING_KEY_AGE.long(), help = REPORT_MAX_SIGNING_KEY_AGE.help_text(), value_name = "DURATION")]
+    pub report_max_signing_key_age: Option<String>,
+    /// The master key age limit (setting `report_max_master_key_age`; see [`crate::config`]).
+    #[arg(long = REPORT_MAX_MASTER_KEY_AGE.long(), help = REPORT_MAX_MASTER_KEY_AGE.help_text(), value_name = "DURATION")]
+    pub report_max_master_key_age: Option<String>,
+    /// The report period (setting `report_period`; see [`crate::config`]).
+    #[arg(long = REPORT_PERIOD.long(), help = REPORT_PERIOD.help_text(), value_name = "DURATION")]
+    pub report_period: Option<String>,
+    /// The minimum audit retention (setting `report_min_audit_retention`; see [`crate::config`]).
+    #[arg(long = REPORT_MIN_AUDIT_RETENTION.long(), help = REPORT_MIN_AUDIT_RETENTION.help_text(), value_name = "DURATION")]
+    pub report_min_audit_retention: Option<String>,
+    /// The thresholds per finding (setting `report_thresholds`; see [`crate::config`]).
+    #[arg(long = REPORT_THRESHOLDS.long(), help = REPORT_THRESHOLDS.help_text(), value_name = "FINDING=N,...")]
+    pub report_thresholds: Option<String>,
 }
 
 /// `kms backup`.
@@ -306,6 +373,9 @@ pub struct ServeArgs {
     /// Settings of access tokens.
     #[command(flatten)]
     pub jwt: JwtArgs,
+    /// The compliance report's thresholds.
+    #[command(flatten)]
+    pub report: ReportArgs,
     /// The TLS certificate file (setting `tls_cert`; see [`crate::config`]).
     #[arg(long = TLS_CERT.long(), help = TLS_CERT.help_text(), value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<String>,
@@ -706,6 +776,19 @@ impl Cli {
             put(REFRESH_TOKEN_TTL, &j.refresh_token_ttl);
             put(REFRESH_OVERLAP, &j.refresh_overlap);
             put(JWT_LEEWAY, &j.jwt_leeway);
+        }
+        let report = match &self.command {
+            Command::Serve(s) => Some(&s.report),
+            Command::Report(ReportCommand::Compliance(r)) => Some(&r.thresholds),
+            _ => None,
+        };
+        if let Some(r) = report {
+            put(REPORT_MAX_TOKEN_AGE, &r.report_max_token_age);
+            put(REPORT_MAX_SIGNING_KEY_AGE, &r.report_max_signing_key_age);
+            put(REPORT_MAX_MASTER_KEY_AGE, &r.report_max_master_key_age);
+            put(REPORT_PERIOD, &r.report_period);
+            put(REPORT_MIN_AUDIT_RETENTION, &r.report_min_audit_retention);
+            put(REPORT_THRESHOLDS, &r.report_thresholds);
         }
         if g.insecure_fast_hash {
             flags.insert(INSECURE_FAST_HASH.key, "true".to_owned());

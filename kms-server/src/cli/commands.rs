@@ -99,7 +99,11 @@ fn run_inner(cli: Cli) -> Result<ExitCode, CommandError> {
     let tracing = serve_config.as_ref().and_then(|s| s.tracing.as_ref());
     let telemetry = crate::ops::logging::init(config.log_format, &config.log_level, tracing)
         .map_err(CommandError::new)?;
-    let outcome = run_command(cli, &config, serve_config);
+    let report = match &cli.command {
+        Command::Report(_) => Some(crate::config::resolve_report(&sources)?),
+        _ => None,
+    };
+    let outcome = run_command(cli, &config, serve_config, report);
     if let Some(telemetry) = telemetry {
         telemetry.shutdown();
     }
@@ -110,6 +114,7 @@ fn run_command(
     cli: Cli,
     config: &Config,
     serve_config: Option<ServeConfig>,
+    report: Option<kms_core::ComplianceSettings>,
 ) -> Result<ExitCode, CommandError> {
     let config = config.clone();
     if config.insecure_fast_hash {
@@ -164,6 +169,15 @@ fn run_command(
         Command::Backup(args) => maintenance::backup(&config, &args).map(|()| ExitCode::SUCCESS),
         Command::Restore(args) => maintenance::restore(&config, &args).map(|()| ExitCode::SUCCESS),
         Command::Db(DbCommand::Check) => maintenance::db_check(&config),
+        Command::Report(crate::cli::args::ReportCommand::Compliance(args)) => {
+            let kms = open_existing(&config)?;
+            let settings = report.unwrap_or_default();
+            crate::cli::reports::compliance(&kms, &settings, &args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Stats => {
+            let kms = open_existing(&config)?;
+            crate::cli::reports::stats(&kms).map(|()| ExitCode::SUCCESS)
+        }
         Command::Audit(AuditCommand::Verify {
             checkpoint: Some(file),
         }) => {

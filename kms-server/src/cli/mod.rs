@@ -9,6 +9,7 @@ pub mod exit;
 mod maintenance;
 pub mod people;
 mod progress;
+mod reports;
 pub mod usage;
 
 pub use args::Cli;

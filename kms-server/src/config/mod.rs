@@ -64,6 +64,7 @@
 //! never set it where real secrets are issued.
 
 mod parse;
+mod report;
 pub mod sealed;
 mod serve;
 pub(crate) mod settings;
@@ -76,6 +77,7 @@ use self::parse::{
     parse_bool, parse_claim, parse_duration, parse_duration_or_zero, parse_log_format,
     parse_log_level, parse_path, parse_positive_u32, parse_u32, parse_u64, parse_whole_seconds,
 };
+pub use self::report::resolve_report;
 pub use self::serve::{
     AlertSettings, RateLimitSettings, RedisSettings, ServeConfig, TlsFiles, UsageSettings,
 };

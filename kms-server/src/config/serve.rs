@@ -109,6 +109,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     /// Sessions' absolute lifetime, idle timeout and revalidation interval.
     pub sessions: kms_core::SessionSettings,
+    /// The thresholds of `GET /v1/reports/compliance`.
+    pub compliance: kms_core::ComplianceSettings,
     /// Delete sessions that ended longer ago than this; `None`: keep them.
     pub session_retention: Option<Duration>,
     /// Signed checkpoints of the audit chain's head; `None`: none written.
@@ -185,6 +187,7 @@ impl Default for ServeConfig {
             condition_limits: kms_core::ConditionLimits::default(),
             public_url: None,
             sessions: kms_core::SessionSettings::default(),
+            compliance: kms_core::ComplianceSettings::default(),
             session_retention: None,
             audit_checkpoints: None,
             usage: UsageSettings::default(),
@@ -223,6 +226,7 @@ impl ServeConfig {
             condition_limits: resolve_condition_limits(sources)?,
             public_url: sources.get(PUBLIC_URL, parse_public_url, None)?,
             sessions: resolve_sessions(sources)?,
+            compliance: super::resolve_report(sources)?,
             session_retention: optional_interval(sources, super::settings::SESSION_RETENTION)?,
             audit_checkpoints: resolve_checkpoints(sources)?,
             usage: resolve_usage(sources)?,

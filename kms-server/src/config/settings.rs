@@ -663,6 +663,66 @@ pub(crate) const CONDITION_MAX_DEPTH: Setting = Setting {
     help: "Deepest nesting of AND, OR, NOT and parentheses in a condition; deeper ones are refused (400)",
 };
 
+pub(crate) const REPORT_MAX_TOKEN_AGE: Setting = Setting {
+    key: "report_max_token_age",
+    flag: Some("report-max-token-age"),
+    env: "KMS_REPORT_MAX_TOKEN_AGE",
+    in_file: true,
+    default: Shown::Value("365d"),
+    what: "report key age limit",
+    help: "Compliance report, the rotation policy: active API keys created longer ago than this fail `tokens_over_max_age`",
+};
+
+pub(crate) const REPORT_MAX_SIGNING_KEY_AGE: Setting = Setting {
+    key: "report_max_signing_key_age",
+    flag: Some("report-max-signing-key-age"),
+    env: "KMS_REPORT_MAX_SIGNING_KEY_AGE",
+    in_file: true,
+    default: Shown::Value("90d"),
+    what: "report signing key age limit",
+    help: "Compliance report: an active access-token signing key older than this fails `signing_key_age`",
+};
+
+pub(crate) const REPORT_MAX_MASTER_KEY_AGE: Setting = Setting {
+    key: "report_max_master_key_age",
+    flag: Some("report-max-master-key-age"),
+    env: "KMS_REPORT_MAX_MASTER_KEY_AGE",
+    in_file: true,
+    default: Shown::Value("365d"),
+    what: "report master key age limit",
+    help: "Compliance report: a master key set longer ago than this fails `master_key_age`",
+};
+
+pub(crate) const REPORT_PERIOD: Setting = Setting {
+    key: "report_period",
+    flag: Some("report-period"),
+    env: "KMS_REPORT_PERIOD",
+    in_file: true,
+    default: Shown::Value("30d"),
+    what: "report period",
+    help: "Compliance report: the period, ending when the report is made, over which lockouts and refresh-token reuse are counted",
+};
+
+pub(crate) const REPORT_MIN_AUDIT_RETENTION: Setting = Setting {
+    key: "report_min_audit_retention",
+    flag: Some("report-min-audit-retention"),
+    env: "KMS_REPORT_MIN_AUDIT_RETENTION",
+    in_file: true,
+    default: Shown::Value("365d"),
+    what: "report minimum audit retention",
+    help: "Compliance report: an `audit_retention` shorter than this fails `audit_retention` (keeping every event passes)",
+};
+
+pub(crate) const REPORT_THRESHOLDS: Setting = Setting {
+    key: "report_thresholds",
+    flag: Some("report-thresholds"),
+    env: "KMS_REPORT_THRESHOLDS",
+    in_file: true,
+    default: Shown::Value("admin_tokens=1"),
+    what: "report thresholds",
+    help: "Compliance report: how many items each finding may count and still pass, as FINDING=N pairs separated by commas (e.g. `admin_tokens=2,tokens_without_expiry=5`); a finding not named allows none",
+};
+
 pub(crate) const AUDIT_CHECKPOINT_FILE: Setting = Setting {
     key: "audit_checkpoint_file",
     flag: Some("audit-checkpoint-file"),
@@ -714,7 +774,7 @@ pub(crate) const USAGE_RETENTION: Setting = Setting {
 };
 
 /// Every setting, in the order they are documented.
-pub(crate) const ALL: [Setting; 60] = [
+pub(crate) const ALL: [Setting; 66] = [
     DB,
     LISTEN,
     LOG_FORMAT,
@@ -771,6 +831,12 @@ pub(crate) const ALL: [Setting; 60] = [
     SESSION_IDLE_TIMEOUT,
     SSO_REVALIDATE,
     MASTER_KEY_COMMAND,
+    REPORT_MAX_TOKEN_AGE,
+    REPORT_MAX_SIGNING_KEY_AGE,
+    REPORT_MAX_MASTER_KEY_AGE,
+    REPORT_PERIOD,
+    REPORT_MIN_AUDIT_RETENTION,
+    REPORT_THRESHOLDS,
     USAGE_COUNTING,
     USAGE_FLUSH_INTERVAL,
     USAGE_RETENTION,

@@ -81,6 +81,8 @@ use crate::wire;
         routes::people::logout,
         routes::audit::list_audit,
         routes::audit::verify_audit,
+        routes::reports::stats,
+        routes::reports::compliance,
         routes::usage::app_usage,
         routes::usage::token_usage,
         routes::privacy::export_user,

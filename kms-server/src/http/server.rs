@@ -25,8 +25,8 @@ use crate::http::middleware::rate_limit;
 use crate::http::middleware::rate_limit::ClientRateLimit;
 use crate::http::middleware::signed_requests::SignatureLayer;
 use crate::http::routes::{
-    apps, audit, docs, health, keys, oauth, people, permissions, roles, tokens, ui, usage, verify,
-    AppState,
+    apps, audit, docs, health, keys, oauth, people, permissions, reports, roles, tokens, ui, usage,
+    verify, AppState,
 };
 use crate::ops::metrics::Metrics;
 
@@ -58,6 +58,8 @@ pub struct HttpOptions {
     pub public_url: String,
     /// Whether cookies are `Secure` (the server runs under TLS).
     pub secure_cookies: bool,
+    /// The thresholds of the compliance report.
+    pub compliance: kms_core::ComplianceSettings,
 }
 
 impl Default for HttpOptions {
@@ -70,6 +72,7 @@ impl Default for HttpOptions {
             hsts: false,
             public_url: "http://127.0.0.1:8080".to_owned(),
             secure_cookies: false,
+            compliance: kms_core::ComplianceSettings::default(),
         }
     }
 }
@@ -193,6 +196,11 @@ fn management_routes(kms: Kms, metrics: &Arc<Metrics>, options: &HttpOptions) ->
             post(people::revoke_user_sessions),
         )
         .route("/v1/sessions/{id}/revoke", post(people::revoke_session))
+        .route("/v1/stats", get(reports::stats))
+        .route(
+            "/v1/reports/compliance",
+            get(reports::compliance).layer(axum::Extension(Arc::new(options.compliance.clone()))),
+        )
         .route("/v1/apps/{app_id}/usage", get(usage::app_usage))
         .route("/v1/tokens/{id}/usage", get(usage::token_usage))
         .route("/v1/me", get(people::me))

@@ -113,6 +113,7 @@ pub struct Metrics {
     sso_logins: Family<LoginLabels, Counter>,
     cache: Arc<CacheCollector>,
     tls_expiry: Arc<OnceLock<i64>>,
+    capacity: Arc<std::sync::RwLock<Option<kms_core::CapacityStats>>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -218,7 +219,10 @@ impl Metrics {
         registry.register_collector(Box::new(TlsCollector(tls_expiry.clone())));
         let cache = Arc::new(CacheCollector::default());
         registry.register_collector(Box::new(SharedCollector(cache.clone())));
+        let capacity = Arc::new(std::sync::RwLock::new(None));
+        registry.register_collector(Box::new(CapacityCollector(capacity.clone())));
         Metrics {
+            capacity,
             registry: root,
             audit_events,
             sso_logins,
@@ -233,6 +237,16 @@ impl Metrics {
             refused,
             cache,
         }
+    }
+
+    /// Keeps `stats` for the capacity gauges (`kms_stored_*`, `kms_database_size_bytes`),
+    /// which report the last numbers observed: counting is not done per scrape.
+    pub fn observe_capacity(&self, stats: &kms_core::CapacityStats) {
+        let mut slot = self
+            .capacity
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = Some(stats.clone());
     }
 
     /// Reports when the served TLS certificate expires (Unix seconds).
@@ -480,6 +494,63 @@ impl Collector for SharedCollector {
                     .encode_family(&labels)?,
             )?;
         }
+        Ok(())
+    }
+}
+
+/// The capacity numbers last observed (nothing before the first refresh).
+#[derive(Debug)]
+struct CapacityCollector(Arc<std::sync::RwLock<Option<kms_core::CapacityStats>>>);
+
+impl Collector for CapacityCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(stats) = stats else {
+            return Ok(());
+        };
+        let gauges: [(&str, &str, u64); 6] = [
+            (
+                "stored_applications",
+                "Applications stored (the system application included)",
+                stats.applications,
+            ),
+            (
+                "stored_tokens",
+                "API keys stored, revoked and expired ones included until retention deletes them",
+                stats.tokens,
+            ),
+            ("stored_users", "Users stored", stats.users),
+            (
+                "stored_sessions",
+                "Sessions stored, ended ones included until they are deleted",
+                stats.sessions,
+            ),
+            (
+                "stored_audit_events",
+                "Audit events stored",
+                stats.audit_events,
+            ),
+            (
+                "database_size_bytes",
+                "Size of the database on disk (SQLite: file plus write-ahead log; PostgreSQL: pg_database_size)",
+                stats.database_bytes,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        let at = ConstGauge::new(stats.at.unix());
+        at.encode(encoder.encode_descriptor(
+            "capacity_updated_timestamp_seconds",
+            "When the stored_* and database_size_bytes gauges were last counted, in Unix seconds",
+            None,
+            at.metric_type(),
+        )?)?;
         Ok(())
     }
 }
@@ -881,6 +952,17 @@ impl kms_core::store::PrivacyStore for MeteredStore {
     ) -> Result<Vec<String>, StoreError> {
         self.timed("ended_sessions", |s| {
             s.ended_sessions(ended_before, used_before, limit)
+        })
+    }
+}
+
+impl kms_core::store::CapacityStore for MeteredStore {
+    fn capacity(
+        &self,
+        since: kms_core::Timestamp,
+    ) -> Result<kms_core::store::Capacity, StoreError> {
+        self.timed("capacity", |s| {
+            kms_core::store::CapacityStore::capacity(s, since)
         })
     }
 }

@@ -675,6 +675,51 @@ impl IdentityStore for PostgresStore {
     }
 }
 
+impl kms_core::store::CapacityStore for PostgresStore {
+    fn capacity(&self, since: Timestamp) -> Result<kms_core::store::Capacity, StoreError> {
+        use kms_core::store::{Capacity, ObjectCounts};
+        const SQL: &str = "SELECT \
+            (SELECT count(*) FROM apps), (SELECT count(*) FROM apps WHERE created_at >= $1), \
+            (SELECT count(*) FROM tokens), (SELECT count(*) FROM tokens WHERE created_at >= $1), \
+            (SELECT count(*) FROM users), (SELECT count(*) FROM users WHERE created_at >= $1), \
+            (SELECT count(*) FROM sessions), \
+            (SELECT count(*) FROM sessions WHERE created_at >= $1), \
+            (SELECT count(*) FROM audit_events), \
+            (SELECT count(*) FROM audit_events WHERE at >= $1), \
+            pg_database_size(current_database())";
+        let row = self.query_one(SQL, &[&since.unix()], |row| {
+            let mut n = [0u64; 11];
+            for (i, slot) in n.iter_mut().enumerate() {
+                *slot = u64::try_from(row.int(i)?).unwrap_or(0);
+            }
+            Ok(n)
+        })?;
+        let Some(n) = row else {
+            return Err(crate::columns::corrupt(
+                "capacity",
+                "the query returned no row",
+            ));
+        };
+        Ok(Capacity {
+            stored: ObjectCounts {
+                applications: n[0],
+                tokens: n[2],
+                users: n[4],
+                sessions: n[6],
+                audit_events: n[8],
+            },
+            created_since: ObjectCounts {
+                applications: n[1],
+                tokens: n[3],
+                users: n[5],
+                sessions: n[7],
+                audit_events: n[9],
+            },
+            database_bytes: n[10],
+        })
+    }
+}
+
 impl Store for PostgresStore {
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
         if batch.is_empty() {

@@ -523,6 +523,73 @@ impl IdentityStore for SqliteStore {
     }
 }
 
+impl kms_core::store::CapacityStore for SqliteStore {
+    fn capacity(
+        &self,
+        since: kms_core::Timestamp,
+    ) -> Result<kms_core::store::Capacity, StoreError> {
+        use kms_core::store::{Capacity, ObjectCounts};
+        const SQL: &str = "SELECT \
+            (SELECT count(*) FROM apps), (SELECT count(*) FROM apps WHERE created_at >= ?1), \
+            (SELECT count(*) FROM tokens), (SELECT count(*) FROM tokens WHERE created_at >= ?1), \
+            (SELECT count(*) FROM users), (SELECT count(*) FROM users WHERE created_at >= ?1), \
+            (SELECT count(*) FROM sessions), \
+            (SELECT count(*) FROM sessions WHERE created_at >= ?1), \
+            (SELECT count(*) FROM audit_events), \
+            (SELECT count(*) FROM audit_events WHERE at >= ?1), \
+            (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()), \
+            (SELECT file FROM pragma_database_list WHERE name = 'main')";
+        let row = self.query_one(SQL, [since.unix()], |row| {
+            let n = |i: usize| -> Result<u64, StoreError> {
+                let v: i64 = row.get(i).map_err(db_error)?;
+                Ok(u64::try_from(v).unwrap_or(0))
+            };
+            let file: Option<String> = row.get(11).map_err(db_error)?;
+            Ok((
+                [
+                    n(0)?,
+                    n(1)?,
+                    n(2)?,
+                    n(3)?,
+                    n(4)?,
+                    n(5)?,
+                    n(6)?,
+                    n(7)?,
+                    n(8)?,
+                    n(9)?,
+                    n(10)?,
+                ],
+                file,
+            ))
+        })?;
+        let Some((n, file)) = row else {
+            return Err(corrupt("capacity", "the query returned no row"));
+        };
+        // The write-ahead log holds committed pages not yet checkpointed into the file.
+        let wal_bytes = file
+            .filter(|f| !f.is_empty())
+            .and_then(|f| std::fs::metadata(format!("{f}-wal")).ok())
+            .map_or(0, |m| m.len());
+        Ok(Capacity {
+            stored: ObjectCounts {
+                applications: n[0],
+                tokens: n[2],
+                users: n[4],
+                sessions: n[6],
+                audit_events: n[8],
+            },
+            created_since: ObjectCounts {
+                applications: n[1],
+                tokens: n[3],
+                users: n[5],
+                sessions: n[7],
+                audit_events: n[9],
+            },
+            database_bytes: n[10].saturating_add(wal_bytes),
+        })
+    }
+}
+
 impl Store for SqliteStore {
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
         if batch.is_empty() {

@@ -10,6 +10,7 @@ pub mod oauth;
 pub mod people;
 pub mod permissions;
 pub mod privacy;
+pub mod reports;
 pub mod roles;
 pub mod tokens;
 pub mod ui;
