@@ -4,7 +4,8 @@
 #   benches/load.sh                 # everything, pinned: server on CPU 1, generator on CPU 0
 #   PIN=0 benches/load.sh           # no pinning: server and generator share both cores
 #   ROUNDS=5 DURATION=10 SOAK=60 CONNS=64 benches/load.sh
-#   ONLY=verify benches/load.sh     # just the verify-vs-bare rounds (also: mixed, soak)
+#   ONLY=verify benches/load.sh     # just the verify-vs-bare rounds (also: mixed, soak,
+#                                   # counting)
 #
 # 1. Builds the release binaries once (kms, loadgen, bare_axum).
 # 2. verify vs bare: `kms serve` on a fresh database (production argon2id cost; lockouts
@@ -20,6 +21,9 @@
 #    KMS_INSECURE_FAST_HASH=1, to show the management path without argon2id.
 # 4. soak: a fresh production-settings server, the mixed workload for SOAK seconds, RSS
 #    sampled every 5 s.
+# 5. counting (issue 17): two `kms serve` on one database, alike but for
+#    --usage-counting true/false (warn logs), the same generator against each in turn,
+#    ROUNDS rounds: the throughput cost of usage counting.
 # Prints one JSON line per run (also in $OUT/results.jsonl) and a table at the end.
 set -euo pipefail
 
@@ -121,6 +125,22 @@ if [[ $ONLY == all || $ONLY == verify ]]; then
     kill "$KMS_PID" "$WARN_PID" "$BARE_PID"
 fi
 
+if [[ $ONLY == all || $ONLY == counting ]]; then
+    kms_server kms-counting-on --cache-ttl 1h --log-level warn --usage-counting true
+    ON_ADDR=$ADDR ON_PID=$PID
+    start kms-counting-off "$BIN/kms" --db "$OUT/kms-counting-on.db" serve --listen 127.0.0.1:0 \
+        --lockout-threshold 0 --rate-limit-per-ip 0 --cache-ttl 1h --log-level warn \
+        --usage-counting false
+    OFF_ADDR=$ADDR OFF_PID=$PID
+    api "$OFF_ADDR" POST /v1/verify "{\"token\":\"$TOKEN\",\"permissions\":\"app.read\"}" >/dev/null
+    COMMON=(--auth "$ROOT_TOKEN" --token "$TOKEN" --duration "$DURATION")
+    for round in $(seq "$ROUNDS"); do
+        loadgen verify --addr "$ON_ADDR" --server-pid "$ON_PID" "${COMMON[@]}" --label "counting-on r$round"
+        loadgen verify --addr "$OFF_ADDR" --server-pid "$OFF_PID" "${COMMON[@]}" --label "counting-off r$round"
+    done
+    kill "$ON_PID" "$OFF_PID"
+fi
+
 if [[ $ONLY == all || $ONLY == mixed ]]; then
     kms_server kms-mixed
     loadgen mixed --addr "$ADDR" --server-pid "$PID" --auth "$ROOT_TOKEN" --token "$TOKEN" \
@@ -156,6 +176,12 @@ jq -r -s '
        "kms / bare per round:           \([$k, $b] | transpose | map(.[0] / .[1] * 1000 | round / 10 | tostring + " %") | join(", "))",
        "kms (warn logs) / bare per round: \([$w, $b] | transpose | map(.[0] / .[1] * 1000 | round / 10 | tostring + " %") | join(", "))",
        "target: >= 70 %"
+     else empty end),
+  ((map(select(.label | startswith("counting-on r"))) | map(.throughput_rps)) as $on
+   | (map(select(.label | startswith("counting-off r"))) | map(.throughput_rps)) as $off
+   | if ($off | length) > 0 then
+       "counting on / off per round:     \([$on, $off] | transpose | map(.[0] / .[1] * 1000 | round / 10 | tostring + " %") | join(", "))",
+       "target: >= 97 %"
      else empty end),
   (.[] | select(.create) | "\(.label): create p50 \(.create.latency_us.p50) us p99 \(.create.latency_us["p99"]) us (\(.create.requests)); revoke p50 \(.revoke.latency_us.p50) us p99 \(.revoke.latency_us["p99"]) us (\(.revoke.requests))")
 ' "$OUT/results.jsonl" | column -t -s $'\t'
