@@ -205,19 +205,7 @@ impl Kms {
         page: PageRequest,
     ) -> Result<Page<AuditEvent>> {
         caller.require(&*self.snapshot()?, "audit.read")?;
-        let limit = page.limit.unwrap_or(crate::page::DEFAULT_PAGE_LIMIT);
-        if !(1..=crate::page::MAX_PAGE_LIMIT).contains(&limit) {
-            return Err(Error::invalid(
-                "limit",
-                format!("must be from 1 to {}", crate::page::MAX_PAGE_LIMIT),
-            ));
-        }
-        let before_seq = match page.cursor.as_deref() {
-            None => None,
-            Some(c) => Some(c.parse::<u64>().map_err(|_| {
-                Error::invalid("cursor", "is not a cursor returned by this listing")
-            })?),
-        };
+        let (limit, before_seq) = seq_page(&page, crate::page::DEFAULT_PAGE_LIMIT, "listing")?;
         let since = match filter.since.as_deref() {
             None => None,
             Some(s) => Some(
@@ -235,13 +223,7 @@ impl Kms {
         };
         let mut items = self.inner.store.list_audit(&query)?;
         self.open_personal_fields(&mut items)?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|e| e.seq.to_string())
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(seq_page_of(items, limit))
     }
 
     /// Checks the whole chain (`audit.read`; system callers only).
@@ -343,6 +325,44 @@ impl Kms {
         self.commit(None, audit, batch)?;
         Ok(report)
     }
+}
+
+/// The limit (1 to the page maximum, `default` when absent) and the `seq` cursor of a page
+/// of audit events, newest first; `listing` names the call in a bad cursor's message.
+pub(crate) fn seq_page(
+    page: &PageRequest,
+    default: u32,
+    listing: &str,
+) -> Result<(u32, Option<u64>)> {
+    let limit = page.limit.unwrap_or(default);
+    if !(1..=crate::page::MAX_PAGE_LIMIT).contains(&limit) {
+        return Err(Error::invalid(
+            "limit",
+            format!("must be from 1 to {}", crate::page::MAX_PAGE_LIMIT),
+        ));
+    }
+    let before_seq = match page.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(c.parse::<u64>().map_err(|_| {
+            Error::invalid(
+                "cursor",
+                format!("is not a cursor returned by this {listing}"),
+            )
+        })?),
+    };
+    Ok((limit, before_seq))
+}
+
+/// A page of `items` read with `limit + 1`: at most `limit`, and the cursor to go on below
+/// the last when there were more.
+pub(crate) fn seq_page_of(mut items: Vec<AuditEvent>, limit: u32) -> Page<AuditEvent> {
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|e| e.seq.to_string())
+    } else {
+        None
+    };
+    Page { items, next_cursor }
 }
 
 /// What a retention sweep removed.

@@ -48,19 +48,8 @@ impl Kms {
     pub fn export_user(&self, caller: &Caller, id: &str, page: PageRequest) -> Result<UserExport> {
         caller.require(&*self.snapshot()?, "user.read")?;
         let user = self.visible_user(caller, id)?;
-        let limit = page.limit.unwrap_or(DEFAULT_EXPORT_AUDIT_LIMIT);
-        if !(1..=crate::page::MAX_PAGE_LIMIT).contains(&limit) {
-            return Err(Error::invalid(
-                "limit",
-                format!("must be from 1 to {}", crate::page::MAX_PAGE_LIMIT),
-            ));
-        }
-        let before_seq = match page.cursor.as_deref() {
-            None => None,
-            Some(c) => Some(c.parse::<u64>().map_err(|_| {
-                Error::invalid("cursor", "is not a cursor returned by this export")
-            })?),
-        };
+        let (limit, before_seq) =
+            super::audit_log::seq_page(&page, DEFAULT_EXPORT_AUDIT_LIMIT, "export")?;
         let sessions = self.inner.store.user_sessions(&user.id)?;
         let mut ids = vec![user.id.clone()];
         ids.extend(
@@ -74,17 +63,11 @@ impl Kms {
             .store
             .audit_concerning(&ids, before_seq, limit as usize + 1)?;
         self.open_personal_fields(&mut items)?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|e| e.seq.to_string())
-        } else {
-            None
-        };
         Ok(UserExport {
             exported_at: self.inner.clock.now(),
             user: UserInfo::from_record(&user),
             sessions: sessions.iter().map(SessionInfo::from_record).collect(),
-            audit: Page { items, next_cursor },
+            audit: super::audit_log::seq_page_of(items, limit),
         })
     }
 
