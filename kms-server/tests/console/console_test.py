@@ -579,6 +579,20 @@ def run(args):
             check(len(rows) == len(COMPLIANCE_SAMPLE["findings"]), f"findings shown: {[r.text for r in rows]}")
             check("fail" in rows[0].text and "tok_" in rows[0].text, f"the first finding: {rows[0].text}")
             c.page("compliance-contract-sample")
+        else:
+            # The real report: one row per finding, in the API's order, each with its
+            # status and count as the API gives them.
+            status, report, _ = api.call("GET", "/v1/reports/compliance")
+            check(status == 200, f"the report answered {status}: {report}")
+            rows = d.find_elements(By.CSS_SELECTOR, "#main tbody tr")
+            findings = report["findings"]
+            check(len(rows) == len(findings), f"findings shown: {[r.text for r in rows]}")
+            for row, finding in zip(rows, findings):
+                check(finding["id"] in row.text, f"{finding['id']} not in {row.text!r}")
+                check(finding["status"] in row.text, f"{finding['id']}: {row.text!r}")
+                check(str(finding["count"]) in row.text, f"{finding['id']}: {row.text!r}")
+            failing = sum(1 for f in findings if f["status"] == "fail")
+            check(f"{len(findings)} checks, {failing} failing" in text, f"the summary: {text}")
 
         c.open("#/keys")
         c.heading("Signing keys")
