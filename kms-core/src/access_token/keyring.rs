@@ -68,6 +68,19 @@ pub(crate) fn new_ed25519_key(
     })
 }
 
+/// The Ed25519 public key of a stored signing key; the error names the key.
+pub(crate) fn verifying_key(
+    record: &SigningKeyRecord,
+) -> std::result::Result<ed25519_dalek::VerifyingKey, String> {
+    let public: [u8; 32] = record
+        .public_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("signing key {} has a malformed public key", record.kid))?;
+    ed25519_dalek::VerifyingKey::from_bytes(&public)
+        .map_err(|_| format!("signing key {} has an invalid public key", record.kid))
+}
+
 /// A key ready for use: decoded public key and, for the active key, the opened private key.
 pub(crate) struct LoadedKey {
     pub(crate) record: SigningKeyRecord,
@@ -90,18 +103,7 @@ impl KeyRing {
             if record.state == KeyState::Retired || record.algorithm != KeyAlgorithm::EdDSA {
                 continue;
             }
-            let public: [u8; 32] = record.public_key.as_slice().try_into().map_err(|_| {
-                Error::internal(format!(
-                    "signing key {} has a malformed public key",
-                    record.kid
-                ))
-            })?;
-            let verifying = ed25519_dalek::VerifyingKey::from_bytes(&public).map_err(|_| {
-                Error::internal(format!(
-                    "signing key {} has an invalid public key",
-                    record.kid
-                ))
-            })?;
+            let verifying = verifying_key(&record).map_err(Error::internal)?;
             let encoding = if record.state == KeyState::Active {
                 let seed = master.open(&record.kid, &record.sealed_private).map_err(|_| {
                     Error::internal(format!(

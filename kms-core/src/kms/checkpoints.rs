@@ -133,67 +133,98 @@ impl Kms {
         }
         for (line, cp) in checkpoints.iter().enumerate() {
             let line = line + 1;
-            let signed = match open_checkpoint(cp, &keys) {
-                Ok(s) => s,
-                Err(why) => {
-                    report.ok = false;
-                    report.problem = Some(format!("checkpoint {line}: {why}"));
-                    return Ok(report);
+            match self.check_checkpoint(cp, &keys, anchor.as_ref(), head_seq) {
+                Ok(checked) => {
+                    report.newest_checkpoint_seq = report.newest_checkpoint_seq.max(checked.seq);
+                    report.pruned += u64::from(checked.pruned);
                 }
-            };
-            report.newest_checkpoint_seq = report.newest_checkpoint_seq.max(Some(signed.seq));
-            if signed.seq > head_seq {
-                report.ok = false;
-                report.problem = Some(format!(
-                    "checkpoint {line} (signed at {}) records event {} but the chain ends at \
-                     {head_seq}: its newest events were deleted",
-                    signed.at, signed.seq
-                ));
-                return Ok(report);
-            }
-            let pruned_through = anchor.as_ref().map_or(0, |a| a.seq);
-            if signed.seq <= pruned_through {
-                let same = anchor
-                    .as_ref()
-                    .is_some_and(|a| a.seq == signed.seq && a.hash == signed.hash);
-                if !same && anchor.as_ref().is_some_and(|a| a.seq == signed.seq) {
+                Err(Problem::Store(e)) => return Err(e),
+                Err(Problem::Found { seq, why }) => {
+                    report.newest_checkpoint_seq = report.newest_checkpoint_seq.max(seq);
                     report.ok = false;
-                    report.problem = Some(format!(
-                        "checkpoint {line}: the anchor of the pruned events has another hash"
-                    ));
-                    return Ok(report);
-                }
-                report.pruned += 1;
-                continue;
-            }
-            let stored = self
-                .inner
-                .store
-                .audit_after(signed.seq - 1, 1)?
-                .into_iter()
-                .next()
-                .filter(|e| e.seq == signed.seq);
-            match stored {
-                Some(e) if e.hash == signed.hash => {}
-                Some(_) => {
-                    report.ok = false;
-                    report.problem = Some(format!(
-                        "checkpoint {line}: event {} has another hash than was signed",
-                        signed.seq
-                    ));
-                    return Ok(report);
-                }
-                None => {
-                    report.ok = false;
-                    report.problem = Some(format!(
-                        "checkpoint {line}: event {} is missing",
-                        signed.seq
-                    ));
+                    report.problem = Some(format!("checkpoint {line}{why}"));
                     return Ok(report);
                 }
             }
         }
         Ok(report)
+    }
+}
+
+/// One checkpoint that checked out: its `seq`, and whether its event was pruned.
+struct Checked {
+    seq: Option<u64>,
+    pruned: bool,
+}
+
+/// Why a checkpoint did not check out: what was found (after `checkpoint N`), with the
+/// `seq` it records when its signature held, or a store failure.
+enum Problem {
+    Found { seq: Option<u64>, why: String },
+    Store(Error),
+}
+
+impl From<Error> for Problem {
+    fn from(e: Error) -> Self {
+        Problem::Store(e)
+    }
+}
+
+impl Kms {
+    /// Checks one checkpoint against the chain ending at `head_seq`, pruned through
+    /// `anchor`.
+    fn check_checkpoint(
+        &self,
+        cp: &AuditCheckpoint,
+        keys: &[crate::store::SigningKeyRecord],
+        anchor: Option<&AuditAnchor>,
+        head_seq: u64,
+    ) -> std::result::Result<Checked, Problem> {
+        let signed = open_checkpoint(cp, keys).map_err(|why| Problem::Found {
+            seq: None,
+            why: format!(": {why}"),
+        })?;
+        let found = |why: String| Problem::Found {
+            seq: Some(signed.seq),
+            why,
+        };
+        if signed.seq > head_seq {
+            return Err(found(format!(
+                " (signed at {}) records event {} but the chain ends at {head_seq}: its newest \
+                 events were deleted",
+                signed.at, signed.seq
+            )));
+        }
+        if signed.seq <= anchor.map_or(0, |a| a.seq) {
+            if anchor.is_some_and(|a| a.seq == signed.seq && a.hash != signed.hash) {
+                return Err(found(
+                    ": the anchor of the pruned events has another hash".to_owned(),
+                ));
+            }
+            return Ok(Checked {
+                seq: Some(signed.seq),
+                pruned: true,
+            });
+        }
+        let stored = self
+            .inner
+            .store
+            .audit_after(signed.seq - 1, 1)
+            .map_err(Error::from)?
+            .into_iter()
+            .next()
+            .filter(|e| e.seq == signed.seq);
+        match stored {
+            Some(e) if e.hash == signed.hash => Ok(Checked {
+                seq: Some(signed.seq),
+                pruned: false,
+            }),
+            Some(_) => Err(found(format!(
+                ": event {} has another hash than was signed",
+                signed.seq
+            ))),
+            None => Err(found(format!(": event {} is missing", signed.seq))),
+        }
     }
 }
 
@@ -224,13 +255,7 @@ fn open_checkpoint(
         .ok_or_else(|| {
             format!("it is signed by {kid:?}, which is not a signing key of this database")
         })?;
-    let public: [u8; 32] = key
-        .public_key
-        .as_slice()
-        .try_into()
-        .map_err(|_| format!("signing key {kid} has a malformed public key"))?;
-    let verifying = ed25519_dalek::VerifyingKey::from_bytes(&public)
-        .map_err(|_| format!("signing key {kid} has an invalid public key"))?;
+    let verifying = crate::access_token::keyring::verifying_key(key)?;
     let signature = engine
         .decode(s)
         .ok()

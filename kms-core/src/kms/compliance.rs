@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::{Caller, Kms, MASTER_KEY_SET_AT_KEY};
+use super::{Caller, Kms};
 use crate::api_key::TokenStatus;
 use crate::application::Application;
 use crate::audit::AuditVerification;
@@ -442,14 +442,10 @@ impl Kms {
         );
 
         let max_days = days(settings.max_master_key_age_secs);
-        let (set_at, source) = match self.inner.store.get_meta(MASTER_KEY_SET_AT_KEY)? {
-            Some(v) => (Some(v), MASTER_KEY_SET_AT_KEY),
-            None => (
-                self.inner.store.get_meta(super::INITIALIZED_KEY)?,
-                super::INITIALIZED_KEY,
-            ),
+        let (set_at, source) = match self.master_key_set_at_raw()? {
+            Some((v, source)) => (Timestamp::parse_rfc3339(&v).ok(), source),
+            None => (None, super::INITIALIZED_KEY),
         };
-        let set_at = set_at.and_then(|v| Timestamp::parse_rfc3339(&v).ok());
         let old = set_at
             .filter(|at| *at < now.plus_secs(-settings.max_master_key_age_secs))
             .map(|_| Ids::from_iter(["master_key"]))

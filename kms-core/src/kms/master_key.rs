@@ -26,8 +26,8 @@ use crate::store::{Mutation, SigningKeyRecord};
 /// Without it the key dates from the database's initialisation (`initialized_at`).
 pub const MASTER_KEY_SET_AT_KEY: &str = "master_key_set_at";
 
-/// Applications read per store call while collecting sealed secrets.
-const APP_PAGE: usize = 500;
+/// Applications (and person keys) read per store call while collecting sealed secrets.
+const PAGE: usize = 500;
 
 /// What a master-key rotation re-sealed, by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -96,7 +96,7 @@ impl Kms {
         }
         let mut after: Option<String> = None;
         loop {
-            let apps = store.list_apps(after.as_deref(), APP_PAGE)?;
+            let apps = store.list_apps(after.as_deref(), PAGE)?;
             let Some(last) = apps.last() else { break };
             after = Some(last.id.clone());
             for mut app in apps {
@@ -140,7 +140,7 @@ impl Kms {
         }
         let mut after: Option<String> = None;
         loop {
-            let keys = store.list_person_keys(after.as_deref(), APP_PAGE)?;
+            let keys = store.list_person_keys(after.as_deref(), PAGE)?;
             let Some(last) = keys.last() else { break };
             after = Some(last.subject.clone());
             for key in keys {
@@ -179,16 +179,23 @@ impl Kms {
     /// When the master key in use was set: the last rotation, else the database's
     /// initialisation; `None` before either.
     pub fn master_key_set_at(&self) -> Result<Option<crate::clock::Timestamp>> {
-        let store = &self.inner.store;
-        let value = match store.get_meta(MASTER_KEY_SET_AT_KEY)? {
-            Some(v) => Some(v),
-            None => store.get_meta(super::INITIALIZED_KEY)?,
-        };
-        value
-            .map(|v| {
+        self.master_key_set_at_raw()?
+            .map(|(v, _)| {
                 crate::clock::Timestamp::parse_rfc3339(&v)
                     .map_err(|_| Error::internal(format!("the stored time {v:?} is not RFC 3339")))
             })
             .transpose()
+    }
+
+    /// The stored time the master key was set, as stored, with the metadata key it came
+    /// from ([`MASTER_KEY_SET_AT_KEY`], else `initialized_at`).
+    pub(crate) fn master_key_set_at_raw(&self) -> Result<Option<(String, &'static str)>> {
+        let store = &self.inner.store;
+        Ok(match store.get_meta(MASTER_KEY_SET_AT_KEY)? {
+            Some(v) => Some((v, MASTER_KEY_SET_AT_KEY)),
+            None => store
+                .get_meta(super::INITIALIZED_KEY)?
+                .map(|v| (v, super::INITIALIZED_KEY)),
+        })
     }
 }
