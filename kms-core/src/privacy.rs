@@ -137,12 +137,23 @@ pub fn seal_person_key(
     now: Timestamp,
     random: &dyn SecureRandom,
 ) -> Result<PersonKeyRecord> {
+    new_person_key(master, subject, now, random).map(|(record, _)| record)
+}
+
+/// [`seal_person_key`], with the key itself (no need to open what was just sealed).
+pub(crate) fn new_person_key(
+    master: Option<&MasterKey>,
+    subject: &str,
+    now: Timestamp,
+    random: &dyn SecureRandom,
+) -> Result<(PersonKeyRecord, PersonKey)> {
     let key = PersonKey::generate(random)?;
-    Ok(PersonKeyRecord {
+    let record = PersonKeyRecord {
         subject: subject.to_owned(),
         stored_key: seal_person_key_bytes(master, subject, &key, random)?,
         created_at: now,
-    })
+    };
+    Ok((record, key))
 }
 
 /// The same person key sealed under `new` instead of `old` (a master-key rotation; a key

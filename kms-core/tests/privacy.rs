@@ -492,3 +492,39 @@ fn an_old_chain_verifies_after_the_upgrade_and_new_personal_events_extend_it() {
     assert!(last.sealed_personal.is_some());
     assert!(intact(&env.kms, &env.root));
 }
+
+#[test]
+fn a_person_who_erases_themselves_gets_no_person_key_again() {
+    for (name, env) in stores() {
+        env.kms
+            .create_role(
+                &env.root,
+                kms_core::NewRole {
+                    name: "self-service".into(),
+                    permissions: vec!["user.read".into(), "user.write".into()],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let (mut user, _) = user_with_session(&env, "usr_selferasure0001");
+        user.roles = vec![kms_core::RoleName::parse("self-service").unwrap()];
+        env.store.apply(&[Mutation::PutUser(user.clone())]).unwrap();
+        let token = kms_core::internal::start_session(&env.kms, &user, "idp_test").unwrap();
+        let ip: IpAddr = IP.parse().unwrap();
+        let session = env
+            .kms
+            .authenticate(&token, Some(ip))
+            .unwrap()
+            .with_request(Some(ip), None);
+        env.kms.erase_user(&session, &user.id).unwrap();
+        assert!(
+            env.store.get_person_key(&user.id).unwrap().is_none(),
+            "{name}: the erased person has a key again"
+        );
+        let raw = env.store.last_audit_event().unwrap().unwrap();
+        assert_eq!(raw.action, "user.erase", "{name}");
+        assert!(raw.sealed_personal.is_none(), "{name}");
+        assert_eq!(raw.ip, None, "{name}: their own address is left out");
+        assert!(intact(&env.kms, &env.root), "{name}");
+    }
+}

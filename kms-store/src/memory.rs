@@ -101,9 +101,9 @@ struct State {
     idp_slugs: BTreeMap<String, String>,
     login_attempts: BTreeMap<String, LoginAttempt>,
     sessions: BTreeMap<String, SessionRecord>,
-    /// Replay-cache id → when it may be forgotten.
     /// Subject → person key.
     person_keys: BTreeMap<String, kms_core::store::PersonKeyRecord>,
+    /// Replay-cache id → when it may be forgotten.
     replay: BTreeMap<String, Timestamp>,
     /// Usage buckets: (application, bucket start, token, code) → count.
     usage: BTreeMap<UsageKey, u64>,
@@ -260,8 +260,9 @@ enum Undo {
     Revocation(String, Option<Revocation>),
     /// An appended audit event, removed on rollback.
     Audit(u64),
-    /// A pruned audit event, restored on rollback.
+    /// A person key written or deleted, restored on rollback.
     PersonKey(String, Option<Box<kms_core::store::PersonKeyRecord>>),
+    /// A pruned audit event, restored on rollback.
     AuditPruned(Box<AuditEvent>),
     User(String, Option<Box<UserRecord>>),
     Idp(String, Option<Box<IdpRecord>>),

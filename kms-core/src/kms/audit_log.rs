@@ -161,8 +161,8 @@ impl Kms {
             .or_else(|| caller_user.map(str::to_owned));
         // The address is the subject's own when they are the caller, or when it was given
         // with the event about them (a login); an administrator's address is not theirs.
-        let ip_is_personal = subject.is_some()
-            && (audit.ip.is_some() || (caller_user.is_some() && caller_user == subject.as_deref()));
+        let ip_is_personal =
+            subject.is_some() && (audit.ip.is_some() || caller_user == subject.as_deref());
         let ip = audit
             .ip
             .or_else(|| caller.and_then(Caller::ip))
@@ -221,9 +221,9 @@ impl Kms {
             app_id: (!caller.is_system()).then(|| caller.app_id().to_owned()),
             limit: limit as usize + 1,
         };
-        let mut items = self.inner.store.list_audit(&query)?;
-        self.open_personal_fields(&mut items)?;
-        Ok(seq_page_of(items, limit))
+        let mut page = seq_page_of(self.inner.store.list_audit(&query)?, limit);
+        self.open_personal_fields(&mut page.items)?;
+        Ok(page)
     }
 
     /// Checks the whole chain (`audit.read`; system callers only).

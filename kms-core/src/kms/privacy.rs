@@ -13,7 +13,7 @@ use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
 use crate::privacy::{
-    open_person_key, open_personal, seal_person_key, seal_personal, PersonKey, PersonalFields,
+    new_person_key, open_person_key, open_personal, seal_personal, PersonKey, PersonalFields,
     PersonalStatus,
 };
 use crate::store::{Mutation, StoreError};
@@ -58,16 +58,17 @@ impl Kms {
                 .take(MAX_EXPORT_IDS - 1)
                 .map(|s| s.id.clone()),
         );
-        let mut items = self
+        let items = self
             .inner
             .store
             .audit_concerning(&ids, before_seq, limit as usize + 1)?;
-        self.open_personal_fields(&mut items)?;
+        let mut audit = super::audit_log::seq_page_of(items, limit);
+        self.open_personal_fields(&mut audit.items)?;
         Ok(UserExport {
             exported_at: self.inner.clock.now(),
             user: UserInfo::from_record(&user),
             sessions: sessions.iter().map(SessionInfo::from_record).collect(),
-            audit: super::audit_log::seq_page_of(items, limit),
+            audit,
         })
     }
 
@@ -100,10 +101,10 @@ impl Kms {
         let mut batch = vec![Mutation::EraseToken(token.id.clone())];
         let mut previous = token.rotated_from.clone();
         let mut cleared = 0usize;
-        while let Some(prev_id) = previous.take() {
-            if cleared >= MAX_LINEAGE {
+        for _ in 0..MAX_LINEAGE {
+            let Some(prev_id) = previous.take() else {
                 break;
-            }
+            };
             let Some(mut prev) = self.inner.store.get_token(&prev_id)? else {
                 break;
             };
@@ -149,24 +150,33 @@ impl Kms {
         personal: &PersonalFields,
     ) -> Result<()> {
         let has_personal = personal.ip.is_some() || !personal.details.is_empty();
+        // A person erased by this very batch (erasing oneself) gets no key again: their
+        // personal fields are left out of the event instead.
+        let erased = |subject: &str| {
+            batch
+                .iter()
+                .any(|m| matches!(m, Mutation::ErasePerson(id) if id == subject))
+        };
+        let sealing_for = event.subject.clone().filter(|s| has_personal && !erased(s));
+        let mut batch = batch;
+        let base = batch.len();
         for attempt in 0..2 {
-            let mut batch = batch.clone();
+            batch.truncate(base);
             let mut event = event.clone();
             let mut inserted = false;
-            if let (Some(subject), true) = (event.subject.clone(), has_personal) {
+            if let Some(subject) = &sealing_for {
                 let random = self.inner.random.as_ref();
                 let master = self.inner.master_key.as_ref();
-                let key = match self.inner.store.get_person_key(&subject)? {
+                let key = match self.inner.store.get_person_key(subject)? {
                     Some(record) => open_person_key(master, &record)?,
                     None => {
-                        let record = seal_person_key(master, &subject, event.at, random)?;
-                        let key = open_person_key(master, &record)?;
+                        let (record, key) = new_person_key(master, subject, event.at, random)?;
                         batch.push(Mutation::InsertPersonKey(record));
                         inserted = true;
                         key
                     }
                 };
-                event.sealed_personal = Some(seal_personal(&key, &subject, personal, random)?);
+                event.sealed_personal = Some(seal_personal(&key, subject, personal, random)?);
             }
             batch.push(Mutation::ChainAudit(event));
             match self.inner.store.apply(&batch) {
@@ -182,25 +192,29 @@ impl Kms {
     /// process cannot open). The sealed form is not shown.
     pub(crate) fn open_personal_fields(&self, events: &mut [AuditEvent]) -> Result<()> {
         let master = self.inner.master_key.as_ref();
-        let mut keys: HashMap<String, Option<std::result::Result<PersonKey, ()>>> = HashMap::new();
+        // Per subject: their key, or why their fields cannot be opened.
+        let mut keys: HashMap<String, std::result::Result<PersonKey, PersonalStatus>> =
+            HashMap::new();
         for e in events.iter_mut() {
             let (Some(subject), Some(sealed)) = (e.subject.clone(), e.sealed_personal.take())
             else {
                 continue;
             };
-            if !keys.contains_key(&subject) {
-                let key = self
-                    .inner
-                    .store
-                    .get_person_key(&subject)?
-                    .map(|r| open_person_key(master, &r).map_err(|_| ()));
-                keys.insert(subject.clone(), key);
-            }
-            let opened = match keys.get(&subject) {
-                Some(Some(Ok(key))) => open_personal(key, &subject, &sealed).ok(),
-                Some(Some(Err(()))) => None,
-                Some(None) | None => {
-                    e.personal = Some(PersonalStatus::Erased);
+            let key = match keys.entry(subject.clone()) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(match self.inner.store.get_person_key(&subject)? {
+                        None => Err(PersonalStatus::Erased),
+                        Some(r) => {
+                            open_person_key(master, &r).map_err(|_| PersonalStatus::Unavailable)
+                        }
+                    })
+                }
+            };
+            let opened = match key {
+                Ok(key) => open_personal(key, &subject, &sealed).ok(),
+                Err(status) => {
+                    e.personal = Some(*status);
                     continue;
                 }
             };
