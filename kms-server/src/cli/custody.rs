@@ -257,7 +257,10 @@ pub fn combine(lines: &[&str]) -> Result<MasterKey, CommandError> {
         fp = Some((*f).to_owned());
         let mut bytes = vec![x];
         bytes.extend(y);
-        parsed.push(bytes);
+        // A share given twice counts once (interpolating it twice would give a wrong key).
+        if !parsed.contains(&bytes) {
+            parsed.push(bytes);
+        }
     }
     let (Some(threshold), Some(fp)) = (threshold, fp) else {
         return Err(CommandError::new("no shares on stdin"));
@@ -265,6 +268,11 @@ pub fn combine(lines: &[&str]) -> Result<MasterKey, CommandError> {
     let mut xs: Vec<u8> = parsed.iter().map(|b| b[0]).collect();
     xs.sort_unstable();
     xs.dedup();
+    if xs.len() < parsed.len() {
+        return Err(CommandError::new(
+            "two different shares claim the same position: one is mistyped",
+        ));
+    }
     if xs.len() < usize::from(threshold) {
         return Err(CommandError::new(format!(
             "{} distinct share(s) given, {threshold} needed",
