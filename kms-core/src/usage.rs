@@ -256,7 +256,7 @@ impl UsageReport {
         price: Option<&UsagePrice>,
     ) -> Self {
         let size = window.granularity.secs();
-        let count = ((window.to.unix() - window.from.unix()) / size).max(0);
+        let count = ((window.to.unix() - window.from.unix()) / size).clamp(0, MAX_BUCKETS);
         let mut series: Vec<UsageBucket> = (0..count)
             .map(|i| UsageBucket {
                 start: window.from.plus_secs(i * size),
@@ -422,7 +422,8 @@ fn format_decimal(value: u128, decimals: u32) -> String {
 
 /// The slot of a code in a counter array.
 fn code_slot(code: VerifyCode) -> usize {
-    VerifyCode::ALL.iter().position(|c| *c == code).unwrap_or(0)
+    // `VerifyCode::ALL` lists the codes in declaration order (a test proves it).
+    code as usize
 }
 
 /// Counts of one hour of one handle.
@@ -461,6 +462,17 @@ impl UsageHandle {
         slot.counts[code_slot(code)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records a verification with `code` at `now`: counted when `count` (verifications,
+    /// not management calls), and a use of the key noted when it was valid.
+    pub(crate) fn record(&self, code: VerifyCode, now: Timestamp, count: bool) {
+        if count {
+            self.count(code, now);
+        }
+        if code == VerifyCode::Valid {
+            self.note_use(now);
+        }
+    }
+
     /// Notes a use of the key at `now`, kept to the minute. Sessions are not noted here
     /// (they record their own use).
     pub(crate) fn note_use(&self, now: Timestamp) {
@@ -478,12 +490,12 @@ impl UsageHandle {
     fn drain(&self, out: &mut HashMap<CountKey, u64>, touches: &mut HashMap<String, i64>) {
         for slot in &self.slots {
             let hour = slot.hour.load(Ordering::Relaxed);
-            for (i, counter) in slot.counts.iter().enumerate() {
+            for (counter, code) in slot.counts.iter().zip(VerifyCode::ALL) {
                 let n = counter.swap(0, Ordering::Relaxed);
                 if n == 0 {
                     continue;
                 }
-                let code = VerifyCode::ALL.get(i).map_or("VALID", |c| c.as_str());
+                let code = code.as_str();
                 let key = CountKey {
                     app_id: self.app_id.clone(),
                     token_id: self.token_id.clone(),
@@ -639,6 +651,13 @@ mod tests {
 
     fn t(s: &str) -> Timestamp {
         Timestamp::parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn every_code_has_its_own_slot_in_declaration_order() {
+        for (i, code) in VerifyCode::ALL.into_iter().enumerate() {
+            assert_eq!(code_slot(code), i, "{code:?}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::audit::AuditVerification;
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::identity::UserStatus;
+use crate::policy::snapshot::PermissionSnapshot;
 use crate::policy::GrantTarget;
 use crate::store::{AuditQuery, KeyState, TokenRecord};
 
@@ -272,7 +273,7 @@ impl Kms {
         };
 
         let apps = self.all_apps()?;
-        let tokens = self.token_findings(&apps, settings, now)?;
+        let tokens = self.token_findings(&snapshot, &apps, settings, now)?;
         let usable = json!({ "active_tokens": tokens.usable });
         findings.add(
             "tokens_without_expiry",
@@ -353,11 +354,11 @@ impl Kms {
     /// Walks every usable key (not revoked, not expired) of every application once.
     fn token_findings(
         &self,
+        snapshot: &PermissionSnapshot,
         apps: &[Application],
         settings: &ComplianceSettings,
         now: Timestamp,
     ) -> Result<TokenFindings> {
-        let snapshot = self.snapshot()?;
         let too_old = now.plus_secs(-settings.max_token_age_secs);
         let unused_since = now.plus_secs(-UNUSED_DAYS * DAY);
         let mut out = TokenFindings::default();

@@ -84,11 +84,7 @@ impl Kms {
     pub(crate) fn count_usage(&self, app_id: &str, token_id: &str, code: crate::kms::VerifyCode) {
         if let Some(counters) = &self.inner.usage {
             let now = self.inner.clock.now();
-            let handle = counters.handle(app_id, token_id);
-            handle.count(code, now);
-            if code == crate::kms::VerifyCode::Valid {
-                handle.note_use(now);
-            }
+            counters.handle(app_id, token_id).record(code, now, true);
         }
     }
 
@@ -98,11 +94,11 @@ impl Kms {
         window: &UsageWindow,
         price: Option<&crate::usage::UsagePrice>,
     ) -> Result<UsageReport> {
-        let store = &self.inner.store;
-        let rows = store.usage(subject, window.from, window.to)?;
+        // One read covers the period and the one before it (the trend); the report files
+        // each row in its own window.
         let before = window.previous();
-        let previous = store.usage(subject, before.from, before.to)?;
-        Ok(UsageReport::build(window, &rows, &previous, price))
+        let rows = self.inner.store.usage(subject, before.from, window.to)?;
+        Ok(UsageReport::build(window, &rows, &rows, price))
     }
 
     /// Retention of usage: deletes the buckets of hours that started more than

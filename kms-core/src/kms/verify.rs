@@ -610,12 +610,7 @@ impl Kms {
                 None => v.usage.as_deref(),
             };
             if let Some(handle) = handle {
-                if p.purpose == Purpose::Verify {
-                    handle.count(v.code, now);
-                }
-                if v.code == VerifyCode::Valid {
-                    handle.note_use(now);
-                }
+                handle.record(v.code, now, p.purpose == Purpose::Verify);
             }
         }
         Ok(verdict)
@@ -928,7 +923,7 @@ impl Kms {
         record.secret_hash = String::new();
         // API keys are counted each on its own; sessions for their application only.
         let usage = self.inner.usage.as_ref().map(|u| {
-            let token_id = if record.id.starts_with("tok_") {
+            let token_id = if record.id.starts_with(token_format::TOKEN_ID_PREFIX) {
                 record.id.as_str()
             } else {
                 ""

@@ -77,8 +77,8 @@ pub async fn compliance(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    if let Ok(csp) = HeaderValue::from_str(reports::html_csp()) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
-    }
+    // Never the page without its policy.
+    let csp = HeaderValue::from_str(reports::html_csp()).map_err(|_| ApiError::internal())?;
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp);
     Ok(response)
 }
