@@ -31,7 +31,6 @@ export class ApiError extends Error {
     this.status = status;
     this.code = error ? error.code : typeof body?.error === "string" ? body.error : "";
     this.requestId = error ? error.request_id || "" : "";
-    this.details = error && error.details ? error.details : {};
   }
 }
 

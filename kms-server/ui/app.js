@@ -2,7 +2,8 @@
 //
 // Pages are modules exporting `render(main, params)`; they build their content with
 // dom.js and call the API through api.js. On every navigation the main region is rebuilt
-// and focus moves to its heading, so keyboard and screen-reader users land on the new page.
+// (in a fresh element of its own) and focus moves to its heading, so keyboard and
+// screen-reader users land on the new page.
 
 import * as api from "./api.js";
 import { h, button, announce, announceNext, settle, errorBox } from "./dom.js";
@@ -46,7 +47,7 @@ function currentPath() {
 
 /** Navigates to `path` (`/apps/...`). */
 export function go(path) {
-  if (currentPath() === path && window.location.hash === `#${path}`) {
+  if (window.location.hash === `#${path}`) {
     route();
   } else {
     window.location.hash = `#${path}`;
@@ -88,7 +89,12 @@ export function signedIn() {
   go("/apps");
 }
 
+/** Counts navigations, so a slow render that a newer one overtook leaves the page alone. */
+let routeSeq = 0;
+
 async function route() {
+  routeSeq += 1;
+  const seq = routeSeq;
   const path = currentPath();
   if (api.signedIn() === null && path !== "/signin") {
     go("/signin");
@@ -102,10 +108,13 @@ async function route() {
   for (const link of nav.querySelectorAll("a")) {
     link.removeAttribute("aria-current");
   }
+  // Each navigation draws into its own element: an older render still under way fills
+  // its own (detached) one, never the page of a newer navigation.
   const heading = h("h1", { tabindex: "-1", text: "Not found" });
-  main.replaceChildren(heading);
+  const view = h("div", { class: "view" }, heading);
+  main.replaceChildren(view);
   if (!found) {
-    main.append(h("p", {}, "There is no such page. ", h("a", { href: "#/apps", text: "Go to the applications." })));
+    view.append(h("p", {}, "There is no such page. ", h("a", { href: "#/apps", text: "Go to the applications." })));
     heading.focus();
     return;
   }
@@ -116,13 +125,16 @@ async function route() {
       current.setAttribute("aria-current", "page");
     }
   }
-  const params = pattern.exec(path).slice(1).map(decodeURIComponent);
   try {
-    await render(main, params, { go, signedIn });
+    const params = pattern.exec(path).slice(1).map(decodeURIComponent);
+    await render(view, params, { go, signedIn });
   } catch (err) {
-    main.append(errorBox(err));
+    view.append(errorBox(err));
   }
-  const title = main.querySelector("h1");
+  if (seq !== routeSeq) {
+    return;
+  }
+  const title = view.querySelector("h1");
   document.title = title ? `${title.textContent} · kms console` : "kms console";
   if (title) {
     if (!title.hasAttribute("tabindex")) {

@@ -70,11 +70,6 @@ export function fill(el, ...children) {
   return el;
 }
 
-/** Removes every child of `el`. */
-export function clear(el) {
-  el.replaceChildren();
-}
-
 /** Shows `message` in the live status region (read out by screen readers). */
 export function announce(message, kind = "info") {
   const region = document.getElementById("status");
@@ -136,6 +131,37 @@ export function errorBox(err, prefix = "") {
 export function announceError(what, err) {
   const message = err && err.message ? err.message : String(err);
   announce(`${what} failed: ${message}`, "error");
+}
+
+/**
+ * Asks `dialog` (the options of confirmDialog; `null` to skip asking) and, once
+ * confirmed, runs `action`; a failure is announced as a failure of `what`.
+ */
+export async function confirmThen(dialog, what, action) {
+  if (dialog && !(await confirmDialog(dialog))) {
+    return;
+  }
+  try {
+    await action();
+  } catch (err) {
+    announceError(what, err);
+  }
+}
+
+/**
+ * A form's submit handler: clears `out`, runs `action`, and shows a failure in `out`
+ * as an error box headed `failure`.
+ */
+export function onSubmit(out, failure, action) {
+  return async (e) => {
+    e.preventDefault();
+    out.replaceChildren();
+    try {
+      await action();
+    } catch (err) {
+      out.replaceChildren(errorBox(err, failure));
+    }
+  };
 }
 
 /** A labelled form field: `<div class="field"><label for=id>label</label>input hint</div>`. */
@@ -283,6 +309,9 @@ export function pagedList({ load, render, label }) {
       return;
     }
     const cursor = index < history.length ? history[index] : nextCursor;
+    // While a page loads, a second click cannot move (and push the same cursor twice).
+    prev.disabled = true;
+    next.disabled = true;
     try {
       const page = await load(cursor);
       if (index >= history.length) {
@@ -293,10 +322,11 @@ export function pagedList({ load, render, label }) {
       nextCursor = page.next_cursor || null;
       body.replaceChildren(render(page.items || []));
       info.textContent = `Page ${history.length}`;
-      prev.disabled = history.length <= 1;
-      next.disabled = !nextCursor;
     } catch (err) {
       body.replaceChildren(errorBox(err, `Loading ${label.toLowerCase()}`));
+    } finally {
+      prev.disabled = history.length <= 1;
+      next.disabled = !nextCursor;
     }
   }
 

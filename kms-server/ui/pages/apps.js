@@ -3,8 +3,7 @@
 
 import * as api from "../api.js";
 import {
-  fill, h, field, table, pagedList, badge, time, button, confirmDialog, announce, announceError,
-  errorBox, facts, val,
+  fill, h, field, table, pagedList, badge, time, button, confirmThen, onSubmit, announce, facts, val,
 } from "../dom.js";
 import { tokenList, tokenForm } from "./tokens.js";
 import { usagePanel } from "./usage.js";
@@ -13,7 +12,7 @@ import { usagePanel } from "./usage.js";
 const SYSTEM_APP = "app_system";
 
 /** The sub-navigation of one application's pages. */
-export function appTabs(id, current) {
+function appTabs(id, current) {
   const tabs = [
     ["tokens", `#/apps/${api.seg(id)}`, "Tokens"],
     ["users", `#/apps/${api.seg(id)}/users`, "Users"],
@@ -50,24 +49,20 @@ export async function appHeader(main, id, current) {
   return app;
 }
 
-async function setStatus(app, status, reload) {
-  if (status === "disabled") {
-    const ok = await confirmDialog({
-      title: `Disable ${app.name}?`,
-      message: "Every token of this application stops verifying until it is enabled again.",
-      confirmLabel: "Disable application",
-    });
-    if (!ok) {
-      return;
-    }
-  }
-  try {
+function setStatus(app, status, reload) {
+  const dialog =
+    status === "disabled"
+      ? {
+          title: `Disable ${app.name}?`,
+          message: "Every token of this application stops verifying until it is enabled again.",
+          confirmLabel: "Disable application",
+        }
+      : null;
+  return confirmThen(dialog, `Changing ${app.name}`, async () => {
     await api.call("PATCH", `/v1/apps/${api.seg(app.id)}`, { status });
     announce(`${app.name} is now ${status}.`, "success");
     reload();
-  } catch (err) {
-    announceError(`Changing ${app.name}`, err);
-  }
+  });
 }
 
 /** `#/apps`: every application, a form to create one. */
@@ -110,23 +105,17 @@ export function renderList(main) {
     {
       class: "card",
       on: {
-        submit: async (e) => {
-          e.preventDefault();
-          out.replaceChildren();
+        submit: onSubmit(out, "Creating the application", async () => {
           const body = { name: val(form, "name") };
           const prefix = val(form, "token_prefix");
           if (prefix) {
             body.token_prefix = prefix;
           }
-          try {
-            const app = await api.call("POST", "/v1/apps", body);
-            form.reset();
-            announce(`Application ${app.name} created.`, "success");
-            list.reload();
-          } catch (err) {
-            out.replaceChildren(errorBox(err, "Creating the application"));
-          }
-        },
+          const app = await api.call("POST", "/v1/apps", body);
+          form.reset();
+          announce(`Application ${app.name} created.`, "success");
+          list.reload();
+        }),
       },
     },
     h("h2", { text: "Create an application" }),

@@ -1,7 +1,7 @@
 // The signing keys of access tokens (GET /v1/keys) and their rotation.
 
 import * as api from "../api.js";
-import { h, table, badge, time, button, confirmDialog, announce, announceError, errorBox } from "../dom.js";
+import { h, table, badge, time, button, confirmThen, announce, errorBox } from "../dom.js";
 
 /** `#/keys`. */
 export async function render(main) {
@@ -31,23 +31,20 @@ export async function render(main) {
     }
   }
 
-  const rotate = async () => {
-    const ok = await confirmDialog({
-      title: "Rotate the signing key?",
-      message: "A new key signs access tokens from now on; the current one keeps verifying until the longest access-token lifetime has passed, then retires.",
-      confirmLabel: "Rotate key",
-    });
-    if (!ok) {
-      return;
-    }
-    try {
-      await api.call("POST", "/v1/keys/rotate");
-      announce("Signing key rotated.", "success");
-      await load();
-    } catch (err) {
-      announceError("Rotating the key", err);
-    }
-  };
+  const rotate = () =>
+    confirmThen(
+      {
+        title: "Rotate the signing key?",
+        message: "A new key signs access tokens from now on; the current one keeps verifying until the longest access-token lifetime has passed, then retires.",
+        confirmLabel: "Rotate key",
+      },
+      "Rotating the key",
+      async () => {
+        await api.call("POST", "/v1/keys/rotate");
+        announce("Signing key rotated.", "success");
+        await load();
+      },
+    );
 
   main.append(
     h("p", { text: "Private key material never leaves the server: this page shows ids, algorithms, states and dates." }),

@@ -3,8 +3,8 @@
 
 import * as api from "../api.js";
 import {
-  fill, h, field, table, pagedList, badge, time, button, confirmDialog, announce, announceError,
-  errorBox, facts, chips, val, words,
+  fill, h, field, table, pagedList, badge, time, button, confirmThen, onSubmit, announce, errorBox,
+  facts, chips, val, words,
 } from "../dom.js";
 import { appHeader } from "./apps.js";
 
@@ -65,59 +65,50 @@ export async function renderUser(main, [id], ctx) {
   };
   const sessions = h("div", {}, h("p", { class: "meta", text: "Loading sessions…" }));
 
-  const revokeOne = async (x) => {
-    const ok = await confirmDialog({
-      title: "Revoke this session?",
-      message: `Session ${x.id} ends at once; the user must sign in again.`,
-      confirmLabel: "Revoke session",
-    });
-    if (!ok) {
-      return;
-    }
-    try {
-      await api.call("POST", `/v1/sessions/${api.seg(x.id)}/revoke`);
-      announce("Session revoked.", "success");
-      await loadSessions();
-    } catch (err) {
-      announceError("Revoking the session", err);
-    }
-  };
-  const revokeAll = async () => {
-    const ok = await confirmDialog({
-      title: `Revoke every session of ${u.email || u.id}?`,
-      message: "Every session of this user ends at once.",
-      confirmLabel: "Revoke all sessions",
-    });
-    if (!ok) {
-      return;
-    }
-    try {
-      const r = await api.call("POST", `/v1/users/${api.seg(u.id)}/sessions/revoke`);
-      announce(`${r.revoked} sessions revoked.`, "success");
-      await loadSessions();
-    } catch (err) {
-      announceError("Revoking the sessions", err);
-    }
-  };
-  const setStatus = async (status) => {
-    if (status === "disabled") {
-      const ok = await confirmDialog({
-        title: `Disable ${u.email || u.id}?`,
-        message: "Every session of this user ends, and they cannot sign in until enabled again.",
-        confirmLabel: "Disable user",
-      });
-      if (!ok) {
-        return;
-      }
-    }
-    try {
-      await api.call("PATCH", `/v1/users/${api.seg(u.id)}`, { status });
-      await reload();
-      announce(`User ${status === "disabled" ? "disabled" : "enabled"}.`, "success");
-    } catch (err) {
-      announceError("Changing the user", err);
-    }
-  };
+  const revokeOne = (x) =>
+    confirmThen(
+      {
+        title: "Revoke this session?",
+        message: `Session ${x.id} ends at once; the user must sign in again.`,
+        confirmLabel: "Revoke session",
+      },
+      "Revoking the session",
+      async () => {
+        await api.call("POST", `/v1/sessions/${api.seg(x.id)}/revoke`);
+        announce("Session revoked.", "success");
+        await loadSessions();
+      },
+    );
+  const revokeAll = () =>
+    confirmThen(
+      {
+        title: `Revoke every session of ${u.email || u.id}?`,
+        message: "Every session of this user ends at once.",
+        confirmLabel: "Revoke all sessions",
+      },
+      "Revoking the sessions",
+      async () => {
+        const r = await api.call("POST", `/v1/users/${api.seg(u.id)}/sessions/revoke`);
+        announce(`${r.revoked} sessions revoked.`, "success");
+        await loadSessions();
+      },
+    );
+  const setStatus = (status) =>
+    confirmThen(
+      status === "disabled"
+        ? {
+            title: `Disable ${u.email || u.id}?`,
+            message: "Every session of this user ends, and they cannot sign in until enabled again.",
+            confirmLabel: "Disable user",
+          }
+        : null,
+      "Changing the user",
+      async () => {
+        await api.call("PATCH", `/v1/users/${api.seg(u.id)}`, { status });
+        await reload();
+        announce(`User ${status === "disabled" ? "disabled" : "enabled"}.`, "success");
+      },
+    );
 
   async function loadSessions() {
     try {
@@ -185,42 +176,36 @@ export async function renderIdps(main, [id]) {
   await appHeader(main, id, "idps");
   const box = h("div", {});
 
-  const setStatus = async (idp, status) => {
-    if (status === "disabled") {
-      const ok = await confirmDialog({
-        title: `Disable ${idp.slug}?`,
-        message: "Nobody can sign in through it, and the sessions it started end.",
-        confirmLabel: "Disable provider",
-      });
-      if (!ok) {
-        return;
-      }
-    }
-    try {
-      await api.call("PATCH", `/v1/idps/${api.seg(idp.id)}`, { status });
-      announce(`${idp.slug} is now ${status}.`, "success");
-      await load();
-    } catch (err) {
-      announceError(`Changing ${idp.slug}`, err);
-    }
-  };
-  const remove = async (idp) => {
-    const ok = await confirmDialog({
-      title: `Delete ${idp.slug}?`,
-      message: "The connection is deleted and its users' sessions end. This cannot be undone.",
-      confirmLabel: "Delete provider",
-    });
-    if (!ok) {
-      return;
-    }
-    try {
-      await api.call("DELETE", `/v1/idps/${api.seg(idp.id)}`);
-      announce(`${idp.slug} deleted.`, "success");
-      await load();
-    } catch (err) {
-      announceError(`Deleting ${idp.slug}`, err);
-    }
-  };
+  const setStatus = (idp, status) =>
+    confirmThen(
+      status === "disabled"
+        ? {
+            title: `Disable ${idp.slug}?`,
+            message: "Nobody can sign in through it, and the sessions it started end.",
+            confirmLabel: "Disable provider",
+          }
+        : null,
+      `Changing ${idp.slug}`,
+      async () => {
+        await api.call("PATCH", `/v1/idps/${api.seg(idp.id)}`, { status });
+        announce(`${idp.slug} is now ${status}.`, "success");
+        await load();
+      },
+    );
+  const remove = (idp) =>
+    confirmThen(
+      {
+        title: `Delete ${idp.slug}?`,
+        message: "The connection is deleted and its users' sessions end. This cannot be undone.",
+        confirmLabel: "Delete provider",
+      },
+      `Deleting ${idp.slug}`,
+      async () => {
+        await api.call("DELETE", `/v1/idps/${api.seg(idp.id)}`);
+        announce(`${idp.slug} deleted.`, "success");
+        await load();
+      },
+    );
 
   async function load() {
     try {
@@ -277,9 +262,7 @@ export async function renderIdps(main, [id]) {
     {
       class: "card",
       on: {
-        submit: async (e) => {
-          e.preventDefault();
-          out.replaceChildren();
+        submit: onSubmit(out, "Creating the identity provider", async () => {
           const body = {
             slug: val(form, "slug"),
             kind: kind.value,
@@ -296,16 +279,12 @@ export async function renderIdps(main, [id]) {
           } else {
             body.idp_metadata_xml = val(form, "idp_metadata_xml");
           }
-          try {
-            const idp = await api.call("POST", `/v1/apps/${api.seg(id)}/idps`, body);
-            form.reset();
-            kind.dispatchEvent(new Event("change"));
-            announce(`Identity provider ${idp.slug} created. Its login URL is ${idp.login_url}.`, "success");
-            await load();
-          } catch (err) {
-            out.replaceChildren(errorBox(err, "Creating the identity provider"));
-          }
-        },
+          const idp = await api.call("POST", `/v1/apps/${api.seg(id)}/idps`, body);
+          form.reset();
+          kind.dispatchEvent(new Event("change"));
+          announce(`Identity provider ${idp.slug} created. Its login URL is ${idp.login_url}.`, "success");
+          await load();
+        }),
       },
     },
     h("h2", { text: "Connect an identity provider" }),

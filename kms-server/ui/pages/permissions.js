@@ -2,7 +2,7 @@
 // shown nested by their segments, each with its description and `implies` edges.
 
 import * as api from "../api.js";
-import { h, field, button, confirmDialog, announce, announceError, errorBox, chips, val, words } from "../dom.js";
+import { h, field, button, confirmThen, onSubmit, announce, errorBox, chips, val, words } from "../dom.js";
 
 /** The tree of `permissions`: nodes keyed by segment, `perm` set where a scope is defined. */
 export function scopeTree(permissions) {
@@ -29,7 +29,7 @@ function count(node) {
   return n;
 }
 
-function renderNode(node, name, onDelete) {
+function renderNode(node, onDelete) {
   const p = node.perm;
   const label = h(
     "span",
@@ -58,7 +58,7 @@ function renderNode(node, name, onDelete) {
       { open: true },
       h("summary", {}, label, h("span", { class: "meta", text: ` · ${count(node) - (p ? 1 : 0)} below` })),
       extra,
-      h("ul", {}, kids.map(([k, c]) => renderNode(c, k, onDelete))),
+      h("ul", {}, kids.map(([, c]) => renderNode(c, onDelete))),
     ),
   );
 }
@@ -72,22 +72,20 @@ export async function render(main) {
     treeBox,
   );
 
-  async function onDelete(scope) {
-    const ok = await confirmDialog({
-      title: `Delete ${scope}?`,
-      message: "The permission is removed from the policy. A permission still granted by a role or a token cannot be deleted.",
-      confirmLabel: "Delete permission",
-    });
-    if (!ok) {
-      return;
-    }
-    try {
-      await api.call("DELETE", `/v1/permissions/${api.seg(scope)}`);
-      announce(`Permission ${scope} deleted.`, "success");
-      await load();
-    } catch (err) {
-      announceError(`Deleting ${scope}`, err);
-    }
+  function onDelete(scope) {
+    return confirmThen(
+      {
+        title: `Delete ${scope}?`,
+        message: "The permission is removed from the policy. A permission still granted by a role or a token cannot be deleted.",
+        confirmLabel: "Delete permission",
+      },
+      `Deleting ${scope}`,
+      async () => {
+        await api.call("DELETE", `/v1/permissions/${api.seg(scope)}`);
+        announce(`Permission ${scope} deleted.`, "success");
+        await load();
+      },
+    );
   }
 
   async function load() {
@@ -97,7 +95,7 @@ export async function render(main) {
       const kids = [...tree.children.entries()].sort(([a], [b]) => a.localeCompare(b));
       treeBox.replaceChildren(
         h("h2", { id: "scope-tree-title", text: `Scope tree (${items.length} permissions)` }),
-        h("ul", { class: "tree" }, kids.map(([k, c]) => renderNode(c, k, onDelete))),
+        h("ul", { class: "tree" }, kids.map(([, c]) => renderNode(c, onDelete))),
       );
     } catch (err) {
       treeBox.replaceChildren(errorBox(err, "Loading the permissions"));
@@ -110,23 +108,17 @@ export async function render(main) {
     {
       class: "card",
       on: {
-        submit: async (e) => {
-          e.preventDefault();
-          out.replaceChildren();
+        submit: onSubmit(out, "Creating the permission", async () => {
           const body = { scope: val(form, "scope"), implies: words(val(form, "implies")) };
           const description = val(form, "description");
           if (description) {
             body.description = description;
           }
-          try {
-            await api.call("POST", "/v1/permissions", body);
-            form.reset();
-            announce(`Permission ${body.scope} created.`, "success");
-            await load();
-          } catch (err) {
-            out.replaceChildren(errorBox(err, "Creating the permission"));
-          }
-        },
+          await api.call("POST", "/v1/permissions", body);
+          form.reset();
+          announce(`Permission ${body.scope} created.`, "success");
+          await load();
+        }),
       },
     },
     h("h2", { text: "Create a permission" }),

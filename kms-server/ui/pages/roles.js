@@ -3,7 +3,7 @@
 
 import * as api from "../api.js";
 import {
-  h, s, field, button, confirmDialog, announce, announceError, errorBox, chips, val, words,
+  h, s, field, button, confirmThen, onSubmit, announce, errorBox, chips, val, words,
 } from "../dom.js";
 
 /** Levels of the DAG: a role sits one row below the deepest role it inherits. */
@@ -109,22 +109,20 @@ export async function render(main) {
   const box = h("div", {});
   main.append(box);
 
-  async function onDelete(name) {
-    const ok = await confirmDialog({
-      title: `Delete role ${name}?`,
-      message: "Tokens and users holding it lose what it grants at once. A role still inherited or granted cannot be deleted.",
-      confirmLabel: "Delete role",
-    });
-    if (!ok) {
-      return;
-    }
-    try {
-      await api.call("DELETE", `/v1/roles/${api.seg(name)}`);
-      announce(`Role ${name} deleted.`, "success");
-      await load();
-    } catch (err) {
-      announceError(`Deleting ${name}`, err);
-    }
+  function onDelete(name) {
+    return confirmThen(
+      {
+        title: `Delete role ${name}?`,
+        message: "Tokens and users holding it lose what it grants at once. A role still inherited or granted cannot be deleted.",
+        confirmLabel: "Delete role",
+      },
+      `Deleting ${name}`,
+      async () => {
+        await api.call("DELETE", `/v1/roles/${api.seg(name)}`);
+        announce(`Role ${name} deleted.`, "success");
+        await load();
+      },
+    );
   }
 
   async function load() {
@@ -181,23 +179,17 @@ export async function render(main) {
     {
       class: "card",
       on: {
-        submit: async (e) => {
-          e.preventDefault();
-          out.replaceChildren();
+        submit: onSubmit(out, "Creating the role", async () => {
           const body = {
             name: val(form, "name"),
             permissions: words(val(form, "permissions")),
             inherits: words(val(form, "inherits")),
           };
-          try {
-            const role = await api.call("POST", "/v1/roles", body);
-            form.reset();
-            announce(`Role ${role.name} created; it grants ${role.effective.length} scopes.`, "success");
-            await load();
-          } catch (err) {
-            out.replaceChildren(errorBox(err, "Creating the role"));
-          }
-        },
+          const role = await api.call("POST", "/v1/roles", body);
+          form.reset();
+          announce(`Role ${role.name} created; it grants ${role.effective.length} scopes.`, "success");
+          await load();
+        }),
       },
     },
     h("h2", { text: "Create a role" }),

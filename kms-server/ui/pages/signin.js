@@ -24,6 +24,9 @@ export function render(main, _params, ctx) {
           try {
             const found = await api.get(`/v1/sso/discover${api.query({ email: email.value.trim() })}`);
             const url = new URL(found.login_url, window.location.href);
+            if (url.protocol !== "http:" && url.protocol !== "https:") {
+              throw new Error("the server gave an unusable login URL");
+            }
             url.searchParams.set("return_to", RETURN_TO);
             const slug = (url.pathname.match(/\/v1\/sso\/([^/]+)\/login$/) || [])[1];
             const link = h("a", {

@@ -3,8 +3,8 @@
 
 import * as api from "../api.js";
 import {
-  fill, h, field, table, pagedList, badge, time, button, confirmDialog, announce, announceNext,
-  announceError, errorBox, facts, chips, secretPanel, checkbox, val, words, checked,
+  fill, h, field, table, pagedList, badge, time, button, confirmDialog, confirmThen, onSubmit, announce,
+  announceNext, errorBox, facts, chips, secretPanel, checkbox, val, words, checked,
 } from "../dom.js";
 import { usagePanel } from "./usage.js";
 
@@ -127,9 +127,7 @@ export async function tokenForm(app, list) {
     {
       class: "card",
       on: {
-        submit: async (e) => {
-          e.preventDefault();
-          out.replaceChildren();
+        submit: onSubmit(out, "Creating the token", async () => {
           const body = {
             name: val(form, "name"),
             scopes: chosen(form, "scopes"),
@@ -140,23 +138,19 @@ export async function tokenForm(app, list) {
           if (expires) {
             body.expires_in = Number(expires);
           }
-          try {
-            const created = await api.call("POST", `/v1/apps/${api.seg(app.id)}/tokens`, body);
-            form.reset();
-            // The plaintext lives in this panel only; leaving the page drops it.
-            const panel = secretPanel(
-              `Token ${created.name} created`,
-              created.token,
-              `Id ${created.id}. Its scopes: ${created.scopes.join(", ") || "none"}; roles: ${created.roles.join(", ") || "none"}.`,
-            );
-            out.replaceChildren(panel);
-            announce(`Token ${created.name} created. Copy its value now: it is shown only once.`, "success");
-            panel.querySelector("input").focus();
-            list.reload();
-          } catch (err) {
-            out.replaceChildren(errorBox(err, "Creating the token"));
-          }
-        },
+          const created = await api.call("POST", `/v1/apps/${api.seg(app.id)}/tokens`, body);
+          form.reset();
+          // The plaintext lives in this panel only; leaving the page drops it.
+          const panel = secretPanel(
+            `Token ${created.name} created`,
+            created.token,
+            `Id ${created.id}. Its scopes: ${created.scopes.join(", ") || "none"}; roles: ${created.roles.join(", ") || "none"}.`,
+          );
+          out.replaceChildren(panel);
+          announce(`Token ${created.name} created. Copy its value now: it is shown only once.`, "success");
+          panel.querySelector("input").focus();
+          list.reload();
+        }),
       },
     },
     h("h2", { text: "Create a token" }),
@@ -186,41 +180,35 @@ export async function renderToken(main, [id], ctx) {
     main.querySelector("h1").focus();
   };
 
-  const revoke = async () => {
-    const ok = await confirmDialog({
-      title: `Revoke ${t.name}?`,
-      message: "The token stops verifying at once, on every node. This cannot be undone.",
-      confirmLabel: "Revoke token",
-    });
-    if (!ok) {
-      return;
-    }
-    try {
-      await api.call("POST", `/v1/tokens/${api.seg(t.id)}/revoke`);
-      await reload();
-      announce(`Token ${t.name} revoked.`, "success");
-    } catch (err) {
-      announceError("Revoking the token", err);
-    }
-  };
+  const revoke = () =>
+    confirmThen(
+      {
+        title: `Revoke ${t.name}?`,
+        message: "The token stops verifying at once, on every node. This cannot be undone.",
+        confirmLabel: "Revoke token",
+      },
+      "Revoking the token",
+      async () => {
+        await api.call("POST", `/v1/tokens/${api.seg(t.id)}/revoke`);
+        await reload();
+        announce(`Token ${t.name} revoked.`, "success");
+      },
+    );
 
-  const remove = async () => {
-    const ok = await confirmDialog({
-      title: `Delete ${t.name}?`,
-      message: "The token and its record are deleted; it stops verifying at once. This cannot be undone.",
-      confirmLabel: "Delete token",
-    });
-    if (!ok) {
-      return;
-    }
-    try {
-      await api.call("DELETE", `/v1/tokens/${api.seg(t.id)}`);
-      announceNext(`Token ${t.name} deleted.`, "success");
-      ctx.go(`/apps/${t.app_id}`);
-    } catch (err) {
-      announceError("Deleting the token", err);
-    }
-  };
+  const remove = () =>
+    confirmThen(
+      {
+        title: `Delete ${t.name}?`,
+        message: "The token and its record are deleted; it stops verifying at once. This cannot be undone.",
+        confirmLabel: "Delete token",
+      },
+      "Deleting the token",
+      async () => {
+        await api.call("DELETE", `/v1/tokens/${api.seg(t.id)}`);
+        announceNext(`Token ${t.name} deleted.`, "success");
+        ctx.go(`/apps/${api.seg(t.app_id)}`);
+      },
+    );
 
   const rotateForm = h(
     "form",
@@ -270,17 +258,11 @@ export async function renderToken(main, [id], ctx) {
     {
       class: "card",
       on: {
-        submit: async (e) => {
-          e.preventDefault();
-          limitsOut.replaceChildren();
-          try {
-            await api.call("PATCH", `/v1/tokens/${api.seg(t.id)}`, limitsOf(limitsForm, true));
-            await reload();
-            announce("Limits saved.", "success");
-          } catch (err) {
-            limitsOut.replaceChildren(errorBox(err, "Saving the limits"));
-          }
-        },
+        submit: onSubmit(limitsOut, "Saving the limits", async () => {
+          await api.call("PATCH", `/v1/tokens/${api.seg(t.id)}`, limitsOf(limitsForm, true));
+          await reload();
+          announce("Limits saved.", "success");
+        }),
       },
     },
     h("h2", { text: "Limits" }),
